@@ -1,0 +1,58 @@
+# Albatross: `make run` serves the demo, `make test` runs every test, `make bench` measures.
+SHELL := /bin/bash
+CONFIG ?= debug
+BIN := .build/$(CONFIG)/alb
+PYTHON ?= python3
+DEBIAN_PACKAGES := curl ca-certificates
+STAMP := .build/.deps-installed
+
+.PHONY: all deps build run test unit e2e examples bench fmt lint clean
+
+all: build
+
+# Debian packages: `apt-get update` once, then install only what is missing.
+deps: $(STAMP)
+$(STAMP):
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v $(PYTHON) >/dev/null 2>&1 || missing="$$missing python3 python3-pip"; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	  apt-get update -q && apt-get install -y -q $$missing; fi
+	@command -v swift >/dev/null 2>&1 || { echo "error: swift not found on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
+	@$(PYTHON) -c "import pytest, yaml" 2>/dev/null || { echo "installing pytest from PyPI"; \
+	  $(PYTHON) -m pip install -q pytest pyyaml || $(PYTHON) -m pip install -q --break-system-packages pytest pyyaml; }
+	@mkdir -p .build && touch $(STAMP)
+
+build: deps
+	swift build -c $(CONFIG) --product alb
+
+# The demo: two local backends on 9001/9002 and the reconciler watching manifests/ (listener on :8080).
+run: build
+	@$(PYTHON) tests/demo_backend.py 9001 backend-1 9002 backend-2 & backend=$$!; \
+	trap 'kill $$backend 2>/dev/null' EXIT; \
+	echo "demo: curl http://127.0.0.1:8080/   (edit manifests/ and watch status/; Ctrl-C stops)"; \
+	$(BIN) reconcile manifests --watch --status-dir status
+
+test: deps unit e2e examples
+
+unit:
+	swift build --build-tests
+	swift test --skip-build
+
+e2e: deps
+	swift build --product alb
+	ALB_BIN=$(CURDIR)/.build/debug/alb $(PYTHON) -m pytest -q tests/e2e
+
+# Every example set validates (or, for the deliberately invalid ones, fails exactly as documented).
+examples: deps
+	swift build --product alb
+	@bash tests/check_examples.sh .build/debug/alb
+
+bench:
+	swift build -c release --product alb
+	bash tests/bench.sh
+
+fmt lint:
+	@echo "swift-format is not packaged for this toolchain here; see docs/decisions.md"
+
+clean:
+	rm -rf .build status

@@ -1,0 +1,51 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Albatross",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "alb", targets: ["alb"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.100.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.2.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+    ],
+    targets: [
+        .executableTarget(name: "alb", dependencies: ["ALBCLI"]),
+        .target(name: "ALBCLI", dependencies: [
+            "ALBManifest", "ALBReconciler",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .target(name: "ALBManifest", dependencies: [
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .target(name: "ALBReconciler", dependencies: [
+            "ALBManifest", "ALBDataPlane",
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .target(name: "ALBDataPlane", dependencies: [
+            "ALBHTTP",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Atomics", package: "swift-atomics"),
+        ]),
+        .target(name: "ALBHTTP", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        .testTarget(name: "ALBManifestTests", dependencies: ["ALBManifest"]),
+        .testTarget(name: "ALBReconcilerTests", dependencies: ["ALBReconciler"]),
+        .testTarget(name: "ALBHTTPTests", dependencies: [
+            "ALBHTTP",
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
+        .testTarget(name: "ALBDataPlaneTests", dependencies: [
+            "ALBDataPlane",
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+    ]
+)

@@ -1,0 +1,177 @@
+/// The canonical, fully defaulted, flattened form of a resource: ordered `(path, value)` pairs such as
+/// `("port", "8080")`, `("tags.team", "web")` or `("defaultAction.forwardGroup.serverGroups[0].name", "blue")`.
+///
+/// Plans diff it and status files store it as `live`. Every value is a string; empty lists and unset
+/// optional fields have no entry. It never holds secrets (certificate *paths* only). Equality ignores
+/// entry order. Keys under `tags` are taken whole, so tag keys may contain dots.
+public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
+    public var entries: [(path: String, value: String)]
+
+    public init(entries: [(path: String, value: String)]) {
+        self.entries = entries
+    }
+
+    public subscript(path: String) -> String? {
+        entries.first { $0.path == path }?.value
+    }
+
+    /// Entries as a dictionary (paths are unique).
+    public var dictionary: [String: String] {
+        Dictionary(entries.map { ($0.path, $0.value) }, uniquingKeysWith: { _, last in last })
+    }
+
+    public static func == (lhs: CanonicalFields, rhs: CanonicalFields) -> Bool {
+        lhs.entries.count == rhs.entries.count && lhs.dictionary == rhs.dictionary
+    }
+
+    public var description: String {
+        entries.map { "\($0.path)=\($0.value)" }.joined(separator: ", ")
+    }
+
+    // MARK: Nested form
+
+    /// Rebuild from a nested tree (what `nested` produced after a YAML round trip). Accepts
+    /// `[String: Any]`, `[Any]`, `String`, `Int`, `Bool` and `Double` leaves; anything else is
+    /// stringified. Entries come out in natural path order (indices numerically).
+    public init(nested: Any) {
+        var result: [(path: String, value: String)] = []
+        Self.flatten(nested, path: "", into: &result)
+        result.sort { Self.naturalLess($0.path, $1.path) }
+        self.init(entries: result)
+    }
+
+    /// Nested dictionaries and arrays of strings, suitable for `Yams.dump`.
+    public var nested: [String: Any] {
+        var root = Tree.dict([:])
+        for entry in entries {
+            root.insert(Self.segments(of: entry.path)[...], value: entry.value)
+        }
+        if case .dict = root, let value = root.any as? [String: Any] { return value }
+        return [:]
+    }
+
+    private static func flatten(_ value: Any, path: String, into result: inout [(path: String, value: String)]) {
+        switch value {
+        case let dict as [String: Any]:
+            for (key, child) in dict {
+                let childPath: String
+                if path == "tags" {
+                    // Tag keys are leaves taken whole, even with dots in them.
+                    result.append((path: "tags.\(key)", value: scalarText(child)))
+                    continue
+                }
+                childPath = path.isEmpty ? key : "\(path).\(key)"
+                flatten(child, path: childPath, into: &result)
+            }
+        case let dict as [AnyHashable: Any]:
+            var converted: [String: Any] = [:]
+            for (key, child) in dict { converted["\(key.base)"] = child }
+            flatten(converted, path: path, into: &result)
+        case let array as [Any]:
+            for (index, child) in array.enumerated() {
+                flatten(child, path: "\(path)[\(index)]", into: &result)
+            }
+        default:
+            result.append((path: path, value: scalarText(value)))
+        }
+    }
+
+    private static func scalarText(_ value: Any) -> String {
+        switch value {
+        case let string as String: string
+        case let bool as Bool: bool ? "true" : "false"
+        case let int as Int: String(int)
+        case let double as Double: String(double)
+        default: "\(value)"
+        }
+    }
+
+    private enum Segment {
+        case key(String)
+        case index(Int)
+    }
+
+    /// Splits `a.b[0].c` into key/index segments; the rest after `tags.` is one key.
+    private static func segments(of path: String) -> [Segment] {
+        if path.hasPrefix("tags.") {
+            return [.key("tags"), .key(String(path.dropFirst(5)))]
+        }
+        var result: [Segment] = []
+        for part in path.split(separator: ".", omittingEmptySubsequences: false) {
+            var rest = Substring(part)
+            if let bracket = rest.firstIndex(of: "[") {
+                result.append(.key(String(rest[..<bracket])))
+                rest = rest[bracket...]
+                while rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
+                    let digits = rest[rest.index(after: rest.startIndex)..<close]
+                    result.append(.index(Int(digits) ?? 0))
+                    rest = rest[rest.index(after: close)...]
+                }
+            } else {
+                result.append(.key(String(rest)))
+            }
+        }
+        return result
+    }
+
+    private indirect enum Tree {
+        case leaf(String)
+        case dict([String: Tree])
+        case list([Tree])
+
+        mutating func insert(_ path: ArraySlice<Segment>, value: String) {
+            guard let first = path.first else {
+                self = .leaf(value)
+                return
+            }
+            let rest = path.dropFirst()
+            switch first {
+            case .key(let key):
+                var dict: [String: Tree] = [:]
+                if case .dict(let existing) = self { dict = existing }
+                var child = dict[key] ?? .dict([:])
+                child.insert(rest, value: value)
+                dict[key] = child
+                self = .dict(dict)
+            case .index(let index):
+                var list: [Tree] = []
+                if case .list(let existing) = self { list = existing }
+                while list.count <= index { list.append(.dict([:])) }
+                list[index].insert(rest, value: value)
+                self = .list(list)
+            }
+        }
+
+        var any: Any {
+            switch self {
+            case .leaf(let value): value
+            case .dict(let dict): dict.mapValues { $0.any }
+            case .list(let list): list.map { $0.any }
+            }
+        }
+    }
+
+    /// Lexical order, except that runs of digits compare as numbers (`servers[2]` < `servers[10]`).
+    static func naturalLess(_ lhs: String, _ rhs: String) -> Bool {
+        var left = Array(lhs.unicodeScalars)[...]
+        var right = Array(rhs.unicodeScalars)[...]
+        func isDigit(_ scalar: Unicode.Scalar) -> Bool { ("0"..."9").contains(scalar) }
+        while let leftFirst = left.first, let rightFirst = right.first {
+            if isDigit(leftFirst) && isDigit(rightFirst) {
+                let leftDigits = left.prefix(while: isDigit)
+                let rightDigits = right.prefix(while: isDigit)
+                let leftNumber = String(String.UnicodeScalarView(leftDigits))
+                let rightNumber = String(String.UnicodeScalarView(rightDigits))
+                if leftNumber.count != rightNumber.count { return leftNumber.count < rightNumber.count }
+                if leftNumber != rightNumber { return leftNumber < rightNumber }
+                left = left.dropFirst(leftDigits.count)
+                right = right.dropFirst(rightDigits.count)
+            } else {
+                if leftFirst != rightFirst { return leftFirst.value < rightFirst.value }
+                left = left.dropFirst()
+                right = right.dropFirst()
+            }
+        }
+        return left.isEmpty && !right.isEmpty
+    }
+}

@@ -1,0 +1,113 @@
+import Yams
+
+/// Decodes and validates a snapshot of manifest files: YAML -> resources with defaults, every problem
+/// reported with file:line:col, per-resource and cross-resource rules applied.
+///
+/// It does no I/O (callers pass file contents), keeps no state between calls, and never stops at the
+/// first problem.
+public enum ManifestLoader {
+    public static let maxFileBytes = 1 << 20
+
+    public static func load(_ files: [ManifestFile]) -> ManifestSet {
+        var set = ManifestSet()
+        var documents: [DecodedDocument] = []
+        var looseDiagnostics: [Diagnostic] = []
+
+        for file in files {
+            switch parse(file) {
+            case .failure(let diagnostic):
+                set.unparsableFiles[file.path] = diagnostic
+                looseDiagnostics.append(diagnostic)
+            case .success(let roots):
+                for root in roots {
+                    guard let document = DocumentDecoder.decode(root, file: file.path) else { continue }
+                    if let id = document.id {
+                        set.definedBy[file.path, default: []].insert(id)
+                    } else {
+                        looseDiagnostics.append(contentsOf: document.diagnostics)
+                    }
+                    documents.append(document)
+                }
+            }
+        }
+
+        var validator = CrossResourceValidator(documents: documents.filter { $0.id != nil })
+        validator.run()
+        set.resources = validator.valid
+        set.invalid = validator.invalid
+        set.sources = validator.sources
+        let all = looseDiagnostics + validator.invalid.values.flatMap { $0 }
+        set.diagnostics = all.sorted { lhs, rhs in
+            lhs.location != rhs.location ? lhs.location < rhs.location : lhs.message < rhs.message
+        }
+        return set
+    }
+
+    /// The documents of one file, or the file-level ParseError.
+    static func parse(_ file: ManifestFile) -> Result<[Node], Diagnostic> {
+        func failure(_ message: String, line: Int = 1, column: Int = 1) -> Result<[Node], Diagnostic> {
+            .failure(Diagnostic(location: SourceLocation(file: file.path, line: line, column: column),
+                                message: message, reason: .parseError))
+        }
+        let size = file.contents.utf8.count
+        if size > maxFileBytes {
+            return failure("file is too large (\(size) bytes, limit \(maxFileBytes))")
+        }
+        if let finding = HostileInputGuard.lexicalAlias(in: file.contents) {
+            return failure(finding.message, line: finding.line, column: finding.column)
+        }
+        var roots: [Node] = []
+        do {
+            // The parser owns the anchors nodes refer to (weakly): keep it alive while scanning.
+            let parser = try Parser(yaml: file.contents)
+            while let root = try parser.nextRoot() { roots.append(root) }
+            if let finding = HostileInputGuard.scan(roots) {
+                return failure(finding.message, line: finding.line, column: finding.column)
+            }
+            withExtendedLifetime(parser) {}
+        } catch let error as YamlError {
+            let described = describe(error, in: file.contents)
+            return failure(described.message, line: described.line, column: described.column)
+        } catch {
+            return failure("invalid YAML: \(error)")
+        }
+        return .success(roots)
+    }
+
+    /// A one-line message and position for a Yams error.
+    static func describe(_ error: YamlError, in text: String) -> (message: String, line: Int, column: Int) {
+        func withContext(_ problem: String, _ context: YamlError.Context?) -> String {
+            guard let context else { return "invalid YAML: \(problem)" }
+            return "invalid YAML: \(problem) (\(context.text) at \(context.mark.line):\(context.mark.column))"
+        }
+        switch error {
+        case .scanner(let context, let problem, let mark, _),
+             .parser(let context, let problem, let mark, _),
+             .composer(let context, let problem, let mark, _):
+            return (withContext(problem, context), mark.line, mark.column)
+        case .reader(let problem, let offset, _, _):
+            let position = offset.map { lineAndColumn(ofCharacterOffset: $0, in: text) } ?? (1, 1)
+            return ("invalid YAML: \(problem)", position.0, position.1)
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            let keys = duplicates.map { "\"\($0)\"" }.joined(separator: ", ")
+            return ("duplicate mapping key \(keys)", context.mark.line, context.mark.column)
+        default:
+            return ("invalid YAML: \(error)", 1, 1)
+        }
+    }
+
+    static func lineAndColumn(ofCharacterOffset offset: Int, in text: String) -> (Int, Int) {
+        var line = 1
+        var column = 1
+        for (index, char) in text.enumerated() {
+            if index >= offset { break }
+            if char == "\n" {
+                line += 1
+                column = 1
+            } else {
+                column += 1
+            }
+        }
+        return (line, column)
+    }
+}

@@ -1,0 +1,34 @@
+/// Everything the loader learned from one snapshot of manifest files.
+///
+/// A resource is either in `resources` (valid) or in `invalid`, never both. Files that failed to parse
+/// contribute nothing but their entry in `unparsableFiles`, so callers can keep those files' last good
+/// resources instead of deleting them. It holds no file contents and no key material.
+public struct ManifestSet: Sendable {
+    /// Every valid resource.
+    public var resources: [ResourceID: Resource]
+    /// Resources whose kind and name were read but that are invalid (including duplicates and
+    /// cross-resource rule breakers), with the problems reported against them.
+    public var invalid: [ResourceID: [Diagnostic]]
+    /// Every problem, sorted by file, line, column.
+    public var diagnostics: [Diagnostic]
+    /// File path -> its parse error (YAML syntax, too large, aliases, too many nodes).
+    public var unparsableFiles: [String: Diagnostic]
+    /// File path -> ids its documents define (valid or invalid).
+    public var definedBy: [String: Set<ResourceID>]
+    /// Where each (valid or invalid) resource is defined; for duplicates, the first copy.
+    public var sources: [ResourceID: SourceLocation]
+
+    public init(resources: [ResourceID: Resource] = [:], invalid: [ResourceID: [Diagnostic]] = [:],
+                diagnostics: [Diagnostic] = [], unparsableFiles: [String: Diagnostic] = [:],
+                definedBy: [String: Set<ResourceID>] = [:], sources: [ResourceID: SourceLocation] = [:]) {
+        self.resources = resources
+        self.invalid = invalid
+        self.diagnostics = diagnostics
+        self.unparsableFiles = unparsableFiles
+        self.definedBy = definedBy
+        self.sources = sources
+    }
+
+    /// True when nothing at all was reported.
+    public var isValid: Bool { diagnostics.isEmpty }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh),
+# then the reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+peers=../shared/bench/peers.sh
+[[ -x $peers || -f $peers ]] || { echo "bench needs ../shared/bench/peers.sh" >&2; exit 1; }
+work=$(mktemp -d /tmp/alb-bench.XXXX)
+cleanup() { [[ -n ${alb_pid:-} ]] && kill "$alb_pid" 2>/dev/null; bash "$peers" stop || true; }
+trap cleanup EXIT
+bash "$peers" start
+mkdir -p "$work/m"
+cat > "$work/m/bench.yaml" <<YAML
+apiVersion: alb/v1
+kind: LoadBalancer
+metadata: {name: bench}
+spec: {address: 127.0.0.1}
+---
+apiVersion: alb/v1
+kind: ServerGroup
+metadata: {name: nginx-backend}
+spec:
+  servers: [{address: 127.0.0.1, port: 19000}]
+---
+apiVersion: alb/v1
+kind: Listener
+metadata: {name: bench}
+spec:
+  loadBalancer: bench
+  protocol: HTTP
+  port: 19003
+  defaultAction: {forwardGroup: {serverGroups: [{name: nginx-backend}]}}
+YAML
+taskset -c 0 .build/release/alb reconcile "$work/m" --status-dir "$work/s" --log-level warning & alb_pid=$!
+for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:19003/ 2>/dev/null && break; sleep 0.1; done
+for path in / /big; do
+  for peer in nginx:19001 haproxy:19002 alb:19003; do
+    name=${peer%%:*} port=${peer##*:}
+    if [[ $name == alb ]]; then pid=$alb_pid; else pid=$(bash "$peers" pid "$name"); fi
+    bash "$peers" bench "$port" "$pid" "$path" 64 5 >/dev/null   # warm-up
+    echo "$name path=$path $(bash "$peers" bench "$port" "$pid" "$path" 64 5)"
+  done
+done
+kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true; alb_pid=
+python3 tests/bench_reconcile.py .build/release/alb 100 20
+python3 ../shared/bench/reload.py all 100 20 || true

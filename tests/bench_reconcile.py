@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Reconciler figures for `make bench`, shaped like ../shared/bench/reload.py.
+
+With N HTTP listeners (127.0.0.1:19200..), each forwarding to backend "a":
+  cold   seconds from starting `alb reconcile` to all N answering 200
+  change ms from rewriting one listener's manifest (switching it to backend "b") to that listener answering
+         from "b"; median and worst of REPEATS edits, once through the watcher and once with SIGHUP
+Usage: bench_reconcile.py ALB_BINARY [N] [REPEATS]
+"""
+import http.client
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import demo_backend  # noqa: E402
+
+BASE = 19200
+
+
+def body(port):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5)
+        c.request("GET", "/")
+        r = c.getresponse()
+        text = r.read().decode()
+        c.close()
+        return r.status, text
+    except OSError:
+        return None, ""
+
+
+def wait_until(predicate, limit=60.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if predicate():
+            return time.monotonic() - t0
+        time.sleep(0.001)
+    raise SystemExit("timed out after %.0f s" % limit)
+
+
+def listener(i, group):
+    return ("apiVersion: alb/v1\nkind: Listener\nmetadata: {name: l%d}\nspec:\n  loadBalancer: bench\n"
+            "  protocol: HTTP\n  port: %d\n  defaultAction: {forwardGroup: {serverGroups: [{name: %s}]}}\n"
+            % (i, BASE + i, group))
+
+
+def write(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def run(binary, n, repeats, watch):
+    work = tempfile.mkdtemp(prefix="alb-bench-reconcile.")
+    manifests = os.path.join(work, "m")
+    os.mkdir(manifests)
+    write(os.path.join(manifests, "base.yaml"),
+          "apiVersion: alb/v1\nkind: LoadBalancer\nmetadata: {name: bench}\n"
+          "spec: {address: 127.0.0.1, quotas: {listeners: 100}}\n---\n"
+          "apiVersion: alb/v1\nkind: ServerGroup\nmetadata: {name: a}\nspec: {servers: [{address: 127.0.0.1, port: 19198}]}\n---\n"
+          "apiVersion: alb/v1\nkind: ServerGroup\nmetadata: {name: b}\nspec: {servers: [{address: 127.0.0.1, port: 19199}]}\n")
+    for i in range(n):
+        write(os.path.join(manifests, "l%03d.yaml" % i), listener(i, "a"))
+    args = [binary, "reconcile", manifests, "--status-dir", os.path.join(work, "s"), "--log-level", "warning"]
+    if watch:
+        args.append("--watch")
+    t0 = time.monotonic()
+    process = subprocess.Popen(args)
+    try:
+        for i in range(n):
+            wait_until(lambda: body(BASE + i)[0] == 200)
+        cold = time.monotonic() - t0
+        changes = []
+        for r in range(repeats):
+            i = (r * 7) % n
+            # Flip a listener back and forth: a -> b, then the next one b -> a, and so on.
+            current = body(BASE + i)[1].split()[0]
+            target = "b" if current == "a" else "a"
+            start = time.monotonic()
+            write(os.path.join(manifests, "l%03d.yaml" % i), listener(i, target))
+            if not watch:
+                process.send_signal(signal.SIGHUP)
+            wait_until(lambda: body(BASE + i)[1].startswith(target + " "))
+            changes.append((time.monotonic() - start) * 1000)
+        return cold, changes
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    binary = sys.argv[1]
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+    demo_backend.serve(19198, "a")
+    demo_backend.serve(19199, "b")
+    for watch in (True, False):
+        cold, changes = run(binary, n, repeats, watch)
+        print("alb-%s listeners=%d cold_s=%.3f change_median_ms=%.1f change_max_ms=%.1f"
+              % ("watch" if watch else "sighup", n, cold, statistics.median(changes), max(changes)))
+
+
+if __name__ == "__main__":
+    main()

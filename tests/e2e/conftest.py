@@ -1,0 +1,213 @@
+"""Fixtures for end-to-end tests: the real `alb` binary, real backends and real clients on 127.0.0.1."""
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import demo_backend  # noqa: E402
+
+ALB = os.environ.get("ALB_BIN") or str(Path(__file__).resolve().parents[2] / ".build/debug/alb")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as error:  # the thing may not exist yet
+            last = error
+        time.sleep(interval)
+    raise AssertionError("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))
+
+
+def get(port, path="/", headers=None, timeout=5):
+    """One request on a fresh connection: (status, body text, headers dict)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace"), dict(response.getheaders())
+    finally:
+        conn.close()
+
+
+def line_of(text, needle, offset=0):
+    """1-based line number of the first line containing `needle`, plus `offset`."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return number + offset
+    raise AssertionError("%r not in text" % needle)
+
+
+def refused(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except OSError:
+        return True
+
+
+def raw(port, data, timeout=5, read_until_close=True):
+    """Sends raw bytes and returns everything the listener answers until it closes (or times out)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if not read_until_close:
+                    break
+        except socket.timeout:
+            pass
+        return b"".join(chunks)
+
+
+class Backends:
+    def __init__(self):
+        self.servers = []
+
+    def start(self, name):
+        port = free_port()
+        self.servers.append(demo_backend.serve(port, name))
+        return port
+
+    def close(self):
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def backends():
+    b = Backends()
+    yield b
+    b.close()
+
+
+class Albatross:
+    """A running `alb reconcile --watch` over a temporary manifest directory."""
+
+    def __init__(self, root):
+        self.root = root
+        self.manifests = root / "manifests"
+        self.status = root / "status"
+        self.manifests.mkdir()
+        self.process = None
+        self.log_path = root / "alb.log"
+
+    def write(self, name, text):
+        path = self.manifests / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name("." + path.name + ".tmp")
+        tmp.write_text(textwrap.dedent(text))
+        os.replace(tmp, path)  # rename-over, as editors do
+        return path
+
+    def remove(self, name):
+        (self.manifests / name).unlink()
+
+    def start(self, *extra):
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [ALB, "reconcile", str(self.manifests), "--watch", "--status-dir", str(self.status), *extra],
+            stdout=self.log, stderr=self.log)
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=40):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode if self.process else None
+
+    def status_of(self, kind, name):
+        path = self.status / (kind.lower() + "s") / (name + ".yaml")
+        if not path.exists():
+            return None
+        return yaml.safe_load(path.read_text())
+
+    def condition(self, kind, name, type_):
+        status = self.status_of(kind, name) or {}
+        for c in status.get("conditions", []):
+            if c["type"] == type_:
+                return c
+        return None
+
+    def wait_state(self, name, state, timeout=10):
+        return wait_for(lambda: (self.status_of("Listener", name) or {}).get("state") == state
+                        and self.status_of("Listener", name), timeout, what="listener %s %s" % (name, state))
+
+    def events(self):
+        path = self.status / "events.log"
+        import json
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def run_cli(self, *args):
+        return subprocess.run([ALB, *args], capture_output=True, text=True, timeout=60)
+
+    def logs(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def alb(tmp_path):
+    instance = Albatross(tmp_path)
+    yield instance
+    instance.stop(signal.SIGKILL, timeout=5)
+
+
+def manifest_set(port, servers, lb_address="127.0.0.1", listener="web", group="pool", extra_listener="",
+                 state="Running", idle=15, request_timeout=60, group_weight=100):
+    """A LoadBalancer, a ServerGroup of `servers` [(port, weight)] and one HTTP listener."""
+    server_lines = "\n".join("    - {address: 127.0.0.1, port: %d, weight: %d}" % (p, w) for p, w in servers)
+    return f"""\
+apiVersion: alb/v1
+kind: LoadBalancer
+metadata: {{name: lb}}
+spec: {{address: {lb_address}}}
+---
+apiVersion: alb/v1
+kind: ServerGroup
+metadata: {{name: {group}}}
+spec:
+  servers:
+{server_lines}
+---
+apiVersion: alb/v1
+kind: Listener
+metadata: {{name: {listener}}}
+spec:
+  loadBalancer: lb
+  protocol: HTTP
+  port: {port}
+  state: {state}
+  idleTimeout: {idle}
+  requestTimeout: {request_timeout}
+  defaultAction:
+    forwardGroup:
+      serverGroups: [{{name: {group}, weight: {group_weight}}}]
+{extra_listener}"""

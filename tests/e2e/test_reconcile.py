@@ -1,0 +1,259 @@
+"""The reconcile loop end to end: manifests in, a serving listener and status files out."""
+import http.client
+import signal
+import subprocess
+import time
+
+from conftest import ALB, free_port, get, line_of, manifest_set, refused, wait_for
+
+
+def test_listener_serves_and_reports_running(alb, backends):
+    b1, b2 = backends.start("b1"), backends.start("b2")
+    port = free_port()
+    text = manifest_set(port, [(b1, 100), (b2, 100)])
+    alb.write("web.yaml", text)
+    alb.start()
+    status = alb.wait_state("web", "Running")
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Valid"]["status"] == "True"
+    assert conditions["Synced"]["status"] == "True"
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["Ready"]["message"] == "listening on 127.0.0.1:%d" % port
+    assert status["source"].endswith("web.yaml:%d" % line_of(text, "kind: Listener", -1))
+    assert status["live"]["port"] == str(port)
+    seen = {get(port)[1].split()[0] for _ in range(4)}
+    assert seen == {"b1", "b2"}
+    transitions = [(t["from"], t["to"]) for t in status["transitions"]]
+    assert transitions == [("Stopped", "Configuring"), ("Configuring", "Running")]
+    table = alb.run_cli("status", "--status-dir", str(alb.status))
+    assert table.returncode == 0
+    assert any(line.split()[:4] == ["Listener", "web", "Running", "True"] for line in table.stdout.splitlines())
+
+
+def test_in_place_update_keeps_keepalive_connection(alb, backends):
+    b1, b2 = backends.start("b1"), backends.start("b2")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/one")
+    first = conn.getresponse()
+    assert first.read().decode() == "b1 /one\n"
+    sock = conn.sock
+    generation = alb.status_of("Listener", "web")["generation"]
+
+    alb.write("web.yaml", manifest_set(port, [(b2, 100)], idle=30, request_timeout=20))
+    wait_for(lambda: alb.status_of("Listener", "web")["live"]["idleTimeout"] == "30", what="idleTimeout 30 live")
+    # The same TCP connection keeps working and the new membership applies to its next request.
+    conn.request("GET", "/two")
+    second = conn.getresponse()
+    assert second.read().decode() == "b2 /two\n"
+    assert conn.sock is sock
+    status = alb.status_of("Listener", "web")
+    assert status["generation"] == generation + 1
+    assert status["state"] == "Running"
+    assert [e["action"] for e in alb.events() if e["name"] == "web"].count("update") == 1
+    conn.close()
+
+
+def test_stop_and_start_pass_through_configuring(alb, backends):
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    held = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    held.request("GET", "/")
+    held.getresponse().read()
+
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)], state="Stopped"))
+    alb.wait_state("web", "Stopped")
+    assert refused(port)
+    # Stopping interrupts established connections too.
+    try:
+        held.request("GET", "/")
+        held.getresponse()
+        interrupted = False
+    except (ConnectionError, http.client.HTTPException, OSError):
+        interrupted = True
+    assert interrupted
+
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.wait_state("web", "Running")
+    assert get(port)[0] == 200
+    transitions = [(t["from"], t["to"]) for t in alb.status_of("Listener", "web")["transitions"]]
+    assert transitions[-4:] == [("Running", "Configuring"), ("Configuring", "Stopped"),
+                                ("Stopped", "Configuring"), ("Configuring", "Running")]
+
+
+def test_port_change_replaces_without_gap(alb, backends):
+    b1 = backends.start("b1")
+    old, new = free_port(), free_port()
+    alb.write("web.yaml", manifest_set(old, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    alb.write("web.yaml", manifest_set(new, [(b1, 100)]))
+    wait_for(lambda: alb.status_of("Listener", "web")["live"]["port"] == str(new), what="new port live")
+    assert get(new)[0] == 200
+    assert refused(old)
+    replace = [e for e in alb.events() if e["action"] == "replace"]
+    assert replace and "create before delete" in replace[-1]["message"]
+
+
+def test_deleting_manifest_closes_listener_and_removes_status(alb, backends):
+    b1 = backends.start("b1")
+    port, other = free_port(), free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.write("other.yaml", manifest_set(other, [(b1, 100)], listener="other", group="pool2")
+              .replace("name: lb}", "name: lb2}"))
+    alb.start()
+    alb.wait_state("web", "Running")
+    alb.wait_state("other", "Running")
+    alb.remove("web.yaml")
+    wait_for(lambda: alb.status_of("Listener", "web") is None, what="status file removed")
+    assert refused(port)
+    assert get(other)[0] == 200
+
+
+def test_invalid_edit_keeps_last_good_configuration(alb, backends):
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    text = manifest_set(70000, [(b1, 100)])
+    alb.write("web.yaml", text)
+    wait_for(lambda: alb.condition("Listener", "web", "Valid")["status"] == "False", what="Valid False")
+    valid = alb.condition("Listener", "web", "Valid")
+    synced = alb.condition("Listener", "web", "Synced")
+    assert synced["status"] == "False"
+    assert "web.yaml:%d:9:" % line_of(text, "port: 70000") in valid["message"]
+    assert "70000" in valid["message"]
+    status = alb.status_of("Listener", "web")
+    assert status["lastAttempt"]["generation"] == status["generation"]
+    assert status["live"]["port"] == str(port)
+    assert get(port)[0] == 200
+
+    # A typo'd field is reported the same way.
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]).replace("idleTimeout:", "idleTimout:"))
+    wait_for(lambda: "unknown field" in alb.condition("Listener", "web", "Valid")["message"], what="unknown field")
+    assert get(port)[0] == 200
+
+    # Fixing it clears the error.
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)], idle=20))
+    wait_for(lambda: alb.condition("Listener", "web", "Synced")["status"] == "True", what="Synced again")
+    assert "lastAttempt" not in alb.status_of("Listener", "web")
+
+
+def test_unparsable_file_deletes_nothing(alb, backends):
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    alb.write("web.yaml", "apiVersion: alb/v1\nkind: [unclosed\n")
+    wait_for(lambda: alb.condition("Listener", "web", "Valid")["reason"] == "ParseError", what="ParseError")
+    assert get(port)[0] == 200
+    assert alb.status_of("Listener", "web")["state"] == "Running"
+
+
+def test_port_taken_by_another_process_fails_then_recovers(alb, backends):
+    b1 = backends.start("b1")
+    blocker = __import__("socket").socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    status = alb.wait_state("web", "Failed")
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["reason"] == "BindFailed"
+    assert "Address already in use" in ready["message"]
+    blocker.close()
+    alb.wait_state("web", "Running", timeout=15)
+    assert get(port)[0] == 200
+
+
+def test_plan_reports_changes_and_nothing_after_reconcile(alb, backends):
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    plan = alb.run_cli("plan", str(alb.manifests), "--status-dir", str(alb.status))
+    assert plan.returncode == 2
+    assert "+ create Listener/web" in plan.stdout
+    alb.start()
+    alb.wait_state("web", "Running")
+    plan = alb.run_cli("plan", str(alb.manifests), "--status-dir", str(alb.status))
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    alb.stop()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)], idle=42))
+    plan = alb.run_cli("plan", str(alb.manifests), "--status-dir", str(alb.status))
+    assert plan.returncode == 2
+    assert "~ update Listener/web" in plan.stdout
+    assert "idleTimeout: 15 -> 42" in plan.stdout
+    alb.write("web.yaml", manifest_set(free_port(), [(b1, 100)], state="Stopped"))
+    plan = alb.run_cli("plan", str(alb.manifests), "--status-dir", str(alb.status))
+    assert "replace Listener/web (port is immutable; delete before create)" in plan.stdout
+    assert ". stop Listener/web" in plan.stdout
+
+
+def test_sigterm_drains_and_exits_zero(alb, backends):
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/slow?s=1")
+    time.sleep(0.2)
+    alb.process.send_signal(signal.SIGTERM)
+    response = conn.getresponse()
+    assert response.status == 200 and response.read() == b"b1 slow\n"
+    assert alb.process.wait(timeout=20) == 0
+
+
+def test_restart_after_kill_restores_listeners_and_generation(alb, backends):
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)], idle=20))
+    wait_for(lambda: alb.status_of("Listener", "web")["generation"] == 2, what="generation 2")
+    alb.stop(signal.SIGKILL)
+    assert refused(port)
+    alb.start()
+    wait_for(lambda: get(port)[0] == 200, what="serving after restart")
+    status = alb.wait_state("web", "Running")
+    assert status["generation"] == 2
+    assert status["live"]["idleTimeout"] == "20"
+
+
+def test_sighup_forces_reconcile_without_watch(tmp_path, backends):
+    b1 = backends.start("b1")
+    port = free_port()
+    manifests, status = tmp_path / "m", tmp_path / "s"
+    manifests.mkdir()
+    (manifests / "web.yaml").write_text(manifest_set(port, [(b1, 100)]))
+    process = subprocess.Popen([ALB, "reconcile", str(manifests), "--status-dir", str(status)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: get(port)[0] == 200, what="serving")
+        new = free_port()
+        (manifests / "web.yaml").write_text(manifest_set(new, [(b1, 100)]))
+        time.sleep(0.5)
+        assert get(port)[0] == 200  # not watching: nothing changes yet
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: get(new)[0] == 200, what="new port after SIGHUP")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+
+
+def test_status_dir_inside_manifests_is_refused(tmp_path):
+    (tmp_path / "m").mkdir()
+    result = subprocess.run([ALB, "reconcile", str(tmp_path / "m"), "--status-dir", str(tmp_path / "m/status")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "must be outside the manifest directory" in result.stderr

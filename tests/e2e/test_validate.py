@@ -1,0 +1,66 @@
+"""`alb validate` on good, bad and hostile manifests."""
+import subprocess
+import time
+
+from conftest import ALB, free_port, line_of, manifest_set
+
+
+def validate(directory):
+    return subprocess.run([ALB, "validate", str(directory)], capture_output=True, text=True, timeout=30)
+
+
+def test_valid_directory_exits_zero(tmp_path):
+    (tmp_path / "web.yaml").write_text(manifest_set(8080, [(9001, 100)]))
+    result = validate(tmp_path)
+    assert result.returncode == 0
+    assert "3 resources in 1 file: valid" in result.stdout
+
+
+def test_every_problem_is_reported_with_position(tmp_path):
+    text = manifest_set(70000, [(9001, 100)]).replace("idleTimeout:", "idleTimout:")
+    (tmp_path / "web.yaml").write_text(text)
+    result = validate(tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    path = str(tmp_path / "web.yaml")
+    assert any(line.startswith("%s:%d:9: error: " % (path, line_of(text, "port: 70000"))) for line in lines)
+    assert any(line.startswith("%s:%d:3: error: " % (path, line_of(text, "idleTimout"))) and "unknown field" in line
+               for line in lines)
+
+
+def test_port_conflict_is_reported(tmp_path):
+    extra = """---
+apiVersion: alb/v1
+kind: Listener
+metadata: {name: web2}
+spec:
+  loadBalancer: lb
+  protocol: HTTP
+  port: 8080
+  defaultAction: {forwardGroup: {serverGroups: [{name: pool}]}}
+"""
+    (tmp_path / "web.yaml").write_text(manifest_set(8080, [(9001, 100)], extra_listener=extra))
+    result = validate(tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.count("error:") >= 2 and "8080" in result.stdout
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path):
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+    previous = "a"
+    for name in "bcdefghi":
+        bomb += "%s: &%s [%s]\n" % (name, name, ",".join(["*" + previous] * 9))
+        previous = name
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    started = time.monotonic()
+    result = validate(tmp_path)
+    assert time.monotonic() - started < 5
+    assert result.returncode == 1
+    assert "alias" in result.stdout
+
+
+def test_huge_file_is_refused(tmp_path):
+    (tmp_path / "huge.yaml").write_text("# " + "x" * (2 << 20) + "\n")
+    result = validate(tmp_path)
+    assert result.returncode == 1
+    assert "huge.yaml:1:1: error:" in result.stdout
