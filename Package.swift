@@ -25,6 +25,8 @@ let package = Package(
         .target(name: "ALBReconciler", dependencies: [
             "ALBManifest", "ALBDataPlane",
             .product(name: "Yams", package: "Yams"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .target(name: "ALBDataPlane", dependencies: [
             "ALBHTTP",

@@ -1,1 +1,3 @@
-print("alb")
+import ALBCLI
+
+await ALBCommand.runAsRoot()

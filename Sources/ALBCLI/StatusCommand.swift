@@ -1,0 +1,73 @@
+import ALBManifest
+import ALBReconciler
+import ArgumentParser
+import Foundation
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show every resource: kind, name, state, ready, address, age, last error.")
+
+    enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case table, yaml, json }
+
+    @OptionGroup var status: StatusDirectoryOptions
+
+    @Option(name: .shortAndLong, help: "table, yaml or json.")
+    var output: OutputFormat = .table
+
+    func run() throws {
+        let store = StatusStore(directory: status.statusDirectory)
+        let statuses = store.loadAll().values.sorted { $0.id < $1.id }
+        switch output {
+        case .yaml:
+            print(statuses.map { $0.yaml() }.joined(separator: "---\n"), terminator: "")
+        case .json:
+            let rows = statuses.map { row($0) }
+            let data = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        case .table:
+            let header = ["KIND", "NAME", "STATE", "READY", "ADDRESS", "AGE", "LAST ERROR"]
+            let rows = statuses.map { status -> [String] in
+                let values = row(status)
+                return ["kind", "name", "state", "ready", "address", "age", "lastError"].map { values[$0] ?? "" }
+            }
+            printTable([header] + rows)
+        }
+    }
+
+    private func row(_ status: ResourceStatus) -> [String: String] {
+        let ready = status.condition("Ready") ?? status.condition("Synced")
+        let address = status.condition("Ready").flatMap { condition -> String? in
+            condition.status && condition.message.hasPrefix("listening on ")
+                ? String(condition.message.dropFirst("listening on ".count)) : nil
+        }
+        let lastChange = (status.conditions.map(\.lastTransitionTime) + status.transitions.map(\.at)).max()
+        let failing = status.conditions.first { !$0.status && $0.type != "Ready" }
+        return [
+            "kind": status.id.kind.rawValue, "name": status.id.name,
+            "state": status.state?.rawValue ?? (status.condition("Synced")?.status == true ? "Active" : "Pending"),
+            "ready": ready.map { $0.status ? "True" : "False" } ?? "-",
+            "address": address ?? "-",
+            "age": lastChange.map { Self.age(Date().timeIntervalSince($0)) } ?? "-",
+            "lastError": status.lastAttempt?.error ?? failing?.message ?? "",
+        ]
+    }
+
+    static func age(_ seconds: TimeInterval) -> String {
+        let value = max(0, Int(seconds))
+        if value < 120 { return "\(value)s" }
+        if value < 7200 { return "\(value / 60)m" }
+        if value < 172_800 { return "\(value / 3600)h" }
+        return "\(value / 86400)d"
+    }
+
+    private func printTable(_ rows: [[String]]) {
+        guard let columns = rows.first?.count else { return }
+        let widths = (0..<columns).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            let cells = row.enumerated().map { index, cell in
+                index == columns - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }
+            print(cells.joined(separator: "  "))
+        }
+    }
+}

@@ -1,0 +1,29 @@
+import ALBManifest
+import ALBReconciler
+import ArgumentParser
+
+struct ValidateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "validate",
+        abstract: "Decode and validate every manifest exactly as reconcile would; bind nothing.",
+        discussion: "Prints each problem as FILE:LINE:COL: error: MESSAGE and exits 1 if there is any.")
+
+    @Argument(help: "Manifest directory.")
+    var directory = "manifests"
+
+    func run() throws {
+        let (files, exists) = ManifestDirectory(root: directory).read()
+        guard exists else {
+            printError("\(directory): error: no such directory")
+            throw ExitCode(1)
+        }
+        let manifests = ManifestLoader.load(files)
+        for diagnostic in manifests.diagnostics { print(diagnostic.formatted) }
+        if !manifests.diagnostics.isEmpty {
+            let count = manifests.diagnostics.count
+            printError("\(count) error\(count == 1 ? "" : "s") in \(directory)")
+            throw ExitCode(1)
+        }
+        print("\(manifests.resources.count) resource\(manifests.resources.count == 1 ? "" : "s") in \(files.count) file\(files.count == 1 ? "" : "s"): valid")
+    }
+}

@@ -1,0 +1,148 @@
+import ALBHTTP
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The HTTP/1.1 data plane the reconciler drives: listeners bound on an event loop group, each
+/// serving with the configuration snapshot current at each connection/request.
+public final class DataPlane: Sendable {
+    private let group: any EventLoopGroup
+    private let accessLog: AccessLog?
+    private let listeners = Locked<[String: ListenerRuntime]>([:])
+    /// Names being started (bind in progress), so two starts of one name cannot race.
+    private let starting = Locked<Set<String>>([])
+
+    public init(group: any EventLoopGroup, accessLog: AccessLog?) {
+        self.group = group
+        self.accessLog = accessLog
+    }
+
+    public var listenerKeys: [String] {
+        self.listeners.withLock { Array($0.keys) }.sorted()
+    }
+
+    /// Binds and starts serving. Port 0 binds an ephemeral port. Returns the bound address,
+    /// e.g. "127.0.0.1:8080" or "[::1]:8080".
+    /// - Throws: ``DataPlaneError/bindFailed(address:reason:)`` with the OS error text;
+    ///   ``DataPlaneError/listenerExists(_:)``; ``DataPlaneError/invalidConfig(listener:reason:)``.
+    public func start(_ config: ListenerConfig) async throws -> String {
+        let reserved = self.starting.withLock { starting -> Bool in
+            if starting.contains(config.key) { return false }
+            starting.insert(config.key)
+            return true
+        }
+        guard reserved, self.listeners.withLock({ $0[config.key] == nil }) else {
+            if reserved { _ = self.starting.withLock { $0.remove(config.key) } }
+            throw DataPlaneError.listenerExists(config.name)
+        }
+        defer { _ = self.starting.withLock { $0.remove(config.key) } }
+
+        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog)
+        let bootstrap = ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                runtime.initializeConnection(channel)
+            }
+        let channel: Channel
+        do {
+            channel = try await bootstrap.bind(host: config.bindHost, port: config.port).get()
+        } catch {
+            throw DataPlaneError.bindFailed(
+                address: Self.format(host: config.bindHost, port: config.port),
+                reason: Self.reason(error)
+            )
+        }
+        runtime.setServerChannel(channel)
+        self.listeners.withLock { $0[config.key] = runtime }
+        guard let address = channel.localAddress, let port = address.port else {
+            return Self.format(host: config.bindHost, port: config.port)
+        }
+        return Self.format(host: address.ipAddress ?? config.bindHost, port: port)
+    }
+
+    /// Swaps the listener's snapshot in place. Established connections keep working; their next
+    /// requests (and idle periods) and new connections use the new settings. Backend pools of servers
+    /// that remain are kept. `bindHost` and `port` cannot change (stop and start instead); a port of 0
+    /// or the bound port both count as unchanged.
+    public func update(_ config: ListenerConfig) throws {
+        guard let runtime = self.listeners.withLock({ $0[config.key] }) else {
+            throw DataPlaneError.unknownListener(config.name)
+        }
+        let current = runtime.config
+        if current.bindHost != config.bindHost {
+            throw DataPlaneError.immutableField(listener: config.name, field: "bindHost")
+        }
+        if config.port != current.port && config.port != runtime.boundPort.load(ordering: .relaxed) {
+            throw DataPlaneError.immutableField(listener: config.name, field: "port")
+        }
+        var next = config
+        next.port = current.port
+        try runtime.replace(next)
+    }
+
+    /// Closes the listening socket and every client connection of the listener, and its backend pools.
+    public func stop(key: String) async {
+        guard let runtime = self.listeners.withLock({ $0.removeValue(forKey: key) }) else { return }
+        await runtime.closeEverything()
+        self.accessLog?.flush()
+    }
+
+    public func stats(key: String) -> ListenerStats? {
+        self.listeners.withLock { $0[key] }?.counters.snapshot
+    }
+
+    /// Graceful: stops accepting everywhere, closes idle keep-alive connections, lets busy ones finish
+    /// their current exchange (then they close), waits up to `drainTimeout`, then closes everything.
+    public func shutdown(drainTimeout: TimeAmount) async {
+        let runtimes = self.listeners.withLock { listeners in
+            let all = Array(listeners.values)
+            listeners.removeAll()
+            return all
+        }
+        for runtime in runtimes {
+            await runtime.closeServerChannel()
+            runtime.quiesceConnections()
+        }
+        let deadline = NIODeadline.now() + drainTimeout
+        while NIODeadline.now() < deadline, runtimes.contains(where: { $0.activeConnections > 0 }) {
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        for runtime in runtimes {
+            await runtime.closeEverything()
+        }
+        self.accessLog?.flush()
+    }
+
+    /// Idle pooled backend connections of a listener, over all loops (for tests and diagnostics).
+    func idleBackendConnections(key: String) async -> Int {
+        guard let runtime = self.listeners.withLock({ $0[key] }) else { return 0 }
+        let total = Locked(0)
+        await runtime.onEveryLoop { state in
+            let count = state.idleBackendConnections
+            total.withLock { $0 += count }
+        }
+        return total.withLock { $0 }
+    }
+
+    static func format(host: String, port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// The OS error text, e.g. "Address already in use (errno: 98)".
+    static func reason(_ error: Error) -> String {
+        if let ioError = error as? IOError {
+            let code = ioError.errnoCode
+            return "\(String(cString: strerror(code))) (errno: \(code))"
+        }
+        return "\(error)"
+    }
+}

@@ -1,0 +1,174 @@
+import ALBHTTP
+import NIOCore
+
+/// Which headers the proxy adds to backend requests (SPEC §4 `headers`). Only `xForwardedFor` is on
+/// by default. The added `X-Forwarded-*`/`SLB-ID` headers replace client-sent ones; `X-Forwarded-For`
+/// is appended to (see ``ALBHTTP/ProxyHeaders``).
+public struct HeaderOptions: Sendable, Equatable {
+    public var xForwardedFor: Bool
+    public var xForwardedProto: Bool
+    public var xForwardedPort: Bool
+    public var xForwardedHost: Bool
+    public var xForwardedClientSrcPort: Bool
+    public var slbId: Bool
+
+    public init(
+        xForwardedFor: Bool = true,
+        xForwardedProto: Bool = false,
+        xForwardedPort: Bool = false,
+        xForwardedHost: Bool = false,
+        xForwardedClientSrcPort: Bool = false,
+        slbId: Bool = false
+    ) {
+        self.xForwardedFor = xForwardedFor
+        self.xForwardedProto = xForwardedProto
+        self.xForwardedPort = xForwardedPort
+        self.xForwardedHost = xForwardedHost
+        self.xForwardedClientSrcPort = xForwardedClientSrcPort
+        self.slbId = slbId
+    }
+
+    var forwarded: ForwardedHeaderOptions {
+        ForwardedHeaderOptions(
+            xForwardedFor: self.xForwardedFor,
+            xForwardedProto: self.xForwardedProto,
+            xForwardedPort: self.xForwardedPort,
+            xForwardedHost: self.xForwardedHost,
+            xForwardedClientSrcPort: self.xForwardedClientSrcPort,
+            slbId: self.slbId
+        )
+    }
+}
+
+/// Client IP retrieval from `X-Forwarded-For`; see ``ClientIPResolver`` for the rules.
+public struct ClientIPOptions: Sendable, Equatable {
+    /// CIDRs (or single addresses) of trusted proxies; `["0.0.0.0/0"]` takes the leftmost address.
+    public var trustedProxies: [String]
+
+    public init(trustedProxies: [String]) {
+        self.trustedProxies = trustedProxies
+    }
+}
+
+/// One backend. `weight` 0 takes it out of rotation. Its identity for pooling is `host:port`.
+public struct BackendServer: Sendable, Equatable, Hashable {
+    public var host: String
+    public var port: Int
+    public var weight: Int
+
+    public init(host: String, port: Int, weight: Int = 100) {
+        self.host = host
+        self.port = port
+        self.weight = weight
+    }
+
+    /// `host:port` (IPv6 hosts in brackets), the pool key and the access log's `upstream`.
+    public var address: String {
+        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+    }
+}
+
+/// A group of servers balanced by smooth weighted round robin; groups are weighted against each other.
+public struct BackendGroup: Sendable, Equatable {
+    public var name: String
+    public var weight: Int
+    public var servers: [BackendServer]
+
+    public init(name: String, weight: Int = 100, servers: [BackendServer]) {
+        self.name = name
+        self.weight = weight
+        self.servers = servers
+    }
+}
+
+/// Edge limits, on by default with these values (SPEC §4).
+public struct EdgeLimits: Sendable, Equatable {
+    /// Request line plus headers, bytes (CRLFs included). Over it: 431 and close.
+    public var maxHeaderBytes: Int
+    /// Header fields per request. Over it: 431 and close.
+    public var maxHeaderCount: Int
+    /// From a request's first byte to the end of its head. Over it: 408 and close.
+    public var headerTimeout: TimeAmount
+    /// Backend TCP connect. Over it: 502.
+    public var connectTimeout: TimeAmount
+    /// Concurrent client connections per listener; connections above it are closed at once.
+    public var maxConnections: Int
+
+    public init(
+        maxHeaderBytes: Int = 65536,
+        maxHeaderCount: Int = 100,
+        headerTimeout: TimeAmount = .seconds(10),
+        connectTimeout: TimeAmount = .seconds(5),
+        maxConnections: Int = 20_000
+    ) {
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaderCount = maxHeaderCount
+        self.headerTimeout = headerTimeout
+        self.connectTimeout = connectTimeout
+        self.maxConnections = maxConnections
+    }
+}
+
+/// Everything one HTTP listener needs. `bindHost`/`port` are fixed for a listener's life
+/// (``DataPlane/update(_:)`` refuses to change them); the rest can change in place.
+public struct ListenerConfig: Sendable, Equatable {
+    public var name: String
+    /// Identifies the bound instance in the ``DataPlane``; defaults to `name`. A replacement binds a second
+    /// instance of the same listener under another key before the first one goes.
+    public var key: String
+    public var loadBalancerName: String
+    public var bindHost: String
+    /// 0 binds an ephemeral port; ``DataPlane/start(_:)`` returns the real address.
+    public var port: Int
+    public var idleTimeout: TimeAmount
+    public var requestTimeout: TimeAmount
+    public var headers: HeaderOptions
+    public var clientIP: ClientIPOptions?
+    public var groups: [BackendGroup]
+    public var limits: EdgeLimits
+
+    public init(
+        name: String,
+        loadBalancerName: String = "",
+        bindHost: String = "0.0.0.0",
+        port: Int,
+        idleTimeout: TimeAmount = .seconds(15),
+        requestTimeout: TimeAmount = .seconds(60),
+        headers: HeaderOptions = HeaderOptions(),
+        clientIP: ClientIPOptions? = nil,
+        groups: [BackendGroup],
+        limits: EdgeLimits = EdgeLimits()
+    ) {
+        self.name = name
+        self.key = name
+        self.loadBalancerName = loadBalancerName
+        self.bindHost = bindHost
+        self.port = port
+        self.idleTimeout = idleTimeout
+        self.requestTimeout = requestTimeout
+        self.headers = headers
+        self.clientIP = clientIP
+        self.groups = groups
+        self.limits = limits
+    }
+}
+
+public enum DataPlaneError: Error, CustomStringConvertible, Equatable {
+    /// `reason` is the OS error text, e.g. "Address already in use (errno: 98)".
+    case bindFailed(address: String, reason: String)
+    case unknownListener(String)
+    case listenerExists(String)
+    /// `bindHost`/`port` cannot change in place: stop and start the listener instead.
+    case immutableField(listener: String, field: String)
+    case invalidConfig(listener: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .bindFailed(let address, let reason): return "cannot bind \(address): \(reason)"
+        case .unknownListener(let name): return "unknown listener \(name)"
+        case .listenerExists(let name): return "listener \(name) is already running"
+        case .immutableField(let listener, let field): return "listener \(listener): \(field) cannot change in place"
+        case .invalidConfig(let listener, let reason): return "listener \(listener): \(reason)"
+        }
+    }
+}

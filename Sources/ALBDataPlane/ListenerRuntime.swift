@@ -1,0 +1,229 @@
+import ALBHTTP
+import Atomics
+import NIOCore
+import NIOHTTP1
+
+/// An immutable, validated view of a ``ListenerConfig``. Connections and requests read the current
+/// one through an atomic reference; ``DataPlane/update(_:)`` swaps in a new one.
+final class ListenerSnapshot: AtomicReference, Sendable {
+    let config: ListenerConfig
+    /// Changes on every update; per-loop balancers rebuild when they see a new one.
+    let generation: Int
+    let clientIPResolver: ClientIPResolver?
+    let decoderLimits: StrictHTTPRequestDecoder.Limits
+    let forwardedHeaders: ForwardedHeaderOptions
+
+    init(config: ListenerConfig, generation: Int) throws {
+        self.config = config
+        self.generation = generation
+        if let clientIP = config.clientIP {
+            guard let resolver = ClientIPResolver(trustedProxies: clientIP.trustedProxies) else {
+                throw DataPlaneError.invalidConfig(listener: config.name, reason: "invalid trusted proxy CIDR")
+            }
+            self.clientIPResolver = resolver
+        } else {
+            self.clientIPResolver = nil
+        }
+        self.forwardedHeaders = config.headers.forwarded
+        let limits = config.limits
+        guard limits.maxHeaderBytes > 0, limits.maxHeaderCount > 0, limits.maxConnections > 0 else {
+            throw DataPlaneError.invalidConfig(listener: config.name, reason: "limits must be positive")
+        }
+        self.decoderLimits = StrictHTTPRequestDecoder.Limits(
+            maxHeaderBytes: limits.maxHeaderBytes,
+            maxHeaderCount: limits.maxHeaderCount
+        )
+    }
+}
+
+/// One listener's state on one event loop: its balancer and its backend pools. Used on that loop
+/// only, so it needs no locks.
+final class ListenerLoopState {
+    let eventLoop: EventLoop
+    let accessLog: AccessLogBuffer?
+    private var generation = -1
+    private var groupPicker = SmoothWeightedRoundRobin<Int>([])
+    private var serverPickers: [SmoothWeightedRoundRobin<BackendServer>] = []
+    private var pools: [String: BackendPool] = [:]
+    private var closed = false
+
+    init(eventLoop: EventLoop, accessLog: AccessLog?) {
+        self.eventLoop = eventLoop
+        self.accessLog = accessLog.map { AccessLogBuffer(log: $0, eventLoop: eventLoop) }
+    }
+
+    /// A group by weight, then a server in it by smooth weighted round robin. Groups whose servers
+    /// all have weight 0 are skipped. Nil means no server is available (503).
+    func pick(_ snapshot: ListenerSnapshot) -> BackendServer? {
+        if snapshot.generation != self.generation {
+            self.rebuild(snapshot)
+        }
+        guard let group = self.groupPicker.next() else { return nil }
+        return self.serverPickers[group].next()
+    }
+
+    func pool(for server: BackendServer) -> BackendPool {
+        let key = server.address
+        if let pool = self.pools[key] { return pool }
+        let pool = BackendPool(server: server, eventLoop: self.eventLoop)
+        if self.closed { pool.closeAll() }
+        self.pools[key] = pool
+        return pool
+    }
+
+    /// Idle backend connections on this loop (for tests and stats).
+    var idleBackendConnections: Int {
+        self.pools.values.reduce(0) { $0 + $1.idleCount }
+    }
+
+    private func rebuild(_ snapshot: ListenerSnapshot) {
+        self.generation = snapshot.generation
+        let groups = snapshot.config.groups
+        self.serverPickers = groups.map { group in
+            SmoothWeightedRoundRobin(group.servers.map { (element: $0, weight: $0.weight) })
+        }
+        self.groupPicker = SmoothWeightedRoundRobin(
+            groups.indices.map { index in
+                (element: index, weight: self.serverPickers[index].isEmpty ? 0 : groups[index].weight)
+            }
+        )
+        // Keep pools of servers that remain (their keep-alive connections survive); drop the rest.
+        let remaining = Set(groups.flatMap { $0.servers.map(\.address) })
+        for (key, pool) in self.pools where !remaining.contains(key) {
+            pool.closeAll()
+            self.pools[key] = nil
+        }
+    }
+
+    func closeAll() {
+        self.closed = true
+        for pool in self.pools.values {
+            pool.closeAll()
+        }
+        self.accessLog?.flush()
+    }
+
+    func flushLog() {
+        self.accessLog?.flush()
+    }
+}
+
+@available(*, unavailable)
+extension ListenerLoopState: Sendable {}
+
+/// A running listener: its snapshot, counters, server channel and client connections.
+final class ListenerRuntime: Sendable {
+    let name: String
+    let snapshot: ManagedAtomic<ListenerSnapshot>
+    let counters = ListenerCounters()
+    let accessLog: AccessLog?
+    private let stopping = ManagedAtomic<Bool>(false)
+    private let loops = Locked<[ObjectIdentifier: NIOLoopBound<ListenerLoopState>]>([:])
+    private let connections = Locked<[ObjectIdentifier: Channel]>([:])
+    private let serverChannel = Locked<Channel?>(nil)
+    let boundPort = ManagedAtomic<Int>(0)
+
+    init(config: ListenerConfig, accessLog: AccessLog?) throws {
+        self.name = config.name
+        self.snapshot = ManagedAtomic(try ListenerSnapshot(config: config, generation: 0))
+        self.accessLog = accessLog
+    }
+
+    var config: ListenerConfig {
+        self.snapshot.load(ordering: .acquiring).config
+    }
+
+    func replace(_ config: ListenerConfig) throws {
+        let current = self.snapshot.load(ordering: .acquiring)
+        let next = try ListenerSnapshot(config: config, generation: current.generation + 1)
+        self.snapshot.store(next, ordering: .releasing)
+    }
+
+    func setServerChannel(_ channel: Channel) {
+        self.serverChannel.withLock { $0 = channel }
+        self.boundPort.store(channel.localAddress?.port ?? 0, ordering: .relaxed)
+    }
+
+    /// Called once per connection, on its event loop.
+    private func loopState(for eventLoop: EventLoop) -> ListenerLoopState {
+        let key = ObjectIdentifier(eventLoop)
+        let bound = self.loops.withLock { loops in
+            if let existing = loops[key] { return existing }
+            let created = NIOLoopBound(ListenerLoopState(eventLoop: eventLoop, accessLog: self.accessLog), eventLoop: eventLoop)
+            loops[key] = created
+            return created
+        }
+        return bound.value
+    }
+
+    /// The child channel initializer: enforces the connection cap, counts, and builds the pipeline.
+    func initializeConnection(_ channel: Channel) -> EventLoopFuture<Void> {
+        let snapshot = self.snapshot.load(ordering: .acquiring)
+        let active = self.counters.activeConnections.wrappingIncrementThenLoad(ordering: .relaxed)
+        if active > snapshot.config.limits.maxConnections || self.stopping.load(ordering: .relaxed) {
+            self.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
+            return channel.close()
+        }
+        self.counters.totalConnections.wrappingIncrement(ordering: .relaxed)
+        let key = ObjectIdentifier(channel)
+        self.connections.withLock { $0[key] = channel }
+        channel.closeFuture.whenComplete { _ in
+            self.connections.withLock { $0[key] = nil }
+            self.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
+        }
+        do {
+            let options = EdgePipelineOptions(
+                limits: snapshot.decoderLimits,
+                headerTimeout: snapshot.config.limits.headerTimeout,
+                idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout }
+            )
+            let proxy = ProxyHandler(runtime: self, loopState: self.loopState(for: channel.eventLoop))
+            try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(options: options, application: proxy)
+            return channel.eventLoop.makeSucceededVoidFuture()
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    /// Stops accepting (closes the listening socket).
+    func closeServerChannel() async {
+        self.stopping.store(true, ordering: .relaxed)
+        let channel = self.serverChannel.withLock { $0 }
+        try? await channel?.close()
+    }
+
+    /// Asks every connection to finish its current exchange and close.
+    func quiesceConnections() {
+        for channel in self.connections.withLock({ Array($0.values) }) {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+    }
+
+    var activeConnections: Int {
+        self.counters.activeConnections.load(ordering: .relaxed)
+    }
+
+    /// Closes every connection and backend pool, and flushes the access log buffers.
+    func closeEverything() async {
+        await self.closeServerChannel()
+        let channels = self.connections.withLock { Array($0.values) }
+        for channel in channels {
+            channel.close(promise: nil)
+        }
+        for channel in channels {
+            try? await channel.closeFuture.get()
+        }
+        let loops = self.loops.withLock { Array($0.values) }
+        for bound in loops {
+            try? await bound.eventLoop.submit { bound.value.closeAll() }.get()
+        }
+    }
+
+    /// Runs `body` on every loop this listener has state on (tests and flushing).
+    func onEveryLoop(_ body: @escaping @Sendable (ListenerLoopState) -> Void) async {
+        let loops = self.loops.withLock { Array($0.values) }
+        for bound in loops {
+            try? await bound.eventLoop.submit { body(bound.value) }.get()
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import NIOCore
+import NIOHTTP1
+
+/// Serializes pipelined requests: one exchange at a time, responses in request order.
+///
+/// Like NIO's `HTTPServerPipelineHandler`, but it allows a response to finish before its request
+/// (a backend may answer early, e.g. 413 during an upload) without tripping debug assertions, and it
+/// handles `ChannelShouldQuiesceEvent` for graceful shutdown: an idle connection closes at once, a busy
+/// one right after its current response. While a finished request waits for its response, further
+/// requests are buffered (at most what one read brings) and reads are held, so pipelining cannot grow
+/// memory.
+public final class HTTPPipeliningHandler: ChannelDuplexHandler {
+    public typealias InboundIn = HTTPServerRequestPart
+    public typealias InboundOut = HTTPServerRequestPart
+    public typealias OutboundIn = HTTPServerResponsePart
+    public typealias OutboundOut = HTTPServerResponsePart
+
+    private var requestOpen = false
+    private var responseOpen = false
+    private var buffered = CircularBuffer<HTTPServerRequestPart>()
+    private var readPending = false
+    private var quiescing = false
+
+    public init() {}
+
+    /// The request is complete but its response is not: the next request must wait.
+    private var mustBuffer: Bool { !self.requestOpen && self.responseOpen }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = Self.unwrapInboundIn(data)
+        if self.quiescing && !self.requestOpen {
+            return  // no new exchanges once quiescing
+        }
+        if self.mustBuffer || !self.buffered.isEmpty {
+            self.buffered.append(part)
+            return
+        }
+        self.deliver(part, context: context)
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        if self.mustBuffer || !self.buffered.isEmpty {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard case .end = Self.unwrapOutboundIn(data) else {
+            context.write(data, promise: promise)
+            return
+        }
+        self.responseOpen = false
+        if self.requestOpen || !self.quiescing {
+            context.write(data, promise: promise)
+        } else {
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.write(data, promise: written)
+            written.futureResult.assumeIsolated().whenComplete { result in
+                context.close(promise: nil)
+                promise?.completeWith(result)
+            }
+            return
+        }
+        if !self.requestOpen {
+            self.exchangeDone(context: context)
+        }
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        self.quiescing = true
+        self.buffered.removeAll()
+        if !self.requestOpen && !self.responseOpen {
+            context.close(promise: nil)
+        }
+    }
+
+    private func deliver(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
+        case .head:
+            self.requestOpen = true
+            self.responseOpen = true
+        case .body:
+            break
+        case .end:
+            self.requestOpen = false
+        }
+        context.fireChannelRead(Self.wrapInboundOut(part))
+        if case .end = part, !self.responseOpen {
+            // The response finished first (an early response): the exchange is over now.
+            self.exchangeDone(context: context)
+        }
+    }
+
+    private func exchangeDone(context: ChannelHandlerContext) {
+        if self.quiescing {
+            context.close(promise: nil)
+            return
+        }
+        while !self.mustBuffer, let next = self.buffered.popFirst() {
+            self.deliver(next, context: context)
+        }
+        if self.readPending && !self.mustBuffer && self.buffered.isEmpty {
+            self.readPending = false
+            context.read()
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTPPipeliningHandler: Sendable {}

@@ -1,0 +1,141 @@
+import Foundation
+
+/// The lifecycle of one listener as an explicit state machine.
+///
+/// It is a value type that performs no I/O: the reconciler asks it what to do (`plan`), performs the
+/// returned action on the data plane, and reports the outcome (`succeeded` / `failed`). Time is passed in
+/// as plain instants so tests drive it with a manual clock instead of sleeping.
+///
+/// ```
+///            start            bound
+///  Stopped ─────────▶ Configuring ─────▶ Running
+///     ▲                 │    ▲              │
+///     │    stopped      │    │ retry        │ stop
+///     └──── Configuring ◀┘   └── Failed ◀───┘ (bind error → Failed)
+/// ```
+public struct ListenerLifecycle: Sendable, Equatable {
+    public enum Phase: String, Sendable, Codable, Equatable {
+        case configuring = "Configuring", running = "Running", stopped = "Stopped", failed = "Failed"
+    }
+
+    /// What the listener is converging towards while `Configuring`.
+    public enum Target: String, Sendable, Equatable { case running, stopped }
+
+    public enum State: Sendable, Equatable {
+        case stopped
+        case configuring(Target)
+        case running
+        /// Could not reach `Running`; `attempts` failures so far, next try not before `retryAt`.
+        case failed(reason: String, attempts: Int, retryAt: Date)
+
+        public var phase: Phase {
+            switch self {
+            case .stopped: return .stopped
+            case .configuring: return .configuring
+            case .running: return .running
+            case .failed: return .failed
+            }
+        }
+    }
+
+    /// What the owner must do next.
+    public enum Action: Sendable, Equatable {
+        case none
+        case start
+        case stop
+        /// Nothing to do before `at`; the owner should schedule a pass then.
+        case waitUntil(Date)
+    }
+
+    public struct Transition: Sendable, Equatable {
+        public var from: Phase
+        public var to: Phase
+        public var at: Date
+        public var reason: String
+        public init(from: Phase, to: Phase, at: Date, reason: String) {
+            self.from = from; self.to = to; self.at = at; self.reason = reason
+        }
+    }
+
+    /// Backoff for bind failures: 1 s, 2 s, 4 s ... capped at `maximumBackoff`.
+    public static let initialBackoff: TimeInterval = 1
+    public static let maximumBackoff: TimeInterval = 30
+    public static let transitionHistory = 20
+
+    public private(set) var state: State
+    public private(set) var transitions: [Transition]
+
+    public init(state: State = .stopped, transitions: [Transition] = []) {
+        self.state = state
+        self.transitions = transitions
+    }
+
+    /// Decide the next action to converge on `desired`. Entering `Configuring` is recorded here.
+    public mutating func plan(desired: Target, now: Date) -> Action {
+        switch (state, desired) {
+        case (.running, .running), (.stopped, .stopped):
+            return .none
+        case (.configuring(let target), _):
+            // A pass that finds us mid-way re-issues the pending operation; newer desires wait for it.
+            return target == .running ? .start : .stop
+        case (.stopped, .running):
+            move(to: .configuring(.running), at: now, reason: "Starting")
+            return .start
+        case (.running, .stopped):
+            move(to: .configuring(.stopped), at: now, reason: "Stopping")
+            return .stop
+        case (.failed, .stopped):
+            move(to: .configuring(.stopped), at: now, reason: "Stopping")
+            return .stop
+        case (.failed(_, _, let retryAt), .running):
+            guard now >= retryAt else { return .waitUntil(retryAt) }
+            move(to: .configuring(.running), at: now, reason: "Retrying")
+            return .start
+        }
+    }
+
+    /// The action returned by `plan` succeeded.
+    public mutating func succeeded(now: Date) {
+        guard case .configuring(let target) = state else { return }
+        switch target {
+        case .running: move(to: .running, at: now, reason: "Listening")
+        case .stopped: move(to: .stopped, at: now, reason: "Stopped")
+        }
+    }
+
+    /// The start failed (a transient error such as a port taken): back off and retry.
+    public mutating func failed(reason: String, now: Date) {
+        var attempts = 1
+        if case .failed(_, let previous, _) = lastFailure { attempts = previous + 1 }
+        let delay = min(Self.initialBackoff * pow(2, Double(attempts - 1)), Self.maximumBackoff)
+        move(to: .failed(reason: reason, attempts: attempts, retryAt: now.addingTimeInterval(delay)),
+             at: now, reason: "BindFailed")
+    }
+
+    /// A listener that stopped serving without being asked (e.g. replaced): treat as stopped.
+    public mutating func reset(now: Date, reason: String) {
+        move(to: .stopped, at: now, reason: reason)
+    }
+
+    /// A newer generation supersedes a pending retry: it is tried at once and the backoff starts over.
+    public mutating func newGeneration() {
+        if case .failed(let reason, _, let retryAt) = state {
+            state = .failed(reason: reason, attempts: 0, retryAt: min(retryAt, .distantPast))
+            lastFailure = nil
+        }
+    }
+
+    private var lastFailure: State?
+
+    private mutating func move(to next: State, at now: Date, reason: String) {
+        let from = state.phase
+        if case .failed = next { lastFailure = next } else if next == .running { lastFailure = nil }
+        state = next
+        if from != next.phase || reason == "BindFailed" {
+            transitions.append(Transition(from: from, to: next.phase, at: now, reason: reason))
+            if transitions.count > Self.transitionHistory {
+                transitions.removeFirst(transitions.count - Self.transitionHistory)
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+import ALBDataPlane
+import Dispatch
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// Runs `alb reconcile`: the data plane, the watcher, signals, periodic rescans, and the serial loop of
+/// passes. Returns when SIGTERM or SIGINT has drained the data plane.
+public struct ReconcileService: Sendable {
+    public struct Options: Sendable {
+        public var manifestDirectory: String
+        public var statusDirectory: String
+        public var watch: Bool
+        public var accessLogPath: String?
+        public var drainTimeout: Duration = .seconds(30)
+        /// A rescan even without a noticed change, so nothing is missed for long.
+        public var rescanInterval: Duration = .seconds(5)
+
+        public init(manifestDirectory: String, statusDirectory: String, watch: Bool, accessLogPath: String?) {
+            self.manifestDirectory = manifestDirectory
+            self.statusDirectory = statusDirectory
+            self.watch = watch
+            self.accessLogPath = accessLogPath
+        }
+    }
+
+    enum Trigger: Sendable { case start, changed, hangup, retry, rescan, refreshStats, terminate(String) }
+
+    public let options: Options
+    public let log: Log
+
+    public init(options: Options, log: Log) {
+        self.options = options
+        self.log = log
+    }
+
+    public func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: NIOCore.System.coreCount)
+        let accessLog = try options.accessLogPath.map { try AccessLog(path: $0) }
+        let dataPlane = DataPlane(group: group, accessLog: accessLog)
+        let directory = ManifestDirectory(root: options.manifestDirectory)
+        let reconciler = Reconciler(directory: directory, store: StatusStore(directory: options.statusDirectory),
+                                    dataPlane: dataPlane, log: log)
+        let (triggers, continuation) = AsyncStream.makeStream(of: Trigger.self)
+
+        var signalSources: [DispatchSourceSignal] = []
+        for (number, trigger) in [(SIGTERM, Trigger.terminate("SIGTERM")), (SIGINT, .terminate("SIGINT")),
+                                  (SIGHUP, .hangup)] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { continuation.yield(trigger) }
+            source.resume()
+            signalSources.append(source)
+        }
+        defer { signalSources.forEach { $0.cancel() } }
+
+        var background: [Task<Void, Never>] = []
+        if options.watch {
+            let watcher = DirectoryWatcher(directory: directory)
+            background.append(Task {
+                for await _ in watcher.changes() { continuation.yield(.changed) }
+            })
+        }
+        let rescanInterval = options.rescanInterval, watch = options.watch
+        background.append(Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: rescanInterval)
+                continuation.yield(watch ? .rescan : .refreshStats)
+            }
+        })
+        defer { background.forEach { $0.cancel() } }
+
+        log.info("reconciler starting", ["manifests": options.manifestDirectory, "status": options.statusDirectory,
+                                         "watch": String(options.watch)])
+        continuation.yield(.start)
+        var retryTask: Task<Void, Never>?
+        for await trigger in triggers {
+            let reason: String
+            switch trigger {
+            case .terminate(let signalName):
+                log.info("draining before exit", ["signal": signalName,
+                                                  "timeout": "\(options.drainTimeout.components.seconds)s"])
+                retryTask?.cancel()
+                await reconciler.shutdown(drainTimeout: options.drainTimeout)
+                try? await group.shutdownGracefully()
+                log.info("stopped")
+                return
+            case .refreshStats:
+                await reconciler.refreshStats()
+                continue
+            case .start: reason = "start"
+            case .changed: reason = "manifests changed"
+            case .hangup: reason = "SIGHUP"; log.info("SIGHUP: full reconcile")
+            case .retry: reason = "retry"
+            case .rescan: reason = "periodic rescan"
+            }
+            let result = await reconciler.pass(reason: reason)
+            retryTask?.cancel()
+            retryTask = nil
+            if let next = result.nextPass {
+                let delay = max(0, next.timeIntervalSinceNow)
+                retryTask = Task {
+                    try? await Task.sleep(for: .milliseconds(Int(delay * 1000) + 1))
+                    if !Task.isCancelled { continuation.yield(.retry) }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import ALBManifest
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Owns the status directory: one YAML file per resource, replaced atomically, and `events.log`.
+///
+/// Writes are skipped when the bytes would not change, so an idle reconciler does not touch the disk.
+public final class StatusStore: @unchecked Sendable {
+    // @unchecked: used only from the reconciler's single task (see Reconciler); never shared across tasks.
+    public let directory: URL
+    private var written: [ResourceID: String] = [:]
+    private var eventsHandle: FileHandle?
+
+    public init(directory: String) {
+        self.directory = URL(fileURLWithPath: directory, isDirectory: true)
+    }
+
+    public func path(for id: ResourceID) -> URL {
+        directory.appendingPathComponent(id.kind.statusFolder, isDirectory: true)
+            .appendingPathComponent("\(id.name).yaml")
+    }
+
+    /// Every status file currently on disk (unreadable or foreign files are skipped).
+    public func loadAll() -> [ResourceID: ResourceStatus] {
+        var result: [ResourceID: ResourceStatus] = [:]
+        for kind in ResourceKind.allCases {
+            let folder = directory.appendingPathComponent(kind.statusFolder, isDirectory: true)
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+            for name in names where name.hasSuffix(".yaml") && !name.hasPrefix(".") {
+                guard let text = try? String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8),
+                      let status = ResourceStatus.parse(yaml: text), status.id.kind == kind else { continue }
+                result[status.id] = status
+                written[status.id] = text
+            }
+        }
+        return result
+    }
+
+    /// Writes the status file unless its contents are unchanged. Returns whether it wrote.
+    @discardableResult
+    public func write(_ status: ResourceStatus) throws -> Bool {
+        let text = status.yaml()
+        if written[status.id] == text { return false }
+        try Self.atomicWrite(text, to: path(for: status.id))
+        written[status.id] = text
+        return true
+    }
+
+    public func remove(_ id: ResourceID) {
+        try? FileManager.default.removeItem(at: path(for: id))
+        written[id] = nil
+    }
+
+    /// Appends one JSON line to `events.log`.
+    public func event(kind: ResourceKind, name: String, action: String, from: String? = nil, to: String? = nil,
+                      message: String = "", at now: Date = Date()) {
+        var object: [String: String] = [
+            "time": ResourceStatus.timestamp(now), "kind": kind.rawValue, "name": name, "action": action,
+            "message": message,
+        ]
+        if let from { object["from"] = from }
+        if let to { object["to"] = to }
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+        do {
+            if eventsHandle == nil {
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+                let url = directory.appendingPathComponent("events.log")
+                if !FileManager.default.fileExists(atPath: url.path) {
+                    _ = FileManager.default.createFile(atPath: url.path, contents: nil)
+                }
+                let handle = try FileHandle(forWritingTo: url)
+                try handle.seekToEnd()
+                eventsHandle = handle
+            }
+            try eventsHandle?.write(contentsOf: data + Data("\n".utf8))
+        } catch {
+            eventsHandle = nil
+        }
+    }
+
+    /// Temporary file in the same directory, fsync, rename: a reader sees the old file or the new one.
+    static func atomicWrite(_ text: String, to url: URL) throws {
+        let folder = url.deletingLastPathComponent()
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let temporary = folder.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+        let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw StatusWriteError(path: url.path, errno: errno) }
+        let bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let count = bytes[offset...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                let code = errno
+                close(descriptor); unlink(temporary.path)
+                throw StatusWriteError(path: url.path, errno: code)
+            }
+            offset += count
+        }
+        fsync(descriptor)
+        close(descriptor)
+        guard rename(temporary.path, url.path) == 0 else {
+            let code = errno
+            unlink(temporary.path)
+            throw StatusWriteError(path: url.path, errno: code)
+        }
+    }
+}
+
+public struct StatusWriteError: Error, CustomStringConvertible {
+    public var path: String
+    public var errno: Int32
+    public var description: String { "cannot write \(path): \(String(cString: strerror(errno)))" }
+}

@@ -1,0 +1,291 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import XCTest
+
+@testable import ALBDataPlane
+
+/// A counter that tests can read from any thread.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { self.lock.lock(); self.count += 1; self.lock.unlock() }
+    var value: Int { self.lock.lock(); defer { self.lock.unlock() }; return self.count }
+}
+
+/// A tiny HTTP/1.1 backend: `/slow` answers after 3 s, `/count` answers the request body size,
+/// `/headers` echoes the request headers, `/big` sends 2 MiB, anything else answers its name.
+final class TestBackend: Sendable {
+    let name: String
+    let channel: Channel
+    let connections: Counter
+    let requests: Counter
+
+    var port: Int { self.channel.localAddress?.port ?? 0 }
+
+    private init(name: String, channel: Channel, connections: Counter, requests: Counter) {
+        self.name = name
+        self.channel = channel
+        self.connections = connections
+        self.requests = requests
+    }
+
+    static func start(name: String, group: EventLoopGroup, port: Int = 0) async throws -> TestBackend {
+        let connections = Counter()
+        let requests = Counter()
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                connections.increment()
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(BackendResponder(name: name, requests: requests))
+                }
+            }
+            .bind(host: "127.0.0.1", port: port).get()
+        return TestBackend(name: name, channel: channel, connections: connections, requests: requests)
+    }
+
+    func stop() async {
+        try? await self.channel.close()
+    }
+}
+
+final class BackendResponder: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let name: String
+    let requests: Counter
+    private var head: HTTPRequestHead?
+    private var bodyBytes = 0
+
+    init(name: String, requests: Counter) {
+        self.name = name
+        self.requests = requests
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch Self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+            self.bodyBytes = 0
+            self.requests.increment()
+        case .body(let buffer):
+            self.bodyBytes += buffer.readableBytes
+        case .end:
+            guard let head = self.head else { return }
+            switch head.uri {
+            case "/slow":
+                context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(3)) {
+                    self.respond(context: context, body: "slow")
+                }
+            case "/count":
+                self.respond(context: context, body: "\(self.bodyBytes)")
+            case "/headers":
+                self.respond(context: context, body: head.headers.map { "\($0.name): \($0.value)" }.joined(separator: "\n"))
+            case "/big":
+                self.respond(context: context, body: String(repeating: "x", count: 2 * 1024 * 1024))
+            default:
+                self.respond(context: context, body: self.name)
+            }
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, body: String) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        headers.add(name: "x-backend", value: self.name)
+        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+    }
+}
+
+struct TestResponse: Sendable {
+    var status: Int
+    var headers: HTTPHeaders
+    var body: String
+}
+
+/// Collects responses for a keep-alive HTTP client connection, in order.
+final class ResponseQueue: @unchecked Sendable {
+    private let lock = NSLock()
+    private var waiting: [EventLoopPromise<TestResponse>] = []
+
+    func push(_ promise: EventLoopPromise<TestResponse>) {
+        self.lock.lock(); self.waiting.append(promise); self.lock.unlock()
+    }
+
+    func pop() -> EventLoopPromise<TestResponse>? {
+        self.lock.lock(); defer { self.lock.unlock() }
+        return self.waiting.isEmpty ? nil : self.waiting.removeFirst()
+    }
+
+    func failAll(_ error: Error) {
+        while let promise = self.pop() { promise.fail(error) }
+    }
+}
+
+final class ClientCollector: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    let queue: ResponseQueue
+    private var head: HTTPResponseHead?
+    private var body = ""
+
+    init(queue: ResponseQueue) { self.queue = queue }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch Self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+            self.body = ""
+        case .body(let buffer):
+            self.body += String(buffer: buffer)
+        case .end:
+            if let head = self.head {
+                self.queue.pop()?.succeed(TestResponse(status: Int(head.status.code), headers: head.headers, body: self.body))
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.queue.failAll(ChannelError.eof)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        self.queue.failAll(error)
+        context.close(promise: nil)
+    }
+}
+
+/// A keep-alive HTTP/1.1 client connection.
+final class TestClient: Sendable {
+    let channel: Channel
+    let queue: ResponseQueue
+
+    private init(channel: Channel, queue: ResponseQueue) {
+        self.channel = channel
+        self.queue = queue
+    }
+
+    static func connect(_ address: String, group: EventLoopGroup) async throws -> TestClient {
+        let queue = ResponseQueue()
+        let (host, port) = try splitAddress(address)
+        let channel = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(ClientCollector(queue: queue))
+                }
+            }
+            .connect(host: host, port: port).get()
+        return TestClient(channel: channel, queue: queue)
+    }
+
+    func request(
+        _ method: HTTPMethod = .GET,
+        _ uri: String,
+        headers: [(String, String)] = [],
+        body: ByteBuffer? = nil
+    ) async throws -> TestResponse {
+        var httpHeaders = HTTPHeaders([("Host", "test.local")] + headers)
+        if let body { httpHeaders.add(name: "content-length", value: String(body.readableBytes)) }
+        let promise = self.channel.eventLoop.makePromise(of: TestResponse.self)
+        self.queue.push(promise)
+        self.channel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: httpHeaders)), promise: nil)
+        if let body {
+            self.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
+        }
+        self.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        return try await promise.futureResult.get()
+    }
+
+    func close() async {
+        try? await self.channel.close()
+    }
+}
+
+func splitAddress(_ address: String) throws -> (String, Int) {
+    guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+        throw ChannelError.inappropriateOperationForState
+    }
+    return (String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
+}
+
+/// Collects raw bytes until the peer closes.
+final class RawCollector: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    private let lock = NSLock()
+    private var text = ""
+    var received: String { self.lock.lock(); defer { self.lock.unlock() }; return self.text }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let chunk = String(buffer: Self.unwrapInboundIn(data))
+        self.lock.lock(); self.text += chunk; self.lock.unlock()
+    }
+}
+
+/// Sends raw bytes and returns what came back once the server closed (or after `timeout`).
+func rawExchange(_ address: String, _ request: String, group: EventLoopGroup, timeout: TimeAmount = .seconds(5)) async throws -> (text: String, closed: Bool) {
+    let (host, port) = try splitAddress(address)
+    let collector = RawCollector()
+    let channel = try await ClientBootstrap(group: group)
+        .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
+        }
+        .connect(host: host, port: port).get()
+    try await channel.writeAndFlush(ByteBuffer(string: request)).get()
+    let closed = await waitForClose(channel, timeout: timeout)
+    try? await channel.close()
+    return (collector.received, closed)
+}
+
+/// True if the channel closed within `timeout`.
+func waitForClose(_ channel: Channel, timeout: TimeAmount) async -> Bool {
+    let deadline = NIODeadline.now() + timeout
+    while NIODeadline.now() < deadline {
+        if !channel.isActive { return true }
+        try? await Task.sleep(nanoseconds: 20_000_000)
+    }
+    return !channel.isActive
+}
+
+/// A backend that answers every read with the same canned bytes, then optionally closes.
+final class CannedResponder: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let response: String
+    let close: Bool
+
+    init(response: String, close: Bool) {
+        self.response = response
+        self.close = close
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let close = self.close
+        context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: self.response))).assumeIsolated().whenComplete { _ in
+            if close { context.close(promise: nil) }
+        }
+    }
+}
+
+func startCannedBackend(_ response: String, close: Bool, group: EventLoopGroup) async throws -> Channel {
+    try await ServerBootstrap(group: group)
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(CannedResponder(response: response, close: close))
+            }
+        }
+        .bind(host: "127.0.0.1", port: 0).get()
+}
+
+/// A backend that accepts connections but never reads (for backpressure tests).
+func startStalledBackend(group: EventLoopGroup) async throws -> Channel {
+    try await ServerBootstrap(group: group)
+        .childChannelOption(.autoRead, value: false)
+        .childChannelOption(.socketOption(.so_rcvbuf), value: 64 * 1024)
+        .bind(host: "127.0.0.1", port: 0).get()
+}

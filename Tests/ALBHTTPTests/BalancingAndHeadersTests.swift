@@ -1,0 +1,148 @@
+import ALBHTTP
+import NIOHTTP1
+import XCTest
+
+final class SmoothWeightedRoundRobinTests: XCTestCase {
+    func testThreeToOneOverEightPicks() {
+        var wrr = SmoothWeightedRoundRobin([(element: "a", weight: 3), (element: "b", weight: 1)])
+        let picks = (0..<8).compactMap { _ in wrr.next() }
+        XCTAssertEqual(picks, ["a", "a", "b", "a", "a", "a", "b", "a"])
+        XCTAssertEqual(picks.filter { $0 == "a" }.count, 6)
+        XCTAssertEqual(picks.filter { $0 == "b" }.count, 2)
+    }
+
+    func testNginxSequenceForFiveOneOne() {
+        var wrr = SmoothWeightedRoundRobin([(element: "a", weight: 5), (element: "b", weight: 1), (element: "c", weight: 1)])
+        let picks = (0..<7).compactMap { _ in wrr.next() }
+        XCTAssertEqual(picks, ["a", "a", "b", "a", "c", "a", "a"])
+    }
+
+    func testWeightZeroIsNeverPicked() {
+        var wrr = SmoothWeightedRoundRobin([(element: "a", weight: 0), (element: "b", weight: 2), (element: "c", weight: 0)])
+        XCTAssertTrue((0..<50).allSatisfy { _ in wrr.next() == "b" })
+    }
+
+    func testAllZeroIsEmpty() {
+        var wrr = SmoothWeightedRoundRobin([(element: "a", weight: 0)])
+        XCTAssertTrue(wrr.isEmpty)
+        XCTAssertNil(wrr.next())
+    }
+}
+
+final class ClientIPResolverTests: XCTestCase {
+    func testTrustAllTakesLeftmost() throws {
+        let resolver = try XCTUnwrap(ClientIPResolver(trustedProxies: ["0.0.0.0/0"]))
+        XCTAssertEqual(resolver.resolve(peer: "10.0.0.1", forwardedFor: ["1.1.1.1, 2.2.2.2", "3.3.3.3"]), "1.1.1.1")
+    }
+
+    func testRightToLeftSkipsTrusted() throws {
+        let resolver = try XCTUnwrap(ClientIPResolver(trustedProxies: ["10.0.0.0/8", "192.168.1.7"]))
+        XCTAssertEqual(resolver.resolve(peer: "10.0.0.1", forwardedFor: ["1.1.1.1, 2.2.2.2, 192.168.1.7, 10.9.9.9"]), "2.2.2.2")
+        XCTAssertEqual(resolver.resolve(peer: "10.0.0.1", forwardedFor: ["10.1.1.1, 10.2.2.2"]), "10.1.1.1")
+    }
+
+    func testNoHeaderOrGarbageKeepsPeer() throws {
+        let resolver = try XCTUnwrap(ClientIPResolver(trustedProxies: ["10.0.0.0/8"]))
+        XCTAssertEqual(resolver.resolve(peer: "10.0.0.1", forwardedFor: []), "10.0.0.1")
+        XCTAssertEqual(resolver.resolve(peer: "10.0.0.1", forwardedFor: ["1.1.1.1, not-an-ip"]), "10.0.0.1")
+    }
+
+    func testIPv6AndPorts() throws {
+        let resolver = try XCTUnwrap(ClientIPResolver(trustedProxies: ["2001:db8::/32"]))
+        XCTAssertEqual(resolver.resolve(peer: "::1", forwardedFor: ["[2001:db9::1]:443, 2001:db8::5"]), "2001:db9::1")
+        XCTAssertEqual(resolver.resolve(peer: "::1", forwardedFor: ["5.6.7.8:1234, 2001:db8:ffff::1"]), "5.6.7.8")
+    }
+
+    func testCIDRParsingAndMatching() throws {
+        XCTAssertNil(ClientIPResolver(trustedProxies: ["10.0.0.0/33"]))
+        XCTAssertNil(ClientIPResolver(trustedProxies: ["bogus"]))
+        let cidr = try XCTUnwrap(CIDR("172.16.0.0/12"))
+        XCTAssertTrue(cidr.contains(try XCTUnwrap(IPAddress("172.31.255.255"))))
+        XCTAssertFalse(cidr.contains(try XCTUnwrap(IPAddress("172.32.0.0"))))
+        XCTAssertEqual(IPAddress("::ffff:1.2.3.4"), .v6(high: 0, low: 0x0000_FFFF_0102_0304))
+        XCTAssertNil(IPAddress("1.2.3"))
+        XCTAssertNil(IPAddress("1:2:3:4:5:6:7:8:9"))
+        XCTAssertNil(IPAddress("1::2::3"))
+    }
+}
+
+final class ProxyHeadersTests: XCTestCase {
+    func testBackendHeadRemovesHopByHopAndAddsForwardingHeaders() {
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: "example.com")
+        headers.add(name: "Connection", value: "keep-alive, X-Secret")
+        headers.add(name: "X-Secret", value: "s")
+        headers.add(name: "Keep-Alive", value: "timeout=5")
+        headers.add(name: "Upgrade", value: "websocket")
+        headers.add(name: "TE", value: "trailers")
+        headers.add(name: "X-Forwarded-For", value: "1.1.1.1")
+        headers.add(name: "X-Forwarded-Proto", value: "spoofed")
+        let client = HTTPRequestHead(version: .http1_0, method: .GET, uri: "/p", headers: headers)
+        let head = ProxyHeaders.backendRequestHead(
+            from: client,
+            forwarding: ForwardingContext(clientIP: "9.9.9.9", clientPort: 5555, listenerPort: 80, loadBalancerName: "lb-1"),
+            options: ForwardedHeaderOptions(
+                xForwardedFor: true, xForwardedProto: true, xForwardedPort: true, xForwardedHost: true,
+                xForwardedClientSrcPort: true, slbId: true
+            )
+        )
+        XCTAssertEqual(head.version, .http1_1)
+        for name in ["connection", "x-secret", "keep-alive", "upgrade", "te"] {
+            XCTAssertFalse(head.headers.contains(name: name), name)
+        }
+        XCTAssertEqual(head.headers["x-forwarded-for"], ["1.1.1.1, 9.9.9.9"])
+        XCTAssertEqual(head.headers["x-forwarded-proto"], ["http"])
+        XCTAssertEqual(head.headers["x-forwarded-port"], ["80"])
+        XCTAssertEqual(head.headers["x-forwarded-host"], ["example.com"])
+        XCTAssertEqual(head.headers["x-forwarded-client-srcport"], ["5555"])
+        XCTAssertEqual(head.headers["slb-id"], ["lb-1"])
+        XCTAssertEqual(head.headers["host"], ["example.com"])
+    }
+
+    func testChunkedFramingIsKeptAndConnectionCannotStripContentLength() {
+        var headers = HTTPHeaders([("Host", "h"), ("Transfer-Encoding", "chunked")])
+        var head = ProxyHeaders.backendRequestHead(
+            from: HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: headers),
+            forwarding: ForwardingContext(clientIP: "1.2.3.4", clientPort: 1, listenerPort: 2, loadBalancerName: ""),
+            options: ForwardedHeaderOptions()
+        )
+        XCTAssertEqual(head.headers["transfer-encoding"], ["chunked"])
+        headers = HTTPHeaders([("Host", "h"), ("Content-Length", "3"), ("Connection", "content-length, host")])
+        head = ProxyHeaders.backendRequestHead(
+            from: HTTPRequestHead(version: .http1_1, method: .POST, uri: "/", headers: headers),
+            forwarding: ForwardingContext(clientIP: "1.2.3.4", clientPort: 1, listenerPort: 2, loadBalancerName: ""),
+            options: ForwardedHeaderOptions(xForwardedFor: false)
+        )
+        XCTAssertEqual(head.headers["content-length"], ["3"])
+        XCTAssertEqual(head.headers["host"], ["h"])
+        XCTAssertFalse(head.headers.contains(name: "x-forwarded-for"))
+    }
+
+    func testClientResponseFraming() {
+        let chunkedBackend = HTTPResponseHead(
+            version: .http1_1,
+            status: .ok,
+            headers: HTTPHeaders([("Transfer-Encoding", "chunked"), ("Connection", "close")])
+        )
+        var result = ProxyHeaders.clientResponseHead(from: chunkedBackend, requestMethod: .GET, requestVersion: .http1_1, keepAlive: true)
+        XCTAssertEqual(result.head.headers["transfer-encoding"], ["chunked"])
+        XCTAssertFalse(result.head.headers.contains(name: "connection"))
+        XCTAssertFalse(result.closeAfter)
+
+        result = ProxyHeaders.clientResponseHead(from: chunkedBackend, requestMethod: .GET, requestVersion: .http1_0, keepAlive: true)
+        XCTAssertFalse(result.head.headers.contains(name: "transfer-encoding"))
+        XCTAssertEqual(result.head.headers["connection"], ["close"])
+        XCTAssertTrue(result.closeAfter)
+
+        result = ProxyHeaders.clientResponseHead(from: chunkedBackend, requestMethod: .HEAD, requestVersion: .http1_1, keepAlive: true)
+        XCTAssertFalse(result.head.headers.contains(name: "transfer-encoding"))
+        XCTAssertFalse(result.closeAfter)
+    }
+
+    func testHeaderValidation() {
+        XCTAssertTrue(ProxyHeaders.areValid(HTTPHeaders([("X-A", "fine value")])))
+        XCTAssertFalse(ProxyHeaders.areValid(HTTPHeaders([("X-A", "bad\u{0}")])))
+        XCTAssertFalse(ProxyHeaders.areValid(HTTPHeaders([("X-A", "bad\r\nInjected: 1")])))
+        XCTAssertFalse(ProxyHeaders.areValid(HTTPHeaders([("X A", "v")])))
+    }
+}

@@ -1,0 +1,163 @@
+import ALBHTTP
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import XCTest
+
+final class EdgePipelineTests: XCTestCase {
+    func testKeepAliveRequestsAreAnswered() throws {
+        let responder = TestResponder()
+        let channel = try makeEdgeChannel(responder: responder)
+        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+        let text = try outboundText(channel)
+        XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK\r\n"), text)
+        XCTAssertTrue(channel.isActive)
+        XCTAssertEqual(responder.heads.count, 1)
+        _ = try? channel.finish()
+    }
+
+    func testMalformedRequestGets400AndClose() throws {
+        let responder = TestResponder()
+        let channel = try makeEdgeChannel(responder: responder)
+        XCTAssertNoThrow(
+            try channel.writeInbound(
+                ByteBuffer(string: "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            )
+        )
+        let text = try outboundText(channel)
+        XCTAssertTrue(text.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), text)
+        XCTAssertTrue(text.lowercased().contains("connection: close"), text)
+        XCTAssertTrue(text.hasSuffix("\r\n\r\n400 Bad Request\n"), text)
+        XCTAssertFalse(channel.isActive)
+        XCTAssertEqual(responder.heads.count, 0)
+    }
+
+    func testTooManyHeaderBytesGet431() throws {
+        let channel = try makeEdgeChannel(
+            responder: TestResponder(),
+            limits: .init(maxHeaderBytes: 64, maxHeaderCount: 100)
+        )
+        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + String(repeating: "b", count: 100)))
+        let text = try outboundText(channel)
+        XCTAssertTrue(text.hasPrefix("HTTP/1.1 431 Request Header Fields Too Large\r\n"), text)
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testSlowHeadersGet408AfterHeaderTimeout() throws {
+        let channel = try makeEdgeChannel(
+            responder: TestResponder(),
+            headerTimeout: .seconds(10),
+            idleTimeout: .seconds(60)
+        )
+        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\n"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(9))
+        XCTAssertTrue(channel.isActive)
+        try channel.writeInbound(ByteBuffer(string: "Host: h\r\n"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        let text = try outboundText(channel)
+        XCTAssertTrue(text.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"), text)
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testHeaderTimeoutDoesNotApplyOnceTheHeadIsComplete() throws {
+        let responder = TestResponder()
+        responder.autoRespond = false
+        let channel = try makeEdgeChannel(responder: responder, headerTimeout: .seconds(10), idleTimeout: .seconds(60))
+        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        XCTAssertTrue(channel.isActive)
+        XCTAssertEqual(try outboundText(channel), "")
+        responder.respond()
+        XCTAssertTrue(try outboundText(channel).hasPrefix("HTTP/1.1 200 OK"))
+        _ = try? channel.finish()
+    }
+
+    func testIdleTimeoutClosesOnlyIdleConnections() throws {
+        let responder = TestResponder()
+        responder.autoRespond = false
+        let channel = try makeEdgeChannel(responder: responder, headerTimeout: .seconds(100), idleTimeout: .seconds(5))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(4))
+        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+        XCTAssertTrue(channel.isActive, "a request in flight is not idle")
+        responder.respond()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(4))
+        XCTAssertTrue(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testIdleTimeoutIsReadWhenTheConnectionGoesIdle() throws {
+        var timeout = TimeAmount.seconds(5)
+        let responder = TestResponder()
+        let channel = EmbeddedChannel()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(
+            options: EdgePipelineOptions(limits: .init(), headerTimeout: .seconds(10), idleTimeout: { timeout }),
+            application: responder
+        )
+        timeout = .seconds(50)
+        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(49))
+        XCTAssertTrue(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testPipelinedRequestsAreServedInOrderOneAtATime() throws {
+        let responder = TestResponder()
+        responder.autoRespond = false
+        let channel = try makeEdgeChannel(responder: responder)
+        try channel.writeInbound(
+            ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\nGET /3 HTTP/1.1\r\nHost: h\r\n\r\n")
+        )
+        XCTAssertEqual(responder.heads.map(\.uri), ["/1"])
+        responder.respond(body: "one")
+        XCTAssertEqual(responder.heads.map(\.uri), ["/1", "/2"])
+        responder.respond(body: "two")
+        responder.respond(body: "three")
+        XCTAssertEqual(responder.heads.map(\.uri), ["/1", "/2", "/3"])
+        let text = try outboundText(channel)
+        let one = text.range(of: "one")?.lowerBound
+        let two = text.range(of: "two")?.lowerBound
+        let three = text.range(of: "three")?.lowerBound
+        XCTAssertNotNil(one)
+        if let one, let two, let three {
+            XCTAssertTrue(one < two && two < three)
+        } else {
+            XCTFail(text)
+        }
+        _ = try? channel.finish()
+    }
+
+    func testQuiesceClosesIdleConnectionAtOnceAndBusyOneAfterItsResponse() throws {
+        let idle = try makeEdgeChannel(responder: TestResponder())
+        idle.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        XCTAssertFalse(idle.isActive)
+
+        let responder = TestResponder()
+        responder.autoRespond = false
+        let busy = try makeEdgeChannel(responder: responder)
+        try busy.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+        busy.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        XCTAssertTrue(busy.isActive)
+        responder.respond()
+        XCTAssertTrue(try outboundText(busy).hasPrefix("HTTP/1.1 200 OK"))
+        XCTAssertFalse(busy.isActive)
+    }
+
+    func testBadPipelinedRequestAfterAGoodOneClosesAfterTheFirstResponse() throws {
+        let responder = TestResponder()
+        responder.autoRespond = false
+        let channel = try makeEdgeChannel(responder: responder)
+        try channel.writeInbound(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\nX: \u{1}\r\n\r\n"))
+        XCTAssertEqual(responder.heads.map(\.uri), ["/1"])
+        XCTAssertTrue(channel.isActive)
+        responder.respond()
+        let text = try outboundText(channel)
+        XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK"), text)
+        XCTAssertTrue(text.contains("okHTTP/1.1 400 Bad Request"), text)
+        XCTAssertFalse(channel.isActive)
+        XCTAssertEqual(responder.heads.count, 1)
+    }
+}

@@ -1,0 +1,183 @@
+import ALBHTTP
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import XCTest
+
+final class StrictHTTPRequestDecoderTests: XCTestCase {
+    func testSimpleGetWholeAndByteByByte() throws {
+        let input = "GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nX-Thing:  spaced value \r\n\r\n"
+        for byteByByte in [false, true] {
+            let parts = try decode(input, byteByByte: byteByByte)
+            XCTAssertEqual(parts.count, 2)
+            guard case .head(let head) = parts.first else { return XCTFail("no head") }
+            XCTAssertEqual(head.method, .GET)
+            XCTAssertEqual(head.uri, "/a?b=c")
+            XCTAssertEqual(head.version, .http1_1)
+            XCTAssertEqual(head.headers["host"], ["example.com"])
+            XCTAssertEqual(head.headers["x-thing"], ["spaced value"])
+            XCTAssertEqual(parts.last, .end(nil))
+        }
+    }
+
+    func testContentLengthBodyAndPipelinedRequests() throws {
+        let input =
+            "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+            + "\r\nGET /next HTTP/1.0\r\n\r\n"
+        let whole = coalesced(try decode(input))
+        let bytewise = coalesced(try decode(input, byteByByte: true))
+        XCTAssertEqual(whole, bytewise)
+        XCTAssertEqual(whole.count, 5)
+        XCTAssertEqual(whole[1], .body(ByteBuffer(string: "hello")))
+        XCTAssertEqual(whole[2], .end(nil))
+        guard case .head(let second) = whole[3] else { return XCTFail("no second head") }
+        XCTAssertEqual(second.uri, "/next")
+        XCTAssertEqual(second.version, .http1_0)
+    }
+
+    func testChunkedBodyWithExtensionsAndTrailers() throws {
+        let input =
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + "5;name=value\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n"
+        for byteByByte in [false, true] {
+            let parts = coalesced(try decode(input, byteByByte: byteByByte))
+            XCTAssertEqual(parts.count, 3)
+            XCTAssertEqual(parts[1], .body(ByteBuffer(string: "hello0123456789")))
+            XCTAssertEqual(parts[2], .end(HTTPHeaders([("X-Trailer", "t")])))
+        }
+    }
+
+    func testEqualDuplicateContentLengthsAreAccepted() throws {
+        let parts = try decode("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok")
+        XCTAssertEqual(parts.count, 3)
+    }
+
+    func testHeadStartedEventIsFiredOncePerRequest() throws {
+        final class EventCounter: ChannelInboundHandler {
+            typealias InboundIn = HTTPServerRequestPart
+            var started = 0
+            func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+                if event is HTTPRequestHeadStartedEvent { self.started += 1 }
+            }
+        }
+        let counter = EventCounter()
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(StrictHTTPRequestDecoder()))
+        try channel.pipeline.syncOperations.addHandler(counter)
+        for byte in "GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n".utf8 {
+            try channel.writeInbound(ByteBuffer(bytes: [byte]))
+        }
+        XCTAssertEqual(counter.started, 2)
+        _ = try channel.finish()
+    }
+
+    // MARK: - Limits
+
+    /// A request whose line plus headers (final CRLF included) is exactly `size` bytes.
+    private func request(ofHeadSize size: Int) -> String {
+        let fixed = "GET / HTTP/1.1\r\nHost: h\r\nX-Pad: \r\n\r\n"
+        return "GET / HTTP/1.1\r\nHost: h\r\nX-Pad: " + String(repeating: "a", count: size - fixed.utf8.count)
+            + "\r\n\r\n"
+    }
+
+    func testHeaderBytesExactlyAtTheLimitPass() throws {
+        let limits = StrictHTTPRequestDecoder.Limits(maxHeaderBytes: 200, maxHeaderCount: 100)
+        XCTAssertEqual(request(ofHeadSize: 200).utf8.count, 200)
+        for byteByByte in [false, true] {
+            XCTAssertEqual(try decode(request(ofHeadSize: 200), limits: limits, byteByByte: byteByByte).count, 2)
+        }
+    }
+
+    func testHeaderBytesOneOverTheLimitFail() {
+        let limits = StrictHTTPRequestDecoder.Limits(maxHeaderBytes: 200, maxHeaderCount: 100)
+        guard case .headersTooLarge? = decodeError(request(ofHeadSize: 201), limits: limits) else {
+            return XCTFail("expected 431")
+        }
+        XCTAssertEqual(HTTPEdgeError.headersTooLarge("").status, .requestHeaderFieldsTooLarge)
+    }
+
+    func testEndlessHeaderLineIsRefusedBeforeItEnds() {
+        let limits = StrictHTTPRequestDecoder.Limits(maxHeaderBytes: 100, maxHeaderCount: 100)
+        let input = "GET / HTTP/1.1\r\nX-Long: " + String(repeating: "a", count: 200)
+        guard case .headersTooLarge? = decodeError(input, limits: limits) else { return XCTFail("expected 431") }
+    }
+
+    func testDefaultLimitOf64KiB() throws {
+        XCTAssertEqual(try decode(request(ofHeadSize: 65536)).count, 2)
+        XCTAssertThrowsError(try decode(request(ofHeadSize: 65537)))
+    }
+
+    private func request(withFields count: Int) -> String {
+        var text = "GET / HTTP/1.1\r\nHost: h\r\n"
+        for index in 1..<count { text += "X-F\(index): v\r\n" }
+        return text + "\r\n"
+    }
+
+    func testHeaderCountExactlyAtTheLimitPasses() throws {
+        XCTAssertEqual(try decode(request(withFields: 100)).count, 2)
+        XCTAssertEqual(try decode(request(withFields: 100), byteByByte: true).count, 2)
+    }
+
+    func testHeaderCountOneOverTheLimitFails() {
+        guard case .headersTooLarge? = decodeError(request(withFields: 101)) else { return XCTFail("expected 431") }
+    }
+
+    // MARK: - Refusals (400)
+
+    func assertBadRequest(_ input: String, file: StaticString = #filePath, line: UInt = #line) {
+        guard case .badRequest? = decodeError(input) else {
+            return XCTFail("expected 400 for \(input.debugDescription)", file: file, line: line)
+        }
+    }
+
+    func testSmugglingVectorsAreRefused() {
+        assertBadRequest("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
+        assertBadRequest("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc")
+        assertBadRequest("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 4\r\n\r\nabc")
+        assertBadRequest("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n")
+        assertBadRequest("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n")
+        assertBadRequest("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+        assertBadRequest("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n")
+    }
+
+    func testInvalidChunksAreRefused() {
+        let head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        assertBadRequest(head + "zz\r\n")
+        assertBadRequest(head + "-1\r\n")
+        assertBadRequest(head + "\r\n")
+        assertBadRequest(head + "1 2\r\n")
+        assertBadRequest(head + "fffffffffffffffff\r\n")
+        assertBadRequest(head + "3\r\nabcX\r\n")
+        assertBadRequest(head + "3;ext\u{0}\r\n")
+    }
+
+    func testLineFoldingBareCRAndBareLFAreRefused() {
+        assertBadRequest("GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n")
+        assertBadRequest("GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n")
+        assertBadRequest("GET / HTTP/1.1\r\nHost: h\nX-A: a\r\n\r\n")
+        assertBadRequest("GET / HTTP/1.1\r\nHost: h\r\n\n")
+        assertBadRequest("GET /\r HTTP/1.1\r\nHost: h\r\n\r\n")
+    }
+
+    func testControlCharactersAndMalformedFieldsAreRefused() {
+        assertBadRequest("GET / HTTP/1.1\r\nHost: h\r\nX-A: a\u{0}b\r\n\r\n")
+        assertBadRequest("GET / HTTP/1.1\r\nHost: h\r\nX-A: a\u{7F}\r\n\r\n")
+        assertBadRequest("GET / HTTP/1.1\r\nHost: h\r\nX-A : a\r\n\r\n")
+        assertBadRequest("GET / HTTP/1.1\r\nHost: h\r\n: a\r\n\r\n")
+        assertBadRequest("GET / HTTP/1.1\r\nHost: h\r\nNo colon\r\n\r\n")
+    }
+
+    func testMalformedRequestLinesAreRefused() {
+        assertBadRequest("GET / HTTP/2.0\r\nHost: h\r\n\r\n")
+        assertBadRequest("GET  / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assertBadRequest("GET / x HTTP/1.1\r\nHost: h\r\n\r\n")
+        assertBadRequest("G(T / HTTP/1.1\r\nHost: h\r\n\r\n")
+        assertBadRequest("GET /\u{1} HTTP/1.1\r\nHost: h\r\n\r\n")
+    }
+
+    func testHostIsRequiredOnceOnHTTP11() throws {
+        assertBadRequest("GET / HTTP/1.1\r\n\r\n")
+        assertBadRequest("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        XCTAssertEqual(try decode("GET / HTTP/1.0\r\n\r\n").count, 2)
+    }
+}

@@ -1,0 +1,120 @@
+import ALBHTTP
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import XCTest
+
+/// Feeds `input` to a fresh decoder channel, either at once or byte by byte, and returns the parts.
+func decode(
+    _ input: String,
+    limits: StrictHTTPRequestDecoder.Limits = .init(),
+    byteByByte: Bool = false
+) throws -> [HTTPServerRequestPart] {
+    let channel = EmbeddedChannel(handler: ByteToMessageHandler(StrictHTTPRequestDecoder(limits: limits)))
+    defer { _ = try? channel.finish() }
+    let bytes = Array(input.utf8)
+    if byteByByte {
+        for byte in bytes {
+            try channel.writeInbound(ByteBuffer(bytes: [byte]))
+        }
+    } else {
+        try channel.writeInbound(ByteBuffer(bytes: bytes))
+    }
+    var parts: [HTTPServerRequestPart] = []
+    while let part = try channel.readInbound(as: HTTPServerRequestPart.self) {
+        parts.append(part)
+    }
+    return parts
+}
+
+/// Merges adjacent body parts, so byte-by-byte and whole decoding can be compared.
+func coalesced(_ parts: [HTTPServerRequestPart]) -> [HTTPServerRequestPart] {
+    var result: [HTTPServerRequestPart] = []
+    for part in parts {
+        if case .body(var next) = part, case .body(var previous)? = result.last {
+            previous.writeBuffer(&next)
+            result[result.count - 1] = .body(previous)
+        } else {
+            result.append(part)
+        }
+    }
+    return result
+}
+
+func decodeError(_ input: String, limits: StrictHTTPRequestDecoder.Limits = .init()) -> HTTPEdgeError? {
+    var errors: [HTTPEdgeError] = []
+    for byteByByte in [false, true] {
+        do {
+            _ = try decode(input, limits: limits, byteByByte: byteByByte)
+            return nil
+        } catch let error as HTTPEdgeError {
+            errors.append(error)
+        } catch {
+            return nil
+        }
+    }
+    return errors.first == errors.last ? errors.first : nil
+}
+
+/// Everything written to the socket so far, as text.
+func outboundText(_ channel: EmbeddedChannel) throws -> String {
+    var text = ""
+    while let data = try channel.readOutbound(as: IOData.self) {
+        if case .byteBuffer(let buffer) = data {
+            text += String(buffer: buffer)
+        }
+    }
+    return text
+}
+
+/// Answers every complete request with "200 ok" (or holds responses when `autoRespond` is off).
+final class TestResponder: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    var autoRespond = true
+    var heads: [HTTPRequestHead] = []
+    var ends = 0
+    var errors: [Error] = []
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch Self.unwrapInboundIn(data) {
+        case .head(let head): self.heads.append(head)
+        case .body: break
+        case .end:
+            self.ends += 1
+            if self.autoRespond { self.respond() }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        self.errors.append(error)
+    }
+
+    func respond(body: String = "ok") {
+        guard let context else { return }
+        var headers = HTTPHeaders()
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+    }
+}
+
+func makeEdgeChannel(
+    responder: TestResponder,
+    limits: StrictHTTPRequestDecoder.Limits = .init(),
+    headerTimeout: TimeAmount = .seconds(10),
+    idleTimeout: TimeAmount = .seconds(15)
+) throws -> EmbeddedChannel {
+    let channel = EmbeddedChannel()
+    try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(
+        options: EdgePipelineOptions(limits: limits, headerTimeout: headerTimeout, idleTimeout: { idleTimeout }),
+        application: responder
+    )
+    return channel
+}

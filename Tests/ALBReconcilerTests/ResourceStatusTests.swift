@@ -1,0 +1,56 @@
+import ALBManifest
+@testable import ALBReconciler
+import Foundation
+import XCTest
+
+final class ResourceStatusTests: XCTestCase {
+    private let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+
+    func testYAMLRoundTrip() {
+        var status = ResourceStatus(id: ResourceID(kind: .listener, name: "web"), source: "web.yaml:12")
+        status.generation = 3
+        status.observedGeneration = 3
+        status.state = .running
+        status.setCondition("Valid", true, reason: "Validated", message: "", now: t0)
+        status.setCondition("Ready", true, reason: "Listening", message: "listening on 127.0.0.1:8080", now: t0)
+        status.live = CanonicalFields(entries: [(path: "port", value: "8080"), (path: "tags.team", value: "web")])
+        status.lastAttempt = LastAttempt(generation: 3, error: "bad: \"quoted\"", at: t0)
+        status.transitions = [.init(from: .configuring, to: .running, at: t0, reason: "Listening")]
+        status.stats = StatusStats()
+        status.desiredDigest = "abc"
+        let text = status.yaml()
+        XCTAssertTrue(text.hasPrefix("kind: Listener\nname: web\nsource: web.yaml:12\ngeneration: 3\n"), text)
+        XCTAssertEqual(ResourceStatus.parse(yaml: text), status)
+    }
+
+    func testConditionTimeMovesOnlyOnFlip() {
+        var status = ResourceStatus(id: ResourceID(kind: .serverGroup, name: "g"), source: "")
+        status.setCondition("Synced", true, reason: "Applied", message: "", now: t0)
+        status.setCondition("Synced", true, reason: "Applied", message: "again", now: t0.addingTimeInterval(60))
+        XCTAssertEqual(status.condition("Synced")?.lastTransitionTime, t0)
+        status.setCondition("Synced", false, reason: "InvalidSpec", message: "x", now: t0.addingTimeInterval(90))
+        XCTAssertEqual(status.condition("Synced")?.lastTransitionTime, t0.addingTimeInterval(90))
+    }
+
+    func testForeignFilesAreIgnored() {
+        XCTAssertNil(ResourceStatus.parse(yaml: "just: text"))
+        XCTAssertNil(ResourceStatus.parse(yaml: "kind: Nope\nname: x"))
+        XCTAssertNil(ResourceStatus.parse(yaml: "{{{"))
+    }
+
+    func testStatusStoreSkipsIdenticalWritesAndWritesAtomically() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("alb-status-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = StatusStore(directory: folder.path)
+        var status = ResourceStatus(id: ResourceID(kind: .listener, name: "web"), source: "a.yaml:1")
+        XCTAssertTrue(try store.write(status))
+        XCTAssertFalse(try store.write(status))
+        status.generation = 2
+        XCTAssertTrue(try store.write(status))
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("listeners").path)
+        XCTAssertEqual(files, ["web.yaml"], "no temporary file is left behind")
+        XCTAssertEqual(StatusStore(directory: folder.path).loadAll()[status.id]?.generation, 2)
+        store.remove(status.id)
+        XCTAssertTrue(StatusStore(directory: folder.path).loadAll().isEmpty)
+    }
+}
