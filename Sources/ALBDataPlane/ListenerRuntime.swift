@@ -12,10 +12,12 @@ final class ListenerSnapshot: AtomicReference, Sendable {
     let clientIPResolver: ClientIPResolver?
     let decoderLimits: StrictHTTPRequestDecoder.Limits
     let forwardedHeaders: ForwardedHeaderOptions
+    let balancer: Balancer
 
     init(config: ListenerConfig, generation: Int) throws {
         self.config = config
         self.generation = generation
+        self.balancer = Balancer(config.groups)
         if let clientIP = config.clientIP {
             guard let resolver = ClientIPResolver(trustedProxies: clientIP.trustedProxies) else {
                 throw DataPlaneError.invalidConfig(listener: config.name, reason: "invalid trusted proxy CIDR")
@@ -36,14 +38,12 @@ final class ListenerSnapshot: AtomicReference, Sendable {
     }
 }
 
-/// One listener's state on one event loop: its balancer and its backend pools. Used on that loop
-/// only, so it needs no locks.
+/// One listener's state on one event loop: its backend pools. Used on that loop only, so it needs no
+/// locks. (Balancing is shared by all loops: see ``Balancer``.)
 final class ListenerLoopState {
     let eventLoop: EventLoop
     let accessLog: AccessLogBuffer?
     private var generation = -1
-    private var groupPicker = SmoothWeightedRoundRobin<Int>([])
-    private var serverPickers: [SmoothWeightedRoundRobin<BackendServer>] = []
     private var pools: [String: BackendPool] = [:]
     private var closed = false
 
@@ -56,10 +56,9 @@ final class ListenerLoopState {
     /// all have weight 0 are skipped. Nil means no server is available (503).
     func pick(_ snapshot: ListenerSnapshot) -> BackendServer? {
         if snapshot.generation != self.generation {
-            self.rebuild(snapshot)
+            self.dropPoolsOfRemovedServers(snapshot)
         }
-        guard let group = self.groupPicker.next() else { return nil }
-        return self.serverPickers[group].next()
+        return snapshot.balancer.pick()
     }
 
     func pool(for server: BackendServer) -> BackendPool {
@@ -76,17 +75,9 @@ final class ListenerLoopState {
         self.pools.values.reduce(0) { $0 + $1.idleCount }
     }
 
-    private func rebuild(_ snapshot: ListenerSnapshot) {
+    private func dropPoolsOfRemovedServers(_ snapshot: ListenerSnapshot) {
         self.generation = snapshot.generation
         let groups = snapshot.config.groups
-        self.serverPickers = groups.map { group in
-            SmoothWeightedRoundRobin(group.servers.map { (element: $0, weight: $0.weight) })
-        }
-        self.groupPicker = SmoothWeightedRoundRobin(
-            groups.indices.map { index in
-                (element: index, weight: self.serverPickers[index].isEmpty ? 0 : groups[index].weight)
-            }
-        )
         // Keep pools of servers that remain (their keep-alive connections survive); drop the rest.
         let remaining = Set(groups.flatMap { $0.servers.map(\.address) })
         for (key, pool) in self.pools where !remaining.contains(key) {
