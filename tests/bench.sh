@@ -41,6 +41,13 @@ for path in / /big; do
     echo "$name path=$path $(bash "$peers" bench "$port" "$pid" "$path" 64 5)"
   done
 done
+for peer in nginx:19001 haproxy:19002 alb:19003; do
+  name=${peer%%:*} port=${peer##*:}
+  if [[ $name == alb ]]; then pid=$alb_pid; else
+    master=$(bash "$peers" pid "$name"); pid=$(pgrep -P "$master" | head -1 || true); pid=${pid:-$master}   # nginx: its worker
+  fi
+  echo "$name $(python3 tests/bench_idle_memory.py "$pid" "$port" 2000)"
+done
 kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true; alb_pid=
 python3 tests/bench_reconcile.py .build/release/alb 100 20
 python3 ../shared/bench/reload.py all 100 20 || true

@@ -28,6 +28,7 @@ http.client._MAXHEADERS = 1000
 def make_handler(name):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go in separate writes
         server_version = "demo-backend"
 
         def log_message(self, *args):

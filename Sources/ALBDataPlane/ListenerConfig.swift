@@ -1,44 +1,9 @@
 import ALBHTTP
 import NIOCore
 
-/// Which headers the proxy adds to backend requests (SPEC §4 `headers`). Only `xForwardedFor` is on
-/// by default. The added `X-Forwarded-*`/`SLB-ID` headers replace client-sent ones; `X-Forwarded-For`
-/// is appended to (see ``ALBHTTP/ProxyHeaders``).
-public struct HeaderOptions: Sendable, Equatable {
-    public var xForwardedFor: Bool
-    public var xForwardedProto: Bool
-    public var xForwardedPort: Bool
-    public var xForwardedHost: Bool
-    public var xForwardedClientSrcPort: Bool
-    public var slbId: Bool
-
-    public init(
-        xForwardedFor: Bool = true,
-        xForwardedProto: Bool = false,
-        xForwardedPort: Bool = false,
-        xForwardedHost: Bool = false,
-        xForwardedClientSrcPort: Bool = false,
-        slbId: Bool = false
-    ) {
-        self.xForwardedFor = xForwardedFor
-        self.xForwardedProto = xForwardedProto
-        self.xForwardedPort = xForwardedPort
-        self.xForwardedHost = xForwardedHost
-        self.xForwardedClientSrcPort = xForwardedClientSrcPort
-        self.slbId = slbId
-    }
-
-    var forwarded: ForwardedHeaderOptions {
-        ForwardedHeaderOptions(
-            xForwardedFor: self.xForwardedFor,
-            xForwardedProto: self.xForwardedProto,
-            xForwardedPort: self.xForwardedPort,
-            xForwardedHost: self.xForwardedHost,
-            xForwardedClientSrcPort: self.xForwardedClientSrcPort,
-            slbId: self.slbId
-        )
-    }
-}
+/// Which headers the proxy adds to backend requests (SPEC §4 `headers`): the handlers' own options type,
+/// so the data plane's configuration and the proxy path share one definition.
+public typealias HeaderOptions = ForwardedHeaderOptions
 
 /// Client IP retrieval from `X-Forwarded-For`; see ``ClientIPResolver`` for the rules.
 public struct ClientIPOptions: Sendable, Equatable {

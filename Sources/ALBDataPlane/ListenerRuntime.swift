@@ -26,7 +26,7 @@ final class ListenerSnapshot: AtomicReference, Sendable {
         } else {
             self.clientIPResolver = nil
         }
-        self.forwardedHeaders = config.headers.forwarded
+        self.forwardedHeaders = config.headers
         let limits = config.limits
         guard limits.maxHeaderBytes > 0, limits.maxHeaderCount > 0, limits.maxConnections > 0 else {
             throw DataPlaneError.invalidConfig(listener: config.name, reason: "limits must be positive")

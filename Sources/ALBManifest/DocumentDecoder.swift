@@ -1,7 +1,7 @@
 import Yams
 
 /// The outcome of reading one manifest document.
-struct DecodedDocument {
+struct DecodedDocument: Sendable {
     var id: ResourceID?
     /// Nil when the document has any problem.
     var resource: Resource?

@@ -9,18 +9,27 @@ public enum ManifestLoader {
     public static let maxFileBytes = 1 << 20
 
     public static func load(_ files: [ManifestFile]) -> ManifestSet {
+        var cache = ManifestCache()
+        return load(files, cache: &cache)
+    }
+
+    /// As `load(_:)`, reusing the decoded documents of files whose contents did not change since the
+    /// call that filled `cache` (a reconcile pass after a one-file edit decodes one file).
+    public static func load(_ files: [ManifestFile], cache: inout ManifestCache) -> ManifestSet {
         var set = ManifestSet()
         var documents: [DecodedDocument] = []
         var looseDiagnostics: [Diagnostic] = []
+        var nextCache = ManifestCache()
 
         for file in files {
-            switch parse(file) {
-            case .failure(let diagnostic):
+            let outcome = cache.outcome(for: file) ?? decode(file)
+            nextCache.entries[file.path] = ManifestCache.Entry(contents: file.contents, outcome: outcome)
+            switch outcome {
+            case .unparsable(let diagnostic):
                 set.unparsableFiles[file.path] = diagnostic
                 looseDiagnostics.append(diagnostic)
-            case .success(let roots):
-                for root in roots {
-                    guard let document = DocumentDecoder.decode(root, file: file.path) else { continue }
+            case .documents(let decoded):
+                for document in decoded {
                     if let id = document.id {
                         set.definedBy[file.path, default: []].insert(id)
                     } else {
@@ -30,6 +39,7 @@ public enum ManifestLoader {
                 }
             }
         }
+        cache = nextCache
 
         var validator = CrossResourceValidator(documents: documents.filter { $0.id != nil })
         validator.run()
@@ -41,6 +51,15 @@ public enum ManifestLoader {
             lhs.location != rhs.location ? lhs.location < rhs.location : lhs.message < rhs.message
         }
         return set
+    }
+
+    static func decode(_ file: ManifestFile) -> ManifestCache.Outcome {
+        switch parse(file) {
+        case .failure(let diagnostic):
+            return .unparsable(diagnostic)
+        case .success(let roots):
+            return .documents(roots.compactMap { DocumentDecoder.decode($0, file: file.path) })
+        }
     }
 
     /// The documents of one file, or the file-level ParseError.
@@ -109,5 +128,28 @@ public enum ManifestLoader {
             }
         }
         return (line, column)
+    }
+}
+
+/// Per-file results of the last `load`, keyed by path and valid while the contents are byte-for-byte the
+/// same. A plain value: the caller keeps it between loads.
+public struct ManifestCache: Sendable {
+    enum Outcome: Sendable {
+        case unparsable(Diagnostic)
+        case documents([DecodedDocument])
+    }
+
+    struct Entry: Sendable {
+        var contents: String
+        var outcome: Outcome
+    }
+
+    var entries: [String: Entry] = [:]
+
+    public init() {}
+
+    func outcome(for file: ManifestFile) -> Outcome? {
+        guard let entry = entries[file.path], entry.contents == file.contents else { return nil }
+        return entry.outcome
     }
 }

@@ -13,7 +13,7 @@ import Glibc
 public struct DirectoryWatcher: Sendable {
     public let directory: ManifestDirectory
     public var pollInterval: Duration = .milliseconds(250)
-    public var settle: Duration = .milliseconds(20)
+    public var settle: Duration = .milliseconds(10)
 
     public init(directory: ManifestDirectory) { self.directory = directory }
 

@@ -37,6 +37,7 @@ public actor Reconciler {
     var lastGoodFiles: [String: Set<ResourceID>] = [:]
     var listeners: [String: LiveListener] = [:]
     var emptyTreeSeenAt: Date?
+    var manifestCache = ManifestCache()
     var keySerial = 0
 
     public init(directory: ManifestDirectory, store: StatusStore, dataPlane: DataPlane, log: Log,
@@ -53,8 +54,11 @@ public actor Reconciler {
 
     public func pass(reason: String) async -> PassResult {
         let now = Date()
+        let clock = ContinuousClock()
+        let started = clock.now
         let (files, rootExists) = directory.read()
-        let manifests = ManifestLoader.load(files)
+        let manifests = ManifestLoader.load(files, cache: &manifestCache)
+        let loaded = clock.now
         var nextPass: Date?
 
         // 1. What should serve: valid resources, plus the last good configuration of anything that is
@@ -177,8 +181,14 @@ public actor Reconciler {
         }
 
         // 7. Status files.
+        let acted = clock.now
         writeStatuses()
-        log.debug("reconcile pass done", ["reason": reason, "resources": String(desired.count)])
+        let finished = clock.now
+        log.debug("reconcile pass done", [
+            "reason": reason, "resources": String(desired.count),
+            "load_ms": Self.milliseconds(loaded - started), "act_ms": Self.milliseconds(acted - loaded),
+            "status_ms": Self.milliseconds(finished - acted),
+        ])
         return PassResult(nextPass: nextPass)
     }
 
@@ -377,6 +387,10 @@ public actor Reconciler {
 
     static func immutableChanges(from live: CanonicalFields, to desired: CanonicalFields) -> [String] {
         immutableListenerFields.filter { live[$0] != desired[$0] }
+    }
+
+    static func milliseconds(_ duration: Duration) -> String {
+        String(format: "%.1f", Double(duration.components.attoseconds) / 1e15 + Double(duration.components.seconds) * 1000)
     }
 
     static func digest(_ fields: CanonicalFields) -> String {

@@ -10,7 +10,8 @@ import Glibc
 public final class StatusStore: @unchecked Sendable {
     // @unchecked: used only from the reconciler's single task (see Reconciler); never shared across tasks.
     public let directory: URL
-    private var written: [ResourceID: String] = [:]
+    /// What is on disk, as value and as text: an unchanged status is not even serialised again.
+    private var written: [ResourceID: (status: ResourceStatus, text: String)] = [:]
     private var eventsHandle: FileHandle?
 
     public init(directory: String) {
@@ -32,7 +33,7 @@ public final class StatusStore: @unchecked Sendable {
                 guard let text = try? String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8),
                       let status = ResourceStatus.parse(yaml: text), status.id.kind == kind else { continue }
                 result[status.id] = status
-                written[status.id] = text
+                written[status.id] = (status, text)
             }
         }
         return result
@@ -41,10 +42,12 @@ public final class StatusStore: @unchecked Sendable {
     /// Writes the status file unless its contents are unchanged. Returns whether it wrote.
     @discardableResult
     public func write(_ status: ResourceStatus) throws -> Bool {
+        if written[status.id]?.status == status { return false }
         let text = status.yaml()
-        if written[status.id] == text { return false }
-        try Self.atomicWrite(text, to: path(for: status.id))
-        written[status.id] = text
+        if written[status.id]?.text != text {
+            try Self.atomicWrite(text, to: path(for: status.id))
+        }
+        written[status.id] = (status, text)
         return true
     }
 

@@ -103,3 +103,31 @@ def test_access_log_has_spec_fields(serving, backends, alb):
         assert key in record
     assert record["listener"] == "web" and record["status"] == 200 and record["protocol"] == "HTTP/1.1"
     assert record["upstream"].startswith("127.0.0.1:")
+
+
+def test_backend_connect_timeout_is_502_after_five_seconds(alb):
+    # A listener whose accept queue is full drops new SYNs, so connecting to it hangs like a dead host.
+    import socket
+    import time
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    backlog = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(blackhole.getsockname())
+        backlog.append(s)
+    time.sleep(0.2)
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(blackhole.getsockname()[1], 100)], request_timeout=30))
+    alb.start()
+    alb.wait_state("web", "Running")
+    started = time.monotonic()
+    status, body, _ = get(port, timeout=20)
+    elapsed = time.monotonic() - started
+    assert status == 502 and "Bad Gateway" in body
+    assert 4.5 <= elapsed <= 8, elapsed
+    for s in backlog:
+        s.close()
+    blackhole.close()
