@@ -34,8 +34,12 @@ run: build
 
 test: deps unit e2e examples
 
+# Warnings in our own code fail the build (dependencies' warnings are theirs).
 unit:
-	swift build --build-tests
+	@mkdir -p .build
+	swift build --build-tests 2>&1 | tee .build/unit-build.log; test $${PIPESTATUS[0]} -eq 0
+	@if grep -E ": warning:" .build/unit-build.log | grep -v "/\.build/"; then \
+	  echo "error: warnings in Sources/ or Tests/ (treated as errors)"; exit 1; fi
 	swift test --skip-build
 
 e2e: deps

@@ -70,7 +70,7 @@ public enum ManifestLoader {
         }
         let size = file.contents.utf8.count
         if size > maxFileBytes {
-            return failure("file is too large (\(size) bytes, limit \(maxFileBytes))")
+            return failure("file is too large (more than \(maxFileBytes) bytes)")
         }
         if let finding = HostileInputGuard.lexicalAlias(in: file.contents) {
             return failure(finding.message, line: finding.line, column: finding.column)

@@ -1,6 +1,9 @@
 import ALBDataPlane
 import Dispatch
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOPosix
 
@@ -35,6 +38,7 @@ public struct ReconcileService: Sendable {
     }
 
     public func run() async throws {
+        raiseOpenFileLimit()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: NIOCore.System.coreCount)
         let accessLog = try options.accessLogPath.map { try AccessLog(path: $0) }
         let dataPlane = DataPlane(group: group, accessLog: accessLog)
@@ -105,5 +109,25 @@ public struct ReconcileService: Sendable {
                 }
             }
         }
+    }
+}
+
+extension ReconcileService {
+    /// Every connection costs a descriptor (two when proxied): raise the soft limit to the hard one, as
+    /// nginx's `worker_rlimit_nofile` does, and say so when the per-listener cap cannot be reached.
+    func raiseOpenFileLimit() {
+        #if canImport(Glibc)
+        var limit = rlimit()
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        guard getrlimit(resource, &limit) == 0 else { return }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(resource, &limit)
+        }
+        if limit.rlim_cur < 2 * 20_000 + 1024 {
+            log.info("open file limit is below what 20,000 proxied connections need",
+                     ["nofile": String(limit.rlim_cur)])
+        }
+        #endif
     }
 }

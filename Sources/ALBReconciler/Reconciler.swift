@@ -106,9 +106,9 @@ public actor Reconciler {
         let allIDs = Set(desired.keys).union(problems.keys)
         for id in allIDs.sorted() {
             let diagnostics = problems[id] ?? []
-            let source = manifests.sources[id] ?? statuses[id].map { _ in SourceLocation(file: "", line: 0, column: 0) }
             var status = statuses[id] ?? ResourceStatus(id: id, source: "")
-            if let source, !source.file.isEmpty { status.source = "\(source.file):\(source.line)" }
+            // A resource kept from an unparsable file keeps the source of its last good parse.
+            if let source = manifests.sources[id] { status.source = "\(source.file):\(source.line)" }
             let digest: String
             if diagnostics.isEmpty, let resource = manifests.resources[id] {
                 digest = Self.digest(state.canonical(resource))
@@ -253,9 +253,10 @@ public actor Reconciler {
         }
 
         let target: ListenerLifecycle.Target = spec.state == .running ? .running : .stopped
+        let before = listener.lifecycle.state.phase.rawValue
         switch listener.lifecycle.plan(desired: target, now: now) {
         case .start:
-            record(id, action: "start", from: "Stopped", to: "Configuring", message: "binding \(config.bindHost):\(config.port)", now: now)
+            record(id, action: "start", from: before, to: "Configuring", message: "binding \(config.bindHost):\(config.port)", now: now)
             do {
                 var bound = config
                 bound.key = listener.key
@@ -282,7 +283,7 @@ public actor Reconciler {
                 return nil
             }
         case .stop:
-            record(id, action: "stop", from: listener.serving == nil ? "Failed" : "Running", to: "Configuring",
+            record(id, action: "stop", from: before, to: "Configuring",
                    message: "closing the socket and its connections", now: now)
             await dataPlane.stop(key: listener.key)
             listener.serving = nil

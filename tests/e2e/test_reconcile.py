@@ -257,3 +257,50 @@ def test_status_dir_inside_manifests_is_refused(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "must be outside the manifest directory" in result.stderr
+
+
+def test_second_listener_on_a_taken_port_is_refused_and_the_first_keeps_serving(alb, backends):
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    alb.write("clash.yaml", """\
+apiVersion: alb/v1
+kind: Listener
+metadata: {name: clash}
+spec:
+  loadBalancer: lb
+  protocol: HTTP
+  port: %d
+  defaultAction: {forwardGroup: {serverGroups: [{name: pool}]}}
+""" % port)
+    wait_for(lambda: (alb.condition("Listener", "clash", "Valid") or {}).get("reason") == "PortConflict",
+             what="PortConflict on the new listener")
+    message = alb.condition("Listener", "clash", "Valid")["message"]
+    assert "clash.yaml:7:9: error: spec.port: port %d conflicts with Listener \"web\"" % port in message
+    assert alb.status_of("Listener", "clash")["state"] == "Failed"
+    assert get(port)[1].startswith("b1")
+    assert alb.status_of("Listener", "web")["state"] == "Running"
+
+
+def test_hostile_manifest_while_running_is_reported_and_nothing_else_changes(alb, backends):
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+    previous = "a"
+    for name in "bcdefghi":
+        bomb += "%s: &%s [%s]\n" % (name, name, ",".join(["*" + previous] * 9))
+        previous = name
+    alb.write("bomb.yaml", bomb)
+    alb.write("huge.yaml", "# " + "x" * (2 << 20) + "\n")
+    time.sleep(1)
+    assert alb.process.poll() is None
+    assert get(port)[0] == 200
+    assert alb.status_of("Listener", "web")["state"] == "Running"
+    validate = alb.run_cli("validate", str(alb.manifests))
+    assert "bomb.yaml:2:8: error: YAML aliases are not supported" in validate.stdout
+    assert "huge.yaml:1:1: error: file is too large (more than 1048576 bytes)" in validate.stdout
