@@ -38,6 +38,8 @@ public struct ReconcileService: Sendable {
     }
 
     public func run() async throws {
+        let lock = try StatusDirectoryLock(directory: options.statusDirectory)
+        defer { lock.release() }
         raiseOpenFileLimit()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: NIOCore.System.coreCount)
         let accessLog = try options.accessLogPath.map { try AccessLog(path: $0) }
@@ -130,4 +132,32 @@ extension ReconcileService {
         }
         #endif
     }
+}
+
+/// One reconciler per status directory: a second one would fight the first over every file.
+struct StatusDirectoryLock {
+    let descriptor: Int32
+
+    init(directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let path = directory + "/.lock"
+        descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw ReconcileServiceError("cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            close(descriptor)
+            throw ReconcileServiceError("the status directory \(directory) is in use by another `alb reconcile`")
+        }
+    }
+
+    func release() {
+        flock(descriptor, LOCK_UN)
+        close(descriptor)
+    }
+}
+
+public struct ReconcileServiceError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
 }

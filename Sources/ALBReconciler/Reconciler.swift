@@ -47,6 +47,7 @@ public actor Reconciler {
         self.dataPlane = dataPlane
         self.log = log
         self.emptyTreeGrace = emptyTreeGrace
+        store.removeStaleTemporaryFiles()
         self.statuses = store.loadAll()
     }
 

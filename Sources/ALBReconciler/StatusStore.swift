@@ -23,6 +23,18 @@ public final class StatusStore: @unchecked Sendable {
             .appendingPathComponent("\(id.name).yaml")
     }
 
+    /// Removes temporary files a killed reconciler left behind (see `atomicWrite`). Only the reconciler
+    /// that owns the directory calls this: `alb status` must not race a live writer.
+    public func removeStaleTemporaryFiles() {
+        for kind in ResourceKind.allCases {
+            let folder = directory.appendingPathComponent(kind.statusFolder, isDirectory: true)
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+            for name in names where name.hasPrefix(".") && name.hasSuffix(".tmp") {
+                try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
+            }
+        }
+    }
+
     /// Every status file currently on disk (unreadable or foreign files are skipped).
     public func loadAll() -> [ResourceID: ResourceStatus] {
         var result: [ResourceID: ResourceStatus] = [:]

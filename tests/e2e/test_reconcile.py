@@ -304,3 +304,12 @@ def test_hostile_manifest_while_running_is_reported_and_nothing_else_changes(alb
     validate = alb.run_cli("validate", str(alb.manifests))
     assert "bomb.yaml:2:8: error: YAML aliases are not supported" in validate.stdout
     assert "huge.yaml:1:1: error: file is too large (more than 1048576 bytes)" in validate.stdout
+
+
+def test_second_reconciler_on_the_same_status_directory_is_refused(alb):
+    alb.start()
+    wait_for(lambda: (alb.status / ".lock").exists(), what="lock file")
+    second = alb.run_cli("reconcile", str(alb.manifests), "--status-dir", str(alb.status))
+    assert second.returncode == 1
+    assert "is in use by another `alb reconcile`" in second.stderr
+    assert alb.process.poll() is None
