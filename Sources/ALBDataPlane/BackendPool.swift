@@ -119,20 +119,23 @@ final class BackendPool {
         self.eventLoop = eventLoop
     }
 
-    /// Hands over an idle connection (most recently used first) or connects a new one.
-    /// `completion` gets whether the connection was reused from the pool.
-    func acquire(
-        connectTimeout: TimeAmount,
-        allowIdle: Bool = true,
-        _ completion: @escaping (Result<BackendHandler, Error>, Bool) -> Void
-    ) {
-        while allowIdle, let connection = self.idle.popLast() {
+    /// An idle, still open connection (most recently used first), or nil. Synchronous, so the
+    /// common case of a warm pool costs no closure or future.
+    func takeIdle() -> BackendHandler? {
+        while let connection = self.idle.popLast() {
             connection.idleIn = nil
             if connection.isActive {
-                completion(.success(connection), true)
-                return
+                return connection
             }
         }
+        return nil
+    }
+
+    /// Connects a new connection; `completion` runs on this pool's event loop.
+    func connect(
+        connectTimeout: TimeAmount,
+        _ completion: @escaping (Result<BackendHandler, Error>) -> Void
+    ) {
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -156,13 +159,13 @@ final class BackendPool {
             case .success(let channel):
                 do {
                     let handler = try channel.pipeline.syncOperations.handler(type: BackendHandler.self)
-                    completion(.success(handler), false)
+                    completion(.success(handler))
                 } catch {
                     channel.close(promise: nil)
-                    completion(.failure(error), false)
+                    completion(.failure(error))
                 }
             case .failure(let error):
-                completion(.failure(error), false)
+                completion(.failure(error))
             }
         }
     }

@@ -29,7 +29,8 @@ public struct BackendServer: Sendable, Equatable, Hashable {
 
     /// `host:port` (IPv6 hosts in brackets), the pool key and the access log's `upstream`.
     public var address: String {
-        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+        // Byte search: `String.contains(_:)` with a string argument goes through Foundation here.
+        self.host.utf8.contains(UInt8(ascii: ":")) ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
     }
 }
 

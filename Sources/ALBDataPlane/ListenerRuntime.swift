@@ -54,17 +54,17 @@ final class ListenerLoopState {
 
     /// A group by weight, then a server in it by smooth weighted round robin. Groups whose servers
     /// all have weight 0 are skipped. Nil means no server is available (503).
-    func pick(_ snapshot: ListenerSnapshot) -> BackendServer? {
+    func pick(_ snapshot: ListenerSnapshot) -> BalancedServer? {
         if snapshot.generation != self.generation {
             self.dropPoolsOfRemovedServers(snapshot)
         }
-        return snapshot.balancer.pick()
+        return snapshot.balancer.pickBalanced()
     }
 
-    func pool(for server: BackendServer) -> BackendPool {
+    func pool(for server: BalancedServer) -> BackendPool {
         let key = server.address
         if let pool = self.pools[key] { return pool }
-        let pool = BackendPool(server: server, eventLoop: self.eventLoop)
+        let pool = BackendPool(server: server.server, eventLoop: self.eventLoop)
         if self.closed { pool.closeAll() }
         self.pools[key] = pool
         return pool

@@ -39,19 +39,24 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         case closed
     }
 
-    /// What one request/response pair needs to remember.
-    private struct Exchange {
-        var id: Int
-        var head: HTTPRequestHead
-        var clientIP: String
-        var clientKeepAlive: Bool
-        var wallTime: Double
-        var started: NIODeadline
+    /// What one request/response pair needs to remember. A class rather than a struct: it is updated
+    /// at every step of the exchange, and a struct behind an optional would be copied out and back
+    /// (retaining every field, and copying `queued` on append) each time.
+    private final class Exchange {
+        let id: Int
+        let head: HTTPRequestHead
+        let clientIP: String
+        let clientKeepAlive: Bool
+        /// Wall clock time and request size are only for the access log: 0 when there is none.
+        let wallTime: Double
+        let started: NIODeadline
         var lastProgress: NIODeadline
-        var requestTimeout: TimeAmount
+        let requestTimeout: TimeAmount
         var requestBytes: Int
         var responseBytes = 0
-        var upstream = ""
+        /// The picked server and its pool on this loop (nil before a pick, or when none was available).
+        var server: BalancedServer?
+        var pool: BackendPool?
         var upstreamStatus: Int?
         var status = 0
         var requestEnded = false
@@ -64,7 +69,25 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         var connectTimeout = TimeAmount.seconds(5)
         var reusedConnection = false
         var retried = false
-        var timeout: Scheduled<Void>?
+
+        init(
+            id: Int, head: HTTPRequestHead, clientIP: String, wallTime: Double, started: NIODeadline,
+            requestTimeout: TimeAmount, requestBytes: Int
+        ) {
+            self.id = id
+            self.head = head
+            self.clientIP = clientIP
+            self.clientKeepAlive = head.isKeepAlive
+            self.wallTime = wallTime
+            self.started = started
+            self.lastProgress = started
+            self.requestTimeout = requestTimeout
+            self.requestBytes = requestBytes
+        }
+
+        /// When the request times out unless body bytes keep flowing.
+        var deadline: NIODeadline { self.lastProgress + self.requestTimeout }
+        var upstream: String { self.server?.address ?? "" }
     }
 
     private let runtime: ListenerRuntime
@@ -79,6 +102,12 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     private var clientReadsPaused = false
     private var clientReadPending = false
     private var backendNeedsFlush = false
+    /// One request timer per connection rather than one per request: it is armed for the earliest
+    /// deadline it has been asked for and, when it fires, re-arms for the current exchange's deadline
+    /// if that is later. A finished exchange leaves it running; scheduling and cancelling a task per
+    /// request cost more than the occasional spurious wake-up.
+    private var requestTimer: Scheduled<Void>?
+    private var requestTimerDeadline = NIODeadline.distantFuture
 
     init(runtime: ListenerRuntime, loopState: ListenerLoopState) {
         self.runtime = runtime
@@ -104,7 +133,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         case .head(let head):
             self.requestHead(head, context: context)
         case .body(let buffer):
-            self.requestBody(buffer)
+            self.requestBody(buffer, context: context)
         case .end(let trailers):
             self.requestEnd(trailers, context: context)
         }
@@ -134,9 +163,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if var exchange = self.exchange, exchange.status == 0 {
+        if let exchange = self.exchange, exchange.status == 0 {
             exchange.status = 499  // client closed before a response (nginx's convention)
-            self.exchange = exchange
         }
         self.logExchange()
         self.abandonExchange(closeBackend: true)
@@ -148,12 +176,11 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         if let edgeError = error as? HTTPEdgeError {
             // The edge error handler answers; the exchange is over.
             let status = edgeError.status.code.asInt
-            if var exchange = self.exchange {
+            if let exchange = self.exchange {
                 if !exchange.responseHeadSent {
                     exchange.status = status
                     self.runtime.counters.countResponse(status: status)
                 }
-                self.exchange = exchange
             } else {
                 self.runtime.counters.countResponse(status: status)
                 self.logRefusedRequest(status: status)
@@ -176,21 +203,19 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         let clientIP =
             snapshot.clientIPResolver?.resolve(peer: self.peerIP, forwardedFor: head.headers["x-forwarded-for"])
             ?? self.peerIP
-        let now = NIODeadline.now()
+        let logging = self.loopState.accessLog != nil
         self.nextExchangeID &+= 1
-        var exchange = Exchange(
+        let exchange = Exchange(
             id: self.nextExchangeID,
             head: head,
             clientIP: clientIP,
-            clientKeepAlive: head.isKeepAlive,
-            wallTime: Self.wallClock(),
-            started: now,
-            lastProgress: now,
+            wallTime: logging ? Self.wallClock() : 0,
+            started: context.eventLoop.now,
             requestTimeout: config.requestTimeout,
-            requestBytes: Self.estimatedSize(of: head)
+            requestBytes: logging ? Self.estimatedSize(of: head) : 0
         )
+        self.exchange = exchange
         guard let server = self.loopState.pick(snapshot) else {
-            self.exchange = exchange
             if Self.hasBody(head) {
                 self.respondWithError(.serviceUnavailable)  // closes: the body is not read
             } else {
@@ -198,8 +223,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             }
             return
         }
-        exchange.upstream = server.address
-        self.upstreamServer = server
+        exchange.server = server
+        exchange.pool = self.loopState.pool(for: server)
         exchange.backendHead = ProxyHeaders.backendRequestHead(
             from: head,
             forwarding: ForwardingContext(
@@ -210,63 +235,51 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             ),
             options: snapshot.forwardedHeaders
         )
-        if head.version.minor >= 1,
-            head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" })
-        {
+        if head.version.minor >= 1, ProxyHeaders.expectsContinue(head.headers) {
             // Answer the expectation here (the backend's 100 would not be relayed) and do not pass it on.
             exchange.backendHead?.headers.remove(name: "expect")
             context.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
         }
-        let id = exchange.id
-        exchange.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: config.requestTimeout) {
-            self.requestTimerFired(id: id)
-        }
-        self.exchange = exchange
+        self.armRequestTimer(deadline: exchange.deadline, context: context)
         self.state = .acquiring
         self.clientReadsPaused = true
         exchange.connectTimeout = config.limits.connectTimeout
-        self.exchange = exchange
-        self.acquireBackend(server: server, id: id, allowIdle: true)
+        self.acquireBackend(exchange, allowIdle: true)
     }
 
-    private func requestBody(_ buffer: ByteBuffer) {
-        guard var exchange = self.exchange else { return }
+    private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        guard let exchange = self.exchange else { return }
         exchange.requestBytes += buffer.readableBytes
         exchange.bodyBytes += buffer.readableBytes
-        exchange.lastProgress = .now()
+        exchange.lastProgress = context.eventLoop.now
         switch self.state {
         case .acquiring:
             exchange.queued.append(.body(.byteBuffer(buffer)))
-            self.exchange = exchange
         case .forwarding(let backend):
-            self.exchange = exchange
             backend.write(.body(.byteBuffer(buffer)))
             self.backendNeedsFlush = true
             if !backend.isWritable {
                 self.clientReadsPaused = true
             }
         case .idle, .rejecting, .closed:
-            self.exchange = exchange
+            break
         }
     }
 
     private func requestEnd(_ trailers: HTTPHeaders?, context: ChannelHandlerContext) {
-        guard var exchange = self.exchange else { return }
+        guard let exchange = self.exchange else { return }
         exchange.requestEnded = true
         switch self.state {
         case .acquiring:
             exchange.queued.append(.end(trailers))
-            self.exchange = exchange
         case .forwarding(let backend):
-            self.exchange = exchange
             backend.write(.end(trailers))
             backend.flush()
             self.backendNeedsFlush = false
         case .rejecting(let status):
-            self.exchange = exchange
             self.respondWithError(status)
         case .idle, .closed:
-            self.exchange = exchange
+            break
         }
     }
 
@@ -281,15 +294,22 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
 
     // MARK: - Backend side
 
-    private func acquireBackend(server: BackendServer, id: Int, allowIdle: Bool) {
-        guard let connectTimeout = self.exchange?.connectTimeout else { return }
-        self.loopState.pool(for: server).acquire(connectTimeout: connectTimeout, allowIdle: allowIdle) { result, reused in
-            self.backendAcquired(result, reused: reused, id: id)
+    private func acquireBackend(_ exchange: Exchange, allowIdle: Bool) {
+        guard let pool = exchange.pool else { return }
+        if allowIdle, let backend = pool.takeIdle() {
+            // Still inside the client's read: the head goes out with the request's end, or at
+            // channelReadComplete, in one flush.
+            self.backendAcquired(.success(backend), reused: true, id: exchange.id, flush: false)
+            return
+        }
+        let id = exchange.id
+        pool.connect(connectTimeout: exchange.connectTimeout) { result in
+            self.backendAcquired(result, reused: false, id: id, flush: true)
         }
     }
 
-    private func backendAcquired(_ result: Result<BackendHandler, Error>, reused: Bool, id: Int) {
-        guard case .acquiring = self.state, var exchange = self.exchange, exchange.id == id else {
+    private func backendAcquired(_ result: Result<BackendHandler, Error>, reused: Bool, id: Int, flush: Bool) {
+        guard case .acquiring = self.state, let exchange = self.exchange, exchange.id == id else {
             // The exchange went away while connecting: a fresh, unused connection can serve others.
             if case .success(let backend) = result {
                 backend.close()
@@ -308,11 +328,14 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             }
             let queued = exchange.queued
             exchange.queued = []
-            self.exchange = exchange
             for part in queued {
                 backend.write(part)
             }
-            backend.flush()
+            if flush || exchange.requestEnded {
+                backend.flush()
+            } else {
+                self.backendNeedsFlush = true
+            }
             if backend.isWritable {
                 self.resumeClientReads()
             }
@@ -320,14 +343,11 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     }
 
     func backendRead(_ part: HTTPClientResponsePart) {
-        guard case .forwarding(let backend) = self.state, var exchange = self.exchange, let context = self.context
+        guard case .forwarding(let backend) = self.state, let exchange = self.exchange, let context = self.context
         else { return }
         switch part {
         case .head(let head):
-            exchange.timeout?.cancel()
-            exchange.timeout = nil
             guard ProxyHeaders.areValid(head.headers) else {
-                self.exchange = exchange
                 backend.close()
                 self.respondWithError(.badGateway)
                 return
@@ -344,12 +364,10 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             exchange.closeClientAfter = closeAfter
             exchange.status = head.status.code.asInt
             exchange.responseHeadSent = true
-            self.exchange = exchange
             self.runtime.counters.countResponse(status: exchange.status)
             context.write(Self.wrapOutboundOut(.head(clientHead)), promise: nil)
         case .body(let buffer):
             exchange.responseBytes += buffer.readableBytes
-            self.exchange = exchange
             context.write(Self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             if !context.channel.isWritable {
                 backend.pauseReads()
@@ -358,8 +376,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             // Give the backend connection back first: only after a complete response with keep-alive
             // and a completely sent request.
             backend.delegate = nil
-            if exchange.requestEnded && exchange.backendKeepAlive {
-                self.releaseBackend(backend)
+            if exchange.requestEnded && exchange.backendKeepAlive, let pool = exchange.pool {
+                pool.release(backend)
             } else {
                 backend.close()
             }
@@ -379,21 +397,6 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         }
     }
 
-    private func releaseBackend(_ backend: BackendHandler) {
-        guard let upstream = self.exchange?.upstream, !upstream.isEmpty else {
-            backend.close()
-            return
-        }
-        self.poolForUpstream(upstream)?.release(backend) ?? backend.close()
-    }
-
-    private var upstreamServer: BackendServer?
-
-    private func poolForUpstream(_ upstream: String) -> BackendPool? {
-        guard let server = self.upstreamServer, server.address == upstream else { return nil }
-        return self.loopState.pool(for: server)
-    }
-
     func backendReadComplete() {
         self.context?.flush()
     }
@@ -405,17 +408,16 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     }
 
     func backendClosed() {
-        guard case .forwarding = self.state, var exchange = self.exchange else { return }
+        guard case .forwarding = self.state, let exchange = self.exchange else { return }
         if !exchange.responseHeadSent && exchange.reusedConnection && !exchange.retried && exchange.requestEnded
-            && exchange.bodyBytes == 0, let server = self.upstreamServer
+            && exchange.bodyBytes == 0
         {
             // A pooled connection the backend closed just as it was reused (keep-alive race). The
             // bodyless request can be replayed safely on a fresh connection, once.
             exchange.retried = true
-            self.exchange = exchange
             self.state = .acquiring
-            self.exchange?.queued = [.end(nil)]
-            self.acquireBackend(server: server, id: exchange.id, allowIdle: false)
+            exchange.queued = [.end(nil)]
+            self.acquireBackend(exchange, allowIdle: false)
             return
         }
         if !exchange.responseHeadSent {
@@ -428,26 +430,37 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         }
     }
 
-    private func requestTimerFired(id: Int) {
-        guard var exchange = self.exchange, exchange.id == id, !exchange.responseHeadSent else { return }
+    /// Makes sure the request timer fires no later than `deadline`.
+    private func armRequestTimer(deadline: NIODeadline, context: ChannelHandlerContext) {
+        if self.requestTimer != nil && self.requestTimerDeadline <= deadline { return }
+        self.requestTimer?.cancel()
+        self.requestTimerDeadline = deadline
+        self.requestTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.requestTimerFired()
+        }
+    }
+
+    private func cancelRequestTimer() {
+        self.requestTimer?.cancel()
+        self.requestTimer = nil
+    }
+
+    private func requestTimerFired() {
+        self.requestTimer = nil
+        guard let exchange = self.exchange, !exchange.responseHeadSent, let context = self.context else { return }
         switch self.state {
         case .acquiring, .forwarding:
             break
         case .idle, .rejecting, .closed:
             return
         }
-        // Body bytes still flowing to the backend extend the deadline.
-        let deadline = exchange.lastProgress + exchange.requestTimeout
-        let now = NIODeadline.now()
-        if deadline > now, let context = self.context {
-            exchange.timeout = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
-                self.requestTimerFired(id: id)
-            }
-            self.exchange = exchange
+        // Body bytes still flowing to the backend extend the deadline; so does a later exchange
+        // than the one the timer was armed for.
+        let deadline = exchange.deadline
+        if deadline > context.eventLoop.now {
+            self.armRequestTimer(deadline: deadline, context: context)
             return
         }
-        exchange.timeout = nil
-        self.exchange = exchange
         self.respondWithError(.gatewayTimeout)
     }
 
@@ -456,9 +469,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     /// Answers the current exchange with a short error response. Keeps the connection only if the
     /// request is complete and the client wants keep-alive; otherwise `Connection: close`.
     private func respondWithError(_ status: HTTPResponseStatus) {
-        guard var exchange = self.exchange, let context = self.context else { return }
-        exchange.timeout?.cancel()
-        exchange.timeout = nil
+        guard let exchange = self.exchange, let context = self.context else { return }
         exchange.queued = []
         if case .forwarding(let backend) = self.state {
             backend.close()
@@ -466,12 +477,11 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         let keepAlive = exchange.clientKeepAlive && exchange.requestEnded
         exchange.status = status.code.asInt
         exchange.responseHeadSent = true
-        self.exchange = exchange
         self.runtime.counters.countResponse(status: exchange.status)
         let head = EdgeResponse.head(for: status, version: exchange.head.version, close: !keepAlive)
         var body = context.channel.allocator.buffer(capacity: 32)
         body.writeString(EdgeResponse.body(for: status))
-        self.exchange?.responseBytes = body.readableBytes
+        exchange.responseBytes = body.readableBytes
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
         context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         if keepAlive {
@@ -490,15 +500,13 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
 
     /// Logs the exchange and forgets it.
     private func finishExchange() {
-        self.exchange?.timeout?.cancel()
         self.logExchange()
         self.exchange = nil
-        self.upstreamServer = nil
     }
 
     private func logExchange() {
         guard let exchange = self.exchange, let log = self.loopState.accessLog else { return }
-        let elapsed = NIODeadline.now() - exchange.started
+        let elapsed = self.loopState.eventLoop.now - exchange.started
         log.append(
             AccessLogRecord(
                 time: exchange.wallTime,
@@ -532,12 +540,11 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
 
     /// Drops the exchange without answering (the connection is going away).
     private func abandonExchange(closeBackend: Bool) {
-        self.exchange?.timeout?.cancel()
+        self.cancelRequestTimer()
         if closeBackend, case .forwarding(let backend) = self.state {
             backend.close()
         }
         self.exchange = nil
-        self.upstreamServer = nil
         self.state = .idle
     }
 

@@ -30,13 +30,27 @@ final class WeightedSchedule<Element: Sendable>: Sendable {
     private static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
 }
 
+/// A picked server with its pool key, built once per configuration rather than per request.
+struct BalancedServer: Sendable {
+    let server: BackendServer
+    /// `server.address`, which formats a string each time it is read.
+    let address: String
+
+    init(_ server: BackendServer) {
+        self.server = server
+        self.address = server.address
+    }
+}
+
 /// A group by weight, then a server within it: the balancing of one configuration snapshot.
 final class Balancer: Sendable {
     private let groups: WeightedSchedule<Int>
-    private let servers: [WeightedSchedule<BackendServer>]
+    private let servers: [WeightedSchedule<BalancedServer>]
 
     init(_ groups: [BackendGroup]) {
-        self.servers = groups.map { group in WeightedSchedule(group.servers.map { (element: $0, weight: $0.weight) }) }
+        self.servers = groups.map { group in
+            WeightedSchedule(group.servers.map { (element: BalancedServer($0), weight: $0.weight) })
+        }
         // A group whose servers all have weight 0 is never chosen.
         self.groups = WeightedSchedule(groups.indices.map { [servers] index in
             (element: index, weight: servers[index].isEmpty ? 0 : groups[index].weight)
@@ -45,6 +59,10 @@ final class Balancer: Sendable {
 
     /// Nil when no server is available (503).
     func pick() -> BackendServer? {
+        self.pickBalanced()?.server
+    }
+
+    func pickBalanced() -> BalancedServer? {
         guard let group = self.groups.next() else { return nil }
         return self.servers[group].next()
     }

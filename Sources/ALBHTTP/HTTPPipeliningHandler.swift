@@ -7,8 +7,12 @@ import NIOHTTP1
 /// (a backend may answer early, e.g. 413 during an upload) without tripping debug assertions, and it
 /// handles `ChannelShouldQuiesceEvent` for graceful shutdown: an idle connection closes at once, a busy
 /// one right after its current response. While a finished request waits for its response, further
-/// requests are buffered (at most what one read brings) and reads are held, so pipelining cannot grow
-/// memory.
+/// requests are buffered (at most what one read brings) and reads are held once anything is buffered,
+/// so pipelining cannot grow memory.
+///
+/// The read after a finished request is let through even though its bytes would have to wait: a client
+/// that does not pipeline sends nothing until the response, and holding that read would make the
+/// channel drop and re-add its read interest (two `epoll_ctl` calls) on every request.
 public final class HTTPPipeliningHandler: ChannelDuplexHandler {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias InboundOut = HTTPServerRequestPart
@@ -39,7 +43,7 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
     }
 
     public func read(context: ChannelHandlerContext) {
-        if self.mustBuffer || !self.buffered.isEmpty {
+        if !self.buffered.isEmpty {
             self.readPending = true
         } else {
             context.read()
@@ -102,10 +106,17 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
+        var delivered = false
         while !self.mustBuffer, let next = self.buffered.popFirst() {
             self.deliver(next, context: context)
+            delivered = true
         }
-        if self.readPending && !self.mustBuffer && self.buffered.isEmpty {
+        if delivered {
+            // Close the batch, as the socket's read would have: handlers after this one defer
+            // flushes to channelReadComplete.
+            context.fireChannelReadComplete()
+        }
+        if self.readPending && self.buffered.isEmpty {
             self.readPending = false
             context.read()
         }

@@ -7,12 +7,20 @@ import NIOHTTP1
 ///
 /// Separate from ``IdleTimeoutHandler``: this one runs only while a head is arriving. It sits right
 /// after the decoder, so a pipelined request that waits behind a slow response is not timed.
+///
+/// One timer per connection, not one per request: a head that starts records its deadline and arms
+/// the timer only if it would fire too late; a complete head clears the deadline and leaves the timer
+/// be. When it fires it refuses, re-arms for a later head's deadline, or (no head arriving) stops.
 public final class HeaderTimeoutHandler: ChannelInboundHandler {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias InboundOut = HTTPServerRequestPart
 
     private let timeout: TimeAmount
     private var timer: Scheduled<Void>?
+    /// When the timer is due (meaningful while `timer` is set).
+    private var timerDeadline = NIODeadline.distantFuture
+    /// When the head now arriving times out; nil while no head is arriving.
+    private var headDeadline: NIODeadline?
 
     public init(timeout: TimeAmount) {
         self.timeout = timeout
@@ -20,33 +28,55 @@ public final class HeaderTimeoutHandler: ChannelInboundHandler {
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is HTTPRequestHeadStartedEvent {
-            self.timer?.cancel()
-            let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-            self.timer = context.eventLoop.assumeIsolated().scheduleTask(in: self.timeout) {
-                self.timer = nil
-                loopBoundContext.value.fireErrorCaught(HTTPEdgeError.headerTimeout)
-            }
+            let deadline = context.eventLoop.now + self.timeout
+            self.headDeadline = deadline
+            self.arm(deadline: deadline, context: context)
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head = Self.unwrapInboundIn(data) {
-            self.timer?.cancel()
-            self.timer = nil
+            self.headDeadline = nil
         }
         context.fireChannelRead(data)
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        self.timer?.cancel()
-        self.timer = nil
+        self.disarm()
         context.fireChannelInactive()
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
+        self.disarm()
+    }
+
+    /// Makes sure the timer fires no later than `deadline`.
+    private func arm(deadline: NIODeadline, context: ChannelHandlerContext) {
+        if self.timer != nil && self.timerDeadline <= deadline { return }
+        self.timer?.cancel()
+        self.timerDeadline = deadline
+        let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        self.timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.timerFired(context: loopBoundContext.value)
+        }
+    }
+
+    private func timerFired(context: ChannelHandlerContext) {
+        self.timer = nil
+        guard let deadline = self.headDeadline else { return }
+        if deadline > context.eventLoop.now {
+            self.arm(deadline: deadline, context: context)
+        } else {
+            self.headDeadline = nil
+            context.fireErrorCaught(HTTPEdgeError.headerTimeout)
+        }
+    }
+
+    private func disarm() {
         self.timer?.cancel()
         self.timer = nil
+        self.headDeadline = nil
     }
 }
 

@@ -7,6 +7,11 @@ import NIOHTTP1
 /// response is not finished. The timeout is asked for each time the connection goes idle, so a
 /// configuration update applies to existing connections from their next idle period on.
 /// It does not time requests in flight: that is the header timeout's and the proxy's job.
+///
+/// One timer per connection, not one per idle period: going idle records a deadline and arms the
+/// timer only if it would fire too late; going busy clears the deadline and leaves the timer be.
+/// When it fires it closes, re-arms for a later deadline, or (busy) stops. Keep-alive traffic then
+/// schedules a task about once per timeout instead of scheduling and cancelling one per request.
 public final class IdleTimeoutHandler: ChannelDuplexHandler {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias InboundOut = HTTPServerRequestPart
@@ -15,6 +20,10 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
 
     private let timeout: () -> TimeAmount
     private var timer: Scheduled<Void>?
+    /// When the timer is due (meaningful while `timer` is set).
+    private var timerDeadline = NIODeadline.distantFuture
+    /// When the connection times out; nil while it is busy.
+    private var idleDeadline: NIODeadline?
     private var headInProgress = false
     private var requestHeads = 0
     private var requestEnds = 0
@@ -30,11 +39,11 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { self.arm(context: context) }
+        if context.channel.isActive { self.becameIdle(context: context) }
     }
 
     public func channelActive(context: ChannelHandlerContext) {
-        self.arm(context: context)
+        self.becameIdle(context: context)
         context.fireChannelActive()
     }
 
@@ -50,7 +59,7 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is HTTPRequestHeadStartedEvent {
             self.headInProgress = true
-            self.disarm()
+            self.idleDeadline = nil
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -60,12 +69,12 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
         case .head:
             self.headInProgress = false
             self.requestHeads += 1
-            self.disarm()
+            self.idleDeadline = nil
         case .body:
             break
         case .end:
             self.requestEnds += 1
-            if self.isIdle { self.arm(context: context) }
+            if self.isIdle { self.becameIdle(context: context) }
         }
         context.fireChannelRead(data)
     }
@@ -73,23 +82,42 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if case .end = Self.unwrapOutboundIn(data) {
             self.responseEnds += 1
-            if self.isIdle { self.arm(context: context) }
+            if self.isIdle { self.becameIdle(context: context) }
         }
         context.write(data, promise: promise)
     }
 
-    private func arm(context: ChannelHandlerContext) {
-        self.disarm()
+    private func becameIdle(context: ChannelHandlerContext) {
+        let deadline = context.eventLoop.now + self.timeout()
+        self.idleDeadline = deadline
+        self.arm(deadline: deadline, context: context)
+    }
+
+    /// Makes sure the timer fires no later than `deadline`.
+    private func arm(deadline: NIODeadline, context: ChannelHandlerContext) {
+        if self.timer != nil && self.timerDeadline <= deadline { return }
+        self.timer?.cancel()
+        self.timerDeadline = deadline
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-        self.timer = context.eventLoop.assumeIsolated().scheduleTask(in: self.timeout()) {
-            self.timer = nil
-            loopBoundContext.value.close(promise: nil)
+        self.timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.timerFired(context: loopBoundContext.value)
+        }
+    }
+
+    private func timerFired(context: ChannelHandlerContext) {
+        self.timer = nil
+        guard let deadline = self.idleDeadline else { return }  // busy: re-armed when idle again
+        if deadline > context.eventLoop.now {
+            self.arm(deadline: deadline, context: context)
+        } else {
+            context.close(promise: nil)
         }
     }
 
     private func disarm() {
         self.timer?.cancel()
         self.timer = nil
+        self.idleDeadline = nil
     }
 }
 

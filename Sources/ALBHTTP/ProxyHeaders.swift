@@ -58,25 +58,118 @@ public enum ProxyHeaders {
     static let protected: Set<String> = ["host", "content-length", "transfer-encoding"]
 
     /// Removes hop-by-hop headers and those named in `Connection`.
+    ///
+    /// One read-only pass first notes which hop-by-hop fields are present, so only those are removed
+    /// (each removal is a pass that also unshares the header storage) and a message without any
+    /// costs no copy at all.
     public static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        for token in headers[canonicalForm: "connection"] {
-            let name = token.lowercased()
-            if !Self.protected.contains(name) {
+        var present: UInt8 = 0
+        for (name, _) in headers {
+            if let index = Self.hopByHopIndex(name) {
+                present |= 1 << index
+            }
+        }
+        guard present != 0 else { return }
+        if present & 1 != 0 {  // `Connection` (index 0) may name further fields
+            for name in Self.fieldsNamedInConnection(headers) where !Self.protected.contains(name) {
                 headers.remove(name: name)
             }
         }
-        for name in Self.hopByHop {
+        for (index, name) in Self.hopByHop.enumerated() where present & (1 << index) != 0 {
             headers.remove(name: name)
         }
+    }
+
+    /// The comma-separated tokens of every `Connection` field, lowercased, except hop-by-hop names
+    /// (removed anyway). Scans the bytes in place: the usual `Connection: keep-alive` or `close`
+    /// allocates no more than one small array.
+    static func fieldsNamedInConnection(_ headers: HTTPHeaders) -> [String] {
+        var names: [String] = []
+        for (name, value) in headers where Self.hopByHopIndex(name) == 0 {
+            var rest = Substring(value)
+            while !rest.isEmpty {
+                // Split on the character, as `HTTPHeaders[canonicalForm:]` does.
+                let comma = rest.firstIndex(of: ",") ?? rest.endIndex
+                let token = rest[..<comma].trimmingOWS
+                rest = comma == rest.endIndex ? rest[comma...] : rest[rest.index(after: comma)...]
+                if !token.isEmpty && Self.hopByHopIndex(token) == nil {
+                    names.append(token.lowercased())
+                }
+            }
+        }
+        return names
+    }
+
+    /// Bit n is set when some name in ``hopByHop`` is n bytes long (all are shorter than 64).
+    private static let hopByHopLengths: UInt64 = Self.hopByHop.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
+
+    /// The position of `name` in ``hopByHop`` (any case), without allocating. Most names are
+    /// ruled out by their length alone.
+    static func hopByHopIndex(_ name: some StringProtocol) -> Int? {
+        let length = name.utf8.count
+        guard length < 64, Self.hopByHopLengths & (1 << UInt64(length)) != 0 else { return nil }
+        for (index, candidate) in Self.hopByHop.enumerated() where candidate.utf8.count == length {
+            if Self.equalsIgnoringASCIICase(name.utf8, lowercased: candidate.utf8) {
+                return index
+            }
+        }
+        return nil
+    }
+
+    /// Compares with `lowercased`, which must be lowercase ASCII already.
+    static func equalsIgnoringASCIICase(_ bytes: some Sequence<UInt8>, lowercased: some Sequence<UInt8>) -> Bool {
+        bytes.elementsEqual(lowercased) { byte, lower in
+            (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) == lower
+        }
+    }
+
+    /// Whether `Expect` lists `100-continue` (in any case). Looks for the field first, so the usual
+    /// request, without one, allocates nothing.
+    public static func expectsContinue(_ headers: HTTPHeaders) -> Bool {
+        guard headers.contains(name: "expect") else { return false }
+        return headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
     }
 
     /// Field names must be tokens; values must not carry CR, LF or NUL (response splitting).
     public static func areValid(_ headers: HTTPHeaders) -> Bool {
         for (name, value) in headers {
-            if name.isEmpty || !name.utf8.allSatisfy(StrictHTTPRequestDecoder.isTokenChar) { return false }
-            if value.utf8.contains(where: { $0 == 0 || $0 == 0x0A || $0 == 0x0D }) { return false }
+            if !Self.isToken(name) { return false }
+            if !Self.isSafeValue(value) { return false }
         }
         return true
+    }
+
+    /// Token characters (RFC 9110 §5.6.2) as a bit set over bytes 0-127: one shift per byte instead
+    /// of a chain of comparisons, on the string's contiguous UTF-8 where it has one.
+    private static let tokenLow: UInt64 = Self.tokenMask(0..<64)
+    private static let tokenHigh: UInt64 = Self.tokenMask(64..<128)
+
+    private static func tokenMask(_ range: Range<UInt8>) -> UInt64 {
+        range.reduce(0) { mask, byte in
+            StrictHTTPRequestDecoder.isTokenChar(byte) ? mask | (1 << UInt64(byte - range.lowerBound)) : mask
+        }
+    }
+
+    private static func isToken(_ name: String) -> Bool {
+        let low = Self.tokenLow
+        let high = Self.tokenHigh
+        func check(_ bytes: some Sequence<UInt8>) -> Bool {
+            var any = false
+            for byte in bytes {
+                any = true
+                let bit: UInt64 = byte < 64 ? low >> UInt64(byte) : byte < 128 ? high >> UInt64(byte &- 64) : 0
+                if bit & 1 == 0 { return false }
+            }
+            return any
+        }
+        return name.utf8.withContiguousStorageIfAvailable { check($0) } ?? check(name.utf8)
+    }
+
+    private static func isSafeValue(_ value: String) -> Bool {
+        func check(_ bytes: some Sequence<UInt8>) -> Bool {
+            !bytes.contains { $0 == 0 || $0 == 0x0A || $0 == 0x0D }
+        }
+        return value.utf8.withContiguousStorageIfAvailable { check($0) } ?? check(value.utf8)
     }
 
     /// The request sent to a backend: HTTP/1.1 keep-alive, hop-by-hop headers removed, framing kept
@@ -92,7 +185,9 @@ public enum ProxyHeaders {
         options: ForwardedHeaderOptions
     ) -> HTTPRequestHead {
         var headers = client.headers
-        let chunked = headers[canonicalForm: "transfer-encoding"].last?.lowercased() == "chunked"
+        let chunked =
+            headers.contains(name: "transfer-encoding")
+            && headers[canonicalForm: "transfer-encoding"].last?.lowercased() == "chunked"
         Self.removeHopByHop(&headers)
         if chunked {
             headers.add(name: "transfer-encoding", value: "chunked")
@@ -158,5 +253,17 @@ public enum ProxyHeaders {
         }
         let version = requestVersion.minor == 0 ? HTTPVersion.http1_0 : .http1_1
         return (HTTPResponseHead(version: version, status: backend.status, headers: headers), !keepAlive)
+    }
+}
+
+extension Substring {
+    /// Without leading and trailing spaces and tabs (RFC 9110 OWS), trimmed bytewise like
+    /// `HTTPHeaders[canonicalForm:]`.
+    fileprivate var trimmingOWS: Substring {
+        let isOWS: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        guard let first = self.utf8.firstIndex(where: { !isOWS($0) }),
+            let last = self.utf8.lastIndex(where: { !isOWS($0) })
+        else { return Substring() }
+        return Substring(self.utf8[first...last])
     }
 }

@@ -144,5 +144,27 @@ final class ProxyHeadersTests: XCTestCase {
         XCTAssertFalse(ProxyHeaders.areValid(HTTPHeaders([("X-A", "bad\u{0}")])))
         XCTAssertFalse(ProxyHeaders.areValid(HTTPHeaders([("X-A", "bad\r\nInjected: 1")])))
         XCTAssertFalse(ProxyHeaders.areValid(HTTPHeaders([("X A", "v")])))
+        XCTAssertFalse(ProxyHeaders.areValid(HTTPHeaders([("", "v")])))
+        XCTAssertFalse(ProxyHeaders.areValid(HTTPHeaders([("X-\u{7F}", "v")])))
+        XCTAssertTrue(ProxyHeaders.areValid(HTTPHeaders([("!#$%&'*+-.^_`|~09azAZ", "caf\u{E9}\tok")])))
+        let tokenChars = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+        for byte in UInt8(0)...UInt8(127) {
+            let name = "X" + String(UnicodeScalar(byte))
+            XCTAssertEqual(ProxyHeaders.areValid(HTTPHeaders([(name, "v")])), tokenChars.contains(byte), "byte \(byte)")
+        }
+    }
+
+    func testHopByHopRemovalIgnoresCaseAndLeavesOtherMessagesAlone() {
+        var plain = HTTPHeaders([("Host", "h"), ("X-A", "1")])
+        ProxyHeaders.removeHopByHop(&plain)
+        XCTAssertEqual(plain.map { $0.name }, ["Host", "X-A"])
+
+        var mixed = HTTPHeaders([
+            ("Host", "h"), ("CONNECTION", "Keep-Alive, X-Gone, Transfer-Encoding"), ("keep-ALIVE", "timeout=5"),
+            ("X-Gone", "1"), ("Trailer", "x"), ("X-Kept", "2"), ("Proxy-Connection", "close"), ("TE", "trailers"),
+            ("connection", " ,\tx-tab\t,"), ("X-Tab", "3"),
+        ])
+        ProxyHeaders.removeHopByHop(&mixed)
+        XCTAssertEqual(mixed.map { $0.name }, ["Host", "X-Kept"])
     }
 }
