@@ -58,6 +58,7 @@ public actor Reconciler {
         let clock = ContinuousClock()
         let started = clock.now
         let (files, rootExists) = directory.read()
+        let readDone = clock.now
         let manifests = ManifestLoader.load(files, cache: &manifestCache)
         let loaded = clock.now
         var nextPass: Date?
@@ -187,7 +188,7 @@ public actor Reconciler {
         let finished = clock.now
         log.debug("reconcile pass done", [
             "reason": reason, "resources": String(desired.count),
-            "load_ms": Self.milliseconds(loaded - started), "act_ms": Self.milliseconds(acted - loaded),
+            "read_ms": Self.milliseconds(readDone - started), "load_ms": Self.milliseconds(loaded - readDone), "act_ms": Self.milliseconds(acted - loaded),
             "status_ms": Self.milliseconds(finished - acted),
         ])
         return PassResult(nextPass: nextPass)
