@@ -1,5 +1,7 @@
 # Albatross: `make run` serves the demo, `make test` runs every test, `make bench` measures.
 SHELL := /bin/bash
+# The toolchain lives here on these machines even when a login shell did not put it on PATH.
+export PATH := $(PATH):/opt/swift/usr/bin
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/alb
 PYTHON ?= python3
@@ -18,8 +20,10 @@ $(STAMP):
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && apt-get install -y -q $$missing; fi
 	@command -v swift >/dev/null 2>&1 || { echo "error: swift not found on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
-	@$(PYTHON) -c "import pytest, yaml" 2>/dev/null || { echo "installing pytest from PyPI"; \
-	  $(PYTHON) -m pip install -q pytest pyyaml || $(PYTHON) -m pip install -q --break-system-packages pytest pyyaml; }
+	@$(PYTHON) -c "import pytest, yaml" 2>/dev/null || { echo "installing pytest and pyyaml from PyPI"; \
+	  $(PYTHON) -m pip install -q pytest pyyaml 2>/dev/null \
+	  || $(PYTHON) -m pip install -q --break-system-packages pytest pyyaml 2>/dev/null \
+	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml; }; }
 	@mkdir -p .build && touch $(STAMP)
 
 build: deps
