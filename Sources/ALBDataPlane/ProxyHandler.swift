@@ -106,7 +106,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     /// deadline it has been asked for and, when it fires, re-arms for the current exchange's deadline
     /// if that is later. A finished exchange leaves it running; scheduling and cancelling a task per
     /// request cost more than the occasional spurious wake-up.
-    private var requestTimer: Scheduled<Void>?
+    private var requestTimer: NIOScheduledCallback?
     private var requestTimerDeadline = NIODeadline.distantFuture
 
     init(runtime: ListenerRuntime, loopState: ListenerLoopState) {
@@ -435,8 +435,20 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         if self.requestTimer != nil && self.requestTimerDeadline <= deadline { return }
         self.requestTimer?.cancel()
         self.requestTimerDeadline = deadline
-        self.requestTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
-            self.requestTimerFired()
+        // A callback rather than `scheduleTask`: no promise or closures to allocate, and the timer stays
+        // pending on an idle keep-alive connection until it is due.
+        self.requestTimer = try? context.eventLoop.assumeIsolated().scheduleCallback(
+            at: deadline,
+            handler: RequestTimerExpiry(handler: self)
+        )
+    }
+
+    /// What the request timer calls back (on this handler's event loop).
+    private struct RequestTimerExpiry: NIOScheduledCallbackHandler {
+        let handler: ProxyHandler
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            self.handler.requestTimerFired()
         }
     }
 
@@ -492,8 +504,10 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         } else {
             self.finishExchange()
             self.state = .closed
+            // Keep draining the unread request body (dropped in `.closed`) while lingering.
+            self.resumeClientReads()
             context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
+                context.closeLingering()
             }
         }
     }

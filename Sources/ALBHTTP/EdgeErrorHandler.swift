@@ -11,6 +11,12 @@ import NIOHTTP1
 /// - A response for the broken request is already on the wire: it cannot be interrupted cleanly, so
 ///   the connection closes right after it.
 ///
+/// Closing is lingering (as nginx's `lingering_close`): the output is shut down after the response
+/// (the client reads it, then EOF), and whatever the client still sends is read and dropped until it
+/// closes, for at most ``lingerTime``. Closing at once with request bytes still unread would make the
+/// kernel send a TCP reset, which can destroy the response before the client reads it (a refused head
+/// is often longer than the first read).
+///
 /// Other errors pass through untouched.
 public final class EdgeErrorHandler: ChannelDuplexHandler {
     public typealias InboundIn = HTTPServerRequestPart
@@ -25,6 +31,9 @@ public final class EdgeErrorHandler: ChannelDuplexHandler {
     private var requestVersion = HTTPVersion.http1_1
     private var closeAfterResponse = false
     private var closing = false
+
+    /// How long a connection closing after an error response keeps draining the client's input.
+    static let lingerTime = TimeAmount.seconds(2)
 
     public init() {}
 
@@ -63,7 +72,7 @@ public final class EdgeErrorHandler: ChannelDuplexHandler {
                 let written = context.eventLoop.makePromise(of: Void.self)
                 context.writeAndFlush(data, promise: written)
                 written.futureResult.assumeIsolated().whenComplete { result in
-                    context.close(promise: nil)
+                    context.closeLingering(after: Self.lingerTime)
                     promise?.completeWith(result)
                 }
             } else {
@@ -99,7 +108,7 @@ public final class EdgeErrorHandler: ChannelDuplexHandler {
         body.writeString(EdgeResponse.body(for: status))
         context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
+            context.closeLingering(after: Self.lingerTime)
         }
     }
 }

@@ -21,7 +21,10 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
 
     private var requestOpen = false
     private var responseOpen = false
-    private var buffered = CircularBuffer<HTTPServerRequestPart>()
+    /// Parts waiting for the current exchange; nil when none (never empty). Allocated when a part first
+    /// has to wait and dropped once drained, so an idle keep-alive connection holds no queue storage
+    /// (a `CircularBuffer()` per connection reserved 16 parts, about 400 bytes).
+    private var buffered: CircularBuffer<HTTPServerRequestPart>?
     private var readPending = false
     private var quiescing = false
 
@@ -35,15 +38,18 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
         if self.quiescing && !self.requestOpen {
             return  // no new exchanges once quiescing
         }
-        if self.mustBuffer || !self.buffered.isEmpty {
-            self.buffered.append(part)
+        if self.mustBuffer || self.buffered != nil {
+            if self.buffered == nil {
+                self.buffered = CircularBuffer(initialCapacity: 4)
+            }
+            self.buffered?.append(part)
             return
         }
         self.deliver(part, context: context)
     }
 
     public func read(context: ChannelHandlerContext) {
-        if !self.buffered.isEmpty {
+        if self.buffered != nil {
             self.readPending = true
         } else {
             context.read()
@@ -78,7 +84,7 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
             return
         }
         self.quiescing = true
-        self.buffered.removeAll()
+        self.buffered = nil
         if !self.requestOpen && !self.responseOpen {
             context.close(promise: nil)
         }
@@ -107,7 +113,10 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
             return
         }
         var delivered = false
-        while !self.mustBuffer, let next = self.buffered.popFirst() {
+        while !self.mustBuffer, let next = self.buffered?.popFirst() {
+            if self.buffered?.isEmpty == true {
+                self.buffered = nil
+            }
             self.deliver(next, context: context)
             delivered = true
         }
@@ -116,7 +125,7 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
             // flushes to channelReadComplete.
             context.fireChannelReadComplete()
         }
-        if self.readPending && self.buffered.isEmpty {
+        if self.readPending && self.buffered == nil {
             self.readPending = false
             context.read()
         }

@@ -16,7 +16,7 @@ public final class HeaderTimeoutHandler: ChannelInboundHandler {
     public typealias InboundOut = HTTPServerRequestPart
 
     private let timeout: TimeAmount
-    private var timer: Scheduled<Void>?
+    private var timer: NIOScheduledCallback?
     /// When the timer is due (meaningful while `timer` is set).
     private var timerDeadline = NIODeadline.distantFuture
     /// When the head now arriving times out; nil while no head is arriving.
@@ -56,9 +56,21 @@ public final class HeaderTimeoutHandler: ChannelInboundHandler {
         if self.timer != nil && self.timerDeadline <= deadline { return }
         self.timer?.cancel()
         self.timerDeadline = deadline
-        let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-        self.timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
-            self.timerFired(context: loopBoundContext.value)
+        // A callback rather than `scheduleTask`: no promise or closures to allocate, and the timer stays
+        // pending on an idle keep-alive connection until it is due.
+        self.timer = try? context.eventLoop.assumeIsolated().scheduleCallback(
+            at: deadline,
+            handler: Expiry(handler: self, context: context)
+        )
+    }
+
+    /// What the header timer calls back: the handler and its context (both of this event loop).
+    private struct Expiry: NIOScheduledCallbackHandler {
+        let handler: HeaderTimeoutHandler
+        let context: ChannelHandlerContext
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            self.handler.timerFired(context: self.context)
         }
     }
 

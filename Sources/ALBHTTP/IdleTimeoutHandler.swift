@@ -19,7 +19,7 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
     public typealias OutboundOut = HTTPServerResponsePart
 
     private let timeout: () -> TimeAmount
-    private var timer: Scheduled<Void>?
+    private var timer: NIOScheduledCallback?
     /// When the timer is due (meaningful while `timer` is set).
     private var timerDeadline = NIODeadline.distantFuture
     /// When the connection times out; nil while it is busy.
@@ -98,9 +98,21 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
         if self.timer != nil && self.timerDeadline <= deadline { return }
         self.timer?.cancel()
         self.timerDeadline = deadline
-        let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-        self.timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
-            self.timerFired(context: loopBoundContext.value)
+        // A callback rather than `scheduleTask`: no promise or closures to allocate, and the timer is
+        // pending for as long as the connection is idle.
+        self.timer = try? context.eventLoop.assumeIsolated().scheduleCallback(
+            at: deadline,
+            handler: Expiry(handler: self, context: context)
+        )
+    }
+
+    /// What the idle timer calls back: the handler and its context (both of this event loop).
+    private struct Expiry: NIOScheduledCallbackHandler {
+        let handler: IdleTimeoutHandler
+        let context: ChannelHandlerContext
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            self.handler.timerFired(context: self.context)
         }
     }
 

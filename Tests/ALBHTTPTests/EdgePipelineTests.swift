@@ -130,6 +130,25 @@ final class EdgePipelineTests: XCTestCase {
         _ = try? channel.finish()
     }
 
+    func testPipelinedBatchesAreServedInOrderAfterTheQueueWasDrained() throws {
+        // The pipelining queue is dropped once drained; a later batch (longer than its initial
+        // capacity) must queue and drain the same way.
+        let responder = TestResponder()
+        responder.autoRespond = false
+        let channel = try makeEdgeChannel(responder: responder)
+        for batch in 0..<2 {
+            let uris = (1...6).map { "/\(batch)-\($0)" }
+            try channel.writeInbound(ByteBuffer(string: uris.map { "GET \($0) HTTP/1.1\r\nHost: h\r\n\r\n" }.joined()))
+            for (served, _) in uris.enumerated() {
+                XCTAssertEqual(responder.heads.suffix(served + 1).map(\.uri), Array(uris.prefix(served + 1)))
+                responder.respond(body: "b\(batch)")
+            }
+            XCTAssertEqual(responder.heads.count, (batch + 1) * uris.count)
+        }
+        XCTAssertTrue(channel.isActive)
+        _ = try? channel.finish()
+    }
+
     func testQuiesceClosesIdleConnectionAtOnceAndBusyOneAfterItsResponse() throws {
         let idle = try makeEdgeChannel(responder: TestResponder())
         idle.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())

@@ -131,3 +131,18 @@ def test_backend_connect_timeout_is_502_after_five_seconds(alb):
     for s in backlog:
         s.close()
     blackhole.close()
+
+
+def test_error_for_a_large_unread_body_reaches_the_client(alb, backends):
+    # No server available: the 503 is sent before the 4 MB body is read; the listener must keep draining
+    # (lingering close) rather than reset the connection under the client's feet.
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(backends.start("a"), 0)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/upload", body=b"x" * (4 << 20))
+    response = conn.getresponse()
+    assert response.status == 503
+    assert response.getheader("Connection") == "close"
+    assert "Service Unavailable" in response.read().decode()
