@@ -104,6 +104,8 @@ def main():
     demo_backend.serve(19199, "b")
     for watch in (True, False):
         cold, changes = run(binary, n, repeats, watch)
+        if os.environ.get("ALB_BENCH_VERBOSE"):
+            print("  changes_ms=" + " ".join("%.0f" % c for c in changes))
         print("alb-%s listeners=%d cold_s=%.3f change_median_ms=%.1f change_max_ms=%.1f"
               % ("watch" if watch else "sighup", n, cold, statistics.median(changes), max(changes)))
 

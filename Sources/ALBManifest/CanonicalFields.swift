@@ -21,7 +21,10 @@ public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
     }
 
     public static func == (lhs: CanonicalFields, rhs: CanonicalFields) -> Bool {
-        lhs.entries.count == rhs.entries.count && lhs.dictionary == rhs.dictionary
+        guard lhs.entries.count == rhs.entries.count else { return false }
+        // Same order is the common case (both built by the same code): no dictionaries needed.
+        if lhs.entries.elementsEqual(rhs.entries, by: { $0.path == $1.path && $0.value == $1.value }) { return true }
+        return lhs.dictionary == rhs.dictionary
     }
 
     public var description: String {

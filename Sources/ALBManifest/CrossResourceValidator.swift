@@ -177,8 +177,10 @@ struct CrossResourceValidator {
                 if case .listener(let spec) = resource.spec { return (resource.id, spec) }
                 return nil
             }.sorted { $0.id < $1.id }
+            // Grouped by port first: an instance of 100 listeners compares a handful, not 10,000 pairs.
+            let byPort = Dictionary(grouping: specs) { $0.spec.port }
             for mine in specs {
-                for other in specs where other.id != mine.id && other.spec.port == mine.spec.port
+                for other in byPort[mine.spec.port] ?? [] where other.id != mine.id
                     && Self.conflict(mine.spec.protocol, other.spec.protocol) {
                     rejections.append((mine.id, "spec.port",
                                        "port \(mine.spec.port) conflicts with Listener \"\(other.id.name)\" "

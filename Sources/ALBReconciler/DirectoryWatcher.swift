@@ -13,7 +13,7 @@ import Glibc
 public struct DirectoryWatcher: Sendable {
     public let directory: ManifestDirectory
     public var pollInterval: Duration = .milliseconds(250)
-    public var settle: Duration = .milliseconds(10)
+    public var settle: Duration = .milliseconds(5)
 
     public init(directory: ManifestDirectory) { self.directory = directory }
 

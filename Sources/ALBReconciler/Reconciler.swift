@@ -103,6 +103,7 @@ public actor Reconciler {
             lastGoodFiles[file] = nil
         }
         let state = DesiredState(resources: desired)
+        let canonical = desired.mapValues(state.canonical)
 
         // 3. Generations and validity for every resource, valid or not.
         let allIDs = Set(desired.keys).union(problems.keys)
@@ -112,8 +113,8 @@ public actor Reconciler {
             // A resource kept from an unparsable file keeps the source of its last good parse.
             if let source = manifests.sources[id] { status.source = "\(source.file):\(source.line)" }
             let digest: String
-            if diagnostics.isEmpty, let resource = manifests.resources[id] {
-                digest = Self.digest(state.canonical(resource))
+            if diagnostics.isEmpty, let fields = canonical[id] {
+                digest = Self.digest(fields)
             } else {
                 digest = Self.digest(diagnostics.map(\.formatted).joined(separator: "\n"))
             }
@@ -141,13 +142,13 @@ public actor Reconciler {
         }
 
         // 4. Non-listener resources apply by being part of the desired state.
-        for (id, resource) in desired where id.kind != .listener {
-            guard var status = statuses[id] else { continue }
+        for id in desired.keys where id.kind != .listener {
+            guard var status = statuses[id], let fields = canonical[id] else { continue }
             if problems[id] == nil {
-                if status.live != state.canonical(resource) {
+                if status.live != fields {
                     record(id, action: status.live == nil ? "create" : "update", message: "applied", now: now)
                 }
-                status.live = state.canonical(resource)
+                status.live = fields
                 status.setCondition("Synced", true, reason: "Applied", message: "", now: now)
                 status.lastAttempt = nil
             }
@@ -155,8 +156,9 @@ public actor Reconciler {
         }
 
         // 5. Listeners.
-        for (id, resource) in desired.sorted(by: { $0.key < $1.key }) where id.kind == .listener {
-            let wake = await reconcileListener(resource, valid: problems[id] == nil, state: state, now: now)
+        for id in desired.keys.sorted() where id.kind == .listener {
+            guard let resource = desired[id], let fields = canonical[id] else { continue }
+            let wake = await reconcileListener(resource, canonical: fields, valid: problems[id] == nil, state: state, now: now)
             if let wake { nextPass = min(nextPass ?? wake, wake) }
         }
         // Invalid listeners that never served: reported, nothing bound.
@@ -195,10 +197,10 @@ public actor Reconciler {
     }
 
     /// Brings one listener to its desired state; returns when it wants another pass (a retry).
-    private func reconcileListener(_ resource: Resource, valid: Bool, state: DesiredState, now: Date) async -> Date? {
+    private func reconcileListener(_ resource: Resource, canonical: CanonicalFields, valid: Bool, state: DesiredState,
+                                   now: Date) async -> Date? {
         let id = resource.id
         guard case .listener(let spec) = resource.spec, var status = statuses[id] else { return nil }
-        let canonical = state.canonical(resource)
         var listener = listeners[id.name] ?? LiveListener(lifecycle: restoredLifecycle(status), key: nextKey(id.name))
         defer {
             listeners[id.name] = listener
