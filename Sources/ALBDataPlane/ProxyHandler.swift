@@ -106,8 +106,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     /// deadline it has been asked for and, when it fires, re-arms for the current exchange's deadline
     /// if that is later. A finished exchange leaves it running; scheduling and cancelling a task per
     /// request cost more than the occasional spurious wake-up.
-    private var requestTimer: NIOScheduledCallback?
-    private var requestTimerDeadline = NIODeadline.distantFuture
+    private var requestTimer = LazyDeadlineTimer()
 
     init(runtime: ListenerRuntime, loopState: ListenerLoopState) {
         self.runtime = runtime
@@ -430,17 +429,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         }
     }
 
-    /// Makes sure the request timer fires no later than `deadline`.
     private func armRequestTimer(deadline: NIODeadline, context: ChannelHandlerContext) {
-        if self.requestTimer != nil && self.requestTimerDeadline <= deadline { return }
-        self.requestTimer?.cancel()
-        self.requestTimerDeadline = deadline
-        // A callback rather than `scheduleTask`: no promise or closures to allocate, and the timer stays
-        // pending on an idle keep-alive connection until it is due.
-        self.requestTimer = try? context.eventLoop.assumeIsolated().scheduleCallback(
-            at: deadline,
-            handler: RequestTimerExpiry(handler: self)
-        )
+        self.requestTimer.arm(at: deadline, on: context.eventLoop, handler: RequestTimerExpiry(handler: self))
     }
 
     /// What the request timer calls back (on this handler's event loop).
@@ -453,12 +443,11 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     }
 
     private func cancelRequestTimer() {
-        self.requestTimer?.cancel()
-        self.requestTimer = nil
+        self.requestTimer.cancel()
     }
 
     private func requestTimerFired() {
-        self.requestTimer = nil
+        self.requestTimer.fired()
         guard let exchange = self.exchange, !exchange.responseHeadSent, let context = self.context else { return }
         switch self.state {
         case .acquiring, .forwarding:

@@ -16,9 +16,7 @@ public final class HeaderTimeoutHandler: ChannelInboundHandler {
     public typealias InboundOut = HTTPServerRequestPart
 
     private let timeout: TimeAmount
-    private var timer: NIOScheduledCallback?
-    /// When the timer is due (meaningful while `timer` is set).
-    private var timerDeadline = NIODeadline.distantFuture
+    private var timer = LazyDeadlineTimer()
     /// When the head now arriving times out; nil while no head is arriving.
     private var headDeadline: NIODeadline?
 
@@ -51,17 +49,8 @@ public final class HeaderTimeoutHandler: ChannelInboundHandler {
         self.disarm()
     }
 
-    /// Makes sure the timer fires no later than `deadline`.
     private func arm(deadline: NIODeadline, context: ChannelHandlerContext) {
-        if self.timer != nil && self.timerDeadline <= deadline { return }
-        self.timer?.cancel()
-        self.timerDeadline = deadline
-        // A callback rather than `scheduleTask`: no promise or closures to allocate, and the timer stays
-        // pending on an idle keep-alive connection until it is due.
-        self.timer = try? context.eventLoop.assumeIsolated().scheduleCallback(
-            at: deadline,
-            handler: Expiry(handler: self, context: context)
-        )
+        self.timer.arm(at: deadline, on: context.eventLoop, handler: Expiry(handler: self, context: context))
     }
 
     /// What the header timer calls back: the handler and its context (both of this event loop).
@@ -75,7 +64,7 @@ public final class HeaderTimeoutHandler: ChannelInboundHandler {
     }
 
     private func timerFired(context: ChannelHandlerContext) {
-        self.timer = nil
+        self.timer.fired()
         guard let deadline = self.headDeadline else { return }
         if deadline > context.eventLoop.now {
             self.arm(deadline: deadline, context: context)
@@ -86,8 +75,7 @@ public final class HeaderTimeoutHandler: ChannelInboundHandler {
     }
 
     private func disarm() {
-        self.timer?.cancel()
-        self.timer = nil
+        self.timer.cancel()
         self.headDeadline = nil
     }
 }

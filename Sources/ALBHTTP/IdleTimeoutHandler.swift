@@ -19,9 +19,7 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
     public typealias OutboundOut = HTTPServerResponsePart
 
     private let timeout: () -> TimeAmount
-    private var timer: NIOScheduledCallback?
-    /// When the timer is due (meaningful while `timer` is set).
-    private var timerDeadline = NIODeadline.distantFuture
+    private var timer = LazyDeadlineTimer()
     /// When the connection times out; nil while it is busy.
     private var idleDeadline: NIODeadline?
     private var headInProgress = false
@@ -93,17 +91,8 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
         self.arm(deadline: deadline, context: context)
     }
 
-    /// Makes sure the timer fires no later than `deadline`.
     private func arm(deadline: NIODeadline, context: ChannelHandlerContext) {
-        if self.timer != nil && self.timerDeadline <= deadline { return }
-        self.timer?.cancel()
-        self.timerDeadline = deadline
-        // A callback rather than `scheduleTask`: no promise or closures to allocate, and the timer is
-        // pending for as long as the connection is idle.
-        self.timer = try? context.eventLoop.assumeIsolated().scheduleCallback(
-            at: deadline,
-            handler: Expiry(handler: self, context: context)
-        )
+        self.timer.arm(at: deadline, on: context.eventLoop, handler: Expiry(handler: self, context: context))
     }
 
     /// What the idle timer calls back: the handler and its context (both of this event loop).
@@ -117,7 +106,7 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
     }
 
     private func timerFired(context: ChannelHandlerContext) {
-        self.timer = nil
+        self.timer.fired()
         guard let deadline = self.idleDeadline else { return }  // busy: re-armed when idle again
         if deadline > context.eventLoop.now {
             self.arm(deadline: deadline, context: context)
@@ -127,8 +116,7 @@ public final class IdleTimeoutHandler: ChannelDuplexHandler {
     }
 
     private func disarm() {
-        self.timer?.cancel()
-        self.timer = nil
+        self.timer.cancel()
         self.idleDeadline = nil
     }
 }
