@@ -105,10 +105,9 @@ public struct ListenerLifecycle: Sendable, Equatable {
 
     /// The start failed (a transient error such as a port taken): back off and retry.
     public mutating func failed(reason: String, now: Date) {
-        var attempts = 1
-        if case .failed(_, let previous, _) = lastFailure { attempts = previous + 1 }
-        let delay = min(Self.initialBackoff * pow(2, Double(attempts - 1)), Self.maximumBackoff)
-        move(to: .failed(reason: reason, attempts: attempts, retryAt: now.addingTimeInterval(delay)),
+        consecutiveFailures += 1
+        let delay = min(Self.initialBackoff * pow(2, Double(consecutiveFailures - 1)), Self.maximumBackoff)
+        move(to: .failed(reason: reason, attempts: consecutiveFailures, retryAt: now.addingTimeInterval(delay)),
              at: now, reason: "BindFailed")
     }
 
@@ -119,19 +118,20 @@ public struct ListenerLifecycle: Sendable, Equatable {
 
     /// A newer generation supersedes a pending retry: it is tried at once and the backoff starts over.
     public mutating func newGeneration() {
-        if case .failed(let reason, _, let retryAt) = state {
-            state = .failed(reason: reason, attempts: 0, retryAt: min(retryAt, .distantPast))
-            lastFailure = nil
+        consecutiveFailures = 0
+        if case .failed(let reason, _, _) = state {
+            state = .failed(reason: reason, attempts: 0, retryAt: .distantPast)
         }
     }
 
-    private var lastFailure: State?
+    /// Failed starts since the listener last ran (or since a newer generation): the backoff exponent.
+    private var consecutiveFailures = 0
 
     private mutating func move(to next: State, at now: Date, reason: String) {
         let from = state.phase
-        if case .failed = next { lastFailure = next } else if next == .running { lastFailure = nil }
+        if next == .running { consecutiveFailures = 0 }
         state = next
-        if from != next.phase || reason == "BindFailed" {
+        if from != next.phase {
             transitions.append(Transition(from: from, to: next.phase, at: now, reason: reason))
             if transitions.count > Self.transitionHistory {
                 transitions.removeFirst(transitions.count - Self.transitionHistory)
