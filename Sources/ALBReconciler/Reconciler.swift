@@ -17,8 +17,6 @@ public actor Reconciler {
         /// Canonical fields of the spec last applied.
         var live: CanonicalFields?
         var address: String = ""
-        /// The generation whose start failed and is waiting for backoff.
-        var failedGeneration: Int?
     }
 
     public struct PassResult: Sendable {
@@ -226,8 +224,10 @@ public actor Reconciler {
         }
 
         // An immutable field changed: replace the bound instance.
-        if let serving = listener.serving, let live = listener.live,
-           let immutable = Optional(Self.immutableChanges(from: live, to: canonical)), !immutable.isEmpty {
+        let immutable = listener.live.map { live in
+            Differ.immutableListenerFields.filter { live[$0] != canonical[$0] }
+        } ?? []
+        if let serving = listener.serving, !immutable.isEmpty {
             let collides = serving.port == config.port
             let newKey = nextKey(id.name)
             var mode = "delete before create"
@@ -269,7 +269,6 @@ public actor Reconciler {
                 listener.serving = bound
                 listener.address = address
                 listener.live = canonical
-                listener.failedGeneration = nil
                 record(id, action: "state", from: "Configuring", to: "Running", message: "listening on \(address)", now: Date())
                 markApplied(&status, listener: listener, now: now)
                 log.info("listener running", ["listener": id.name, "address": address])
@@ -277,7 +276,6 @@ public actor Reconciler {
             } catch {
                 let message = String(describing: error)
                 listener.lifecycle.failed(reason: message, now: Date())
-                listener.failedGeneration = status.generation
                 status.setCondition("Synced", false, reason: "BindFailed", message: message, now: now)
                 status.setCondition("Ready", false, reason: "BindFailed", message: message, now: now)
                 status.lastAttempt = LastAttempt(generation: status.generation, error: message, at: now)
@@ -363,15 +361,7 @@ public actor Reconciler {
     private func writeStatuses() {
         for (id, var status) in statuses {
             if id.kind == .listener, let listener = listeners[id.name], let stats = dataPlane.stats(key: listener.key) {
-                var converted = StatusStats()
-                converted.activeConnections = stats.activeConnections
-                converted.totalConnections = stats.totalConnections
-                converted.totalRequests = stats.totalRequests
-                converted.responses2xx = stats.responses2xx
-                converted.responses3xx = stats.responses3xx
-                converted.responses4xx = stats.responses4xx
-                converted.responses5xx = stats.responses5xx
-                status.stats = converted
+                status.stats = stats
                 statuses[id] = status
             }
             do {
@@ -385,13 +375,6 @@ public actor Reconciler {
     /// Graceful shutdown: stop accepting, drain, close.
     public func shutdown(drainTimeout: Duration) async {
         await dataPlane.shutdown(drainTimeout: .seconds(Int64(drainTimeout.components.seconds)))
-    }
-
-    /// Listener fields that cannot change in place (SPEC section 3): a change replaces the listener.
-    public static let immutableListenerFields = ["loadBalancer", "protocol", "port", "bindAddress"]
-
-    static func immutableChanges(from live: CanonicalFields, to desired: CanonicalFields) -> [String] {
-        immutableListenerFields.filter { live[$0] != desired[$0] }
     }
 
     static func milliseconds(_ duration: Duration) -> String {

@@ -1,3 +1,4 @@
+import ALBDataPlane
 import ALBManifest
 import Foundation
 import Yams
@@ -23,12 +24,6 @@ public struct LastAttempt: Sendable, Equatable {
     public var at: Date
 }
 
-public struct StatusStats: Sendable, Equatable {
-    public var activeConnections = 0, totalConnections = 0, totalRequests = 0
-    public var responses2xx = 0, responses3xx = 0, responses4xx = 0, responses5xx = 0
-    public init() {}
-}
-
 /// The status file of one resource (SPEC section 5). Plain data: encoding and decoding only.
 public struct ResourceStatus: Sendable, Equatable {
     public var id: ResourceID
@@ -42,7 +37,8 @@ public struct ResourceStatus: Sendable, Equatable {
     public var live: CanonicalFields?
     public var lastAttempt: LastAttempt?
     public var transitions: [ListenerLifecycle.Transition]
-    public var stats: StatusStats?
+    /// Listeners only: the data plane's counters when the file was written.
+    public var stats: ListenerStats?
     /// Digest of the desired document, so `generation` survives restarts and bumps only on real change.
     public var desiredDigest: String
 
@@ -165,7 +161,7 @@ extension ResourceStatus {
                                             reason: string(item["reason"]) ?? ""))
         }
         if let stats = root["stats"] as? [String: Any] {
-            var parsed = StatusStats()
+            var parsed = ListenerStats()
             parsed.activeConnections = int(stats["activeConnections"]) ?? 0
             parsed.totalConnections = int(stats["totalConnections"]) ?? 0
             parsed.totalRequests = int(stats["totalRequests"]) ?? 0

@@ -1,3 +1,4 @@
+import ALBDataPlane
 import ALBManifest
 @testable import ALBReconciler
 import Foundation
@@ -16,7 +17,7 @@ final class ResourceStatusTests: XCTestCase {
         status.live = CanonicalFields(entries: [(path: "port", value: "8080"), (path: "tags.team", value: "web")])
         status.lastAttempt = LastAttempt(generation: 3, error: "bad: \"quoted\"", at: t0)
         status.transitions = [.init(from: .configuring, to: .running, at: t0, reason: "Listening")]
-        status.stats = StatusStats()
+        status.stats = ListenerStats()
         status.desiredDigest = "abc"
         let text = status.yaml()
         XCTAssertTrue(text.hasPrefix("kind: Listener\nname: web\nsource: web.yaml:12\ngeneration: 3\n"), text)
