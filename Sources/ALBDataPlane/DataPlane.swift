@@ -18,10 +18,15 @@ public final class DataPlane: Sendable {
     private let listeners = Locked<[String: ListenerRuntime]>([:])
     /// Names being started (bind in progress), so two starts of one name cannot race.
     private let starting = Locked<Set<String>>([])
+    /// Instances that stopped accepting and are letting their connections finish (see ``drain(key:)``).
+    private let draining = Locked<[ObjectIdentifier: ListenerRuntime]>([:])
+    /// How long a drained instance's connections may take before they are closed.
+    public let drainTimeout: TimeAmount
 
-    public init(group: any EventLoopGroup, accessLog: AccessLog?) {
+    public init(group: any EventLoopGroup, accessLog: AccessLog?, drainTimeout: TimeAmount = .seconds(30)) {
         self.group = group
         self.accessLog = accessLog
+        self.drainTimeout = drainTimeout
     }
 
     public var listenerKeys: [String] {
@@ -45,29 +50,49 @@ public final class DataPlane: Sendable {
         defer { _ = self.starting.withLock { $0.remove(config.key) } }
 
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog)
+        let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.recvAllocator, value: Self.clientReceiveAllocator)
             .childChannelInitializer { channel in
-                runtime.initializeConnection(channel)
+                socket.accept(channel)
             }
-        let channel: Channel
         do {
-            channel = try await bootstrap.bind(host: config.bindHost, port: config.port).get()
+            socket.setChannel(try await bootstrap.bind(host: config.bindHost, port: config.port).get())
         } catch {
-            throw DataPlaneError.bindFailed(
-                address: Self.format(host: config.bindHost, port: config.port),
-                reason: Self.reason(error)
-            )
+            throw DataPlaneError.bindFailed(address: socket.address, reason: Self.reason(error))
         }
-        runtime.setServerChannel(channel)
+        runtime.attach(socket)
         self.listeners.withLock { $0[config.key] = runtime }
-        guard let address = channel.localAddress, let port = address.port else {
-            return Self.format(host: config.bindHost, port: config.port)
+        return Self.describe(runtime.boundAddress, fallback: config)
+    }
+
+    /// Starts `config` on the socket that the instance `key` listens on, without closing it: from now
+    /// on that socket's new connections go to the new instance, while the old instance keeps the
+    /// connections it has (``drain(key:)`` or ``stop(key:)`` it next). Both must have the same address.
+    /// Returns the bound address.
+    /// - Throws: ``DataPlaneError/unknownListener(_:)`` when `key` holds no socket,
+    ///   ``DataPlaneError/immutableField(listener:field:)`` when the addresses differ,
+    ///   ``DataPlaneError/listenerExists(_:)``, ``DataPlaneError/invalidConfig(listener:reason:)``.
+    public func handOver(from key: String, to config: ListenerConfig) throws -> String {
+        guard let previous = self.listeners.withLock({ $0[key] }), previous.boundAddress != nil else {
+            throw DataPlaneError.unknownListener(key)
         }
-        return Self.format(host: address.ipAddress ?? config.bindHost, port: port)
+        let old = previous.config
+        guard old.bindHost == config.bindHost,
+              config.port == old.port || config.port == previous.boundPort.load(ordering: .relaxed) else {
+            throw DataPlaneError.immutableField(listener: config.name, field: "address")
+        }
+        guard self.listeners.withLock({ $0[config.key] == nil }) else {
+            throw DataPlaneError.listenerExists(config.name)
+        }
+        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog)
+        guard let socket = previous.detachSocket() else { throw DataPlaneError.unknownListener(key) }
+        runtime.attach(socket)
+        self.listeners.withLock { $0[config.key] = runtime }
+        return Self.describe(runtime.boundAddress, fallback: config)
     }
 
     /// Swaps the listener's snapshot in place. Established connections keep working; their next
@@ -97,6 +122,35 @@ public final class DataPlane: Sendable {
         self.accessLog?.flush()
     }
 
+    /// Retires the instance `key` the way an nginx or HAProxy reload retires its old workers: it stops
+    /// accepting at once (its socket is closed unless it was handed over, so the port is free when this
+    /// returns), idle keep-alive connections close, busy ones finish their exchange with
+    /// `Connection: close`, and whatever is still open after ``drainTimeout`` is closed. The waiting
+    /// happens in the background.
+    public func drain(key: String) async {
+        guard let runtime = self.listeners.withLock({ $0.removeValue(forKey: key) }) else { return }
+        await runtime.closeServerChannel()
+        runtime.quiesceConnections()
+        let id = ObjectIdentifier(runtime)
+        self.draining.withLock { $0[id] = runtime }
+        let deadline = NIODeadline.now() + self.drainTimeout
+        Task {
+            await Self.waitForConnections(of: [runtime], until: deadline)
+            await runtime.closeEverything()
+            self.draining.withLock { $0[id] = nil }
+            self.accessLog?.flush()
+        }
+    }
+
+    /// Instances still draining (for tests and diagnostics).
+    public var drainingCount: Int { self.draining.withLock { $0.count } }
+
+    private static func waitForConnections(of runtimes: [ListenerRuntime], until deadline: NIODeadline) async {
+        while NIODeadline.now() < deadline, runtimes.contains(where: { $0.activeConnections > 0 }) {
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+    }
+
     public func stats(key: String) -> ListenerStats? {
         self.listeners.withLock { $0[key] }?.counters.snapshot
     }
@@ -104,19 +158,17 @@ public final class DataPlane: Sendable {
     /// Graceful: stops accepting everywhere, closes idle keep-alive connections, lets busy ones finish
     /// their current exchange (then they close), waits up to `drainTimeout`, then closes everything.
     public func shutdown(drainTimeout: TimeAmount) async {
-        let runtimes = self.listeners.withLock { listeners in
+        let serving = self.listeners.withLock { listeners in
             let all = Array(listeners.values)
             listeners.removeAll()
             return all
         }
-        for runtime in runtimes {
+        for runtime in serving {
             await runtime.closeServerChannel()
             runtime.quiesceConnections()
         }
-        let deadline = NIODeadline.now() + drainTimeout
-        while NIODeadline.now() < deadline, runtimes.contains(where: { $0.activeConnections > 0 }) {
-            try? await Task.sleep(nanoseconds: 20_000_000)
-        }
+        let runtimes = serving + self.draining.withLock { Array($0.values) }
+        await Self.waitForConnections(of: runtimes, until: NIODeadline.now() + drainTimeout)
         for runtime in runtimes {
             await runtime.closeEverything()
         }
@@ -141,6 +193,12 @@ public final class DataPlane: Sendable {
     /// Backend connections keep NIO's default: responses are usually larger than requests.
     static var clientReceiveAllocator: AdaptiveRecvByteBufferAllocator {
         AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
+    }
+
+    /// "host:port" of a bound socket, or of the configuration when the OS did not say.
+    static func describe(_ address: SocketAddress?, fallback config: ListenerConfig) -> String {
+        guard let address, let port = address.port else { return format(host: config.bindHost, port: config.port) }
+        return format(host: address.ipAddress ?? config.bindHost, port: port)
     }
 
     static func format(host: String, port: Int) -> String {

@@ -111,7 +111,8 @@ final class ListenerRuntime: Sendable {
     private let stopping = ManagedAtomic<Bool>(false)
     private let loops = Locked<[ObjectIdentifier: NIOLoopBound<ListenerLoopState>]>([:])
     private let connections = Locked<[ObjectIdentifier: Channel]>([:])
-    private let serverChannel = Locked<Channel?>(nil)
+    /// The socket this instance accepts from; nil once it was closed or handed to a successor.
+    private let socket = Locked<ListenerSocket?>(nil)
     let boundPort = ManagedAtomic<Int>(0)
 
     init(config: ListenerConfig, accessLog: AccessLog?) throws {
@@ -130,9 +131,27 @@ final class ListenerRuntime: Sendable {
         self.snapshot.store(next, ordering: .releasing)
     }
 
-    func setServerChannel(_ channel: Channel) {
-        self.serverChannel.withLock { $0 = channel }
-        self.boundPort.store(channel.localAddress?.port ?? 0, ordering: .relaxed)
+    /// Starts accepting from `socket` (a new bind, or one handed over by a predecessor).
+    func attach(_ socket: ListenerSocket) {
+        self.socket.withLock { $0 = socket }
+        self.boundPort.store(socket.channel?.localAddress?.port ?? 0, ordering: .relaxed)
+        socket.handOver(to: self)
+    }
+
+    /// Gives up the socket without closing it, for a successor to ``attach(_:)``; this instance
+    /// accepts nothing more. Nil when it holds none.
+    func detachSocket() -> ListenerSocket? {
+        let socket = self.socket.withLock { socket -> ListenerSocket? in
+            defer { socket = nil }
+            return socket
+        }
+        self.stopping.store(true, ordering: .sequentiallyConsistent)
+        return socket
+    }
+
+    /// The bound address, e.g. "127.0.0.1:8080", while this instance holds a socket.
+    var boundAddress: SocketAddress? {
+        self.socket.withLock { $0?.channel?.localAddress }
     }
 
     /// Called once per connection, on its event loop.
@@ -148,16 +167,24 @@ final class ListenerRuntime: Sendable {
     }
 
     /// The child channel initializer: enforces the connection cap, counts, and builds the pipeline.
-    func initializeConnection(_ channel: Channel) -> EventLoopFuture<Void> {
+    /// Nil when this instance is stopping: the socket then offers the connection to its next owner.
+    func initializeConnection(_ channel: Channel) -> EventLoopFuture<Void>? {
         let snapshot = self.snapshot.load(ordering: .acquiring)
+        let key = ObjectIdentifier(channel)
+        // Registered before `stopping` is read, and `stopping` is set before a drain lists the
+        // connections: a connection is either refused here or seen (and quiesced) by the drain.
+        self.connections.withLock { $0[key] = channel }
+        if self.stopping.load(ordering: .sequentiallyConsistent) {
+            self.connections.withLock { $0[key] = nil }
+            return nil
+        }
         let active = self.counters.activeConnections.wrappingIncrementThenLoad(ordering: .relaxed)
-        if active > snapshot.config.limits.maxConnections || self.stopping.load(ordering: .relaxed) {
+        if active > snapshot.config.limits.maxConnections {
             self.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
+            self.connections.withLock { $0[key] = nil }
             return channel.close()
         }
         self.counters.totalConnections.wrappingIncrement(ordering: .relaxed)
-        let key = ObjectIdentifier(channel)
-        self.connections.withLock { $0[key] = channel }
         channel.closeFuture.whenComplete { _ in
             self.connections.withLock { $0[key] = nil }
             self.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
@@ -176,11 +203,9 @@ final class ListenerRuntime: Sendable {
         }
     }
 
-    /// Stops accepting (closes the listening socket).
+    /// Stops accepting: closes the listening socket, unless it was handed to a successor.
     func closeServerChannel() async {
-        self.stopping.store(true, ordering: .relaxed)
-        let channel = self.serverChannel.withLock { $0 }
-        try? await channel?.close()
+        await self.detachSocket()?.close()
     }
 
     /// Asks every connection to finish its current exchange and close.

@@ -5,8 +5,9 @@ import NIOHTTP1
 ///
 /// Like NIO's `HTTPServerPipelineHandler`, but it allows a response to finish before its request
 /// (a backend may answer early, e.g. 413 during an upload) without tripping debug assertions, and it
-/// handles `ChannelShouldQuiesceEvent` for graceful shutdown: an idle connection closes at once, a busy
-/// one right after its current response. While a finished request waits for its response, further
+/// handles `ChannelShouldQuiesceEvent` for graceful shutdown and drains: an idle connection closes at
+/// once, a busy one right after its current response, which says `Connection: close` if its head was
+/// not sent yet. While a finished request waits for its response, further
 /// requests are buffered (at most what one read brings) and reads are held once anything is buffered,
 /// so pipelining cannot grow memory.
 ///
@@ -57,7 +58,15 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard case .end = Self.unwrapOutboundIn(data) else {
+        let part = Self.unwrapOutboundIn(data)
+        if case .head(var head) = part, self.quiescing, head.status.code >= 200 {
+            // The connection closes after this response: say so, so the client does not send another
+            // request on it (a reload or drain, as nginx does for its old workers).
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+            context.write(Self.wrapOutboundOut(.head(head)), promise: promise)
+            return
+        }
+        guard case .end = part else {
             context.write(data, promise: promise)
             return
         }

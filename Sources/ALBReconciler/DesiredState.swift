@@ -13,20 +13,21 @@ public struct DesiredState: Sendable {
         resources[ResourceID(kind: kind, name: name)]
     }
 
-    /// The address a listener binds, from its LoadBalancer.
-    public func bindAddress(of listener: ListenerSpec) -> String {
+    /// The address a listener binds, from its LoadBalancer; nil when that LoadBalancer is not available.
+    /// There is deliberately no default: a listener never binds wider than its LoadBalancer says.
+    public func bindAddress(of listener: ListenerSpec) -> String? {
         if case .loadBalancer(let balancer)? = resource(.loadBalancer, listener.loadBalancer)?.spec {
             return balancer.address
         }
-        return "0.0.0.0"
+        return nil
     }
 
     /// Canonical fields as diffed by `plan` and recorded as `live`. A listener's also carry the bind
     /// address, so moving its LoadBalancer to another address replaces it.
     public func canonical(_ resource: Resource) -> CanonicalFields {
         var fields = resource.canonical
-        if case .listener(let listener) = resource.spec {
-            fields.entries.append((path: "bindAddress", value: bindAddress(of: listener)))
+        if case .listener(let listener) = resource.spec, let address = bindAddress(of: listener) {
+            fields.entries.append((path: "bindAddress", value: address))
         }
         return fields
     }
@@ -40,6 +41,11 @@ public struct DesiredState: Sendable {
             return .failure(ConfigurationError(
                 reason: "ProtocolNotServed",
                 message: "\(spec.protocol.rawValue) listeners are validated but not served by this release"))
+        }
+        guard let bindHost = bindAddress(of: spec) else {
+            return .failure(ConfigurationError(
+                reason: "MissingReference",
+                message: "load balancer \"\(spec.loadBalancer)\" is not available; the listener keeps its last good address"))
         }
         var groups: [BackendGroup] = []
         for reference in spec.defaultAction.forwardGroup.serverGroups {
@@ -60,7 +66,7 @@ public struct DesiredState: Sendable {
         headers.slbId = spec.headers.slbId
         let clientIP = spec.clientIp.enabled ? ClientIPOptions(trustedProxies: spec.clientIp.trustedProxies) : nil
         return .success(ListenerConfig(
-            name: listener.id.name, loadBalancerName: spec.loadBalancer, bindHost: bindAddress(of: spec),
+            name: listener.id.name, loadBalancerName: spec.loadBalancer, bindHost: bindHost,
             port: spec.port, idleTimeout: .seconds(Int64(spec.idleTimeout)),
             requestTimeout: .seconds(Int64(spec.requestTimeout)), headers: headers, clientIP: clientIP,
             groups: groups))

@@ -43,7 +43,8 @@ public struct ReconcileService: Sendable {
         raiseOpenFileLimit()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: NIOCore.System.coreCount)
         let accessLog = try options.accessLogPath.map { try AccessLog(path: $0) }
-        let dataPlane = DataPlane(group: group, accessLog: accessLog)
+        let dataPlane = DataPlane(group: group, accessLog: accessLog,
+                                  drainTimeout: .seconds(Int64(options.drainTimeout.components.seconds)))
         let directory = ManifestDirectory(root: options.manifestDirectory)
         let reconciler = Reconciler(directory: directory, store: StatusStore(directory: options.statusDirectory),
                                     dataPlane: dataPlane, log: log)
@@ -87,7 +88,7 @@ public struct ReconcileService: Sendable {
                 log.info("draining before exit", ["signal": signalName,
                                                   "timeout": "\(options.drainTimeout.components.seconds)s"])
                 retryTask?.cancel()
-                await reconciler.shutdown(drainTimeout: options.drainTimeout)
+                await reconciler.shutdown(drainTimeout: options.drainTimeout, reason: signalName)
                 try? await group.shutdownGracefully()
                 log.info("stopped")
                 return

@@ -17,6 +17,33 @@ public actor Reconciler {
         /// Canonical fields of the spec last applied.
         var live: CanonicalFields?
         var address: String = ""
+        /// Failed moves to a new address while the old instance kept serving, and when to try again.
+        var moveFailures = 0
+        var moveRetryAt: Date?
+    }
+
+    /// What one listener does in a pass.
+    enum ListenerIntent {
+        /// The serving instance (if any) stays; a changed mutable field is applied in place.
+        case keep(ListenerConfig)
+        /// The configuration cannot be built (a missing reference): nothing changes.
+        case configFailed(ConfigurationError)
+        /// A new instance should serve (the lifecycle entered Configuring).
+        case start(ListenerConfig)
+        /// An immutable field changed: a new instance replaces the serving one.
+        case replace(ListenerConfig, immutable: [String])
+        /// The serving instance closes (the lifecycle entered Configuring towards Stopped).
+        case stop
+        /// Nothing before the date (a retry backoff).
+        case wait(Date)
+        /// Not serving and not meant to.
+        case idle
+    }
+
+    /// What the socket plan did for a listener that wanted a new instance.
+    enum SocketOutcome {
+        case bound(ListenerConfig, address: String, handedOver: Bool)
+        case failed(String)
     }
 
     public struct PassResult: Sendable {
@@ -35,6 +62,8 @@ public actor Reconciler {
     var lastGoodFiles: [String: Set<ResourceID>] = [:]
     var listeners: [String: LiveListener] = [:]
     var emptyTreeSeenAt: Date?
+    /// When each resource whose document vanished was first missed (see ``keepVanishedResources``).
+    var missingSince: [ResourceID: Date] = [:]
     var manifestCache = ManifestCache()
     var keySerial = 0
 
@@ -73,10 +102,12 @@ public actor Reconciler {
         for id in problems.keys where desired[id] == nil {
             if let good = lastGood[id] { desired[id] = good }
         }
+        let treeIsEmpty = desired.isEmpty && problems.isEmpty
+        let pendingDeletionWake = keepVanishedResources(in: &desired, problems: problems, now: now)
 
         // 2. A pass that would delete everything waits one more window (a `git checkout` mid-way).
         let known = Set(statuses.keys).union(lastGood.keys)
-        if desired.isEmpty && problems.isEmpty && !known.isEmpty {
+        if treeIsEmpty && !known.isEmpty {
             if let seen = emptyTreeSeenAt, now.timeIntervalSince(seen) >= emptyTreeGrace {
                 log.warning("manifest tree is still empty; pruning every resource",
                             ["directory": directory.root])
@@ -153,10 +184,19 @@ public actor Reconciler {
             statuses[id] = status
         }
 
-        // 5. Listeners.
+        // 5. Listeners: what each one should do, then the sockets of the whole pass, then the actions.
+        var intents: [String: ListenerIntent] = [:]
         for id in desired.keys.sorted() where id.kind == .listener {
-            guard let resource = desired[id], let fields = canonical[id] else { continue }
-            let wake = await reconcileListener(resource, canonical: fields, valid: problems[id] == nil, state: state, now: now)
+            guard let resource = desired[id] else { continue }
+            let intent = decideListener(resource, state: state, now: now)
+            if case .wait(let wake) = intent { nextPass = min(nextPass ?? wake, wake) }
+            intents[id.name] = intent
+        }
+        let outcomes = await applySocketPlan(intents: intents, now: now)
+        for id in desired.keys.sorted() where id.kind == .listener {
+            guard let resource = desired[id], let fields = canonical[id], let intent = intents[id.name] else { continue }
+            let wake = finishListener(resource, intent: intent, outcome: outcomes[id.name], canonical: fields,
+                                      valid: problems[id] == nil, now: now)
             if let wake { nextPass = min(nextPass ?? wake, wake) }
         }
         // Invalid listeners that never served: reported, nothing bound.
@@ -167,13 +207,14 @@ public actor Reconciler {
                                 message: "not serving: the manifest is invalid", now: now)
             statuses[id] = status
         }
+        if let wake = pendingDeletionWake { nextPass = min(nextPass ?? wake, wake) }
 
-        // 6. Anything live that is no longer wanted goes.
+        // 6. Anything live that is no longer wanted goes (its instance was retired by the socket plan).
         for (name, listener) in listeners where !allIDs.contains(ResourceID(kind: .listener, name: name)) {
-            await dataPlane.stop(key: listener.key)
             listeners[name] = nil
             record(ResourceID(kind: .listener, name: name), action: "delete", from: listener.lifecycle.state.phase.rawValue,
-                   message: "manifest removed; socket closed", now: now)
+                   message: listener.serving == nil ? "manifest removed"
+                       : "manifest removed; stopped accepting, draining in-flight requests", now: now)
         }
         for id in statuses.keys where !allIDs.contains(id) {
             if id.kind != .listener { record(id, action: "delete", message: "manifest removed", now: now) }
@@ -194,12 +235,113 @@ public actor Reconciler {
         return PassResult(nextPass: nextPass)
     }
 
-    /// Brings one listener to its desired state; returns when it wants another pass (a retry).
-    private func reconcileListener(_ resource: Resource, canonical: CanonicalFields, valid: Bool, state: DesiredState,
-                                   now: Date) async -> Date? {
+    /// What one listener should do in this pass. Entering `Configuring` is recorded here; the socket
+    /// work happens for all listeners together in ``applySocketPlan(intents:now:)``.
+    private func decideListener(_ resource: Resource, state: DesiredState, now: Date) -> ListenerIntent {
         let id = resource.id
-        guard case .listener(let spec) = resource.spec, var status = statuses[id] else { return nil }
+        guard case .listener(let spec) = resource.spec, let status = statuses[id] else { return .idle }
         var listener = listeners[id.name] ?? LiveListener(lifecycle: restoredLifecycle(status), key: nextKey(id.name))
+        defer { listeners[id.name] = listener }
+
+        // Build the complete new configuration first; on failure nothing changes.
+        let config: ListenerConfig
+        switch state.listenerConfig(resource) {
+        case .success(let built): config = built
+        case .failure(let error): return .configFailed(error)
+        }
+        let target: ListenerLifecycle.Target = spec.state == .running ? .running : .stopped
+        if listener.serving != nil, target == .running {
+            let fields = state.canonical(resource)
+            let immutable = listener.live.map { live in
+                Differ.immutableListenerFields.filter { live[$0] != fields[$0] }
+            } ?? []
+            if immutable.isEmpty { return .keep(config) }
+            if let retryAt = listener.moveRetryAt, now < retryAt { return .wait(retryAt) }
+            return .replace(config, immutable: immutable)
+        }
+        let before = listener.lifecycle.state.phase.rawValue
+        switch listener.lifecycle.plan(desired: target, now: now) {
+        case .start:
+            record(id, action: "start", from: before, to: "Configuring",
+                   message: "binding \(Self.socketAddress(config))", now: now)
+            return .start(config)
+        case .stop:
+            record(id, action: "stop", from: before, to: "Configuring",
+                   message: "closing the socket and its connections", now: now)
+            return .stop
+        case .waitUntil(let date):
+            return .wait(date)
+        case .none:
+            return listener.serving == nil ? .idle : .keep(config)
+        }
+    }
+
+    /// Plans every bind, hand-over and retirement of the pass as one ``SocketPlan`` and carries it out:
+    /// hand-overs first, then binds, then retirements, so no port is released before its new owner holds
+    /// it. Returns what happened to each listener that wanted a new instance.
+    private func applySocketPlan(intents: [String: ListenerIntent], now: Date) async -> [String: SocketOutcome] {
+        var current: [String: String] = [:]
+        for (name, listener) in listeners {
+            if let serving = listener.serving { current[name] = Self.socketAddress(serving) }
+        }
+        var desired: [String: SocketPlan.Target] = [:]
+        var wanted: [String: ListenerConfig] = [:]
+        for (name, intent) in intents {
+            switch intent {
+            case .start(let config), .replace(let config, _):
+                desired[name] = SocketPlan.Target(address: Self.socketAddress(config), fresh: true)
+                wanted[name] = config
+            case .keep, .configFailed, .wait:
+                if let address = current[name] { desired[name] = SocketPlan.Target(address: address, fresh: false) }
+            case .stop, .idle:
+                break
+            }
+        }
+        let plan = SocketPlan.make(current: current, desired: desired)
+        var outcomes: [String: SocketOutcome] = [:]
+        for step in plan.steps {
+            switch step {
+            case .handOver(let address, let from, let to):
+                guard var config = wanted[to], let fromKey = listeners[from]?.key else { continue }
+                config.key = nextKey(to)
+                do {
+                    let bound = try dataPlane.handOver(from: fromKey, to: config)
+                    outcomes[to] = .bound(config, address: bound, handedOver: true)
+                } catch {
+                    outcomes[to] = .failed("cannot take over \(address): \(error)")
+                }
+            case .bind(let name, _):
+                guard var config = wanted[name] else { continue }
+                config.key = nextKey(name)
+                do {
+                    let bound = try await dataPlane.start(config)
+                    outcomes[name] = .bound(config, address: bound, handedOver: false)
+                } catch {
+                    outcomes[name] = .failed(String(describing: error))
+                }
+            case .conflict(let name, let address, let holder):
+                outcomes[name] = .failed("cannot bind \(address): listener \(holder) holds it")
+            case .retire(let name, let keepIfBindFails):
+                if keepIfBindFails, case .failed? = outcomes[name] { continue }
+                guard var listener = listeners[name], listener.serving != nil else { continue }
+                if case .stop? = intents[name] {
+                    await dataPlane.stop(key: listener.key)
+                } else {
+                    await dataPlane.drain(key: listener.key)
+                }
+                listener.serving = nil
+                listeners[name] = listener
+            }
+        }
+        return outcomes
+    }
+
+    /// Records the outcome of one listener's pass in its lifecycle and status; returns when it wants
+    /// another pass (a retry).
+    private func finishListener(_ resource: Resource, intent: ListenerIntent, outcome: SocketOutcome?,
+                                canonical: CanonicalFields, valid: Bool, now: Date) -> Date? {
+        let id = resource.id
+        guard var status = statuses[id], var listener = listeners[id.name] else { return nil }
         defer {
             listeners[id.name] = listener
             status.state = listener.lifecycle.state.phase
@@ -207,97 +349,19 @@ public actor Reconciler {
             if let live = listener.live { status.live = live }
             statuses[id] = status
         }
-
-        // Build the complete new configuration first; on failure nothing changes.
-        let config: ListenerConfig
-        switch state.listenerConfig(resource) {
-        case .success(let built): config = built
-        case .failure(let error):
+        switch intent {
+        case .configFailed(let error):
+            let serving = listener.serving != nil
             status.setCondition("Synced", false, reason: error.reason, message: error.message, now: now)
-            status.setCondition("Ready", listener.serving != nil, reason: listener.serving != nil ? "Listening" : error.reason,
-                                message: listener.serving != nil ? "listening on \(listener.address)" : error.message, now: now)
+            status.setCondition("Ready", serving, reason: serving ? "Listening" : error.reason,
+                                message: serving ? "listening on \(listener.address)" : error.message, now: now)
             status.lastAttempt = LastAttempt(generation: status.generation, error: error.message, at: now)
-            if listener.serving == nil, case .stopped = listener.lifecycle.state {
+            if !serving, case .stopped = listener.lifecycle.state {
                 listener.lifecycle.failed(reason: error.message, now: now)
             }
             return nil
-        }
 
-        // An immutable field changed: replace the bound instance.
-        let immutable = listener.live.map { live in
-            Differ.immutableListenerFields.filter { live[$0] != canonical[$0] }
-        } ?? []
-        if let serving = listener.serving, !immutable.isEmpty {
-            let collides = serving.port == config.port
-            let newKey = nextKey(id.name)
-            var mode = "delete before create"
-            if !collides, spec.state == .running {
-                mode = "create before delete"
-                do {
-                    var replacement = config
-                    replacement.key = newKey
-                    let address = try await dataPlane.start(replacement)
-                    await dataPlane.stop(key: listener.key)
-                    listener.key = newKey
-                    listener.serving = replacement
-                    listener.address = address
-                    listener.live = canonical
-                    record(id, action: "replace", message: "\(immutable.joined(separator: ", ")) changed (\(mode)); listening on \(address)", now: now)
-                    markApplied(&status, listener: listener, now: now)
-                    return nil
-                } catch {
-                    // Fall through to delete-then-create, whose failure path records the error.
-                }
-            }
-            await dataPlane.stop(key: listener.key)
-            listener.serving = nil
-            listener.key = newKey
-            listener.lifecycle.reset(now: now, reason: "Replacing")
-            record(id, action: "replace", message: "\(immutable.joined(separator: ", ")) changed (\(mode))", now: now)
-        }
-
-        let target: ListenerLifecycle.Target = spec.state == .running ? .running : .stopped
-        let before = listener.lifecycle.state.phase.rawValue
-        switch listener.lifecycle.plan(desired: target, now: now) {
-        case .start:
-            record(id, action: "start", from: before, to: "Configuring", message: "binding \(config.bindHost):\(config.port)", now: now)
-            do {
-                var bound = config
-                bound.key = listener.key
-                let address = try await dataPlane.start(bound)
-                listener.lifecycle.succeeded(now: Date())
-                listener.serving = bound
-                listener.address = address
-                listener.live = canonical
-                record(id, action: "state", from: "Configuring", to: "Running", message: "listening on \(address)", now: Date())
-                markApplied(&status, listener: listener, now: now)
-                log.info("listener running", ["listener": id.name, "address": address])
-                return nil
-            } catch {
-                let message = String(describing: error)
-                listener.lifecycle.failed(reason: message, now: Date())
-                status.setCondition("Synced", false, reason: "BindFailed", message: message, now: now)
-                status.setCondition("Ready", false, reason: "BindFailed", message: message, now: now)
-                status.lastAttempt = LastAttempt(generation: status.generation, error: message, at: now)
-                record(id, action: "state", from: "Configuring", to: "Failed", message: message, now: Date())
-                log.error("listener failed to bind", ["listener": id.name, "error": message])
-                if case .failed(_, _, let retryAt) = listener.lifecycle.state { return retryAt }
-                return nil
-            }
-        case .stop:
-            record(id, action: "stop", from: before, to: "Configuring",
-                   message: "closing the socket and its connections", now: now)
-            await dataPlane.stop(key: listener.key)
-            listener.serving = nil
-            listener.lifecycle.succeeded(now: Date())
-            listener.live = canonical
-            record(id, action: "state", from: "Configuring", to: "Stopped", message: "", now: Date())
-            markApplied(&status, listener: listener, now: now)
-            log.info("listener stopped", ["listener": id.name])
-            return nil
-        case .waitUntil(let date):
-            return date
-        case .none:
+        case .keep(let config):
             if let serving = listener.serving {
                 var updated = config
                 updated.key = listener.key
@@ -319,7 +383,131 @@ public actor Reconciler {
                 markApplied(&status, listener: listener, now: now)
             }
             return nil
+
+        case .idle:
+            if valid {
+                listener.live = canonical
+                markApplied(&status, listener: listener, now: now)
+            }
+            return nil
+
+        case .wait(let date):
+            return date
+
+        case .stop:
+            listener.serving = nil
+            listener.lifecycle.succeeded(now: Date())
+            listener.live = canonical
+            record(id, action: "state", from: "Configuring", to: "Stopped", message: "", now: Date())
+            markApplied(&status, listener: listener, now: now)
+            log.info("listener stopped", ["listener": id.name])
+            return nil
+
+        case .start:
+            switch outcome {
+            case .bound(let config, let address, _)?:
+                listener.lifecycle.succeeded(now: Date())
+                adopt(config, address: address, canonical: canonical, into: &listener)
+                record(id, action: "state", from: "Configuring", to: "Running", message: "listening on \(address)", now: Date())
+                markApplied(&status, listener: listener, now: now)
+                log.info("listener running", ["listener": id.name, "address": address])
+                return nil
+            case .failed(let message)?:
+                return bindFailed(id, message: message, listener: &listener, status: &status, now: now)
+            case nil:
+                return nil
+            }
+
+        case .replace(_, let immutable):
+            let fields = immutable.joined(separator: ", ")
+            switch outcome {
+            case .bound(let config, let address, let handedOver)?:
+                adopt(config, address: address, canonical: canonical, into: &listener)
+                listener.moveFailures = 0
+                listener.moveRetryAt = nil
+                let how = handedOver ? "the socket was handed over" : "new socket bound before the old one closed"
+                record(id, action: "replace", message: "\(fields) changed (create before delete: \(how)); listening on \(address)", now: now)
+                markApplied(&status, listener: listener, now: now)
+                log.info("listener replaced", ["listener": id.name, "address": address])
+                return nil
+            case .failed(let message)?:
+                if listener.serving != nil {
+                    // The old instance keeps serving where it is; the move is retried with backoff.
+                    listener.moveFailures += 1
+                    let delay = min(ListenerLifecycle.initialBackoff * pow(2, Double(listener.moveFailures - 1)),
+                                    ListenerLifecycle.maximumBackoff)
+                    let retryAt = now.addingTimeInterval(delay)
+                    listener.moveRetryAt = retryAt
+                    status.setCondition("Synced", false, reason: "BindFailed",
+                                        message: "\(message); still listening on \(listener.address)", now: now)
+                    status.setCondition("Ready", true, reason: "Listening", message: "listening on \(listener.address)", now: now)
+                    status.lastAttempt = LastAttempt(generation: status.generation, error: message, at: now)
+                    record(id, action: "replace", message: "\(fields) changed; \(message); still listening on \(listener.address)", now: now)
+                    log.error("listener could not move; the old address keeps serving",
+                              ["listener": id.name, "error": message, "address": listener.address])
+                    return retryAt
+                }
+                return bindFailed(id, message: message, listener: &listener, status: &status, now: now)
+            case nil:
+                return nil
+            }
         }
+    }
+
+    private func adopt(_ config: ListenerConfig, address: String, canonical: CanonicalFields,
+                       into listener: inout LiveListener) {
+        listener.key = config.key
+        listener.serving = config
+        listener.address = address
+        listener.live = canonical
+    }
+
+    private func bindFailed(_ id: ResourceID, message: String, listener: inout LiveListener,
+                            status: inout ResourceStatus, now: Date) -> Date? {
+        let from = listener.lifecycle.state.phase.rawValue
+        listener.lifecycle.failed(reason: message, now: Date())
+        status.setCondition("Synced", false, reason: "BindFailed", message: message, now: now)
+        status.setCondition("Ready", false, reason: "BindFailed", message: message, now: now)
+        status.lastAttempt = LastAttempt(generation: status.generation, error: message, at: now)
+        record(id, action: "state", from: from, to: "Failed", message: message, now: Date())
+        log.error("listener failed to bind", ["listener": id.name, "error": message])
+        if case .failed(_, _, let retryAt) = listener.lifecycle.state { return retryAt }
+        return nil
+    }
+
+    /// "host:port" of a listener's socket, the key the socket plan works with.
+    static func socketAddress(_ config: ListenerConfig) -> String {
+        config.bindHost.contains(":") ? "[\(config.bindHost)]:\(config.port)" : "\(config.bindHost):\(config.port)"
+    }
+
+    /// A resource whose document is gone is deleted only once it has been gone for `emptyTreeGrace`:
+    /// an editor that truncates a file and writes it again, or a checkout half-way, must not delete and
+    /// recreate what serves. Until then its last good configuration stays in `desired`, unless a
+    /// listener present now wants the same address (the document was really replaced, e.g. a rename).
+    /// Returns when the earliest pending deletion is due.
+    private func keepVanishedResources(in desired: inout [ResourceID: Resource], problems: [ResourceID: [Diagnostic]],
+                                       now: Date) -> Date? {
+        let vanished = lastGood.keys.filter { desired[$0] == nil && problems[$0] == nil }
+        missingSince = missingSince.filter { vanished.contains($0.key) }
+        guard !vanished.isEmpty else { return nil }
+        let everything = DesiredState(resources: desired.merging(lastGood) { present, _ in present })
+        func address(_ resource: Resource) -> String? {
+            guard case .listener(let spec) = resource.spec, let host = everything.bindAddress(of: spec) else { return nil }
+            return "\(host):\(spec.port)"
+        }
+        let claimed = Set(desired.values.compactMap(address))
+        var wake: Date?
+        for id in vanished.sorted() {
+            guard let good = lastGood[id] else { continue }
+            let since = missingSince[id] ?? now
+            let due = since.addingTimeInterval(emptyTreeGrace)
+            if now >= due { continue }
+            if let wanted = address(good), claimed.contains(wanted) { continue }
+            missingSince[id] = since
+            desired[id] = good
+            wake = min(wake ?? due, due)
+        }
+        return wake
     }
 
     private func markApplied(_ status: inout ResourceStatus, listener: LiveListener, now: Date) {
@@ -372,9 +560,29 @@ public actor Reconciler {
         }
     }
 
-    /// Graceful shutdown: stop accepting, drain, close.
-    public func shutdown(drainTimeout: Duration) async {
+    /// Graceful shutdown: stop accepting, drain, close; then every listener's status file says it is
+    /// stopped, so nothing reads as serving after the process is gone.
+    public func shutdown(drainTimeout: Duration, reason: String) async {
         await dataPlane.shutdown(drainTimeout: .seconds(Int64(drainTimeout.components.seconds)))
+        let now = Date()
+        for (name, var listener) in listeners {
+            let id = ResourceID(kind: .listener, name: name)
+            guard var status = statuses[id] else { continue }
+            let from = listener.lifecycle.state.phase
+            listener.lifecycle.reset(now: now, reason: "ReconcilerStopped")
+            listener.serving = nil
+            listeners[name] = listener
+            status.state = listener.lifecycle.state.phase
+            status.transitions = listener.lifecycle.transitions
+            status.stats = nil
+            status.setCondition("Ready", false, reason: "ReconcilerStopped",
+                                message: "the reconciler stopped (\(reason)); nothing is listening", now: now)
+            statuses[id] = status
+            if from != .stopped {
+                record(id, action: "state", from: from.rawValue, to: "Stopped", message: "reconciler stopped (\(reason))", now: now)
+            }
+        }
+        writeStatuses()
     }
 
     static func milliseconds(_ duration: Duration) -> String {
