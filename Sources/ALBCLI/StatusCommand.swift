@@ -17,6 +17,9 @@ struct StatusCommand: ParsableCommand {
     func run() throws {
         let store = StatusStore(directory: status.statusDirectory)
         let statuses = store.loadAll().values.sorted { $0.id < $1.id }
+        if !statuses.isEmpty && !StatusDirectoryLock.isOwned(directory: status.statusDirectory) {
+            printError("note: no reconciler is running on \(status.statusDirectory); this is the state it left")
+        }
         switch output {
         case .yaml:
             print(statuses.map { $0.yaml() }.joined(separator: "---\n"), terminator: "")

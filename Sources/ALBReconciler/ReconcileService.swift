@@ -136,7 +136,7 @@ extension ReconcileService {
 }
 
 /// One reconciler per status directory: a second one would fight the first over every file.
-struct StatusDirectoryLock {
+public struct StatusDirectoryLock {
     let descriptor: Int32
 
     init(directory: String) throws {
@@ -150,11 +150,24 @@ struct StatusDirectoryLock {
             close(descriptor)
             throw ReconcileServiceError("the status directory \(directory) is in use by another `alb reconcile`")
         }
+        // The owner's pid, so `alb status` can tell whether the files are being kept up to date.
+        let pid = Array("\(getpid())\n".utf8)
+        _ = ftruncate(descriptor, 0)
+        _ = pid.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
     }
 
     func release() {
+        _ = ftruncate(descriptor, 0)
         flock(descriptor, LOCK_UN)
         close(descriptor)
+    }
+
+    /// Whether a live `alb reconcile` owns `directory` (its pid is in the lock file and still runs).
+    /// Reading the pid instead of trying the lock keeps `alb status` from ever blocking a starting reconciler.
+    public static func isOwned(directory: String) -> Bool {
+        guard let text = try? String(contentsOfFile: directory + "/.lock", encoding: .utf8),
+              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else { return false }
+        return kill(pid, 0) == 0 || errno == EPERM
     }
 }
 

@@ -213,8 +213,8 @@ public actor Reconciler {
         for (name, listener) in listeners where !allIDs.contains(ResourceID(kind: .listener, name: name)) {
             listeners[name] = nil
             record(ResourceID(kind: .listener, name: name), action: "delete", from: listener.lifecycle.state.phase.rawValue,
-                   message: listener.serving == nil ? "manifest removed"
-                       : "manifest removed; stopped accepting, draining in-flight requests", now: now)
+                   message: listener.lifecycle.state == .running
+                       ? "manifest removed; stopped accepting, draining in-flight requests" : "manifest removed", now: now)
         }
         for id in statuses.keys where !allIDs.contains(id) {
             if id.kind != .listener { record(id, action: "delete", message: "manifest removed", now: now) }
