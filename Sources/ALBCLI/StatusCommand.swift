@@ -22,36 +22,34 @@ struct StatusCommand: ParsableCommand {
         }
         switch output {
         case .yaml:
-            print(statuses.map { $0.yaml() }.joined(separator: "---\n"), terminator: "")
+            // One document: the list of every status, each as complete as its status file.
+            print(ResourceStatus.yaml(of: statuses), terminator: "")
         case .json:
-            let rows = statuses.map { row($0) }
-            let data = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
+            let documents = statuses.map(\.document.jsonObject)
+            let data = try JSONSerialization.data(withJSONObject: documents, options: [.prettyPrinted, .sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         case .table:
-            let header = ["KIND", "NAME", "STATE", "READY", "ADDRESS", "AGE", "LAST ERROR"]
-            let rows = statuses.map { status -> [String] in
-                let values = row(status)
-                return ["kind", "name", "state", "ready", "address", "age", "lastError"].map { values[$0] ?? "" }
-            }
-            printTable([header] + rows)
+            let header = ["KIND", "NAME", "STATE", "READY", "ADDRESS", "AGE", "LAST TRANSITION", "LAST ERROR"]
+            let now = Date()
+            printTable([header] + statuses.map { row($0, now: now) })
         }
     }
 
-    private func row(_ status: ResourceStatus) -> [String: String] {
+    /// One table row. AGE is how long the resource has existed (as kubectl shows it); LAST TRANSITION
+    /// is how long ago its state or a condition last changed.
+    private func row(_ status: ResourceStatus, now: Date) -> [String] {
         let ready = status.condition("Ready") ?? status.condition("Synced")
-        let address = status.condition("Ready").flatMap { condition -> String? in
-            condition.status && condition.message.hasPrefix("listening on ")
-                ? String(condition.message.dropFirst("listening on ".count)) : nil
-        }
         let lastChange = (status.conditions.map(\.lastTransitionTime) + status.transitions.map(\.at)).max()
+        let created = status.createdAt ?? (status.conditions.map(\.lastTransitionTime) + status.transitions.map(\.at)).min()
         let failing = status.conditions.first { !$0.status && $0.type != "Ready" }
         return [
-            "kind": status.id.kind.rawValue, "name": status.id.name,
-            "state": status.state?.rawValue ?? (status.condition("Synced")?.status == true ? "Active" : "Pending"),
-            "ready": ready.map { $0.status ? "True" : "False" } ?? "-",
-            "address": address ?? "-",
-            "age": lastChange.map { Self.age(Date().timeIntervalSince($0)) } ?? "-",
-            "lastError": status.lastAttempt?.error ?? failing?.message ?? "",
+            status.id.kind.rawValue, status.id.name,
+            status.state?.rawValue ?? (status.condition("Synced")?.status == true ? "Active" : "Pending"),
+            ready.map { $0.status ? "True" : "False" } ?? "-",
+            status.address ?? "-",
+            created.map { Self.age(now.timeIntervalSince($0)) } ?? "-",
+            lastChange.map { Self.age(now.timeIntervalSince($0)) + " ago" } ?? "-",
+            status.lastAttempt?.error ?? failing?.message ?? "",
         ]
     }
 

@@ -7,8 +7,16 @@
 public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
     public var entries: [(path: String, value: String)]
 
-    public init(entries: [(path: String, value: String)]) {
+    /// The manifest type of a value that is not text.
+    public enum ScalarType: Sendable, Equatable { case integer, boolean }
+
+    /// Paths whose values are numbers or booleans in the manifest; every other value is text. Only used
+    /// to write values back with their types (status `live`); equality and diffs compare the text.
+    public var scalarTypes: [String: ScalarType] = [:]
+
+    public init(entries: [(path: String, value: String)], scalarTypes: [String: ScalarType] = [:]) {
         self.entries = entries
+        self.scalarTypes = scalarTypes
     }
 
     public subscript(path: String) -> String? {
@@ -38,22 +46,37 @@ public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
     /// stringified. Entries come out in natural path order (indices numerically).
     public init(nested: Any) {
         var result: [(path: String, value: String)] = []
-        Self.flatten(nested, path: "", into: &result)
+        var types: [String: ScalarType] = [:]
+        Self.flatten(nested, path: "", into: &result, types: &types)
         result.sort { Self.naturalLess($0.path, $1.path) }
-        self.init(entries: result)
+        self.init(entries: result, scalarTypes: types)
     }
 
     /// Nested dictionaries and arrays of strings, suitable for `Yams.dump`.
-    public var nested: [String: Any] {
+    public var nested: [String: Any] { nested(typed: false) }
+
+    /// As `nested`, with numbers as `Int` and booleans as `Bool` where ``scalarTypes`` says so.
+    public var typedNested: [String: Any] { nested(typed: true) }
+
+    private func nested(typed: Bool) -> [String: Any] {
         var root = Tree.dict([:])
         for entry in entries {
-            root.insert(Self.segments(of: entry.path)[...], value: entry.value)
+            var leaf: Any = entry.value
+            if typed {
+                switch scalarTypes[entry.path] {
+                case .integer?: leaf = Int(entry.value) ?? entry.value
+                case .boolean?: leaf = entry.value == "true"
+                case nil: break
+                }
+            }
+            root.insert(Self.segments(of: entry.path)[...], value: leaf)
         }
         if case .dict = root, let value = root.any as? [String: Any] { return value }
         return [:]
     }
 
-    private static func flatten(_ value: Any, path: String, into result: inout [(path: String, value: String)]) {
+    private static func flatten(_ value: Any, path: String, into result: inout [(path: String, value: String)],
+                                types: inout [String: ScalarType]) {
         switch value {
         case let dict as [String: Any]:
             for (key, child) in dict {
@@ -64,17 +87,22 @@ public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
                     continue
                 }
                 childPath = path.isEmpty ? key : "\(path).\(key)"
-                flatten(child, path: childPath, into: &result)
+                flatten(child, path: childPath, into: &result, types: &types)
             }
         case let dict as [AnyHashable: Any]:
             var converted: [String: Any] = [:]
             for (key, child) in dict { converted["\(key.base)"] = child }
-            flatten(converted, path: path, into: &result)
+            flatten(converted, path: path, into: &result, types: &types)
         case let array as [Any]:
             for (index, child) in array.enumerated() {
-                flatten(child, path: "\(path)[\(index)]", into: &result)
+                flatten(child, path: "\(path)[\(index)]", into: &result, types: &types)
             }
         default:
+            if value is Bool {
+                types[path] = .boolean
+            } else if value is Int {
+                types[path] = .integer
+            }
             result.append((path: path, value: scalarText(value)))
         }
     }
@@ -118,11 +146,11 @@ public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
     }
 
     private indirect enum Tree {
-        case leaf(String)
+        case leaf(Any)
         case dict([String: Tree])
         case list([Tree])
 
-        mutating func insert(_ path: ArraySlice<Segment>, value: String) {
+        mutating func insert(_ path: ArraySlice<Segment>, value: Any) {
             guard let first = path.first else {
                 self = .leaf(value)
                 return

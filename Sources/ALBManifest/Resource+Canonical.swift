@@ -46,20 +46,27 @@ extension Resource {
         for key in tags.keys.sorted() {
             out.add("tags.\(key)", tags[key])
         }
-        return CanonicalFields(entries: out.entries)
+        return CanonicalFields(entries: out.entries, scalarTypes: out.scalarTypes)
     }
 }
 
 private struct CanonicalBuilder {
     var entries: [(path: String, value: String)] = []
+    var scalarTypes: [String: CanonicalFields.ScalarType] = [:]
 
     mutating func add(_ path: String, _ value: String?) {
         if let value { entries.append((path: path, value: value)) }
     }
 
-    mutating func add(_ path: String, _ value: Int) { add(path, String(value)) }
+    mutating func add(_ path: String, _ value: Int) {
+        scalarTypes[path] = .integer
+        add(path, String(value))
+    }
 
-    mutating func add(_ path: String, _ value: Bool) { add(path, value ? "true" : "false") }
+    mutating func add(_ path: String, _ value: Bool) {
+        scalarTypes[path] = .boolean
+        add(path, value ? "true" : "false")
+    }
 
     mutating func addList(_ path: String, _ values: [String]) {
         for (index, value) in values.enumerated() { add("\(path)[\(index)]", value) }

@@ -139,6 +139,7 @@ public actor Reconciler {
         for id in allIDs.sorted() {
             let diagnostics = problems[id] ?? []
             var status = statuses[id] ?? ResourceStatus(id: id, source: "")
+            if status.createdAt == nil { status.createdAt = now }
             // A resource kept from an unparsable file keeps the source of its last good parse.
             if let source = manifests.sources[id] { status.source = "\(source.file):\(source.line)" }
             let digest: String
@@ -345,6 +346,7 @@ public actor Reconciler {
         defer {
             listeners[id.name] = listener
             status.state = listener.lifecycle.state.phase
+            status.address = listener.serving == nil ? nil : listener.address
             status.transitions = listener.lifecycle.transitions
             if let live = listener.live { status.live = live }
             statuses[id] = status
@@ -573,6 +575,7 @@ public actor Reconciler {
             listener.serving = nil
             listeners[name] = listener
             status.state = listener.lifecycle.state.phase
+            status.address = nil
             status.transitions = listener.lifecycle.transitions
             status.stats = nil
             status.setCondition("Ready", false, reason: "ReconcilerStopped",

@@ -41,6 +41,10 @@ public struct ResourceStatus: Sendable, Equatable {
     public var stats: ListenerStats?
     /// Digest of the desired document, so `generation` survives restarts and bumps only on real change.
     public var desiredDigest: String
+    /// When the reconciler first saw the resource (its age in `alb status`).
+    public var createdAt: Date?
+    /// Listeners only: the bound address, e.g. "127.0.0.1:8080", while serving.
+    public var address: String?
 
     public init(id: ResourceID, source: String) {
         self.id = id; self.source = source; generation = 0; observedGeneration = 0
@@ -74,62 +78,61 @@ extension ResourceStatus {
         return (value as? String).flatMap { try? timestampFormat.parse($0) }
     }
 
-    /// Serialises in the field order of SPEC section 5.
-    public func yaml() -> String {
-        var pairs: [(Node, Node)] = [
-            ("kind", Node(id.kind.rawValue)), ("name", Node(id.name)), ("source", Node(source)),
-            ("generation", Node(String(generation))), ("observedGeneration", Node(String(observedGeneration))),
+    /// The whole status in the field order of SPEC section 5: what the status file, `alb status -o yaml`
+    /// and `alb status -o json` all show.
+    public var document: StatusValue {
+        var fields: [(String, StatusValue)] = [
+            ("kind", .text(id.kind.rawValue)), ("name", .text(id.name)), ("source", .text(source)),
+            ("generation", .integer(generation)), ("observedGeneration", .integer(observedGeneration)),
         ]
-        if let state { pairs.append(("state", Node(state.rawValue))) }
-        pairs.append(("conditions", Node(conditions.map { condition in
-            Node([
-                ("type", Node(condition.type)),
-                ("status", Node(condition.status ? "True" : "False", Tag(.str), .doubleQuoted)),
-                ("reason", Node(condition.reason)), ("message", Node(condition.message, Tag(.str), .doubleQuoted)),
-                ("lastTransitionTime", Node(Self.timestamp(condition.lastTransitionTime))),
-            ] as [(Node, Node)])
+        if let createdAt { fields.append(("createdAt", .timestamp(createdAt))) }
+        if let state { fields.append(("state", .text(state.rawValue))) }
+        if let address { fields.append(("address", .text(address))) }
+        fields.append(("conditions", .list(conditions.map { condition in
+            .map([
+                ("type", .text(condition.type)), ("status", .text(condition.status ? "True" : "False")),
+                ("reason", .text(condition.reason)), ("message", .text(condition.message)),
+                ("lastTransitionTime", .timestamp(condition.lastTransitionTime)),
+            ])
         })))
-        if let live { pairs.append(("live", Self.node(from: live.nested))) }
+        if let live { fields.append(("live", StatusValue(live.typedNested))) }
         if let lastAttempt {
-            pairs.append(("lastAttempt", Node([
-                ("generation", Node(String(lastAttempt.generation))),
-                ("error", Node(lastAttempt.error, Tag(.str), .doubleQuoted)),
-                ("at", Node(Self.timestamp(lastAttempt.at))),
-            ] as [(Node, Node)])))
+            fields.append(("lastAttempt", .map([
+                ("generation", .integer(lastAttempt.generation)), ("error", .text(lastAttempt.error)),
+                ("at", .timestamp(lastAttempt.at)),
+            ])))
         }
         if state != nil {
-            pairs.append(("transitions", Node(transitions.map { transition in
-                Node([
-                    ("from", Node(transition.from.rawValue)), ("to", Node(transition.to.rawValue)),
-                    ("at", Node(Self.timestamp(transition.at))), ("reason", Node(transition.reason)),
-                ] as [(Node, Node)])
+            fields.append(("transitions", .list(transitions.map { transition in
+                .map([
+                    ("from", .text(transition.from.rawValue)), ("to", .text(transition.to.rawValue)),
+                    ("at", .timestamp(transition.at)), ("reason", .text(transition.reason)),
+                ])
             })))
         }
         if let stats {
-            pairs.append(("stats", Node([
-                ("activeConnections", Node(String(stats.activeConnections))),
-                ("totalConnections", Node(String(stats.totalConnections))),
-                ("totalRequests", Node(String(stats.totalRequests))),
-                ("responses", Node([
-                    ("2xx", Node(String(stats.responses2xx))), ("3xx", Node(String(stats.responses3xx))),
-                    ("4xx", Node(String(stats.responses4xx))), ("5xx", Node(String(stats.responses5xx))),
-                ] as [(Node, Node)])),
-            ] as [(Node, Node)])))
+            fields.append(("stats", .map([
+                ("activeConnections", .integer(stats.activeConnections)),
+                ("totalConnections", .integer(stats.totalConnections)),
+                ("totalRequests", .integer(stats.totalRequests)),
+                ("responses", .map([
+                    ("2xx", .integer(stats.responses2xx)), ("3xx", .integer(stats.responses3xx)),
+                    ("4xx", .integer(stats.responses4xx)), ("5xx", .integer(stats.responses5xx)),
+                ])),
+            ])))
         }
-        pairs.append(("desiredDigest", Node(desiredDigest)))
-        return (try? Yams.serialize(node: Node(pairs))) ?? ""
+        fields.append(("desiredDigest", .text(desiredDigest)))
+        return .map(fields)
     }
 
-    private static func node(from value: Any) -> Node {
-        switch value {
-        case let dictionary as [String: Any]:
-            return Node(dictionary.keys.sorted().map { (Node($0), node(from: dictionary[$0] ?? "")) })
-        case let array as [Any]:
-            return Node(array.map { node(from: $0) })
-        default:
-            // Always quoted strings: the live view is compared as text, "8080" must stay "8080".
-            return Node(String(describing: value), Tag(.str), .doubleQuoted)
-        }
+    /// The status file's text.
+    public func yaml() -> String {
+        (try? Yams.serialize(node: document.yamlNode)) ?? ""
+    }
+
+    /// One YAML document listing every status in full (`alb status -o yaml`).
+    public static func yaml(of statuses: [ResourceStatus]) -> String {
+        (try? Yams.serialize(node: Node(statuses.map(\.document.yamlNode)))) ?? "[]\n"
     }
 
     /// Reads a status file back; nil when it is not one of ours (never throws on bad input).
@@ -140,7 +143,9 @@ extension ResourceStatus {
         var status = ResourceStatus(id: ResourceID(kind: kind, name: name), source: root["source"] as? String ?? "")
         status.generation = int(root["generation"]) ?? 0
         status.observedGeneration = int(root["observedGeneration"]) ?? 0
+        status.createdAt = parseTimestamp(root["createdAt"])
         status.state = (root["state"] as? String).flatMap(ListenerLifecycle.Phase.init(rawValue:))
+        status.address = string(root["address"])
         for item in root["conditions"] as? [[String: Any]] ?? [] {
             guard let type = item["type"] as? String else { continue }
             status.conditions.append(Condition(
@@ -187,5 +192,66 @@ extension ResourceStatus {
     private static func int(_ value: Any?) -> Int? {
         if let number = value as? Int { return number }
         return string(value).flatMap { Int($0) }
+    }
+}
+
+/// An ordered tree of plain values: one status document, written as YAML or as JSON.
+public indirect enum StatusValue: Sendable {
+    case text(String)
+    case integer(Int)
+    case boolean(Bool)
+    case timestamp(Date)
+    case list([StatusValue])
+    case map([(String, StatusValue)])
+
+    /// From the nested form of ``CanonicalFields`` (dictionaries in key order, arrays, typed leaves).
+    init(_ value: Any) {
+        switch value {
+        case let dictionary as [String: Any]:
+            self = .map(dictionary.keys.sorted().map { ($0, StatusValue(dictionary[$0] ?? "")) })
+        case let array as [Any]:
+            self = .list(array.map(StatusValue.init))
+        case let bool as Bool:
+            self = .boolean(bool)
+        case let int as Int:
+            self = .integer(int)
+        default:
+            self = .text(String(describing: value))
+        }
+    }
+
+    var yamlNode: Node {
+        switch self {
+        case .text(let text):
+            // Quoted when a plain scalar would read back as something else ("8080", "true", "null").
+            return Self.readsAsText(text) ? Node(text) : Node(text, Tag(.str), .doubleQuoted)
+        case .integer(let value): return Node(String(value), Tag(.int))
+        case .boolean(let value): return Node(value ? "true" : "false", Tag(.bool))
+        case .timestamp(let date): return Node(ResourceStatus.timestamp(date))
+        case .list(let items): return Node(items.map(\.yamlNode))
+        case .map(let pairs): return Node(pairs.map { (Node($0.0), $0.1.yamlNode) })
+        }
+    }
+
+    /// Foundation values for `JSONSerialization`.
+    public var jsonObject: Any {
+        switch self {
+        case .text(let text): return text
+        case .integer(let value): return value
+        case .boolean(let value): return value
+        case .timestamp(let date): return ResourceStatus.timestamp(date)
+        case .list(let items): return items.map(\.jsonObject)
+        case .map(let pairs):
+            var object: [String: Any] = [:]
+            for (key, value) in pairs { object[key] = value.jsonObject }
+            return object
+        }
+    }
+
+    /// Whether a plain scalar reads back as this text: it starts with a letter and is no YAML keyword.
+    private static func readsAsText(_ text: String) -> Bool {
+        guard let first = text.unicodeScalars.first, CharacterSet.letters.contains(first) else { return false }
+        let keywords: Set<String> = ["true", "false", "yes", "no", "on", "off", "null", "y", "n", "nan", "inf"]
+        return !keywords.contains(text.lowercased())
     }
 }

@@ -13,6 +13,7 @@ public final class StatusStore: @unchecked Sendable {
     /// What is on disk, as value and as text: an unchanged status is not even serialised again.
     private var written: [ResourceID: (status: ResourceStatus, text: String)] = [:]
     private var eventsHandle: FileHandle?
+    private var lastEventTime = Date.distantPast
 
     public init(directory: String) {
         self.directory = URL(fileURLWithPath: directory, isDirectory: true)
@@ -71,8 +72,12 @@ public final class StatusStore: @unchecked Sendable {
     /// Appends one JSON line to `events.log`.
     public func event(kind: ResourceKind, name: String, action: String, from: String? = nil, to: String? = nil,
                       message: String = "", at now: Date = Date()) {
+        // Events are appended in the order they happen; their times never go backwards, even when an
+        // action is stamped with its pass's start.
+        let at = max(now, lastEventTime)
+        lastEventTime = at
         var object: [String: String] = [
-            "time": ResourceStatus.timestamp(now), "kind": kind.rawValue, "name": name, "action": action,
+            "time": ResourceStatus.timestamp(at), "kind": kind.rawValue, "name": name, "action": action,
             "message": message,
         ]
         if let from { object["from"] = from }

@@ -24,6 +24,25 @@ final class ResourceStatusTests: XCTestCase {
         XCTAssertEqual(ResourceStatus.parse(yaml: text), status)
     }
 
+    func testLiveValuesKeepTheirTypesAndTextThatLooksLikeANumberStaysText() {
+        var status = ResourceStatus(id: ResourceID(kind: .listener, name: "web"), source: "web.yaml:1")
+        status.createdAt = t0
+        status.address = "127.0.0.1:8080"
+        status.live = CanonicalFields(
+            entries: [(path: "port", value: "8080"), (path: "http2", value: "true"), (path: "tags.build", value: "1234"),
+                      (path: "description", value: "null")],
+            scalarTypes: ["port": .integer, "http2": .boolean])
+        let text = status.yaml()
+        XCTAssertTrue(text.contains("  port: 8080\n"), text)
+        XCTAssertTrue(text.contains("  http2: true\n"), text)
+        XCTAssertTrue(text.contains("    build: \"1234\"\n"), text)
+        XCTAssertTrue(text.contains("  description: \"null\"\n"), text)
+        let parsed = ResourceStatus.parse(yaml: text)
+        XCTAssertEqual(parsed, status)
+        XCTAssertEqual(parsed?.live?.scalarTypes, ["port": .integer, "http2": .boolean])
+        XCTAssertEqual(parsed?.yaml(), text, "a status file reads back to the same text")
+    }
+
     func testConditionTimeMovesOnlyOnFlip() {
         var status = ResourceStatus(id: ResourceID(kind: .serverGroup, name: "g"), source: "")
         status.setCondition("Synced", true, reason: "Applied", message: "", now: t0)

@@ -20,7 +20,7 @@ def test_listener_serves_and_reports_running(alb, backends):
     assert conditions["Ready"]["status"] == "True"
     assert conditions["Ready"]["message"] == "listening on 127.0.0.1:%d" % port
     assert status["source"].endswith("web.yaml:%d" % line_of(text, "kind: Listener", -1))
-    assert status["live"]["port"] == str(port)
+    assert status["live"]["port"] == port
     seen = {get(port)[1].split()[0] for _ in range(4)}
     assert seen == {"b1", "b2"}
     transitions = [(t["from"], t["to"]) for t in status["transitions"]]
@@ -44,7 +44,7 @@ def test_in_place_update_keeps_keepalive_connection(alb, backends):
     generation = alb.status_of("Listener", "web")["generation"]
 
     alb.write("web.yaml", manifest_set(port, [(b2, 100)], idle=30, request_timeout=20))
-    wait_for(lambda: alb.status_of("Listener", "web")["live"]["idleTimeout"] == "30", what="idleTimeout 30 live")
+    wait_for(lambda: alb.status_of("Listener", "web")["live"]["idleTimeout"] == 30, what="idleTimeout 30 live")
     # The same TCP connection keeps working and the new membership applies to its next request.
     conn.request("GET", "/two")
     second = conn.getresponse()
@@ -94,7 +94,7 @@ def test_port_change_replaces_without_gap(alb, backends):
     alb.start()
     alb.wait_state("web", "Running")
     alb.write("web.yaml", manifest_set(new, [(b1, 100)]))
-    wait_for(lambda: alb.status_of("Listener", "web")["live"]["port"] == str(new), what="new port live")
+    wait_for(lambda: alb.status_of("Listener", "web")["live"]["port"] == new, what="new port live")
     assert get(new)[0] == 200
     assert refused(old)
     replace = [e for e in alb.events() if e["action"] == "replace"]
@@ -132,7 +132,7 @@ def test_invalid_edit_keeps_last_good_configuration(alb, backends):
     assert "70000" in valid["message"]
     status = alb.status_of("Listener", "web")
     assert status["lastAttempt"]["generation"] == status["generation"]
-    assert status["live"]["port"] == str(port)
+    assert status["live"]["port"] == port
     assert get(port)[0] == 200
 
     # A typo'd field is reported the same way.
@@ -229,7 +229,7 @@ def test_restart_after_kill_restores_listeners_and_generation(alb, backends):
     wait_for(lambda: get(port)[0] == 200, what="serving after restart")
     status = alb.wait_state("web", "Running")
     assert status["generation"] == 2
-    assert status["live"]["idleTimeout"] == "20"
+    assert status["live"]["idleTimeout"] == 20
 
 
 def test_sighup_forces_reconcile_without_watch(tmp_path, backends):

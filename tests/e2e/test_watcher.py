@@ -76,4 +76,4 @@ def test_duplicate_name_keeps_last_good(alb, backends):
     alb.write("copy.yaml", duplicate)
     wait_for(lambda: alb.condition("Listener", "web", "Valid")["reason"] == "DuplicateName", what="DuplicateName")
     assert get(port)[0] == 200
-    assert alb.status_of("Listener", "web")["live"]["port"] == str(port)
+    assert alb.status_of("Listener", "web")["live"]["port"] == port
