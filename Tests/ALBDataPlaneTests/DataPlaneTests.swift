@@ -327,6 +327,67 @@ final class DataPlaneTests: XCTestCase {
         XCTAssertTrue(dataPlane.listenerKeys.isEmpty)
     }
 
+    func testHandOverKeepsTheSocketOpenAndTheOldInstanceFinishesItsExchange() async throws {
+        let a = try await backend("a")
+        let b = try await backend("b")
+        let (dataPlane, address) = try await start(config(servers: [BackendServer(host: "127.0.0.1", port: a.port)]))
+        let (_, port) = try splitAddress(address)
+        let busy = try await client(address)
+        async let slow = busy.request(.GET, "/slow")
+        try await Task.sleep(nanoseconds: 200_000_000)
+
+        var next = config(servers: [BackendServer(host: "127.0.0.1", port: b.port)])
+        next.key = "web#2"
+        next.port = port
+        XCTAssertEqual(try dataPlane.handOver(from: "web", to: next), address)
+        await dataPlane.drain(key: "web")
+        // The port never closed: a new connection reaches the new instance at once.
+        let fresh = try await client(address)
+        let answered = try await fresh.request(.GET, "/")
+        XCTAssertEqual(answered.body, "b")
+        // The old instance's in-flight request finishes, and says the connection closes.
+        let response = try await slow
+        XCTAssertEqual(response.body, "slow")
+        XCTAssertEqual(response.headers["connection"], ["close"])
+        let closed = await waitForClose(busy.channel, timeout: .seconds(2))
+        XCTAssertTrue(closed)
+        XCTAssertEqual(dataPlane.listenerKeys, ["web#2"])
+    }
+
+    func testDrainStopsAcceptingAtOnceAndClosesWhatOutlivesTheTimeout() async throws {
+        let backend = try await backend("a")
+        let dataPlane = DataPlane(group: try self.loopGroup, accessLog: nil, drainTimeout: .milliseconds(300))
+        self.dataPlane = dataPlane
+        let address = try await dataPlane.start(config(servers: [BackendServer(host: "127.0.0.1", port: backend.port)]))
+        let idle = try await client(address)
+        _ = try await idle.request(.GET, "/")
+        let busy = try await client(address)
+        async let slow = busy.request(.GET, "/slow")  // takes longer than the drain timeout
+        try await Task.sleep(nanoseconds: 100_000_000)
+        await dataPlane.drain(key: "web")
+        do {
+            _ = try await TestClient.connect(address, group: try self.loopGroup)
+            XCTFail("the drained listener still accepts")
+        } catch {}
+        let idleClosed = await waitForClose(idle.channel, timeout: .seconds(1))
+        XCTAssertTrue(idleClosed, "idle keep-alive closes at once")
+        let busyClosed = await waitForClose(busy.channel, timeout: .seconds(3))
+        XCTAssertTrue(busyClosed, "closed at the drain timeout")
+        _ = try? await slow
+        XCTAssertTrue(dataPlane.listenerKeys.isEmpty)
+    }
+
+    func testHandOverRefusesADifferentAddress() async throws {
+        let backend = try await backend("a")
+        let (dataPlane, _) = try await start(config(servers: [BackendServer(host: "127.0.0.1", port: backend.port)]))
+        var elsewhere = config(servers: [BackendServer(host: "127.0.0.1", port: backend.port)])
+        elsewhere.key = "web#2"
+        elsewhere.bindHost = "127.0.0.2"
+        XCTAssertThrowsError(try dataPlane.handOver(from: "web", to: elsewhere))
+        XCTAssertThrowsError(try dataPlane.handOver(from: "nope", to: elsewhere))
+        XCTAssertEqual(dataPlane.listenerKeys, ["web"])
+    }
+
     func testAccessLogWritesOneJSONLinePerRequest() async throws {
         let backend = try await backend("a")
         let path = NSTemporaryDirectory() + "alb-access-\(UUID().uuidString).log"
