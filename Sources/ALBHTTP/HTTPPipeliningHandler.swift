@@ -59,7 +59,7 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let part = Self.unwrapOutboundIn(data)
-        if case .head(var head) = part, self.quiescing, head.status.code >= 200 {
+        if self.quiescing, case .head(var head) = part, head.status.code >= 200 {
             // The connection closes after this response: say so, so the client does not send another
             // request on it (a reload or drain, as nginx does for its old workers).
             head.headers.replaceOrAdd(name: "connection", value: "close")

@@ -113,6 +113,20 @@ class ClientLoop(threading.Thread):
         return self
 
 
+def in_flight(port, seconds=2.0):
+    """A slow request that has reached the proxy."""
+    slow = SlowRequest(port, seconds)
+    slow.start()
+    slow.started.wait(5)
+    time.sleep(0.2)
+    return slow
+
+
+def assert_finished(slow):
+    status, body, error = slow.outcome()
+    assert (status, error) == (200, None) and body.endswith(" slow\n"), (status, body, error)
+
+
 def listening_addresses(port):
     """Local addresses with a listening TCP socket on `port`, read from /proc (no tools needed)."""
     found = set()
@@ -149,11 +163,16 @@ def test_deleting_the_load_balancer_never_widens_the_bind(alb, backends):
     alb.start()
     alb.wait_state("web", "Running")
     assert listening_addresses(port) == {"127.0.0.1"}
+    slow = in_flight(port)
+    loop = ClientLoop([port])
+    loop.start()
 
     alb.remove("lb.yaml")
     wait_for(lambda: alb.status_of("LoadBalancer", "lb") is None, what="load balancer status removed")
     wait_for(lambda: alb.condition("Listener", "web", "Valid")["reason"] == "MissingReference", what="MissingReference")
     time.sleep(1.5)  # more passes: the retry and the deletion window are over
+    assert_clean(loop.finish())
+    assert_finished(slow)
     assert listening_addresses(port) == {"127.0.0.1"}
     assert get(port)[0] == 200
     ready = alb.condition("Listener", "web", "Ready")
@@ -245,6 +264,7 @@ def test_a_failed_move_keeps_serving_on_the_old_port_and_recovers(alb, backends)
         alb.write("web.yaml", manifest_set(old, [(b1, 100)]))
         alb.start()
         alb.wait_state("web", "Running")
+        slow = in_flight(old)
         loop = ClientLoop([old])
         loop.start()
         alb.write("web.yaml", manifest_set(new, [(b1, 100)]))
@@ -255,6 +275,7 @@ def test_a_failed_move_keeps_serving_on_the_old_port_and_recovers(alb, backends)
         assert alb.status_of("Listener", "web")["state"] == "Running"
         assert alb.condition("Listener", "web", "Ready")["message"] == "listening on 127.0.0.1:%d" % old
         assert_clean(loop.finish())
+        assert_finished(slow)
     finally:
         blocker.close()
     wait_for(lambda: alb.condition("Listener", "web", "Synced")["status"] == "True", timeout=15, what="moved")
@@ -294,6 +315,7 @@ def test_renaming_a_listener_keeps_its_port_open(alb, backends):
     alb.write("web.yaml", docs(group("pool", b1), listener("web", port, "pool")))
     alb.start()
     alb.wait_state("web", "Running")
+    slow = in_flight(port)
     loop = ClientLoop([port])
     loop.start()
     time.sleep(0.2)
@@ -302,6 +324,7 @@ def test_renaming_a_listener_keeps_its_port_open(alb, backends):
     wait_for(lambda: alb.status_of("Listener", "web") is None, what="old name gone")
     time.sleep(0.3)
     assert_clean(loop.finish())
+    assert_finished(slow)
     assert not [e for e in alb.events() if e.get("to") == "Failed"]
 
 
@@ -315,6 +338,7 @@ def test_a_checkout_that_shifts_ports_across_files_refuses_nothing(alb, backends
     alb.start()
     for name in names:
         alb.wait_state(name, "Running")
+    slows = [in_flight(port, 2.5) for port in ports[:3]]
     loop = ClientLoop(ports[1:3])  # the ports that exist before and after
     loop.start()
     time.sleep(0.2)
@@ -324,6 +348,8 @@ def test_a_checkout_that_shifts_ports_across_files_refuses_nothing(alb, backends
                          for i, n in enumerate(names)), what="every listener moved")
     time.sleep(0.3)
     assert_clean(loop.finish())
+    for slow in slows:
+        assert_finished(slow)
     assert refused(ports[0])
     assert not [e for e in alb.events() if e.get("to") == "Failed"]
 
