@@ -43,7 +43,8 @@ public struct ResourceStatus: Sendable, Equatable {
     public var desiredDigest: String
     /// When the reconciler first saw the resource (its age in `alb status`).
     public var createdAt: Date?
-    /// Listeners only: the bound address, e.g. "127.0.0.1:8080", while serving.
+    /// Listeners only: the bound address, e.g. "127.0.0.1:8080", while serving; written as
+    /// `live.boundAddress`.
     public var address: String?
 
     public init(id: ResourceID, source: String) {
@@ -87,7 +88,6 @@ extension ResourceStatus {
         ]
         if let createdAt { fields.append(("createdAt", .timestamp(createdAt))) }
         if let state { fields.append(("state", .text(state.rawValue))) }
-        if let address { fields.append(("address", .text(address))) }
         fields.append(("conditions", .list(conditions.map { condition in
             .map([
                 ("type", .text(condition.type)), ("status", .text(condition.status ? "True" : "False")),
@@ -95,7 +95,13 @@ extension ResourceStatus {
                 ("lastTransitionTime", .timestamp(condition.lastTransitionTime)),
             ])
         })))
-        if let live { fields.append(("live", StatusValue(live.typedNested))) }
+        if let live {
+            var nested = live.typedNested
+            if let address { nested["boundAddress"] = address }
+            fields.append(("live", StatusValue(nested)))
+        } else if let address {
+            fields.append(("live", .map([("boundAddress", .text(address))])))
+        }
         if let lastAttempt {
             fields.append(("lastAttempt", .map([
                 ("generation", .integer(lastAttempt.generation)), ("error", .text(lastAttempt.error)),
@@ -145,7 +151,6 @@ extension ResourceStatus {
         status.observedGeneration = int(root["observedGeneration"]) ?? 0
         status.createdAt = parseTimestamp(root["createdAt"])
         status.state = (root["state"] as? String).flatMap(ListenerLifecycle.Phase.init(rawValue:))
-        status.address = string(root["address"])
         for item in root["conditions"] as? [[String: Any]] ?? [] {
             guard let type = item["type"] as? String else { continue }
             status.conditions.append(Condition(
@@ -153,7 +158,11 @@ extension ResourceStatus {
                 message: string(item["message"]) ?? "",
                 lastTransitionTime: parseTimestamp(item["lastTransitionTime"]) ?? Date()))
         }
-        if let live = root["live"] { status.live = CanonicalFields(nested: live) }
+        if var live = root["live"] as? [String: Any] {
+            // The bound address is shown inside `live` (SPEC section 5) but is not a desired field.
+            status.address = string(live.removeValue(forKey: "boundAddress"))
+            if !live.isEmpty { status.live = CanonicalFields(nested: live) }
+        }
         if let attempt = root["lastAttempt"] as? [String: Any] {
             status.lastAttempt = LastAttempt(generation: int(attempt["generation"]) ?? 0,
                                              error: string(attempt["error"]) ?? "",

@@ -23,7 +23,7 @@ def test_yaml_and_json_carry_the_same_full_documents(alb, backends):
     normalize = lambda value: json.loads(json.dumps(value, default=lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ")))
     assert normalize(from_yaml) == from_json
     web = next(d for d in from_json if d["kind"] == "Listener")
-    assert web["address"] == "127.0.0.1:%d" % port
+    assert web["live"]["boundAddress"] == "127.0.0.1:%d" % port
     assert web["live"]["port"] == port and web["live"]["idleTimeout"] == 20
     assert web["live"]["clientIp"]["enabled"] is False
     assert web["live"]["bindAddress"] == "127.0.0.1"
