@@ -32,6 +32,20 @@ public enum Differ {
     /// listener's LoadBalancer address.
     public static let immutableListenerFields = ["protocol", "port", "loadBalancer", "bindAddress"]
 
+    /// How a listener replace runs.
+    public enum ReplaceOrder: String, Sendable {
+        case createBeforeDelete = "create before delete"
+        case deleteBeforeCreate = "delete before create"
+    }
+
+    /// The one place that decides how a replace runs, for `plan` and the reconciler alike. A listener that
+    /// is to run gets its new instance before the old one goes: on a new address a socket is bound first,
+    /// on the same address the open socket is handed over, so there is never a gap. A listener that is
+    /// to be stopped has nothing to serve: the old instance goes and only the configuration is replaced.
+    public static func replaceOrder(running: Bool) -> ReplaceOrder {
+        running ? .createBeforeDelete : .deleteBeforeCreate
+    }
+
     /// One entry per resource that differs, sorted by id; unchanged resources are left out.
     public static func diff(desired: [ResourceID: CanonicalFields],
                             live: [ResourceID: CanonicalFields]) -> [ResourceDiff] {

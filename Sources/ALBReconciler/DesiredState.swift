@@ -35,22 +35,22 @@ public struct DesiredState: Sendable {
     /// Builds the complete data-plane configuration of a listener, or says why it cannot.
     public func listenerConfig(_ listener: Resource) -> Result<ListenerConfig, ConfigurationError> {
         guard case .listener(let spec) = listener.spec else {
-            return .failure(ConfigurationError(reason: "InvalidSpec", message: "\(listener.id) is not a listener"))
+            return .failure(ConfigurationError(reason: .invalidSpec, message: "\(listener.id) is not a listener"))
         }
         guard spec.protocol == .http else {
             return .failure(ConfigurationError(
-                reason: "ProtocolNotServed",
+                reason: .protocolNotServed,
                 message: "\(spec.protocol.rawValue) listeners are validated but not served by this release"))
         }
         guard let bindHost = bindAddress(of: spec) else {
             return .failure(ConfigurationError(
-                reason: "MissingReference",
+                reason: .missingReference,
                 message: "load balancer \"\(spec.loadBalancer)\" is not available; the listener keeps its last good address"))
         }
         var groups: [BackendGroup] = []
         for reference in spec.defaultAction.forwardGroup.serverGroups {
             guard case .serverGroup(let group)? = resource(.serverGroup, reference.name)?.spec else {
-                return .failure(ConfigurationError(reason: "MissingReference",
+                return .failure(ConfigurationError(reason: .missingReference,
                                                    message: "server group \"\(reference.name)\" is not available"))
             }
             groups.append(BackendGroup(
@@ -74,6 +74,6 @@ public struct DesiredState: Sendable {
 }
 
 public struct ConfigurationError: Error, Sendable, Equatable {
-    public var reason: String
+    public var reason: ListenerLifecycle.FailureReason
     public var message: String
 }

@@ -18,6 +18,20 @@ public struct ListenerLifecycle: Sendable, Equatable {
         case configuring = "Configuring", running = "Running", stopped = "Stopped", failed = "Failed"
     }
 
+    /// Why a listener could not reach `Running`: the reason of its `Failed` transition and of its
+    /// status conditions.
+    public enum FailureReason: String, Sendable, Equatable {
+        /// The socket could not be bound (a port held by another process): retried with backoff.
+        case bindFailed = "BindFailed"
+        /// The protocol validates but has no data plane in this release.
+        case protocolNotServed = "ProtocolNotServed"
+        /// A LoadBalancer, ServerGroup or Certificate it needs is not available.
+        case missingReference = "MissingReference"
+        /// A certificate or key it needs cannot be used.
+        case certificateInvalid = "CertificateInvalid"
+        case invalidSpec = "InvalidSpec"
+    }
+
     /// What the listener is converging towards while `Configuring`.
     public enum Target: String, Sendable, Equatable { case running, stopped }
 
@@ -26,7 +40,7 @@ public struct ListenerLifecycle: Sendable, Equatable {
         case configuring(Target)
         case running
         /// Could not reach `Running`; `attempts` failures so far, next try not before `retryAt`.
-        case failed(reason: String, attempts: Int, retryAt: Date)
+        case failed(reason: FailureReason, message: String, attempts: Int, retryAt: Date)
 
         public var phase: Phase {
             switch self {
@@ -87,7 +101,7 @@ public struct ListenerLifecycle: Sendable, Equatable {
         case (.failed, .stopped):
             move(to: .configuring(.stopped), at: now, reason: "Stopping")
             return .stop
-        case (.failed(_, _, let retryAt), .running):
+        case (.failed(_, _, _, let retryAt), .running):
             guard now >= retryAt else { return .waitUntil(retryAt) }
             move(to: .configuring(.running), at: now, reason: "Retrying")
             return .start
@@ -103,12 +117,13 @@ public struct ListenerLifecycle: Sendable, Equatable {
         }
     }
 
-    /// The start failed (a transient error such as a port taken): back off and retry.
-    public mutating func failed(reason: String, now: Date) {
+    /// The start failed: back off and retry (a port may be freed, a reference may appear).
+    public mutating func failed(_ reason: FailureReason, message: String, now: Date) {
         consecutiveFailures += 1
         let delay = min(Self.initialBackoff * pow(2, Double(consecutiveFailures - 1)), Self.maximumBackoff)
-        move(to: .failed(reason: reason, attempts: consecutiveFailures, retryAt: now.addingTimeInterval(delay)),
-             at: now, reason: "BindFailed")
+        move(to: .failed(reason: reason, message: message, attempts: consecutiveFailures,
+                         retryAt: now.addingTimeInterval(delay)),
+             at: now, reason: reason.rawValue)
     }
 
     /// A listener that stopped serving without being asked (e.g. replaced): treat as stopped.
@@ -119,8 +134,8 @@ public struct ListenerLifecycle: Sendable, Equatable {
     /// A newer generation supersedes a pending retry: it is tried at once and the backoff starts over.
     public mutating func newGeneration() {
         consecutiveFailures = 0
-        if case .failed(let reason, _, _) = state {
-            state = .failed(reason: reason, attempts: 0, retryAt: .distantPast)
+        if case .failed(let reason, let message, _, _) = state {
+            state = .failed(reason: reason, message: message, attempts: 0, retryAt: .distantPast)
         }
     }
 

@@ -32,10 +32,9 @@ public enum Planner {
                 lines.append("~ update \(id)")
                 lines += fields.map { "    \($0.path): \($0.old ?? "(none)") -> \($0.new ?? "(none)")" }
             case .replace(let id, let immutable, let fields):
-                let movesPort = immutable.contains("port")
-                let running = desired[id]?["state"] != "Stopped"
-                let createFirst = movesPort && running
-                lines.append("\(createFirst ? "+/-" : "-/+") replace \(id) (\(immutable.joined(separator: ", ")) is immutable; \(createFirst ? "create before delete" : "delete before create"))")
+                let order = Differ.replaceOrder(running: desired[id]?["state"] != "Stopped")
+                let symbol = order == .createBeforeDelete ? "+/-" : "-/+"
+                lines.append("\(symbol) replace \(id) (\(immutable.joined(separator: ", ")) is immutable; \(order.rawValue))")
                 lines += fields.map { "    \($0.path): \($0.old ?? "(none)") -> \($0.new ?? "(none)")" }
             }
         }

@@ -354,12 +354,12 @@ public actor Reconciler {
         switch intent {
         case .configFailed(let error):
             let serving = listener.serving != nil
-            status.setCondition("Synced", false, reason: error.reason, message: error.message, now: now)
-            status.setCondition("Ready", serving, reason: serving ? "Listening" : error.reason,
+            status.setCondition("Synced", false, reason: error.reason.rawValue, message: error.message, now: now)
+            status.setCondition("Ready", serving, reason: serving ? "Listening" : error.reason.rawValue,
                                 message: serving ? "listening on \(listener.address)" : error.message, now: now)
             status.lastAttempt = LastAttempt(generation: status.generation, error: error.message, at: now)
             if !serving, case .stopped = listener.lifecycle.state {
-                listener.lifecycle.failed(reason: error.message, now: now)
+                listener.lifecycle.failed(error.reason, message: error.message, now: now)
             }
             return nil
 
@@ -428,7 +428,8 @@ public actor Reconciler {
                 listener.moveFailures = 0
                 listener.moveRetryAt = nil
                 let how = handedOver ? "the socket was handed over" : "new socket bound before the old one closed"
-                record(id, action: "replace", message: "\(fields) changed (create before delete: \(how)); listening on \(address)", now: now)
+                let order = Differ.replaceOrder(running: true).rawValue
+                record(id, action: "replace", message: "\(fields) changed (\(order): \(how)); listening on \(address)", now: now)
                 markApplied(&status, listener: listener, now: now)
                 log.info("listener replaced", ["listener": id.name, "address": address])
                 return nil
@@ -467,13 +468,13 @@ public actor Reconciler {
     private func bindFailed(_ id: ResourceID, message: String, listener: inout LiveListener,
                             status: inout ResourceStatus, now: Date) -> Date? {
         let from = listener.lifecycle.state.phase.rawValue
-        listener.lifecycle.failed(reason: message, now: Date())
+        listener.lifecycle.failed(.bindFailed, message: message, now: Date())
         status.setCondition("Synced", false, reason: "BindFailed", message: message, now: now)
         status.setCondition("Ready", false, reason: "BindFailed", message: message, now: now)
         status.lastAttempt = LastAttempt(generation: status.generation, error: message, at: now)
         record(id, action: "state", from: from, to: "Failed", message: message, now: Date())
         log.error("listener failed to bind", ["listener": id.name, "error": message])
-        if case .failed(_, _, let retryAt) = listener.lifecycle.state { return retryAt }
+        if case .failed(_, _, _, let retryAt) = listener.lifecycle.state { return retryAt }
         return nil
     }
 

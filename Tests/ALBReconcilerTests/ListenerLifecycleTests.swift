@@ -17,6 +17,15 @@ final class ListenerLifecycleTests: XCTestCase {
         XCTAssertEqual(lifecycle.plan(desired: .running, now: now), .none)
     }
 
+    func testAFailureKeepsItsTypedReasonOnTheTransition() {
+        var lifecycle = ListenerLifecycle()
+        _ = lifecycle.plan(desired: .running, now: now)
+        lifecycle.failed(.protocolNotServed, message: "HTTPS listeners are not served", now: now)
+        XCTAssertEqual(lifecycle.transitions.last?.reason, "ProtocolNotServed")
+        XCTAssertEqual(lifecycle.state, .failed(reason: .protocolNotServed, message: "HTTPS listeners are not served",
+                                                attempts: 1, retryAt: now.addingTimeInterval(1)))
+    }
+
     func testStopPassesThroughConfiguring() {
         var lifecycle = ListenerLifecycle(state: .running)
         XCTAssertEqual(lifecycle.plan(desired: .stopped, now: now), .stop)
@@ -40,8 +49,8 @@ final class ListenerLifecycleTests: XCTestCase {
         var delays: [TimeInterval] = []
         for _ in 0..<8 {
             guard lifecycle.plan(desired: .running, now: now) == .start else { return XCTFail("expected a start") }
-            lifecycle.failed(reason: "Address already in use (errno: 98)", now: now)
-            guard case .failed(_, _, let retryAt) = lifecycle.state else { return XCTFail("expected failed") }
+            lifecycle.failed(.bindFailed, message: "Address already in use (errno: 98)", now: now)
+            guard case .failed(_, _, _, let retryAt) = lifecycle.state else { return XCTFail("expected failed") }
             delays.append(retryAt.timeIntervalSince(now))
             XCTAssertEqual(lifecycle.plan(desired: .running, now: now), .waitUntil(retryAt))
             now = retryAt
@@ -52,14 +61,14 @@ final class ListenerLifecycleTests: XCTestCase {
     func testNewGenerationRetriesAtOnce() {
         var lifecycle = ListenerLifecycle()
         _ = lifecycle.plan(desired: .running, now: now)
-        lifecycle.failed(reason: "taken", now: now)
+        lifecycle.failed(.bindFailed, message: "taken", now: now)
         _ = lifecycle.plan(desired: .running, now: now)
-        lifecycle.failed(reason: "taken", now: now)
+        lifecycle.failed(.bindFailed, message: "taken", now: now)
         advance(0.5)
         lifecycle.newGeneration()
         XCTAssertEqual(lifecycle.plan(desired: .running, now: now), .start)
-        lifecycle.failed(reason: "taken", now: now)
-        guard case .failed(_, _, let retryAt) = lifecycle.state else { return XCTFail("expected failed") }
+        lifecycle.failed(.bindFailed, message: "taken", now: now)
+        guard case .failed(_, _, _, let retryAt) = lifecycle.state else { return XCTFail("expected failed") }
         XCTAssertEqual(retryAt.timeIntervalSince(now), 1, "backoff starts over for a new generation")
     }
 

@@ -66,7 +66,7 @@ final class PlannerTests: XCTestCase {
 
     func testAddressChangeOfTheInstanceReplacesItsListeners() {
         let plan = Planner.plan(manifests: manifests(address: "127.0.0.2"), statuses: applied(manifests()))
-        XCTAssertTrue(plan.lines.contains("-/+ replace Listener/web (bindAddress is immutable; delete before create)"),
+        XCTAssertTrue(plan.lines.contains("+/- replace Listener/web (bindAddress is immutable; create before delete)"),
                       plan.lines.joined(separator: "\n"))
     }
 
