@@ -8,6 +8,7 @@ GET /headers         200, the request headers as JSON
 GET /slow?s=N        sleeps N seconds, then 200
 GET /big?n=N         200 with N bytes
 POST /echo           streams the request body back
+POST /headers        the request headers as a JSON list of [name, value], repeats included
 GET /reset           closes the connection without answering
 """
 import http.client
@@ -64,6 +65,11 @@ def make_handler(name):
         do_HEAD = do_GET
 
         def do_POST(self):
+            if self.path == "/headers":
+                # Every header line as received, repeats included, after reading a Content-Length body.
+                self.rfile.read(int(self.headers.get("Content-Length", "0").split(",")[0]))
+                self.send_text(200, json.dumps([[k.lower(), v] for k, v in self.headers.items()]), "application/json")
+                return
             length = int(self.headers.get("Content-Length", "0"))
             chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
             self.send_response(200)

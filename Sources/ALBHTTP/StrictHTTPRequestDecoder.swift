@@ -7,7 +7,8 @@ import NIOHTTP1
 /// every refusal as one generic parser error. This decoder enforces the listener's own limits and
 /// says *which* rule failed, so the edge can answer 431 or 400 precisely. It refuses everything
 /// that lets two parsers disagree about where a request ends:
-/// - both `Content-Length` and `Transfer-Encoding`; differing duplicate `Content-Length`s;
+/// - both `Content-Length` and `Transfer-Encoding`; differing duplicate `Content-Length`s (equal ones are
+///   folded into one header, never passed on as sent);
 ///   a transfer coding other than exactly `chunked`;
 /// - an invalid chunk size or chunk extension, chunk data not followed by CRLF;
 /// - obsolete line folding, a bare CR or a bare LF, whitespace before the colon;
@@ -334,6 +335,11 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
                     throw HTTPEdgeError.badRequest("differing Content-Length values")
                 }
                 length = parsed
+            }
+            if contentLengths.count > 1 || contentLengths[0].utf8.contains(UInt8(ascii: ",")) {
+                // Equal repeated lengths are accepted but never forwarded as sent (RFC 9110 section 8.6):
+                // the backend gets one `Content-Length`, as HAProxy sends it.
+                self.headers.replaceOrAdd(name: "content-length", value: String(length ?? 0))
             }
             if let length, length > 0 {
                 next = .fixedBody(remaining: length)

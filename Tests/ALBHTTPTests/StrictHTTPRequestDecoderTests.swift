@@ -47,9 +47,17 @@ final class StrictHTTPRequestDecoderTests: XCTestCase {
         }
     }
 
-    func testEqualDuplicateContentLengthsAreAccepted() throws {
-        let parts = try decode("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok")
-        XCTAssertEqual(parts.count, 3)
+    func testEqualDuplicateContentLengthsBecomeOneHeader() throws {
+        // RFC 9110 section 8.6: a proxy must not forward a repeated length as sent; send one (as HAProxy does).
+        for lengths in ["Content-Length: 2\r\nContent-Length: 2\r\n", "Content-Length: 2, 2\r\n",
+                        "Content-Length: 2 ,2\r\nContent-Length: 2\r\n"] {
+            let parts = try decode("POST / HTTP/1.1\r\nHost: h\r\n\(lengths)X: y\r\n\r\nok")
+            XCTAssertEqual(parts.count, 3)
+            guard case .head(let head) = parts.first else { return XCTFail("no head") }
+            XCTAssertEqual(head.headers["content-length"], ["2"], lengths)
+            XCTAssertEqual(head.headers["x"], ["y"])
+            XCTAssertEqual(parts[1], .body(ByteBuffer(string: "ok")))
+        }
     }
 
     func testHeadStartedEventIsFiredOncePerRequest() throws {

@@ -81,3 +81,12 @@ def test_idle_connection_is_closed_after_idle_timeout(port):
         started = time.monotonic()
         assert s.recv(4096) == b""  # closed by the listener
         assert 2 <= time.monotonic() - started <= 6
+
+
+@pytest.mark.parametrize("lengths", [b"Content-Length: 6\r\nContent-Length: 6\r\n", b"Content-Length: 6, 6\r\n"])
+def test_a_repeated_equal_length_reaches_the_backend_as_one_header(port, lengths):
+    import json
+    answer = raw(port, b"POST /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + lengths + b"\r\nabcdef")
+    assert status_line(answer) == b"HTTP/1.1 200 OK"
+    received = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert [value for name, value in received if name == "content-length"] == ["6"]
