@@ -10,6 +10,9 @@ import NIOHTTP1
 ///   pipelined request): the error response follows the current response, then the connection closes.
 /// - A response for the broken request is already on the wire: it cannot be interrupted cleanly, so
 ///   the connection closes right after it.
+/// - The broken request already has its whole response (a backend answered early, say 413, while the
+///   body was still arriving): the client must not get a second final response, so the connection
+///   just closes.
 ///
 /// Closing is lingering (as nginx's `lingering_close`): the output is shut down after the response
 /// (the client reads it, then EOF), and whatever the client still sends is read and dropped until it
@@ -28,6 +31,8 @@ public final class EdgeErrorHandler: ChannelDuplexHandler {
     private var requestOpen = false
     private var pendingError: HTTPEdgeError?
     private var responseStarted = false
+    /// The request still arriving already has its complete response (an early response).
+    private var answeredEarly = false
     private var requestVersion = HTTPVersion.http1_1
     private var closeAfterResponse = false
     private var closing = false
@@ -44,6 +49,7 @@ public final class EdgeErrorHandler: ChannelDuplexHandler {
             self.responseOpen = true
             self.requestOpen = true
             self.responseStarted = false
+            self.answeredEarly = false
             self.requestVersion = head.version
         case .body:
             break
@@ -63,6 +69,7 @@ public final class EdgeErrorHandler: ChannelDuplexHandler {
         case .end:
             self.responseOpen = false
             self.responseStarted = false
+            self.answeredEarly = self.requestOpen
             if let pending = self.pendingError {
                 self.pendingError = nil
                 context.write(data, promise: promise)
@@ -93,6 +100,12 @@ public final class EdgeErrorHandler: ChannelDuplexHandler {
         }
         if self.responseOpen && self.responseStarted {
             self.closeAfterResponse = true
+            return
+        }
+        if self.requestOpen && self.answeredEarly {
+            self.closing = true
+            context.fireErrorCaught(error)
+            context.closeLingering(after: Self.lingerTime)
             return
         }
         // Let the proxy abandon the exchange first; then answer and close.

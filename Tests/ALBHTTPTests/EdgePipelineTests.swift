@@ -32,6 +32,22 @@ final class EdgePipelineTests: XCTestCase {
         XCTAssertEqual(responder.heads.count, 0)
     }
 
+    func testAMalformedChunkAfterAnEarlyResponseGetsNoSecondResponse() throws {
+        let responder = TestResponder()
+        responder.autoRespond = false
+        let channel = try makeEdgeChannel(responder: responder)
+        try channel.writeInbound(
+            ByteBuffer(string: "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"))
+        responder.respond(body: "too large")  // the backend answers before the body is complete (a 413)
+        let first = try outboundText(channel)
+        XCTAssertTrue(first.hasPrefix("HTTP/1.1 200 OK\r\n"), first)
+        XCTAssertNoThrow(try channel.writeInbound(ByteBuffer(string: "zz\r\n")))  // not a chunk size
+        let after = try outboundText(channel)
+        XCTAssertEqual(after, "", "the request already has its final response")
+        XCTAssertEqual(responder.errors.count, 1, "the exchange still learns that its request broke")
+        XCTAssertFalse(channel.isActive)
+    }
+
     func testTooManyHeaderBytesGet431() throws {
         let channel = try makeEdgeChannel(
             responder: TestResponder(),
