@@ -31,6 +31,7 @@ let package = Package(
         .target(name: "ALBDataPlane", dependencies: [
             "ALBHTTP",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Atomics", package: "swift-atomics"),

@@ -1,4 +1,5 @@
 import ALBHTTP
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -15,11 +16,11 @@ import Darwin
 public final class DataPlane: Sendable {
     private let group: any EventLoopGroup
     private let accessLog: AccessLog?
-    private let listeners = Locked<[String: ListenerRuntime]>([:])
+    private let listeners = NIOLockedValueBox<[String: ListenerRuntime]>([:])
     /// Names being started (bind in progress), so two starts of one name cannot race.
-    private let starting = Locked<Set<String>>([])
+    private let starting = NIOLockedValueBox<Set<String>>([])
     /// Instances that stopped accepting and are letting their connections finish (see ``drain(key:)``).
-    private let draining = Locked<[ObjectIdentifier: ListenerRuntime]>([:])
+    private let draining = NIOLockedValueBox<[ObjectIdentifier: ListenerRuntime]>([:])
     /// How long a drained instance's connections may take before they are closed.
     public let drainTimeout: TimeAmount
 
@@ -30,7 +31,7 @@ public final class DataPlane: Sendable {
     }
 
     public var listenerKeys: [String] {
-        self.listeners.withLock { Array($0.keys) }.sorted()
+        self.listeners.withLockedValue { Array($0.keys) }.sorted()
     }
 
     /// Binds and starts serving. Port 0 binds an ephemeral port. Returns the bound address,
@@ -38,16 +39,16 @@ public final class DataPlane: Sendable {
     /// - Throws: ``DataPlaneError/bindFailed(address:reason:)`` with the OS error text;
     ///   ``DataPlaneError/listenerExists(_:)``; ``DataPlaneError/invalidConfig(listener:reason:)``.
     public func start(_ config: ListenerConfig) async throws -> String {
-        let reserved = self.starting.withLock { starting -> Bool in
+        let reserved = self.starting.withLockedValue { starting -> Bool in
             if starting.contains(config.key) { return false }
             starting.insert(config.key)
             return true
         }
-        guard reserved, self.listeners.withLock({ $0[config.key] == nil }) else {
-            if reserved { _ = self.starting.withLock { $0.remove(config.key) } }
+        guard reserved, self.listeners.withLockedValue({ $0[config.key] == nil }) else {
+            if reserved { _ = self.starting.withLockedValue { $0.remove(config.key) } }
             throw DataPlaneError.listenerExists(config.name)
         }
-        defer { _ = self.starting.withLock { $0.remove(config.key) } }
+        defer { _ = self.starting.withLockedValue { $0.remove(config.key) } }
 
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog)
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
@@ -65,7 +66,7 @@ public final class DataPlane: Sendable {
             throw DataPlaneError.bindFailed(address: socket.address, reason: Self.reason(error))
         }
         runtime.attach(socket)
-        self.listeners.withLock { $0[config.key] = runtime }
+        self.listeners.withLockedValue { $0[config.key] = runtime }
         return Self.describe(runtime.boundAddress, fallback: config)
     }
 
@@ -77,7 +78,7 @@ public final class DataPlane: Sendable {
     ///   ``DataPlaneError/immutableField(listener:field:)`` when the addresses differ,
     ///   ``DataPlaneError/listenerExists(_:)``, ``DataPlaneError/invalidConfig(listener:reason:)``.
     public func handOver(from key: String, to config: ListenerConfig) throws -> String {
-        guard let previous = self.listeners.withLock({ $0[key] }), previous.boundAddress != nil else {
+        guard let previous = self.listeners.withLockedValue({ $0[key] }), previous.boundAddress != nil else {
             throw DataPlaneError.unknownListener(key)
         }
         let old = previous.config
@@ -85,13 +86,13 @@ public final class DataPlane: Sendable {
               config.port == old.port || config.port == previous.boundPort.load(ordering: .relaxed) else {
             throw DataPlaneError.immutableField(listener: config.name, field: "address")
         }
-        guard self.listeners.withLock({ $0[config.key] == nil }) else {
+        guard self.listeners.withLockedValue({ $0[config.key] == nil }) else {
             throw DataPlaneError.listenerExists(config.name)
         }
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog)
         guard let socket = previous.detachSocket() else { throw DataPlaneError.unknownListener(key) }
         runtime.attach(socket)
-        self.listeners.withLock { $0[config.key] = runtime }
+        self.listeners.withLockedValue { $0[config.key] = runtime }
         return Self.describe(runtime.boundAddress, fallback: config)
     }
 
@@ -100,7 +101,7 @@ public final class DataPlane: Sendable {
     /// that remain are kept. `bindHost` and `port` cannot change (stop and start instead); a port of 0
     /// or the bound port both count as unchanged.
     public func update(_ config: ListenerConfig) throws {
-        guard let runtime = self.listeners.withLock({ $0[config.key] }) else {
+        guard let runtime = self.listeners.withLockedValue({ $0[config.key] }) else {
             throw DataPlaneError.unknownListener(config.name)
         }
         let current = runtime.config
@@ -117,7 +118,7 @@ public final class DataPlane: Sendable {
 
     /// Closes the listening socket and every client connection of the listener, and its backend pools.
     public func stop(key: String) async {
-        guard let runtime = self.listeners.withLock({ $0.removeValue(forKey: key) }) else { return }
+        guard let runtime = self.listeners.withLockedValue({ $0.removeValue(forKey: key) }) else { return }
         await runtime.closeEverything()
         self.accessLog?.flush()
     }
@@ -128,22 +129,22 @@ public final class DataPlane: Sendable {
     /// `Connection: close`, and whatever is still open after ``drainTimeout`` is closed. The waiting
     /// happens in the background.
     public func drain(key: String) async {
-        guard let runtime = self.listeners.withLock({ $0.removeValue(forKey: key) }) else { return }
+        guard let runtime = self.listeners.withLockedValue({ $0.removeValue(forKey: key) }) else { return }
         await runtime.closeServerChannel()
         runtime.quiesceConnections()
         let id = ObjectIdentifier(runtime)
-        self.draining.withLock { $0[id] = runtime }
+        self.draining.withLockedValue { $0[id] = runtime }
         let deadline = NIODeadline.now() + self.drainTimeout
         Task {
             await Self.waitForConnections(of: [runtime], until: deadline)
             await runtime.closeEverything()
-            self.draining.withLock { $0[id] = nil }
+            self.draining.withLockedValue { $0[id] = nil }
             self.accessLog?.flush()
         }
     }
 
     /// Instances still draining (for tests and diagnostics).
-    public var drainingCount: Int { self.draining.withLock { $0.count } }
+    public var drainingCount: Int { self.draining.withLockedValue { $0.count } }
 
     private static func waitForConnections(of runtimes: [ListenerRuntime], until deadline: NIODeadline) async {
         while NIODeadline.now() < deadline, runtimes.contains(where: { $0.activeConnections > 0 }) {
@@ -152,13 +153,13 @@ public final class DataPlane: Sendable {
     }
 
     public func stats(key: String) -> ListenerStats? {
-        self.listeners.withLock { $0[key] }?.counters.snapshot
+        self.listeners.withLockedValue { $0[key] }?.counters.snapshot
     }
 
     /// Graceful: stops accepting everywhere, closes idle keep-alive connections, lets busy ones finish
     /// their current exchange (then they close), waits up to `drainTimeout`, then closes everything.
     public func shutdown(drainTimeout: TimeAmount) async {
-        let serving = self.listeners.withLock { listeners in
+        let serving = self.listeners.withLockedValue { listeners in
             let all = Array(listeners.values)
             listeners.removeAll()
             return all
@@ -167,7 +168,7 @@ public final class DataPlane: Sendable {
             await runtime.closeServerChannel()
             runtime.quiesceConnections()
         }
-        let runtimes = serving + self.draining.withLock { Array($0.values) }
+        let runtimes = serving + self.draining.withLockedValue { Array($0.values) }
         await Self.waitForConnections(of: runtimes, until: NIODeadline.now() + drainTimeout)
         for runtime in runtimes {
             await runtime.closeEverything()
@@ -177,13 +178,13 @@ public final class DataPlane: Sendable {
 
     /// Idle pooled backend connections of a listener, over all loops (for tests and diagnostics).
     func idleBackendConnections(key: String) async -> Int {
-        guard let runtime = self.listeners.withLock({ $0[key] }) else { return 0 }
-        let total = Locked(0)
+        guard let runtime = self.listeners.withLockedValue({ $0[key] }) else { return 0 }
+        let total = NIOLockedValueBox(0)
         await runtime.onEveryLoop { state in
             let count = state.idleBackendConnections
-            total.withLock { $0 += count }
+            total.withLockedValue { $0 += count }
         }
-        return total.withLock { $0 }
+        return total.withLockedValue { $0 }
     }
 
     /// Client connections read into 1 KiB first instead of NIO's default 2 KiB. The channel keeps its

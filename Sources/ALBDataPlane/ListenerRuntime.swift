@@ -1,5 +1,6 @@
 import ALBHTTP
 import Atomics
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -109,10 +110,10 @@ final class ListenerRuntime: Sendable {
     let counters = ListenerCounters()
     let accessLog: AccessLog?
     private let stopping = ManagedAtomic<Bool>(false)
-    private let loops = Locked<[ObjectIdentifier: NIOLoopBound<ListenerLoopState>]>([:])
-    private let connections = Locked<[ObjectIdentifier: Channel]>([:])
+    private let loops = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<ListenerLoopState>]>([:])
+    private let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
     /// The socket this instance accepts from; nil once it was closed or handed to a successor.
-    private let socket = Locked<ListenerSocket?>(nil)
+    private let socket = NIOLockedValueBox<ListenerSocket?>(nil)
     let boundPort = ManagedAtomic<Int>(0)
 
     init(config: ListenerConfig, accessLog: AccessLog?) throws {
@@ -133,7 +134,7 @@ final class ListenerRuntime: Sendable {
 
     /// Starts accepting from `socket` (a new bind, or one handed over by a predecessor).
     func attach(_ socket: ListenerSocket) {
-        self.socket.withLock { $0 = socket }
+        self.socket.withLockedValue { $0 = socket }
         self.boundPort.store(socket.channel?.localAddress?.port ?? 0, ordering: .relaxed)
         socket.handOver(to: self)
     }
@@ -141,7 +142,7 @@ final class ListenerRuntime: Sendable {
     /// Gives up the socket without closing it, for a successor to ``attach(_:)``; this instance
     /// accepts nothing more. Nil when it holds none.
     func detachSocket() -> ListenerSocket? {
-        let socket = self.socket.withLock { socket -> ListenerSocket? in
+        let socket = self.socket.withLockedValue { socket -> ListenerSocket? in
             defer { socket = nil }
             return socket
         }
@@ -151,13 +152,13 @@ final class ListenerRuntime: Sendable {
 
     /// The bound address, e.g. "127.0.0.1:8080", while this instance holds a socket.
     var boundAddress: SocketAddress? {
-        self.socket.withLock { $0?.channel?.localAddress }
+        self.socket.withLockedValue { $0?.channel?.localAddress }
     }
 
     /// Called once per connection, on its event loop.
     private func loopState(for eventLoop: EventLoop) -> ListenerLoopState {
         let key = ObjectIdentifier(eventLoop)
-        let bound = self.loops.withLock { loops in
+        let bound = self.loops.withLockedValue { loops in
             if let existing = loops[key] { return existing }
             let created = NIOLoopBound(ListenerLoopState(eventLoop: eventLoop, accessLog: self.accessLog), eventLoop: eventLoop)
             loops[key] = created
@@ -173,20 +174,20 @@ final class ListenerRuntime: Sendable {
         let key = ObjectIdentifier(channel)
         // Registered before `stopping` is read, and `stopping` is set before a drain lists the
         // connections: a connection is either refused here or seen (and quiesced) by the drain.
-        self.connections.withLock { $0[key] = channel }
+        self.connections.withLockedValue { $0[key] = channel }
         if self.stopping.load(ordering: .sequentiallyConsistent) {
-            self.connections.withLock { $0[key] = nil }
+            self.connections.withLockedValue { $0[key] = nil }
             return nil
         }
         let active = self.counters.activeConnections.wrappingIncrementThenLoad(ordering: .relaxed)
         if active > snapshot.config.limits.maxConnections {
             self.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
-            self.connections.withLock { $0[key] = nil }
+            self.connections.withLockedValue { $0[key] = nil }
             return channel.close()
         }
         self.counters.totalConnections.wrappingIncrement(ordering: .relaxed)
         channel.closeFuture.whenComplete { _ in
-            self.connections.withLock { $0[key] = nil }
+            self.connections.withLockedValue { $0[key] = nil }
             self.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
         }
         do {
@@ -210,7 +211,7 @@ final class ListenerRuntime: Sendable {
 
     /// Asks every connection to finish its current exchange and close.
     func quiesceConnections() {
-        for channel in self.connections.withLock({ Array($0.values) }) {
+        for channel in self.connections.withLockedValue({ Array($0.values) }) {
             channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
     }
@@ -222,14 +223,14 @@ final class ListenerRuntime: Sendable {
     /// Closes every connection and backend pool, and flushes the access log buffers.
     func closeEverything() async {
         await self.closeServerChannel()
-        let channels = self.connections.withLock { Array($0.values) }
+        let channels = self.connections.withLockedValue { Array($0.values) }
         for channel in channels {
             channel.close(promise: nil)
         }
         for channel in channels {
             try? await channel.closeFuture.get()
         }
-        let loops = self.loops.withLock { Array($0.values) }
+        let loops = self.loops.withLockedValue { Array($0.values) }
         for bound in loops {
             try? await bound.eventLoop.submit { bound.value.closeAll() }.get()
         }
@@ -237,7 +238,7 @@ final class ListenerRuntime: Sendable {
 
     /// Runs `body` on every loop this listener has state on (tests and flushing).
     func onEveryLoop(_ body: @escaping @Sendable (ListenerLoopState) -> Void) async {
-        let loops = self.loops.withLock { Array($0.values) }
+        let loops = self.loops.withLockedValue { Array($0.values) }
         for bound in loops {
             try? await bound.eventLoop.submit { body(bound.value) }.get()
         }

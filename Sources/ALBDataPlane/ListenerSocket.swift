@@ -1,4 +1,5 @@
 import Atomics
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// A listening socket and the listener instance that serves what it accepts.
@@ -11,17 +12,17 @@ final class ListenerSocket: Sendable {
     /// "host:port" as configured (port 0 stays 0: the real port is on the channel).
     let address: String
     private let owner: ManagedAtomic<ListenerRuntime>
-    private let channelBox = Locked<Channel?>(nil)
+    private let channelBox = NIOLockedValueBox<Channel?>(nil)
 
     init(address: String, owner: ListenerRuntime) {
         self.address = address
         self.owner = ManagedAtomic(owner)
     }
 
-    var channel: Channel? { self.channelBox.withLock { $0 } }
+    var channel: Channel? { self.channelBox.withLockedValue { $0 } }
 
     func setChannel(_ channel: Channel) {
-        self.channelBox.withLock { $0 = channel }
+        self.channelBox.withLockedValue { $0 = channel }
     }
 
     /// The child channel initializer. An instance that has begun to stop refuses the connection; by
