@@ -82,8 +82,7 @@ private final class Notifier {
         guard descriptor >= 0 else { return }
         let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM
                               | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF)
-        let parent = (root as NSString).deletingLastPathComponent
-        _ = inotify_add_watch(descriptor, parent.isEmpty ? "." : parent, mask)
+        _ = inotify_add_watch(descriptor, FilePaths.parent(of: root), mask)
         var stack = [root]
         var seen = 0
         while let folder = stack.popLast(), seen < 4096 {
