@@ -43,7 +43,7 @@ def test_reconcile_watch_one_character_directory_does_not_crash(tmp_path, backen
     port = free_port()
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "web.yaml").write_text(manifest_set(port, [(b1, 100)]))
-    alb = Reconciler(tmp_path, directory, tmp_path / "status")
+    alb = Reconciler(tmp_path, directory, "s/")  # a one-character status directory too
     try:
         wait_for(lambda: get(port)[0] == 200, what="served from %r" % directory)
         # An edit is still noticed: the watcher thread is alive.
@@ -52,6 +52,10 @@ def test_reconcile_watch_one_character_directory_does_not_crash(tmp_path, backen
         wait_for(lambda: get(second)[0] == 200, what="edit applied")
         time.sleep(0.5)
         assert alb.process.poll() is None, alb.logs()
+        for status_dir in ("s", "s/", str(tmp_path / "s")):
+            table = run_alb(tmp_path, "status", "--status-dir", status_dir)
+            rows = [line.split()[:3] for line in table.stdout.splitlines()]
+            assert table.returncode == 0 and ["Listener", "web", "Running"] in rows, table.stdout + table.stderr
     finally:
         assert alb.stop() == 0, alb.logs()
 
