@@ -177,7 +177,7 @@ public struct StatusDirectoryLock {
     /// Whether a live `alb reconcile` owns `directory` (its pid is in the lock file and still runs).
     /// Reading the pid instead of trying the lock keeps `alb status` from ever blocking a starting reconciler.
     public static func isOwned(directory: String) -> Bool {
-        guard let text = try? String(contentsOfFile: directory + "/.lock", encoding: .utf8),
+        guard let text = try? String(contentsOfFile: FilePaths.child(".lock", of: directory), encoding: .utf8),
               let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else { return false }
         return kill(pid, 0) == 0 || errno == EPERM
     }
