@@ -1,4 +1,10 @@
+import ALBReconciler
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// `alb`: the root of the command tree. Wiring only; the work lives in ALBReconciler and ALBManifest.
 public struct ALBCommand: AsyncParsableCommand {
@@ -19,6 +25,54 @@ public struct ALBCommand: AsyncParsableCommand {
 struct StatusDirectoryOptions: ParsableArguments {
     @Option(name: .customLong("status-dir"), help: "Directory of status files (must be outside the manifest tree).")
     var statusDirectory = "status"
+
+    /// For `alb reconcile`: the directory may not exist yet (it is created), but must not be a file and
+    /// must lie outside the manifest tree, compared by real path so a symbolic link cannot hide it.
+    /// Prints `STATUS: error: MESSAGE` and exits 1 otherwise, before anything starts.
+    func checkForWriting(manifestDirectory: String) throws {
+        if let problem = Self.problem(statusDirectory, mayBeMissing: true) {
+            try Self.fail("\(statusDirectory): error: \(problem)")
+        }
+        if FilePaths.isInside(statusDirectory, manifestDirectory) {
+            try Self.fail("\(statusDirectory): error: the status directory \(statusDirectory) must be outside "
+                              + "the manifest directory \(manifestDirectory)")
+        }
+    }
+
+    /// For `alb status`: the directory must be one that `alb reconcile` wrote (it holds `.lock`), so a
+    /// typo or the manifest directory is an error rather than an empty table that reads "nothing running".
+    func checkForReading() throws {
+        if let problem = Self.problem(statusDirectory, mayBeMissing: false) {
+            try Self.fail("\(statusDirectory): error: \(problem)")
+        }
+        let marker = FilePaths.child(".lock", of: statusDirectory)
+        if access(marker, F_OK) != 0 {
+            try Self.fail("\(statusDirectory): error: not a status directory (no .lock: `alb reconcile "
+                              + "--status-dir \(statusDirectory)` has never run here)")
+        }
+    }
+
+    private static func problem(_ path: String, mayBeMissing: Bool) -> String? {
+        switch ManifestDirectory(root: path).rootState() {
+        case .directory: nil
+        case .missing: mayBeMissing ? nil : "no such directory"
+        case .unusable(let message): message
+        }
+    }
+
+    private static func fail(_ message: String) throws -> Never {
+        printError(message)
+        throw ExitCode(1)
+    }
+}
+
+/// The verbs agree on a manifest directory that is missing or no directory: `DIR: error: MESSAGE` on
+/// standard error and exit 1 (`reconcile --watch` waits for it instead).
+func requireManifestDirectory(_ directory: ManifestDirectory) throws {
+    if let problem = directory.rootState().problem {
+        printError("\(directory.root): error: \(problem)")
+        throw ExitCode(1)
+    }
 }
 
 extension ALBCommand {

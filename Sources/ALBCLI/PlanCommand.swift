@@ -18,7 +18,9 @@ struct PlanCommand: ParsableCommand {
     @OptionGroup var status: StatusDirectoryOptions
 
     func run() throws {
-        let (files, _) = ManifestDirectory(root: directory).read()
+        let manifestDirectory = ManifestDirectory(root: directory)
+        try requireManifestDirectory(manifestDirectory)
+        let (files, _) = manifestDirectory.read()
         let manifests = ManifestLoader.load(files)
         for diagnostic in manifests.diagnostics { printError(diagnostic.formatted) }
         let statuses = StatusStore(directory: status.statusDirectory).loadAll()

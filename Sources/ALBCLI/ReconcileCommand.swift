@@ -39,8 +39,10 @@ struct ReconcileCommand: AsyncParsableCommand {
             throw ValidationError("--log-level must be debug, info, warning or error")
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
-        if isInside(status.statusDirectory, directory) {
-            throw ValidationError("the status directory \(status.statusDirectory) must be outside the manifest directory \(directory)")
+        try status.checkForWriting(manifestDirectory: directory)
+        if !watch {
+            // Only --watch waits for the directory to appear; serving nothing forever helps no one.
+            try requireManifestDirectory(ManifestDirectory(root: directory))
         }
     }
 
@@ -55,14 +57,6 @@ struct ReconcileCommand: AsyncParsableCommand {
             log.error("reconciler failed", ["error": String(describing: error)])
             throw ExitCode(1)
         }
-    }
-
-    private func isInside(_ path: String, _ root: String) -> Bool {
-        let absolute = { (path: String) -> String in
-            URL(fileURLWithPath: path).standardizedFileURL.path
-        }
-        let child = absolute(path), parent = absolute(root)
-        return child == parent || child.hasPrefix(parent.hasSuffix("/") ? parent : parent + "/")
     }
 }
 

@@ -15,6 +15,7 @@ struct StatusCommand: ParsableCommand {
     var output: OutputFormat = .table
 
     func run() throws {
+        try status.checkForReading()
         let store = StatusStore(directory: status.statusDirectory)
         let statuses = store.loadAll().values.sorted { $0.id < $1.id }
         if !statuses.isEmpty && !StatusDirectoryLock.isOwned(directory: status.statusDirectory) {

@@ -12,11 +12,9 @@ struct ValidateCommand: ParsableCommand {
     var directory = "manifests"
 
     func run() throws {
-        let (files, exists) = ManifestDirectory(root: directory).read()
-        guard exists else {
-            printError("\(directory): error: no such directory")
-            throw ExitCode(1)
-        }
+        let manifestDirectory = ManifestDirectory(root: directory)
+        try requireManifestDirectory(manifestDirectory)
+        let (files, _) = manifestDirectory.read()
         let manifests = ManifestLoader.load(files)
         for diagnostic in manifests.diagnostics { print(diagnostic.formatted) }
         if !manifests.diagnostics.isEmpty {

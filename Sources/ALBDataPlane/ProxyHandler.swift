@@ -21,6 +21,12 @@ import Darwin
 /// invalid head before a complete response head 502; no response head within the request timeout
 /// (measured from the request head, extended while request body bytes keep flowing) 504. If the
 /// backend fails after the response head was sent, the client connection is closed.
+///
+/// It never forwards what the client did not ask for: `CONNECT` is answered 501 here (a reverse proxy
+/// opens no tunnels, and the bytes after such a head are not HTTP, so the connection closes), and a
+/// backend's `101 Switching Protocols` to a request that asked for no upgrade (the proxy removes
+/// `Upgrade`, so today every 101) is a 502: relayed, it would leave the client waiting for a protocol
+/// that never starts.
 final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -214,6 +220,10 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             requestBytes: logging ? Self.estimatedSize(of: head) : 0
         )
         self.exchange = exchange
+        if head.method == .CONNECT {
+            self.respondWithError(.notImplemented, close: true)
+            return
+        }
         guard let server = self.loopState.pick(snapshot) else {
             if Self.hasBody(head) {
                 self.respondWithError(.serviceUnavailable)  // closes: the body is not read
@@ -230,7 +240,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                 clientIP: clientIP,
                 clientPort: self.peerPort,
                 listenerPort: self.listenerPort,
-                loadBalancerName: config.loadBalancerName
+                loadBalancerName: config.loadBalancerName,
+                peerIsTrustedProxy: snapshot.clientIPResolver?.trusts(peer: self.peerIP) ?? false
             ),
             options: snapshot.forwardedHeaders
         )
@@ -352,6 +363,11 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                 return
             }
             exchange.upstreamStatus = head.status.code.asInt
+            if head.status == .switchingProtocols && exchange.backendHead?.headers.contains(name: "upgrade") != true {
+                backend.close()
+                self.respondWithError(.badGateway)
+                return
+            }
             exchange.backendKeepAlive = head.isKeepAlive
             let keepAlive = exchange.clientKeepAlive && exchange.requestEnded
             let (clientHead, closeAfter) = ProxyHeaders.clientResponseHead(
@@ -468,23 +484,27 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     // MARK: - Responses and bookkeeping
 
     /// Answers the current exchange with a short error response. Keeps the connection only if the
-    /// request is complete and the client wants keep-alive; otherwise `Connection: close`.
-    private func respondWithError(_ status: HTTPResponseStatus) {
+    /// request is complete, the client wants keep-alive and `close` is false; otherwise
+    /// `Connection: close`. The answer to a `HEAD` has the same head and no body: `Content-Length`
+    /// there describes the body a `GET` would get, and body bytes would read as the next response.
+    private func respondWithError(_ status: HTTPResponseStatus, close: Bool = false) {
         guard let exchange = self.exchange, let context = self.context else { return }
         exchange.queued = []
         if case .forwarding(let backend) = self.state {
             backend.close()
         }
-        let keepAlive = exchange.clientKeepAlive && exchange.requestEnded
+        let keepAlive = exchange.clientKeepAlive && exchange.requestEnded && !close
         exchange.status = status.code.asInt
         exchange.responseHeadSent = true
         self.runtime.counters.countResponse(status: exchange.status)
         let head = EdgeResponse.head(for: status, version: exchange.head.version, close: !keepAlive)
-        var body = context.channel.allocator.buffer(capacity: 32)
-        body.writeString(EdgeResponse.body(for: status))
-        exchange.responseBytes = body.readableBytes
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
-        context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        if exchange.head.method != .HEAD {
+            var body = context.channel.allocator.buffer(capacity: 32)
+            body.writeString(EdgeResponse.body(for: status))
+            exchange.responseBytes = body.readableBytes
+            context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
         if keepAlive {
             self.finishExchange()
             self.state = .idle

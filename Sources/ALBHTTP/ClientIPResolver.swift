@@ -164,6 +164,13 @@ public struct ClientIPResolver: Sendable, Equatable {
         self.trustEverything = parsed.contains(where: \.matchesEverything)
     }
 
+    /// Whether the TCP peer is one of the trusted proxies, whose `X-Forwarded-*` headers the proxy
+    /// passes on (see ``ProxyHeaders/backendRequestHead(from:forwarding:options:)``).
+    public func trusts(peer: String) -> Bool {
+        guard let address = IPAddress(Substring(peer)) else { return false }
+        return self.trustedProxies.contains { $0.contains(address) }
+    }
+
     /// - Parameters:
     ///   - peer: the TCP peer's IP address as text.
     ///   - forwardedFor: every `X-Forwarded-For` field value, in order.

@@ -36,13 +36,20 @@ public struct ForwardingContext: Sendable, Equatable {
     /// `http` here; `https` on TLS listeners.
     public var scheme: String
     public var loadBalancerName: String
+    /// The TCP peer is one of the listener's trusted proxies (`clientIp.trustedProxies`): the forwarding
+    /// headers it sent are passed on. From anyone else they are removed.
+    public var peerIsTrustedProxy: Bool
 
-    public init(clientIP: String, clientPort: Int, listenerPort: Int, scheme: String = "http", loadBalancerName: String) {
+    public init(
+        clientIP: String, clientPort: Int, listenerPort: Int, scheme: String = "http", loadBalancerName: String,
+        peerIsTrustedProxy: Bool = false
+    ) {
         self.clientIP = clientIP
         self.clientPort = clientPort
         self.listenerPort = listenerPort
         self.scheme = scheme
         self.loadBalancerName = loadBalancerName
+        self.peerIsTrustedProxy = peerIsTrustedProxy
     }
 }
 
@@ -52,6 +59,12 @@ public enum ProxyHeaders {
     /// `Transfer-Encoding`, whose framing each side's encoder redoes.
     static let hopByHop: [String] = [
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "transfer-encoding",
+    ]
+
+    /// The headers the listener manages (``ForwardedHeaderOptions``): believed only from a trusted proxy.
+    static let forwarding: [String] = [
+        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-host",
+        "x-forwarded-client-srcport", "slb-id",
     ]
 
     /// Never removed because `Connection` names them: that would change the request's framing or target.
@@ -76,6 +89,24 @@ public enum ProxyHeaders {
             }
         }
         for (index, name) in Self.hopByHop.enumerated() where present & (1 << index) != 0 {
+            headers.remove(name: name)
+        }
+    }
+
+    /// Removes every header in ``forwarding``. One read-only pass first: the usual request carries none
+    /// and costs no copy.
+    static func removeForwarding(_ headers: inout HTTPHeaders) {
+        var present: UInt8 = 0
+        for (name, _) in headers {
+            let length = name.utf8.count
+            guard length >= 6 && length <= 26 else { continue }
+            for (index, candidate) in Self.forwarding.enumerated() where candidate.utf8.count == length {
+                if Self.equalsIgnoringASCIICase(name.utf8, lowercased: candidate.utf8) {
+                    present |= 1 << index
+                }
+            }
+        }
+        for (index, name) in Self.forwarding.enumerated() where present & (1 << index) != 0 {
             headers.remove(name: name)
         }
     }
@@ -175,10 +206,16 @@ public enum ProxyHeaders {
     /// The request sent to a backend: HTTP/1.1 keep-alive, hop-by-hop headers removed, framing kept
     /// (`Content-Length`, or chunked when the client sent chunked), forwarding headers added.
     ///
-    /// `X-Forwarded-For` is the client's list with the client IP appended (`a, b, clientIP`), exactly
-    /// like nginx's `$proxy_add_x_forwarded_for`. When client IP retrieval is on, `clientIP` is the
-    /// retrieved address, not the TCP peer. The other `X-Forwarded-*` headers replace whatever the
-    /// client sent, so they cannot be spoofed.
+    /// The forwarding headers (``forwarding``) a client sent reach the backend only when the TCP peer is
+    /// a trusted proxy (`forwarding.peerIsTrustedProxy`); from anyone else they are removed, also when
+    /// the listener does not set that header itself, so a backend never sees a value a client chose
+    /// (Traefik and Envoy do the same by default). Then, for each header the listener sets:
+    /// - `X-Forwarded-For`: the trusted list with the client IP appended (`a, b, clientIP`, like nginx's
+    ///   `$proxy_add_x_forwarded_for`), or the client IP alone. When client IP retrieval is on,
+    ///   `clientIP` is the retrieved address, not the TCP peer.
+    /// - `X-Forwarded-Proto`, `-Port`, `-Host`, `-Client-srcport`: a trusted proxy's value is kept (it
+    ///   saw the original request); otherwise the listener's own.
+    /// - `SLB-ID`: always this load balancer's name.
     public static func backendRequestHead(
         from client: HTTPRequestHead,
         forwarding: ForwardingContext,
@@ -189,6 +226,9 @@ public enum ProxyHeaders {
             headers.contains(name: "transfer-encoding")
             && headers[canonicalForm: "transfer-encoding"].last?.lowercased() == "chunked"
         Self.removeHopByHop(&headers)
+        if !forwarding.peerIsTrustedProxy {
+            Self.removeForwarding(&headers)
+        }
         if chunked {
             headers.add(name: "transfer-encoding", value: "chunked")
         } else if !headers.contains(name: "content-length"),
@@ -202,21 +242,22 @@ public enum ProxyHeaders {
             let list = existing.isEmpty ? forwarding.clientIP : existing.joined(separator: ", ") + ", " + forwarding.clientIP
             headers.add(name: "X-Forwarded-For", value: list)
         }
+        /// Sets `name` unless a trusted proxy already did.
+        func set(_ name: String, _ value: String) {
+            if forwarding.peerIsTrustedProxy && headers.contains(name: name) { return }
+            headers.replaceOrAdd(name: name, value: value)
+        }
         if options.xForwardedProto {
-            headers.replaceOrAdd(name: "X-Forwarded-Proto", value: forwarding.scheme)
+            set("X-Forwarded-Proto", forwarding.scheme)
         }
         if options.xForwardedPort {
-            headers.replaceOrAdd(name: "X-Forwarded-Port", value: String(forwarding.listenerPort))
+            set("X-Forwarded-Port", String(forwarding.listenerPort))
         }
-        if options.xForwardedHost {
-            if let host = client.headers.first(name: "host") {
-                headers.replaceOrAdd(name: "X-Forwarded-Host", value: host)
-            } else {
-                headers.remove(name: "X-Forwarded-Host")
-            }
+        if options.xForwardedHost, let host = client.headers.first(name: "host") {
+            set("X-Forwarded-Host", host)
         }
         if options.xForwardedClientSrcPort {
-            headers.replaceOrAdd(name: "X-Forwarded-Client-srcport", value: String(forwarding.clientPort))
+            set("X-Forwarded-Client-srcport", String(forwarding.clientPort))
         }
         if options.slbId {
             headers.replaceOrAdd(name: "SLB-ID", value: forwarding.loadBalancerName)

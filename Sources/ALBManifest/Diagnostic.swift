@@ -2,7 +2,8 @@
 ///
 /// A closed set on purpose: callers switch over it, and new reasons are a contract change.
 public enum DiagnosticReason: String, Sendable, Codable, CaseIterable {
-    /// YAML syntax error, file too large, aliases, too many nodes, a document that is not a mapping.
+    /// YAML syntax error, file too large, aliases, too many nodes, a document that is not a mapping, or a
+    /// path that could not be read (a symbolic link loop, a dangling link, a FIFO).
     case parseError = "ParseError"
     /// Unknown field, wrong type, out of range, missing required field.
     case invalidSpec = "InvalidSpec"

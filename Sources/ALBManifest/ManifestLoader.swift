@@ -23,7 +23,8 @@ public enum ManifestLoader {
 
         for file in files {
             let outcome = cache.outcome(for: file) ?? decode(file)
-            nextCache.entries[file.path] = ManifestCache.Entry(contents: file.contents, outcome: outcome)
+            nextCache.entries[file.path] = ManifestCache.Entry(contents: file.contents, readError: file.readError,
+                                                          outcome: outcome)
             switch outcome {
             case .unparsable(let diagnostic):
                 set.unparsableFiles[file.path] = diagnostic
@@ -54,6 +55,10 @@ public enum ManifestLoader {
     }
 
     static func decode(_ file: ManifestFile) -> ManifestCache.Outcome {
+        if let readError = file.readError {
+            return .unparsable(Diagnostic(location: SourceLocation(file: file.path, line: 0, column: 0),
+                                          message: readError, reason: .parseError))
+        }
         switch parse(file) {
         case .failure(let diagnostic):
             return .unparsable(diagnostic)
@@ -72,20 +77,26 @@ public enum ManifestLoader {
         if size > maxFileBytes {
             return failure("file is too large (more than \(maxFileBytes) bytes)")
         }
-        if let finding = HostileInputGuard.lexicalAlias(in: file.contents) {
+        // A byte-order mark is not content (editors on Windows write one); libyaml refuses it in the
+        // middle of a stream, and a String keeps it as a character. Lines and columns do not count it.
+        var contents = file.contents
+        if contents.unicodeScalars.first == "\u{FEFF}" {
+            contents = String(contents.unicodeScalars.dropFirst())
+        }
+        if let finding = HostileInputGuard.lexicalAlias(in: contents) {
             return failure(finding.message, line: finding.line, column: finding.column)
         }
         var roots: [Node] = []
         do {
             // The parser owns the anchors nodes refer to (weakly): keep it alive while scanning.
-            let parser = try Parser(yaml: file.contents)
+            let parser = try Parser(yaml: contents)
             while let root = try parser.nextRoot() { roots.append(root) }
             if let finding = HostileInputGuard.scan(roots) {
                 return failure(finding.message, line: finding.line, column: finding.column)
             }
             withExtendedLifetime(parser) {}
         } catch let error as YamlError {
-            let described = describe(error, in: file.contents)
+            let described = describe(error, in: contents)
             return failure(described.message, line: described.line, column: described.column)
         } catch {
             return failure("invalid YAML: \(error)")
@@ -141,6 +152,7 @@ public struct ManifestCache: Sendable {
 
     struct Entry: Sendable {
         var contents: String
+        var readError: String?
         var outcome: Outcome
     }
 
@@ -149,7 +161,8 @@ public struct ManifestCache: Sendable {
     public init() {}
 
     func outcome(for file: ManifestFile) -> Outcome? {
-        guard let entry = entries[file.path], entry.contents == file.contents else { return nil }
+        guard let entry = entries[file.path], entry.contents == file.contents, entry.readError == file.readError
+        else { return nil }
         return entry.outcome
     }
 }

@@ -11,7 +11,8 @@ public struct ManifestSet: Sendable {
     public var invalid: [ResourceID: [Diagnostic]]
     /// Every problem, sorted by file, line, column.
     public var diagnostics: [Diagnostic]
-    /// File path -> its parse error (YAML syntax, too large, aliases, too many nodes).
+    /// File path -> its parse error (YAML syntax, too large, aliases, too many nodes), or why the path
+    /// could not be read (``ManifestFile/readError``).
     public var unparsableFiles: [String: Diagnostic]
     /// File path -> ids its documents define (valid or invalid).
     public var definedBy: [String: Set<ResourceID>]

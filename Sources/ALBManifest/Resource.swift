@@ -42,8 +42,21 @@ public struct ManifestFile: Sendable {
     /// The path used in diagnostics and to resolve relative certificate paths.
     public var path: String
     public var contents: String
+    /// Why the caller could not read this path (a symbolic link loop, a dangling link, a FIFO where a
+    /// manifest was expected). The loader reports it like a file that does not parse, so a reconciler
+    /// keeps what the path defined at its last good read instead of deleting it.
+    public var readError: String?
+
     public init(path: String, contents: String) {
         self.path = path
         self.contents = contents
+        self.readError = nil
+    }
+
+    /// A path that could not be read, reported as `PATH: error: MESSAGE`.
+    public init(path: String, readError: String) {
+        self.path = path
+        self.contents = ""
+        self.readError = readError
     }
 }

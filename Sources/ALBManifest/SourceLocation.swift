@@ -1,4 +1,5 @@
-/// A position in a manifest file, 1-based, as an operator's editor counts it.
+/// A position in a manifest file, 1-based, as an operator's editor counts it; line 0 stands for the
+/// path as a whole (a file that could not be read has no lines).
 ///
 /// It does not know the file's contents or whether the position still exists: it is only a label
 /// carried by diagnostics and resources so that every problem can be reported as `file:line:col`.
@@ -13,8 +14,8 @@ public struct SourceLocation: Hashable, Sendable, Codable, CustomStringConvertib
         self.column = column
     }
 
-    /// `file:line:col`
-    public var description: String { "\(file):\(line):\(column)" }
+    /// `file:line:col`, or `file` alone for the path as a whole.
+    public var description: String { line > 0 ? "\(file):\(line):\(column)" : file }
 
     /// Ordered by file, then line, then column.
     public static func < (lhs: SourceLocation, rhs: SourceLocation) -> Bool {

@@ -23,7 +23,7 @@ public struct DirectoryWatcher: Sendable {
         return AsyncStream { continuation in
             let stopped = StopFlag()
             let thread = Thread {
-                let notifier = Notifier(root: watcher.directory.root)
+                let notifier = Notifier(directory: watcher.directory)
                 var settled = watcher.directory.fingerprint()
                 while !stopped.isSet {
                     let woke = notifier.wait(milliseconds: watcher.pollInterval.milliseconds)
@@ -63,13 +63,13 @@ extension Duration {
 
 /// The inotify descriptor and its watches; a no-op timer where inotify is unavailable.
 private final class Notifier {
-    let root: String
+    let directory: ManifestDirectory
     #if canImport(Glibc)
     var descriptor: Int32
     #endif
 
-    init(root: String) {
-        self.root = root
+    init(directory: ManifestDirectory) {
+        self.directory = directory
         #if canImport(Glibc)
         descriptor = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
         #endif
@@ -82,20 +82,10 @@ private final class Notifier {
         guard descriptor >= 0 else { return }
         let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM
                               | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF)
-        let parent = (root as NSString).deletingLastPathComponent
-        _ = inotify_add_watch(descriptor, parent.isEmpty ? "." : parent, mask)
-        var stack = [root]
-        var seen = 0
-        while let folder = stack.popLast(), seen < 4096 {
-            seen += 1
-            guard inotify_add_watch(descriptor, folder, mask) >= 0 else { continue }
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] where !name.hasPrefix(".") {
-                var isDirectory: ObjCBool = false
-                let path = "\(folder)/\(name)"
-                if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-                    stack.append(path)
-                }
-            }
+        _ = inotify_add_watch(descriptor, FilePaths.parent(of: directory.root), mask)
+        // The same walk as a pass: links followed once, loops cut, the same bounded budget.
+        for folder in directory.walk().directories {
+            _ = inotify_add_watch(descriptor, folder, mask)
         }
         #endif
     }

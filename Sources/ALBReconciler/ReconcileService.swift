@@ -79,6 +79,11 @@ public struct ReconcileService: Sendable {
 
         log.info("reconciler starting", ["manifests": options.manifestDirectory, "status": options.statusDirectory,
                                          "watch": String(options.watch)])
+        if let problem = directory.rootState().problem {
+            // Said once: the watcher notices the directory when it appears and the first pass serves it.
+            log.warning("waiting for the manifest directory to appear",
+                        ["directory": options.manifestDirectory, "problem": problem])
+        }
         continuation.yield(.start)
         var retryTask: Task<Void, Never>?
         for await trigger in triggers {
@@ -140,8 +145,15 @@ public struct StatusDirectoryLock {
     let descriptor: Int32
 
     init(directory: String) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let path = directory + "/.lock"
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            // Foundation's message is an NSCocoaErrorDomain code; say what the path is instead.
+            let state = ManifestDirectory(root: directory).rootState()
+            throw ReconcileServiceError("cannot create the status directory \(directory): "
+                                            + (state.problem ?? "\(error.localizedDescription)"))
+        }
+        let path = FilePaths.child(".lock", of: directory)
         descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
             throw ReconcileServiceError("cannot open \(path): \(String(cString: strerror(errno)))")
@@ -165,7 +177,7 @@ public struct StatusDirectoryLock {
     /// Whether a live `alb reconcile` owns `directory` (its pid is in the lock file and still runs).
     /// Reading the pid instead of trying the lock keeps `alb status` from ever blocking a starting reconciler.
     public static func isOwned(directory: String) -> Bool {
-        guard let text = try? String(contentsOfFile: directory + "/.lock", encoding: .utf8),
+        guard let text = try? String(contentsOfFile: FilePaths.child(".lock", of: directory), encoding: .utf8),
               let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else { return false }
         return kill(pid, 0) == 0 || errno == EPERM
     }

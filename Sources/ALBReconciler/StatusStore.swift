@@ -3,35 +3,39 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemPackage
 
 /// Owns the status directory: one YAML file per resource, replaced atomically, and `events.log`.
 ///
 /// Writes are skipped when the bytes would not change, so an idle reconciler does not touch the disk.
 public final class StatusStore: @unchecked Sendable {
     // @unchecked: used only from the reconciler's single task (see Reconciler); never shared across tasks.
-    public let directory: URL
+    public let directory: FilePath
     /// What is on disk, as value and as text: an unchanged status is not even serialised again.
     private var written: [ResourceID: (status: ResourceStatus, text: String)] = [:]
     private var eventsHandle: FileHandle?
     private var lastEventTime = Date.distantPast
 
     public init(directory: String) {
-        self.directory = URL(fileURLWithPath: directory, isDirectory: true)
+        self.directory = FilePath(directory)
     }
 
-    public func path(for id: ResourceID) -> URL {
-        directory.appendingPathComponent(id.kind.statusFolder, isDirectory: true)
-            .appendingPathComponent("\(id.name).yaml")
+    public func path(for id: ResourceID) -> FilePath {
+        folder(for: id.kind).appending("\(id.name).yaml")
+    }
+
+    func folder(for kind: ResourceKind) -> FilePath {
+        directory.appending(kind.statusFolder)
     }
 
     /// Removes temporary files a killed reconciler left behind (see `atomicWrite`). Only the reconciler
     /// that owns the directory calls this: `alb status` must not race a live writer.
     public func removeStaleTemporaryFiles() {
         for kind in ResourceKind.allCases {
-            let folder = directory.appendingPathComponent(kind.statusFolder, isDirectory: true)
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+            let folder = folder(for: kind)
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.string)) ?? []
             for name in names where name.hasPrefix(".") && name.hasSuffix(".tmp") {
-                try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
+                try? FileManager.default.removeItem(atPath: folder.appending(name).string)
             }
         }
     }
@@ -40,10 +44,10 @@ public final class StatusStore: @unchecked Sendable {
     public func loadAll() -> [ResourceID: ResourceStatus] {
         var result: [ResourceID: ResourceStatus] = [:]
         for kind in ResourceKind.allCases {
-            let folder = directory.appendingPathComponent(kind.statusFolder, isDirectory: true)
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+            let folder = folder(for: kind)
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.string)) ?? []
             for name in names where name.hasSuffix(".yaml") && !name.hasPrefix(".") {
-                guard let text = try? String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8),
+                guard let text = try? String(contentsOfFile: folder.appending(name).string, encoding: .utf8),
                       let status = ResourceStatus.parse(yaml: text), status.id.kind == kind else { continue }
                 result[status.id] = status
                 written[status.id] = (status, text)
@@ -65,7 +69,7 @@ public final class StatusStore: @unchecked Sendable {
     }
 
     public func remove(_ id: ResourceID) {
-        try? FileManager.default.removeItem(at: path(for: id))
+        try? FileManager.default.removeItem(atPath: path(for: id).string)
         written[id] = nil
     }
 
@@ -85,12 +89,12 @@ public final class StatusStore: @unchecked Sendable {
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
         do {
             if eventsHandle == nil {
-                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-                let url = directory.appendingPathComponent("events.log")
-                if !FileManager.default.fileExists(atPath: url.path) {
-                    _ = FileManager.default.createFile(atPath: url.path, contents: nil)
+                try FileManager.default.createDirectory(atPath: directory.string, withIntermediateDirectories: true)
+                let path = directory.appending("events.log").string
+                if !FileManager.default.fileExists(atPath: path) {
+                    _ = FileManager.default.createFile(atPath: path, contents: nil)
                 }
-                let handle = try FileHandle(forWritingTo: url)
+                guard let handle = FileHandle(forWritingAtPath: path) else { return }
                 try handle.seekToEnd()
                 eventsHandle = handle
             }
@@ -101,12 +105,12 @@ public final class StatusStore: @unchecked Sendable {
     }
 
     /// Temporary file in the same directory, fsync, rename: a reader sees the old file or the new one.
-    static func atomicWrite(_ text: String, to url: URL) throws {
-        let folder = url.deletingLastPathComponent()
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        let temporary = folder.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
-        let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw StatusWriteError(path: url.path, errno: errno) }
+    static func atomicWrite(_ text: String, to target: FilePath) throws {
+        let folder = target.removingLastComponent()
+        try FileManager.default.createDirectory(atPath: folder.string, withIntermediateDirectories: true)
+        let temporary = folder.appending(".\(target.lastComponent?.string ?? "status").\(getpid()).tmp").string
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw StatusWriteError(path: target.string, errno: errno) }
         let bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
@@ -114,17 +118,17 @@ public final class StatusStore: @unchecked Sendable {
             if count < 0 {
                 if errno == EINTR { continue }
                 let code = errno
-                close(descriptor); unlink(temporary.path)
-                throw StatusWriteError(path: url.path, errno: code)
+                close(descriptor); unlink(temporary)
+                throw StatusWriteError(path: target.string, errno: code)
             }
             offset += count
         }
         fsync(descriptor)
         close(descriptor)
-        guard rename(temporary.path, url.path) == 0 else {
+        guard rename(temporary, target.string) == 0 else {
             let code = errno
-            unlink(temporary.path)
-            throw StatusWriteError(path: url.path, errno: code)
+            unlink(temporary)
+            throw StatusWriteError(path: target.string, errno: code)
         }
     }
 }

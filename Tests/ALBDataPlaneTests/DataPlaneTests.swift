@@ -46,6 +46,7 @@ final class DataPlaneTests: XCTestCase {
         weight: Int = 100,
         requestTimeout: TimeAmount = .seconds(30),
         headers: HeaderOptions = HeaderOptions(),
+        clientIP: ClientIPOptions? = nil,
         limits: EdgeLimits = EdgeLimits()
     ) -> ListenerConfig {
         ListenerConfig(
@@ -56,6 +57,7 @@ final class DataPlaneTests: XCTestCase {
             idleTimeout: .seconds(30),
             requestTimeout: requestTimeout,
             headers: headers,
+            clientIP: clientIP,
             groups: [BackendGroup(name: "g", weight: weight, servers: servers)],
             limits: limits
         )
@@ -109,16 +111,92 @@ final class DataPlaneTests: XCTestCase {
         )
         let (_, address) = try await start(config(servers: [BackendServer(host: "127.0.0.1", port: backend.port)], headers: headers))
         let client = try await client(address)
-        let response = try await client.request(.GET, "/headers", headers: [("X-Forwarded-For", "203.0.113.9"), ("Connection", "keep-alive, X-Drop"), ("X-Drop", "1")])
+        let response = try await client.request(.GET, "/headers", headers: [
+            ("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "spoofed"),
+            ("Connection", "keep-alive, X-Drop"), ("X-Drop", "1"),
+        ])
         let lines = Set(response.body.split(separator: "\n").map(String.init))
         let port = try splitAddress(address).1
-        XCTAssertTrue(lines.contains("X-Forwarded-For: 203.0.113.9, 127.0.0.1"), response.body)
+        // The peer is no trusted proxy: what it claimed is replaced by what the listener saw.
+        XCTAssertTrue(lines.contains("X-Forwarded-For: 127.0.0.1"), response.body)
         XCTAssertTrue(lines.contains("X-Forwarded-Proto: http"), response.body)
         XCTAssertTrue(lines.contains("X-Forwarded-Port: \(port)"), response.body)
         XCTAssertTrue(lines.contains("X-Forwarded-Host: test.local"), response.body)
         XCTAssertTrue(lines.contains("SLB-ID: lb-test"), response.body)
         XCTAssertTrue(lines.contains { $0.hasPrefix("X-Forwarded-Client-srcport: ") }, response.body)
         XCTAssertFalse(lines.contains("X-Drop: 1"), response.body)
+        XCTAssertFalse(response.body.contains("203.0.113.9") || response.body.contains("spoofed"), response.body)
+    }
+
+    func testClientForwardingHeadersAreStrippedEvenWhenTheListenerSetsNone() async throws {
+        let backend = try await backend("a")
+        let headers = HeaderOptions(xForwardedFor: false)
+        let (_, address) = try await start(config(servers: [BackendServer(host: "127.0.0.1", port: backend.port)], headers: headers))
+        let client = try await client(address)
+        let response = try await client.request(.GET, "/headers", headers: [
+            ("X-Forwarded-Proto", "https"), ("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Port", "443"),
+            ("SLB-ID", "other"),
+        ])
+        XCTAssertEqual(response.status, 200)
+        for name in ["X-Forwarded-Proto", "X-Forwarded-For", "X-Forwarded-Port", "SLB-ID"] {
+            XCTAssertFalse(response.body.lowercased().contains(name.lowercased() + ":"), response.body)
+        }
+    }
+
+    func testForwardingHeadersFromATrustedProxyAreKept() async throws {
+        let backend = try await backend("a")
+        let headers = HeaderOptions(xForwardedFor: true, xForwardedProto: true)
+        let (_, address) = try await start(config(
+            servers: [BackendServer(host: "127.0.0.1", port: backend.port)], headers: headers,
+            clientIP: ClientIPOptions(trustedProxies: ["127.0.0.1/32"])))
+        let client = try await client(address)
+        let response = try await client.request(.GET, "/headers", headers: [
+            ("X-Forwarded-Proto", "https"), ("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Port", "443"),
+        ])
+        let lines = Set(response.body.split(separator: "\n").map(String.init))
+        XCTAssertTrue(lines.contains("X-Forwarded-Proto: https"), response.body)
+        XCTAssertTrue(lines.contains("X-Forwarded-Port: 443"), response.body)
+        // The retrieved client IP is appended to the trusted list.
+        XCTAssertTrue(lines.contains("X-Forwarded-For: 203.0.113.9, 203.0.113.9"), response.body)
+    }
+
+    func testUnsolicitedSwitchingProtocolsGives502() async throws {
+        let upgrading = try await startCannedBackend(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            close: false, group: try self.loopGroup)
+        defer { upgrading.close(promise: nil) }
+        let port = try XCTUnwrap(upgrading.localAddress?.port)
+        let (_, address) = try await start(config(servers: [BackendServer(host: "127.0.0.1", port: port)]))
+        let client = try await client(address)
+        let response = try await client.request(.GET, "/")
+        XCTAssertEqual(response.status, 502)
+        XCTAssertEqual(response.body, "502 Bad Gateway\n")
+        XCTAssertEqual(response.headers.first(name: "content-length"), "16")
+    }
+
+    func testConnectIsRefusedByTheProxyItself() async throws {
+        let backend = try await backend("a")
+        let (_, address) = try await start(config(servers: [BackendServer(host: "127.0.0.1", port: backend.port)]))
+        let raw = try await rawExchange(
+            address, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\u{16}\u{3}\u{1}tunnel bytes",
+            group: try self.loopGroup)
+        XCTAssertTrue(raw.closed)
+        XCTAssertEqual(raw.text, "HTTP/1.1 501 Not Implemented\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                           + "content-length: 20\r\nconnection: close\r\n\r\n501 Not Implemented\n")
+        XCTAssertEqual(backend.requests.value, 0)
+    }
+
+    func testErrorAnswerToHeadHasNoBody() async throws {
+        let backend = try await backend("a")
+        let (_, address) = try await start(config(servers: [BackendServer(host: "127.0.0.1", port: backend.port, weight: 0)]))
+        let raw = try await rawExchange(
+            address, "HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            group: try self.loopGroup)
+        XCTAssertTrue(raw.closed)
+        let head = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 24\r\n\r\n"
+        let get = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 24\r\n"
+            + "connection: close\r\n\r\n503 Service Unavailable\n"
+        XCTAssertEqual(raw.text, head + get)
     }
 
     func testRefusedBackendGives502() async throws {

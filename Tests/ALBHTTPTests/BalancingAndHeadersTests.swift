@@ -90,13 +90,49 @@ final class ProxyHeadersTests: XCTestCase {
         for name in ["connection", "x-secret", "keep-alive", "upgrade", "te"] {
             XCTAssertFalse(head.headers.contains(name: name), name)
         }
-        XCTAssertEqual(head.headers["x-forwarded-for"], ["1.1.1.1, 9.9.9.9"])
+        // Not from a trusted proxy: the client's list is dropped.
+        XCTAssertEqual(head.headers["x-forwarded-for"], ["9.9.9.9"])
         XCTAssertEqual(head.headers["x-forwarded-proto"], ["http"])
         XCTAssertEqual(head.headers["x-forwarded-port"], ["80"])
         XCTAssertEqual(head.headers["x-forwarded-host"], ["example.com"])
         XCTAssertEqual(head.headers["x-forwarded-client-srcport"], ["5555"])
         XCTAssertEqual(head.headers["slb-id"], ["lb-1"])
         XCTAssertEqual(head.headers["host"], ["example.com"])
+    }
+
+    func testForwardingHeadersAreBelievedOnlyFromATrustedProxy() {
+        let headers = HTTPHeaders([
+            ("Host", "example.com"), ("X-Forwarded-For", "1.1.1.1"), ("x-forwarded-proto", "https"),
+            ("X-Forwarded-Port", "443"), ("X-Forwarded-Host", "front.example"), ("X-Forwarded-Client-Srcport", "7"),
+            ("SLB-ID", "front"), ("X-Other", "kept"),
+        ])
+        let client = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: headers)
+        let none = ForwardedHeaderOptions(xForwardedFor: false)
+        var context = ForwardingContext(clientIP: "9.9.9.9", clientPort: 5555, listenerPort: 80, loadBalancerName: "lb")
+        // Untrusted, and the listener sets none of them: every one is removed anyway.
+        var head = ProxyHeaders.backendRequestHead(from: client, forwarding: context, options: none)
+        XCTAssertEqual(head.headers.map(\.name), ["Host", "X-Other"])
+        // From a trusted proxy they pass, and its values win over the listener's own.
+        context.peerIsTrustedProxy = true
+        head = ProxyHeaders.backendRequestHead(from: client, forwarding: context, options: none)
+        XCTAssertEqual(head.headers, headers)
+        let all = ForwardedHeaderOptions(xForwardedFor: true, xForwardedProto: true, xForwardedPort: true,
+                                         xForwardedHost: true, xForwardedClientSrcPort: true, slbId: true)
+        head = ProxyHeaders.backendRequestHead(from: client, forwarding: context, options: all)
+        XCTAssertEqual(head.headers["x-forwarded-for"], ["1.1.1.1, 9.9.9.9"])
+        XCTAssertEqual(head.headers["x-forwarded-proto"], ["https"])
+        XCTAssertEqual(head.headers["x-forwarded-port"], ["443"])
+        XCTAssertEqual(head.headers["x-forwarded-host"], ["front.example"])
+        XCTAssertEqual(head.headers["x-forwarded-client-srcport"], ["7"])
+        XCTAssertEqual(head.headers["slb-id"], ["lb"])
+    }
+
+    func testTrustedPeer() throws {
+        let resolver = try XCTUnwrap(ClientIPResolver(trustedProxies: ["10.0.0.0/8", "::1"]))
+        XCTAssertTrue(resolver.trusts(peer: "10.1.2.3"))
+        XCTAssertTrue(resolver.trusts(peer: "::1"))
+        XCTAssertFalse(resolver.trusts(peer: "11.0.0.1"))
+        XCTAssertFalse(resolver.trusts(peer: "not-an-ip"))
     }
 
     func testChunkedFramingIsKeptAndConnectionCannotStripContentLength() {

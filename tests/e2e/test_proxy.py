@@ -50,12 +50,13 @@ def test_keepalive_and_pipelining_with_curl(serving, backends):
     assert data.index(b"a /p1") < data.index(b"a /p2")
 
 
-def test_x_forwarded_for_is_appended(serving, backends):
+def test_x_forwarded_for_from_a_peer_that_is_no_trusted_proxy_is_replaced(serving, backends):
+    # Appending to a trusted proxy's list: test_edge_responses.py.
     port = serving([(backends.start("a"), 100)])
     status, body, _ = get(port, "/headers", {"X-Forwarded-For": "203.0.113.7"})
     assert status == 200
     headers = {k.lower(): v for k, v in json.loads(body).items()}
-    assert headers["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
 
 
 def test_post_body_is_streamed_both_ways(serving, backends):

@@ -1,0 +1,95 @@
+"""What the proxy answers itself, over real sockets: CONNECT, an unsolicited 101, and the
+X-Forwarded-* headers a client may not choose."""
+import json
+import socket
+import threading
+
+from conftest import free_port, get, manifest_set, raw
+
+
+def response_parts(data):
+    """(status line, headers dict with lowercase names, body bytes) of the first response in `data`."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return lines[0], headers, body
+
+
+def start_canned_backend(answer):
+    """A backend that answers every request with the same bytes and keeps the connection open."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(65536)
+                    conn.sendall(answer)
+                    conn.settimeout(3)
+                    conn.recv(65536)  # hold the connection as an upgraded peer would
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server.getsockname()[1], lambda: (stop.set(), server.close())
+
+
+def test_connect_is_refused_by_the_proxy_with_a_framed_answer(alb, backends):
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    answer = raw(port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", timeout=5)
+    status, headers, body = response_parts(answer)
+    assert status == "HTTP/1.1 501 Not Implemented"
+    assert int(headers["content-length"]) == len(body) == len(b"501 Not Implemented\n")
+    assert headers["connection"] == "close"
+
+
+def test_unsolicited_switching_protocols_becomes_502(alb):
+    backend_port, stop = start_canned_backend(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    try:
+        port = free_port()
+        alb.write("web.yaml", manifest_set(port, [(backend_port, 100)]))
+        alb.start()
+        alb.wait_state("web", "Running")
+        answer = raw(port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", timeout=5)
+        status, headers, body = response_parts(answer)
+        assert status == "HTTP/1.1 502 Bad Gateway"
+        assert int(headers["content-length"]) == len(body)
+    finally:
+        stop()
+
+
+def test_client_x_forwarded_proto_is_stripped_unless_from_a_trusted_proxy(alb, backends):
+    b1 = backends.start("b1")
+    untrusted, trusted = free_port(), free_port()
+    alb.write("web.yaml", manifest_set(untrusted, [(b1, 100)]))
+    alb.write("front.yaml", manifest_set(trusted, [(b1, 100)], listener="front").split("---\n", 2)[2]
+              + "  clientIp: {enabled: true, trustedProxies: [127.0.0.1/32]}\n")
+    alb.start()
+    alb.wait_state("web", "Running")
+    alb.wait_state("front", "Running")
+    spoofed = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil"}
+    seen = json.loads(get(untrusted, "/headers", headers=spoofed)[1])
+    assert "X-Forwarded-Proto" not in seen and "X-Forwarded-Host" not in seen
+    assert seen["X-Forwarded-For"] == "127.0.0.1"
+    seen = json.loads(get(trusted, "/headers", headers=spoofed)[1])
+    assert seen["X-Forwarded-Proto"] == "https" and seen["X-Forwarded-Host"] == "evil"
+    assert seen["X-Forwarded-For"] == "203.0.113.9, 203.0.113.9"
