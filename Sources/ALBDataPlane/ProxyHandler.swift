@@ -32,75 +32,42 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private enum State {
-        /// No exchange, or the previous one is finished.
-        case idle
-        /// Waiting for a pooled or new backend connection; request parts are queued (at most one read).
-        case acquiring
-        case forwarding(BackendHandler)
-        /// No server is available for a bodyless request: answer once its end has arrived, so the
-        /// connection can stay open.
-        case rejecting(HTTPResponseStatus)
-        /// The connection is closing; everything is ignored.
-        case closed
-    }
-
-    /// What one request/response pair needs to remember. A class rather than a struct: it is updated
-    /// at every step of the exchange, and a struct behind an optional would be copied out and back
-    /// (retaining every field, and copying `queued` on append) each time.
+    /// The I/O side of one exchange: what the transport needs beside the ``ProxyExchange`` state
+    /// machine, which decides. A class rather than a struct: it is updated at every step, and a
+    /// struct behind an optional would be copied out and back (retaining every field) each time.
     private final class Exchange {
         let id: Int
         let head: HTTPRequestHead
         let clientIP: String
-        let clientKeepAlive: Bool
-        /// Wall clock time and request size are only for the access log: 0 when there is none.
+        /// Wall clock time for the access log: 0 when there is none.
         let wallTime: Double
-        let started: NIODeadline
-        var lastProgress: NIODeadline
-        let requestTimeout: TimeAmount
-        var requestBytes: Int
-        var responseBytes = 0
-        /// The picked server and its pool on this loop (nil before a pick, or when none was available).
+        var machine: ProxyExchange
+        /// The picked server and its pool on this loop (nil when none was available).
         var server: BalancedServer?
         var pool: BackendPool?
-        var upstreamStatus: Int?
-        var status = 0
-        var requestEnded = false
-        var responseHeadSent = false
-        var backendKeepAlive = false
-        var closeClientAfter = false
         var backendHead: HTTPRequestHead?
         var queued: [HTTPClientRequestPart] = []
-        var bodyBytes = 0
         var connectTimeout = TimeAmount.seconds(5)
-        var reusedConnection = false
-        var retried = false
 
-        init(
-            id: Int, head: HTTPRequestHead, clientIP: String, wallTime: Double, started: NIODeadline,
-            requestTimeout: TimeAmount, requestBytes: Int
-        ) {
+        init(id: Int, head: HTTPRequestHead, clientIP: String, wallTime: Double, machine: ProxyExchange) {
             self.id = id
             self.head = head
             self.clientIP = clientIP
-            self.clientKeepAlive = head.isKeepAlive
             self.wallTime = wallTime
-            self.started = started
-            self.lastProgress = started
-            self.requestTimeout = requestTimeout
-            self.requestBytes = requestBytes
+            self.machine = machine
         }
 
-        /// When the request times out unless body bytes keep flowing.
-        var deadline: NIODeadline { self.lastProgress + self.requestTimeout }
         var upstream: String { self.server?.address ?? "" }
     }
 
     private let runtime: ListenerRuntime
     private let loopState: ListenerLoopState
     private var context: ChannelHandlerContext?
-    private var state = State.idle
     private var exchange: Exchange?
+    /// The backend connection of the current exchange while it forwards.
+    private var backend: BackendHandler?
+    /// The client connection is closing: everything is ignored.
+    private var closed = false
     private var nextExchangeID = 0
     private var peerIP = ""
     private var peerPort = 0
@@ -129,23 +96,24 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.abandonExchange(closeBackend: true)
+        self.abandonExchange()
         self.context = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.closed else { return }
         switch Self.unwrapInboundIn(data) {
         case .head(let head):
             self.requestHead(head, context: context)
         case .body(let buffer):
             self.requestBody(buffer, context: context)
         case .end(let trailers):
-            self.requestEnd(trailers, context: context)
+            self.requestEnd(trailers)
         }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if self.backendNeedsFlush, case .forwarding(let backend) = self.state {
+        if self.backendNeedsFlush, let backend = self.backend {
             self.backendNeedsFlush = false
             backend.flush()
         }
@@ -161,19 +129,19 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, case .forwarding(let backend) = self.state {
+        if context.channel.isWritable, let backend = self.backend {
             backend.resumeReads()
         }
         context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let exchange = self.exchange, exchange.status == 0 {
-            exchange.status = 499  // client closed before a response (nginx's convention)
+        if let exchange = self.exchange, exchange.machine.status == 0 {
+            exchange.machine.status = 499  // client closed before a response (nginx's convention)
         }
         self.logExchange()
-        self.abandonExchange(closeBackend: true)
-        self.state = .closed
+        self.abandonExchange()
+        self.closed = true
         context.fireChannelInactive()
     }
 
@@ -182,8 +150,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             // The edge error handler answers; the exchange is over.
             let status = edgeError.status.code.asInt
             if let exchange = self.exchange {
-                if !exchange.responseHeadSent {
-                    exchange.status = status
+                if !exchange.machine.responseHeadSent {
+                    exchange.machine.status = status
                     self.runtime.counters.countResponse(status: status)
                 }
             } else {
@@ -191,17 +159,17 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                 self.logRefusedRequest(status: status)
             }
             self.logExchange()
-            self.abandonExchange(closeBackend: true)
-            self.state = .closed
+            self.abandonExchange()
+            self.closed = true
             return
         }
-        self.abandonExchange(closeBackend: true)
-        self.state = .closed
+        self.abandonExchange()
+        self.closed = true
         context.close(promise: nil)
     }
 
     private func requestHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        guard case .idle = self.state else { return }
+        guard self.exchange == nil else { return }
         let snapshot = self.runtime.snapshot.load(ordering: .acquiring)
         let config = snapshot.config
         self.runtime.counters.totalRequests.wrappingIncrement(ordering: .relaxed)
@@ -210,86 +178,78 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             ?? self.peerIP
         let logging = self.loopState.accessLog != nil
         self.nextExchangeID &+= 1
-        let exchange = Exchange(
-            id: self.nextExchangeID,
-            head: head,
-            clientIP: clientIP,
-            wallTime: logging ? Self.wallClock() : 0,
-            started: context.eventLoop.now,
-            requestTimeout: config.requestTimeout,
-            requestBytes: logging ? Self.estimatedSize(of: head) : 0
-        )
+        let machine = ProxyExchange(head: head, started: context.eventLoop.now, requestTimeout: config.requestTimeout,
+                                    requestBytes: logging ? Self.estimatedSize(of: head) : 0)
+        let exchange = Exchange(id: self.nextExchangeID, head: head, clientIP: clientIP,
+                                wallTime: logging ? Self.wallClock() : 0, machine: machine)
         self.exchange = exchange
-        if head.method == .CONNECT {
-            self.respondWithError(.notImplemented, close: true)
-            return
+        let server = machine.mayReachBackend ? self.loopState.pick(snapshot) : nil
+        if let server {
+            exchange.server = server
+            exchange.pool = self.loopState.pool(for: server)
+            exchange.backendHead = ProxyHeaders.backendRequestHead(
+                from: head,
+                forwarding: ForwardingContext(
+                    clientIP: clientIP,
+                    clientPort: self.peerPort,
+                    listenerPort: self.listenerPort,
+                    loadBalancerName: config.loadBalancerName,
+                    peerIsTrustedProxy: snapshot.clientIPResolver?.trusts(peer: self.peerIP) ?? false
+                ),
+                options: snapshot.forwardedHeaders
+            )
         }
-        guard let server = self.loopState.pick(snapshot) else {
-            if Self.hasBody(head) {
-                self.respondWithError(.serviceUnavailable)  // closes: the body is not read
-            } else {
-                self.state = .rejecting(.serviceUnavailable)  // its end follows at once
+        let decision = exchange.machine.receiveHead(
+            serverAvailable: server != nil, hasBody: Self.hasBody(head),
+            expectsContinue: head.version.minor >= 1 && ProxyHeaders.expectsContinue(head.headers),
+            upgradeRequested: exchange.backendHead?.headers.contains(name: "upgrade") == true)
+        switch decision {
+        case .respond(let status, let close):
+            self.respondWithError(status, close: close)
+        case .respondAtEnd:
+            break
+        case .acquire(let sendContinue):
+            if sendContinue {
+                // Answer the expectation here (the backend's 100 would not be relayed) and do not pass it on.
+                exchange.backendHead?.headers.remove(name: "expect")
+                context.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
             }
-            return
+            self.armRequestTimer(deadline: exchange.machine.deadline, context: context)
+            self.clientReadsPaused = true
+            exchange.connectTimeout = config.limits.connectTimeout
+            self.acquireBackend(exchange, allowIdle: true)
         }
-        exchange.server = server
-        exchange.pool = self.loopState.pool(for: server)
-        exchange.backendHead = ProxyHeaders.backendRequestHead(
-            from: head,
-            forwarding: ForwardingContext(
-                clientIP: clientIP,
-                clientPort: self.peerPort,
-                listenerPort: self.listenerPort,
-                loadBalancerName: config.loadBalancerName,
-                peerIsTrustedProxy: snapshot.clientIPResolver?.trusts(peer: self.peerIP) ?? false
-            ),
-            options: snapshot.forwardedHeaders
-        )
-        if head.version.minor >= 1, ProxyHeaders.expectsContinue(head.headers) {
-            // Answer the expectation here (the backend's 100 would not be relayed) and do not pass it on.
-            exchange.backendHead?.headers.remove(name: "expect")
-            context.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
-        }
-        self.armRequestTimer(deadline: exchange.deadline, context: context)
-        self.state = .acquiring
-        self.clientReadsPaused = true
-        exchange.connectTimeout = config.limits.connectTimeout
-        self.acquireBackend(exchange, allowIdle: true)
     }
 
     private func requestBody(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         guard let exchange = self.exchange else { return }
-        exchange.requestBytes += buffer.readableBytes
-        exchange.bodyBytes += buffer.readableBytes
-        exchange.lastProgress = context.eventLoop.now
-        switch self.state {
-        case .acquiring:
-            exchange.queued.append(.body(.byteBuffer(buffer)))
-        case .forwarding(let backend):
+        let queue = exchange.machine.queuesRequestParts
+        switch exchange.machine.receiveBody(bytes: buffer.readableBytes, now: context.eventLoop.now) {
+        case .forward:
+            guard let backend = self.backend else { return }
             backend.write(.body(.byteBuffer(buffer)))
             self.backendNeedsFlush = true
             if !backend.isWritable {
                 self.clientReadsPaused = true
             }
-        case .idle, .rejecting, .closed:
-            break
+        case .none, .respond:
+            if queue { exchange.queued.append(.body(.byteBuffer(buffer))) }
         }
     }
 
-    private func requestEnd(_ trailers: HTTPHeaders?, context: ChannelHandlerContext) {
+    private func requestEnd(_ trailers: HTTPHeaders?) {
         guard let exchange = self.exchange else { return }
-        exchange.requestEnded = true
-        switch self.state {
-        case .acquiring:
-            exchange.queued.append(.end(trailers))
-        case .forwarding(let backend):
+        let queue = exchange.machine.queuesRequestParts
+        switch exchange.machine.receiveEnd() {
+        case .forward:
+            guard let backend = self.backend else { return }
             backend.write(.end(trailers))
             backend.flush()
             self.backendNeedsFlush = false
-        case .rejecting(let status):
-            self.respondWithError(status)
-        case .idle, .closed:
-            break
+        case .respond(let status):
+            self.respondWithError(status, close: false)
+        case .none:
+            if queue { exchange.queued.append(.end(trailers)) }
         }
     }
 
@@ -309,104 +269,95 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         if allowIdle, let backend = pool.takeIdle() {
             // Still inside the client's read: the head goes out with the request's end, or at
             // channelReadComplete, in one flush.
-            self.backendAcquired(.success(backend), reused: true, id: exchange.id, flush: false)
+            self.backendAcquired(.success(backend), reused: true, id: exchange.id, fromCallback: false)
             return
         }
         let id = exchange.id
         pool.connect(connectTimeout: exchange.connectTimeout) { result in
-            self.backendAcquired(result, reused: false, id: id, flush: true)
+            self.backendAcquired(result, reused: false, id: id, fromCallback: true)
         }
     }
 
-    private func backendAcquired(_ result: Result<BackendHandler, Error>, reused: Bool, id: Int, flush: Bool) {
-        guard case .acquiring = self.state, let exchange = self.exchange, exchange.id == id else {
+    private func backendAcquired(_ result: Result<BackendHandler, Error>, reused: Bool, id: Int, fromCallback: Bool) {
+        guard let exchange = self.exchange, exchange.id == id, exchange.machine.queuesRequestParts, !self.closed else {
             // The exchange went away while connecting: a fresh, unused connection can serve others.
             if case .success(let backend) = result {
                 backend.close()
             }
             return
         }
-        switch result {
-        case .failure:
-            self.respondWithError(.badGateway)
-        case .success(let backend):
-            backend.delegate = self
-            exchange.reusedConnection = reused
-            self.state = .forwarding(backend)
-            if let head = exchange.backendHead {
-                backend.write(.head(head))
-            }
-            let queued = exchange.queued
-            exchange.queued = []
-            for part in queued {
-                backend.write(part)
-            }
-            if flush || exchange.requestEnded {
-                backend.flush()
-            } else {
-                self.backendNeedsFlush = true
-            }
-            if backend.isWritable {
-                self.resumeClientReads()
-            }
+        let backend = try? result.get()
+        let (failure, flushNow) = exchange.machine.backendAcquired(success: backend != nil, reused: reused,
+                                                                   fromCallback: fromCallback)
+        if let failure {
+            self.respondWithError(failure, close: false)
+            return
+        }
+        guard let backend else { return }
+        backend.delegate = self
+        self.backend = backend
+        if let head = exchange.backendHead {
+            backend.write(.head(head))
+        }
+        let queued = exchange.queued
+        exchange.queued = []
+        for part in queued {
+            backend.write(part)
+        }
+        if flushNow {
+            backend.flush()
+        } else {
+            self.backendNeedsFlush = true
+        }
+        if backend.isWritable {
+            self.resumeClientReads()
         }
     }
 
     func backendRead(_ part: HTTPClientResponsePart) {
-        guard case .forwarding(let backend) = self.state, let exchange = self.exchange, let context = self.context
-        else { return }
+        guard let backend = self.backend, let exchange = self.exchange, let context = self.context else { return }
         switch part {
         case .head(let head):
-            guard ProxyHeaders.areValid(head.headers) else {
-                backend.close()
-                self.respondWithError(.badGateway)
-                return
+            switch exchange.machine.receiveResponseHead(status: head.status, isKeepAlive: head.isKeepAlive,
+                                                        headersValid: ProxyHeaders.areValid(head.headers)) {
+            case .refuse(let status):
+                self.respondWithError(status, close: false)
+            case .relay(let keepAlive):
+                let (clientHead, closeAfter) = ProxyHeaders.clientResponseHead(
+                    from: head,
+                    requestMethod: exchange.head.method,
+                    requestVersion: exchange.head.version,
+                    keepAlive: keepAlive
+                )
+                exchange.machine.closeClientAfterResponse(closeAfter)
+                self.runtime.counters.countResponse(status: exchange.machine.status)
+                context.write(Self.wrapOutboundOut(.head(clientHead)), promise: nil)
             }
-            exchange.upstreamStatus = head.status.code.asInt
-            if head.status == .switchingProtocols && exchange.backendHead?.headers.contains(name: "upgrade") != true {
-                backend.close()
-                self.respondWithError(.badGateway)
-                return
-            }
-            exchange.backendKeepAlive = head.isKeepAlive
-            let keepAlive = exchange.clientKeepAlive && exchange.requestEnded
-            let (clientHead, closeAfter) = ProxyHeaders.clientResponseHead(
-                from: head,
-                requestMethod: exchange.head.method,
-                requestVersion: exchange.head.version,
-                keepAlive: keepAlive
-            )
-            exchange.closeClientAfter = closeAfter
-            exchange.status = head.status.code.asInt
-            exchange.responseHeadSent = true
-            self.runtime.counters.countResponse(status: exchange.status)
-            context.write(Self.wrapOutboundOut(.head(clientHead)), promise: nil)
         case .body(let buffer):
-            exchange.responseBytes += buffer.readableBytes
+            exchange.machine.receiveResponseBody(bytes: buffer.readableBytes)
             context.write(Self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
             if !context.channel.isWritable {
                 backend.pauseReads()
             }
         case .end(let trailers):
-            // Give the backend connection back first: only after a complete response with keep-alive
-            // and a completely sent request.
+            let end = exchange.machine.receiveResponseEnd()
+            // Give the backend connection back first.
             backend.delegate = nil
-            if exchange.requestEnded && exchange.backendKeepAlive, let pool = exchange.pool {
+            self.backend = nil
+            if end.reuseBackend, let pool = exchange.pool {
                 pool.release(backend)
             } else {
                 backend.close()
             }
-            let close = exchange.closeClientAfter || !exchange.requestEnded
             self.finishExchange()
-            if close {
-                self.state = .closed
+            if end.closeClient {
+                self.closed = true
                 context.writeAndFlush(Self.wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
                     context.close(promise: nil)
                 }
             } else {
-                self.state = .idle
                 self.resumeClientReads()
-                // May deliver the next pipelined request re-entrantly: state is already idle.
+                // May deliver the next pipelined request re-entrantly: the exchange is already gone.
                 context.writeAndFlush(Self.wrapOutboundOut(.end(trailers)), promise: nil)
             }
         }
@@ -417,31 +368,27 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     }
 
     func backendWritabilityChanged(isWritable: Bool) {
-        if isWritable, case .forwarding = self.state {
+        if isWritable, self.backend != nil {
             self.resumeClientReads()
         }
     }
 
     func backendClosed() {
-        guard case .forwarding = self.state, let exchange = self.exchange else { return }
-        if !exchange.responseHeadSent && exchange.reusedConnection && !exchange.retried && exchange.requestEnded
-            && exchange.bodyBytes == 0
-        {
-            // A pooled connection the backend closed just as it was reused (keep-alive race). The
-            // bodyless request can be replayed safely on a fresh connection, once.
-            exchange.retried = true
-            self.state = .acquiring
+        guard self.backend != nil, let exchange = self.exchange else { return }
+        switch exchange.machine.backendClosed() {
+        case .retryOnFreshConnection:
+            self.backend = nil
             exchange.queued = [.end(nil)]
             self.acquireBackend(exchange, allowIdle: false)
-            return
-        }
-        if !exchange.responseHeadSent {
-            self.respondWithError(.badGateway)
-        } else {
-            // Mid-body failure: the response cannot be completed; closing tells the client.
+        case .respond(let status):
+            self.respondWithError(status, close: false)
+        case .closeClient:
+            self.backend = nil
             self.finishExchange()
-            self.state = .closed
+            self.closed = true
             self.context?.close(promise: nil)
+        case .none:
+            break
         }
     }
 
@@ -458,62 +405,50 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         }
     }
 
-    private func cancelRequestTimer() {
-        self.requestTimer.cancel()
-    }
-
     private func requestTimerFired() {
         self.requestTimer.fired()
-        guard let exchange = self.exchange, !exchange.responseHeadSent, let context = self.context else { return }
-        switch self.state {
-        case .acquiring, .forwarding:
-            break
-        case .idle, .rejecting, .closed:
-            return
-        }
-        // Body bytes still flowing to the backend extend the deadline; so does a later exchange
-        // than the one the timer was armed for.
-        let deadline = exchange.deadline
-        if deadline > context.eventLoop.now {
+        guard let exchange = self.exchange, let context = self.context, !self.closed else { return }
+        switch exchange.machine.timerFired(now: context.eventLoop.now) {
+        case .rearm(let deadline):
             self.armRequestTimer(deadline: deadline, context: context)
-            return
+        case .respond(let status):
+            self.respondWithError(status, close: false)
+        case .none:
+            break
         }
-        self.respondWithError(.gatewayTimeout)
     }
 
     // MARK: - Responses and bookkeeping
 
     /// Answers the current exchange with a short error response. Keeps the connection only if the
-    /// request is complete, the client wants keep-alive and `close` is false; otherwise
-    /// `Connection: close`. The answer to a `HEAD` has the same head and no body: `Content-Length`
-    /// there describes the body a `GET` would get, and body bytes would read as the next response.
-    private func respondWithError(_ status: HTTPResponseStatus, close: Bool = false) {
+    /// exchange says so; otherwise `Connection: close`. The answer to a `HEAD` has the same head and
+    /// no body: `Content-Length` there describes the body a `GET` would get, and body bytes would read
+    /// as the next response.
+    private func respondWithError(_ status: HTTPResponseStatus, close: Bool) {
         guard let exchange = self.exchange, let context = self.context else { return }
         exchange.queued = []
-        if case .forwarding(let backend) = self.state {
+        if let backend = self.backend {
+            backend.delegate = nil
             backend.close()
+            self.backend = nil
         }
-        let keepAlive = exchange.clientKeepAlive && exchange.requestEnded && !close
-        exchange.status = status.code.asInt
-        exchange.responseHeadSent = true
-        self.runtime.counters.countResponse(status: exchange.status)
+        let keepAlive = exchange.machine.respondWithError(status, close: close)
+        self.runtime.counters.countResponse(status: exchange.machine.status)
         let head = EdgeResponse.head(for: status, version: exchange.head.version, close: !keepAlive)
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
         if exchange.head.method != .HEAD {
             var body = context.channel.allocator.buffer(capacity: 32)
             body.writeString(EdgeResponse.body(for: status))
-            exchange.responseBytes = body.readableBytes
+            exchange.machine.responseBytes = body.readableBytes
             context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
+        self.finishExchange()
         if keepAlive {
-            self.finishExchange()
-            self.state = .idle
             self.resumeClientReads()
             context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
         } else {
-            self.finishExchange()
-            self.state = .closed
-            // Keep draining the unread request body (dropped in `.closed`) while lingering.
+            self.closed = true
+            // Keep draining the unread request body (dropped while closed) while lingering.
             self.resumeClientReads()
             context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 context.closeLingering()
@@ -529,7 +464,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
 
     private func logExchange() {
         guard let exchange = self.exchange, let log = self.loopState.accessLog else { return }
-        let elapsed = self.loopState.eventLoop.now - exchange.started
+        let elapsed = self.loopState.eventLoop.now - exchange.machine.started
         log.append(
             AccessLogRecord(
                 time: exchange.wallTime,
@@ -539,11 +474,11 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                 method: exchange.head.method.rawValue,
                 host: exchange.head.headers.first(name: "host") ?? "",
                 path: exchange.head.uri,
-                status: exchange.status,
-                requestBytes: exchange.requestBytes,
-                responseBytes: exchange.responseBytes,
+                status: exchange.machine.status,
+                requestBytes: exchange.machine.requestBytes,
+                responseBytes: exchange.machine.responseBytes,
                 upstream: exchange.upstream,
-                upstreamStatus: exchange.upstreamStatus,
+                upstreamStatus: exchange.machine.upstreamStatus,
                 durationMs: Double(elapsed.nanoseconds) / 1_000_000
             )
         )
@@ -562,13 +497,14 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     }
 
     /// Drops the exchange without answering (the connection is going away).
-    private func abandonExchange(closeBackend: Bool) {
-        self.cancelRequestTimer()
-        if closeBackend, case .forwarding(let backend) = self.state {
+    private func abandonExchange() {
+        self.requestTimer.cancel()
+        if let backend = self.backend {
+            backend.delegate = nil
             backend.close()
+            self.backend = nil
         }
         self.exchange = nil
-        self.state = .idle
     }
 
     /// Whether the request announces a body (so its end does not follow the head at once).

@@ -1,0 +1,237 @@
+import NIOCore
+import NIOHTTP1
+
+/// One request/response exchange of the reverse proxy as a state machine that performs no I/O.
+///
+/// A transport adapter (today the HTTP/1 connection handler, ``ProxyHandler``; an HTTP/2 stream next)
+/// feeds it what happens (the request's parts, the backend's parts, the backend connection coming and
+/// going, the request timer) and does what each call returns. It decides everything that does not
+/// depend on the transport: when to pick and connect, what to queue, when a backend answer is refused
+/// (502), when the request has timed out (504), whether a failed connection may be retried, whether the
+/// backend connection can be reused and whether the client connection can stay open. Time is passed in
+/// as `NIODeadline`s, so tests drive it with a manual clock.
+///
+/// The facts it keeps (sizes, status, timing) are what the access log records.
+struct ProxyExchange {
+    enum Phase: Equatable {
+        /// Waiting for a backend connection; request parts are queued (at most one read's worth).
+        case acquiring
+        case forwarding
+        /// No server is available for a bodyless request: answered once its end has arrived, so the
+        /// connection can stay open.
+        case rejecting(HTTPResponseStatus)
+        /// Answered (by the backend or with an error); nothing more is forwarded.
+        case finished
+    }
+
+    /// What to do with a request head.
+    enum HeadDecision: Equatable {
+        /// Answer at once with this error; `close` when the connection cannot be reused.
+        case respond(HTTPResponseStatus, close: Bool)
+        /// Answer with this error once the (bodyless) request's end has arrived.
+        case respondAtEnd(HTTPResponseStatus)
+        /// Acquire a backend connection; answer `100 Continue` first when the client expects it.
+        case acquire(sendContinue: Bool)
+    }
+
+    /// What to do with a part of the request body or its end.
+    enum RequestPartAction: Equatable {
+        /// Nothing: the part was queued, or the exchange no longer forwards.
+        case none
+        /// Write it to the backend; `flush` for the request's end.
+        case forward(flush: Bool)
+        case respond(HTTPResponseStatus)
+    }
+
+    /// What to do with the backend's response head.
+    enum ResponseHeadDecision: Equatable {
+        /// Relay it; the client connection stays open after the response when `keepAlive`.
+        case relay(keepAlive: Bool)
+        /// Close the backend connection and answer the client with this error instead.
+        case refuse(HTTPResponseStatus)
+    }
+
+    /// What to do after the backend's response ended.
+    struct ResponseEnd: Equatable {
+        /// Put the backend connection back in the pool (a complete keep-alive response to a fully sent
+        /// request); otherwise close it.
+        var reuseBackend: Bool
+        var closeClient: Bool
+    }
+
+    /// What to do when the backend connection closed before the exchange ended.
+    enum BackendClosedAction: Equatable {
+        /// A pooled connection closed just as it was reused (the keep-alive race): replay the bodyless
+        /// request once on a fresh connection.
+        case retryOnFreshConnection
+        case respond(HTTPResponseStatus)
+        /// The response head was sent: the response cannot be completed; closing tells the client.
+        case closeClient
+        case none
+    }
+
+    enum TimerAction: Equatable {
+        case rearm(NIODeadline)
+        case respond(HTTPResponseStatus)
+        case none
+    }
+
+    private(set) var phase: Phase
+    let method: HTTPMethod
+    let version: HTTPVersion
+    let clientKeepAlive: Bool
+    let started: NIODeadline
+    let requestTimeout: TimeAmount
+    private(set) var lastProgress: NIODeadline
+    private(set) var requestEnded = false
+    private(set) var responseHeadSent = false
+    private(set) var backendKeepAlive = false
+    private(set) var closeClientAfterResponse = false
+    private(set) var reusedConnection = false
+    private(set) var retried = false
+    private(set) var bodyBytes = 0
+    /// Whether the request asked to switch protocols (the only case a 101 may be relayed).
+    private(set) var askedToUpgrade = false
+    /// Access-log facts.
+    var requestBytes: Int
+    var responseBytes = 0
+    var status = 0
+    var upstreamStatus: Int?
+
+    init(head: HTTPRequestHead, started: NIODeadline, requestTimeout: TimeAmount, requestBytes: Int) {
+        self.phase = .acquiring
+        self.method = head.method
+        self.version = head.version
+        self.clientKeepAlive = head.isKeepAlive
+        self.started = started
+        self.lastProgress = started
+        self.requestTimeout = requestTimeout
+        self.requestBytes = requestBytes
+    }
+
+    /// Whether the request may go to a backend at all: the balancer is asked only then, so a refused
+    /// request does not move the weighted round robin.
+    var mayReachBackend: Bool { self.method != .CONNECT }
+
+    /// When the request times out unless body bytes keep flowing.
+    var deadline: NIODeadline { self.lastProgress + self.requestTimeout }
+
+    // MARK: - The request
+
+    /// Decides what a new request gets. `serverAvailable` is the balancer's answer for this request;
+    /// `hasBody` whether its head announces a body; `expectsContinue` an HTTP/1.1 `Expect: 100-continue`.
+    mutating func receiveHead(serverAvailable: Bool, hasBody: Bool, expectsContinue: Bool,
+                              upgradeRequested: Bool) -> HeadDecision {
+        if self.method == .CONNECT {
+            // A reverse proxy opens no tunnels, and the bytes after such a head are not HTTP.
+            return .respond(.notImplemented, close: true)
+        }
+        guard serverAvailable else {
+            if hasBody {
+                return .respond(.serviceUnavailable, close: true)  // the body is not read
+            }
+            self.phase = .rejecting(.serviceUnavailable)  // its end follows at once
+            return .respondAtEnd(.serviceUnavailable)
+        }
+        self.askedToUpgrade = upgradeRequested
+        return .acquire(sendContinue: expectsContinue)
+    }
+
+    mutating func receiveBody(bytes: Int, now: NIODeadline) -> RequestPartAction {
+        self.requestBytes += bytes
+        self.bodyBytes += bytes
+        self.lastProgress = now
+        return self.phase == .forwarding ? .forward(flush: false) : .none
+    }
+
+    mutating func receiveEnd() -> RequestPartAction {
+        self.requestEnded = true
+        switch self.phase {
+        case .forwarding: return .forward(flush: true)
+        case .rejecting(let status): return .respond(status)
+        case .acquiring, .finished: return .none
+        }
+    }
+
+    /// Whether request parts must be queued for a backend connection that is not there yet.
+    var queuesRequestParts: Bool { self.phase == .acquiring }
+
+    // MARK: - The backend connection
+
+    /// A backend connection is ready (or could not be had). On success the adapter writes the request
+    /// head and everything queued; it flushes at once unless the request is still arriving within the
+    /// current read (`flushNow` false: the read's end flushes).
+    mutating func backendAcquired(success: Bool, reused: Bool, fromCallback: Bool) -> (respond: HTTPResponseStatus?, flushNow: Bool) {
+        guard self.phase == .acquiring else { return (nil, false) }
+        guard success else { return (.badGateway, false) }
+        self.phase = .forwarding
+        self.reusedConnection = reused
+        return (nil, fromCallback || self.requestEnded)
+    }
+
+    mutating func receiveResponseHead(status: HTTPResponseStatus, isKeepAlive: Bool, headersValid: Bool) -> ResponseHeadDecision {
+        guard headersValid else { return .refuse(.badGateway) }
+        self.upstreamStatus = Int(status.code)
+        if status == .switchingProtocols && !self.askedToUpgrade {
+            // Relayed, it would leave the client waiting for a protocol that never starts.
+            return .refuse(.badGateway)
+        }
+        self.backendKeepAlive = isKeepAlive
+        self.status = Int(status.code)
+        self.responseHeadSent = true
+        return .relay(keepAlive: self.clientKeepAlive && self.requestEnded)
+    }
+
+    /// The framing stage decided the connection closes after this response (an HTTP/1.0 client with
+    /// an unframed body, or `Connection: close`).
+    mutating func closeClientAfterResponse(_ close: Bool) {
+        self.closeClientAfterResponse = close
+    }
+
+    mutating func receiveResponseBody(bytes: Int) {
+        self.responseBytes += bytes
+    }
+
+    mutating func receiveResponseEnd() -> ResponseEnd {
+        self.phase = .finished
+        return ResponseEnd(reuseBackend: self.requestEnded && self.backendKeepAlive,
+                           closeClient: self.closeClientAfterResponse || !self.requestEnded)
+    }
+
+    mutating func backendClosed() -> BackendClosedAction {
+        guard self.phase == .forwarding else { return .none }
+        if !self.responseHeadSent && self.reusedConnection && !self.retried && self.requestEnded && self.bodyBytes == 0 {
+            self.retried = true
+            self.phase = .acquiring
+            return .retryOnFreshConnection
+        }
+        if !self.responseHeadSent {
+            return .respond(.badGateway)
+        }
+        self.phase = .finished
+        return .closeClient
+    }
+
+    // MARK: - Time and errors
+
+    mutating func timerFired(now: NIODeadline) -> TimerAction {
+        guard !self.responseHeadSent else { return .none }
+        switch self.phase {
+        case .acquiring, .forwarding: break
+        case .rejecting, .finished: return .none
+        }
+        // Body bytes still flowing to the backend extend the deadline.
+        if self.deadline > now { return .rearm(self.deadline) }
+        return .respond(.gatewayTimeout)
+    }
+
+    /// The exchange is answered with an error by the proxy itself; returns whether the client
+    /// connection stays open after it (the request is complete, the client wants keep-alive and the
+    /// error does not demand a close).
+    mutating func respondWithError(_ status: HTTPResponseStatus, close: Bool) -> Bool {
+        self.phase = .finished
+        self.status = Int(status.code)
+        self.responseHeadSent = true
+        return self.clientKeepAlive && self.requestEnded && !close
+    }
+}

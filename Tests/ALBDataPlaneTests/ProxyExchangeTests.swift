@@ -1,0 +1,162 @@
+import NIOCore
+import NIOHTTP1
+import XCTest
+
+@testable import ALBDataPlane
+
+/// The exchange state machine alone: events in, decisions out, time from a manual clock.
+final class ProxyExchangeTests: XCTestCase {
+    private let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+    private func exchange(_ method: HTTPMethod = .GET, version: HTTPVersion = .http1_1, headers: HTTPHeaders = [:],
+                          timeout: TimeAmount = .seconds(60)) -> ProxyExchange {
+        ProxyExchange(head: HTTPRequestHead(version: version, method: method, uri: "/", headers: headers),
+                      started: t0, requestTimeout: timeout, requestBytes: 0)
+    }
+
+    /// A GET that reached a backend and whose request is complete.
+    private func forwardingGet(reused: Bool = false) -> ProxyExchange {
+        var machine = exchange()
+        XCTAssertEqual(machine.receiveHead(serverAvailable: true, hasBody: false, expectsContinue: false,
+                                           upgradeRequested: false), .acquire(sendContinue: false))
+        XCTAssertEqual(machine.receiveEnd(), .none, "queued until a backend is there")
+        XCTAssertEqual(machine.backendAcquired(success: true, reused: reused, fromCallback: false).flushNow, true)
+        return machine
+    }
+
+    func testConnectIsRefusedWithoutABackendAndCloses() {
+        var machine = exchange(.CONNECT)
+        XCTAssertFalse(machine.mayReachBackend)
+        XCTAssertEqual(machine.receiveHead(serverAvailable: false, hasBody: false, expectsContinue: false,
+                                           upgradeRequested: false), .respond(.notImplemented, close: true))
+    }
+
+    func testNoServerAnswersABodylessRequestAtItsEndAndKeepsTheConnection() {
+        var machine = exchange()
+        XCTAssertEqual(machine.receiveHead(serverAvailable: false, hasBody: false, expectsContinue: false,
+                                           upgradeRequested: false), .respondAtEnd(.serviceUnavailable))
+        XCTAssertEqual(machine.receiveEnd(), .respond(.serviceUnavailable))
+        XCTAssertTrue(machine.respondWithError(.serviceUnavailable, close: false), "keep-alive")
+        XCTAssertEqual(machine.status, 503)
+    }
+
+    func testNoServerForARequestWithABodyClosesAtOnce() {
+        var machine = exchange(.POST)
+        XCTAssertEqual(machine.receiveHead(serverAvailable: false, hasBody: true, expectsContinue: false,
+                                           upgradeRequested: false), .respond(.serviceUnavailable, close: true))
+        XCTAssertFalse(machine.respondWithError(.serviceUnavailable, close: true))
+    }
+
+    func testExpectContinueIsAnsweredByTheProxy() {
+        var machine = exchange(.POST)
+        XCTAssertEqual(machine.receiveHead(serverAvailable: true, hasBody: true, expectsContinue: true,
+                                           upgradeRequested: false), .acquire(sendContinue: true))
+    }
+
+    func testBodyPartsQueueWhileAcquiringAndFlowOnceForwarding() {
+        var machine = exchange(.POST)
+        _ = machine.receiveHead(serverAvailable: true, hasBody: true, expectsContinue: false, upgradeRequested: false)
+        XCTAssertTrue(machine.queuesRequestParts)
+        XCTAssertEqual(machine.receiveBody(bytes: 10, now: t0), .none)
+        let acquired = machine.backendAcquired(success: true, reused: false, fromCallback: true)
+        XCTAssertNil(acquired.respond)
+        XCTAssertTrue(acquired.flushNow, "a connect callback is outside the client's read: flush now")
+        XCTAssertFalse(machine.queuesRequestParts)
+        XCTAssertEqual(machine.receiveBody(bytes: 5, now: t0), .forward(flush: false))
+        XCTAssertEqual(machine.receiveEnd(), .forward(flush: true))
+        XCTAssertEqual(machine.bodyBytes, 15)
+    }
+
+    func testAFailedConnectIsA502() {
+        var machine = exchange()
+        _ = machine.receiveHead(serverAvailable: true, hasBody: false, expectsContinue: false, upgradeRequested: false)
+        XCTAssertEqual(machine.backendAcquired(success: false, reused: false, fromCallback: true).respond, .badGateway)
+    }
+
+    func testTheRequestTimeoutIsExtendedWhileTheBodyFlowsThenIsA504() {
+        var machine = exchange(.POST, timeout: .seconds(10))
+        _ = machine.receiveHead(serverAvailable: true, hasBody: true, expectsContinue: false, upgradeRequested: false)
+        _ = machine.backendAcquired(success: true, reused: false, fromCallback: true)
+        _ = machine.receiveBody(bytes: 1, now: t0 + .seconds(8))
+        XCTAssertEqual(machine.timerFired(now: t0 + .seconds(10)), .rearm(t0 + .seconds(18)))
+        XCTAssertEqual(machine.timerFired(now: t0 + .seconds(18)), .respond(.gatewayTimeout))
+    }
+
+    func testNoTimeoutOnceTheResponseHeadIsSent() {
+        var machine = forwardingGet()
+        XCTAssertEqual(machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true),
+                       .relay(keepAlive: true))
+        XCTAssertEqual(machine.timerFired(now: t0 + .seconds(3600)), .none)
+    }
+
+    func testAnUnsolicited101AndInvalidHeadersAre502() {
+        var unsolicited = forwardingGet()
+        XCTAssertEqual(unsolicited.receiveResponseHead(status: .switchingProtocols, isKeepAlive: true, headersValid: true),
+                       .refuse(.badGateway))
+        XCTAssertEqual(unsolicited.upstreamStatus, 101, "logged as what the backend sent")
+        var invalid = forwardingGet()
+        XCTAssertEqual(invalid.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: false), .refuse(.badGateway))
+    }
+
+    func testA101ToARequestThatAskedToUpgradeIsRelayed() {
+        var machine = exchange()
+        _ = machine.receiveHead(serverAvailable: true, hasBody: false, expectsContinue: false, upgradeRequested: true)
+        _ = machine.backendAcquired(success: true, reused: false, fromCallback: true)
+        XCTAssertEqual(machine.receiveResponseHead(status: .switchingProtocols, isKeepAlive: true, headersValid: true),
+                       .relay(keepAlive: false))
+    }
+
+    func testACompleteKeepAliveExchangeReusesBothConnections() {
+        var machine = forwardingGet()
+        _ = machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true)
+        machine.receiveResponseBody(bytes: 100)
+        XCTAssertEqual(machine.receiveResponseEnd(), .init(reuseBackend: true, closeClient: false))
+        XCTAssertEqual(machine.responseBytes, 100)
+    }
+
+    func testAnEarlyResponseClosesTheClientAndDropsTheBackendConnection() {
+        var machine = exchange(.POST)
+        _ = machine.receiveHead(serverAvailable: true, hasBody: true, expectsContinue: false, upgradeRequested: false)
+        _ = machine.backendAcquired(success: true, reused: false, fromCallback: true)
+        XCTAssertEqual(machine.receiveResponseHead(status: .payloadTooLarge, isKeepAlive: true, headersValid: true),
+                       .relay(keepAlive: false))
+        XCTAssertEqual(machine.receiveResponseEnd(), .init(reuseBackend: false, closeClient: true))
+        XCTAssertEqual(machine.receiveBody(bytes: 10, now: t0), .none, "nothing more is forwarded")
+    }
+
+    func testAnHTTP10ClientWithoutKeepAliveIsClosedAfterTheResponse() {
+        var machine = exchange(version: .http1_0)
+        _ = machine.receiveHead(serverAvailable: true, hasBody: false, expectsContinue: false, upgradeRequested: false)
+        _ = machine.receiveEnd()
+        _ = machine.backendAcquired(success: true, reused: false, fromCallback: false)
+        XCTAssertEqual(machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true),
+                       .relay(keepAlive: false))
+    }
+
+    func testAReusedConnectionClosingFirstIsRetriedOnceForABodylessRequest() {
+        var machine = forwardingGet(reused: true)
+        XCTAssertEqual(machine.backendClosed(), .retryOnFreshConnection)
+        XCTAssertTrue(machine.queuesRequestParts)
+        _ = machine.backendAcquired(success: true, reused: true, fromCallback: true)
+        XCTAssertEqual(machine.backendClosed(), .respond(.badGateway), "only once")
+    }
+
+    func testNothingIsRetriedOnceBodyBytesWentOutOrOnAFreshConnection() {
+        var fresh = forwardingGet(reused: false)
+        XCTAssertEqual(fresh.backendClosed(), .respond(.badGateway))
+
+        var withBody = exchange(.POST)
+        _ = withBody.receiveHead(serverAvailable: true, hasBody: true, expectsContinue: false, upgradeRequested: false)
+        _ = withBody.backendAcquired(success: true, reused: true, fromCallback: false)
+        _ = withBody.receiveBody(bytes: 3, now: t0)
+        _ = withBody.receiveEnd()
+        XCTAssertEqual(withBody.backendClosed(), .respond(.badGateway))
+    }
+
+    func testABackendClosingMidResponseClosesTheClient() {
+        var machine = forwardingGet()
+        _ = machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true)
+        XCTAssertEqual(machine.backendClosed(), .closeClient)
+        XCTAssertEqual(machine.backendClosed(), .none)
+    }
+}
