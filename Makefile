@@ -5,7 +5,7 @@ export PATH := $(PATH):/opt/swift/usr/bin
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/alb
 PYTHON ?= python3
-DEBIAN_PACKAGES := curl ca-certificates
+DEBIAN_PACKAGES := curl ca-certificates openssl
 STAMP := .build/.deps-installed
 
 .PHONY: all deps build run test unit e2e examples bench fmt lint clean

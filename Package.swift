@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.2.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
     ],
     targets: [
@@ -24,19 +26,26 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "ALBReconciler", dependencies: [
-            "ALBManifest", "ALBDataPlane",
+            "ALBManifest", "ALBDataPlane", "ALBTLS",
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .target(name: "ALBDataPlane", dependencies: [
-            "ALBHTTP",
+            "ALBHTTP", "ALBTLS",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Atomics", package: "swift-atomics"),
+        ]),
+        .target(name: "ALBTLS", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "X509", package: "swift-certificates"),
         ]),
         .target(name: "ALBHTTP", dependencies: [
             .product(name: "NIOCore", package: "swift-nio"),
@@ -46,6 +55,10 @@ let package = Package(
         .testTarget(name: "ALBReconcilerTests", dependencies: ["ALBReconciler"]),
         .testTarget(name: "ALBHTTPTests", dependencies: [
             "ALBHTTP",
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
+        .testTarget(name: "ALBTLSTests", dependencies: [
+            "ALBTLS",
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "ALBDataPlaneTests", dependencies: [

@@ -16,9 +16,12 @@ struct ValidateCommand: ParsableCommand {
         try requireManifestDirectory(manifestDirectory)
         let (files, _) = manifestDirectory.read()
         let manifests = ManifestLoader.load(files)
+        let tls = TLSFindings.check(manifests)
         for diagnostic in manifests.diagnostics { print(diagnostic.formatted) }
-        if !manifests.diagnostics.isEmpty {
-            let count = manifests.diagnostics.count
+        tls.errors.forEach { print($0) }
+        tls.warnings.forEach { print($0) }
+        if !manifests.diagnostics.isEmpty || !tls.errors.isEmpty {
+            let count = manifests.diagnostics.count + tls.errors.count
             printError("\(count) error\(count == 1 ? "" : "s") in \(directory)")
             throw ExitCode(1)
         }

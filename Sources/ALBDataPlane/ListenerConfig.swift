@@ -1,4 +1,5 @@
 import ALBHTTP
+import ALBTLS
 import NIOCore
 
 /// Which headers the proxy adds to backend requests (SPEC §4 `headers`): the handlers' own options type,
@@ -92,6 +93,9 @@ public struct ListenerConfig: Sendable, Equatable {
     public var clientIP: ClientIPOptions?
     public var groups: [BackendGroup]
     public var limits: EdgeLimits
+    /// TLS termination (an HTTPS listener); nil serves plain HTTP. Changes in place: the next handshake
+    /// uses the new certificates and policy.
+    public var tls: ServerTLS?
 
     public init(
         name: String,
@@ -103,7 +107,8 @@ public struct ListenerConfig: Sendable, Equatable {
         headers: HeaderOptions = HeaderOptions(),
         clientIP: ClientIPOptions? = nil,
         groups: [BackendGroup],
-        limits: EdgeLimits = EdgeLimits()
+        limits: EdgeLimits = EdgeLimits(),
+        tls: ServerTLS? = nil
     ) {
         self.name = name
         self.key = name
@@ -116,6 +121,7 @@ public struct ListenerConfig: Sendable, Equatable {
         self.clientIP = clientIP
         self.groups = groups
         self.limits = limits
+        self.tls = tls
     }
 }
 

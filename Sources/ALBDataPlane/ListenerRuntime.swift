@@ -14,11 +14,13 @@ final class ListenerSnapshot: AtomicReference, Sendable {
     let decoderLimits: StrictHTTPRequestDecoder.Limits
     let forwardedHeaders: ForwardedHeaderOptions
     let balancer: Balancer
+    let transport: ListenerTransport
 
     init(config: ListenerConfig, generation: Int) throws {
         self.config = config
         self.generation = generation
         self.balancer = Balancer(config.groups)
+        self.transport = ListenerTransport(config)
         if let clientIP = config.clientIP {
             guard let resolver = ClientIPResolver(trustedProxies: clientIP.trustedProxies) else {
                 throw DataPlaneError.invalidConfig(listener: config.name, reason: "invalid trusted proxy CIDR")
@@ -196,7 +198,10 @@ final class ListenerRuntime: Sendable {
                 headerTimeout: snapshot.config.limits.headerTimeout,
                 idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout }
             )
-            let proxy = ProxyHandler(runtime: self, loopState: self.loopState(for: channel.eventLoop))
+            let proxy = ProxyHandler(runtime: self, loopState: self.loopState(for: channel.eventLoop),
+                                     scheme: snapshot.transport.scheme)
+            try snapshot.transport.addHandlers(to: channel.pipeline.syncOperations,
+                                               handshakeTimeout: snapshot.config.limits.headerTimeout)
             try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(options: options, application: proxy)
             return channel.eventLoop.makeSucceededVoidFuture()
         } catch {

@@ -81,9 +81,13 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     /// request cost more than the occasional spurious wake-up.
     private var requestTimer = LazyDeadlineTimer()
 
-    init(runtime: ListenerRuntime, loopState: ListenerLoopState) {
+    /// `http` or `https`: what the client spoke, for `X-Forwarded-Proto`.
+    private let scheme: String
+
+    init(runtime: ListenerRuntime, loopState: ListenerLoopState, scheme: String = "http") {
         self.runtime = runtime
         self.loopState = loopState
+        self.scheme = scheme
     }
 
     // MARK: - Client side
@@ -193,6 +197,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                     clientIP: clientIP,
                     clientPort: self.peerPort,
                     listenerPort: self.listenerPort,
+                    scheme: self.scheme,
                     loadBalancerName: config.loadBalancerName,
                     peerIsTrustedProxy: snapshot.clientIPResolver?.trusts(peer: self.peerIP) ?? false
                 ),

@@ -1,13 +1,19 @@
 import ALBDataPlane
 import ALBManifest
+import ALBTLS
 import NIOCore
 
 /// The resources the reconciler should serve, after the last-good rules are applied, and the pure
 /// functions that turn them into data-plane configurations and comparable canonical fields.
 public struct DesiredState: Sendable {
     public var resources: [ResourceID: Resource]
+    /// The certificate files of the Certificate resources, as read for this pass.
+    public var certificates: CertificateFiles
 
-    public init(resources: [ResourceID: Resource]) { self.resources = resources }
+    public init(resources: [ResourceID: Resource], certificates: CertificateFiles = CertificateFiles()) {
+        self.resources = resources
+        self.certificates = certificates
+    }
 
     public func resource(_ kind: ResourceKind, _ name: String) -> Resource? {
         resources[ResourceID(kind: kind, name: name)]
@@ -37,10 +43,17 @@ public struct DesiredState: Sendable {
         guard case .listener(let spec) = listener.spec else {
             return .failure(ConfigurationError(reason: .invalidSpec, message: "\(listener.id) is not a listener"))
         }
-        guard spec.protocol == .http else {
+        guard spec.protocol != .quic else {
             return .failure(ConfigurationError(
                 reason: .protocolNotServed,
                 message: "\(spec.protocol.rawValue) listeners are validated but not served by this release"))
+        }
+        var tls: ServerTLS?
+        if spec.protocol == .https {
+            switch serverTLS(spec) {
+            case .success(let built): tls = built
+            case .failure(let error): return .failure(error)
+            }
         }
         guard let bindHost = bindAddress(of: spec) else {
             return .failure(ConfigurationError(
@@ -52,6 +65,12 @@ public struct DesiredState: Sendable {
             guard case .serverGroup(let group)? = resource(.serverGroup, reference.name)?.spec else {
                 return .failure(ConfigurationError(reason: .missingReference,
                                                    message: "server group \"\(reference.name)\" is not available"))
+            }
+            guard group.protocol == .http else {
+                // Proxying them as plain HTTP would send what the user meant to encrypt in the clear.
+                return .failure(ConfigurationError(
+                    reason: .protocolNotServed,
+                    message: "server group \"\(reference.name)\": \(group.protocol.rawValue) backends are not served by this release"))
             }
             groups.append(BackendGroup(
                 name: reference.name, weight: reference.weight,
@@ -69,7 +88,81 @@ public struct DesiredState: Sendable {
             name: listener.id.name, loadBalancerName: spec.loadBalancer, bindHost: bindHost,
             port: spec.port, idleTimeout: .seconds(Int64(spec.idleTimeout)),
             requestTimeout: .seconds(Int64(spec.requestTimeout)), headers: headers, clientIP: clientIP,
-            groups: groups))
+            groups: groups, tls: tls))
+    }
+}
+
+extension DesiredState {
+    /// The TLS policy a listener names: a predefined id or a SecurityPolicy resource.
+    public func tlsPolicy(_ listener: ListenerSpec) -> TLSPolicy? {
+        let policy: SecurityPolicySpec?
+        if let predefined = SecurityPolicySpec.predefined[listener.securityPolicy] {
+            policy = predefined
+        } else if case .securityPolicy(let custom)? = resource(.securityPolicy, listener.securityPolicy)?.spec {
+            policy = custom
+        } else {
+            policy = nil
+        }
+        return policy.map { spec in
+            TLSPolicy(versions: spec.tlsVersions.compactMap { TLSProtocolVersion(rawValue: $0.rawValue) },
+                      ciphers: spec.ciphers)
+        }
+    }
+
+    /// The TLS side of an HTTPS listener: its certificates (checked), policy and ALPN protocols.
+    func serverTLS(_ listener: ListenerSpec) -> Result<ServerTLS, ConfigurationError> {
+        if listener.mutualAuthentication.enabled {
+            // Serving without verifying clients would let in whoever the user meant to keep out.
+            return .failure(ConfigurationError(reason: .protocolNotServed,
+                                               message: "mutual authentication is not served by this release"))
+        }
+        guard let serverName = listener.certificates.server else {
+            return .failure(ConfigurationError(reason: .missingReference, message: "no server certificate"))
+        }
+        var digests: [String] = []
+        func certificate(_ name: String) -> Result<ServerCertificate, ConfigurationError> {
+            switch certificates.byName[name] {
+            case .server(let certificate, let digest)?:
+                digests.append(digest)
+                return .success(certificate)
+            case .problem(let problem)?:
+                return .failure(ConfigurationError(reason: .certificateInvalid,
+                                                   message: "certificate \"\(name)\": \(problem.message)"))
+            case .ca?:
+                return .failure(ConfigurationError(reason: .certificateInvalid,
+                                                   message: "certificate \"\(name)\" is a CA certificate, not a server certificate"))
+            case nil:
+                return .failure(ConfigurationError(reason: .missingReference,
+                                                   message: "certificate \"\(name)\" is not available"))
+            }
+        }
+        let main: ServerCertificate
+        switch certificate(serverName) {
+        case .success(let loaded): main = loaded
+        case .failure(let error): return .failure(error)
+        }
+        var additional: [ServerCertificate] = []
+        for name in listener.certificates.additional {
+            switch certificate(name) {
+            case .success(let loaded): additional.append(loaded)
+            case .failure(let error): return .failure(error)
+            }
+        }
+        guard let policy = tlsPolicy(listener) else {
+            return .failure(ConfigurationError(reason: .missingReference,
+                                               message: "security policy \"\(listener.securityPolicy)\" is not available"))
+        }
+        // HTTP/2 is not served yet: ALPN offers what the data plane speaks.
+        let protocols = ["http/1.1"]
+        let identity = Reconciler.digest(([serverName] + listener.certificates.additional + digests
+                                          + ["\(policy.minimum.rawValue)-\(policy.maximum.rawValue)"] + policy.ciphers
+                                          + protocols).joined(separator: "\n"))
+        do {
+            return .success(try ServerTLS(defaultCertificate: main, additional: additional, policy: policy,
+                                          applicationProtocols: protocols, identity: identity))
+        } catch {
+            return .failure(ConfigurationError(reason: .certificateInvalid, message: String(describing: error)))
+        }
     }
 }
 

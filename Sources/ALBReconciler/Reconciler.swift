@@ -131,7 +131,7 @@ public actor Reconciler {
         for file in lastGoodFiles.keys where !files.contains(where: { $0.path == file }) {
             lastGoodFiles[file] = nil
         }
-        let state = DesiredState(resources: desired)
+        let state = DesiredState(resources: desired, certificates: CertificateFiles.load(desired, now: now))
         let canonical = desired.mapValues(state.canonical)
 
         // 3. Generations and validity for every resource, valid or not.
@@ -597,10 +597,15 @@ public actor Reconciler {
         digest(fields.entries.map { "\($0.path)=\($0.value)" }.joined(separator: "\n"))
     }
 
-    /// FNV-1a 64: a stable digest across processes (Swift's Hasher is seeded per process).
     static func digest(_ text: String) -> String {
+        digest(bytes: text.utf8)
+    }
+
+    /// FNV-1a 64: a stable digest across processes (Swift's Hasher is seeded per process). For change
+    /// detection only, not for security.
+    static func digest(bytes: some Sequence<UInt8>) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in text.utf8 {
+        for byte in bytes {
             hash ^= UInt64(byte)
             hash = hash &* 0x100_0000_01b3
         }

@@ -1,0 +1,87 @@
+import ALBTLS
+import NIOCore
+import NIOSSL
+import NIOTLS
+
+/// How a listener's accepted connections reach the HTTP pipeline: the seam each transport plugs into.
+/// Plain TCP adds nothing; TLS adds the handshake in front (with ALPN offering what the listener serves);
+/// QUIC will bring its own datagram channel through the same place.
+enum ListenerTransport {
+    case plainTCP
+    case tls(ServerTLS)
+
+    init(_ config: ListenerConfig) {
+        self = config.tls.map(ListenerTransport.tls) ?? .plainTCP
+    }
+
+    /// `http` or `https`, for `X-Forwarded-Proto` and the access log.
+    var scheme: String {
+        switch self {
+        case .plainTCP: "http"
+        case .tls: "https"
+        }
+    }
+
+    /// Adds the transport's handlers to a new connection, before the HTTP handlers. A TLS client that
+    /// stalls in its handshake is closed after `handshakeTimeout` (the header timeout: no request can
+    /// start before the handshake ends).
+    func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, handshakeTimeout: TimeAmount) throws {
+        switch self {
+        case .plainTCP:
+            return
+        case .tls(let tls):
+            try pipeline.addHandler(NIOSSLServerHandler(context: tls.context))
+            try pipeline.addHandler(TLSHandshakeTimeoutHandler(timeout: handshakeTimeout))
+        }
+    }
+}
+
+/// Closes a connection whose TLS handshake has not completed within `timeout`, then leaves the pipeline.
+/// Garbage instead of a ClientHello fails the handshake in the TLS handler, which closes that connection
+/// alone.
+final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    private let timeout: TimeAmount
+    private var timer: Scheduled<Void>?
+
+    init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { self.arm(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.arm(context: context)
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            self.timer?.cancel()
+            self.timer = nil
+            context.fireUserInboundEventTriggered(event)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.timer?.cancel()
+        self.timer = nil
+    }
+
+    private func arm(context: ChannelHandlerContext) {
+        guard self.timer == nil else { return }
+        let channel = context.channel
+        self.timer = context.eventLoop.scheduleTask(in: self.timeout) {
+            channel.close(promise: nil)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension TLSHandshakeTimeoutHandler: Sendable {}

@@ -1,0 +1,199 @@
+"""HTTPS listeners with real TLS clients: certificates made by openssl, SNI, policies, bad input, rotation."""
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+
+import pytest
+
+from conftest import free_port, wait_for
+
+
+def make_cert(folder, name, names):
+    """A self-signed ECDSA P-256 certificate for `names` (SANs): returns (cert path, key path)."""
+    cert, key = folder / (name + ".crt"), folder / (name + ".key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "30", "-subj", "/CN=" + names[0],
+                    "-addext", "subjectAltName=" + ",".join("DNS:" + n for n in names),
+                    "-addext", "basicConstraints=critical,CA:FALSE"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def https_set(port, backend, certs, policy="tls_cipher_policy_1_2", additional=(), extra=""):
+    docs = ["""\
+apiVersion: alb/v1
+kind: LoadBalancer
+metadata: {name: lb}
+spec: {address: 127.0.0.1}
+""", """\
+apiVersion: alb/v1
+kind: ServerGroup
+metadata: {name: pool}
+spec:
+  servers: [{address: 127.0.0.1, port: %d}]
+""" % backend]
+    for name, (cert, key) in certs.items():
+        docs.append("""\
+apiVersion: alb/v1
+kind: Certificate
+metadata: {name: %s}
+spec: {type: Server, certificate: %s, privateKey: %s}
+""" % (name, cert, key))
+    docs.append("""\
+apiVersion: alb/v1
+kind: Listener
+metadata: {name: web}
+spec:
+  loadBalancer: lb
+  protocol: HTTPS
+  port: %d
+  securityPolicy: %s
+  certificates: {server: main, additional: [%s]}
+  headers: {xForwardedProto: true}
+  defaultAction:
+    forwardGroup:
+      serverGroups: [{name: pool}]
+%s""" % (port, policy, ", ".join(additional), extra))
+    return "---\n".join(docs)
+
+
+def tls_connection(port, server_name, cafile):
+    """A TLS connection to the listener with SNI `server_name`, verified against `cafile` alone."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    conn = http.client.HTTPSConnection(server_name, port, timeout=5, context=context)
+    conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                                    server_hostname=server_name)
+    return conn
+
+
+def tls_get(port, server_name, cafile, path="/", conn=None):
+    """GET over TLS: (status, body, the server certificate in DER)."""
+    own = conn is None
+    conn = conn or tls_connection(port, server_name, cafile)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace"), conn.sock.getpeercert(binary_form=True)
+    finally:
+        if own:
+            conn.close()
+
+
+def s_client(port, *args, server_name="main.example.com"):
+    """openssl s_client's handshake against the listener: True when it completed."""
+    run = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-servername", server_name,
+                          *args], input=b"", capture_output=True, timeout=10)
+    return b"BEGIN CERTIFICATE" in run.stdout and run.returncode == 0
+
+
+@pytest.fixture
+def certs(tmp_path):
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    return {
+        "main": make_cert(folder, "main", ["main.example.com"]),
+        "shop": make_cert(folder, "shop", ["shop.example.com"]),
+        "wild": make_cert(folder, "wild", ["*.apps.example.com"]),
+        "folder": folder,
+    }
+
+
+def test_https_serves_with_sni_and_forwards_proto(alb, backends, certs):
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", https_set(port, backend, {n: certs[n] for n in ("main", "shop", "wild")},
+                                    additional=["shop", "wild"]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    status, body, _ = tls_get(port, "main.example.com", certs["main"][0])
+    assert (status, body) == (200, "b1 /\n")
+    # Each name gets its own certificate: verification against that certificate alone succeeds.
+    assert tls_get(port, "shop.example.com", certs["shop"][0])[0] == 200
+    assert tls_get(port, "x.apps.example.com", certs["wild"][0])[0] == 200
+    # An unknown name gets the default certificate.
+    assert tls_get(port, "main.example.com", certs["main"][0])[0] == 200
+    with pytest.raises(ssl.SSLCertVerificationError):
+        tls_get(port, "unknown.example.com", certs["shop"][0])
+    headers = json.loads(tls_get(port, "main.example.com", certs["main"][0], "/headers")[1])
+    assert headers.get("X-Forwarded-Proto") == "https"
+
+
+def test_the_policy_decides_versions_and_ciphers(alb, backends, certs):
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}, policy="tls_cipher_policy_1_2_strict"))
+    alb.start()
+    alb.wait_state("web", "Running")
+    assert s_client(port, "-tls1_2")
+    assert not s_client(port, "-tls1_3"), "TLS 1.3 is outside tls_cipher_policy_1_2_strict"
+    assert not s_client(port, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"), "TLS 1.1 is outside the policy"
+    assert not s_client(port, "-tls1_2", "-cipher", "AES128-GCM-SHA256"), "strict allows ECDHE suites only"
+
+    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}, policy="tls_cipher_policy_1_2_strict_with_1_3"))
+    wait_for(lambda: s_client(port, "-tls1_3"), what="TLS 1.3 after the policy change")
+
+
+def test_a_bad_key_is_reported_and_the_last_good_certificate_keeps_serving(alb, backends, certs):
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
+    alb.start()
+    alb.wait_state("web", "Running")
+    mismatched = (certs["main"][0], certs["shop"][1])
+    alb.write("web.yaml", https_set(port, backend, {"main": mismatched}))
+    synced = wait_for(lambda: alb.condition("Listener", "web", "Synced")["status"] == "False"
+                      and alb.condition("Listener", "web", "Synced"), what="certificate refused")
+    assert synced["reason"] == "CertificateInvalid"
+    assert "does not match" in synced["message"]
+    assert tls_get(port, "main.example.com", certs["main"][0])[0] == 200
+    key_text = certs["shop"][1].read_text()
+    key_body = "".join(line for line in key_text.splitlines() if "-----" not in line)
+    for path in list(alb.status.rglob("*.yaml")) + [alb.status / "events.log"]:
+        assert key_body[:40] not in path.read_text()
+    assert key_body[:40] not in alb.logs()
+    validate = alb.run_cli("validate", str(alb.manifests))
+    assert validate.returncode == 1
+    assert 'certificate "main": the private key does not match the certificate' in validate.stdout
+
+
+def test_rotating_a_certificate_file_applies_to_the_next_handshake(alb, backends, certs):
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
+    alb.start()
+    alb.wait_state("web", "Running")
+    held = tls_connection(port, "main.example.com", certs["main"][0])
+    _, _, before = tls_get(port, "main.example.com", certs["main"][0], conn=held)
+
+    # A new key and certificate written over the same files (outside the manifest directory).
+    new_folder = certs["folder"] / "new"
+    new_folder.mkdir()
+    new_cert, new_key = make_cert(new_folder, "main", ["main.example.com"])
+    os.replace(new_key, certs["main"][1])
+    os.replace(new_cert, certs["main"][0])
+    wait_for(lambda: tls_get(port, "main.example.com", certs["main"][0])[2] != before, timeout=15,
+             what="the new certificate on new handshakes")
+    # The connection made before the rotation keeps working.
+    status, body, still = tls_get(port, "main.example.com", certs["main"][0], conn=held)
+    assert (status, still) == (200, before)
+    held.close()
+
+
+def test_garbage_instead_of_a_client_hello_disturbs_nobody(alb, backends, certs):
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
+    alb.start()
+    alb.wait_state("web", "Running")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(5)
+        try:
+            answer = s.recv(100)
+        except ConnectionResetError:
+            answer = b""
+        assert not answer.startswith(b"HTTP/1.1 200")
+    assert tls_get(port, "main.example.com", certs["main"][0])[0] == 200
