@@ -3,6 +3,7 @@ import Atomics
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 
 /// An immutable, validated view of a ``ListenerConfig``. Connections and requests read the current
 /// one through an atomic reference; ``DataPlane/update(_:)`` swaps in a new one.
@@ -198,14 +199,42 @@ final class ListenerRuntime: Sendable {
                 headerTimeout: snapshot.config.limits.headerTimeout,
                 idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout }
             )
-            let proxy = ProxyHandler(runtime: self, loopState: self.loopState(for: channel.eventLoop),
-                                     scheme: snapshot.transport.scheme)
-            try snapshot.transport.addHandlers(to: channel.pipeline.syncOperations,
-                                               handshakeTimeout: snapshot.config.limits.headerTimeout)
-            try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(options: options, application: proxy)
+            let loopState = NIOLoopBound(self.loopState(for: channel.eventLoop), eventLoop: channel.eventLoop)
+            let scheme = snapshot.transport.scheme
+            try snapshot.transport.configure(
+                channel, handshakeTimeout: snapshot.config.limits.headerTimeout,
+                http1: { channel in
+                    let proxy = ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme)
+                    try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(options: options, application: proxy)
+                },
+                http2: { channel in try self.configureHTTP2(channel, loopState: loopState, scheme: scheme) })
             return channel.eventLoop.makeSucceededVoidFuture()
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    /// HTTP/2 settings of every listener (docs/tls.md lists them): at most 128 concurrent streams per
+    /// connection and a 64 KiB header list (the HTTP/1 head limit); nio-http2's abuse protections stay on
+    /// at their defaults (rapid reset, CONTINUATION floods, empty DATA frames, control-frame buffering).
+    static let http2Settings: HTTP2Settings = [
+        HTTP2Setting(parameter: .maxConcurrentStreams, value: 128),
+        HTTP2Setting(parameter: .maxHeaderListSize, value: 65536),
+    ]
+
+    /// The HTTP/2 side of a connection: each stream is one exchange, served by the same proxy handler as
+    /// an HTTP/1 connection behind nio-http2's HTTP/1 codec, with HTTP/2 framing.
+    private func configureHTTP2(_ channel: Channel, loopState: NIOLoopBound<ListenerLoopState>, scheme: String) throws {
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = Self.http2Settings
+        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+            mode: .server, connectionConfiguration: connection, streamConfiguration: NIOHTTP2Handler.StreamConfiguration()
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                try stream.pipeline.syncOperations.addHandler(
+                    ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, framing: .http2))
+            }
         }
     }
 

@@ -22,16 +22,32 @@ enum ListenerTransport {
         }
     }
 
-    /// Adds the transport's handlers to a new connection, before the HTTP handlers. A TLS client that
-    /// stalls in its handshake is closed after `handshakeTimeout` (the header timeout: no request can
-    /// start before the handshake ends).
-    func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, handshakeTimeout: TimeAmount) throws {
+    /// Adds the transport's handlers to a new connection, then the HTTP side: `http1` at once for plain
+    /// TCP, and after the TLS handshake whichever protocol ALPN chose (`http2` for `h2`, `http1` for
+    /// `http/1.1` or a client that offered nothing). A TLS client that stalls in its handshake is closed
+    /// after `handshakeTimeout` (the header timeout: no request can start before the handshake ends).
+    func configure(_ channel: Channel, handshakeTimeout: TimeAmount,
+                   http1: @escaping (Channel) throws -> Void, http2: @escaping (Channel) throws -> Void) throws {
         switch self {
         case .plainTCP:
-            return
+            try http1(channel)
         case .tls(let tls):
+            let pipeline = channel.pipeline.syncOperations
             try pipeline.addHandler(NIOSSLServerHandler(context: tls.context))
             try pipeline.addHandler(TLSHandshakeTimeoutHandler(timeout: handshakeTimeout))
+            guard tls.applicationProtocols.contains("h2") else {
+                try http1(channel)
+                return
+            }
+            try pipeline.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if case .negotiated("h2") = result {
+                        try http2(channel)
+                    } else {
+                        try http1(channel)
+                    }
+                }
+            })
         }
     }
 }

@@ -83,11 +83,14 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
 
     /// `http` or `https`: what the client spoke, for `X-Forwarded-Proto`.
     private let scheme: String
+    /// How responses are framed: an HTTP/1 connection, or one HTTP/2 stream.
+    private let framing: ClientFraming
 
-    init(runtime: ListenerRuntime, loopState: ListenerLoopState, scheme: String = "http") {
+    init(runtime: ListenerRuntime, loopState: ListenerLoopState, scheme: String = "http", framing: ClientFraming = .http1) {
         self.runtime = runtime
         self.loopState = loopState
         self.scheme = scheme
+        self.framing = framing
     }
 
     // MARK: - Client side
@@ -332,7 +335,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                     from: head,
                     requestMethod: exchange.head.method,
                     requestVersion: exchange.head.version,
-                    keepAlive: keepAlive
+                    keepAlive: keepAlive,
+                    framing: self.framing
                 )
                 exchange.machine.closeClientAfterResponse(closeAfter)
                 self.runtime.counters.countResponse(status: exchange.machine.status)
@@ -439,7 +443,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         }
         let keepAlive = exchange.machine.respondWithError(status, close: close)
         self.runtime.counters.countResponse(status: exchange.machine.status)
-        let head = EdgeResponse.head(for: status, version: exchange.head.version, close: !keepAlive)
+        let head = EdgeResponse.head(for: status, version: exchange.head.version, close: !keepAlive, framing: self.framing)
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
         if exchange.head.method != .HEAD {
             var body = context.channel.allocator.buffer(capacity: 32)
@@ -448,7 +452,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
         self.finishExchange()
-        if keepAlive {
+        if keepAlive || self.framing == .http2 {
+            // An HTTP/2 stream ends with its response; the connection and its other streams go on.
             self.resumeClientReads()
             context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
         } else {

@@ -35,6 +35,14 @@ public struct HTTPRequestHeadStartedEvent: Sendable, Equatable {
 }
 
 /// Short canned responses the edge writes itself: a text body naming the error, nothing internal.
+/// How responses are framed for the client's protocol, decided in one place per protocol: HTTP/1 frames
+/// with `Content-Length`, chunked coding or close, and says `Connection`; HTTP/2 frames by its streams and
+/// must carry no connection-specific header (RFC 9113 section 8.2.2).
+public enum ClientFraming: Sendable, Equatable {
+    case http1
+    case http2
+}
+
 public enum EdgeResponse {
     /// "502 Bad Gateway\n" and so on.
     public static func body(for status: HTTPResponseStatus) -> String {
@@ -45,11 +53,15 @@ public enum EdgeResponse {
     public static func head(
         for status: HTTPResponseStatus,
         version: HTTPVersion = .http1_1,
-        close: Bool
+        close: Bool,
+        framing: ClientFraming = .http1
     ) -> HTTPResponseHead {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         headers.add(name: "content-length", value: String(Self.body(for: status).utf8.count))
+        if framing == .http2 {
+            return HTTPResponseHead(version: version, status: status, headers: headers)
+        }
         if close {
             headers.add(name: "connection", value: "close")
         } else if version.minor == 0 {

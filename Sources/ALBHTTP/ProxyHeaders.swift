@@ -234,7 +234,10 @@ public enum ProxyHeaders {
         } else if !headers.contains(name: "content-length"),
             client.method == .POST || client.method == .PUT || client.method == .PATCH
         {
-            headers.add(name: "content-length", value: "0")
+            // An HTTP/1 request without either has no body; an HTTP/2 stream may carry one without
+            // announcing its length: send it chunked.
+            headers.add(name: client.version.major >= 2 ? "transfer-encoding" : "content-length",
+                        value: client.version.major >= 2 ? "chunked" : "0")
         }
         if options.xForwardedFor {
             let existing = headers["x-forwarded-for"]
@@ -273,10 +276,15 @@ public enum ProxyHeaders {
         from backend: HTTPResponseHead,
         requestMethod: HTTPMethod,
         requestVersion: HTTPVersion,
-        keepAlive: Bool
+        keepAlive: Bool,
+        framing: ClientFraming = .http1
     ) -> (head: HTTPResponseHead, closeAfter: Bool) {
         var headers = backend.headers
         Self.removeHopByHop(&headers)
+        if framing == .http2 {
+            // The stream frames the body; a `Content-Length` from the backend stays as information.
+            return (HTTPResponseHead(version: requestVersion, status: backend.status, headers: headers), false)
+        }
         let code = backend.status.code
         let bodyless = requestMethod == .HEAD || (100..<200).contains(code) || code == 204 || code == 304
         var keepAlive = keepAlive

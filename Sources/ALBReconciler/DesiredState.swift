@@ -152,8 +152,7 @@ extension DesiredState {
             return .failure(ConfigurationError(reason: .missingReference,
                                                message: "security policy \"\(listener.securityPolicy)\" is not available"))
         }
-        // HTTP/2 is not served yet: ALPN offers what the data plane speaks.
-        let protocols = ["http/1.1"]
+        let protocols = listener.http2 ? ["h2", "http/1.1"] : ["http/1.1"]
         let identity = Reconciler.digest(([serverName] + listener.certificates.additional + digests
                                           + ["\(policy.minimum.rawValue)-\(policy.maximum.rawValue)"] + policy.ciphers
                                           + protocols).joined(separator: "\n"))

@@ -94,6 +94,8 @@ public struct ServerTLS: Sendable {
     public let identity: String
     public let defaultCertificate: ServerCertificate
     public let additionalCertificates: [ServerCertificate]
+    /// What ALPN offers, most preferred first (`h2`, `http/1.1`).
+    public let applicationProtocols: [String]
 
     /// - Parameter identity: a digest of everything that went in (file contents, policy, protocols).
     public init(defaultCertificate: ServerCertificate, additional: [ServerCertificate], policy: TLSPolicy,
@@ -131,6 +133,7 @@ public struct ServerTLS: Sendable {
             throw CertificateProblem("the TLS context cannot be built: \(error)")
         }
         self.identity = identity
+        self.applicationProtocols = applicationProtocols
         self.defaultCertificate = defaultCertificate
         self.additionalCertificates = additional
     }

@@ -197,3 +197,34 @@ def test_garbage_instead_of_a_client_hello_disturbs_nobody(alb, backends, certs)
             answer = b""
         assert not answer.startswith(b"HTTP/1.1 200")
     assert tls_get(port, "main.example.com", certs["main"][0])[0] == 200
+
+
+def curl(port, *args, server_name="main.example.com", cafile=None):
+    run = subprocess.run(["curl", "-sS", "--max-time", "10", "--resolve", "%s:%d:127.0.0.1" % (server_name, port),
+                          "--cacert", str(cafile), *args, "https://%s:%d/" % (server_name, port)],
+                         capture_output=True, text=True, timeout=20)
+    return run
+
+
+def test_http2_is_offered_by_alpn_and_proxied_to_http1_backends(alb, backends, certs):
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
+    alb.start()
+    alb.wait_state("web", "Running")
+    run = curl(port, "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", cafile=certs["main"][0])
+    assert run.stdout == "2 200", run.stdout + run.stderr
+    run = curl(port, "--http2", "-d", "hello over h2", "-H", "Content-Type: text/plain", cafile=certs["main"][0])
+    # POST /  on the demo backend echoes the body back (streamed chunked from an HTTP/2 DATA stream).
+    assert run.stdout == "hello over h2", run.stdout + run.stderr
+    # Many concurrent streams on few connections, all answered.
+    load = subprocess.run(["h2load", "-n", "400", "-c", "4", "-m", "20", "https://127.0.0.1:%d/" % port],
+                          capture_output=True, text=True, timeout=60)
+    assert "400 succeeded, 0 failed, 0 errored" in load.stdout, load.stdout + load.stderr
+    assert "status codes: 400 2xx" in load.stdout, load.stdout
+
+    # http2: false offers HTTP/1.1 only.
+    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}).replace(
+        "  protocol: HTTPS\n", "  protocol: HTTPS\n  http2: false\n"))
+    wait_for(lambda: curl(port, "--http2", "-o", "/dev/null", "-w", "%{http_version}",
+                          cafile=certs["main"][0]).stdout == "1.1", what="HTTP/1.1 only")
