@@ -228,3 +228,23 @@ def test_http2_is_offered_by_alpn_and_proxied_to_http1_backends(alb, backends, c
         "  protocol: HTTPS\n", "  protocol: HTTPS\n  http2: false\n"))
     wait_for(lambda: curl(port, "--http2", "-o", "/dev/null", "-w", "%{http_version}",
                           cafile=certs["main"][0]).stdout == "1.1", what="HTTP/1.1 only")
+
+
+def test_a_client_that_stalls_in_the_handshake_is_closed_by_the_header_timeout(alb, backends, certs):
+    import time
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
+    alb.start()
+    alb.wait_state("web", "Running")
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as stalled:
+        stalled.sendall(b"\x16\x03\x01\x00\xc8\x01")  # the start of a ClientHello, then nothing
+        started = time.monotonic()
+        try:
+            data = stalled.recv(100)
+        except ConnectionResetError:
+            data = b""
+        closed_after = time.monotonic() - started
+        assert data == b"", "the listener closes without answering"
+    assert 8 <= closed_after <= 15, closed_after  # the header timeout is 10 s
+    assert tls_get(port, "main.example.com", certs["main"][0])[0] == 200
