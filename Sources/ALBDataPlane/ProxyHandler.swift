@@ -1,6 +1,7 @@
 import ALBHTTP
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 #if canImport(Glibc)
 import Glibc
@@ -472,6 +473,22 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         self.exchange = nil
     }
 
+    /// "TLSv1.3" and so on on a TLS connection (for an HTTP/2 stream, its connection's), else "".
+    /// Looked up when the first exchange is logged: the handshake is over by then.
+    private lazy var tlsVersion: String = {
+        guard self.scheme == "https", let context = self.context else { return "" }
+        // An HTTP/2 stream's parent is its connection; an HTTP/1 connection's parent is the listening socket.
+        let connection = self.framing == .http2 ? (context.channel.parent ?? context.channel) : context.channel
+        let version = try? connection.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).tlsVersion
+        switch version {
+        case .tlsv1?: return "TLSv1.0"
+        case .tlsv11?: return "TLSv1.1"
+        case .tlsv12?: return "TLSv1.2"
+        case .tlsv13?: return "TLSv1.3"
+        case nil: return ""
+        }
+    }()
+
     private func logExchange() {
         guard let exchange = self.exchange, let log = self.loopState.accessLog else { return }
         let elapsed = self.loopState.eventLoop.now - exchange.machine.started
@@ -479,6 +496,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             AccessLogRecord(
                 time: exchange.wallTime,
                 listener: self.runtime.name,
+                protocol: self.framing == .http2 ? "HTTP/2" : (exchange.head.version.minor == 0 ? "HTTP/1.0" : "HTTP/1.1"),
                 clientIP: exchange.clientIP,
                 clientPort: self.peerPort,
                 method: exchange.head.method.rawValue,
@@ -489,7 +507,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                 responseBytes: exchange.machine.responseBytes,
                 upstream: exchange.upstream,
                 upstreamStatus: exchange.machine.upstreamStatus,
-                durationMs: Double(elapsed.nanoseconds) / 1_000_000
+                durationMs: Double(elapsed.nanoseconds) / 1_000_000,
+                tlsVersion: self.tlsVersion
             )
         )
     }

@@ -248,3 +248,17 @@ def test_a_client_that_stalls_in_the_handshake_is_closed_by_the_header_timeout(a
         assert data == b"", "the listener closes without answering"
     assert 8 <= closed_after <= 15, closed_after  # the header timeout is 10 s
     assert tls_get(port, "main.example.com", certs["main"][0])[0] == 200
+
+
+def test_the_access_log_names_the_protocol_and_tls_version(alb, backends, certs):
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}, policy="tls_cipher_policy_1_2_strict_with_1_3"))
+    log_path = alb.root / "access.log"
+    alb.start("--access-log", str(log_path))
+    alb.wait_state("web", "Running")
+    assert curl(port, "--http2", "-o", "/dev/null", cafile=certs["main"][0]).returncode == 0
+    assert curl(port, "--http1.1", "--tlsv1.2", "--tls-max", "1.2", "-o", "/dev/null", cafile=certs["main"][0]).returncode == 0
+    records = wait_for(lambda: len(log_path.read_text().splitlines()) >= 2 and
+                       [json.loads(line) for line in log_path.read_text().splitlines()], what="two log records")
+    assert [(r["protocol"], r["tls_version"]) for r in records] == [("HTTP/2", "TLSv1.3"), ("HTTP/1.1", "TLSv1.2")]
