@@ -1,6 +1,7 @@
 import ALBHTTP
 import NIOCore
 import NIOHTTP1
+import ALBTLS
 import NIOSSL
 
 #if canImport(Glibc)
@@ -203,7 +204,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                     listenerPort: self.listenerPort,
                     scheme: self.scheme,
                     loadBalancerName: config.loadBalancerName,
-                    peerIsTrustedProxy: snapshot.clientIPResolver?.trusts(peer: self.peerIP) ?? false
+                    peerIsTrustedProxy: snapshot.clientIPResolver?.trusts(peer: self.peerIP) ?? false,
+                    clientCertificate: self.scheme == "https" ? self.clientCertificate : nil
                 ),
                 options: snapshot.forwardedHeaders
             )
@@ -473,14 +475,26 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         self.exchange = nil
     }
 
-    /// "TLSv1.3" and so on on a TLS connection (for an HTTP/2 stream, its connection's), else "".
-    /// Looked up when the first exchange is logged: the handshake is over by then.
-    private lazy var tlsVersion: String = {
-        guard self.scheme == "https", let context = self.context else { return "" }
+    /// The TLS handler of this connection (for an HTTP/2 stream, of its connection), nil on plain HTTP.
+    private var tlsHandler: NIOSSLServerHandler? {
+        guard self.scheme == "https", let context = self.context else { return nil }
         // An HTTP/2 stream's parent is its connection; an HTTP/1 connection's parent is the listening socket.
         let connection = self.framing == .http2 ? (context.channel.parent ?? context.channel) : context.channel
-        let version = try? connection.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).tlsVersion
-        switch version {
+        return try? connection.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
+    }
+
+    /// The verified client certificate on a mutual-TLS listener, read once per connection (requests come
+    /// after the handshake).
+    private lazy var clientCertificate: ClientCertificateInfo? = {
+        guard self.runtime.snapshot.load(ordering: .relaxed).config.tls?.verifiesClients == true,
+              let peer = self.tlsHandler?.peerCertificate else { return nil }
+        return ClientCertificateInfo(verified: peer)
+    }()
+
+    /// "TLSv1.3" and so on on a TLS connection, else "". Looked up when the first exchange is logged: the
+    /// handshake is over by then.
+    private lazy var tlsVersion: String = {
+        switch self.tlsHandler?.tlsVersion {
         case .tlsv1?: return "TLSv1.0"
         case .tlsv11?: return "TLSv1.1"
         case .tlsv12?: return "TLSv1.2"

@@ -9,6 +9,12 @@ public struct ForwardedHeaderOptions: Sendable, Equatable {
     public var xForwardedHost: Bool
     public var xForwardedClientSrcPort: Bool
     public var slbId: Bool
+    /// Mutual-TLS listeners: the verified client certificate's subject DN, issuer DN, fingerprint and
+    /// verify result as `X-Forwarded-Clientcert-subjectdn` / `-issuerdn` / `-fingerprint` / `-clientverify`.
+    public var clientCertSubjectDN = false
+    public var clientCertIssuerDN = false
+    public var clientCertFingerprint = false
+    public var clientCertClientVerify = false
 
     public init(
         xForwardedFor: Bool = true,
@@ -27,6 +33,24 @@ public struct ForwardedHeaderOptions: Sendable, Equatable {
     }
 }
 
+/// The verified client certificate of a mutual-TLS connection, as its headers carry it.
+public struct ClientCertificateInfo: Sendable, Equatable {
+    /// RFC 4514 distinguished names.
+    public var subjectDN: String
+    public var issuerDN: String
+    /// Lower-case hex SHA-1 of the certificate's DER (what ALB's header carries).
+    public var fingerprint: String
+    /// "SUCCESS": a connection with a certificate that did not verify never gets this far.
+    public var verify: String
+
+    public init(subjectDN: String, issuerDN: String, fingerprint: String, verify: String) {
+        self.subjectDN = subjectDN
+        self.issuerDN = issuerDN
+        self.fingerprint = fingerprint
+        self.verify = verify
+    }
+}
+
 /// What the proxy knows about the client side of one request.
 public struct ForwardingContext: Sendable, Equatable {
     /// After client IP retrieval, when that is on.
@@ -39,11 +63,14 @@ public struct ForwardingContext: Sendable, Equatable {
     /// The TCP peer is one of the listener's trusted proxies (`clientIp.trustedProxies`): the forwarding
     /// headers it sent are passed on. From anyone else they are removed.
     public var peerIsTrustedProxy: Bool
+    /// The client's verified certificate on a mutual-TLS listener.
+    public var clientCertificate: ClientCertificateInfo?
 
     public init(
         clientIP: String, clientPort: Int, listenerPort: Int, scheme: String = "http", loadBalancerName: String,
-        peerIsTrustedProxy: Bool = false
+        peerIsTrustedProxy: Bool = false, clientCertificate: ClientCertificateInfo? = nil
     ) {
+        self.clientCertificate = clientCertificate
         self.clientIP = clientIP
         self.clientPort = clientPort
         self.listenerPort = listenerPort
@@ -64,7 +91,8 @@ public enum ProxyHeaders {
     /// The headers the listener manages (``ForwardedHeaderOptions``): believed only from a trusted proxy.
     static let forwarding: [String] = [
         "x-forwarded-for", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-host",
-        "x-forwarded-client-srcport", "slb-id",
+        "x-forwarded-client-srcport", "slb-id", "x-forwarded-clientcert-subjectdn", "x-forwarded-clientcert-issuerdn",
+        "x-forwarded-clientcert-fingerprint", "x-forwarded-clientcert-clientverify",
     ]
 
     /// Never removed because `Connection` names them: that would change the request's framing or target.
@@ -264,6 +292,22 @@ public enum ProxyHeaders {
         }
         if options.slbId {
             headers.replaceOrAdd(name: "SLB-ID", value: forwarding.loadBalancerName)
+        }
+        // A client's own X-Forwarded-Clientcert-* went with the other forwarding headers above (unless it is a
+        // trusted proxy); the listener's handshake sets them.
+        if let certificate = forwarding.clientCertificate {
+            if options.clientCertSubjectDN {
+                headers.replaceOrAdd(name: "X-Forwarded-Clientcert-subjectdn", value: certificate.subjectDN)
+            }
+            if options.clientCertIssuerDN {
+                headers.replaceOrAdd(name: "X-Forwarded-Clientcert-issuerdn", value: certificate.issuerDN)
+            }
+            if options.clientCertFingerprint {
+                headers.replaceOrAdd(name: "X-Forwarded-Clientcert-fingerprint", value: certificate.fingerprint)
+            }
+            if options.clientCertClientVerify {
+                headers.replaceOrAdd(name: "X-Forwarded-Clientcert-clientverify", value: certificate.verify)
+            }
         }
         return HTTPRequestHead(version: .http1_1, method: client.method, uri: client.uri, headers: headers)
     }

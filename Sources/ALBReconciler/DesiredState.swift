@@ -83,6 +83,10 @@ public struct DesiredState: Sendable {
         headers.xForwardedHost = spec.headers.xForwardedHost
         headers.xForwardedClientSrcPort = spec.headers.xForwardedClientSrcPort
         headers.slbId = spec.headers.slbId
+        headers.clientCertSubjectDN = spec.headers.clientCertSubjectDN
+        headers.clientCertIssuerDN = spec.headers.clientCertIssuerDN
+        headers.clientCertFingerprint = spec.headers.clientCertFingerprint
+        headers.clientCertClientVerify = spec.headers.clientCertClientVerify
         let clientIP = spec.clientIp.enabled ? ClientIPOptions(trustedProxies: spec.clientIp.trustedProxies) : nil
         return .success(ListenerConfig(
             name: listener.id.name, loadBalancerName: spec.loadBalancer, bindHost: bindHost,
@@ -111,10 +115,22 @@ extension DesiredState {
 
     /// The TLS side of an HTTPS listener: its certificates (checked), policy and ALPN protocols.
     func serverTLS(_ listener: ListenerSpec) -> Result<ServerTLS, ConfigurationError> {
+        var clientCA: CABundle?
+        var caDigest = ""
         if listener.mutualAuthentication.enabled {
-            // Serving without verifying clients would let in whoever the user meant to keep out.
-            return .failure(ConfigurationError(reason: .protocolNotServed,
-                                               message: "mutual authentication is not served by this release"))
+            let name = listener.mutualAuthentication.ca ?? ""
+            switch certificates.byName[name] {
+            case .ca(let bundle, let digest)?:
+                clientCA = bundle
+                caDigest = digest
+            case .problem(let problem)?:
+                return .failure(ConfigurationError(reason: .certificateInvalid, message: "CA certificate \"\(name)\": \(problem.message)"))
+            case .server?:
+                return .failure(ConfigurationError(reason: .certificateInvalid,
+                                                   message: "certificate \"\(name)\" is a server certificate, not a CA certificate"))
+            case nil:
+                return .failure(ConfigurationError(reason: .missingReference, message: "CA certificate \"\(name)\" is not available"))
+            }
         }
         guard let serverName = listener.certificates.server else {
             return .failure(ConfigurationError(reason: .missingReference, message: "no server certificate"))
@@ -155,10 +171,10 @@ extension DesiredState {
         let protocols = listener.http2 ? ["h2", "http/1.1"] : ["http/1.1"]
         let identity = Reconciler.digest(([serverName] + listener.certificates.additional + digests
                                           + ["\(policy.minimum.rawValue)-\(policy.maximum.rawValue)"] + policy.ciphers
-                                          + protocols).joined(separator: "\n"))
+                                          + protocols + [caDigest]).joined(separator: "\n"))
         do {
             return .success(try ServerTLS(defaultCertificate: main, additional: additional, policy: policy,
-                                          applicationProtocols: protocols, identity: identity))
+                                          applicationProtocols: protocols, clientCA: clientCA, identity: identity))
         } catch {
             return .failure(ConfigurationError(reason: .certificateInvalid, message: String(describing: error)))
         }

@@ -1,4 +1,6 @@
 import Foundation
+import ALBHTTP
+import Crypto
 import NIOSSL
 import X509
 
@@ -107,5 +109,15 @@ public struct CABundle: Sendable {
         }
         self.name = name
         self.certificates = certificates
+    }
+}
+
+extension ClientCertificateInfo {
+    /// The facts of a client certificate that the handshake verified.
+    public init?(verified peer: NIOSSLCertificate) {
+        guard let der = try? peer.toDERBytes(), let certificate = try? Certificate(derEncoded: der) else { return nil }
+        let digest = Insecure.SHA1.hash(data: der)
+        self.init(subjectDN: certificate.subject.description, issuerDN: certificate.issuer.description,
+                  fingerprint: digest.map { String(format: "%02x", $0) }.joined(), verify: "SUCCESS")
     }
 }

@@ -96,10 +96,14 @@ public struct ServerTLS: Sendable {
     public let additionalCertificates: [ServerCertificate]
     /// What ALPN offers, most preferred first (`h2`, `http/1.1`).
     public let applicationProtocols: [String]
+    /// Mutual authentication is on: every connection has a verified client certificate.
+    public let verifiesClients: Bool
 
     /// - Parameter identity: a digest of everything that went in (file contents, policy, protocols).
+    /// - Parameter clientCA: mutual authentication: clients must present a certificate this bundle
+    ///   signed, or their handshake fails.
     public init(defaultCertificate: ServerCertificate, additional: [ServerCertificate], policy: TLSPolicy,
-                applicationProtocols: [String], identity: String) throws {
+                applicationProtocols: [String], clientCA: CABundle? = nil, identity: String) throws {
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: defaultCertificate.chain.map { .certificate($0) },
             privateKey: .privateKey(defaultCertificate.key))
@@ -114,6 +118,13 @@ public struct ServerTLS: Sendable {
             throw CertificateProblem("the security policy leaves no cipher suite that BoringSSL supports")
         }
         configuration.applicationProtocols = applicationProtocols
+        if let clientCA {
+            // A client certificate is required and must chain to the bundle; names are not checked.
+            configuration.certificateVerification = .noHostnameVerification
+            configuration.trustRoots = .certificates(clientCA.certificates)
+            configuration.sendCANameList = true
+        }
+        self.verifiesClients = clientCA != nil
         if !additional.isEmpty {
             let selection = SNISelection(default: defaultCertificate, additional: additional)
             configuration.sslContextCallback = { values, promise in

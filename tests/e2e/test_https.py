@@ -262,3 +262,56 @@ def test_the_access_log_names_the_protocol_and_tls_version(alb, backends, certs)
     records = wait_for(lambda: len(log_path.read_text().splitlines()) >= 2 and
                        [json.loads(line) for line in log_path.read_text().splitlines()], what="two log records")
     assert [(r["protocol"], r["tls_version"]) for r in records] == [("HTTP/2", "TLSv1.3"), ("HTTP/1.1", "TLSv1.2")]
+
+
+def make_client_ca(folder):
+    """A CA, a client certificate it signed (CN=alice), and one it did not (CN=mallory)."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", str(folder / "ca.key"), "-out", str(folder / "ca.crt"), "-days", "30",
+        "-subj", "/CN=Test Client CA")
+    (folder / "client.ext").write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    run("req", *ec, "-keyout", str(folder / "alice.key"), "-out", str(folder / "alice.csr"), "-subj", "/O=Example/CN=alice")
+    run("x509", "-req", "-in", str(folder / "alice.csr"), "-CA", str(folder / "ca.crt"), "-CAkey", str(folder / "ca.key"),
+        "-CAcreateserial", "-out", str(folder / "alice.crt"), "-days", "30", "-extfile", str(folder / "client.ext"))
+    run("req", "-x509", *ec, "-keyout", str(folder / "mallory.key"), "-out", str(folder / "mallory.crt"), "-days", "30",
+        "-subj", "/CN=mallory")
+    fingerprint = subprocess.run(["openssl", "x509", "-in", str(folder / "alice.crt"), "-noout", "-fingerprint", "-sha1"],
+                                 check=True, capture_output=True, text=True).stdout
+    return fingerprint.strip().split("=", 1)[1].replace(":", "").lower()
+
+
+def test_mutual_tls_refuses_unknown_clients_and_forwards_the_certificate(alb, backends, certs):
+    backend = backends.start("b1")
+    port = free_port()
+    folder = certs["folder"]
+    fingerprint = make_client_ca(folder)
+    text = https_set(port, backend, {"main": certs["main"]}, extra="""\
+  mutualAuthentication: {enabled: true, ca: clients}
+""").replace("headers: {xForwardedProto: true}", "headers: {xForwardedProto: true, clientCertSubjectDN: true, "
+             "clientCertIssuerDN: true, clientCertFingerprint: true, clientCertClientVerify: true}")
+    text += """---
+apiVersion: alb/v1
+kind: Certificate
+metadata: {name: clients}
+spec: {type: CA, certificate: %s}
+""" % (folder / "ca.crt")
+    alb.write("web.yaml", text)
+    alb.start()
+    alb.wait_state("web", "Running")
+    cafile = certs["main"][0]
+
+    assert curl(port, "-o", "/dev/null", cafile=cafile).returncode != 0, "no client certificate: refused"
+    assert curl(port, "--cert", str(folder / "mallory.crt"), "--key", str(folder / "mallory.key"), "-o", "/dev/null",
+                cafile=cafile).returncode != 0, "a certificate the CA did not sign: refused"
+    for http in ("--http1.1", "--http2"):
+        run = subprocess.run(["curl", "-sS", http, "--max-time", "10", "--resolve", "main.example.com:%d:127.0.0.1" % port,
+                              "--cacert", str(cafile), "--cert", str(folder / "alice.crt"), "--key", str(folder / "alice.key"),
+                              "-H", "X-Forwarded-Clientcert-subjectdn: CN=forged",
+                              "https://main.example.com:%d/headers" % port], capture_output=True, text=True, timeout=20)
+        headers = json.loads(run.stdout)
+        assert headers["X-Forwarded-Clientcert-subjectdn"] == "CN=alice,O=Example", headers
+        assert headers["X-Forwarded-Clientcert-issuerdn"] == "CN=Test Client CA"
+        assert headers["X-Forwarded-Clientcert-fingerprint"] == fingerprint
+        assert headers["X-Forwarded-Clientcert-clientverify"] == "SUCCESS"
