@@ -101,9 +101,15 @@ def make_handler(name):
     return Handler
 
 
-def serve(port, name):
+def serve(port, name, certfile=None, keyfile=None):
+    """Serves on 127.0.0.1:port; over TLS (TLS only) when a certificate and key are given."""
     server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(name))
     server.daemon_threads = True
+    if certfile:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certfile, keyfile)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 

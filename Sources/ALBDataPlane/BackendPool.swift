@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import NIOPosix
 
 /// What a backend connection reports to the client-side exchange that currently uses it.
@@ -139,8 +140,11 @@ final class BackendPool {
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
+            .channelInitializer { [server = self.server] channel in
                 do {
+                    if server.useTLS {
+                        try channel.pipeline.syncOperations.addHandler(try BackendTLS.handler(for: server.host))
+                    }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(BackendHandler())
                     return channel.eventLoop.makeSucceededVoidFuture()
@@ -200,3 +204,22 @@ final class BackendPool {
 
 @available(*, unavailable)
 extension BackendPool: Sendable {}
+
+/// TLS to HTTPS server groups. Like nginx's `proxy_ssl_verify off` (its default) and ALB's HTTPS backends,
+/// the backend's certificate is not verified: backends are usually addressed by IP with internal
+/// certificates. SNI carries the server's host name when it is one (never an IP address).
+enum BackendTLS {
+    static let context: NIOSSLContext? = {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateVerification = .none
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.applicationProtocols = ["http/1.1"]
+        return try? NIOSSLContext(configuration: configuration)
+    }()
+
+    static func handler(for host: String) throws -> NIOSSLClientHandler {
+        guard let context else { throw DataPlaneError.invalidConfig(listener: "", reason: "no TLS client context") }
+        let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
+        return try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : host)
+    }
+}

@@ -21,12 +21,18 @@ public struct BackendServer: Sendable, Equatable, Hashable {
     public var host: String
     public var port: Int
     public var weight: Int
+    /// Speak TLS to it (an HTTPS server group).
+    public var useTLS: Bool
 
-    public init(host: String, port: Int, weight: Int = 100) {
+    public init(host: String, port: Int, weight: Int = 100, useTLS: Bool = false) {
         self.host = host
         self.port = port
         self.weight = weight
+        self.useTLS = useTLS
     }
+
+    /// Connections are pooled per server and protocol.
+    var poolKey: String { self.useTLS ? "https://" + self.address : self.address }
 
     /// `host:port` (IPv6 hosts in brackets), the pool key and the access log's `upstream`.
     public var address: String {

@@ -66,7 +66,7 @@ final class ListenerLoopState {
     }
 
     func pool(for server: BalancedServer) -> BackendPool {
-        let key = server.address
+        let key = server.poolKey
         if let pool = self.pools[key] { return pool }
         let pool = BackendPool(server: server.server, eventLoop: self.eventLoop)
         if self.closed { pool.closeAll() }
@@ -83,7 +83,7 @@ final class ListenerLoopState {
         self.generation = snapshot.generation
         let groups = snapshot.config.groups
         // Keep pools of servers that remain (their keep-alive connections survive); drop the rest.
-        let remaining = Set(groups.flatMap { $0.servers.map(\.address) })
+        let remaining = Set(groups.flatMap { $0.servers.map(\.poolKey) })
         for (key, pool) in self.pools where !remaining.contains(key) {
             pool.closeAll()
             self.pools[key] = nil

@@ -35,10 +35,12 @@ struct BalancedServer: Sendable {
     let server: BackendServer
     /// `server.address`, which formats a string each time it is read.
     let address: String
+    let poolKey: String
 
     init(_ server: BackendServer) {
         self.server = server
         self.address = server.address
+        self.poolKey = server.poolKey
     }
 }
 

@@ -66,15 +66,17 @@ public struct DesiredState: Sendable {
                 return .failure(ConfigurationError(reason: .missingReference,
                                                    message: "server group \"\(reference.name)\" is not available"))
             }
-            guard group.protocol == .http else {
-                // Proxying them as plain HTTP would send what the user meant to encrypt in the clear.
+            guard group.protocol != .grpc else {
+                // Proxying them as HTTP/1.1 would break every call; they need HTTP/2 to the backend.
                 return .failure(ConfigurationError(
                     reason: .protocolNotServed,
                     message: "server group \"\(reference.name)\": \(group.protocol.rawValue) backends are not served by this release"))
             }
             groups.append(BackendGroup(
                 name: reference.name, weight: reference.weight,
-                servers: group.servers.map { ALBDataPlane.BackendServer(host: $0.address, port: $0.port, weight: $0.weight) }))
+                servers: group.servers.map {
+                    ALBDataPlane.BackendServer(host: $0.address, port: $0.port, weight: $0.weight, useTLS: group.protocol == .https)
+                }))
         }
         var headers = HeaderOptions()
         headers.xForwardedFor = spec.headers.xForwardedFor

@@ -87,9 +87,9 @@ class Backends:
     def __init__(self):
         self.servers = []
 
-    def start(self, name):
+    def start(self, name, certfile=None, keyfile=None):
         port = free_port()
-        self.servers.append(demo_backend.serve(port, name))
+        self.servers.append(demo_backend.serve(port, name, certfile, keyfile))
         return port
 
     def close(self):

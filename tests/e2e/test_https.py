@@ -315,3 +315,51 @@ spec: {type: CA, certificate: %s}
         assert headers["X-Forwarded-Clientcert-issuerdn"] == "CN=Test Client CA"
         assert headers["X-Forwarded-Clientcert-fingerprint"] == fingerprint
         assert headers["X-Forwarded-Clientcert-clientverify"] == "SUCCESS"
+
+
+def test_https_server_groups_are_reached_over_tls(alb, backends, certs):
+    """An HTTP listener forwarding to a backend that speaks only TLS."""
+    from conftest import get, manifest_set
+    cert, key = certs["shop"]
+    tls_backend = backends.start("secure", str(cert), str(key))
+    port = free_port()
+    text = manifest_set(port, [(tls_backend, 100)]).replace(
+        "kind: ServerGroup\nmetadata: {name: pool}\nspec:\n", "kind: ServerGroup\nmetadata: {name: pool}\nspec:\n  protocol: HTTPS\n")
+    assert "protocol: HTTPS" in text
+    alb.write("web.yaml", text)
+    alb.start()
+    alb.wait_state("web", "Running")
+    assert get(port, "/over-tls")[:2] == (200, "secure /over-tls\n")
+    # Keep-alive pooling works over TLS too: a second request on a fresh client connection.
+    assert get(port, "/again")[:2] == (200, "secure /again\n")
+
+
+def test_rotating_a_certificate_under_http2_load_fails_no_request(alb, backends, certs):
+    import signal
+    import threading
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
+    alb.start()
+    alb.wait_state("web", "Running")
+    before = tls_get(port, "main.example.com", certs["main"][0])[2]
+    result = {}
+
+    def load():  # bounded: 6 s, 4 connections, 10 streams each
+        result["run"] = subprocess.run(["h2load", "-D", "6", "-c", "4", "-m", "10", "https://127.0.0.1:%d/" % port],
+                                       capture_output=True, text=True, timeout=60)
+    loader = threading.Thread(target=load)
+    loader.start()
+    import time
+    time.sleep(1.5)
+    new_folder = certs["folder"] / "rotated"
+    new_folder.mkdir()
+    new_cert, new_key = make_cert(new_folder, "main", ["main.example.com"])
+    os.replace(new_key, certs["main"][1])
+    os.replace(new_cert, certs["main"][0])
+    alb.process.send_signal(signal.SIGHUP)  # a pass now rather than at the next rescan
+    wait_for(lambda: tls_get(port, "main.example.com", certs["main"][0])[2] != before, what="rotated")
+    loader.join(60)
+    out = result["run"].stdout
+    assert " 0 failed, 0 errored, 0 timeout" in out, out
+    assert "succeeded" in out and "status codes:" in out and " 0 4xx, 0 5xx" in out, out
