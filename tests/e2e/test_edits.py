@@ -127,6 +127,17 @@ def assert_finished(slow):
     assert (status, error) == (200, None) and body.endswith(" slow\n"), (status, body, error)
 
 
+def serve_web(alb, backends):
+    """A LoadBalancer file, and a file with a server group and a running listener `web`: (backend, port)."""
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("lb.yaml", LB)
+    alb.write("web.yaml", docs(group("pool", b1), listener("web", port, "pool")))
+    alb.start()
+    alb.wait_state("web", "Running")
+    return b1, port
+
+
 def listening_addresses(port):
     """Local addresses with a listening TCP socket on `port`, read from /proc (no tools needed)."""
     found = set()
@@ -156,12 +167,7 @@ def assert_clean(loop):
 
 
 def test_deleting_the_load_balancer_never_widens_the_bind(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("lb.yaml", LB)
-    alb.write("web.yaml", docs(group("pool", b1), listener("web", port, "pool")))
-    alb.start()
-    alb.wait_state("web", "Running")
+    b1, port = serve_web(alb, backends)
     assert listening_addresses(port) == {"127.0.0.1"}
     slow = in_flight(port)
     loop = ClientLoop([port])
@@ -309,12 +315,7 @@ def test_swapping_two_ports_in_one_edit_refuses_nothing(alb, backends):
 
 
 def test_renaming_a_listener_keeps_its_port_open(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("lb.yaml", LB)
-    alb.write("web.yaml", docs(group("pool", b1), listener("web", port, "pool")))
-    alb.start()
-    alb.wait_state("web", "Running")
+    b1, port = serve_web(alb, backends)
     slow = in_flight(port)
     loop = ClientLoop([port])
     loop.start()

@@ -89,6 +89,16 @@ def s_client(port, *args, server_name="main.example.com"):
     return b"BEGIN CERTIFICATE" in run.stdout and run.returncode == 0
 
 
+def serve_https(alb, backends, certs, names=("main",), *args, **kwargs):
+    """A backend and a running HTTPS listener on a fresh port: (port, backend port)."""
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", https_set(port, backend, {n: certs[n] for n in names}, *args, **kwargs))
+    alb.start()
+    alb.wait_state("web", "Running")
+    return port, backend
+
+
 @pytest.fixture
 def certs(tmp_path):
     folder = tmp_path / "certs"
@@ -102,12 +112,7 @@ def certs(tmp_path):
 
 
 def test_https_serves_with_sni_and_forwards_proto(alb, backends, certs):
-    backend = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", https_set(port, backend, {n: certs[n] for n in ("main", "shop", "wild")},
-                                    additional=["shop", "wild"]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, backend = serve_https(alb, backends, certs, ("main", "shop", "wild"), additional=["shop", "wild"])
     status, body, _ = tls_get(port, "main.example.com", certs["main"][0])
     assert (status, body) == (200, "b1 /\n")
     # Each name gets its own certificate: verification against that certificate alone succeeds.
@@ -122,11 +127,7 @@ def test_https_serves_with_sni_and_forwards_proto(alb, backends, certs):
 
 
 def test_the_policy_decides_versions_and_ciphers(alb, backends, certs):
-    backend = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}, policy="tls_cipher_policy_1_2_strict"))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, backend = serve_https(alb, backends, certs, policy="tls_cipher_policy_1_2_strict")
     assert s_client(port, "-tls1_2")
     assert not s_client(port, "-tls1_3"), "TLS 1.3 is outside tls_cipher_policy_1_2_strict"
     assert not s_client(port, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"), "TLS 1.1 is outside the policy"
@@ -137,11 +138,7 @@ def test_the_policy_decides_versions_and_ciphers(alb, backends, certs):
 
 
 def test_a_bad_key_is_reported_and_the_last_good_certificate_keeps_serving(alb, backends, certs):
-    backend = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, backend = serve_https(alb, backends, certs)
     mismatched = (certs["main"][0], certs["shop"][1])
     alb.write("web.yaml", https_set(port, backend, {"main": mismatched}))
     synced = wait_for(lambda: alb.condition("Listener", "web", "Synced")["status"] == "False"
@@ -160,11 +157,7 @@ def test_a_bad_key_is_reported_and_the_last_good_certificate_keeps_serving(alb, 
 
 
 def test_rotating_a_certificate_file_applies_to_the_next_handshake(alb, backends, certs):
-    backend = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, backend = serve_https(alb, backends, certs)
     held = tls_connection(port, "main.example.com", certs["main"][0])
     _, _, before = tls_get(port, "main.example.com", certs["main"][0], conn=held)
 
@@ -183,11 +176,7 @@ def test_rotating_a_certificate_file_applies_to_the_next_handshake(alb, backends
 
 
 def test_garbage_instead_of_a_client_hello_disturbs_nobody(alb, backends, certs):
-    backend = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, backend = serve_https(alb, backends, certs)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         s.settimeout(5)
@@ -207,11 +196,7 @@ def curl(port, *args, server_name="main.example.com", cafile=None):
 
 
 def test_http2_is_offered_by_alpn_and_proxied_to_http1_backends(alb, backends, certs):
-    backend = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, backend = serve_https(alb, backends, certs)
     run = curl(port, "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", cafile=certs["main"][0])
     assert run.stdout == "2 200", run.stdout + run.stderr
     run = curl(port, "--http2", "-d", "hello over h2", "-H", "Content-Type: text/plain", cafile=certs["main"][0])
@@ -232,11 +217,7 @@ def test_http2_is_offered_by_alpn_and_proxied_to_http1_backends(alb, backends, c
 
 def test_a_client_that_stalls_in_the_handshake_is_closed_by_the_header_timeout(alb, backends, certs):
     import time
-    backend = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, backend = serve_https(alb, backends, certs)
     with socket.create_connection(("127.0.0.1", port), timeout=20) as stalled:
         stalled.sendall(b"\x16\x03\x01\x00\xc8\x01")  # the start of a ClientHello, then nothing
         started = time.monotonic()
@@ -337,11 +318,7 @@ def test_https_server_groups_are_reached_over_tls(alb, backends, certs):
 def test_rotating_a_certificate_under_http2_load_fails_no_request(alb, backends, certs):
     import signal
     import threading
-    backend = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, backend = serve_https(alb, backends, certs)
     before = tls_get(port, "main.example.com", certs["main"][0])[2]
     result = {}
 
