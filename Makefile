@@ -8,7 +8,7 @@ PYTHON ?= python3
 DEBIAN_PACKAGES := curl ca-certificates
 STAMP := .build/.deps-installed
 
-.PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke bench fmt lint clean
+.PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench fmt lint clean
 
 all: build
 
@@ -64,6 +64,12 @@ fuzz:
 FUZZ_SMOKE_SECONDS ?= 15
 fuzz-smoke:
 	bash tests/fuzz.sh $(FUZZ_SMOKE_SECONDS)
+
+# Bounded soak (not in `make test`): SOAK_CHANGES in-place changes under keep-alive load, a leak check.
+SOAK_CONFIG ?= release
+soak: deps
+	swift build -c $(SOAK_CONFIG) --product alb
+	ALB_BIN=$(CURDIR)/.build/$(SOAK_CONFIG)/alb $(PYTHON) tests/soak.py
 
 bench:
 	swift build -c release --product alb
