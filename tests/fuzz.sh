@@ -20,7 +20,9 @@ for target in manifest http1; do
       -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$scratch/artifacts/$target-" \
       "$corpus" "fuzz/corpus/$target" >"$log" 2>&1; then
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
-    echo "fuzz $target: $runs runs in ${seconds}s, no crash; corpus $(ls "$corpus" | wc -l) files (+ $(ls "fuzz/corpus/$target" | wc -l) seeds)"
+    # libFuzzer's last line: coverage, and the corpus it keeps (inputs/size) after dropping redundant ones.
+    final=$(grep -E "^#[0-9]+.*(DONE|cov:)" "$log" | tail -1 | grep -oE "cov: [0-9]+ ft: [0-9]+ corp: [^ ]+" || true)
+    echo "fuzz $target: $runs runs in ${seconds}s, no crash; $final; $(ls "$corpus" | wc -l) files in $corpus, $(ls "fuzz/corpus/$target" | wc -l) seeds"
   else
     status=1
     echo "fuzz $target: FAILED (log: $log)"
