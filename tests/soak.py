@@ -245,6 +245,38 @@ def sample(pid):
     return rss_kb, len(os.listdir("/proc/%d/fd" % pid))
 
 
+def descriptor_kinds(pid, backend_ports):
+    """alb's open descriptors by kind, so growth can be told apart: listening sockets, connections to
+    backends, connections from clients, and everything else (files, epoll, eventfd, pipes)."""
+    states = {}  # socket inode -> (TCP state, remote port)
+    for table in ("/proc/%d/net/tcp" % pid, "/proc/%d/net/tcp6" % pid):
+        try:
+            with open(table) as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    states[fields[9]] = (fields[3], int(fields[2].rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            pass
+    kinds = {"listening": 0, "to backends": 0, "from clients": 0, "other": 0}
+    for name in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, name))
+        except OSError:
+            continue  # closed meanwhile
+        inode = target[len("socket:["):-1] if target.startswith("socket:[") else None
+        state, remote_port = states.get(inode, (None, None))
+        if state == "0A":
+            kinds["listening"] += 1
+        elif state is not None and remote_port in backend_ports:
+            kinds["to backends"] += 1
+        elif state is not None:
+            kinds["from clients"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
+
+
 def accepts(port):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -293,6 +325,7 @@ def main():
     threads = []
     current_transient_port = [None]
     samples = {}
+    kinds = {}
     not_applied = 0
     started = time.monotonic()
     try:
@@ -356,10 +389,12 @@ def main():
                 not_applied += 1
             if change + 1 == CHECKPOINT:
                 samples["after %d changes" % CHECKPOINT] = sample(alb.pid)
+                kinds["after %d changes" % CHECKPOINT] = descriptor_kinds(alb.pid, backend_ports)
             if (change + 1) % 1000 == 0:
                 print("soak: %d changes, %.0f s" % (change + 1, time.monotonic() - started), flush=True)
         time.sleep(1)
         samples["end"] = sample(alb.pid)
+        kinds["end"] = descriptor_kinds(alb.pid, backend_ports)
     finally:
         stop.set()
         for thread in threads:
@@ -402,6 +437,8 @@ def main():
         print("| %s | %d |" % (key, counters.get(key)))
     for label, (rss_kb, fds) in samples.items():
         print("| RSS / open fds, %s | %.1f MiB / %d |" % (label, rss_kb / 1024, fds))
+    for label, counts in kinds.items():
+        print("| open fds %s, by kind | %s |" % (label, ", ".join("%s %d" % item for item in counts.items())))
     for line in counters.samples:
         print("failure sample: " + line)
     if problems:
