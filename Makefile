@@ -8,7 +8,7 @@ PYTHON ?= python3
 DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client
 STAMP := .build/.deps-installed
 
-.PHONY: all deps build run test unit e2e examples bench fmt lint clean
+.PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench fmt lint clean
 
 all: build
 
@@ -36,7 +36,7 @@ run: build
 	echo "demo: curl http://127.0.0.1:8080/   (edit manifests/ and watch status/; Ctrl-C stops)"; \
 	$(BIN) reconcile manifests --watch --status-dir status
 
-test: deps unit e2e examples
+test: deps unit e2e examples fuzz-smoke
 
 # Warnings in our own code fail the build (dependencies' warnings are theirs).
 unit:
@@ -55,6 +55,22 @@ examples: deps
 	swift build --product alb
 	@bash tests/check_examples.sh .build/debug/alb
 
+# libFuzzer targets (docs/fuzzing.md), built with sanitizers into .build-fuzz: each runs FUZZ_SECONDS.
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash tests/fuzz.sh $(FUZZ_SECONDS)
+
+# The short pass `make test` runs: every committed seed and crasher replays, then a few seconds of search.
+FUZZ_SMOKE_SECONDS ?= 15
+fuzz-smoke:
+	bash tests/fuzz.sh $(FUZZ_SMOKE_SECONDS)
+
+# Bounded soak (not in `make test`): SOAK_CHANGES in-place changes under keep-alive load, a leak check.
+SOAK_CONFIG ?= release
+soak: deps
+	swift build -c $(SOAK_CONFIG) --product alb
+	ALB_BIN=$(CURDIR)/.build/$(SOAK_CONFIG)/alb $(PYTHON) tests/soak.py
+
 bench:
 	swift build -c release --product alb
 	bash tests/bench.sh
@@ -63,4 +79,4 @@ fmt lint:
 	@echo "swift-format is not packaged for this toolchain here; see docs/decisions.md"
 
 clean:
-	rm -rf .build status
+	rm -rf .build .build-fuzz status

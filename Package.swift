@@ -56,6 +56,18 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
+        // Fuzz targets (docs/fuzzing.md). `make fuzz` builds them with `--sanitize fuzzer` and
+        // `-DALB_LIBFUZZER`, where libFuzzer supplies `main`; a plain `swift build` builds them as small
+        // replay tools that run the same check over files given as arguments (a crasher, a corpus).
+        .target(name: "FuzzReplay", path: "fuzz/Replay"),
+        .executableTarget(name: "alb-fuzz-manifest", dependencies: ["ALBManifest", "FuzzReplay"],
+                          path: "fuzz/ManifestDecoder"),
+        .executableTarget(name: "alb-fuzz-http1", dependencies: [
+            "ALBHTTP", "FuzzReplay",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ], path: "fuzz/HTTP1Request"),
         .testTarget(name: "ALBManifestTests", dependencies: ["ALBManifest"]),
         .testTarget(name: "ALBReconcilerTests", dependencies: ["ALBReconciler"]),
         .testTarget(name: "ALBHTTPTests", dependencies: [

@@ -28,6 +28,10 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
     private var buffered: CircularBuffer<HTTPServerRequestPart>?
     private var readPending = false
     private var quiescing = false
+    /// The response that said `Connection: close` has ended and the connection is closing: nothing more
+    /// is written (an edge error for a request pipelined behind it, say), or the client would read a
+    /// response after the one that told it the connection ends.
+    private var closedAfterResponse = false
 
     public init() {}
 
@@ -58,6 +62,10 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if self.closedAfterResponse {
+            promise?.fail(ChannelError.outputClosed)
+            return
+        }
         let part = Self.unwrapOutboundIn(data)
         if self.quiescing, case .head(var head) = part, head.status.code >= 200 {
             // The connection closes after this response: say so, so the client does not send another
@@ -74,6 +82,7 @@ public final class HTTPPipeliningHandler: ChannelDuplexHandler {
         if self.requestOpen || !self.quiescing {
             context.write(data, promise: promise)
         } else {
+            self.closedAfterResponse = true
             let written = context.eventLoop.makePromise(of: Void.self)
             context.write(data, promise: written)
             written.futureResult.assumeIsolated().whenComplete { result in

@@ -195,4 +195,23 @@ final class EdgePipelineTests: XCTestCase {
         XCTAssertFalse(channel.isActive)
         XCTAssertEqual(responder.heads.count, 1)
     }
+
+    /// Found by the HTTP/1 fuzz target (fuzz/corpus/http1/regression-quiesce-then-bad-pipelined.http):
+    /// a drain began while a response was pending and a malformed request was pipelined behind it. The
+    /// pending response said `Connection: close`, and a 400 for the malformed request still followed it.
+    func testQuiesceWithABadPipelinedRequestWritesNothingAfterTheClosingResponse() throws {
+        let responder = TestResponder()
+        responder.autoRespond = false
+        let channel = try makeEdgeChannel(responder: responder)
+        try channel.writeInbound(ByteBuffer(string: "POST /form HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"))
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        try channel.writeInbound(ByteBuffer(string: "t HTTP/1.1\r\n"))
+        responder.respond()
+        channel.embeddedEventLoop.run()
+        let text = try outboundText(channel)
+        XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK"), text)
+        XCTAssertTrue(text.lowercased().contains("connection: close"), text)
+        XCTAssertTrue(text.hasSuffix("ok"), "nothing may follow the response that said Connection: close: \(text)")
+        XCTAssertFalse(channel.isActive)
+    }
 }

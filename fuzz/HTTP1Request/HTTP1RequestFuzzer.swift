@@ -1,0 +1,241 @@
+import ALBHTTP
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+
+/// One fuzz input: the bytes as what a client sends on one connection, fed to the edge pipeline in
+/// one or several reads, with the clock advanced between reads (so the header and idle timeouts and
+/// the lingering close fire), a responder that answers at the request's end, later, or early, and
+/// sometimes a graceful quiesce. The check: no crash, and never more final responses than requests.
+///
+/// The split points and choices come from a hash of the input, so the corpus stays plain HTTP and a
+/// crasher replays exactly.
+func checkHTTP1Request(_ bytes: UnsafeRawBufferPointer) {
+    var choices = InputDerivedChoices(bytes)
+    let limits = choices.pick([
+        StrictHTTPRequestDecoder.Limits(),
+        StrictHTTPRequestDecoder.Limits(maxHeaderBytes: 256, maxHeaderCount: 4, maxChunkLineBytes: 16),
+    ])
+    let responder = FuzzResponder(mode: choices.pick([.atEnd, .atEnd, .later, .early]))
+    let recorder = ExchangeRecorder()
+    let channel = EmbeddedChannel()
+    do {
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let pipeline = channel.pipeline.syncOperations
+        try pipeline.configureEdgeHTTPPipeline(
+            options: EdgePipelineOptions(limits: limits, headerTimeout: .seconds(10), idleTimeout: { .seconds(15) }),
+            application: responder
+        )
+        let decoder = try pipeline.handler(type: ByteToMessageHandler<StrictHTTPRequestDecoder>.self)
+        try pipeline.addHandler(recorder, position: .after(decoder))
+    } catch {
+        fatalError("cannot set up the edge pipeline: \(error)")
+    }
+
+    let reads = choices.split(bytes, into: 1 + choices.below(8))
+    let quiesceBeforeRead = choices.below(4) == 0 ? choices.below(reads.count + 1) : nil
+    for (index, read) in reads.enumerated() {
+        if index == quiesceBeforeRead {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+        guard channel.isActive else { break }
+        // Errors reaching the end of the pipeline are the edge's to answer; the check is what it wrote.
+        _ = try? channel.writeInbound(ByteBuffer(bytes: read))
+        channel.embeddedEventLoop.advanceTime(by: choices.pick([.zero, .zero, .milliseconds(1), .seconds(3), .seconds(11)]))
+        responder.answerHeldRequest()
+        drainOutbound(channel)
+    }
+    // Past every timeout and the lingering close.
+    channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+    responder.answerHeldRequest()
+    drainOutbound(channel)
+    // Accepting an already closed channel still runs what its close queued (removing the handlers, which
+    // breaks the channel-pipeline-context cycle) and cancels timers not due yet, so LeakSanitizer reports
+    // only references the edge handlers themselves keep alive.
+    _ = try? channel.finish(acceptAlreadyClosed: true)
+}
+
+/// A broken invariant is a finding: trap with the reason (a `precondition` message is dropped in -O builds).
+private func require(_ condition: Bool, _ reason: @autoclosure () -> String) {
+    if !condition { fatalError("edge pipeline invariant: \(reason())") }
+}
+
+private func drainOutbound(_ channel: EmbeddedChannel) {
+    while (try? channel.readOutbound(as: IOData.self)) != nil {}
+}
+
+/// Watches the exchange just above the decoder: requests as they start (the head-started event, or a
+/// decode error outside any request, such as a bare CR before a request line) and responses as they
+/// leave for the encoder.
+final class ExchangeRecorder: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private var requestsStarted = 0
+    private var requestOpen = false
+    private var finalResponses = 0
+    private var responseOpen = false
+    private var closeAnnounced = false
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is HTTPRequestHeadStartedEvent {
+            self.requestsStarted += 1
+            self.requestOpen = true
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .end = Self.unwrapInboundIn(data) {
+            self.requestOpen = false
+        }
+        context.fireChannelRead(data)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if error is HTTPEdgeError && !self.requestOpen {
+            // Refused before it could start: still a request the client may get one answer to.
+            self.requestsStarted += 1
+            self.requestOpen = true
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch Self.unwrapOutboundIn(data) {
+        case .head(let head):
+            require(!self.responseOpen, "a response head before the previous response ended")
+            require(!self.closeAnnounced, "a response after one that said Connection: close")
+            self.responseOpen = true
+            if head.status.code >= 200 {
+                self.finalResponses += 1
+                require(self.finalResponses <= self.requestsStarted,
+                        "\(self.finalResponses) final responses to \(self.requestsStarted) requests")
+            }
+            if head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) {
+                self.closeAnnounced = true
+            }
+        case .body:
+            require(self.responseOpen, "response body outside a response")
+        case .end:
+            require(self.responseOpen, "response end outside a response")
+            self.responseOpen = false
+        }
+        context.write(data, promise: promise)
+    }
+}
+
+/// The application end of the pipeline, standing in for the proxy: answers each request with a short
+/// 200, at its end, at the next step (so pipelined requests queue up), or as soon as its head arrives
+/// (an early response while the body is still coming). Like the proxy, it abandons the exchange when
+/// the edge reports an error for it.
+final class FuzzResponder: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    enum Mode { case atEnd, later, early }
+
+    private let mode: Mode
+    private var context: ChannelHandlerContext?
+    private var held = false
+
+    init(mode: Mode) {
+        self.mode = mode
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch (Self.unwrapInboundIn(data), self.mode) {
+        case (.head, .early), (.end, .atEnd):
+            self.respond(context: context)
+        case (.end, .later):
+            self.held = true
+        case (.head, _), (.body, _), (.end, .early):
+            break
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        self.held = false
+    }
+
+    func answerHeldRequest() {
+        guard self.held, let context = self.context else { return }
+        self.held = false
+        self.respond(context: context)
+    }
+
+    private func respond(context: ChannelHandlerContext) {
+        let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-length": "2"])
+        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+    }
+}
+
+/// SplitMix64 seeded with the input's FNV-1a hash.
+struct InputDerivedChoices {
+    private var state: UInt64
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        }
+        self.state = hash
+    }
+
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9e37_79b9_7f4a_7c15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+
+    /// A number in 0..<bound (bound > 0).
+    mutating func below(_ bound: Int) -> Int {
+        Int(self.next() % UInt64(bound))
+    }
+
+    mutating func pick<Element>(_ options: [Element]) -> Element {
+        options[self.below(options.count)]
+    }
+
+    /// The bytes cut into at most `parts` consecutive, non-empty pieces (one empty piece for no bytes).
+    mutating func split(_ bytes: UnsafeRawBufferPointer, into parts: Int) -> [ArraySlice<UInt8>] {
+        let all = Array(bytes)
+        guard all.count > 1, parts > 1 else { return [all[...]] }
+        var cuts = Set<Int>()
+        for _ in 1..<parts {
+            cuts.insert(1 + self.below(all.count - 1))
+        }
+        var pieces: [ArraySlice<UInt8>] = []
+        var start = 0
+        for cut in cuts.sorted() {
+            pieces.append(all[start..<cut])
+            start = cut
+        }
+        pieces.append(all[start...])
+        return pieces
+    }
+}
+
+#if ALB_LIBFUZZER
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    checkHTTP1Request(UnsafeRawBufferPointer(start: start, count: count))
+    return 0
+}
+#else
+import FuzzReplay
+
+@main
+enum HTTP1RequestReplay {
+    static func main() { replayInputs(checkHTTP1Request) }
+}
+#endif
