@@ -11,6 +11,8 @@ for target in manifest http1; do
   "${build[@]}" --product "alb-fuzz-$target" 2>&1 | tail -1
 done
 status=0
+passed=0
+failed=0
 for target in manifest http1; do
   corpus="$scratch/corpus/$target"
   log="$scratch/fuzz-$target.log"
@@ -23,10 +25,13 @@ for target in manifest http1; do
     # libFuzzer's last line: coverage, and the corpus it keeps (inputs/size) after dropping redundant ones.
     final=$(grep -E "^#[0-9]+.*(DONE|cov:)" "$log" | tail -1 | grep -oE "cov: [0-9]+ ft: [0-9]+ corp: [^ ]+" || true)
     echo "fuzz $target: $runs runs in ${seconds}s, no crash; $final; $(ls "$corpus" | wc -l) files in $corpus, $(ls "fuzz/corpus/$target" | wc -l) seeds"
+    passed=$((passed + 1))
   else
     status=1
+    failed=$((failed + 1))
     echo "fuzz $target: FAILED (log: $log)"
     grep -E "ERROR|Fatal error|invariant|Test unit written|SUMMARY" "$log" | head -20 || tail -40 "$log"
   fi
 done
+echo "fuzz: $passed passed, $failed failed"
 exit $status
