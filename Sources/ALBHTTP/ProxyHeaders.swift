@@ -124,10 +124,10 @@ public enum ProxyHeaders {
     /// Removes every header in ``forwarding``. One read-only pass first: the usual request carries none
     /// and costs no copy.
     static func removeForwarding(_ headers: inout HTTPHeaders) {
-        var present: UInt8 = 0
+        var present: UInt32 = 0
         for (name, _) in headers {
             let length = name.utf8.count
-            guard length >= 6 && length <= 26 else { continue }
+            guard length < 64, Self.forwardingLengths & (1 << UInt64(length)) != 0 else { continue }
             for (index, candidate) in Self.forwarding.enumerated() where candidate.utf8.count == length {
                 if Self.equalsIgnoringASCIICase(name.utf8, lowercased: candidate.utf8) {
                     present |= 1 << index
@@ -158,6 +158,10 @@ public enum ProxyHeaders {
         }
         return names
     }
+
+    /// Bit n is set when some name in ``forwarding`` is n bytes long (all are shorter than 64, and there
+    /// are fewer than 32 of them, the width of the bit set `removeForwarding` keeps).
+    private static let forwardingLengths: UInt64 = Self.forwarding.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
 
     /// Bit n is set when some name in ``hopByHop`` is n bytes long (all are shorter than 64).
     private static let hopByHopLengths: UInt64 = Self.hopByHop.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }

@@ -104,7 +104,9 @@ final class ProxyHeadersTests: XCTestCase {
         let headers = HTTPHeaders([
             ("Host", "example.com"), ("X-Forwarded-For", "1.1.1.1"), ("x-forwarded-proto", "https"),
             ("X-Forwarded-Port", "443"), ("X-Forwarded-Host", "front.example"), ("X-Forwarded-Client-Srcport", "7"),
-            ("SLB-ID", "front"), ("X-Other", "kept"),
+            ("SLB-ID", "front"), ("X-Forwarded-Clientcert-subjectdn", "CN=forged"),
+            ("x-forwarded-clientcert-issuerdn", "CN=forged CA"), ("X-Forwarded-Clientcert-Fingerprint", "00"),
+            ("X-Forwarded-Clientcert-clientverify", "SUCCESS"), ("X-Other", "kept"),
         ])
         let client = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: headers)
         let none = ForwardedHeaderOptions(xForwardedFor: false)
