@@ -20,10 +20,10 @@ $(STAMP):
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && apt-get install -y -q $$missing; fi
 	@command -v swift >/dev/null 2>&1 || { echo "error: swift not found on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
-	@$(PYTHON) -c "import pytest, yaml" 2>/dev/null || { echo "installing pytest and pyyaml from PyPI"; \
-	  $(PYTHON) -m pip install -q pytest pyyaml 2>/dev/null \
-	  || $(PYTHON) -m pip install -q --break-system-packages pytest pyyaml 2>/dev/null \
-	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml; }; }
+	@$(PYTHON) -c "import pytest, yaml, grpc" 2>/dev/null || { echo "installing pytest, pyyaml and grpcio from PyPI"; \
+	  $(PYTHON) -m pip install -q pytest pyyaml grpcio 2>/dev/null \
+	  || $(PYTHON) -m pip install -q --break-system-packages pytest pyyaml grpcio 2>/dev/null \
+	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml python3-grpcio; }; }
 	@mkdir -p .build && touch $(STAMP)
 
 build: deps

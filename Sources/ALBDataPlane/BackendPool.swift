@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOSSL
 import NIOPosix
 
@@ -132,11 +133,16 @@ final class BackendPool {
         return nil
     }
 
-    /// Connects a new connection; `completion` runs on this pool's event loop.
+    /// Connects a new connection (for an HTTP/2 server, opens a new stream); `completion` runs on this
+    /// pool's event loop.
     func connect(
         connectTimeout: TimeAmount,
         _ completion: @escaping (Result<BackendHandler, Error>) -> Void
     ) {
+        if self.server.useHTTP2 {
+            self.openStream(connectTimeout: connectTimeout, completion)
+            return
+        }
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -177,12 +183,86 @@ final class BackendPool {
     func release(_ connection: BackendHandler) {
         connection.delegate = nil
         connection.resumeReads()
-        guard !self.closed, connection.isActive, self.idle.count < Self.maxIdle else {
+        // An HTTP/2 stream serves one request; its connection is what stays.
+        guard !self.closed, !self.server.useHTTP2, connection.isActive, self.idle.count < Self.maxIdle else {
             connection.close()
             return
         }
         connection.idleIn = self
         self.idle.append(connection)
+    }
+
+    // MARK: - HTTP/2 (gRPC server groups)
+
+    /// The one HTTP/2 connection to this server on this loop, and requests waiting while it connects.
+    private var http2: (channel: Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer)?
+    private var http2Waiting: [(Result<BackendHandler, Error>) -> Void] = []
+
+    private func openStream(connectTimeout: TimeAmount, _ completion: @escaping (Result<BackendHandler, Error>) -> Void) {
+        if let http2 = self.http2, http2.channel.isActive {
+            Self.createStream(on: http2.multiplexer, eventLoop: self.eventLoop, completion)
+            return
+        }
+        self.http2Waiting.append(completion)
+        guard self.http2Waiting.count == 1 else { return }  // a connect is under way
+        let bootstrap = ClientBootstrap(group: self.eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                        mode: .client, connectionConfiguration: NIOHTTP2Handler.ConnectionConfiguration(),
+                        streamConfiguration: NIOHTTP2Handler.StreamConfiguration()
+                    ) { stream in stream.eventLoop.makeSucceededVoidFuture() }  // the server opens no streams
+                }
+            }
+        let future: EventLoopFuture<Channel>
+        if let address = try? SocketAddress(ipAddress: self.server.host, port: self.server.port) {
+            future = bootstrap.connect(to: address)
+        } else {
+            future = bootstrap.connect(host: self.server.host, port: self.server.port)
+        }
+        future.assumeIsolated().whenComplete { result in
+            let waiting = self.http2Waiting
+            self.http2Waiting = []
+            switch result {
+            case .success(let channel):
+                do {
+                    let multiplexer = try channel.pipeline.syncOperations.handler(type: NIOHTTP2Handler.self).syncMultiplexer()
+                    if self.closed {
+                        channel.close(promise: nil)
+                        waiting.forEach { $0(.failure(ChannelError.ioOnClosedChannel)) }
+                        return
+                    }
+                    self.http2 = (channel, multiplexer)
+                    channel.closeFuture.assumeIsolated().whenComplete { _ in
+                        if self.http2?.channel === channel { self.http2 = nil }
+                    }
+                    for completion in waiting {
+                        Self.createStream(on: multiplexer, eventLoop: self.eventLoop, completion)
+                    }
+                } catch {
+                    channel.close(promise: nil)
+                    waiting.forEach { $0(.failure(error)) }
+                }
+            case .failure(let error):
+                waiting.forEach { $0(.failure(error)) }
+            }
+        }
+    }
+
+    private static func createStream(on multiplexer: NIOHTTP2Handler.StreamMultiplexer, eventLoop: EventLoop,
+                                     _ completion: @escaping (Result<BackendHandler, Error>) -> Void) {
+        multiplexer.createStreamChannel { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http))
+                try stream.pipeline.syncOperations.addHandler(BackendHandler())
+            }
+        }.hop(to: eventLoop).assumeIsolated().whenComplete { result in
+            completion(result.flatMap { stream in
+                Result { try stream.pipeline.syncOperations.handler(type: BackendHandler.self) }
+            })
+        }
     }
 
     func remove(_ connection: BackendHandler) {
@@ -193,6 +273,8 @@ final class BackendPool {
 
     func closeAll() {
         self.closed = true
+        self.http2?.channel.close(promise: nil)
+        self.http2 = nil
         let connections = self.idle
         self.idle.removeAll()
         for connection in connections {

@@ -23,16 +23,22 @@ public struct BackendServer: Sendable, Equatable, Hashable {
     public var weight: Int
     /// Speak TLS to it (an HTTPS server group).
     public var useTLS: Bool
+    /// Speak cleartext HTTP/2 to it, one stream per request (a gRPC server group).
+    public var useHTTP2: Bool
 
-    public init(host: String, port: Int, weight: Int = 100, useTLS: Bool = false) {
+    public init(host: String, port: Int, weight: Int = 100, useTLS: Bool = false, useHTTP2: Bool = false) {
         self.host = host
         self.port = port
         self.weight = weight
         self.useTLS = useTLS
+        self.useHTTP2 = useHTTP2
     }
 
     /// Connections are pooled per server and protocol.
-    var poolKey: String { self.useTLS ? "https://" + self.address : self.address }
+    var poolKey: String {
+        if self.useHTTP2 { return "h2c://" + self.address }
+        return self.useTLS ? "https://" + self.address : self.address
+    }
 
     /// `host:port` (IPv6 hosts in brackets), the pool key and the access log's `upstream`.
     public var address: String {

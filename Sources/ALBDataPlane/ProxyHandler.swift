@@ -207,7 +207,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                     peerIsTrustedProxy: snapshot.clientIPResolver?.trusts(peer: self.peerIP) ?? false,
                     clientCertificate: self.scheme == "https" ? self.clientCertificate : nil
                 ),
-                options: snapshot.forwardedHeaders
+                options: snapshot.forwardedHeaders,
+                backendSpeaksHTTP2: server.server.useHTTP2
             )
         }
         let decision = exchange.machine.receiveHead(
@@ -343,7 +344,11 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                 )
                 exchange.machine.closeClientAfterResponse(closeAfter)
                 self.runtime.counters.countResponse(status: exchange.machine.status)
-                context.write(Self.wrapOutboundOut(.head(clientHead)), promise: nil)
+                var relayed = clientHead
+                if self.framing == .http2 {
+                    self.heldTrailers = Self.takeGRPCStatus(from: &relayed.headers)
+                }
+                context.write(Self.wrapOutboundOut(.head(relayed)), promise: nil)
             }
         case .body(let buffer):
             exchange.machine.receiveResponseBody(bytes: buffer.readableBytes)
@@ -362,6 +367,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                 backend.close()
             }
             self.finishExchange()
+            let trailers = trailers ?? self.heldTrailers
+            self.heldTrailers = nil
             if end.closeClient {
                 self.closed = true
                 context.writeAndFlush(Self.wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
@@ -428,6 +435,22 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         case .none:
             break
         }
+    }
+
+    /// A gRPC "trailers-only" answer (an error with no message) arrives as one HEADERS frame that carries
+    /// the status and ends the stream; through the HTTP/1 codecs it becomes a head and an empty end. Sent
+    /// on as such, the client would read headers, then an empty DATA frame, and no status. So the status
+    /// fields move from the head to the trailers, a form every gRPC client reads.
+    private var heldTrailers: HTTPHeaders?
+
+    private static func takeGRPCStatus(from headers: inout HTTPHeaders) -> HTTPHeaders? {
+        guard headers.contains(name: "grpc-status") else { return nil }
+        var trailers = HTTPHeaders()
+        for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+            for value in headers[name] { trailers.add(name: name, value: value) }
+            headers.remove(name: name)
+        }
+        return trailers
     }
 
     // MARK: - Responses and bookkeeping

@@ -251,17 +251,23 @@ public enum ProxyHeaders {
     public static func backendRequestHead(
         from client: HTTPRequestHead,
         forwarding: ForwardingContext,
-        options: ForwardedHeaderOptions
+        options: ForwardedHeaderOptions,
+        backendSpeaksHTTP2: Bool = false
     ) -> HTTPRequestHead {
         var headers = client.headers
         let chunked =
             headers.contains(name: "transfer-encoding")
             && headers[canonicalForm: "transfer-encoding"].last?.lowercased() == "chunked"
+        // gRPC needs `te: trailers` end to end; HTTP/2 allows that one value (RFC 9113 section 8.2.2).
+        let trailers = backendSpeaksHTTP2 && headers[canonicalForm: "te"].contains { $0.lowercased() == "trailers" }
         Self.removeHopByHop(&headers)
         if !forwarding.peerIsTrustedProxy {
             Self.removeForwarding(&headers)
         }
-        if chunked {
+        if backendSpeaksHTTP2 {
+            // The backend's stream frames the body: no HTTP/1 framing header goes out.
+            if trailers { headers.add(name: "te", value: "trailers") }
+        } else if chunked {
             headers.add(name: "transfer-encoding", value: "chunked")
         } else if !headers.contains(name: "content-length"),
             client.method == .POST || client.method == .PUT || client.method == .PATCH

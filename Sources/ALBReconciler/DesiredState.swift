@@ -66,16 +66,11 @@ public struct DesiredState: Sendable {
                 return .failure(ConfigurationError(reason: .missingReference,
                                                    message: "server group \"\(reference.name)\" is not available"))
             }
-            guard group.protocol != .grpc else {
-                // Proxying them as HTTP/1.1 would break every call; they need HTTP/2 to the backend.
-                return .failure(ConfigurationError(
-                    reason: .protocolNotServed,
-                    message: "server group \"\(reference.name)\": \(group.protocol.rawValue) backends are not served by this release"))
-            }
             groups.append(BackendGroup(
                 name: reference.name, weight: reference.weight,
                 servers: group.servers.map {
-                    ALBDataPlane.BackendServer(host: $0.address, port: $0.port, weight: $0.weight, useTLS: group.protocol == .https)
+                    ALBDataPlane.BackendServer(host: $0.address, port: $0.port, weight: $0.weight,
+                                               useTLS: group.protocol == .https, useHTTP2: group.protocol == .grpc)
                 }))
         }
         var headers = HeaderOptions()

@@ -1,0 +1,72 @@
+"""gRPC through an HTTPS listener to a gRPC server group (h2c to the backend), with the grpcio client and server."""
+from concurrent import futures
+
+import grpc
+import pytest
+
+from conftest import free_port
+from test_https import certs, https_set  # noqa: F401  (the certs fixture)
+
+
+def identity(data):
+    return data
+
+
+class Echo(grpc.GenericRpcHandler):
+    """/echo.Echo/Unary answers "echo:" + the request with a trailer; /echo.Echo/Stream echoes each message;
+    /echo.Echo/Missing fails with NOT_FOUND."""
+
+    def service(self, details):
+        if details.method == "/echo.Echo/Unary":
+            def unary(request, context):
+                context.set_trailing_metadata((("x-trailer", "kept"),))
+                return b"echo:" + request
+            return grpc.unary_unary_rpc_method_handler(unary, identity, identity)
+        if details.method == "/echo.Echo/Stream":
+            def stream(requests, context):
+                for request in requests:
+                    yield b"echo:" + request
+            return grpc.stream_stream_rpc_method_handler(stream, identity, identity)
+        if details.method == "/echo.Echo/Missing":
+            def missing(request, context):
+                context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+            return grpc.unary_unary_rpc_method_handler(missing, identity, identity)
+        return None
+
+
+@pytest.fixture
+def grpc_backend():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((Echo(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield port
+    server.stop(0)
+
+
+def test_grpc_unary_streaming_trailers_and_errors_pass_through(alb, certs, grpc_backend):
+    port = free_port()
+    text = https_set(port, grpc_backend, {"main": certs["main"]}).replace(
+        "kind: ServerGroup\nmetadata: {name: pool}\nspec:\n", "kind: ServerGroup\nmetadata: {name: pool}\nspec:\n  protocol: gRPC\n")
+    assert "protocol: gRPC" in text
+    alb.write("web.yaml", text)
+    alb.start()
+    alb.wait_state("web", "Running")
+    credentials = grpc.ssl_channel_credentials(root_certificates=certs["main"][0].read_bytes())
+    options = (("grpc.ssl_target_name_override", "main.example.com"),)
+    with grpc.secure_channel("127.0.0.1:%d" % port, credentials, options=options) as channel:
+        unary = channel.unary_unary("/echo.Echo/Unary", request_serializer=identity, response_deserializer=identity)
+        response, call = unary.with_call(b"hello", timeout=10)
+        assert response == b"echo:hello"
+        assert ("x-trailer", "kept") in tuple(call.trailing_metadata())
+
+        stream = channel.stream_stream("/echo.Echo/Stream", request_serializer=identity, response_deserializer=identity)
+        messages = [b"m%d" % i for i in range(50)] + [b"x" * 200_000]
+        answers = list(stream(iter(messages), timeout=20))
+        assert answers == [b"echo:" + m for m in messages]
+
+        missing = channel.unary_unary("/echo.Echo/Missing", request_serializer=identity, response_deserializer=identity)
+        with pytest.raises(grpc.RpcError) as failure:
+            missing(b"?", timeout=10)
+        assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+        assert failure.value.details() == "no such thing"
