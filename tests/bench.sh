@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh),
-# then the reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads.
+# the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and HTTP/2), then the
+# reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peers=../shared/bench/peers.sh
@@ -48,6 +49,7 @@ for peer in nginx:19001 haproxy:19002 alb:19003; do
   fi
   echo "$name $(python3 tests/bench_idle_memory.py "$pid" "$port" 2000)"
 done
+python3 tests/bench_tls.py .build/release/alb
 kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true; alb_pid=
 python3 tests/bench_reconcile.py .build/release/alb 100 20
 python3 ../shared/bench/reload.py all 100 20 || true
