@@ -201,13 +201,14 @@ final class ListenerRuntime: Sendable {
             )
             let loopState = NIOLoopBound(self.loopState(for: channel.eventLoop), eventLoop: channel.eventLoop)
             let scheme = snapshot.transport.scheme
+            let facts = TLSConnectionFacts()
             try snapshot.transport.configure(
-                channel, handshakeTimeout: snapshot.config.limits.headerTimeout,
+                channel, handshakeTimeout: snapshot.config.limits.headerTimeout, facts: facts,
                 http1: { channel in
-                    let proxy = ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme)
+                    let proxy = ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, tlsFacts: facts)
                     try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(options: options, application: proxy)
                 },
-                http2: { channel in try self.configureHTTP2(channel, loopState: loopState, scheme: scheme) })
+                http2: { channel in try self.configureHTTP2(channel, loopState: loopState, scheme: scheme, facts: facts) })
             return channel.eventLoop.makeSucceededVoidFuture()
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
@@ -224,7 +225,8 @@ final class ListenerRuntime: Sendable {
 
     /// The HTTP/2 side of a connection: each stream is one exchange, served by the same proxy handler as
     /// an HTTP/1 connection behind nio-http2's HTTP/1 codec, with HTTP/2 framing.
-    private func configureHTTP2(_ channel: Channel, loopState: NIOLoopBound<ListenerLoopState>, scheme: String) throws {
+    private func configureHTTP2(_ channel: Channel, loopState: NIOLoopBound<ListenerLoopState>, scheme: String,
+                                facts: TLSConnectionFacts) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = Self.http2Settings
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
@@ -233,7 +235,7 @@ final class ListenerRuntime: Sendable {
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
                 try stream.pipeline.syncOperations.addHandler(
-                    ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, framing: .http2))
+                    ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, framing: .http2, tlsFacts: facts))
             }
         }
     }

@@ -26,13 +26,19 @@ enum ListenerTransport {
     /// TCP, and after the TLS handshake whichever protocol ALPN chose (`http2` for `h2`, `http1` for
     /// `http/1.1` or a client that offered nothing). A TLS client that stalls in its handshake is closed
     /// after `handshakeTimeout` (the header timeout: no request can start before the handshake ends).
-    func configure(_ channel: Channel, handshakeTimeout: TimeAmount,
+    func configure(_ channel: Channel, handshakeTimeout: TimeAmount, facts: TLSConnectionFacts,
                    http1: @escaping (Channel) throws -> Void, http2: @escaping (Channel) throws -> Void) throws {
         switch self {
         case .plainTCP:
             try http1(channel)
         case .tls(let tls):
             let pipeline = channel.pipeline.syncOperations
+            // The name the client asked for, for the access log: read from the ClientHello before the TLS
+            // handler sees it (swift-nio-ssl does not expose it).
+            try pipeline.addHandler(ByteToMessageHandler(SNIHandler { [eventLoop = channel.eventLoop] result in
+                if case .hostname(let name) = result { facts.serverName = name }
+                return eventLoop.makeSucceededVoidFuture()
+            }))
             try pipeline.addHandler(NIOSSLServerHandler(context: tls.context))
             try pipeline.addHandler(TLSHandshakeTimeoutHandler(timeout: handshakeTimeout))
             guard tls.applicationProtocols.contains("h2") else {
@@ -101,3 +107,10 @@ final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelH
 
 @available(*, unavailable)
 extension TLSHandshakeTimeoutHandler: Sendable {}
+
+/// What a TLS connection's handshake told, for its requests' access log lines. Written once by the
+/// connection's `SNIHandler` and read by its proxy handlers, all on the connection's event loop.
+final class TLSConnectionFacts: @unchecked Sendable {
+    // @unchecked: touched only on the connection's event loop (the SNI handler, then its proxy handlers).
+    var serverName = ""
+}

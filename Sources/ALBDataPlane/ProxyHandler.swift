@@ -88,11 +88,16 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     /// How responses are framed: an HTTP/1 connection, or one HTTP/2 stream.
     private let framing: ClientFraming
 
-    init(runtime: ListenerRuntime, loopState: ListenerLoopState, scheme: String = "http", framing: ClientFraming = .http1) {
+    /// The TLS connection's handshake facts (nil on plain HTTP).
+    private let tlsFacts: TLSConnectionFacts?
+
+    init(runtime: ListenerRuntime, loopState: ListenerLoopState, scheme: String = "http", framing: ClientFraming = .http1,
+         tlsFacts: TLSConnectionFacts? = nil) {
         self.runtime = runtime
         self.loopState = loopState
         self.scheme = scheme
         self.framing = framing
+        self.tlsFacts = tlsFacts
     }
 
     // MARK: - Client side
@@ -545,7 +550,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                 upstream: exchange.upstream,
                 upstreamStatus: exchange.machine.upstreamStatus,
                 durationMs: Double(elapsed.nanoseconds) / 1_000_000,
-                tlsVersion: self.tlsVersion
+                tlsVersion: self.tlsVersion,
+                sni: self.tlsFacts?.serverName ?? ""
             )
         )
     }

@@ -242,7 +242,8 @@ def test_the_access_log_names_the_protocol_and_tls_version(alb, backends, certs)
     assert curl(port, "--http1.1", "--tlsv1.2", "--tls-max", "1.2", "-o", "/dev/null", cafile=certs["main"][0]).returncode == 0
     records = wait_for(lambda: len(log_path.read_text().splitlines()) >= 2 and
                        [json.loads(line) for line in log_path.read_text().splitlines()], what="two log records")
-    assert [(r["protocol"], r["tls_version"]) for r in records] == [("HTTP/2", "TLSv1.3"), ("HTTP/1.1", "TLSv1.2")]
+    assert [(r["protocol"], r["tls_version"], r["sni"]) for r in records] == [
+        ("HTTP/2", "TLSv1.3", "main.example.com"), ("HTTP/1.1", "TLSv1.2", "main.example.com")]
 
 
 def make_client_ca(folder):
