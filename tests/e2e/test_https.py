@@ -341,3 +341,23 @@ def test_rotating_a_certificate_under_http2_load_fails_no_request(alb, backends,
     out = result["run"].stdout
     assert " 0 failed, 0 errored, 0 timeout" in out, out
     assert "succeeded" in out and "status codes:" in out and " 0 4xx, 0 5xx" in out, out
+
+
+def test_an_idle_http2_connection_is_closed_after_the_idle_timeout(alb, backends, certs):
+    import time
+    port, _ = serve_https(alb, backends, certs, extra="  idleTimeout: 2\n")
+    context = ssl.create_default_context(cafile=str(certs["main"][0]))
+    context.set_alpn_protocols(["h2"])
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15),
+                             server_hostname="main.example.com") as connection:
+        assert connection.selected_alpn_protocol() == "h2"
+        connection.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # empty SETTINGS
+        started = time.monotonic()
+        while True:
+            try:
+                if not connection.recv(4096):
+                    break
+            except (ConnectionResetError, ssl.SSLError):
+                break
+        closed_after = time.monotonic() - started
+    assert 1.5 <= closed_after <= 6, closed_after
