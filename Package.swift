@@ -77,6 +77,8 @@ let package = Package(
         .testTarget(name: "ALBTLSTests", dependencies: [
             "ALBTLS",
             .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOTLS", package: "swift-nio"),
         ]),
         .testTarget(name: "ALBDataPlaneTests", dependencies: [
             "ALBDataPlane",

@@ -1,0 +1,120 @@
+import ALBTLS
+import NIOCore
+import NIOEmbedded
+import NIOSSL
+import NIOTLS
+import XCTest
+
+/// Handshakes between two in-memory channels, as swift-nio-ssl's own tests make them: no sockets, the
+/// bytes moved by hand until neither side has more to say.
+final class HandshakeTests: XCTestCase {
+    /// Records whether the handshake completed and the first error.
+    private final class Outcome: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        var completed = false
+        var error: Error?
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if case TLSUserEvent.handshakeCompleted = event { self.completed = true }
+            context.fireUserInboundEventTriggered(event)
+        }
+        func errorCaught(context: ChannelHandlerContext, error: Error) {
+            if self.error == nil { self.error = error }
+        }
+    }
+
+    private var certificates: TestCertificates!
+
+    override func setUpWithError() throws {
+        certificates = try TestCertificates()
+    }
+
+    private func load(_ name: String, _ names: [String]) throws -> (ServerCertificate, [UInt8]) {
+        let pem = try certificates.make(name, names: names)
+        return (try ServerCertificate(name: name, chainPEM: pem.chain, keyPEM: pem.key), pem.chain)
+    }
+
+    /// Runs a handshake of a client (trusting `trust`, asking for `serverName`) against `server`.
+    private func handshake(_ server: ServerTLS, serverName: String, trust: [UInt8],
+                           configure: (inout TLSConfiguration) -> Void = { _ in }) throws -> (client: Outcome, server: Outcome) {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(trust))
+        configure(&configuration)
+        let clientContext = try NIOSSLContext(configuration: configuration)
+        let client = EmbeddedChannel(), serverChannel = EmbeddedChannel()
+        let clientOutcome = Outcome(), serverOutcome = Outcome()
+        try client.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: clientContext, serverHostname: serverName))
+        try client.pipeline.syncOperations.addHandler(clientOutcome)
+        try serverChannel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: server.context))
+        try serverChannel.pipeline.syncOperations.addHandler(serverOutcome)
+        let address = try SocketAddress(ipAddress: "127.0.0.1", port: 1)
+        _ = try? serverChannel.connect(to: address).wait()
+        _ = try? client.connect(to: address).wait()
+        Self.exchangeBytes(client, serverChannel)
+        // A TLS close sends close_notify and waits for the peer's: start both, move the bytes, never block.
+        client.close(promise: nil)
+        serverChannel.close(promise: nil)
+        Self.exchangeBytes(client, serverChannel)
+        return (clientOutcome, serverOutcome)
+    }
+
+    /// Moves what each side wrote to the other until neither writes anything more (bounded).
+    private static func exchangeBytes(_ client: EmbeddedChannel, _ server: EmbeddedChannel) {
+        for _ in 0..<50 {
+            // The SNI callback answers through a task on the event loop, which an embedded loop runs only
+            // when told to.
+            client.embeddedEventLoop.run()
+            server.embeddedEventLoop.run()
+            var moved = false
+            while case .byteBuffer(let bytes)? = try? client.readOutbound(as: IOData.self) {
+                moved = true
+                _ = try? server.writeInbound(bytes)
+            }
+            while case .byteBuffer(let bytes)? = try? server.readOutbound(as: IOData.self) {
+                moved = true
+                _ = try? client.writeInbound(bytes)
+            }
+            if !moved { return }
+        }
+    }
+
+    private func serverTLS(_ main: ServerCertificate, additional: [ServerCertificate] = [],
+                           versions: [TLSProtocolVersion] = [.tls12, .tls13], clientCA: CABundle? = nil) throws -> ServerTLS {
+        try ServerTLS(defaultCertificate: main, additional: additional,
+                      policy: TLSPolicy(versions: versions, ciphers: ["ECDHE-ECDSA-AES128-GCM-SHA256"]),
+                      applicationProtocols: ["http/1.1"], clientCA: clientCA, identity: "test")
+    }
+
+    func testSNIPicksTheCertificateTheClientAskedFor() throws {
+        let (main, mainPEM) = try load("main", ["main.example.com"])
+        let (shop, shopPEM) = try load("shop", ["shop.example.com"])
+        let server = try serverTLS(main, additional: [shop])
+        // Each client trusts only the certificate it expects: the handshake completes only if the server chose it.
+        XCTAssertTrue(try handshake(server, serverName: "shop.example.com", trust: shopPEM).client.completed)
+        XCTAssertTrue(try handshake(server, serverName: "main.example.com", trust: mainPEM).client.completed)
+        let wrong = try handshake(server, serverName: "shop.example.com", trust: mainPEM)
+        XCTAssertFalse(wrong.client.completed)
+        XCTAssertNotNil(wrong.client.error)
+    }
+
+    func testAVersionOutsideThePolicyFailsTheHandshake() throws {
+        let (main, mainPEM) = try load("main", ["main.example.com"])
+        let server = try serverTLS(main, versions: [.tls12])
+        let tls13Only = try handshake(server, serverName: "main.example.com", trust: mainPEM) {
+            $0.minimumTLSVersion = .tlsv13
+        }
+        XCTAssertFalse(tls13Only.client.completed)
+        XCTAssertFalse(tls13Only.server.completed)
+        XCTAssertTrue(try handshake(server, serverName: "main.example.com", trust: mainPEM) {
+            $0.maximumTLSVersion = .tlsv12
+        }.client.completed)
+    }
+
+    func testMutualTLSRefusesAClientWithoutACertificate() throws {
+        let (main, mainPEM) = try load("main", ["main.example.com"])
+        let ca = try certificates.make("ca", names: [], ca: true)
+        let server = try serverTLS(main, clientCA: try CABundle(name: "ca", pem: ca.chain))
+        let anonymous = try handshake(server, serverName: "main.example.com", trust: mainPEM)
+        XCTAssertFalse(anonymous.server.completed, "no client certificate, no connection")
+        XCTAssertNotNil(anonymous.server.error)
+    }
+}
