@@ -158,12 +158,7 @@ final class BackendPool {
                     return channel.eventLoop.makeFailedFuture(error)
                 }
             }
-        let future: EventLoopFuture<Channel>
-        if let address = try? SocketAddress(ipAddress: self.server.host, port: self.server.port) {
-            future = bootstrap.connect(to: address)
-        } else {
-            future = bootstrap.connect(host: self.server.host, port: self.server.port)
-        }
+        let future = self.connect(bootstrap)
         future.assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
@@ -178,6 +173,14 @@ final class BackendPool {
                 completion(.failure(error))
             }
         }
+    }
+
+    /// The server by IP address when it is one (no resolver round trip), else by host name.
+    private func connect(_ bootstrap: ClientBootstrap) -> EventLoopFuture<Channel> {
+        if let address = try? SocketAddress(ipAddress: self.server.host, port: self.server.port) {
+            return bootstrap.connect(to: address)
+        }
+        return bootstrap.connect(host: self.server.host, port: self.server.port)
     }
 
     func release(_ connection: BackendHandler) {
@@ -216,12 +219,7 @@ final class BackendPool {
                     ) { stream in stream.eventLoop.makeSucceededVoidFuture() }  // the server opens no streams
                 }
             }
-        let future: EventLoopFuture<Channel>
-        if let address = try? SocketAddress(ipAddress: self.server.host, port: self.server.port) {
-            future = bootstrap.connect(to: address)
-        } else {
-            future = bootstrap.connect(host: self.server.host, port: self.server.port)
-        }
+        let future = self.connect(bootstrap)
         future.assumeIsolated().whenComplete { result in
             let waiting = self.http2Waiting
             self.http2Waiting = []

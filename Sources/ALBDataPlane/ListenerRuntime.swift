@@ -201,14 +201,13 @@ final class ListenerRuntime: Sendable {
             )
             let loopState = NIOLoopBound(self.loopState(for: channel.eventLoop), eventLoop: channel.eventLoop)
             let scheme = snapshot.transport.scheme
-            let facts = TLSConnectionFacts()
             try snapshot.transport.configure(
-                channel, handshakeTimeout: snapshot.config.limits.headerTimeout, facts: facts,
-                http1: { channel in
+                channel, handshakeTimeout: snapshot.config.limits.headerTimeout,
+                http1: { channel, facts in
                     let proxy = ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, tlsFacts: facts)
                     try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(options: options, application: proxy)
                 },
-                http2: { channel in try self.configureHTTP2(channel, loopState: loopState, scheme: scheme, facts: facts) })
+                http2: { channel, facts in try self.configureHTTP2(channel, loopState: loopState, scheme: scheme, facts: facts) })
             return channel.eventLoop.makeSucceededVoidFuture()
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
@@ -226,7 +225,7 @@ final class ListenerRuntime: Sendable {
     /// The HTTP/2 side of a connection: each stream is one exchange, served by the same proxy handler as
     /// an HTTP/1 connection behind nio-http2's HTTP/1 codec, with HTTP/2 framing.
     private func configureHTTP2(_ channel: Channel, loopState: NIOLoopBound<ListenerLoopState>, scheme: String,
-                                facts: TLSConnectionFacts) throws {
+                                facts: TLSConnectionFacts?) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = Self.http2Settings
         let idleCloser = HTTP2IdleCloser(channel: channel) { [snapshot = self.snapshot] in

@@ -26,12 +26,15 @@ enum ListenerTransport {
     /// TCP, and after the TLS handshake whichever protocol ALPN chose (`http2` for `h2`, `http1` for
     /// `http/1.1` or a client that offered nothing). A TLS client that stalls in its handshake is closed
     /// after `handshakeTimeout` (the header timeout: no request can start before the handshake ends).
-    func configure(_ channel: Channel, handshakeTimeout: TimeAmount, facts: TLSConnectionFacts,
-                   http1: @escaping (Channel) throws -> Void, http2: @escaping (Channel) throws -> Void) throws {
+    /// The HTTP side gets the connection's `TLSConnectionFacts` on TLS, nil on plain TCP.
+    func configure(_ channel: Channel, handshakeTimeout: TimeAmount,
+                   http1: @escaping (Channel, TLSConnectionFacts?) throws -> Void,
+                   http2: @escaping (Channel, TLSConnectionFacts?) throws -> Void) throws {
         switch self {
         case .plainTCP:
-            try http1(channel)
+            try http1(channel, nil)
         case .tls(let tls):
+            let facts = TLSConnectionFacts()
             let pipeline = channel.pipeline.syncOperations
             // The name the client asked for, for the access log: read from the ClientHello before the TLS
             // handler sees it (swift-nio-ssl does not expose it).
@@ -42,15 +45,15 @@ enum ListenerTransport {
             try pipeline.addHandler(NIOSSLServerHandler(context: tls.context))
             try pipeline.addHandler(TLSHandshakeTimeoutHandler(timeout: handshakeTimeout))
             guard tls.applicationProtocols.contains("h2") else {
-                try http1(channel)
+                try http1(channel, facts)
                 return
             }
             try pipeline.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                 channel.eventLoop.makeCompletedFuture {
                     if case .negotiated("h2") = result {
-                        try http2(channel)
+                        try http2(channel, facts)
                     } else {
-                        try http1(channel)
+                        try http1(channel, facts)
                     }
                 }
             })

@@ -88,7 +88,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     /// How responses are framed: an HTTP/1 connection, or one HTTP/2 stream.
     private let framing: ClientFraming
 
-    /// The TLS connection's handshake facts (nil on plain HTTP).
+    /// The TLS connection's handshake facts; nil on plain HTTP (which is how the handler tells the two apart).
     private let tlsFacts: TLSConnectionFacts?
 
     init(runtime: ListenerRuntime, loopState: ListenerLoopState, scheme: String = "http", framing: ClientFraming = .http1,
@@ -210,7 +210,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                     scheme: self.scheme,
                     loadBalancerName: config.loadBalancerName,
                     peerIsTrustedProxy: snapshot.clientIPResolver?.trusts(peer: self.peerIP) ?? false,
-                    clientCertificate: self.scheme == "https" ? self.clientCertificate : nil
+                    clientCertificate: self.tlsFacts == nil ? nil : self.clientCertificate
                 ),
                 options: snapshot.forwardedHeaders,
                 backendSpeaksHTTP2: server.server.useHTTP2
@@ -505,7 +505,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
 
     /// The TLS handler of this connection (for an HTTP/2 stream, of its connection), nil on plain HTTP.
     private var tlsHandler: NIOSSLServerHandler? {
-        guard self.scheme == "https", let context = self.context else { return nil }
+        guard self.tlsFacts != nil, let context = self.context else { return nil }
         // An HTTP/2 stream's parent is its connection; an HTTP/1 connection's parent is the listening socket.
         let connection = self.framing == .http2 ? (context.channel.parent ?? context.channel) : context.channel
         return try? connection.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
