@@ -228,12 +228,12 @@ final class ListenerRuntime: Sendable {
                                 facts: TLSConnectionFacts?) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = Self.http2Settings
-        let idleCloser = HTTP2IdleCloser(channel: channel) { [snapshot = self.snapshot] in
+        let manager = HTTP2ConnectionManager { [snapshot = self.snapshot] in
             snapshot.load(ordering: .relaxed).config.idleTimeout
         }
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connection, streamConfiguration: NIOHTTP2Handler.StreamConfiguration(),
-            streamDelegate: idleCloser
+            streamDelegate: manager.streamDelegate(on: channel.eventLoop)
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
@@ -241,6 +241,7 @@ final class ListenerRuntime: Sendable {
                     ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, framing: .http2, tlsFacts: facts))
             }
         }
+        try channel.pipeline.syncOperations.addHandler(manager)
     }
 
     /// Stops accepting: closes the listening socket, unless it was handed to a successor.
@@ -280,49 +281,6 @@ final class ListenerRuntime: Sendable {
         let loops = self.loops.withLockedValue { Array($0.values) }
         for bound in loops {
             try? await bound.eventLoop.submit { body(bound.value) }.get()
-        }
-    }
-}
-
-/// Closes an HTTP/2 connection that has had no open stream for the listener's idle timeout, as the HTTP/1
-/// pipeline closes a keep-alive connection idle between requests. A stream in progress, however long,
-/// keeps the connection open (the seed: the idle timeout does not apply to HTTP/2 requests).
-final class HTTP2IdleCloser: NIOHTTP2StreamDelegate {
-    private struct State {
-        var openStreams = 0
-        var timer: Scheduled<Void>?
-    }
-
-    private let state: NIOLoopBoundBox<State>
-    private let idleTimeout: @Sendable () -> TimeAmount
-
-    init(channel: Channel, idleTimeout: @escaping @Sendable () -> TimeAmount) {
-        self.state = NIOLoopBoundBox(State(), eventLoop: channel.eventLoop)
-        self.idleTimeout = idleTimeout
-        self.arm(channel)
-        channel.closeFuture.whenComplete { [state = self.state] _ in
-            state.value.timer?.cancel()
-            state.value.timer = nil
-        }
-    }
-
-    func streamCreated(_ id: HTTP2StreamID, channel: Channel) {
-        self.state.value.openStreams += 1
-        self.state.value.timer?.cancel()
-        self.state.value.timer = nil
-    }
-
-    func streamClosed(_ id: HTTP2StreamID, channel: Channel) {
-        self.state.value.openStreams -= 1
-        if self.state.value.openStreams <= 0 {
-            self.arm(channel)
-        }
-    }
-
-    private func arm(_ channel: Channel) {
-        self.state.value.timer?.cancel()
-        self.state.value.timer = channel.eventLoop.scheduleTask(in: self.idleTimeout()) {
-            channel.close(promise: nil)
         }
     }
 }

@@ -2,6 +2,7 @@
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -361,3 +362,22 @@ def test_an_idle_http2_connection_is_closed_after_the_idle_timeout(alb, backends
                 break
         closed_after = time.monotonic() - started
     assert 1.5 <= closed_after <= 6, closed_after
+
+
+def test_a_drain_sends_http2_goaway_and_lets_the_open_stream_finish(alb, backends, certs):
+    """SIGTERM with an HTTP/2 request in flight: the client gets GOAWAY (NO_ERROR, naming its stream) at
+    once, then its response, then the connection closes and the process exits 0."""
+    import signal
+    import time
+    port, _ = serve_https(alb, backends, certs)
+    client = subprocess.Popen(["nghttp", "-v", "https://127.0.0.1:%d/slow?s=2" % port],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.8)  # the request is at the backend, which answers after 2 s
+    alb.process.send_signal(signal.SIGTERM)
+    out, _ = client.communicate(timeout=20)
+    stream = re.search(r"send HEADERS frame <[^>]*stream_id=(\d+)>", out).group(1)
+    goaway = out.index("recv GOAWAY frame")
+    assert "(last_stream_id=%s, error_code=NO_ERROR" % stream in out[goaway:], out
+    assert "recv DATA frame" in out[goaway:] and "processed=0" not in out, "no response after the GOAWAY: " + out
+    assert client.returncode == 0, out
+    assert alb.process.wait(timeout=20) == 0

@@ -1,0 +1,121 @@
+import NIOCore
+import NIOHTTP2
+
+/// The life of an HTTP/2 connection around its streams, on the connection channel right after nio-http2's
+/// handler, which reports each stream's opening and closing through ``streamDelegate``:
+/// - Idle: a connection with no open stream for the listener's idle timeout is closed, as the HTTP/1
+///   pipeline closes a keep-alive connection idle between requests. A stream in progress, however long,
+///   keeps it open (the seed: the idle timeout does not apply to HTTP/2 requests).
+/// - Drain (`ChannelShouldQuiesceEvent`: a reload, a removed listener, SIGTERM): a `GOAWAY` with `NO_ERROR`
+///   naming the last stream the connection opened, so the client sends new requests on a new connection
+///   and knows every stream it opened later was not processed (RFC 9113 section 6.8); the open streams
+///   finish and the connection closes with the last of them, as nginx closes its old workers' connections.
+final class HTTP2ConnectionManager: ChannelDuplexHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias InboundOut = HTTP2Frame
+    typealias OutboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    private let idleTimeout: () -> TimeAmount
+    private var openStreams = 0
+    /// The highest stream the client opened: what a `GOAWAY` says was (or may be) processed.
+    private var lastStreamID = HTTP2StreamID.rootStream
+    private var idleTimer: Scheduled<Void>?
+    private var quiescing = false
+    private var context: ChannelHandlerContext?
+
+    init(idleTimeout: @escaping () -> TimeAmount) {
+        self.idleTimeout = idleTimeout
+    }
+
+    /// What nio-http2 tells of streams (`configureHTTP2Pipeline(streamDelegate:)`), handed to this handler on
+    /// the connection's event loop, where nio-http2 calls it.
+    struct StreamEvents: NIOHTTP2StreamDelegate {
+        let manager: NIOLoopBound<HTTP2ConnectionManager>
+
+        func streamCreated(_ id: HTTP2StreamID, channel: Channel) {
+            self.manager.value.streamOpened(id)
+        }
+
+        func streamClosed(_ id: HTTP2StreamID, channel: Channel) {
+            self.manager.value.streamClosed(id)
+        }
+    }
+
+    func streamDelegate(on eventLoop: EventLoop) -> StreamEvents {
+        StreamEvents(manager: NIOLoopBound(self, eventLoop: eventLoop))
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.armIdleTimer(context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.idleTimer?.cancel()
+        self.idleTimer = nil
+        self.context = nil
+    }
+
+    func streamOpened(_ id: HTTP2StreamID) {
+        self.openStreams += 1
+        if id > self.lastStreamID { self.lastStreamID = id }
+        self.idleTimer?.cancel()
+        self.idleTimer = nil
+    }
+
+    func streamClosed(_ id: HTTP2StreamID) {
+        self.openStreams -= 1
+        guard self.openStreams <= 0, let context = self.context else { return }
+        if self.quiescing {
+            // nio-http2 reports the close while the stream's last frame is still on its way out; closing now
+            // would drop it. Close after a final GOAWAY (the same last stream) has been written behind it.
+            context.eventLoop.assumeIsolated().execute {
+                self.sayGoAwayAndClose(context: context)
+            }
+        } else {
+            self.armIdleTimer(context: context)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            self.quiesce(context: context)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func quiesce(context: ChannelHandlerContext) {
+        guard !self.quiescing else { return }
+        self.quiescing = true
+        self.idleTimer?.cancel()
+        self.idleTimer = nil
+        if self.openStreams > 0 {
+            context.writeAndFlush(Self.wrapOutboundOut(self.goAway), promise: nil)
+        } else {
+            self.sayGoAwayAndClose(context: context)
+        }
+    }
+
+    private var goAway: HTTP2Frame {
+        HTTP2Frame(streamID: .rootStream,
+                   payload: .goAway(lastStreamID: self.lastStreamID, errorCode: .noError, opaqueData: nil))
+    }
+
+    private func sayGoAwayAndClose(context: ChannelHandlerContext) {
+        context.writeAndFlush(Self.wrapOutboundOut(self.goAway)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    private func armIdleTimer(context: ChannelHandlerContext) {
+        self.idleTimer?.cancel()
+        let channel = context.channel
+        self.idleTimer = context.eventLoop.scheduleTask(in: self.idleTimeout()) {
+            channel.close(promise: nil)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTP2ConnectionManager: Sendable {}
