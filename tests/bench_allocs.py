@@ -415,6 +415,7 @@ def main():
 
     for port in (BACKEND_PORT, HTTP_PORT, HTTPS_PORT):
         probe = socket.socket()
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as alb and the backend: TIME_WAIT is fine
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
