@@ -24,10 +24,12 @@
  * (the dynamic loader and other constructors allocate first) they are in a static block, added to the page
  * once it is mapped. Layout: `struct page` below, little-endian u64 words.
  *
- * One process owns the file: the constructor claims it by swapping `owner_pid` from 0 to its pid, so an
- * exec'd child that inherits LD_PRELOAD and the variable counts into its own static block instead; a forked
- * child (no exec) switches back to a private block too (pthread_atfork), so the page only ever holds the
- * counts of the process it was given to. The harness creates or zeroes the file before starting it.
+ * One process owns the file: the constructor claims it by swapping `owner_pid` from 0 to its pid, so a
+ * child that inherits LD_PRELOAD and the variable and execs counts into its own static block instead; a
+ * forked child (no exec) switches back to a private block too (pthread_atfork), so the page only ever holds
+ * the counts of the process it was given to. An exec keeps the pid, so a launcher that execs the program
+ * (`taskset -c 0 alb ...`) hands the page over with the counts it made so far; the harness reads
+ * differences, which that does not change. The harness creates or zeroes the file before starting it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -169,9 +171,9 @@ __attribute__((constructor(101))) static void map_counter_file(void) {
     struct page *page = mmap(NULL, (size_t)page_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (page == MAP_FAILED) return;
-    uint64_t unowned = 0;
-    if (!__atomic_compare_exchange_n(&page->owner_pid, &unowned, (uint64_t)getpid(), 0, __ATOMIC_ACQ_REL,
-                                     __ATOMIC_ACQUIRE)) {
+    uint64_t owner = 0, self = (uint64_t)getpid();
+    if (!__atomic_compare_exchange_n(&page->owner_pid, &owner, self, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
+        && owner != self) {
         munmap(page, (size_t)page_size);           /* another process's page: count privately */
         return;
     }
