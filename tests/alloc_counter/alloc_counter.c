@@ -61,7 +61,7 @@ struct page {
 };
 
 static struct page early;                 /* counts before the mapping exists, and of processes that do not own it */
-static struct page *counters = &early;    /* read with a relaxed load on every call */
+static struct page *counters = &early;    /* loaded (acquire: a plain load on x86) on every call */
 
 static inline struct page *current(void) {
     return __atomic_load_n(&counters, __ATOMIC_ACQUIRE);
