@@ -8,7 +8,7 @@ PYTHON ?= python3
 DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client
 STAMP := .build/.deps-installed
 
-.PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench fmt lint clean
+.PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench bench-allocs alloc-counter fmt lint clean
 
 all: build
 
@@ -71,9 +71,24 @@ soak: deps
 	swift build -c $(SOAK_CONFIG) --product alb
 	ALB_BIN=$(CURDIR)/.build/$(SOAK_CONFIG)/alb $(PYTHON) tests/soak.py
 
-bench:
+bench: alloc-counter
 	swift build -c release --product alb
 	bash tests/bench.sh
+
+# Heap allocations per proxied request (tests/bench_allocs.py; docs/benchmarks.md): alb under an LD_PRELOAD
+# malloc counter. Needs no peers; its TLS and HTTP/2 rows are skipped without openssl or h2load.
+bench-allocs: alloc-counter
+	swift build -c release --product alb
+	$(PYTHON) tests/bench_allocs.py .build/release/alb
+
+# The counter is a C shared object, built here rather than by SwiftPM: it must not link the Swift runtime.
+# gcc when present, else the toolchain's clang.
+ALLOC_COUNTER := .build/alloc_counter.so
+ALLOC_CC := $(shell command -v cc || command -v clang)
+alloc-counter: $(ALLOC_COUNTER)
+$(ALLOC_COUNTER): tests/alloc_counter/alloc_counter.c
+	@mkdir -p .build
+	$(ALLOC_CC) -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ $<
 
 fmt lint:
 	@echo "swift-format is not packaged for this toolchain here; see docs/decisions.md"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh),
 # the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and HTTP/2), then the
-# reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads.
+# reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads, and last the heap
+# allocations per proxied request (tests/bench_allocs.py, needs .build/alloc_counter.so: `make alloc-counter`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peers=../shared/bench/peers.sh
@@ -53,3 +54,4 @@ python3 tests/bench_tls.py .build/release/alb
 kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true; alb_pid=
 python3 tests/bench_reconcile.py .build/release/alb 100 20
 python3 ../shared/bench/reload.py all 100 20 || true
+python3 tests/bench_allocs.py .build/release/alb
