@@ -42,6 +42,7 @@ enum ListenerTransport {
                 if case .hostname(let name) = result { facts.serverName = name }
                 return eventLoop.makeSucceededVoidFuture()
             }))
+            try pipeline.addHandler(ServerHelloObserver(facts: facts))
             try pipeline.addHandler(NIOSSLServerHandler(context: tls.context))
             try pipeline.addHandler(TLSHandshakeTimeoutHandler(timeout: handshakeTimeout))
             guard tls.applicationProtocols.contains("h2") else {
@@ -114,6 +115,40 @@ extension TLSHandshakeTimeoutHandler: Sendable {}
 /// What a TLS connection's handshake told, for its requests' access log lines. Written once by the
 /// connection's `SNIHandler` and read by its proxy handlers, all on the connection's event loop.
 final class TLSConnectionFacts: @unchecked Sendable {
-    // @unchecked: touched only on the connection's event loop (the SNI handler, then its proxy handlers).
+    // @unchecked: touched only on the connection's event loop (the SNI and ServerHello handlers, then its
+    // proxy handlers).
     var serverName = ""
+    /// The negotiated suite's OpenSSL name, "" until the ServerHello is sent.
+    var cipher = ""
 }
+
+/// Reads the cipher suite the server chose from its ServerHello on the way out, for the access log's
+/// `tls_cipher` (swift-nio-ssl does not expose it), then leaves the pipeline: it sees one write.
+final class ServerHelloObserver: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let facts: TLSConnectionFacts
+    private var seen = false
+
+    init(facts: TLSConnectionFacts) {
+        self.facts = facts
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if !self.seen, let suite = CipherSuiteName.chosenBy(serverHelloRecord: Self.unwrapOutboundIn(data).readableBytesView) {
+            self.facts.cipher = CipherSuiteName.of(suite)
+        }
+        context.write(data, promise: promise)
+        guard !self.seen else { return }
+        self.seen = true
+        // Not from inside this write, which runs with the handshake (and the SNI handler's own removal)
+        // still on the stack: leaving the pipeline there stalled handshakes in the end-to-end tests.
+        context.eventLoop.assumeIsolated().execute {
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension ServerHelloObserver: Sendable {}

@@ -551,6 +551,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                 upstreamStatus: exchange.machine.upstreamStatus,
                 durationMs: Double(elapsed.nanoseconds) / 1_000_000,
                 tlsVersion: self.tlsVersion,
+                tlsCipher: self.tlsFacts?.cipher ?? "",
                 sni: self.tlsFacts?.serverName ?? ""
             )
         )

@@ -22,6 +22,16 @@ final class HandshakeTests: XCTestCase {
         }
     }
 
+    /// Keeps the first bytes the server writes: its ServerHello.
+    private final class FirstWrite: ChannelOutboundHandler {
+        typealias OutboundIn = ByteBuffer
+        var bytes: ByteBuffer?
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            if self.bytes == nil { self.bytes = Self.unwrapOutboundIn(data) }
+            context.write(data, promise: promise)
+        }
+    }
+
     private var certificates: TestCertificates!
 
     override func setUpWithError() throws {
@@ -35,6 +45,7 @@ final class HandshakeTests: XCTestCase {
 
     /// Runs a handshake of a client (trusting `trust`, asking for `serverName`) against `server`.
     private func handshake(_ server: ServerTLS, serverName: String, trust: [UInt8],
+                           firstServerWrite: FirstWrite? = nil,
                            configure: (inout TLSConfiguration) -> Void = { _ in }) throws -> (client: Outcome, server: Outcome) {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(trust))
@@ -44,6 +55,7 @@ final class HandshakeTests: XCTestCase {
         let clientOutcome = Outcome(), serverOutcome = Outcome()
         try client.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: clientContext, serverHostname: serverName))
         try client.pipeline.syncOperations.addHandler(clientOutcome)
+        if let firstServerWrite { try serverChannel.pipeline.syncOperations.addHandler(firstServerWrite) }
         try serverChannel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: server.context))
         try serverChannel.pipeline.syncOperations.addHandler(serverOutcome)
         let address = try SocketAddress(ipAddress: "127.0.0.1", port: 1)
@@ -107,6 +119,25 @@ final class HandshakeTests: XCTestCase {
         XCTAssertTrue(try handshake(server, serverName: "main.example.com", trust: mainPEM) {
             $0.maximumTLSVersion = .tlsv12
         }.client.completed)
+    }
+
+    func testTheChosenCipherSuiteIsReadFromTheServerHello() throws {
+        let (main, mainPEM) = try load("main", ["main.example.com"])
+        let server = try serverTLS(main)
+        let tls12 = FirstWrite()
+        XCTAssertTrue(try handshake(server, serverName: "main.example.com", trust: mainPEM, firstServerWrite: tls12) {
+            $0.maximumTLSVersion = .tlsv12
+        }.client.completed)
+        let suite12 = try XCTUnwrap(CipherSuiteName.chosenBy(serverHelloRecord: try XCTUnwrap(tls12.bytes).readableBytesView))
+        XCTAssertEqual(CipherSuiteName.of(suite12), "ECDHE-ECDSA-AES128-GCM-SHA256", "the policy's only TLS 1.2 suite")
+        let tls13 = FirstWrite()
+        XCTAssertTrue(try handshake(server, serverName: "main.example.com", trust: mainPEM, firstServerWrite: tls13) {
+            $0.minimumTLSVersion = .tlsv13
+        }.client.completed)
+        let suite13 = try XCTUnwrap(CipherSuiteName.chosenBy(serverHelloRecord: try XCTUnwrap(tls13.bytes).readableBytesView))
+        XCTAssertTrue(CipherSuiteName.of(suite13).hasPrefix("TLS_AES_") || CipherSuiteName.of(suite13).hasPrefix("TLS_CHACHA20"))
+        XCTAssertEqual(CipherSuiteName.of(0x00FF), "0x00FF")
+        XCTAssertNil(CipherSuiteName.chosenBy(serverHelloRecord: ByteBuffer(bytes: [22, 3, 3, 0, 10, 2]).readableBytesView))
     }
 
     func testMutualTLSRefusesAClientWithoutACertificate() throws {

@@ -245,6 +245,9 @@ def test_the_access_log_names_the_protocol_and_tls_version(alb, backends, certs)
                        [json.loads(line) for line in log_path.read_text().splitlines()], what="two log records")
     assert [(r["protocol"], r["tls_version"], r["sni"]) for r in records] == [
         ("HTTP/2", "TLSv1.3", "main.example.com"), ("HTTP/1.1", "TLSv1.2", "main.example.com")]
+    # An ECDSA certificate under the strict policy: a TLS 1.3 suite, then an ECDHE-ECDSA one (OpenSSL names).
+    assert records[0]["tls_cipher"] in ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+    assert records[1]["tls_cipher"].startswith("ECDHE-ECDSA-"), records[1]
 
 
 def make_client_ca(folder):
