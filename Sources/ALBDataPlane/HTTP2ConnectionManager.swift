@@ -1,3 +1,4 @@
+import ALBHTTP
 import NIOCore
 import NIOHTTP2
 
@@ -20,7 +21,11 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
     private var openStreams = 0
     /// The highest stream the client opened: what a `GOAWAY` says was (or may be) processed.
     private var lastStreamID = HTTP2StreamID.rootStream
-    private var idleTimer: Scheduled<Void>?
+    /// One timer per connection: a stream that opens only clears `idleSince`, one that closes sets it, and
+    /// the timer re-arms itself when it fires early, so a stream costs no timer (nor its allocations).
+    private var idleTimer = LazyDeadlineTimer()
+    /// When the connection last had no open stream; nil while a stream is open.
+    private var idleSince: NIODeadline?
     private var quiescing = false
     private var context: ChannelHandlerContext?
 
@@ -48,20 +53,18 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.armIdleTimer(context: context)
+        self.becameIdle(context: context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.idleTimer?.cancel()
-        self.idleTimer = nil
+        self.idleTimer.cancel()
         self.context = nil
     }
 
     func streamOpened(_ id: HTTP2StreamID) {
         self.openStreams += 1
         if id > self.lastStreamID { self.lastStreamID = id }
-        self.idleTimer?.cancel()
-        self.idleTimer = nil
+        self.idleSince = nil
     }
 
     func streamClosed(_ id: HTTP2StreamID) {
@@ -74,7 +77,7 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
                 self.sayGoAwayAndClose(context: context)
             }
         } else {
-            self.armIdleTimer(context: context)
+            self.becameIdle(context: context)
         }
     }
 
@@ -88,8 +91,7 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
     private func quiesce(context: ChannelHandlerContext) {
         guard !self.quiescing else { return }
         self.quiescing = true
-        self.idleTimer?.cancel()
-        self.idleTimer = nil
+        self.idleTimer.cancel()
         if self.openStreams > 0 {
             context.writeAndFlush(Self.wrapOutboundOut(self.goAway), promise: nil)
         } else {
@@ -108,11 +110,29 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
         }
     }
 
-    private func armIdleTimer(context: ChannelHandlerContext) {
-        self.idleTimer?.cancel()
-        let channel = context.channel
-        self.idleTimer = context.eventLoop.scheduleTask(in: self.idleTimeout()) {
-            channel.close(promise: nil)
+    private func becameIdle(context: ChannelHandlerContext) {
+        let now = context.eventLoop.now
+        self.idleSince = now
+        self.idleTimer.arm(at: now + self.idleTimeout(), on: context.eventLoop, handler: IdleExpiry(manager: self))
+    }
+
+    /// What the idle timer calls back (on the connection's event loop).
+    private struct IdleExpiry: NIOScheduledCallbackHandler {
+        let manager: HTTP2ConnectionManager
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            self.manager.idleTimerFired()
+        }
+    }
+
+    private func idleTimerFired() {
+        self.idleTimer.fired()
+        guard let idleSince = self.idleSince, let context = self.context else { return }
+        let deadline = idleSince + self.idleTimeout()
+        if deadline > context.eventLoop.now {
+            self.idleTimer.arm(at: deadline, on: context.eventLoop, handler: IdleExpiry(manager: self))
+        } else {
+            context.close(promise: nil)
         }
     }
 }

@@ -42,9 +42,10 @@ enum ListenerTransport {
                 if case .hostname(let name) = result { facts.serverName = name }
                 return eventLoop.makeSucceededVoidFuture()
             }))
-            try pipeline.addHandler(ServerHelloObserver(facts: facts))
+            let serverHello = ServerHelloObserver(facts: facts)
+            try pipeline.addHandler(serverHello)
             try pipeline.addHandler(NIOSSLServerHandler(context: tls.context))
-            try pipeline.addHandler(TLSHandshakeTimeoutHandler(timeout: handshakeTimeout))
+            try pipeline.addHandler(TLSHandshakeTimeoutHandler(timeout: handshakeTimeout, alsoRemoving: serverHello))
             guard tls.applicationProtocols.contains("h2") else {
                 try http1(channel, facts)
                 return
@@ -62,17 +63,20 @@ enum ListenerTransport {
     }
 }
 
-/// Closes a connection whose TLS handshake has not completed within `timeout`, then leaves the pipeline.
-/// Garbage instead of a ClientHello fails the handshake in the TLS handler, which closes that connection
-/// alone.
+/// Closes a connection whose TLS handshake has not completed within `timeout`; when it completes, leaves the
+/// pipeline together with the other handshake-only handler (`alsoRemoving`, on the socket side of the TLS
+/// handler, which sees no inbound TLS event). Garbage instead of a ClientHello fails the handshake in the
+/// TLS handler, which closes that connection alone.
 final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 
     private let timeout: TimeAmount
     private var timer: Scheduled<Void>?
+    private var alsoRemoving: ServerHelloObserver?
 
-    init(timeout: TimeAmount) {
+    init(timeout: TimeAmount, alsoRemoving: ServerHelloObserver? = nil) {
         self.timeout = timeout
+        self.alsoRemoving = alsoRemoving
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -89,6 +93,10 @@ final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelH
             self.timer?.cancel()
             self.timer = nil
             context.fireUserInboundEventTriggered(event)
+            if let observer = self.alsoRemoving {
+                self.alsoRemoving = nil
+                context.pipeline.syncOperations.removeHandler(observer, promise: nil)
+            }
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             return
         }
@@ -123,7 +131,8 @@ final class TLSConnectionFacts: @unchecked Sendable {
 }
 
 /// Reads the cipher suite the server chose from its ServerHello on the way out, for the access log's
-/// `tls_cipher` (swift-nio-ssl does not expose it), then leaves the pipeline: it sees one write.
+/// `tls_cipher` (swift-nio-ssl does not expose it). It looks at the first write only; the handshake timeout
+/// handler removes it when the handshake completes.
 final class ServerHelloObserver: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -136,17 +145,13 @@ final class ServerHelloObserver: ChannelOutboundHandler, RemovableChannelHandler
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if !self.seen, let suite = CipherSuiteName.chosenBy(serverHelloRecord: Self.unwrapOutboundIn(data).readableBytesView) {
-            self.facts.cipher = CipherSuiteName.of(suite)
+        if !self.seen {
+            self.seen = true
+            if let suite = CipherSuiteName.chosenBy(serverHelloRecord: Self.unwrapOutboundIn(data)) {
+                self.facts.cipher = CipherSuiteName.of(suite)
+            }
         }
         context.write(data, promise: promise)
-        guard !self.seen else { return }
-        self.seen = true
-        // Not from inside this write, which runs with the handshake (and the SNI handler's own removal)
-        // still on the stack: leaving the pipeline there stalled handshakes in the end-to-end tests.
-        context.eventLoop.assumeIsolated().execute {
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-        }
     }
 }
 

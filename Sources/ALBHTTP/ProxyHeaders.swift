@@ -98,45 +98,36 @@ public enum ProxyHeaders {
     /// Never removed because `Connection` names them: that would change the request's framing or target.
     static let protected: Set<String> = ["host", "content-length", "transfer-encoding"]
 
-    /// Removes hop-by-hop headers and those named in `Connection`.
-    ///
-    /// One read-only pass first notes which hop-by-hop fields are present, so only those are removed
-    /// (each removal is a pass that also unshares the header storage) and a message without any
-    /// costs no copy at all.
-    public static func removeHopByHop(_ headers: inout HTTPHeaders) {
-        var present: UInt8 = 0
-        for (name, _) in headers {
-            if let index = Self.hopByHopIndex(name) {
-                present |= 1 << index
+    /// The position of `name` in ``forwarding`` (any case), without allocating; most names are ruled out
+    /// by their length alone.
+    static func forwardingIndex(_ name: String) -> Int? {
+        let length = name.utf8.count
+        guard length < 64, Self.forwardingLengths & (1 << UInt64(length)) != 0 else { return nil }
+        for (index, candidate) in Self.forwarding.enumerated() where candidate.utf8.count == length {
+            if Self.equalsIgnoringASCIICase(name.utf8, lowercased: candidate.utf8) {
+                return index
             }
         }
-        guard present != 0 else { return }
-        if present & 1 != 0 {  // `Connection` (index 0) may name further fields
-            for name in Self.fieldsNamedInConnection(headers) where !Self.protected.contains(name) {
-                headers.remove(name: name)
-            }
-        }
-        for (index, name) in Self.hopByHop.enumerated() where present & (1 << index) != 0 {
-            headers.remove(name: name)
-        }
+        return nil
     }
 
-    /// Removes every header in ``forwarding``. One read-only pass first: the usual request carries none
-    /// and costs no copy.
-    static func removeForwarding(_ headers: inout HTTPHeaders) {
-        var present: UInt32 = 0
-        for (name, _) in headers {
-            let length = name.utf8.count
-            guard length < 64, Self.forwardingLengths & (1 << UInt64(length)) != 0 else { continue }
-            for (index, candidate) in Self.forwarding.enumerated() where candidate.utf8.count == length {
-                if Self.equalsIgnoringASCIICase(name.utf8, lowercased: candidate.utf8) {
-                    present |= 1 << index
-                }
+    /// The fields of `headers` that cross the proxy, copied in one pass into storage sized for `extra` more:
+    /// hop-by-hop fields and those `Connection` names (never the framing ones) are left out, and so are the
+    /// forwarding headers unless `keepForwarding`. One allocation, where removing from a copy of a head
+    /// the caller still holds costs a copy and then a growth for the fields the proxy adds.
+    static func passedOn(_ headers: HTTPHeaders, keepForwarding: Bool, extra: Int) -> HTTPHeaders {
+        let named = Self.fieldsNamedInConnection(headers).filter { !Self.protected.contains($0) }
+        var result = HTTPHeaders()
+        result.reserveCapacity(headers.count + extra)
+        for (name, value) in headers {
+            if Self.hopByHopIndex(name) != nil { continue }
+            if !keepForwarding && Self.forwardingIndex(name) != nil { continue }
+            if !named.isEmpty && named.contains(where: { Self.equalsIgnoringASCIICase(name.utf8, lowercased: $0.utf8) }) {
+                continue
             }
+            result.add(name: name, value: value)
         }
-        for (index, name) in Self.forwarding.enumerated() where present & (1 << index) != 0 {
-            headers.remove(name: name)
-        }
+        return result
     }
 
     /// The comma-separated tokens of every `Connection` field, lowercased, except hop-by-hop names
@@ -159,8 +150,7 @@ public enum ProxyHeaders {
         return names
     }
 
-    /// Bit n is set when some name in ``forwarding`` is n bytes long (all are shorter than 64, and there
-    /// are fewer than 32 of them, the width of the bit set `removeForwarding` keeps).
+    /// Bit n is set when some name in ``forwarding`` is n bytes long (all are shorter than 64).
     private static let forwardingLengths: UInt64 = Self.forwarding.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
 
     /// Bit n is set when some name in ``hopByHop`` is n bytes long (all are shorter than 64).
@@ -254,16 +244,13 @@ public enum ProxyHeaders {
         options: ForwardedHeaderOptions,
         backendSpeaksHTTP2: Bool = false
     ) -> HTTPRequestHead {
-        var headers = client.headers
         let chunked =
-            headers.contains(name: "transfer-encoding")
-            && headers[canonicalForm: "transfer-encoding"].last?.lowercased() == "chunked"
+            client.headers.contains(name: "transfer-encoding")
+            && client.headers[canonicalForm: "transfer-encoding"].last?.lowercased() == "chunked"
         // gRPC needs `te: trailers` end to end; HTTP/2 allows that one value (RFC 9113 section 8.2.2).
-        let trailers = backendSpeaksHTTP2 && headers[canonicalForm: "te"].contains { $0.lowercased() == "trailers" }
-        Self.removeHopByHop(&headers)
-        if !forwarding.peerIsTrustedProxy {
-            Self.removeForwarding(&headers)
-        }
+        let trailers = backendSpeaksHTTP2 && client.headers[canonicalForm: "te"].contains { $0.lowercased() == "trailers" }
+        // Room for every header the listener may add below.
+        var headers = Self.passedOn(client.headers, keepForwarding: forwarding.peerIsTrustedProxy, extra: 12)
         if backendSpeaksHTTP2 {
             // The backend's stream frames the body: no HTTP/1 framing header goes out.
             if trailers { headers.add(name: "te", value: "trailers") }
@@ -319,7 +306,11 @@ public enum ProxyHeaders {
                 headers.replaceOrAdd(name: "X-Forwarded-Clientcert-clientverify", value: certificate.verify)
             }
         }
-        return HTTPRequestHead(version: .http1_1, method: client.method, uri: client.uri, headers: headers)
+        // The client's head with new fields: its method, target and version storage is shared, not copied.
+        var head = client
+        head.headers = headers
+        if head.version != .http1_1 { head.version = .http1_1 }
+        return head
     }
 
     /// The response head sent to the client, with framing set explicitly (the edge's response encoder
@@ -333,11 +324,14 @@ public enum ProxyHeaders {
         keepAlive: Bool,
         framing: ClientFraming = .http1
     ) -> (head: HTTPResponseHead, closeAfter: Bool) {
-        var headers = backend.headers
-        Self.removeHopByHop(&headers)
+        var headers = Self.passedOn(backend.headers, keepForwarding: true, extra: 2)
+        // The backend's head with new fields: its status storage is shared, not copied.
+        var head = backend
         if framing == .http2 {
             // The stream frames the body; a `Content-Length` from the backend stays as information.
-            return (HTTPResponseHead(version: requestVersion, status: backend.status, headers: headers), false)
+            head.headers = headers
+            if head.version != requestVersion { head.version = requestVersion }
+            return (head, false)
         }
         let code = backend.status.code
         let bodyless = requestMethod == .HEAD || (100..<200).contains(code) || code == 204 || code == 304
@@ -355,7 +349,9 @@ public enum ProxyHeaders {
             headers.add(name: "connection", value: "keep-alive")
         }
         let version = requestVersion.minor == 0 ? HTTPVersion.http1_0 : .http1_1
-        return (HTTPResponseHead(version: version, status: backend.status, headers: headers), !keepAlive)
+        head.headers = headers
+        if head.version != version { head.version = version }
+        return (head, !keepAlive)
     }
 }
 

@@ -315,7 +315,10 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
         if !transferEncoding.isEmpty && !contentLengths.isEmpty {
             throw HTTPEdgeError.badRequest("both Content-Length and Transfer-Encoding")
         }
-        let hosts = self.headers["host"].count
+        var hosts = 0  // counted in place: `headers["host"]` would allocate an array per request
+        for (name, _) in self.headers where name.utf8.count == 4 && ProxyHeaders.equalsIgnoringASCIICase(name.utf8, lowercased: "host".utf8) {
+            hosts += 1
+        }
         if hosts > 1 || (hosts == 0 && self.version.minor >= 1) {
             throw HTTPEdgeError.badRequest("missing or duplicate Host")
         }

@@ -25,13 +25,13 @@ public enum CipherSuiteName {
 
     /// The cipher suite a ServerHello chose, read from the first TLS record the server sends (plaintext in
     /// every TLS version): nil if `record` does not start with a complete enough ServerHello.
-    public static func chosenBy(serverHelloRecord record: ByteBufferView) -> UInt16? {
+    public static func chosenBy(serverHelloRecord record: ByteBuffer) -> UInt16? {
         // record header (type 22, version, length: 5 bytes), handshake header (type 2, length: 4 bytes),
-        // legacy_version (2), random (32), session id (1 + n), then the cipher suite (2).
-        let bytes = Array(record.prefix(5 + 4 + 2 + 32 + 1 + 32 + 2))
-        guard bytes.count > 43, bytes[0] == 22, bytes[5] == 2 else { return nil }
-        let suiteAt = 44 + Int(bytes[43])
-        guard bytes.count >= suiteAt + 2 else { return nil }
-        return UInt16(bytes[suiteAt]) << 8 | UInt16(bytes[suiteAt + 1])
+        // legacy_version (2), random (32), session id length (1) and id, then the cipher suite (2).
+        let start = record.readerIndex
+        guard record.getInteger(at: start, as: UInt8.self) == 22, record.getInteger(at: start + 5, as: UInt8.self) == 2,
+              let sessionIDLength = record.getInteger(at: start + 43, as: UInt8.self)
+        else { return nil }
+        return record.getInteger(at: start + 44 + Int(sessionIDLength), as: UInt16.self)
     }
 }

@@ -1,4 +1,4 @@
-import ALBHTTP
+@testable import ALBHTTP
 import NIOHTTP1
 import XCTest
 
@@ -192,17 +192,20 @@ final class ProxyHeadersTests: XCTestCase {
         }
     }
 
-    func testHopByHopRemovalIgnoresCaseAndLeavesOtherMessagesAlone() {
-        var plain = HTTPHeaders([("Host", "h"), ("X-A", "1")])
-        ProxyHeaders.removeHopByHop(&plain)
-        XCTAssertEqual(plain.map { $0.name }, ["Host", "X-A"])
+    func testHopByHopFieldsAreLeftOutIgnoringCaseAndOtherFieldsKeepTheirOrder() {
+        let plain = HTTPHeaders([("Host", "h"), ("X-A", "1")])
+        XCTAssertEqual(ProxyHeaders.passedOn(plain, keepForwarding: true, extra: 0).map { $0.name }, ["Host", "X-A"])
 
-        var mixed = HTTPHeaders([
-            ("Host", "h"), ("CONNECTION", "Keep-Alive, X-Gone, Transfer-Encoding"), ("keep-ALIVE", "timeout=5"),
-            ("X-Gone", "1"), ("Trailer", "x"), ("X-Kept", "2"), ("Proxy-Connection", "close"), ("TE", "trailers"),
-            ("connection", " ,\tx-tab\t,"), ("X-Tab", "3"),
+        let mixed = HTTPHeaders([
+            ("Host", "h"), ("CONNECTION", "Keep-Alive, X-Gone, Transfer-Encoding, content-length"),
+            ("keep-ALIVE", "timeout=5"), ("X-Gone", "1"), ("Trailer", "x"), ("X-Kept", "2"),
+            ("Proxy-Connection", "close"), ("TE", "trailers"), ("connection", " ,\tx-tab\t,"), ("X-Tab", "3"),
+            ("Content-Length", "0"), ("X-Forwarded-For", "10.0.0.1"), ("slb-id", "x"),
         ])
-        ProxyHeaders.removeHopByHop(&mixed)
-        XCTAssertEqual(mixed.map { $0.name }, ["Host", "X-Kept"])
+        XCTAssertEqual(ProxyHeaders.passedOn(mixed, keepForwarding: true, extra: 0).map { $0.name },
+                       ["Host", "X-Kept", "Content-Length", "X-Forwarded-For", "slb-id"],
+                       "a framing field named in Connection stays")
+        XCTAssertEqual(ProxyHeaders.passedOn(mixed, keepForwarding: false, extra: 0).map { $0.name },
+                       ["Host", "X-Kept", "Content-Length"])
     }
 }
