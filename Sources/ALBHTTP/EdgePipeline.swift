@@ -20,11 +20,10 @@ extension ChannelPipeline.SynchronousOperations {
     ///
     /// 1. `HTTPResponseEncoder` without automatic framing (the proxy frames every response itself)
     /// 2. ``StrictHTTPRequestDecoder`` (400/431 decisions, head-started events)
-    /// 3. ``HeaderTimeoutHandler`` (408)
-    /// 4. ``IdleTimeoutHandler``
-    /// 5. ``HTTPPipeliningHandler`` (one exchange at a time, graceful quiesce)
-    /// 6. ``EdgeErrorHandler`` (writes 400/408/431 and closes)
-    /// 7. `application`: the proxy
+    /// 3. ``ConnectionTimeoutHandler`` (header timeout: 408; idle timeout: close)
+    /// 4. ``HTTPPipeliningHandler`` (one exchange at a time, graceful quiesce)
+    /// 5. ``EdgeErrorHandler`` (writes 400/408/431 and closes)
+    /// 6. `application`: the proxy
     public func configureEdgeHTTPPipeline(
         options: EdgePipelineOptions,
         application: some ChannelHandler
@@ -33,8 +32,7 @@ extension ChannelPipeline.SynchronousOperations {
         encoderConfiguration.automaticallySetFramingHeaders = false
         try self.addHandler(HTTPResponseEncoder(configuration: encoderConfiguration))
         try self.addHandler(ByteToMessageHandler(StrictHTTPRequestDecoder(limits: options.limits)))
-        try self.addHandler(HeaderTimeoutHandler(timeout: options.headerTimeout))
-        try self.addHandler(IdleTimeoutHandler(timeout: options.idleTimeout))
+        try self.addHandler(ConnectionTimeoutHandler(headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout))
         try self.addHandler(HTTPPipeliningHandler())
         try self.addHandler(EdgeErrorHandler())
         try self.addHandler(application)

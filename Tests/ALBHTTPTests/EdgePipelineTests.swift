@@ -103,6 +103,29 @@ final class EdgePipelineTests: XCTestCase {
         XCTAssertFalse(channel.isActive)
     }
 
+    func testAHeadArrivingPastTheIdleDeadlineIsTimedByTheHeaderTimeoutAlone() throws {
+        // One timer serves both timeouts: the idle one pending when a head starts must not close it.
+        let channel = try makeEdgeChannel(responder: TestResponder(), headerTimeout: .seconds(10), idleTimeout: .seconds(5))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(3))
+        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\n"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(9))
+        XCTAssertTrue(channel.isActive, "past the idle deadline, inside the header timeout")
+        XCTAssertEqual(try outboundText(channel), "")
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        XCTAssertTrue(try outboundText(channel).hasPrefix("HTTP/1.1 408 Request Timeout\r\n"))
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testAfterACompleteHeadAndItsResponseTheIdleTimeoutAppliesAgain() throws {
+        let channel = try makeEdgeChannel(responder: TestResponder(), headerTimeout: .seconds(2), idleTimeout: .seconds(30))
+        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+        XCTAssertTrue(try outboundText(channel).hasPrefix("HTTP/1.1 200 OK"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(29))
+        XCTAssertTrue(channel.isActive, "the header timeout ended with the head")
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        XCTAssertFalse(channel.isActive)
+    }
+
     func testIdleTimeoutIsReadWhenTheConnectionGoesIdle() throws {
         var timeout = TimeAmount.seconds(5)
         let responder = TestResponder()
