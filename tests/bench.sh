@@ -3,8 +3,19 @@
 # the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and HTTP/2), then the
 # reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads, and last the heap
 # allocations per proxied request (tests/bench_allocs.py, needs .build/alloc_counter.so: `make alloc-counter`).
+# Everything printed is also kept in .build/bench/bench-TIME.txt, and tests/bench_summary.py turns it into
+# .build/bench/bench-TIME.json (one row per printed measurement, peers beside alb as in the table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ -z ${ALB_BENCH_TEED:-} ]]; then
+  mkdir -p .build/bench
+  stamp=$(date -u +%Y%m%dT%H%M%SZ)
+  ALB_BENCH_TEED=1 bash "$0" "$@" 2>&1 | tee ".build/bench/bench-$stamp.txt"
+  status=${PIPESTATUS[0]}
+  python3 tests/bench_summary.py < ".build/bench/bench-$stamp.txt" > ".build/bench/bench-$stamp.json"
+  echo "bench: summary in .build/bench/bench-$stamp.json"
+  exit "$status"
+fi
 peers=../shared/bench/peers.sh
 [[ -x $peers || -f $peers ]] || { echo "bench needs ../shared/bench/peers.sh" >&2; exit 1; }
 work=$(mktemp -d /tmp/alb-bench.XXXX)
