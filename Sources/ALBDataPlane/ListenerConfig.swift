@@ -52,11 +52,13 @@ public struct BackendGroup: Sendable, Equatable {
     public var name: String
     public var weight: Int
     public var servers: [BackendServer]
+    public var scheduling: Scheduling
 
-    public init(name: String, weight: Int = 100, servers: [BackendServer]) {
+    public init(name: String, weight: Int = 100, servers: [BackendServer], scheduling: Scheduling = .weightedRoundRobin) {
         self.name = name
         self.weight = weight
         self.servers = servers
+        self.scheduling = scheduling
     }
 }
 

@@ -56,13 +56,13 @@ final class ListenerLoopState {
         self.accessLog = accessLog.map { AccessLogBuffer(log: $0, eventLoop: eventLoop) }
     }
 
-    /// A group by weight, then a server in it by smooth weighted round robin. Groups whose servers
-    /// all have weight 0 are skipped. Nil means no server is available (503).
-    func pick(_ snapshot: ListenerSnapshot) -> BalancedServer? {
+    /// A group by weight, then a server in it by the group's scheduler (`Sch` hashes `clientIP`). Groups
+    /// whose servers all have weight 0 are skipped. Nil means no server is available (503).
+    func pick(_ snapshot: ListenerSnapshot, clientIP: String) -> BalancedServer? {
         if snapshot.generation != self.generation {
             self.dropPoolsOfRemovedServers(snapshot)
         }
-        return snapshot.balancer.pickBalanced()
+        return snapshot.balancer.pickBalanced(clientIP: clientIP)
     }
 
     func pool(for server: BalancedServer) -> BackendPool {

@@ -60,6 +60,12 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         }
 
         var upstream: String { self.server?.address ?? "" }
+
+        /// However the exchange ends (answered, refused, abandoned by a closing client), a `Wlc` group stops
+        /// counting it when the exchange is dropped.
+        deinit {
+            self.server?.requestFinished()
+        }
     }
 
     private let runtime: ListenerRuntime
@@ -197,7 +203,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         let exchange = Exchange(id: self.nextExchangeID, head: head, clientIP: clientIP,
                                 wallTime: logging ? Self.wallClock() : 0, machine: machine)
         self.exchange = exchange
-        let server = machine.mayReachBackend ? self.loopState.pick(snapshot) : nil
+        let server = machine.mayReachBackend ? self.loopState.pick(snapshot, clientIP: clientIP) : nil
         if let server {
             exchange.server = server
             exchange.pool = self.loopState.pool(for: server)

@@ -36,36 +36,94 @@ struct BalancedServer: Sendable {
     /// `server.address`, which formats a string each time it is read.
     let address: String
     let poolKey: String
+    /// Requests in flight to this server through this configuration (`Wlc` groups only; nil otherwise).
+    private let inFlight: ManagedAtomic<Int>?
 
-    init(_ server: BackendServer) {
+    init(_ server: BackendServer, countsRequests: Bool = false) {
         self.server = server
         self.address = server.address
         self.poolKey = server.poolKey
+        self.inFlight = countsRequests ? ManagedAtomic(0) : nil
+    }
+
+    var requestsInFlight: Int { self.inFlight?.load(ordering: .relaxed) ?? 0 }
+
+    func requestStarted() {
+        self.inFlight?.wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// Called once for every pick when its exchange is over (however it ended).
+    func requestFinished() {
+        self.inFlight?.wrappingDecrement(ordering: .relaxed)
     }
 }
 
-/// A group by weight, then a server within it: the balancing of one configuration snapshot.
+/// A group by weight, then a server within it by the group's scheduler: the balancing of one configuration
+/// snapshot, shared by every event loop of the listener.
 final class Balancer: Sendable {
     private let groups: WeightedSchedule<Int>
-    private let servers: [WeightedSchedule<BalancedServer>]
+    private let servers: [GroupScheduler]
 
     init(_ groups: [BackendGroup]) {
-        self.servers = groups.map { group in
-            WeightedSchedule(group.servers.map { (element: BalancedServer($0), weight: $0.weight) })
-        }
+        let servers = groups.map(GroupScheduler.init)
+        self.servers = servers
         // A group whose servers all have weight 0 is never chosen.
-        self.groups = WeightedSchedule(groups.indices.map { [servers] index in
+        self.groups = WeightedSchedule(groups.indices.map { index in
             (element: index, weight: servers[index].isEmpty ? 0 : groups[index].weight)
         })
     }
 
     /// Nil when no server is available (503).
-    func pick() -> BackendServer? {
-        self.pickBalanced()?.server
+    func pick(clientIP: String = "") -> BackendServer? {
+        self.pickBalanced(clientIP: clientIP)?.server
     }
 
-    func pickBalanced() -> BalancedServer? {
+    /// `clientIP` (after client-IP retrieval) is what `Sch` hashes. A pick from a `Wlc` group counts as a
+    /// request in flight until the returned server's ``BalancedServer/requestFinished()``.
+    func pickBalanced(clientIP: String) -> BalancedServer? {
         guard let group = self.groups.next() else { return nil }
-        return self.servers[group].next()
+        return self.servers[group].pick(clientIP: clientIP)
+    }
+}
+
+/// One server group's servers and its scheduler's state.
+final class GroupScheduler: Sendable {
+    private let scheduling: Scheduling
+    private let servers: [BalancedServer]
+    private let weights: [Int]
+    private let roundRobin: WeightedSchedule<BalancedServer>
+    /// Sch: each server's seed (its address) with its weight.
+    private let hashSeeds: [(seed: UInt64, weight: Int)]
+    /// Wlc: rotates the order in which ties are broken.
+    private let tieCursor = ManagedAtomic<Int>(0)
+
+    init(_ group: BackendGroup) {
+        self.scheduling = group.scheduling
+        let counted = group.scheduling == .weightedLeastRequests
+        self.servers = group.servers.map { BalancedServer($0, countsRequests: counted) }
+        self.weights = group.servers.map(\.weight)
+        self.roundRobin = WeightedSchedule(zip(self.servers, self.weights).map { (element: $0, weight: $1) })
+        self.hashSeeds = group.servers.map { (seed: SourceIPHash.seed(of: $0.address), weight: $0.weight) }
+    }
+
+    /// No server with a positive weight.
+    var isEmpty: Bool { self.roundRobin.isEmpty }
+
+    func pick(clientIP: String) -> BalancedServer? {
+        switch self.scheduling {
+        case .weightedRoundRobin:
+            return self.roundRobin.next()
+        case .sourceIPHash:
+            return SourceIPHash.pick(key: clientIP, servers: self.hashSeeds).map { self.servers[$0] }
+        case .weightedLeastRequests:
+            // Loads read one by one, not as one snapshot: two loops picking at once may both see the same
+            // minimum, as two Envoy workers may; the next picks see both requests.
+            let active = self.servers.map { $0.requestsInFlight }
+            let start = self.tieCursor.loadThenWrappingIncrement(ordering: .relaxed)
+            guard let index = LeastRequests.pick(active: active, weights: self.weights, start: start) else { return nil }
+            let server = self.servers[index]
+            server.requestStarted()
+            return server
+        }
     }
 }

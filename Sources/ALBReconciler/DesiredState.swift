@@ -71,7 +71,8 @@ public struct DesiredState: Sendable {
                 servers: group.servers.map {
                     ALBDataPlane.BackendServer(host: $0.address, port: $0.port, weight: $0.weight,
                                                useTLS: group.protocol == .https, useHTTP2: group.protocol == .grpc)
-                }))
+                },
+                scheduling: Self.scheduling(group.scheduler)))
         }
         var headers = HeaderOptions()
         headers.xForwardedFor = spec.headers.xForwardedFor
@@ -94,6 +95,14 @@ public struct DesiredState: Sendable {
 }
 
 extension DesiredState {
+    static func scheduling(_ scheduler: Scheduler) -> Scheduling {
+        switch scheduler {
+        case .wrr: .weightedRoundRobin
+        case .wlc: .weightedLeastRequests
+        case .sch: .sourceIPHash
+        }
+    }
+
     /// The TLS policy a listener names: a predefined id or a SecurityPolicy resource.
     public func tlsPolicy(_ listener: ListenerSpec) -> TLSPolicy? {
         let policy: SecurityPolicySpec?

@@ -1,0 +1,84 @@
+import XCTest
+
+@testable import ALBDataPlane
+
+final class SchedulerTests: XCTestCase {
+    private func clientIPs(_ count: Int) -> [String] {
+        (0..<count).map { "10.\($0 >> 16 & 255).\($0 >> 8 & 255).\($0 & 255)" }
+    }
+
+    private func seeds(_ addresses: [String], weight: Int = 100) -> [(seed: UInt64, weight: Int)] {
+        addresses.map { (seed: SourceIPHash.seed(of: $0), weight: weight) }
+    }
+
+    func testSourceIPHashMovesAboutAFifthOfClientsWhenAFifthServerIsAdded() throws {
+        let four = ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003", "127.0.0.1:9004"]
+        let five = four + ["127.0.0.1:9005"]
+        var moved = 0
+        for ip in clientIPs(10_000) {
+            let before = try XCTUnwrap(SourceIPHash.pick(key: ip, servers: seeds(four)))
+            let after = try XCTUnwrap(SourceIPHash.pick(key: ip, servers: seeds(five)))
+            if before != after {
+                moved += 1
+                XCTAssertEqual(after, 4, "a client that moves, moves to the new server")
+            }
+        }
+        XCTAssertEqual(Double(moved) / 10_000, 0.2, accuracy: 0.03)
+    }
+
+    func testSourceIPHashSplitsByWeightAndIgnoresOrderAndWeightZero() throws {
+        let servers = [(seed: SourceIPHash.seed(of: "a:1"), weight: 100), (seed: SourceIPHash.seed(of: "b:1"), weight: 300),
+                       (seed: SourceIPHash.seed(of: "c:1"), weight: 0)]
+        var counts = [0, 0, 0]
+        for ip in clientIPs(10_000) {
+            let index = try XCTUnwrap(SourceIPHash.pick(key: ip, servers: servers))
+            counts[index] += 1
+            let reversed = try XCTUnwrap(SourceIPHash.pick(key: ip, servers: servers.reversed()))
+            XCTAssertEqual(2 - reversed, index, "the same server whatever the order")
+        }
+        XCTAssertEqual(counts[2], 0)
+        XCTAssertEqual(Double(counts[1]) / 10_000, 0.75, accuracy: 0.03)
+        XCTAssertNil(SourceIPHash.pick(key: "10.0.0.1", servers: [(seed: 1, weight: 0)]))
+    }
+
+    func testLeastRequestsComparesPerUnitOfWeightAndRotatesTies() {
+        XCTAssertEqual(LeastRequests.pick(active: [3, 1, 2], weights: [100, 100, 100], start: 0), 1)
+        // 4 / 200 is less than 3 / 100.
+        XCTAssertEqual(LeastRequests.pick(active: [3, 4], weights: [100, 200], start: 0), 1)
+        XCTAssertEqual(LeastRequests.pick(active: [0, 0, 5], weights: [0, 100, 100], start: 0), 1, "weight 0 never")
+        let ties = (0..<6).compactMap { LeastRequests.pick(active: [0, 0, 0], weights: [1, 1, 1], start: $0) }
+        XCTAssertEqual(ties, [0, 1, 2, 0, 1, 2])
+        XCTAssertNil(LeastRequests.pick(active: [0], weights: [0], start: 0))
+    }
+
+    /// Two equal servers, one answering in 10 ticks and one in 1, a request every tick: least requests
+    /// sends the slow one only what it can hold, round robin half of everything.
+    func testWeightedLeastRequestsFavoursTheFasterServerUnderSkewedLatency() throws {
+        let slow = BackendServer(host: "127.0.0.1", port: 9001), fast = BackendServer(host: "127.0.0.1", port: 9002)
+        for (scheduling, expectedSlowShare) in [(Scheduling.weightedLeastRequests, 0.0...0.2),
+                                                (.weightedRoundRobin, 0.45...0.55)] {
+            let balancer = Balancer([BackendGroup(name: "g", servers: [slow, fast], scheduling: scheduling)])
+            var inFlight: [(done: Int, server: BalancedServer)] = []
+            var toSlow = 0
+            for tick in 0..<1_000 {
+                for finished in inFlight where finished.done == tick { finished.server.requestFinished() }
+                inFlight.removeAll { $0.done <= tick }
+                let server = try XCTUnwrap(balancer.pickBalanced(clientIP: ""))
+                let isSlow = server.server == slow
+                if isSlow { toSlow += 1 }
+                inFlight.append((done: tick + (isSlow ? 10 : 1), server: server))
+            }
+            XCTAssertTrue(expectedSlowShare.contains(Double(toSlow) / 1_000), "\(scheduling): \(toSlow) of 1000 to the slow server")
+        }
+    }
+
+    func testAWlcPickCountsUntilItsRequestFinishes() throws {
+        let group = GroupScheduler(BackendGroup(name: "g", servers: [BackendServer(host: "h", port: 1)],
+                                                scheduling: .weightedLeastRequests))
+        let first = try XCTUnwrap(group.pick(clientIP: ""))
+        _ = try XCTUnwrap(group.pick(clientIP: ""))
+        XCTAssertEqual(first.requestsInFlight, 2)
+        first.requestFinished()
+        XCTAssertEqual(first.requestsInFlight, 1)
+    }
+}

@@ -1,0 +1,51 @@
+"""Server group schedulers with real backends: Sch keeps each client on one server, Wlc avoids a busy one."""
+import collections
+import threading
+
+from conftest import free_port, get, manifest_set
+
+
+def with_scheduler(text, scheduler):
+    return text.replace("spec:\n  servers:", "spec:\n  scheduler: %s\n  servers:" % scheduler, 1)
+
+
+def serve(alb, backends, scheduler, count=3, extra_listener=""):
+    ports = [backends.start("b%d" % (i + 1)) for i in range(count)]
+    port = free_port()
+    alb.write("web.yaml", with_scheduler(manifest_set(port, [(p, 100) for p in ports], extra_listener=extra_listener),
+                                         scheduler))
+    alb.start()
+    alb.wait_state("web", "Running")
+    return port
+
+
+def test_sch_keeps_each_client_ip_on_one_server_and_spreads_clients(alb, backends):
+    # The client IP is the retrieved one: 127.0.0.1 is a trusted proxy, so X-Forwarded-For names the client.
+    port = serve(alb, backends, "Sch", extra_listener="  clientIp: {enabled: true, trustedProxies: [127.0.0.1/32]}\n")
+    chosen = {}
+    for client in range(30):
+        ip = "198.51.100.%d" % client
+        answers = {get(port, headers={"X-Forwarded-For": ip})[2]["X-Backend"] for _ in range(5)}
+        assert len(answers) == 1, (ip, answers)
+        chosen[ip] = answers.pop()
+    spread = collections.Counter(chosen.values())
+    assert len(spread) == 3, spread  # 30 clients over 3 equal servers: every server gets some
+
+
+def test_wlc_sends_new_requests_past_a_server_that_is_busy(alb, backends):
+    port = serve(alb, backends, "Wlc", count=2)
+    busy = {}
+
+    def slow():
+        busy["answer"] = get(port, "/slow?s=3", timeout=10)
+    thread = threading.Thread(target=slow)
+    thread.start()
+    import time
+    time.sleep(0.5)  # the slow request is at one backend now
+    answers = [get(port)[2]["X-Backend"] for _ in range(6)]
+    thread.join(10)
+    slow_server = busy["answer"][1].split()[0]
+    assert busy["answer"][0] == 200
+    # Least requests: the idle server takes every quick request while the other holds the slow one
+    # (round robin would have sent it three of these six).
+    assert slow_server not in answers, (slow_server, answers)
