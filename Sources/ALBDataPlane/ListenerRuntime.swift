@@ -58,11 +58,12 @@ final class ListenerLoopState {
 
     /// A group by weight, then a server in it by the group's scheduler (`Sch` hashes `clientIP`). Groups
     /// whose servers all have weight 0 are skipped. Nil means no server is available (503).
-    func pick(_ snapshot: ListenerSnapshot, clientIP: String) -> BalancedServer? {
+    /// `excluding`: a server that just failed to connect, for the one retry elsewhere.
+    func pick(_ snapshot: ListenerSnapshot, clientIP: String, excluding: BackendServer? = nil) -> BalancedServer? {
         if snapshot.generation != self.generation {
             self.dropPoolsOfRemovedServers(snapshot)
         }
-        return snapshot.balancer.pickBalanced(clientIP: clientIP)
+        return snapshot.balancer.pickBalanced(clientIP: clientIP, excluding: excluding)
     }
 
     func pool(for server: BalancedServer) -> BackendPool {

@@ -89,6 +89,7 @@ struct ProxyExchange {
     private(set) var closeClientAfterResponse = false
     private(set) var reusedConnection = false
     private(set) var retried = false
+    private(set) var triedAnotherServer = false
     private(set) var bodyBytes = 0
     /// Whether the request asked to switch protocols (the only case a 101 may be relayed).
     private(set) var askedToUpgrade = false
@@ -161,6 +162,15 @@ struct ProxyExchange {
     /// A backend connection is ready (or could not be had). On success the adapter writes the request
     /// head and everything queued; it flushes at once unless the request is still arriving within the
     /// current read (`flushNow` false: the read's end flushes).
+    /// A connect to the picked server failed (refused, reset, timed out): nothing of the request reached a
+    /// backend, so it may go to another server, once per exchange (issue 7: one retry, never after request
+    /// bytes were sent). False means answer 502 (``backendAcquired(success:reused:fromCallback:)``).
+    mutating func mayTryAnotherServer() -> Bool {
+        guard self.phase == .acquiring, !self.triedAnotherServer else { return false }
+        self.triedAnotherServer = true
+        return true
+    }
+
     mutating func backendAcquired(success: Bool, reused: Bool, fromCallback: Bool) -> (respond: HTTPResponseStatus?, flushNow: Bool) {
         guard self.phase == .acquiring else { return (nil, false) }
         guard success else { return (.badGateway, false) }

@@ -301,12 +301,35 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         }
     }
 
+    /// After a failed connect: another server of the listener's groups, speaking the same protocol (the
+    /// request head was prepared for it), if the exchange may still try one and there is one. The failed
+    /// server stops counting this request (`Wlc`); the new one counts it.
+    private func routeToAnotherServer(_ exchange: Exchange) -> Bool {
+        guard let failed = exchange.server, exchange.machine.mayTryAnotherServer() else { return false }
+        let snapshot = self.runtime.snapshot.load(ordering: .relaxed)
+        guard let next = self.loopState.pick(snapshot, clientIP: exchange.clientIP, excluding: failed.server) else {
+            return false
+        }
+        guard next.server.useHTTP2 == failed.server.useHTTP2, next.server.useTLS == failed.server.useTLS else {
+            next.requestFinished()
+            return false
+        }
+        failed.requestFinished()
+        exchange.server = next
+        exchange.pool = self.loopState.pool(for: next)
+        return true
+    }
+
     private func backendAcquired(_ result: Result<BackendHandler, Error>, reused: Bool, id: Int, fromCallback: Bool) {
         guard let exchange = self.exchange, exchange.id == id, exchange.machine.queuesRequestParts, !self.closed else {
             // The exchange went away while connecting: a fresh, unused connection can serve others.
             if case .success(let backend) = result {
                 backend.close()
             }
+            return
+        }
+        if case .failure = result, !reused, self.routeToAnotherServer(exchange) {
+            self.acquireBackend(exchange, allowIdle: true)
             return
         }
         let backend = try? result.get()

@@ -21,6 +21,9 @@ final class WeightedSchedule<Element: Sendable>: Sendable {
 
     var isEmpty: Bool { self.order.isEmpty }
 
+    /// Entries in one period (each element as often as its reduced weight).
+    var count: Int { self.order.count }
+
     func next() -> Element? {
         guard !self.order.isEmpty else { return nil }
         let ticket = self.cursor.loadThenWrappingIncrement(ordering: .relaxed)
@@ -80,9 +83,19 @@ final class Balancer: Sendable {
 
     /// `clientIP` (after client-IP retrieval) is what `Sch` hashes. A pick from a `Wlc` group counts as a
     /// request in flight until the returned server's ``BalancedServer/requestFinished()``.
-    func pickBalanced(clientIP: String) -> BalancedServer? {
-        guard let group = self.groups.next() else { return nil }
-        return self.servers[group].pick(clientIP: clientIP)
+    ///
+    /// `excluding` leaves one server out (a retry after its connect failed): its group may still be
+    /// chosen, for its other servers; a group with no other server leaves the choice to the next group.
+    func pickBalanced(clientIP: String, excluding: BackendServer? = nil) -> BalancedServer? {
+        guard let excluding else {
+            guard let group = self.groups.next() else { return nil }
+            return self.servers[group].pick(clientIP: clientIP)
+        }
+        for _ in 0..<max(self.servers.count, 1) {
+            guard let group = self.groups.next() else { return nil }
+            if let server = self.servers[group].pick(clientIP: clientIP, excluding: excluding) { return server }
+        }
+        return nil
     }
 }
 
@@ -109,18 +122,30 @@ final class GroupScheduler: Sendable {
     /// No server with a positive weight.
     var isEmpty: Bool { self.roundRobin.isEmpty }
 
-    func pick(clientIP: String) -> BalancedServer? {
+    func pick(clientIP: String, excluding: BackendServer? = nil) -> BalancedServer? {
         switch self.scheduling {
         case .weightedRoundRobin:
-            return self.roundRobin.next()
+            guard let excluding else { return self.roundRobin.next() }
+            // The order holds each server as often as its weight: a bounded walk finds another if there is one.
+            for _ in 0..<self.roundRobin.count {
+                if let server = self.roundRobin.next(), server.server != excluding { return server }
+            }
+            return nil
         case .sourceIPHash:
-            return SourceIPHash.pick(key: clientIP, servers: self.hashSeeds).map { self.servers[$0] }
+            // Without the excluded server, its clients spread over the others as if it had been removed.
+            let seeds = excluding.map { excluded in
+                zip(self.hashSeeds, self.servers).map { $1.server == excluded ? (seed: $0.seed, weight: 0) : $0 }
+            } ?? self.hashSeeds
+            return SourceIPHash.pick(key: clientIP, servers: seeds).map { self.servers[$0] }
         case .weightedLeastRequests:
             // Loads read one by one, not as one snapshot: two loops picking at once may both see the same
             // minimum, as two Envoy workers may; the next picks see both requests.
             let active = self.servers.map { $0.requestsInFlight }
+            let weights = excluding.map { excluded in
+                zip(self.weights, self.servers).map { $1.server == excluded ? 0 : $0 }
+            } ?? self.weights
             let start = self.tieCursor.loadThenWrappingIncrement(ordering: .relaxed)
-            guard let index = LeastRequests.pick(active: active, weights: self.weights, start: start) else { return nil }
+            guard let index = LeastRequests.pick(active: active, weights: weights, start: start) else { return nil }
             let server = self.servers[index]
             server.requestStarted()
             return server

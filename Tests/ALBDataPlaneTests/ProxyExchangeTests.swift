@@ -67,6 +67,18 @@ final class ProxyExchangeTests: XCTestCase {
         XCTAssertEqual(machine.bodyBytes, 15)
     }
 
+    func testAFailedConnectMayTryAnotherServerOnceThenIsA502() {
+        var machine = exchange(.POST)
+        _ = machine.receiveHead(serverAvailable: true, hasBody: true, expectsContinue: false, upgradeRequested: false)
+        XCTAssertEqual(machine.receiveBody(bytes: 10, now: t0), .none, "queued: nothing reached a backend")
+        XCTAssertTrue(machine.mayTryAnotherServer())
+        XCTAssertTrue(machine.queuesRequestParts, "still acquiring")
+        XCTAssertFalse(machine.mayTryAnotherServer(), "one retry per exchange")
+        XCTAssertEqual(machine.backendAcquired(success: false, reused: false, fromCallback: true).respond, .badGateway)
+        var sent = forwardingGet()
+        XCTAssertFalse(sent.mayTryAnotherServer(), "never once the request went to a backend")
+    }
+
     func testAFailedConnectIsA502() {
         var machine = exchange()
         _ = machine.receiveHead(serverAvailable: true, hasBody: false, expectsContinue: false, upgradeRequested: false)

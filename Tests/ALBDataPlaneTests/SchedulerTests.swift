@@ -81,4 +81,23 @@ final class SchedulerTests: XCTestCase {
         first.requestFinished()
         XCTAssertEqual(first.requestsInFlight, 1)
     }
+
+    func testARetryPicksAnotherServerWhateverTheScheduler() throws {
+        let a = BackendServer(host: "127.0.0.1", port: 9001), b = BackendServer(host: "127.0.0.1", port: 9002)
+        for scheduling in [Scheduling.weightedRoundRobin, .weightedLeastRequests, .sourceIPHash] {
+            let balancer = Balancer([BackendGroup(name: "g", servers: [a, b], scheduling: scheduling)])
+            for client in 0..<20 {
+                let picked = try XCTUnwrap(balancer.pickBalanced(clientIP: "10.0.0.\(client)", excluding: a))
+                XCTAssertEqual(picked.server, b, "\(scheduling)")
+                picked.requestFinished()
+            }
+            let alone = Balancer([BackendGroup(name: "g", servers: [a], scheduling: scheduling)])
+            XCTAssertNil(alone.pickBalanced(clientIP: "10.0.0.1", excluding: a), "no other server: no retry")
+        }
+        // Another group takes the retry when the failed server's group has no other.
+        let twoGroups = Balancer([BackendGroup(name: "one", servers: [a]), BackendGroup(name: "two", servers: [b])])
+        for _ in 0..<4 {
+            XCTAssertEqual(try XCTUnwrap(twoGroups.pickBalanced(clientIP: "", excluding: a)).server, b)
+        }
+    }
 }

@@ -49,3 +49,23 @@ def test_wlc_sends_new_requests_past_a_server_that_is_busy(alb, backends):
     # Least requests: the idle server takes every quick request while the other holds the slow one
     # (round robin would have sent it three of these six).
     assert slow_server not in answers, (slow_server, answers)
+
+
+def test_a_refused_connect_is_retried_once_on_another_server(alb, backends):
+    alive = backends.start("b1")
+    dead = free_port()  # nothing listens here: every connect is refused
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(dead, 100), (alive, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    answers = [get(port) for _ in range(10)]
+    assert [a[0] for a in answers] == [200] * 10, answers  # round robin sends half of them to the dead port first
+    assert {a[2]["X-Backend"] for a in answers} == {"b1"}
+
+
+def test_with_every_server_refusing_the_retry_gives_up_with_502(alb, backends):
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(free_port(), 100), (free_port(), 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    assert get(port)[0] == 502
