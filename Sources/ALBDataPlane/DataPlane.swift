@@ -23,11 +23,14 @@ public final class DataPlane: Sendable {
     private let draining = NIOLockedValueBox<[ObjectIdentifier: ListenerRuntime]>([:])
     /// How long a drained instance's connections may take before they are closed.
     public let drainTimeout: TimeAmount
+    /// Active health checks of server groups, shared by every listener that forwards to them.
+    let healthChecker: HealthChecker
 
     public init(group: any EventLoopGroup, accessLog: AccessLog?, drainTimeout: TimeAmount = .seconds(30)) {
         self.group = group
         self.accessLog = accessLog
         self.drainTimeout = drainTimeout
+        self.healthChecker = HealthChecker(group: group)
     }
 
     public var listenerKeys: [String] {
@@ -50,7 +53,7 @@ public final class DataPlane: Sendable {
         }
         defer { _ = self.starting.withLockedValue { $0.remove(config.key) } }
 
-        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog)
+        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, health: self.healthChecker)
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 1024)
@@ -89,7 +92,7 @@ public final class DataPlane: Sendable {
         guard self.listeners.withLockedValue({ $0[config.key] == nil }) else {
             throw DataPlaneError.listenerExists(config.name)
         }
-        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog)
+        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, health: self.healthChecker)
         guard let socket = previous.detachSocket() else { throw DataPlaneError.unknownListener(key) }
         runtime.attach(socket)
         self.listeners.withLockedValue { $0[config.key] = runtime }
@@ -159,6 +162,7 @@ public final class DataPlane: Sendable {
     /// Graceful: stops accepting everywhere, closes idle keep-alive connections, lets busy ones finish
     /// their current exchange (then they close), waits up to `drainTimeout`, then closes everything.
     public func shutdown(drainTimeout: TimeAmount) async {
+        self.healthChecker.stopAll()
         let serving = self.listeners.withLockedValue { listeners in
             let all = Array(listeners.values)
             listeners.removeAll()

@@ -53,12 +53,16 @@ public struct BackendGroup: Sendable, Equatable {
     public var weight: Int
     public var servers: [BackendServer]
     public var scheduling: Scheduling
+    /// Active health checks of the group's servers; nil when off (every server stays in rotation).
+    public var healthCheck: HealthCheckConfig?
 
-    public init(name: String, weight: Int = 100, servers: [BackendServer], scheduling: Scheduling = .weightedRoundRobin) {
+    public init(name: String, weight: Int = 100, servers: [BackendServer], scheduling: Scheduling = .weightedRoundRobin,
+                healthCheck: HealthCheckConfig? = nil) {
         self.name = name
         self.weight = weight
         self.servers = servers
         self.scheduling = scheduling
+        self.healthCheck = healthCheck
     }
 }
 

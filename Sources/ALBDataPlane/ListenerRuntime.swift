@@ -17,10 +17,10 @@ final class ListenerSnapshot: AtomicReference, Sendable {
     let balancer: Balancer
     let transport: ListenerTransport
 
-    init(config: ListenerConfig, generation: Int) throws {
+    init(config: ListenerConfig, generation: Int, health: HealthChecker? = nil) throws {
         self.config = config
         self.generation = generation
-        self.balancer = Balancer(config.groups)
+        self.balancer = Balancer(config.groups, health: { key in health?.health(key) })
         self.transport = ListenerTransport(config)
         if let clientIP = config.clientIP {
             guard let resolver = ClientIPResolver(trustedProxies: clientIP.trustedProxies) else {
@@ -120,10 +120,14 @@ final class ListenerRuntime: Sendable {
     private let socket = NIOLockedValueBox<ListenerSocket?>(nil)
     let boundPort = ManagedAtomic<Int>(0)
 
-    init(config: ListenerConfig, accessLog: AccessLog?) throws {
+    /// Where the balancers of this listener's snapshots find their checked servers' health.
+    let health: HealthChecker?
+
+    init(config: ListenerConfig, accessLog: AccessLog?, health: HealthChecker? = nil) throws {
         self.name = config.name
-        self.snapshot = ManagedAtomic(try ListenerSnapshot(config: config, generation: 0))
+        self.snapshot = ManagedAtomic(try ListenerSnapshot(config: config, generation: 0, health: health))
         self.accessLog = accessLog
+        self.health = health
     }
 
     var config: ListenerConfig {
@@ -132,7 +136,7 @@ final class ListenerRuntime: Sendable {
 
     func replace(_ config: ListenerConfig) throws {
         let current = self.snapshot.load(ordering: .acquiring)
-        let next = try ListenerSnapshot(config: config, generation: current.generation + 1)
+        let next = try ListenerSnapshot(config: config, generation: current.generation + 1, health: self.health)
         self.snapshot.store(next, ordering: .releasing)
     }
 

@@ -67,8 +67,9 @@ final class Balancer: Sendable {
     private let groups: WeightedSchedule<Int>
     private let servers: [GroupScheduler]
 
-    init(_ groups: [BackendGroup]) {
-        let servers = groups.map(GroupScheduler.init)
+    /// `health` gives the checked servers' shared health (groups with checks only).
+    init(_ groups: [BackendGroup], health: (HealthKey) -> ServerHealth? = { _ in nil }) {
+        let servers = groups.map { GroupScheduler($0, health: health) }
         self.servers = servers
         // A group whose servers all have weight 0 is never chosen.
         self.groups = WeightedSchedule(groups.indices.map { index in
@@ -109,9 +110,15 @@ final class GroupScheduler: Sendable {
     private let hashSeeds: [(seed: UInt64, weight: Int)]
     /// Wlc: rotates the order in which ties are broken.
     private let tieCursor = ManagedAtomic<Int>(0)
+    /// Each server's health when the group is checked (nil: no checks, every server in rotation).
+    private let health: [ServerHealth]?
 
-    init(_ group: BackendGroup) {
+    init(_ group: BackendGroup, health: (HealthKey) -> ServerHealth? = { _ in nil }) {
         self.scheduling = group.scheduling
+        let checked = group.healthCheck == nil ? nil : group.servers.compactMap {
+            health(HealthKey(group: group.name, host: $0.host, port: $0.port))
+        }
+        self.health = checked?.count == group.servers.count ? checked : nil
         let counted = group.scheduling == .weightedLeastRequests
         self.servers = group.servers.map { BalancedServer($0, countsRequests: counted) }
         self.weights = group.servers.map(\.weight)
@@ -123,32 +130,42 @@ final class GroupScheduler: Sendable {
     var isEmpty: Bool { self.roundRobin.isEmpty }
 
     func pick(clientIP: String, excluding: BackendServer? = nil) -> BalancedServer? {
+        // Servers out of rotation: the one a retry avoids, and those their checks found unhealthy.
+        let health = self.health
+        func usable(_ index: Int) -> Bool {
+            if let health, !health[index].inRotation { return false }
+            return excluding == nil || self.servers[index].server != excluding
+        }
+        let everyServerUsable = excluding == nil && (health?.allSatisfy(\.inRotation) ?? true)
         switch self.scheduling {
         case .weightedRoundRobin:
-            guard let excluding else { return self.roundRobin.next() }
-            // The order holds each server as often as its weight: a bounded walk finds another if there is one.
+            guard !everyServerUsable else { return self.roundRobin.next() }
+            // The order holds each server as often as its weight: a bounded walk finds a usable one if any.
             for _ in 0..<self.roundRobin.count {
-                if let server = self.roundRobin.next(), server.server != excluding { return server }
+                if let server = self.roundRobin.next(), let index = self.index(of: server), usable(index) {
+                    return server
+                }
             }
             return nil
         case .sourceIPHash:
-            // Without the excluded server, its clients spread over the others as if it had been removed.
-            let seeds = excluding.map { excluded in
-                zip(self.hashSeeds, self.servers).map { $1.server == excluded ? (seed: $0.seed, weight: 0) : $0 }
-            } ?? self.hashSeeds
+            // Without the servers out of rotation, their clients spread over the others as if removed.
+            let seeds = everyServerUsable ? self.hashSeeds
+                : self.hashSeeds.indices.map { usable($0) ? self.hashSeeds[$0] : (seed: self.hashSeeds[$0].seed, weight: 0) }
             return SourceIPHash.pick(key: clientIP, servers: seeds).map { self.servers[$0] }
         case .weightedLeastRequests:
             // Loads read one by one, not as one snapshot: two loops picking at once may both see the same
             // minimum, as two Envoy workers may; the next picks see both requests.
             let active = self.servers.map { $0.requestsInFlight }
-            let weights = excluding.map { excluded in
-                zip(self.weights, self.servers).map { $1.server == excluded ? 0 : $0 }
-            } ?? self.weights
+            let weights = everyServerUsable ? self.weights : self.weights.indices.map { usable($0) ? self.weights[$0] : 0 }
             let start = self.tieCursor.loadThenWrappingIncrement(ordering: .relaxed)
             guard let index = LeastRequests.pick(active: active, weights: weights, start: start) else { return nil }
             let server = self.servers[index]
             server.requestStarted()
             return server
         }
+    }
+
+    private func index(of server: BalancedServer) -> Int? {
+        self.servers.firstIndex { $0.server == server.server }
     }
 }

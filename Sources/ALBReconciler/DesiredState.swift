@@ -68,11 +68,9 @@ public struct DesiredState: Sendable {
             }
             groups.append(BackendGroup(
                 name: reference.name, weight: reference.weight,
-                servers: group.servers.map {
-                    ALBDataPlane.BackendServer(host: $0.address, port: $0.port, weight: $0.weight,
-                                               useTLS: group.protocol == .https, useHTTP2: group.protocol == .grpc)
-                },
-                scheduling: Self.scheduling(group.scheduler)))
+                servers: Self.backendServers(group),
+                scheduling: Self.scheduling(group.scheduler),
+                healthCheck: Self.healthCheck(group.healthCheck)))
         }
         var headers = HeaderOptions()
         headers.xForwardedFor = spec.headers.xForwardedFor
@@ -95,6 +93,33 @@ public struct DesiredState: Sendable {
 }
 
 extension DesiredState {
+    /// The data plane's form of a group's `healthCheck`; nil when it is off.
+    static func healthCheck(_ check: HealthCheck) -> HealthCheckConfig? {
+        guard check.enabled else { return nil }
+        return HealthCheckConfig(
+            path: check.path, method: check.method == .get ? .get : .head,
+            statusClasses: Set(check.codes.compactMap { code in code.dropFirst(5).first?.wholeNumberValue }),
+            interval: .seconds(Int64(check.interval)), timeout: .seconds(Int64(check.timeout)),
+            healthyThreshold: check.healthyThreshold, unhealthyThreshold: check.unhealthyThreshold)
+    }
+
+    /// Every server group of the desired state that has checks on, for ``DataPlane/applyHealthChecks(_:)``.
+    func checkedGroups() -> [DataPlane.CheckedGroup] {
+        resources.values.compactMap { resource in
+            guard case .serverGroup(let group) = resource.spec, let check = Self.healthCheck(group.healthCheck) else {
+                return nil
+            }
+            return DataPlane.CheckedGroup(name: resource.id.name, servers: Self.backendServers(group), check: check)
+        }
+    }
+
+    static func backendServers(_ group: ServerGroupSpec) -> [ALBDataPlane.BackendServer] {
+        group.servers.map {
+            ALBDataPlane.BackendServer(host: $0.address, port: $0.port, weight: $0.weight,
+                                       useTLS: group.protocol == .https, useHTTP2: group.protocol == .grpc)
+        }
+    }
+
     static func scheduling(_ scheduler: Scheduler) -> Scheduling {
         switch scheduler {
         case .wrr: .weightedRoundRobin

@@ -66,6 +66,8 @@ public actor Reconciler {
     var missingSince: [ResourceID: Date] = [:]
     var manifestCache = ManifestCache()
     var keySerial = 0
+    /// Each server group's servers as last applied, for its status (with their health).
+    var groupServers: [String: [ALBManifest.BackendServer]] = [:]
 
     public init(directory: ManifestDirectory, store: StatusStore, dataPlane: DataPlane, log: Log,
                 emptyTreeGrace: TimeInterval = 1) {
@@ -183,6 +185,14 @@ public actor Reconciler {
                 status.lastAttempt = nil
             }
             statuses[id] = status
+        }
+
+        // Health checks of every server group that has them on, before listeners build their balancers.
+        let checked = state.checkedGroups()
+        dataPlane.applyHealthChecks(checked)
+        groupServers = [:]
+        for (id, resource) in desired where id.kind == .serverGroup {
+            if case .serverGroup(let group) = resource.spec { groupServers[id.name] = group.servers }
         }
 
         // 5. Listeners: what each one should do, then the sockets of the whole pass, then the actions.
@@ -555,11 +565,42 @@ public actor Reconciler {
                 status.stats = stats
                 statuses[id] = status
             }
+            if id.kind == .serverGroup, let servers = groupServers[id.name] {
+                let servers = self.serverStatuses(group: id.name, servers: servers)
+                self.recordHealthChanges(id, from: status.servers ?? [], to: servers)
+                status.servers = servers
+                statuses[id] = status
+            }
             do {
                 try store.write(status)
             } catch {
                 log.error("cannot write status", ["resource": id.description, "error": String(describing: error)])
             }
+        }
+    }
+
+    /// A group's servers with what their checks found (`Unchecked` when the group has no checks).
+    private func serverStatuses(group: String, servers: [ALBManifest.BackendServer]) -> [ResourceStatus.ServerStatus] {
+        let reports = dataPlane.serverHealth(group: group)
+        return servers.map { server in
+            let report = reports.first { $0.host == server.address && $0.port == server.port }
+            return ResourceStatus.ServerStatus(address: server.address, port: server.port, weight: server.weight,
+                                               health: report?.health.rawValue ?? "Unchecked",
+                                               reason: report?.reason ?? "", since: report?.since)
+        }
+    }
+
+    /// A server whose health changed gets a line in events.log and the log (what an operator greps for).
+    private func recordHealthChanges(_ id: ResourceID, from old: [ResourceStatus.ServerStatus],
+                                     to new: [ResourceStatus.ServerStatus]) {
+        for server in new {
+            guard let before = old.first(where: { $0.address == server.address && $0.port == server.port }),
+                  before.health != server.health else { continue }
+            let address = "\(server.address):\(server.port)"
+            let message = server.health == "Unhealthy" ? "\(address): \(server.reason)" : address
+            record(id, action: "health", from: before.health, to: server.health, message: message, now: server.since ?? Date())
+            log.info("server health changed", ["group": id.name, "server": address, "from": before.health,
+                                               "to": server.health, "reason": server.reason])
         }
     }
 

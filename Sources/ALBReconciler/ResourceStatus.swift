@@ -46,6 +46,29 @@ public struct ResourceStatus: Sendable, Equatable {
     /// Listeners only: the bound address, e.g. "127.0.0.1:8080", while serving; written as
     /// `live.boundAddress`.
     public var address: String?
+    /// Server groups only: each server with its health (SPEC section 5).
+    public var servers: [ServerStatus]?
+
+    /// A server of a group as its status lists it.
+    public struct ServerStatus: Sendable, Equatable {
+        public var address: String
+        public var port: Int
+        public var weight: Int
+        /// Healthy | Unhealthy | Unchecked.
+        public var health: String
+        /// The last failed check's reason ("" when none failed).
+        public var reason: String
+        public var since: Date?
+
+        public init(address: String, port: Int, weight: Int, health: String, reason: String = "", since: Date? = nil) {
+            self.address = address
+            self.port = port
+            self.weight = weight
+            self.health = health
+            self.reason = reason
+            self.since = since
+        }
+    }
 
     public init(id: ResourceID, source: String) {
         self.id = id; self.source = source; generation = 0; observedGeneration = 0
@@ -116,6 +139,17 @@ extension ResourceStatus {
                 ])
             })))
         }
+        if let servers {
+            fields.append(("servers", .list(servers.map { server in
+                var entry: [(String, StatusValue)] = [
+                    ("address", .text(server.address)), ("port", .integer(server.port)),
+                    ("weight", .integer(server.weight)), ("health", .text(server.health)),
+                    ("reason", .text(server.reason)),
+                ]
+                if let since = server.since { entry.append(("since", .timestamp(since))) }
+                return .map(entry)
+            })))
+        }
         if let stats {
             fields.append(("stats", .map([
                 ("activeConnections", .integer(stats.activeConnections)),
@@ -173,6 +207,13 @@ extension ResourceStatus {
                   let to = string(item["to"]).flatMap(ListenerLifecycle.Phase.init(rawValue:)) else { continue }
             status.transitions.append(.init(from: from, to: to, at: parseTimestamp(item["at"]) ?? Date(),
                                             reason: string(item["reason"]) ?? ""))
+        }
+        if let servers = root["servers"] as? [[String: Any]] {
+            status.servers = servers.map { item in
+                ServerStatus(address: string(item["address"]) ?? "", port: int(item["port"]) ?? 0,
+                             weight: int(item["weight"]) ?? 0, health: string(item["health"]) ?? "",
+                             reason: string(item["reason"]) ?? "", since: parseTimestamp(item["since"]))
+            }
         }
         if let stats = root["stats"] as? [String: Any] {
             var parsed = ListenerStats()
