@@ -98,17 +98,9 @@ public enum ProxyHeaders {
     /// Never removed because `Connection` names them: that would change the request's framing or target.
     static let protected: Set<String> = ["host", "content-length", "transfer-encoding"]
 
-    /// The position of `name` in ``forwarding`` (any case), without allocating; most names are ruled out
-    /// by their length alone.
+    /// The position of `name` in ``forwarding`` (any case), without allocating.
     static func forwardingIndex(_ name: String) -> Int? {
-        let length = name.utf8.count
-        guard length < 64, Self.forwardingLengths & (1 << UInt64(length)) != 0 else { return nil }
-        for (index, candidate) in Self.forwarding.enumerated() where candidate.utf8.count == length {
-            if Self.equalsIgnoringASCIICase(name.utf8, lowercased: candidate.utf8) {
-                return index
-            }
-        }
-        return nil
+        Self.index(of: name, in: Self.forwarding, lengths: Self.forwardingLengths)
     }
 
     /// The fields of `headers` that cross the proxy, copied in one pass into storage sized for `extra` more:
@@ -156,12 +148,17 @@ public enum ProxyHeaders {
     /// Bit n is set when some name in ``hopByHop`` is n bytes long (all are shorter than 64).
     private static let hopByHopLengths: UInt64 = Self.hopByHop.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
 
-    /// The position of `name` in ``hopByHop`` (any case), without allocating. Most names are
-    /// ruled out by their length alone.
+    /// The position of `name` in ``hopByHop`` (any case), without allocating.
     static func hopByHopIndex(_ name: some StringProtocol) -> Int? {
+        Self.index(of: name, in: Self.hopByHop, lengths: Self.hopByHopLengths)
+    }
+
+    /// The position of `name` (any case) in `names` (lowercase), whose lengths are the bits of `lengths`:
+    /// most names are ruled out by their length alone, and nothing is allocated.
+    private static func index(of name: some StringProtocol, in names: [String], lengths: UInt64) -> Int? {
         let length = name.utf8.count
-        guard length < 64, Self.hopByHopLengths & (1 << UInt64(length)) != 0 else { return nil }
-        for (index, candidate) in Self.hopByHop.enumerated() where candidate.utf8.count == length {
+        guard length < 64, lengths & (1 << UInt64(length)) != 0 else { return nil }
+        for (index, candidate) in names.enumerated() where candidate.utf8.count == length {
             if Self.equalsIgnoringASCIICase(name.utf8, lowercased: candidate.utf8) {
                 return index
             }
