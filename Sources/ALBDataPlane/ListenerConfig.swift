@@ -55,14 +55,17 @@ public struct BackendGroup: Sendable, Equatable {
     public var scheduling: Scheduling
     /// Active health checks of the group's servers; nil when off (every server stays in rotation).
     public var healthCheck: HealthCheckConfig?
+    /// Sticky sessions by an inserted cookie: its lifetime in seconds; nil when off.
+    public var stickyCookieTimeout: Int?
 
     public init(name: String, weight: Int = 100, servers: [BackendServer], scheduling: Scheduling = .weightedRoundRobin,
-                healthCheck: HealthCheckConfig? = nil) {
+                healthCheck: HealthCheckConfig? = nil, stickyCookieTimeout: Int? = nil) {
         self.name = name
         self.weight = weight
         self.servers = servers
         self.scheduling = scheduling
         self.healthCheck = healthCheck
+        self.stickyCookieTimeout = stickyCookieTimeout
     }
 }
 

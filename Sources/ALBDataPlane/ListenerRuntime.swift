@@ -59,11 +59,13 @@ final class ListenerLoopState {
     /// A group by weight, then a server in it by the group's scheduler (`Sch` hashes `clientIP`). Groups
     /// whose servers all have weight 0 are skipped. Nil means no server is available (503).
     /// `excluding`: a server that just failed to connect, for the one retry elsewhere.
-    func pick(_ snapshot: ListenerSnapshot, clientIP: String, excluding: BackendServer? = nil) -> BalancedServer? {
+    /// `stickyValue`: the request's sticky cookie, which names a server of a sticky group.
+    func pick(_ snapshot: ListenerSnapshot, clientIP: String, excluding: BackendServer? = nil,
+              stickyValue: Substring? = nil) -> BalancedServer? {
         if snapshot.generation != self.generation {
             self.dropPoolsOfRemovedServers(snapshot)
         }
-        return snapshot.balancer.pickBalanced(clientIP: clientIP, excluding: excluding)
+        return snapshot.balancer.pickBalanced(clientIP: clientIP, excluding: excluding, stickyValue: stickyValue)
     }
 
     func pool(for server: BalancedServer) -> BackendPool {

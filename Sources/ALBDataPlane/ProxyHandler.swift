@@ -50,6 +50,10 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         var backendHead: HTTPRequestHead?
         var queued: [HTTPClientRequestPart] = []
         var connectTimeout = TimeAmount.seconds(5)
+        /// The request's sticky cookie, and the `Set-Cookie` its response gets when the cookie did not
+        /// already name the server that answers (a sticky group only).
+        var stickyValue: Substring?
+        var setCookie: String?
 
         init(id: Int, head: HTTPRequestHead, clientIP: String, wallTime: Double, machine: ProxyExchange) {
             self.id = id
@@ -60,6 +64,13 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         }
 
         var upstream: String { self.server?.address ?? "" }
+
+        /// The server this exchange goes to; a sticky group's response names it in a cookie unless the
+        /// request's cookie already did.
+        func route(to server: BalancedServer) {
+            self.server = server
+            self.setCookie = server.stickyValue.map { $0[...] } == self.stickyValue ? nil : server.stickySetCookie
+        }
 
         /// However the exchange ends (answered, refused, abandoned by a closing client), a `Wlc` group stops
         /// counting it when the exchange is dropped.
@@ -203,9 +214,11 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         let exchange = Exchange(id: self.nextExchangeID, head: head, clientIP: clientIP,
                                 wallTime: logging ? Self.wallClock() : 0, machine: machine)
         self.exchange = exchange
-        let server = machine.mayReachBackend ? self.loopState.pick(snapshot, clientIP: clientIP) : nil
+        exchange.stickyValue = snapshot.balancer.hasStickyGroups ? StickyCookie.value(in: head.headers) : nil
+        let server = machine.mayReachBackend
+            ? self.loopState.pick(snapshot, clientIP: clientIP, stickyValue: exchange.stickyValue) : nil
         if let server {
-            exchange.server = server
+            exchange.route(to: server)
             exchange.pool = self.loopState.pool(for: server)
             exchange.backendHead = ProxyHeaders.backendRequestHead(
                 from: head,
@@ -315,7 +328,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             return false
         }
         failed.requestFinished()
-        exchange.server = next
+        exchange.route(to: next)
         exchange.pool = self.loopState.pool(for: next)
         return true
     }
@@ -379,6 +392,9 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                 exchange.machine.closeClientAfterResponse(closeAfter)
                 self.runtime.counters.countResponse(status: exchange.machine.status)
                 var relayed = clientHead
+                if let cookie = exchange.setCookie {
+                    relayed.headers.add(name: "set-cookie", value: cookie)
+                }
                 if self.framing == .http2 {
                     self.heldTrailers = Self.takeGRPCStatus(from: &relayed.headers)
                 }

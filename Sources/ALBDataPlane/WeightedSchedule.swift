@@ -41,12 +41,23 @@ struct BalancedServer: Sendable {
     let poolKey: String
     /// Requests in flight to this server through this configuration (`Wlc` groups only; nil otherwise).
     private let inFlight: ManagedAtomic<Int>?
+    /// Sticky groups only: the cookie value naming this server, and the `Set-Cookie` that issues it.
+    let stickyValue: String?
+    let stickySetCookie: String?
 
-    init(_ server: BackendServer, countsRequests: Bool = false) {
+    init(_ server: BackendServer, countsRequests: Bool = false, group: String = "", stickyCookieTimeout: Int? = nil) {
         self.server = server
         self.address = server.address
         self.poolKey = server.poolKey
         self.inFlight = countsRequests ? ManagedAtomic(0) : nil
+        if let stickyCookieTimeout {
+            let value = StickyCookie.value(group: group, server: server)
+            self.stickyValue = value
+            self.stickySetCookie = StickyCookie.setCookie(value: value, maxAge: stickyCookieTimeout)
+        } else {
+            self.stickyValue = nil
+            self.stickySetCookie = nil
+        }
     }
 
     var requestsInFlight: Int { self.inFlight?.load(ordering: .relaxed) ?? 0 }
@@ -67,10 +78,14 @@ final class Balancer: Sendable {
     private let groups: WeightedSchedule<Int>
     private let servers: [GroupScheduler]
 
+    /// Some group sets sticky cookies: requests' cookies are worth reading.
+    let hasStickyGroups: Bool
+
     /// `health` gives the checked servers' shared health (groups with checks only).
     init(_ groups: [BackendGroup], health: (HealthKey) -> ServerHealth? = { _ in nil }) {
         let servers = groups.map { GroupScheduler($0, health: health) }
         self.servers = servers
+        self.hasStickyGroups = groups.contains { $0.stickyCookieTimeout != nil }
         // A group whose servers all have weight 0 is never chosen.
         self.groups = WeightedSchedule(groups.indices.map { index in
             (element: index, weight: servers[index].isEmpty ? 0 : groups[index].weight)
@@ -87,7 +102,12 @@ final class Balancer: Sendable {
     ///
     /// `excluding` leaves one server out (a retry after its connect failed): its group may still be
     /// chosen, for its other servers; a group with no other server leaves the choice to the next group.
-    func pickBalanced(clientIP: String, excluding: BackendServer? = nil) -> BalancedServer? {
+    func pickBalanced(clientIP: String, excluding: BackendServer? = nil, stickyValue: Substring? = nil) -> BalancedServer? {
+        if let stickyValue, self.hasStickyGroups {
+            for group in self.servers {
+                if let server = group.server(stickyValue: stickyValue, excluding: excluding) { return server }
+            }
+        }
         guard let excluding else {
             guard let group = self.groups.next() else { return nil }
             return self.servers[group].pick(clientIP: clientIP)
@@ -120,7 +140,9 @@ final class GroupScheduler: Sendable {
         }
         self.health = checked?.count == group.servers.count ? checked : nil
         let counted = group.scheduling == .weightedLeastRequests
-        self.servers = group.servers.map { BalancedServer($0, countsRequests: counted) }
+        self.servers = group.servers.map {
+            BalancedServer($0, countsRequests: counted, group: group.name, stickyCookieTimeout: group.stickyCookieTimeout)
+        }
         self.weights = group.servers.map(\.weight)
         self.roundRobin = WeightedSchedule(zip(self.servers, self.weights).map { (element: $0, weight: $1) })
         self.hashSeeds = group.servers.map { (seed: SourceIPHash.seed(of: $0.address), weight: $0.weight) }
@@ -129,13 +151,25 @@ final class GroupScheduler: Sendable {
     /// No server with a positive weight.
     var isEmpty: Bool { self.roundRobin.isEmpty }
 
+    /// The server a sticky cookie names, if it is in this group, in rotation and not `excluding`; a `Wlc`
+    /// group counts it like a pick.
+    func server(stickyValue: Substring, excluding: BackendServer?) -> BalancedServer? {
+        guard let index = self.servers.firstIndex(where: { $0.stickyValue.map { $0[...] == stickyValue } ?? false }),
+              self.usable(index, excluding: excluding) else { return nil }
+        let server = self.servers[index]
+        server.requestStarted()
+        return server
+    }
+
+    /// Servers out of rotation: the one a retry avoids, and those their checks found unhealthy.
+    private func usable(_ index: Int, excluding: BackendServer?) -> Bool {
+        if let health = self.health, !health[index].inRotation { return false }
+        return excluding == nil || self.servers[index].server != excluding
+    }
+
     func pick(clientIP: String, excluding: BackendServer? = nil) -> BalancedServer? {
-        // Servers out of rotation: the one a retry avoids, and those their checks found unhealthy.
         let health = self.health
-        func usable(_ index: Int) -> Bool {
-            if let health, !health[index].inRotation { return false }
-            return excluding == nil || self.servers[index].server != excluding
-        }
+        func usable(_ index: Int) -> Bool { self.usable(index, excluding: excluding) }
         let everyServerUsable = excluding == nil && (health?.allSatisfy(\.inRotation) ?? true)
         switch self.scheduling {
         case .weightedRoundRobin:

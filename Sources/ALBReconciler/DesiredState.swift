@@ -70,7 +70,8 @@ public struct DesiredState: Sendable {
                 name: reference.name, weight: reference.weight,
                 servers: Self.backendServers(group),
                 scheduling: Self.scheduling(group.scheduler),
-                healthCheck: Self.healthCheck(group.healthCheck)))
+                healthCheck: Self.healthCheck(group.healthCheck),
+                stickyCookieTimeout: group.stickySession.enabled ? group.stickySession.cookieTimeout : nil))
         }
         var headers = HeaderOptions()
         headers.xForwardedFor = spec.headers.xForwardedFor
