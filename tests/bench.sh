@@ -23,6 +23,7 @@ cleanup() { [[ -n ${alb_pid:-} ]] && kill "$alb_pid" 2>/dev/null; bash "$peers" 
 trap cleanup EXIT
 bash "$peers" start
 mkdir -p "$work/m"
+write_manifest() {  # $1: the server group's scheduler
 cat > "$work/m/bench.yaml" <<YAML
 apiVersion: alb/v1
 kind: LoadBalancer
@@ -33,6 +34,7 @@ apiVersion: alb/v1
 kind: ServerGroup
 metadata: {name: nginx-backend}
 spec:
+  scheduler: $1
   servers: [{address: 127.0.0.1, port: 19000}]
 ---
 apiVersion: alb/v1
@@ -44,6 +46,8 @@ spec:
   port: 19003
   defaultAction: {forwardGroup: {serverGroups: [{name: nginx-backend}]}}
 YAML
+}
+write_manifest Wrr
 taskset -c 0 .build/release/alb reconcile "$work/m" --status-dir "$work/s" --log-level warning & alb_pid=$!
 for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:19003/ 2>/dev/null && break; sleep 0.1; done
 for path in / /big; do
@@ -54,6 +58,13 @@ for path in / /big; do
     echo "$name path=$path $(bash "$peers" bench "$port" "$pid" "$path" 64 5)"
   done
 done
+# The other schedulers on the same listener (a SIGHUP applies the edit): each must stay within 5% of Wrr.
+for scheduler in Wlc Sch; do
+  write_manifest "$scheduler"; kill -HUP "$alb_pid"; sleep 1
+  bash "$peers" bench 19003 "$alb_pid" / 64 5 >/dev/null   # warm-up
+  echo "alb scheduler=$scheduler path=/ $(bash "$peers" bench 19003 "$alb_pid" / 64 5)"
+done
+write_manifest Wrr; kill -HUP "$alb_pid"; sleep 1
 for peer in nginx:19001 haproxy:19002 alb:19003; do
   name=${peer%%:*} port=${peer##*:}
   if [[ $name == alb ]]; then pid=$alb_pid; else

@@ -69,3 +69,37 @@ def test_with_every_server_refusing_the_retry_gives_up_with_502(alb, backends):
     alb.start()
     alb.wait_state("web", "Running")
     assert get(port)[0] == 502
+
+
+def test_replacing_a_server_under_load_fails_nothing_and_its_slow_request_finishes(alb, backends):
+    import time
+    from conftest import wait_for
+    b1, b2 = backends.start("b1"), backends.start("b2")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    slow, failures, seen = {}, [], set()
+    stop = time.monotonic() + 4  # a bounded client loop
+
+    def load():
+        while time.monotonic() < stop:
+            try:
+                status, _, headers = get(port)
+                seen.add(headers.get("X-Backend"))
+                if status != 200:
+                    failures.append(status)
+            except OSError as error:
+                failures.append(repr(error))
+    threads = [threading.Thread(target=lambda: slow.update(answer=get(port, "/slow?s=2", timeout=10))),
+               threading.Thread(target=load)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # the slow request is at b1
+    alb.write("web.yaml", manifest_set(port, [(b2, 100)]))
+    wait_for(lambda: get(port)[2]["X-Backend"] == "b2", timeout=5, what="the added server takes traffic")
+    for thread in threads:
+        thread.join(15)
+    assert slow["answer"][0] == 200 and slow["answer"][1].startswith("b1"), slow
+    assert failures == [], failures
+    assert seen == {"b1", "b2"}
