@@ -18,8 +18,8 @@ struct ReconcileCommand: AsyncParsableCommand {
             Binary upgrade without dropping a connection: run every reconciler with --takeover PATH. A new \
             `alb reconcile --takeover PATH` started while one listens at PATH receives its listening sockets \
             and its status directory (same --status-dir) over PATH, serves them without binding anything \
-            twice, and then listens at PATH itself; the old one stops accepting, drains as on SIGTERM and \
-            exits 0. If the new one fails or does not say it serves within --takeover-timeout seconds, the \
+            twice, and then listens at PATH itself; the old one stops accepting, lets in-flight requests \
+            and keep-alive connections finish (each gets one last request) and exits 0. If the new one fails or does not say it serves within --takeover-timeout seconds, the \
             old one keeps serving and the new one exits 1. With nothing listening at PATH, start-up is the \
             usual one (docs/takeover.md).
             """)

@@ -118,6 +118,7 @@ class Wrk(threading.Thread):
 
     def __init__(self, port, seconds, connections=16):
         super().__init__(daemon=True)
+        self.connections, self.seconds = connections, seconds
         self.command = ["wrk", "-t2", "-c%d" % connections, "-d%ds" % seconds, "--timeout", "10s",
                         "http://127.0.0.1:%d/" % port]
         self.output = ""
@@ -197,9 +198,9 @@ def test_takeover_under_wrk_load_fails_and_refuses_nothing(alb, backend, success
     failed = counts["non2xx"] + counts["read"] + counts["write"] + counts["timeout"] + len(fresh.failures)
     refused_count = counts["connect"] + fresh.refused
     with capsys.disabled():
-        print("\ntakeover under wrk (-c16, 8 s): %d requests, %d failed (non-2xx %d, read %d, write %d, timeout %d), "
+        print("\ntakeover under wrk (-c%d, %d s): %d requests, %d failed (non-2xx %d, read %d, write %d, timeout %d), "
               "%d refused (connect errors %d); fresh-connection loop: %d ok, %d failed, %d refused"
-              % (counts["requests"], failed, counts["non2xx"], counts["read"], counts["write"], counts["timeout"],
+              % (load.connections, load.seconds, counts["requests"], failed, counts["non2xx"], counts["read"], counts["write"], counts["timeout"],
                  refused_count, counts["connect"], fresh.ok, len(fresh.failures), fresh.refused))
     assert counts["requests"] > 0 and fresh.ok > 0, load.output
     assert (failed, refused_count) == (0, 0), (load.output, fresh.failures[:5])
