@@ -25,7 +25,7 @@ public final class DataPlane: Sendable {
     public let drainTimeout: TimeAmount
     /// Listening sockets a previous process passed on (a takeover), until a start claims them.
     let inherited = NIOLockedValueBox(InheritedSockets())
-    /// While a takeover is confirmed, listeners start without accepting (``holdAccepting()``).
+    /// While a takeover waits for `done`, listeners start without accepting (``holdAccepting()``).
     let acceptingHeld = NIOLockedValueBox(false)
     /// The accept backlog of every listening socket.
     static let backlog: Int32 = 1024

@@ -79,6 +79,8 @@ final class TakeoverDataPlaneTests: XCTestCase {
         await old.stopAccepting()
         await new.startAccepting()
         async let drained: Void = old.drainAfterHandOff(lastRequestWindow: .seconds(2))
+        // The gates go onto the connections on their own event loops; give that a moment.
+        try await Task.sleep(nanoseconds: 300_000_000)
 
         // The old plane's idle keep-alive connection gets one more request (within the window), answered
         // there with `close`.
