@@ -5,7 +5,7 @@ export PATH := $(PATH):/opt/swift/usr/bin
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/alb
 PYTHON ?= python3
-DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client
+DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk
 STAMP := .build/.deps-installed
 
 .PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench bench-allocs alloc-counter fmt lint clean

@@ -69,7 +69,10 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], path: "fuzz/HTTP1Request"),
         .testTarget(name: "ALBManifestTests", dependencies: ["ALBManifest"]),
-        .testTarget(name: "ALBReconcilerTests", dependencies: ["ALBReconciler"]),
+        .testTarget(name: "ALBReconcilerTests", dependencies: [
+            "ALBReconciler", "ALBDataPlane",
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         .testTarget(name: "ALBHTTPTests", dependencies: [
             "ALBHTTP",
             .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -83,6 +86,7 @@ let package = Package(
         .testTarget(name: "ALBDataPlaneTests", dependencies: [
             "ALBDataPlane",
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
     ]
 )

@@ -1,6 +1,9 @@
 import ALBReconciler
 import ArgumentParser
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct ReconcileCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -11,6 +14,14 @@ struct ReconcileCommand: AsyncParsableCommand {
             STATUS/events.log. With --watch, changes under the manifest directory are applied within a second. \
             SIGHUP forces a full reconcile; SIGTERM or SIGINT stops accepting, drains in-flight requests \
             (up to --drain-timeout seconds) and exits 0.
+
+            Binary upgrade without dropping a connection: run every reconciler with --takeover PATH. A new \
+            `alb reconcile --takeover PATH` started while one listens at PATH receives its listening sockets \
+            and its status directory (same --status-dir) over PATH, serves them without binding anything \
+            twice, and then listens at PATH itself; the old one stops accepting, lets in-flight requests \
+            and keep-alive connections finish (each gets one last request) and exits 0. If the new one fails or does not say it serves within --takeover-timeout seconds, the \
+            old one keeps serving and the new one exits 1. With nothing listening at PATH, start-up is the \
+            usual one (docs/takeover.md).
             """)
 
     @Argument(help: "Manifest directory.")
@@ -33,12 +44,29 @@ struct ReconcileCommand: AsyncParsableCommand {
     @Option(name: .customLong("drain-timeout"), help: "Seconds to let in-flight requests finish on SIGTERM.")
     var drainTimeout = 30
 
+    @Option(name: .customLong("takeover"),
+            help: ArgumentHelp("Unix socket for binary upgrades: take over from the reconciler listening there, if any, then listen there.",
+                               valueName: "path"))
+    var takeoverPath: String?
+
+    @Option(name: .customLong("takeover-timeout"),
+            help: "Seconds a running reconciler waits for its successor to say it serves before it gives up.")
+    var takeoverTimeout = 30
+
     func validate() throws {
         guard Log.Format(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
         guard Log.Level(name: logLevel) != nil else {
             throw ValidationError("--log-level must be debug, info, warning or error")
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
+        guard takeoverTimeout > 0 else { throw ValidationError("--takeover-timeout must be positive") }
+        if let takeoverPath {
+            guard !takeoverPath.isEmpty else { throw ValidationError("--takeover needs a path") }
+            var info = stat()
+            if lstat(takeoverPath, &info) == 0 && (info.st_mode & S_IFMT) != S_IFSOCK {
+                throw ValidationError("--takeover \(takeoverPath) exists and is not a socket")
+            }
+        }
         try status.checkForWriting(manifestDirectory: directory)
         if !watch {
             // Only --watch waits for the directory to appear; serving nothing forever helps no one.
@@ -51,6 +79,8 @@ struct ReconcileCommand: AsyncParsableCommand {
         var options = ReconcileService.Options(manifestDirectory: directory, statusDirectory: status.statusDirectory,
                                                watch: watch, accessLogPath: accessLog)
         options.drainTimeout = .seconds(drainTimeout)
+        options.takeoverPath = takeoverPath
+        options.takeoverTimeout = .seconds(takeoverTimeout)
         do {
             try await ReconcileService(options: options, log: log).run()
         } catch {

@@ -14,17 +14,23 @@ import Darwin
 /// The HTTP/1.1 data plane the reconciler drives: listeners bound on an event loop group, each
 /// serving with the configuration snapshot current at each connection/request.
 public final class DataPlane: Sendable {
-    private let group: any EventLoopGroup
-    private let accessLog: AccessLog?
-    private let listeners = NIOLockedValueBox<[String: ListenerRuntime]>([:])
+    let group: any EventLoopGroup
+    let accessLog: AccessLog?
+    let listeners = NIOLockedValueBox<[String: ListenerRuntime]>([:])
     /// Names being started (bind in progress), so two starts of one name cannot race.
     private let starting = NIOLockedValueBox<Set<String>>([])
     /// Instances that stopped accepting and are letting their connections finish (see ``drain(key:)``).
-    private let draining = NIOLockedValueBox<[ObjectIdentifier: ListenerRuntime]>([:])
+    let draining = NIOLockedValueBox<[ObjectIdentifier: ListenerRuntime]>([:])
     /// How long a drained instance's connections may take before they are closed.
     public let drainTimeout: TimeAmount
     /// Active health checks of server groups, shared by every listener that forwards to them.
     let healthChecker: HealthChecker
+    /// Listening sockets a previous process passed on (a takeover), until a start claims them.
+    let inherited = NIOLockedValueBox(InheritedSockets())
+    /// While a takeover waits for `done`, listeners start without accepting (``holdAccepting()``).
+    let acceptingHeld = NIOLockedValueBox(false)
+    /// The accept backlog of every listening socket.
+    static let backlog: Int32 = 1024
 
     public init(group: any EventLoopGroup, accessLog: AccessLog?, drainTimeout: TimeAmount = .seconds(30)) {
         self.group = group
@@ -38,7 +44,8 @@ public final class DataPlane: Sendable {
     }
 
     /// Binds and starts serving. Port 0 binds an ephemeral port. Returns the bound address,
-    /// e.g. "127.0.0.1:8080" or "[::1]:8080".
+    /// e.g. "127.0.0.1:8080" or "[::1]:8080". A socket inherited for the address (``inherit(_:)``) is
+    /// served instead of binding a new one.
     /// - Throws: ``DataPlaneError/bindFailed(address:reason:)`` with the OS error text;
     ///   ``DataPlaneError/listenerExists(_:)``; ``DataPlaneError/invalidConfig(listener:reason:)``.
     public func start(_ config: ListenerConfig) async throws -> String {
@@ -55,21 +62,35 @@ public final class DataPlane: Sendable {
 
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, health: self.healthChecker)
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
+        let held = self.acceptingHeld.withLockedValue { $0 }
         let bootstrap = ServerBootstrap(group: self.group)
-            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.backlog, value: Self.backlog)
+            .serverChannelOption(.autoRead, value: !held)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.recvAllocator, value: Self.clientReceiveAllocator)
             .childChannelInitializer { channel in
                 socket.accept(channel)
             }
+        let inherited = self.inherited.withLockedValue { $0.claim(address: socket.address, listener: config.name) }
         do {
-            socket.setChannel(try await bootstrap.bind(host: config.bindHost, port: config.port).get())
+            // The socket is made here rather than by `bootstrap.bind`, so the data plane knows its
+            // descriptor and can pass a copy to a successor process (docs/takeover.md).
+            let descriptor = try inherited?.descriptor ?? OwnedDescriptor.listeningTCP(
+                on: SocketAddress.makeAddressResolvingHost(config.bindHost, port: config.port), backlog: Self.backlog)
+            guard let raw = descriptor.take() else { throw IOError(errnoCode: EBADF, reason: "listening socket") }
+            let channel = try await bootstrap.withBoundSocket(raw).get()
+            // NIO listens again with its default backlog when it adopts a socket; put ours back.
+            OwnedDescriptor.setBacklog(Self.backlog, ofListening: raw)
+            socket.setChannel(channel, descriptor: raw)
         } catch {
             throw DataPlaneError.bindFailed(address: socket.address, reason: Self.reason(error))
         }
         runtime.attach(socket)
         self.listeners.withLockedValue { $0[config.key] = runtime }
+        if held && !self.acceptingHeld.withLockedValue({ $0 }) {
+            await socket.startAccepting()  // released while this one was being set up
+        }
         return Self.describe(runtime.boundAddress, fallback: config)
     }
 
@@ -149,7 +170,7 @@ public final class DataPlane: Sendable {
     /// Instances still draining (for tests and diagnostics).
     public var drainingCount: Int { self.draining.withLockedValue { $0.count } }
 
-    private static func waitForConnections(of runtimes: [ListenerRuntime], until deadline: NIODeadline) async {
+    static func waitForConnections(of runtimes: [ListenerRuntime], until deadline: NIODeadline) async {
         while NIODeadline.now() < deadline, runtimes.contains(where: { $0.activeConnections > 0 }) {
             try? await Task.sleep(nanoseconds: 20_000_000)
         }

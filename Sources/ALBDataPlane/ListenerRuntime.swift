@@ -160,6 +160,16 @@ final class ListenerRuntime: Sendable {
         return socket
     }
 
+    /// The socket this instance accepts from, if it holds one.
+    var listeningSocket: ListenerSocket? {
+        self.socket.withLockedValue { $0 }
+    }
+
+    /// Client connections open now.
+    var openConnections: [Channel] {
+        self.connections.withLockedValue { Array($0.values) }
+    }
+
     /// The bound address, e.g. "127.0.0.1:8080", while this instance holds a socket.
     var boundAddress: SocketAddress? {
         self.socket.withLockedValue { $0?.channel?.localAddress }

@@ -12,17 +12,18 @@ final class ListenerSocket: Sendable {
     /// "host:port" as configured (port 0 stays 0: the real port is on the channel).
     let address: String
     private let owner: ManagedAtomic<ListenerRuntime>
-    private let channelBox = NIOLockedValueBox<Channel?>(nil)
+    /// The channel, and the descriptor NIO owns for it (for copies that go to a successor process).
+    private let channelBox = NIOLockedValueBox<(channel: Channel, descriptor: Int32)?>(nil)
 
     init(address: String, owner: ListenerRuntime) {
         self.address = address
         self.owner = ManagedAtomic(owner)
     }
 
-    var channel: Channel? { self.channelBox.withLockedValue { $0 } }
+    var channel: Channel? { self.channelBox.withLockedValue { $0?.channel } }
 
-    func setChannel(_ channel: Channel) {
-        self.channelBox.withLockedValue { $0 = channel }
+    func setChannel(_ channel: Channel, descriptor: Int32) {
+        self.channelBox.withLockedValue { $0 = (channel, descriptor) }
     }
 
     /// The child channel initializer. An instance that has begun to stop refuses the connection; by
@@ -42,6 +43,28 @@ final class ListenerSocket: Sendable {
     /// New connections go to `runtime` from now on.
     func handOver(to runtime: ListenerRuntime) {
         self.owner.store(runtime, ordering: .sequentiallyConsistent)
+    }
+
+    /// A new descriptor for this socket, for another process. Made on the channel's event loop while the
+    /// channel is open: NIO closes the descriptor only there, so the number cannot belong to anything else.
+    func duplicateDescriptor() async throws -> OwnedDescriptor {
+        guard let (channel, descriptor) = self.channelBox.withLockedValue({ $0 }) else {
+            throw ChannelError.ioOnClosedChannel
+        }
+        return try await channel.eventLoop.submit {
+            guard channel.isActive else { throw ChannelError.ioOnClosedChannel }
+            return try OwnedDescriptor(duplicating: descriptor)
+        }.get()
+    }
+
+    /// Stops accepting without closing the socket: connections that arrive wait in the kernel's accept
+    /// queue, which a successor process holding the same socket serves.
+    func stopAccepting() async {
+        try? await self.channel?.setOption(ChannelOptions.autoRead, value: false).get()
+    }
+
+    func startAccepting() async {
+        try? await self.channel?.setOption(ChannelOptions.autoRead, value: true).get()
     }
 
     func close() async {

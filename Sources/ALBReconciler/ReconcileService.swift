@@ -8,7 +8,8 @@ import NIOCore
 import NIOPosix
 
 /// Runs `alb reconcile`: the data plane, the watcher, signals, periodic rescans, and the serial loop of
-/// passes. Returns when SIGTERM or SIGINT has drained the data plane.
+/// passes. Returns when SIGTERM or SIGINT has drained the data plane, or when a successor took over
+/// (`--takeover`, docs/takeover.md) and this process has drained.
 public struct ReconcileService: Sendable {
     public struct Options: Sendable {
         public var manifestDirectory: String
@@ -18,6 +19,14 @@ public struct ReconcileService: Sendable {
         public var drainTimeout: Duration = .seconds(30)
         /// A rescan even without a noticed change, so nothing is missed for long.
         public var rescanInterval: Duration = .seconds(5)
+        /// The takeover socket: take over from the process listening there, if any, then listen there for
+        /// the next one. Nil: no takeover, start-up as always.
+        public var takeoverPath: String?
+        /// How long this process, when a successor connects, waits for it to say it serves.
+        public var takeoverTimeout: Duration = .seconds(30)
+        /// After a takeover, how long an idle keep-alive connection of this process may take to send one
+        /// last request (answered with `Connection: close`) before it is closed (``DataPlane/drainAfterHandOff(lastRequestWindow:)``).
+        public var lastRequestWindow: Duration = .seconds(2)
 
         public init(manifestDirectory: String, statusDirectory: String, watch: Bool, accessLogPath: String?) {
             self.manifestDirectory = manifestDirectory
@@ -27,7 +36,11 @@ public struct ReconcileService: Sendable {
         }
     }
 
-    enum Trigger: Sendable { case start, changed, hangup, retry, rescan, refreshStats, terminate(String) }
+    enum Trigger: Sendable {
+        case start, changed, hangup, retry, rescan, refreshStats, terminate(String)
+        /// A successor connected to the takeover socket.
+        case takeover(DescriptorChannel)
+    }
 
     public let options: Options
     public let log: Log
@@ -38,13 +51,35 @@ public struct ReconcileService: Sendable {
     }
 
     public func run() async throws {
-        let lock = try StatusDirectoryLock(directory: options.statusDirectory)
-        defer { lock.release() }
+        // With --takeover and a process listening there, its lock and sockets come from it; otherwise the
+        // lock is taken here (and refused while another reconciler holds it), as always.
+        var predecessor: (client: TakeoverClient, pid: Int32)?
+        let lock: StatusDirectoryLock
+        var inherited: [TransferableSocket] = []
+        if let path = options.takeoverPath, let client = try TakeoverClient.connect(path: path) {
+            log.info("taking over from the running reconciler", ["socket": path])
+            let offer = try await client.receiveOffer(statusDirectory: options.statusDirectory)
+            log.info("received the listening sockets and the status directory",
+                     ["previous_pid": String(offer.previousPID), "sockets": String(offer.sockets.count)])
+            lock = offer.lock
+            inherited = offer.sockets
+            predecessor = (client, offer.previousPID)
+        } else {
+            lock = try StatusDirectoryLock(directory: options.statusDirectory)
+        }
+        // Until a takeover is confirmed the lock is still the predecessor's too: leave it to it.
+        var ownsLock = predecessor == nil
+        defer { ownsLock ? lock.release() : lock.abandon() }
         raiseOpenFileLimit()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: NIOCore.System.coreCount)
         let accessLog = try options.accessLogPath.map { try AccessLog(path: $0) }
         let dataPlane = DataPlane(group: group, accessLog: accessLog,
                                   drainTimeout: .seconds(Int64(options.drainTimeout.components.seconds)))
+        if predecessor != nil {
+            // The predecessor accepts until it has heard `ready`; this process from `done` on.
+            dataPlane.holdAccepting()
+            dataPlane.inherit(inherited)
+        }
         let directory = ManifestDirectory(root: options.manifestDirectory)
         let reconciler = Reconciler(directory: directory, store: StatusStore(directory: options.statusDirectory),
                                     dataPlane: dataPlane, log: log)
@@ -77,6 +112,14 @@ public struct ReconcileService: Sendable {
         })
         defer { background.forEach { $0.cancel() } }
 
+        // A successor finds this process at the takeover socket. A process that takes over listens there
+        // only once the takeover is confirmed: until then the socket file is its predecessor's.
+        var takeoverListener: TakeoverListener?
+        defer { takeoverListener?.stop() }
+        if predecessor == nil {
+            takeoverListener = try listenForTakeover(continuation)
+        }
+
         log.info("reconciler starting", ["manifests": options.manifestDirectory, "status": options.statusDirectory,
                                          "watch": String(options.watch)])
         if let problem = directory.rootState().problem {
@@ -93,10 +136,37 @@ public struct ReconcileService: Sendable {
                 log.info("draining before exit", ["signal": signalName,
                                                   "timeout": "\(options.drainTimeout.components.seconds)s"])
                 retryTask?.cancel()
+                // No successor can take over a process that is stopping: one that tries finds no socket.
+                takeoverListener?.stop()
                 await reconciler.shutdown(drainTimeout: options.drainTimeout, reason: signalName)
                 try? await group.shutdownGracefully()
                 log.info("stopped")
                 return
+            case .takeover(let channel):
+                let outcome = await Takeover.handOver(
+                    over: channel, dataPlane: dataPlane, lock: lock, statusDirectory: options.statusDirectory,
+                    readyTimeout: options.takeoverTimeout, log: log)
+                switch outcome {
+                case .handedOver(let pid):
+                    // The successor owns the status directory now: nothing here writes to it again.
+                    ownsLock = false
+                    retryTask?.cancel()
+                    background.forEach { $0.cancel() }
+                    takeoverListener?.stop(removingPath: false)
+                    takeoverListener = nil
+                    log.info("handed over; stopped accepting, draining before exit",
+                             ["new_pid": String(pid), "timeout": "\(options.drainTimeout.components.seconds)s"])
+                    await dataPlane.drainAfterHandOff(lastRequestWindow: Self.timeAmount(options.lastRequestWindow))
+                    try? await group.shutdownGracefully()
+                    log.info("stopped after the takeover", ["new_pid": String(pid)])
+                    return
+                case .failed(let problem):
+                    log.warning("takeover failed; still serving", ["error": problem])
+                    // The successor may have written status files meanwhile: put back what serves here.
+                    lock.writeOwnerPID()
+                    await reconciler.reassertStatusOwnership()
+                    reason = "takeover failed"
+                }
             case .refreshStats:
                 await reconciler.refreshStats()
                 continue
@@ -116,7 +186,53 @@ public struct ReconcileService: Sendable {
                     if !Task.isCancelled { continuation.yield(.retry) }
                 }
             }
+            if let (client, previousPID) = predecessor {
+                // The first pass is done: this process serves what its manifests want, on the inherited
+                // sockets where it could. Sockets nobody wants close; then the predecessor stops accepting.
+                predecessor = nil
+                for socket in dataPlane.releaseUnclaimedInheritedSockets() {
+                    log.info("closed an inherited socket no listener wants",
+                             ["address": socket.boundAddress, "previous_listener": socket.listener])
+                }
+                switch await client.confirm(previousPID: previousPID) {
+                case .confirmed:
+                    log.info("took over: the previous reconciler stopped accepting and drains",
+                             ["previous_pid": String(previousPID)])
+                case .previousExited:
+                    log.warning("the previous reconciler exited during the takeover; serving on its sockets",
+                                ["previous_pid": String(previousPID)])
+                case .refused(let problem):
+                    log.error("the previous reconciler kept serving; stepping back",
+                              ["previous_pid": String(previousPID), "error": problem])
+                    retryTask?.cancel()
+                    await dataPlane.drainAfterHandOff(lastRequestWindow: Self.timeAmount(options.lastRequestWindow))
+                    try? await group.shutdownGracefully()
+                    throw ReconcileServiceError("takeover failed: \(problem)")
+                }
+                await dataPlane.startAccepting()
+                ownsLock = true
+                lock.writeOwnerPID()
+                do {
+                    takeoverListener = try listenForTakeover(continuation)
+                } catch {
+                    log.error("cannot listen for the next takeover", ["error": String(describing: error)])
+                }
+            }
         }
+    }
+
+    /// Listens at the takeover socket (if one was given) and turns each connection into a trigger.
+    private func listenForTakeover(_ continuation: AsyncStream<Trigger>.Continuation) throws -> TakeoverListener? {
+        guard let path = options.takeoverPath else { return nil }
+        let listener = try TakeoverListener.start(path: path) { channel in
+            continuation.yield(.takeover(channel))
+        }
+        log.info("listening for a takeover", ["socket": path])
+        return listener
+    }
+
+    static func timeAmount(_ duration: Duration) -> TimeAmount {
+        .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
     }
 }
 
@@ -141,8 +257,13 @@ extension ReconcileService {
 }
 
 /// One reconciler per status directory: a second one would fight the first over every file.
-public struct StatusDirectoryLock {
-    let descriptor: Int32
+///
+/// The lock is a `flock` on `STATUS/.lock`. Such a lock belongs to the open file, not to the process: a
+/// copy of the descriptor passed to a successor (a takeover, docs/takeover.md) holds the same lock, so the
+/// lock changes hands without ever being free. That is also why ``abandon()`` exists: the predecessor
+/// closes its copy without unlocking, which would unlock the successor's too.
+public struct StatusDirectoryLock: Sendable {
+    let descriptor: OwnedDescriptor
 
     init(directory: String) throws {
         do {
@@ -154,24 +275,53 @@ public struct StatusDirectoryLock {
                                             + (state.problem ?? "\(error.localizedDescription)"))
         }
         let path = FilePaths.child(".lock", of: directory)
-        descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else {
+        let raw = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard raw >= 0 else {
             throw ReconcileServiceError("cannot open \(path): \(String(cString: strerror(errno)))")
         }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            close(descriptor)
+        descriptor = OwnedDescriptor(adopting: raw)
+        guard flock(raw, LOCK_EX | LOCK_NB) == 0 else {
+            descriptor.close()
             throw ReconcileServiceError("the status directory \(directory) is in use by another `alb reconcile`")
         }
-        // The owner's pid, so `alb status` can tell whether the files are being kept up to date.
+        writeOwnerPID()
+    }
+
+    /// The lock a predecessor passed on. It must be `directory`'s lock file (the same file, compared by
+    /// device and inode): a process started with another status directory cannot take this one over.
+    init(inherited: OwnedDescriptor, directory: String) throws {
+        let path = FilePaths.child(".lock", of: directory)
+        guard let identity = inherited.identity, FileIdentity(path: path) == identity else {
+            throw ReconcileServiceError("the running `alb reconcile` keeps its status files elsewhere, not in \(directory)")
+        }
+        descriptor = inherited
+    }
+
+    /// The owner's pid, so `alb status` can tell whether the files are being kept up to date.
+    func writeOwnerPID() {
         let pid = Array("\(getpid())\n".utf8)
-        _ = ftruncate(descriptor, 0)
-        _ = pid.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
+        descriptor.withRawValue { raw in
+            _ = ftruncate(raw, 0)
+            _ = pid.withUnsafeBytes { pwrite(raw, $0.baseAddress, $0.count, 0) }
+        }
+    }
+
+    /// A copy for a successor: it holds the same lock.
+    func duplicate() throws -> OwnedDescriptor {
+        try descriptor.duplicate()
     }
 
     func release() {
-        _ = ftruncate(descriptor, 0)
-        flock(descriptor, LOCK_UN)
-        close(descriptor)
+        descriptor.withRawValue { raw in
+            _ = ftruncate(raw, 0)
+            _ = flock(raw, LOCK_UN)
+        }
+        descriptor.close()
+    }
+
+    /// Closes this copy and leaves the lock (and the pid in the file) to the successor holding another.
+    func abandon() {
+        descriptor.close()
     }
 
     /// Whether a live `alb reconcile` owns `directory` (its pid is in the lock file and still runs).

@@ -274,7 +274,9 @@ public actor Reconciler {
         switch listener.lifecycle.plan(desired: target, now: now) {
         case .start:
             record(id, action: "start", from: before, to: "Configuring",
-                   message: "binding \(Self.socketAddress(config))", now: now)
+                   message: dataPlane.hasInheritedSocket(address: Self.socketAddress(config), listener: config.name)
+                       ? "serving the socket on \(Self.socketAddress(config)) taken over from the previous process"
+                       : "binding \(Self.socketAddress(config))", now: now)
             return .start(config)
         case .stop:
             record(id, action: "stop", from: before, to: "Configuring",
@@ -552,6 +554,15 @@ public actor Reconciler {
 
     private func record(_ id: ResourceID, action: String, from: String? = nil, to: String? = nil, message: String, now: Date) {
         store.event(kind: id.kind, name: id.name, action: action, from: from, to: to, message: message, at: now)
+    }
+
+    /// Writes every status file again and removes those of resources this reconciler does not know: after
+    /// a takeover that failed half-way, the would-be successor may have written its own view.
+    public func reassertStatusOwnership() {
+        for id in store.forgetWritten() where statuses[id] == nil {
+            store.remove(id)
+        }
+        writeStatuses()
     }
 
     /// Refreshes listener stats into the status files (called periodically; unchanged files are not written).

@@ -68,6 +68,15 @@ public final class StatusStore: @unchecked Sendable {
         return true
     }
 
+    /// Forgets what it wrote, so the next write of every status puts its file back even if this store
+    /// wrote the same bytes before (another process may have written the file meanwhile: a takeover that
+    /// failed half-way). Returns the resources whose files are on disk now.
+    public func forgetWritten() -> Set<ResourceID> {
+        let onDisk = Set(loadAll().keys)
+        written = [:]
+        return onDisk
+    }
+
     public func remove(_ id: ResourceID) {
         try? FileManager.default.removeItem(atPath: path(for: id).string)
         written[id] = nil

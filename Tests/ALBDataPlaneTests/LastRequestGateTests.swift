@@ -1,0 +1,134 @@
+import ALBHTTP
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import XCTest
+
+@testable import ALBDataPlane
+
+/// The gate a takeover puts on the old process's HTTP/1 connections, on an embedded channel that holds the
+/// pipelining handler and a responder the test drives (the proxy's place).
+final class LastRequestGateTests: XCTestCase {
+    /// Records request heads and answers only when told to.
+    private final class Responder: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        var uris: [String] = []
+        private var context: ChannelHandlerContext?
+
+        func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if case .head(let head) = Self.unwrapInboundIn(data) { self.uris.append(head.uri) }
+        }
+
+        func writeHead() {
+            self.context?.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok))), promise: nil)
+        }
+
+        func writeEnd() {
+            self.context?.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+
+    private func connection() throws -> (EmbeddedChannel, Responder) {
+        let responder = Responder()
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(HTTPPipeliningHandler())
+        try channel.pipeline.syncOperations.addHandler(responder)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return (channel, responder)
+    }
+
+    private func request(_ channel: EmbeddedChannel, _ uri: String) throws {
+        try channel.writeInbound(HTTPServerRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: uri)))
+        try channel.writeInbound(HTTPServerRequestPart.end(nil))
+    }
+
+    /// The `connection` header of the next response head written.
+    private func responseConnectionHeader(_ channel: EmbeddedChannel) throws -> [String]? {
+        while let part = try channel.readOutbound(as: HTTPServerResponsePart.self) {
+            if case .head(let head) = part { return head.headers["connection"] }
+        }
+        return nil
+    }
+
+    private func install(_ channel: EmbeddedChannel, window: TimeAmount = .seconds(2)) {
+        LastRequestGate.install(on: channel, window: window)
+        channel.embeddedEventLoop.run()
+    }
+
+    func testAnIdleConnectionGetsOneMoreRequestAnsweredWithClose() throws {
+        let (channel, responder) = try connection()
+        try request(channel, "/first")
+        responder.writeHead()
+        responder.writeEnd()
+        XCTAssertEqual(try responseConnectionHeader(channel), [])
+        install(channel)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        XCTAssertTrue(channel.isActive, "an idle connection is not closed at once")
+        try request(channel, "/last")
+        XCTAssertEqual(responder.uris, ["/first", "/last"])
+        responder.writeHead()
+        XCTAssertTrue(channel.isActive)
+        responder.writeEnd()
+        XCTAssertEqual(try responseConnectionHeader(channel), ["close"])
+        XCTAssertFalse(channel.isActive, "closed right after the response that said so")
+    }
+
+    func testAnIdleConnectionThatSendsNothingIsClosedAfterTheWindow() throws {
+        let (channel, _) = try connection()
+        install(channel, window: .seconds(2))
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1999))
+        XCTAssertTrue(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testARequestInFlightIsAnsweredWithClose() throws {
+        let (channel, responder) = try connection()
+        try request(channel, "/slow")
+        install(channel)
+        responder.writeHead()
+        responder.writeEnd()
+        XCTAssertEqual(try responseConnectionHeader(channel), ["close"])
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testAResponseAlreadyStartedFinishesAsItIsAndTheNextRequestIsTheLast() throws {
+        let (channel, responder) = try connection()
+        try request(channel, "/streaming")
+        responder.writeHead()
+        XCTAssertEqual(try responseConnectionHeader(channel), [])
+        install(channel)
+        responder.writeEnd()
+        // It did not say close, so closing now would race the client's next request.
+        XCTAssertTrue(channel.isActive)
+        try request(channel, "/next")
+        responder.writeHead()
+        responder.writeEnd()
+        XCTAssertEqual(try responseConnectionHeader(channel), ["close"])
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testAConnectionWithoutAnHTTPPipelineYetIsQuiescedWhenTheWindowEnds() throws {
+        // A TLS handshake in progress: no pipelining handler yet. The gate looks again until the window ends.
+        let channel = EmbeddedChannel()
+        let seen = QuiesceRecorder()
+        try channel.pipeline.syncOperations.addHandler(seen)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        install(channel, window: .milliseconds(100))
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(60))
+        XCTAssertEqual(seen.count, 0)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        XCTAssertEqual(seen.count, 1)
+    }
+
+    private final class QuiesceRecorder: ChannelInboundHandler {
+        typealias InboundIn = Never
+        var count = 0
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if event is ChannelShouldQuiesceEvent { self.count += 1 }
+        }
+    }
+}
