@@ -185,10 +185,10 @@ final class HealthChecker: Sendable {
             let task = self.schedule(key, target)
             self.probes.withLockedValue { $0[key] = (target, task) }
         }
-        // Servers no group checks or lists any more: forget them (a balancer still holding one sees an
-        // unchecked server in rotation).
+        // Servers no group checks any more: forget them. A balancer built before this still holds its
+        // object, reset above to unchecked and in rotation, until the pass gives its listener a new one.
         self.servers.withLockedValue { servers in
-            servers = servers.filter { targets[$0.key] != nil || $0.value.current.health == .unchecked }
+            servers = servers.filter { targets[$0.key] != nil }
         }
     }
 
