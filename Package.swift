@@ -33,6 +33,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .target(name: "ALBDataPlane", dependencies: [
             "ALBHTTP", "ALBTLS",
@@ -72,6 +73,7 @@ let package = Package(
         .testTarget(name: "ALBReconcilerTests", dependencies: [
             "ALBReconciler", "ALBDataPlane",
             .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "ALBHTTPTests", dependencies: [
             "ALBHTTP",

@@ -44,6 +44,17 @@ struct ReconcileCommand: AsyncParsableCommand {
     @Option(name: .customLong("drain-timeout"), help: "Seconds to let in-flight requests finish on SIGTERM.")
     var drainTimeout = 30
 
+    @Option(name: .customLong("admin"), help: ArgumentHelp(
+        "Serve the admin endpoint on HOST:PORT: /healthz, /readyz and /status (off by default).",
+        discussion: "/healthz is 200 while the process runs; /readyz is 200 once the first pass is done and every "
+            + "listener serves as its manifest asks, 503 with the reasons otherwise (and while draining); /status "
+            + "is the JSON of `alb status -o json`. Loopback addresses only, unless --admin-allow-remote.",
+        valueName: "host:port"))
+    var admin: String?
+
+    @Flag(name: .customLong("admin-allow-remote"), help: "Let --admin listen on an address other than loopback.")
+    var adminAllowRemote = false
+
     @Option(name: .customLong("takeover"),
             help: ArgumentHelp("Unix socket for binary upgrades: take over from the reconciler listening there, if any, then listen there.",
                                valueName: "path"))
@@ -59,6 +70,17 @@ struct ReconcileCommand: AsyncParsableCommand {
             throw ValidationError("--log-level must be debug, info, warning or error")
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
+        if let admin {
+            switch AdminAddress.parse(admin) {
+            case .failure(let error):
+                throw ValidationError("--admin \(admin): \(error)")
+            case .success(let address) where !address.isLoopback && !adminAllowRemote:
+                throw ValidationError("--admin \(admin): not a loopback address (127.0.0.0/8, ::1, localhost); "
+                                      + "add --admin-allow-remote to serve it there")
+            case .success:
+                break
+            }
+        }
         guard takeoverTimeout > 0 else { throw ValidationError("--takeover-timeout must be positive") }
         if let takeoverPath {
             guard !takeoverPath.isEmpty else { throw ValidationError("--takeover needs a path") }
@@ -79,6 +101,9 @@ struct ReconcileCommand: AsyncParsableCommand {
         var options = ReconcileService.Options(manifestDirectory: directory, statusDirectory: status.statusDirectory,
                                                watch: watch, accessLogPath: accessLog)
         options.drainTimeout = .seconds(drainTimeout)
+        if let admin, case .success(let address) = AdminAddress.parse(admin) {
+            options.admin = (address.host, address.port)
+        }
         options.takeoverPath = takeoverPath
         options.takeoverTimeout = .seconds(takeoverTimeout)
         do {

@@ -27,6 +27,8 @@ public struct ReconcileService: Sendable {
         /// After a takeover, how long an idle keep-alive connection of this process may take to send one
         /// last request (answered with `Connection: close`) before it is closed (``DataPlane/drainAfterHandOff(lastRequestWindow:)``).
         public var lastRequestWindow: Duration = .seconds(2)
+        /// `--admin`: where the admin endpoint listens (``AdminServer``); nil when off.
+        public var admin: (host: String, port: Int)?
 
         public init(manifestDirectory: String, statusDirectory: String, watch: Bool, accessLogPath: String?) {
             self.manifestDirectory = manifestDirectory
@@ -83,6 +85,13 @@ public struct ReconcileService: Sendable {
         let directory = ManifestDirectory(root: options.manifestDirectory)
         let reconciler = Reconciler(directory: directory, store: StatusStore(directory: options.statusDirectory),
                                     dataPlane: dataPlane, log: log)
+        // The admin endpoint: at once, or after a takeover is confirmed (the predecessor's holds the port
+        // until it hands over).
+        var admin: AdminServer?
+        defer { if let admin { Task { await admin.stop() } } }
+        if predecessor == nil {
+            admin = try await startAdmin(group: group, state: reconciler.adminState, retryFor: .zero)
+        }
         let (triggers, continuation) = AsyncStream.makeStream(of: Trigger.self)
 
         var signalSources: [DispatchSourceSignal] = []
@@ -135,6 +144,7 @@ public struct ReconcileService: Sendable {
             case .terminate(let signalName):
                 log.info("draining before exit", ["signal": signalName,
                                                   "timeout": "\(options.drainTimeout.components.seconds)s"])
+                reconciler.adminState.startDraining()
                 retryTask?.cancel()
                 // No successor can take over a process that is stopping: one that tries finds no socket.
                 takeoverListener?.stop()
@@ -154,6 +164,9 @@ public struct ReconcileService: Sendable {
                     background.forEach { $0.cancel() }
                     takeoverListener?.stop(removingPath: false)
                     takeoverListener = nil
+                    reconciler.adminState.startDraining()
+                    await admin?.stop()
+                    admin = nil
                     log.info("handed over; stopped accepting, draining before exit",
                              ["new_pid": String(pid), "timeout": "\(options.drainTimeout.components.seconds)s"])
                     await dataPlane.drainAfterHandOff(lastRequestWindow: Self.timeAmount(options.lastRequestWindow))
@@ -212,11 +225,37 @@ public struct ReconcileService: Sendable {
                 await dataPlane.startAccepting()
                 ownsLock = true
                 lock.writeOwnerPID()
+                if options.admin != nil {
+                    do {
+                        admin = try await startAdmin(group: group, state: reconciler.adminState, retryFor: .seconds(5))
+                    } catch {
+                        log.error("cannot start the admin endpoint", ["error": String(describing: error)])
+                    }
+                }
                 do {
                     takeoverListener = try listenForTakeover(continuation)
                 } catch {
                     log.error("cannot listen for the next takeover", ["error": String(describing: error)])
                 }
+            }
+        }
+    }
+
+    /// Starts the admin endpoint when `--admin` asks for one. `retryFor`: how long a taken port is tried
+    /// again (after a takeover, until the predecessor has closed its endpoint).
+    private func startAdmin(group: any EventLoopGroup, state: AdminStateBox, retryFor: Duration) async throws -> AdminServer? {
+        guard let (host, port) = options.admin else { return nil }
+        let deadline = ContinuousClock.now + retryFor
+        while true {
+            do {
+                let server = try await AdminServer.start(host: host, port: port, group: group, state: state)
+                log.info("admin endpoint listening", ["address": server.address])
+                return server
+            } catch {
+                guard ContinuousClock.now < deadline else {
+                    throw ReconcileServiceError("admin endpoint \(host):\(port): \(error)")
+                }
+                try? await Task.sleep(for: .milliseconds(100))
             }
         }
     }

@@ -69,6 +69,9 @@ public actor Reconciler {
     /// Each server group's servers as last applied, for its status (with their health).
     var groupServers: [String: [ALBManifest.BackendServer]] = [:]
 
+    /// What the admin endpoint (`--admin`) shows, published after each pass and stats refresh.
+    public nonisolated let adminState = AdminStateBox()
+
     public init(directory: ManifestDirectory, store: StatusStore, dataPlane: DataPlane, log: Log,
                 emptyTreeGrace: TimeInterval = 1) {
         self.directory = directory
@@ -234,9 +237,10 @@ public actor Reconciler {
             store.remove(id)
         }
 
-        // 7. Status files.
+        // 7. Status files, and what the admin endpoint shows.
         let acted = clock.now
         writeStatuses()
+        adminState.publish(statuses: Array(statuses.values), firstPassDone: true)
         let finished = clock.now
         log.debug("reconcile pass done", [
             "reason": reason, "resources": String(desired.count),
@@ -568,6 +572,7 @@ public actor Reconciler {
     /// Refreshes listener stats into the status files (called periodically; unchanged files are not written).
     public func refreshStats() {
         writeStatuses()
+        adminState.publish(statuses: Array(statuses.values), firstPassDone: false)
     }
 
     private func writeStatuses() {

@@ -1,0 +1,104 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// `alb reconcile --admin ADDR:PORT`: a small HTTP/1.1 server for probes and operators, beside the data
+/// plane on the same event loops (SPEC: `/healthz`, `/readyz`, `/status`; `/metrics` is not served yet):
+/// - `GET /healthz`: 200 `ok` while the process runs its event loops.
+/// - `GET /readyz`: 200 `ready` once the first pass is done and every listener serves as its manifest
+///   asks; 503 with one line per reason otherwise (``AdminState/readiness``).
+/// - `GET /status`: the JSON of `alb status -o json`, from memory rather than the status files.
+/// Anything else is 404 (405 for a method other than GET or HEAD). It reads only the published
+/// ``AdminState``: a probe never waits for a reconcile pass.
+public final class AdminServer: Sendable {
+    private let channel: Channel
+
+    private init(channel: Channel) {
+        self.channel = channel
+    }
+
+    /// The bound address, e.g. "127.0.0.1:9901".
+    public var address: String {
+        guard let address = self.channel.localAddress, let port = address.port else { return "" }
+        let host = address.ipAddress ?? ""
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    public static func start(host: String, port: Int, group: any EventLoopGroup, state: AdminStateBox) async throws -> AdminServer {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(state: state))
+                }
+            }
+        return AdminServer(channel: try await bootstrap.bind(host: host, port: port).get())
+    }
+
+    public func stop() async {
+        try? await self.channel.close()
+    }
+}
+
+/// Answers one admin request at a time (NIO's pipelining handler orders them).
+final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let state: AdminStateBox
+    private var request: HTTPRequestHead?
+
+    init(state: AdminStateBox) {
+        self.state = state
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch Self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.request = head
+        case .body:
+            break
+        case .end:
+            guard let head = self.request else { return }
+            self.request = nil
+            let (status, type, body) = Self.answer(method: head.method, path: head.uri, state: self.state.current)
+            var headers = HTTPHeaders()
+            headers.add(name: "content-type", value: type)
+            headers.add(name: "content-length", value: String(body.count))
+            headers.add(name: "cache-control", value: "no-store")
+            context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+                          promise: nil)
+            if head.method != .HEAD {
+                context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+            }
+            context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+
+    /// The whole answer to a request, as a pure function of the published state (unit-tested).
+    static func answer(method: HTTPMethod, path: String, state: AdminState) -> (HTTPResponseStatus, String, Data) {
+        let text = "text/plain; charset=utf-8"
+        let route = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
+        guard ["/healthz", "/readyz", "/status"].contains(route) else {
+            return (.notFound, text, Data("not found: the admin endpoint serves /healthz, /readyz and /status\n".utf8))
+        }
+        guard method == .GET || method == .HEAD else {
+            return (.methodNotAllowed, text, Data("method not allowed\n".utf8))
+        }
+        switch route {
+        case "/healthz":
+            return (.ok, text, Data("ok\n".utf8))
+        case "/readyz":
+            let (ready, reasons) = state.readiness
+            return ready ? (.ok, text, Data("ready\n".utf8))
+                : (.serviceUnavailable, text, Data((["not ready"] + reasons).joined(separator: "\n").utf8 + Data("\n".utf8)))
+        default:
+            return (.ok, "application/json", state.statusJSON + Data("\n".utf8))
+        }
+    }
+}
+
+@available(*, unavailable)
+extension AdminHandler: Sendable {}
