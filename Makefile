@@ -55,7 +55,7 @@ examples: deps
 	swift build --product alb
 	@bash tests/check_examples.sh .build/debug/alb
 
-# libFuzzer targets (docs/fuzzing.md), built with sanitizers into .build-fuzz: each runs FUZZ_SECONDS.
+# libFuzzer targets (docs/fuzzing.md), built with sanitizers into .build-fuzz/build-TARGET: each runs FUZZ_SECONDS.
 FUZZ_SECONDS ?= 60
 fuzz:
 	bash tests/fuzz.sh $(FUZZ_SECONDS)
