@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALB, free_port, get, manifest_set, refused, wait_for
+from conftest import ALB, free_port, get, manifest_set, refused, wait_for, Wrk
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -111,29 +111,6 @@ class FreshConnections(threading.Thread):
         self.stopping.set()
         self.join(30)
         return self
-
-
-class Wrk(threading.Thread):
-    """wrk over keep-alive connections for `seconds`; `counts()` parses its summary."""
-
-    def __init__(self, port, seconds, connections=16):
-        super().__init__(daemon=True)
-        self.connections, self.seconds = connections, seconds
-        self.command = ["wrk", "-t2", "-c%d" % connections, "-d%ds" % seconds, "--timeout", "10s",
-                        "http://127.0.0.1:%d/" % port]
-        self.output = ""
-
-    def run(self):
-        done = subprocess.run(self.command, capture_output=True, text=True, timeout=120)
-        self.output = done.stdout + done.stderr
-
-    def counts(self):
-        requests = re.search(r"(\d+) requests in", self.output)
-        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", self.output)
-        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", self.output)
-        connect, read, write, timeout = (int(n) for n in errors.groups()) if errors else (0, 0, 0, 0)
-        return {"requests": int(requests.group(1)) if requests else 0, "connect": connect, "read": read,
-                "write": write, "timeout": timeout, "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
 
 class SlowRequest(threading.Thread):
