@@ -26,9 +26,7 @@ struct StatusCommand: ParsableCommand {
             // One document: the list of every status, each as complete as its status file.
             print(ResourceStatus.yaml(of: statuses), terminator: "")
         case .json:
-            let documents = statuses.map(\.document.jsonObject)
-            let data = try JSONSerialization.data(withJSONObject: documents, options: [.prettyPrinted, .sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            print(String(decoding: ResourceStatus.json(of: statuses), as: UTF8.self))
         case .table:
             let header = ["KIND", "NAME", "STATE", "READY", "ADDRESS", "AGE", "LAST TRANSITION", "LAST ERROR"]
             let now = Date()

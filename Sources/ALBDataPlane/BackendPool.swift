@@ -177,10 +177,7 @@ final class BackendPool {
 
     /// The server by IP address when it is one (no resolver round trip), else by host name.
     private func connect(_ bootstrap: ClientBootstrap) -> EventLoopFuture<Channel> {
-        if let address = try? SocketAddress(ipAddress: self.server.host, port: self.server.port) {
-            return bootstrap.connect(to: address)
-        }
-        return bootstrap.connect(host: self.server.host, port: self.server.port)
+        bootstrap.connect(server: self.server.host, port: self.server.port)
     }
 
     func release(_ connection: BackendHandler) {
@@ -301,5 +298,15 @@ enum BackendTLS {
         guard let context else { throw DataPlaneError.invalidConfig(listener: "", reason: "no TLS client context") }
         let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
         return try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : host)
+    }
+}
+
+extension ClientBootstrap {
+    /// Connects to a backend given as an IP address (no resolver involved) or a host name.
+    func connect(server host: String, port: Int) -> EventLoopFuture<Channel> {
+        if let address = try? SocketAddress(ipAddress: host, port: port) {
+            return self.connect(to: address)
+        }
+        return self.connect(host: host, port: port)
     }
 }

@@ -244,12 +244,7 @@ enum HealthProbe {
                     try channel.pipeline.syncOperations.addHandler(StatusLineReader(status: status))
                 }
             }
-        let connected: EventLoopFuture<Channel>
-        if let address = try? SocketAddress(ipAddress: key.host, port: key.port) {
-            connected = bootstrap.connect(to: address)
-        } else {
-            connected = bootstrap.connect(host: key.host, port: key.port)
-        }
+        let connected = bootstrap.connect(server: key.host, port: key.port)
         let deadline = loop.scheduleTask(in: config.timeout) {
             status.fail(HealthCheckTimeout())
         }

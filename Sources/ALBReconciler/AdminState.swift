@@ -39,8 +39,7 @@ public struct AdminState: Sendable {
 
     /// `/status`: the same JSON as `alb status -o json`.
     public var statusJSON: Data {
-        let documents = self.statuses.sorted { $0.id < $1.id }.map(\.document.jsonObject)
-        return (try? JSONSerialization.data(withJSONObject: documents, options: [.prettyPrinted, .sortedKeys])) ?? Data("[]".utf8)
+        ResourceStatus.json(of: self.statuses.sorted { $0.id < $1.id })
     }
 }
 

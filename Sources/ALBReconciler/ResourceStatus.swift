@@ -175,6 +175,12 @@ extension ResourceStatus {
         (try? Yams.serialize(node: Node(statuses.map(\.document.yamlNode)))) ?? "[]\n"
     }
 
+    /// One JSON array of every status in full (`alb status -o json`, the admin endpoint's `/status`).
+    public static func json(of statuses: [ResourceStatus]) -> Data {
+        (try? JSONSerialization.data(withJSONObject: statuses.map(\.document.jsonObject),
+                                     options: [.prettyPrinted, .sortedKeys])) ?? Data("[]".utf8)
+    }
+
     /// Reads a status file back; nil when it is not one of ours (never throws on bad input).
     public static func parse(yaml text: String) -> ResourceStatus? {
         guard let root = (try? Yams.load(yaml: text)) as? [String: Any],

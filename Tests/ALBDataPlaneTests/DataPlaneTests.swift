@@ -6,39 +6,9 @@ import XCTest
 
 @testable import ALBDataPlane
 
-final class DataPlaneTests: XCTestCase {
-    private var group: MultiThreadedEventLoopGroup?
-    private var dataPlane: DataPlane?
-    private var backends: [TestBackend] = []
-    private var clients: [TestClient] = []
-
-    override func setUp() async throws {
-        // One loop, so pooling is observable: every connection shares one pool per server.
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    }
-
-    override func tearDown() async throws {
-        for client in self.clients { await client.close() }
-        if let dataPlane { await dataPlane.shutdown(drainTimeout: .milliseconds(100)) }
-        for backend in self.backends { await backend.stop() }
-        try await self.group?.shutdownGracefully()
-    }
-
-    private var loopGroup: EventLoopGroup {
-        get throws { try XCTUnwrap(self.group) }
-    }
-
-    private func backend(_ name: String) async throws -> TestBackend {
-        let backend = try await TestBackend.start(name: name, group: try self.loopGroup)
-        self.backends.append(backend)
-        return backend
-    }
-
-    private func client(_ address: String) async throws -> TestClient {
-        let client = try await TestClient.connect(address, group: try self.loopGroup)
-        self.clients.append(client)
-        return client
-    }
+final class DataPlaneTests: DataPlaneTestCase {
+    // One loop, so pooling is observable: every connection shares one pool per server.
+    override class var loopCount: Int { 1 }
 
     private func config(
         name: String = "web",
@@ -64,8 +34,7 @@ final class DataPlaneTests: XCTestCase {
     }
 
     private func start(_ config: ListenerConfig, accessLog: AccessLog? = nil) async throws -> (DataPlane, String) {
-        let dataPlane = DataPlane(group: try self.loopGroup, accessLog: accessLog)
-        self.dataPlane = dataPlane
+        let dataPlane = try self.plane(accessLog: accessLog)
         let address = try await dataPlane.start(config)
         return (dataPlane, address)
     }
@@ -307,8 +276,7 @@ final class DataPlaneTests: XCTestCase {
 
     func testBindFailureReportsTheOSReason() async throws {
         let taken = try await backend("taken")
-        let dataPlane = DataPlane(group: try self.loopGroup, accessLog: nil)
-        self.dataPlane = dataPlane
+        let dataPlane = try self.plane()
         var config = config(servers: [])
         config.port = taken.port
         do {
@@ -434,8 +402,7 @@ final class DataPlaneTests: XCTestCase {
 
     func testDrainStopsAcceptingAtOnceAndClosesWhatOutlivesTheTimeout() async throws {
         let backend = try await backend("a")
-        let dataPlane = DataPlane(group: try self.loopGroup, accessLog: nil, drainTimeout: .milliseconds(300))
-        self.dataPlane = dataPlane
+        let dataPlane = try self.plane(drainTimeout: .milliseconds(300))
         let address = try await dataPlane.start(config(servers: [BackendServer(host: "127.0.0.1", port: backend.port)]))
         let idle = try await client(address)
         _ = try await idle.request(.GET, "/")

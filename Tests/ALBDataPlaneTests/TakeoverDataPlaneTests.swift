@@ -8,45 +8,7 @@ import XCTest
 
 /// Two data planes in one process standing for the old and the new `alb`: the sockets one exports, the
 /// other serves without binding, and what the hand-off does to connections on both sides.
-final class TakeoverDataPlaneTests: XCTestCase {
-    private var group: MultiThreadedEventLoopGroup?
-    private var planes: [DataPlane] = []
-    private var backends: [TestBackend] = []
-    private var clients: [TestClient] = []
-
-    override func setUp() async throws {
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-    }
-
-    override func tearDown() async throws {
-        for client in self.clients { await client.close() }
-        for plane in self.planes { await plane.shutdown(drainTimeout: .milliseconds(100)) }
-        for backend in self.backends { await backend.stop() }
-        try await self.group?.shutdownGracefully()
-    }
-
-    private var loopGroup: EventLoopGroup {
-        get throws { try XCTUnwrap(self.group) }
-    }
-
-    private func plane(drainTimeout: TimeAmount = .seconds(10)) throws -> DataPlane {
-        let plane = DataPlane(group: try self.loopGroup, accessLog: nil, drainTimeout: drainTimeout)
-        self.planes.append(plane)
-        return plane
-    }
-
-    private func backend(_ name: String) async throws -> TestBackend {
-        let backend = try await TestBackend.start(name: name, group: try self.loopGroup)
-        self.backends.append(backend)
-        return backend
-    }
-
-    private func client(_ address: String) async throws -> TestClient {
-        let client = try await TestClient.connect(address, group: try self.loopGroup)
-        self.clients.append(client)
-        return client
-    }
-
+final class TakeoverDataPlaneTests: DataPlaneTestCase {
     private func config(_ name: String, backend: TestBackend, port: Int = 0) -> ListenerConfig {
         ListenerConfig(name: name, loadBalancerName: "lb", bindHost: "127.0.0.1", port: port,
                        idleTimeout: .seconds(30), requestTimeout: .seconds(30),
@@ -56,7 +18,7 @@ final class TakeoverDataPlaneTests: XCTestCase {
     func testTheNewPlaneServesTheExportedSocketAndTheOldOneFinishesItsExchanges() async throws {
         let a = try await backend("a")
         let b = try await backend("b")
-        let old = try plane()
+        let old = try plane(drainTimeout: .seconds(10))
         let address = try await old.start(config("web", backend: a))
         let busy = try await client(address)
         let idle = try await client(address)
@@ -69,7 +31,7 @@ final class TakeoverDataPlaneTests: XCTestCase {
         XCTAssertEqual(exported.map(\.address), ["127.0.0.1:0"])
         XCTAssertEqual(exported.map(\.boundAddress), [address])
 
-        let new = try plane()
+        let new = try plane(drainTimeout: .seconds(10))
         new.holdAccepting()
         new.inherit(exported)
         // Port 0 as configured: the same listener takes its own ephemeral port back, nothing is bound.
@@ -107,7 +69,7 @@ final class TakeoverDataPlaneTests: XCTestCase {
 
     func testConnectionsQueuedWhileNobodyAcceptsAreServedByTheNewPlane() async throws {
         let a = try await backend("a")
-        let old = try plane()
+        let old = try plane(drainTimeout: .seconds(10))
         let address = try await old.start(config("web", backend: a))
         let exported = await old.exportListeningSockets()
         await old.stopAccepting()
@@ -116,7 +78,7 @@ final class TakeoverDataPlaneTests: XCTestCase {
         async let answer = waiting.request(.GET, "/queued")
         await old.drainAfterHandOff(lastRequestWindow: .zero)
 
-        let new = try plane()
+        let new = try plane(drainTimeout: .seconds(10))
         new.inherit(exported)
         let adopted = try await new.start(config("web", backend: a))
         XCTAssertEqual(adopted, address)
@@ -126,7 +88,7 @@ final class TakeoverDataPlaneTests: XCTestCase {
 
     func testARenamedListenerTakesTheAddressAndUnclaimedSocketsAreClosed() async throws {
         let a = try await backend("a")
-        let old = try plane()
+        let old = try plane(drainTimeout: .seconds(10))
         let first = try await old.start(config("first", backend: a))
         let firstPort = try splitAddress(first).1
         var fixed = config("second", backend: a)
@@ -136,7 +98,7 @@ final class TakeoverDataPlaneTests: XCTestCase {
         let exported = await old.exportListeningSockets()
         XCTAssertEqual(exported.map(\.listener), ["first", "second"])
 
-        let new = try plane()
+        let new = try plane(drainTimeout: .seconds(10))
         new.inherit(exported)
         // The new manifests call `second` `renamed`; `first` (port 0) is wanted by nobody.
         var renamed = fixed

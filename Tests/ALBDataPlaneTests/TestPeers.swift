@@ -289,3 +289,49 @@ func startStalledBackend(group: EventLoopGroup) async throws -> Channel {
         .childChannelOption(.socketOption(.so_rcvbuf), value: 64 * 1024)
         .bind(host: "127.0.0.1", port: 0).get()
 }
+
+/// Data-plane tests over real sockets on 127.0.0.1: an event loop group of `loopCount` loops, and the data
+/// planes, backends and clients a test starts, all stopped after it.
+class DataPlaneTestCase: XCTestCase {
+    /// Loops in the group (override for one loop, where pooling must be observable).
+    class var loopCount: Int { 2 }
+
+    private var group: MultiThreadedEventLoopGroup?
+    private var planes: [DataPlane] = []
+    private var backends: [TestBackend] = []
+    private var clients: [TestClient] = []
+
+    override func setUp() async throws {
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: Self.loopCount)
+    }
+
+    override func tearDown() async throws {
+        for client in self.clients { await client.close() }
+        for plane in self.planes { await plane.shutdown(drainTimeout: .milliseconds(100)) }
+        for backend in self.backends { await backend.stop() }
+        try await self.group?.shutdownGracefully()
+    }
+
+    var loopGroup: EventLoopGroup {
+        get throws { try XCTUnwrap(self.group) }
+    }
+
+    /// A data plane on the test's group, shut down after the test.
+    func plane(accessLog: AccessLog? = nil, drainTimeout: TimeAmount = .seconds(30)) throws -> DataPlane {
+        let plane = DataPlane(group: try self.loopGroup, accessLog: accessLog, drainTimeout: drainTimeout)
+        self.planes.append(plane)
+        return plane
+    }
+
+    func backend(_ name: String) async throws -> TestBackend {
+        let backend = try await TestBackend.start(name: name, group: try self.loopGroup)
+        self.backends.append(backend)
+        return backend
+    }
+
+    func client(_ address: String) async throws -> TestClient {
+        let client = try await TestClient.connect(address, group: try self.loopGroup)
+        self.clients.append(client)
+        return client
+    }
+}

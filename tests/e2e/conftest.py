@@ -67,22 +67,39 @@ def refused(port):
         return True
 
 
+def receive_until_close(s, first_only=False):
+    """Everything `s` receives until the peer closes (or the socket's timeout), or its first read."""
+    chunks = []
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if first_only:
+                break
+    except socket.timeout:
+        pass
+    return b"".join(chunks)
+
+
 def raw(port, data, timeout=5, read_until_close=True):
     """Sends raw bytes and returns everything the listener answers until it closes (or times out)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(data)
-        chunks = []
+        return receive_until_close(s, first_only=not read_until_close)
+
+
+def stop_process(process, sig=signal.SIGTERM, timeout=40):
+    """Sends `sig`, waits up to `timeout` seconds, kills it if still running; returns its exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
         try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                if not read_until_close:
-                    break
-        except socket.timeout:
-            pass
-        return b"".join(chunks)
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 class Backends:
@@ -137,14 +154,7 @@ class Albatross:
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=40):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode if self.process else None
+        return stop_process(self.process, sig, timeout) if self.process else None
 
     def status_of(self, kind, name):
         path = self.status / (kind.lower() + "s") / (name + ".yaml")

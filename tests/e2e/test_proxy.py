@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import free_port, get, manifest_set, wait_for
+from conftest import free_port, get, manifest_set, receive_until_close, wait_for
 
 
 @pytest.fixture
@@ -40,12 +40,7 @@ def test_keepalive_and_pipelining_with_curl(serving, backends):
     import socket
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = receive_until_close(s)
     assert data.count(b"HTTP/1.1 200") == 2
     assert data.index(b"a /p1") < data.index(b"a /p2")
 

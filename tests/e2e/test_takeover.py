@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALB, free_port, get, manifest_set, refused, wait_for, Wrk
+from conftest import ALB, Wrk, free_port, get, manifest_set, receive_until_close, refused, stop_process, wait_for
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -58,14 +58,7 @@ class Successor:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig=signal.SIGTERM, timeout=40):
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, sig, timeout)
 
 
 @pytest.fixture
@@ -431,12 +424,7 @@ def test_the_new_process_serves_the_inherited_socket_when_the_predecessor_exits_
     lock.close()
     wait_for(lambda: "exited during the takeover" in alb.logs(), what="the new one carries on")
     queued.sendall(b"GET /queued HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    answer = b""
-    while True:
-        chunk = queued.recv(65536)
-        if not chunk:
-            break
-        answer += chunk
+    answer = receive_until_close(queued)
     queued.close()
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"b1 /queued\n"), answer
     assert get(port)[0] == 200
