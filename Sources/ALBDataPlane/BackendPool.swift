@@ -1,3 +1,4 @@
+import ALBHTTP
 import NIOCore
 import NIOHTTP1
 import NIOHTTP2
@@ -14,7 +15,7 @@ protocol BackendConnectionDelegate: AnyObject {
 
 /// The last handler of a backend connection's pipeline: relays response parts to its delegate,
 /// and holds `read()` while the client side cannot take more (backpressure).
-final class BackendHandler: ChannelDuplexHandler {
+final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
@@ -101,6 +102,23 @@ final class BackendHandler: ChannelDuplexHandler {
         self.delegate = nil
         self.context?.close(promise: nil)
     }
+
+    /// After the backend accepted a WebSocket upgrade and its `101` ended: the connection stops speaking
+    /// HTTP and becomes `end` of a tunnel. The response decoder goes last, passing on whatever the backend
+    /// sent after its `101` (it holds those bytes unparsed: `leftOverBytesStrategy: .forwardBytes`).
+    func leaveHTTP(joining end: TunnelEnd) throws {
+        guard let pipeline = self.context?.pipeline.syncOperations else { throw ChannelError.ioOnClosedChannel }
+        self.delegate = nil
+        pipeline.removeHandler(self, promise: nil)
+        pipeline.removeHandler(try pipeline.handler(type: NIOHTTPRequestHeadersValidator.self), promise: nil)
+        pipeline.removeHandler(try pipeline.handler(type: HTTPRequestEncoder.self), promise: nil)
+        try pipeline.addHandler(end)
+        // NIO's decoder passes its leftovers on with no read-complete after them: flush them once it is out.
+        let decoderLeft = pipeline.eventLoop.makePromise(of: Void.self)
+        pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self),
+                               promise: decoderLeft)
+        decoderLeft.futureResult.assumeIsolated().whenComplete { _ in end.flushRelayed() }
+    }
 }
 
 @available(*, unavailable)
@@ -151,7 +169,8 @@ final class BackendPool {
                     if server.useTLS {
                         try channel.pipeline.syncOperations.addHandler(try BackendTLS.handler(for: server.host))
                     }
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    // Bytes after a `101` stay unparsed in the decoder until a tunnel takes them.
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
                     try channel.pipeline.syncOperations.addHandler(BackendHandler())
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {

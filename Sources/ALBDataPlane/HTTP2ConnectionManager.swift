@@ -4,9 +4,10 @@ import NIOHTTP2
 
 /// The life of an HTTP/2 connection around its streams, on the connection channel right after nio-http2's
 /// handler, which reports each stream's opening and closing through ``streamDelegate``:
-/// - Idle: a connection with no open stream for the listener's idle timeout is closed, as the HTTP/1
-///   pipeline closes a keep-alive connection idle between requests. A stream in progress, however long,
-///   keeps it open (the seed: the idle timeout does not apply to HTTP/2 requests).
+/// - Idle: a connection with no open stream for the listener's idle timeout is closed after a `GOAWAY` with
+///   `NO_ERROR`, as the HTTP/1 pipeline closes a keep-alive connection idle between requests. A stream in
+///   progress, however long, keeps it open (the seed: the idle timeout does not apply to HTTP/2 requests;
+///   the request timeout does).
 /// - Drain (`ChannelShouldQuiesceEvent`: a reload, a removed listener, SIGTERM): a `GOAWAY` with `NO_ERROR`
 ///   naming the last stream the connection opened, so the client sends new requests on a new connection
 ///   and knows every stream it opened later was not processed (RFC 9113 section 6.8); the open streams
@@ -132,7 +133,9 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
         if deadline > context.eventLoop.now {
             self.idleTimer.arm(at: deadline, on: context.eventLoop, handler: IdleExpiry(manager: self))
         } else {
-            context.close(promise: nil)
+            // As nginx does: the client learns the connection ends on purpose, and that nothing it sent was
+            // processed after the last stream named.
+            self.sayGoAwayAndClose(context: context)
         }
     }
 }

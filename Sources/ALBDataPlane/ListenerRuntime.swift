@@ -214,7 +214,9 @@ final class ListenerRuntime: Sendable {
             let options = EdgePipelineOptions(
                 limits: snapshot.decoderLimits,
                 headerTimeout: snapshot.config.limits.headerTimeout,
-                idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout }
+                idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout },
+                // Plain HTTP listeners serve h2c with prior knowledge; TLS ones negotiate HTTP/2 by ALPN.
+                acceptsHTTP2Preface: snapshot.config.tls == nil
             )
             let loopState = NIOLoopBound(self.loopState(for: channel.eventLoop), eventLoop: channel.eventLoop)
             let scheme = snapshot.transport.scheme
@@ -224,7 +226,9 @@ final class ListenerRuntime: Sendable {
                     let proxy = ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, tlsFacts: facts)
                     try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(options: options, application: proxy)
                 },
-                http2: { channel, facts in try self.configureHTTP2(channel, loopState: loopState, scheme: scheme, facts: facts) })
+                http2: { channel, facts in
+                    try self.configureHTTP2(channel, loopState: loopState.value, scheme: scheme, facts: facts)
+                })
             return channel.eventLoop.makeSucceededVoidFuture()
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
@@ -241,8 +245,9 @@ final class ListenerRuntime: Sendable {
 
     /// The HTTP/2 side of a connection: each stream is one exchange, served by the same proxy handler as
     /// an HTTP/1 connection behind nio-http2's HTTP/1 codec, with HTTP/2 framing.
-    private func configureHTTP2(_ channel: Channel, loopState: NIOLoopBound<ListenerLoopState>, scheme: String,
-                                facts: TLSConnectionFacts?) throws {
+    func configureHTTP2(_ channel: Channel, loopState: ListenerLoopState, scheme: String,
+                        facts: TLSConnectionFacts?) throws {
+        let loopState = NIOLoopBound(loopState, eventLoop: channel.eventLoop)
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = Self.http2Settings
         let manager = HTTP2ConnectionManager { [snapshot = self.snapshot] in

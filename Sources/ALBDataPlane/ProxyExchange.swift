@@ -47,6 +47,9 @@ struct ProxyExchange {
     enum ResponseHeadDecision: Equatable {
         /// Relay it; the client connection stays open after the response when `keepAlive`.
         case relay(keepAlive: Bool)
+        /// The backend accepted a WebSocket upgrade: relay its `101`; once its head has ended, both
+        /// connections become one byte tunnel.
+        case switchProtocols
         /// Close the backend connection and answer the client with this error instead.
         case refuse(HTTPResponseStatus)
     }
@@ -57,6 +60,9 @@ struct ProxyExchange {
         /// request); otherwise close it.
         var reuseBackend: Bool
         var closeClient: Bool
+        /// The `101` is complete: join client and backend connections into a tunnel (neither is reused nor
+        /// closed).
+        var tunnel = false
     }
 
     /// What to do when the backend connection closed before the exchange ended.
@@ -91,8 +97,10 @@ struct ProxyExchange {
     private(set) var retried = false
     private(set) var triedAnotherServer = false
     private(set) var bodyBytes = 0
-    /// Whether the request asked to switch protocols (the only case a 101 may be relayed).
+    /// Whether the request asked to switch to WebSocket (the only case a 101 may be relayed). Its client
+    /// connection is not read as HTTP again: it becomes a tunnel or closes after the response.
     private(set) var askedToUpgrade = false
+    private(set) var switchedProtocols = false
     /// Access-log facts.
     var requestBytes: Int
     var responseBytes = 0
@@ -120,9 +128,11 @@ struct ProxyExchange {
     // MARK: - The request
 
     /// Decides what a new request gets. `serverAvailable` is the balancer's answer for this request;
-    /// `hasBody` whether its head announces a body; `expectsContinue` an HTTP/1.1 `Expect: 100-continue`.
+    /// `hasBody` whether its head announces a body; `expectsContinue` an HTTP/1.1 `Expect: 100-continue`;
+    /// `upgradeRequested` a (well-formed) WebSocket upgrade.
     mutating func receiveHead(serverAvailable: Bool, hasBody: Bool, expectsContinue: Bool,
                               upgradeRequested: Bool) -> HeadDecision {
+        self.askedToUpgrade = upgradeRequested
         if self.method == .CONNECT {
             // A reverse proxy opens no tunnels, and the bytes after such a head are not HTTP.
             return .respond(.notImplemented, close: true)
@@ -134,7 +144,6 @@ struct ProxyExchange {
             self.phase = .rejecting(.serviceUnavailable)  // its end follows at once
             return .respondAtEnd(.serviceUnavailable)
         }
-        self.askedToUpgrade = upgradeRequested
         return .acquire(sendContinue: expectsContinue)
     }
 
@@ -179,17 +188,23 @@ struct ProxyExchange {
         return (nil, fromCallback || self.requestEnded)
     }
 
-    mutating func receiveResponseHead(status: HTTPResponseStatus, isKeepAlive: Bool, headersValid: Bool) -> ResponseHeadDecision {
+    /// `acceptsWebSocket`: the head is a `101` that names `websocket` (``WebSocketHandshake/isAccepted(_:)``).
+    mutating func receiveResponseHead(status: HTTPResponseStatus, isKeepAlive: Bool, headersValid: Bool,
+                                      acceptsWebSocket: Bool = false) -> ResponseHeadDecision {
         guard headersValid else { return .refuse(.badGateway) }
         self.upstreamStatus = Int(status.code)
-        if status == .switchingProtocols && !self.askedToUpgrade {
-            // Relayed, it would leave the client waiting for a protocol that never starts.
-            return .refuse(.badGateway)
+        if status == .switchingProtocols {
+            // Any other 101, relayed, would leave the client waiting for a protocol that never starts.
+            guard self.askedToUpgrade, acceptsWebSocket, self.requestEnded else { return .refuse(.badGateway) }
+            self.switchedProtocols = true
+            self.status = 101
+            self.responseHeadSent = true
+            return .switchProtocols
         }
         self.backendKeepAlive = isKeepAlive
         self.status = Int(status.code)
         self.responseHeadSent = true
-        return .relay(keepAlive: self.clientKeepAlive && self.requestEnded)
+        return .relay(keepAlive: self.clientKeepAlive && self.requestEnded && !self.askedToUpgrade)
     }
 
     /// The framing stage decided the connection closes after this response (an HTTP/1.0 client with
@@ -204,8 +219,11 @@ struct ProxyExchange {
 
     mutating func receiveResponseEnd() -> ResponseEnd {
         self.phase = .finished
+        if self.switchedProtocols {
+            return ResponseEnd(reuseBackend: false, closeClient: false, tunnel: true)
+        }
         return ResponseEnd(reuseBackend: self.requestEnded && self.backendKeepAlive,
-                           closeClient: self.closeClientAfterResponse || !self.requestEnded)
+                           closeClient: self.closeClientAfterResponse || !self.requestEnded || self.askedToUpgrade)
     }
 
     mutating func backendClosed() -> BackendClosedAction {
@@ -242,6 +260,6 @@ struct ProxyExchange {
         self.phase = .finished
         self.status = Int(status.code)
         self.responseHeadSent = true
-        return self.clientKeepAlive && self.requestEnded && !close
+        return self.clientKeepAlive && self.requestEnded && !close && !self.askedToUpgrade
     }
 }

@@ -26,10 +26,13 @@ import Darwin
 ///
 /// It never forwards what the client did not ask for: `CONNECT` is answered 501 here (a reverse proxy
 /// opens no tunnels, and the bytes after such a head are not HTTP, so the connection closes), and a
-/// backend's `101 Switching Protocols` to a request that asked for no upgrade (the proxy removes
-/// `Upgrade`, so today every 101) is a 502: relayed, it would leave the client waiting for a protocol
-/// that never starts.
-final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
+/// backend's `101 Switching Protocols` to anything but a WebSocket upgrade request is a 502: relayed, it
+/// would leave the client waiting for a protocol that never starts.
+///
+/// Where HTTP/1 ends on a connection, it hands the connection on: a WebSocket upgrade the backend accepts
+/// becomes a ``ByteTunnel`` after the `101`; an h2c preface (``HTTP2PrefaceEvent``) turns the connection
+/// into an HTTP/2 one.
+final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, BackendConnectionDelegate {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -176,6 +179,14 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         context.fireChannelInactive()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is HTTP2PrefaceEvent {
+            self.switchToHTTP2(context: context)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let edgeError = error as? HTTPEdgeError {
             // The edge error handler answers; the exchange is over.
@@ -208,6 +219,8 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             snapshot.clientIPResolver?.resolve(peer: self.peerIP, forwardedFor: head.headers["x-forwarded-for"])
             ?? self.peerIP
         let logging = self.loopState.accessLog != nil
+        // Well formed (the decoder refused a malformed one); HTTP/2 streams carry no `Upgrade`.
+        let webSocket = self.framing == .http1 && WebSocketHandshake.isRequested(head)
         self.nextExchangeID &+= 1
         let machine = ProxyExchange(head: head, started: context.eventLoop.now, requestTimeout: config.requestTimeout,
                                     requestBytes: logging ? Self.estimatedSize(of: head) : 0)
@@ -220,7 +233,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         if let server {
             exchange.route(to: server)
             exchange.pool = self.loopState.pool(for: server)
-            exchange.backendHead = ProxyHeaders.backendRequestHead(
+            var backendHead = ProxyHeaders.backendRequestHead(
                 from: head,
                 forwarding: ForwardingContext(
                     clientIP: clientIP,
@@ -234,11 +247,15 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                 options: snapshot.forwardedHeaders,
                 backendSpeaksHTTP2: server.server.useHTTP2
             )
+            if webSocket && !server.server.useHTTP2 {
+                WebSocketHandshake.addUpgradeFields(to: &backendHead.headers)
+            }
+            exchange.backendHead = backendHead
         }
         let decision = exchange.machine.receiveHead(
             serverAvailable: server != nil, hasBody: Self.hasBody(head),
             expectsContinue: head.version.minor >= 1 && ProxyHeaders.expectsContinue(head.headers),
-            upgradeRequested: exchange.backendHead?.headers.contains(name: "upgrade") == true)
+            upgradeRequested: webSocket)
         switch decision {
         case .respond(let status, let close):
             self.respondWithError(status, close: close)
@@ -377,10 +394,15 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         guard let backend = self.backend, let exchange = self.exchange, let context = self.context else { return }
         switch part {
         case .head(let head):
-            switch exchange.machine.receiveResponseHead(status: head.status, isKeepAlive: head.isKeepAlive,
-                                                        headersValid: ProxyHeaders.areValid(head.headers)) {
+            switch exchange.machine.receiveResponseHead(
+                status: head.status, isKeepAlive: head.isKeepAlive, headersValid: ProxyHeaders.areValid(head.headers),
+                acceptsWebSocket: exchange.machine.askedToUpgrade && WebSocketHandshake.isAccepted(head)) {
             case .refuse(let status):
                 self.respondWithError(status, close: false)
+            case .switchProtocols:
+                self.runtime.counters.countResponse(status: 101)
+                context.writeAndFlush(Self.wrapOutboundOut(.head(WebSocketHandshake.switchingProtocolsHead(from: head))),
+                                      promise: nil)
             case .relay(let keepAlive):
                 let (clientHead, closeAfter) = ProxyHeaders.clientResponseHead(
                     from: head,
@@ -408,6 +430,10 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             }
         case .end(let trailers):
             let end = exchange.machine.receiveResponseEnd()
+            if end.tunnel {
+                self.startTunnel(exchange, backend: backend, context: context)
+                return
+            }
             // Give the backend connection back first.
             backend.delegate = nil
             self.backend = nil
@@ -458,6 +484,52 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             self.context?.close(promise: nil)
         case .none:
             break
+        }
+    }
+
+    // MARK: - Where HTTP/1 ends
+
+    /// The `101` has been relayed: the client and backend connections become one ``ByteTunnel``, and this
+    /// handler leaves. The exchange is logged once, when the tunnel closes (status 101, the bytes both
+    /// ways, the whole duration); until then it counts as an active request of its server (`Wlc`).
+    private func startTunnel(_ exchange: Exchange, backend: BackendHandler, context: ChannelHandlerContext) {
+        self.backend = nil
+        self.exchange = nil
+        self.closed = true
+        self.requestTimer.cancel()
+        _ = self.tlsVersion  // read while the handler can still reach the TLS handler
+        let tunnel = ByteTunnel(
+            idleTimeout: { [snapshot = self.runtime.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout },
+            onClose: { totals in
+                exchange.machine.requestBytes += totals.bytesFromClient
+                exchange.machine.responseBytes += totals.bytesFromBackend
+                self.log(exchange)
+            })
+        let pipeline = context.pipeline.syncOperations
+        do {
+            try backend.leaveHTTP(joining: tunnel.backend)
+            try pipeline.leaveEdgeHTTPPipeline(application: self) {
+                try pipeline.addHandler(tunnel.client)
+            }
+        } catch {
+            backend.close()
+            context.close(promise: nil)
+        }
+    }
+
+    /// The connection opened with the HTTP/2 preface (a plain HTTP listener: h2c with prior knowledge): it
+    /// becomes an HTTP/2 connection like an HTTPS listener's, and the preface reaches nio-http2 unread.
+    private func switchToHTTP2(context: ChannelHandlerContext) {
+        guard self.exchange == nil, !self.closed else { return }
+        self.closed = true
+        let pipeline = context.pipeline.syncOperations
+        let channel = context.channel
+        do {
+            try pipeline.leaveEdgeHTTPPipeline(application: self) {
+                try self.runtime.configureHTTP2(channel, loopState: self.loopState, scheme: self.scheme, facts: self.tlsFacts)
+            }
+        } catch {
+            context.close(promise: nil)
         }
     }
 
@@ -577,7 +649,12 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     }()
 
     private func logExchange() {
-        guard let exchange = self.exchange, let log = self.loopState.accessLog else { return }
+        guard let exchange = self.exchange else { return }
+        self.log(exchange)
+    }
+
+    private func log(_ exchange: Exchange) {
+        guard let log = self.loopState.accessLog else { return }
         let elapsed = self.loopState.eventLoop.now - exchange.machine.started
         log.append(
             AccessLogRecord(

@@ -16,7 +16,7 @@ import NIOHTTP1
 /// leaves the timer be. When the timer fires it acts, re-arms for a later deadline, or stops. Keep-alive
 /// traffic then schedules a callback about once per timeout. (One handler instead of two: each handler
 /// and its pipeline context cost an idle connection about 400 bytes.)
-public final class ConnectionTimeoutHandler: ChannelDuplexHandler {
+public final class ConnectionTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias InboundOut = HTTPServerRequestPart
     public typealias OutboundIn = HTTPServerResponsePart

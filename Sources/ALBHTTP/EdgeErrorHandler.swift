@@ -21,7 +21,7 @@ import NIOHTTP1
 /// is often longer than the first read).
 ///
 /// Other errors pass through untouched.
-public final class EdgeErrorHandler: ChannelDuplexHandler {
+public final class EdgeErrorHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias InboundOut = HTTPServerRequestPart
     public typealias OutboundIn = HTTPServerResponsePart

@@ -34,6 +34,13 @@ public struct HTTPRequestHeadStartedEvent: Sendable, Equatable {
     public init() {}
 }
 
+/// Fired inbound by ``StrictHTTPRequestDecoder`` when a connection opens with the HTTP/2 preface (h2c with
+/// prior knowledge): the HTTP/1 pipeline gives way to HTTP/2 (``ChannelPipeline/SynchronousOperations/leaveEdgeHTTPPipeline(application:replacement:)``),
+/// and the preface reaches the HTTP/2 handler unread.
+public struct HTTP2PrefaceEvent: Sendable, Equatable {
+    public init() {}
+}
+
 /// Short canned responses the edge writes itself: a text body naming the error, nothing internal.
 /// How responses are framed for the client's protocol, decided in one place per protocol: HTTP/1 frames
 /// with `Content-Length`, chunked coding or close, and says `Connection`; HTTP/2 frames by its streams and

@@ -14,7 +14,7 @@ import NIOHTTP1
 /// The read after a finished request is let through even though its bytes would have to wait: a client
 /// that does not pipeline sends nothing until the response, and holding that read would make the
 /// channel drop and re-add its read interest (two `epoll_ctl` calls) on every request.
-public final class HTTPPipeliningHandler: ChannelDuplexHandler {
+public final class HTTPPipeliningHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias InboundOut = HTTPServerRequestPart
     public typealias OutboundIn = HTTPServerResponsePart

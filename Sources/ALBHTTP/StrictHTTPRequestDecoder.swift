@@ -16,8 +16,17 @@ import NIOHTTP1
 /// - a missing or duplicate `Host` on HTTP/1.1.
 ///
 /// It works line by line and remembers how far it has scanned, so byte-by-byte input costs O(n).
-/// Bodies are streamed as they arrive (never buffered whole). It does not handle `Upgrade`/`CONNECT`
-/// tunnels, and it does not decode transfer codings other than `chunked`.
+/// Bodies are streamed as they arrive (never buffered whole). It does not decode transfer codings other
+/// than `chunked`.
+///
+/// Two things end HTTP/1 on a connection, and then the decoder hands off: it consumes nothing more, and
+/// when it is removed from the pipeline it passes the bytes it holds, unparsed, to what replaced it.
+/// - A well-formed WebSocket upgrade request (``WebSocketHandshake``; a malformed one is a 400): after
+///   its end, whatever the client sends belongs to the protocol the backend may switch to. Nothing
+///   behind it is parsed as HTTP, whatever the backend answers (a request smuggled behind a refused
+///   upgrade is never read).
+/// - With `acceptsHTTP2Preface`, a connection that opens with the HTTP/2 preface (`PRI * HTTP/2.0`, h2c
+///   with prior knowledge): ``HTTP2PrefaceEvent`` is fired and the preface itself stays unread.
 public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
     public typealias InboundOut = HTTPServerRequestPart
 
@@ -46,6 +55,8 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
         case chunkData(remaining: Int)
         case chunkDataEnd
         case trailers
+        /// HTTP/1 has ended on this connection: bytes are held for the handler that replaces the decoder.
+        case handedOff
     }
 
     private struct Line {
@@ -59,6 +70,9 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
     private static let lf = UInt8(ascii: "\n")
 
     private let limits: Limits
+    private let acceptsHTTP2Preface: Bool
+    /// No request has started on this connection yet (only the first may be an HTTP/2 preface).
+    private var firstRequest = true
     private var state: State = .idle
     /// Bytes of the current head (or trailer section) consumed so far.
     private var headBytes = 0
@@ -71,9 +85,15 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
     private var headers = HTTPHeaders()
     private var trailers = HTTPHeaders()
 
-    public init(limits: Limits = Limits()) {
+    /// - Parameter acceptsHTTP2Preface: hand off a connection that opens with the HTTP/2 preface (plain
+    ///   HTTP listeners, which serve h2c with prior knowledge); otherwise that line is a malformed request.
+    public init(limits: Limits = Limits(), acceptsHTTP2Preface: Bool = false) {
         self.limits = limits
+        self.acceptsHTTP2Preface = acceptsHTTP2Preface
     }
+
+    /// `PRI * HTTP/2.0`: the request line the HTTP/2 connection preface starts with (RFC 9113 section 3.4).
+    private static let http2PrefaceLine = Array("PRI * HTTP/2.0".utf8)
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         switch self.state {
@@ -98,6 +118,13 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
 
         case .requestLine:
             guard let line = try self.nextLine(buffer, used: self.headBytes, limit: self.limits.maxHeaderBytes) else {
+                return .needMoreData
+            }
+            if self.firstRequest && self.acceptsHTTP2Preface && line.content == Self.http2PrefaceLine.count
+                && buffer.readableBytesView.prefix(line.content).elementsEqual(Self.http2PrefaceLine)
+            {
+                self.state = .handedOff
+                context.fireUserInboundEventTriggered(HTTP2PrefaceEvent())
                 return .needMoreData
             }
             try self.parseRequestLine(buffer, length: line.content)
@@ -183,6 +210,9 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
             self.trailers.add(name: name, value: value)
             self.consume(&buffer, line)
             return .continue
+
+        case .handedOff:
+            return .needMoreData
         }
     }
 
@@ -191,8 +221,18 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
         buffer: inout ByteBuffer,
         seenEOF: Bool
     ) throws -> DecodingState {
+        if case .handedOff = self.state {
+            // Removed after a hand-off: what the client sent since belongs to the replacing handler (unless
+            // the connection is going away).
+            if !seenEOF, buffer.readableBytes > 0, let rest = buffer.readSlice(length: buffer.readableBytes) {
+                context.fireChannelRead(NIOAny(rest))
+                // As the socket would after a read: handlers flush what they wrote in response.
+                context.fireChannelReadComplete()
+            }
+            return .needMoreData
+        }
         // A request cut short by EOF is simply abandoned: the connection is going away.
-        try self.decode(context: context, buffer: &buffer)
+        return try self.decode(context: context, buffer: &buffer)
     }
 
     // MARK: - Lines
@@ -349,11 +389,19 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
             }
         }
         let head = HTTPRequestHead(version: self.version, method: self.method, uri: self.uri, headers: self.headers)
+        if WebSocketHandshake.isRequested(head) {
+            if let reason = WebSocketHandshake.refusal(head) {
+                throw HTTPEdgeError.badRequest(reason)
+            }
+            next = .handedOff  // bodyless: its end follows at once
+        }
+        self.firstRequest = false
         self.headers = HTTPHeaders()
         self.state = next
         context.fireChannelRead(Self.wrapInboundOut(.head(head)))
-        if case .idle = next {
-            context.fireChannelRead(Self.wrapInboundOut(.end(nil)))
+        switch next {
+        case .idle, .handedOff: context.fireChannelRead(Self.wrapInboundOut(.end(nil)))
+        default: break
         }
     }
 

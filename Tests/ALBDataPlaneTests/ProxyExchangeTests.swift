@@ -110,12 +110,43 @@ final class ProxyExchangeTests: XCTestCase {
         XCTAssertEqual(invalid.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: false), .refuse(.badGateway))
     }
 
-    func testA101ToARequestThatAskedToUpgradeIsRelayed() {
+    /// A WebSocket upgrade whose request has ended and reached a backend.
+    private func forwardingUpgrade() -> ProxyExchange {
         var machine = exchange()
-        _ = machine.receiveHead(serverAvailable: true, hasBody: false, expectsContinue: false, upgradeRequested: true)
+        XCTAssertEqual(machine.receiveHead(serverAvailable: true, hasBody: false, expectsContinue: false,
+                                           upgradeRequested: true), .acquire(sendContinue: false))
+        _ = machine.receiveEnd()
         _ = machine.backendAcquired(success: true, reused: false, fromCallback: true)
-        XCTAssertEqual(machine.receiveResponseHead(status: .switchingProtocols, isKeepAlive: true, headersValid: true),
+        return machine
+    }
+
+    func testAnAcceptedUpgradeBecomesATunnelOnceThe101Ends() {
+        var machine = forwardingUpgrade()
+        XCTAssertEqual(machine.receiveResponseHead(status: .switchingProtocols, isKeepAlive: true, headersValid: true,
+                                                   acceptsWebSocket: true), .switchProtocols)
+        XCTAssertEqual(machine.status, 101)
+        XCTAssertEqual(machine.timerFired(now: t0 + .seconds(3600)), .none, "no request timeout in a tunnel")
+        XCTAssertEqual(machine.receiveResponseEnd(), .init(reuseBackend: false, closeClient: false, tunnel: true))
+    }
+
+    func testA101NotNamingWebSocketIsA502() {
+        var machine = forwardingUpgrade()
+        XCTAssertEqual(machine.receiveResponseHead(status: .switchingProtocols, isKeepAlive: true, headersValid: true,
+                                                   acceptsWebSocket: false), .refuse(.badGateway))
+    }
+
+    func testARefusedUpgradeIsRelayedAndTheClientConnectionCloses() {
+        // Nothing behind the upgrade request was read as HTTP: the connection cannot go on.
+        var machine = forwardingUpgrade()
+        XCTAssertEqual(machine.receiveResponseHead(status: .forbidden, isKeepAlive: true, headersValid: true),
                        .relay(keepAlive: false))
+        XCTAssertEqual(machine.receiveResponseEnd(), .init(reuseBackend: true, closeClient: true))
+        var failed = forwardingUpgrade()
+        XCTAssertFalse(failed.respondWithError(.badGateway, close: false))
+        var noServer = exchange()
+        XCTAssertEqual(noServer.receiveHead(serverAvailable: false, hasBody: false, expectsContinue: false,
+                                            upgradeRequested: true), .respondAtEnd(.serviceUnavailable))
+        XCTAssertFalse(noServer.respondWithError(.serviceUnavailable, close: false))
     }
 
     func testACompleteKeepAliveExchangeReusesBothConnections() {

@@ -1,0 +1,99 @@
+"""HTTP/2 with prior knowledge (h2c) on HTTP listeners, with curl, h2load and raw sockets.
+
+A connection that opens with the HTTP/2 preface is served as HTTP/2, proxied like HTTPS's HTTP/2; every
+other connection stays HTTP/1.1. As the seed says, the listener's idle timeout does not apply to HTTP/2
+requests: it closes an h2c connection only after that long with no stream open.
+"""
+import json
+import socket
+import subprocess
+import time
+
+from conftest import free_port, manifest_set, raw, wait_for
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def serve(alb, backends, idle=15):
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(backend, 100)], idle=idle))
+    alb.start("--access-log", str(alb.root / "access.log"))
+    alb.wait_state("web", "Running")
+    return port
+
+
+def curl(port, *args, path="/"):
+    return subprocess.run(["curl", "-sS", "--max-time", "20", *args, "http://127.0.0.1:%d%s" % (port, path)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_prior_knowledge_is_served_as_http2_and_http1_as_before(alb, backends):
+    port = serve(alb, backends)
+    run = curl(port, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}")
+    assert run.stdout == "2 200", run.stderr
+    run = curl(port, "--http2-prior-knowledge", "-d", "hello over h2c", "-H", "Content-Type: text/plain", path="/echo")
+    assert run.stdout == "hello over h2c"
+    run = curl(port, "--http2-prior-knowledge", path="/headers")
+    headers = {k.lower(): v for k, v in json.loads(run.stdout).items()}
+    assert headers["x-forwarded-for"] == "127.0.0.1" and "upgrade" not in headers
+    # HTTP/1.1 on the same listener, and an `Upgrade: h2c` request is served as the HTTP/1.1 request it is.
+    assert curl(port, "--http1.1", "-o", "/dev/null", "-w", "%{http_version} %{http_code}").stdout == "1.1 200"
+    assert curl(port, "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}").stdout == "1.1 200"
+
+
+def test_h2load_many_streams_on_few_connections(alb, backends):
+    port = serve(alb, backends)
+    load = subprocess.run(["h2load", "-n", "2000", "-c", "4", "-m", "16", "http://127.0.0.1:%d/" % port],
+                          capture_output=True, text=True, timeout=120)
+    assert "2000 succeeded, 0 failed, 0 errored" in load.stdout, load.stdout[-800:]
+    assert "status codes: 2000 2xx" in load.stdout
+
+
+def test_the_access_log_says_http2(alb, backends):
+    port = serve(alb, backends)
+    assert curl(port, "--http2-prior-knowledge", "-o", "/dev/null", path="/over-h2c").returncode == 0
+    line = wait_for(lambda: [l for l in (alb.root / "access.log").read_text().splitlines() if '"/over-h2c"' in l]
+                    if (alb.root / "access.log").exists() else [], timeout=5, what="access log line")[0]
+    record = json.loads(line)
+    assert record["protocol"] == "HTTP/2" and record["status"] == 200
+
+
+def test_idle_timeout_closes_only_connections_with_no_open_stream(alb, backends):
+    port = serve(alb, backends, idle=1)
+    # A request longer than the idle timeout completes on its h2c connection.
+    run = curl(port, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+               path="/slow?s=3")
+    assert run.stdout == "2 200", run.stderr
+    # A connection with no stream is closed after about the idle timeout, with a GOAWAY first.
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(PREFACE + EMPTY_SETTINGS)
+    opened = time.monotonic()
+    s.settimeout(10)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    elapsed = time.monotonic() - opened
+    s.close()
+    assert 0.8 < elapsed < 5, elapsed
+    frame_types = []
+    offset = 0
+    while offset + 9 <= len(data):
+        length = int.from_bytes(data[offset:offset + 3], "big")
+        frame_types.append(data[offset + 3])
+        offset += 9 + length
+    assert frame_types[0] == 0x4 and 0x7 in frame_types, frame_types  # SETTINGS first, GOAWAY before the close
+
+
+def test_a_broken_preface_or_a_late_one_disturbs_nobody(alb, backends):
+    port = serve(alb, backends)
+    # The preface line followed by garbage: nio-http2 refuses the connection.
+    assert b"HTTP/1.1" not in raw(port, b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n" + b"garbage" * 10)
+    # The preface is only a preface on a fresh connection: later it is a malformed HTTP/1.1 request.
+    answer = raw(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" + PREFACE)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 400 " in answer
+    assert curl(port, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}").stdout == "200"
