@@ -72,7 +72,7 @@ soak: deps
 	swift build -c $(SOAK_CONFIG) --product alb
 	ALB_BIN=$(CURDIR)/.build/$(SOAK_CONFIG)/alb $(PYTHON) tests/soak.py
 
-bench: alloc-counter
+bench: deps alloc-counter
 	swift build -c release --product alb
 	bash tests/bench.sh
 
