@@ -130,6 +130,8 @@ final class BackendPool {
     let server: BackendServer
     private let eventLoop: EventLoop
     private var idle: [BackendHandler] = []
+    /// Every open HTTP/1 connection, idle or in use, so a retired server's can be closed after its drain.
+    private var open: [ObjectIdentifier: Channel] = [:]
     private var closed = false
     /// Idle connections kept per server and loop; more are closed on release.
     static let maxIdle = 128
@@ -181,6 +183,9 @@ final class BackendPool {
         future.assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
+                let id = ObjectIdentifier(channel)
+                self.open[id] = channel
+                channel.closeFuture.assumeIsolated().whenComplete { _ in self.open[id] = nil }
                 do {
                     let handler = try channel.pipeline.syncOperations.handler(type: BackendHandler.self)
                     completion(.success(handler))
@@ -285,10 +290,29 @@ final class BackendPool {
 
     var idleCount: Int { self.idle.count }
 
+    /// The server left every group: it gets no new requests, its idle connections close now and those in
+    /// use when their exchange ends (the pool is closed), and whatever is still open after `drainTimeout`
+    /// (a long download, a WebSocket tunnel, gRPC streams) is closed then.
+    func retire(drainTimeout: TimeAmount) {
+        var remaining = Array(self.open.values)
+        if let http2 = self.http2?.channel { remaining.append(http2) }
+        self.http2 = nil
+        self.closed = true
+        self.closeIdle()
+        guard !remaining.isEmpty else { return }
+        self.eventLoop.assumeIsolated().scheduleTask(in: drainTimeout) {
+            for channel in remaining { channel.close(promise: nil) }
+        }
+    }
+
     func closeAll() {
         self.closed = true
         self.http2?.channel.close(promise: nil)
         self.http2 = nil
+        self.closeIdle()
+    }
+
+    private func closeIdle() {
         let connections = self.idle
         self.idle.removeAll()
         for connection in connections {

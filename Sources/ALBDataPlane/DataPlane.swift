@@ -25,6 +25,8 @@ public final class DataPlane: Sendable {
     public let drainTimeout: TimeAmount
     /// Active health checks of server groups, shared by every listener that forwards to them.
     let healthChecker: HealthChecker
+    /// Server groups' schedulers and backend pools, shared by every listener that forwards to them.
+    let serverGroups: ServerGroups
     /// Listening sockets a previous process passed on (a takeover), until a start claims them.
     let inherited = NIOLockedValueBox(InheritedSockets())
     /// While a takeover waits for `done`, listeners start without accepting (``holdAccepting()``).
@@ -37,6 +39,14 @@ public final class DataPlane: Sendable {
         self.accessLog = accessLog
         self.drainTimeout = drainTimeout
         self.healthChecker = HealthChecker(group: group)
+        self.serverGroups = ServerGroups(health: self.healthChecker, drainTimeout: drainTimeout)
+    }
+
+    /// After a listener came, changed or went: servers no serving listener forwards to any more are retired
+    /// (their connections in use get up to ``drainTimeout``), and groups none uses are forgotten.
+    func retainServerGroups() {
+        let groups = self.listeners.withLockedValue { listeners in listeners.values.flatMap { $0.config.groups } }
+        self.serverGroups.retain(groups)
     }
 
     public var listenerKeys: [String] {
@@ -60,7 +70,7 @@ public final class DataPlane: Sendable {
         }
         defer { _ = self.starting.withLockedValue { $0.remove(config.key) } }
 
-        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, health: self.healthChecker)
+        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups)
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let held = self.acceptingHeld.withLockedValue { $0 }
         let bootstrap = ServerBootstrap(group: self.group)
@@ -88,6 +98,7 @@ public final class DataPlane: Sendable {
         }
         runtime.attach(socket)
         self.listeners.withLockedValue { $0[config.key] = runtime }
+        self.retainServerGroups()
         if held && !self.acceptingHeld.withLockedValue({ $0 }) {
             await socket.startAccepting()  // released while this one was being set up
         }
@@ -113,10 +124,11 @@ public final class DataPlane: Sendable {
         guard self.listeners.withLockedValue({ $0[config.key] == nil }) else {
             throw DataPlaneError.listenerExists(config.name)
         }
-        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, health: self.healthChecker)
+        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups)
         guard let socket = previous.detachSocket() else { throw DataPlaneError.unknownListener(key) }
         runtime.attach(socket)
         self.listeners.withLockedValue { $0[config.key] = runtime }
+        self.retainServerGroups()
         return Self.describe(runtime.boundAddress, fallback: config)
     }
 
@@ -138,11 +150,14 @@ public final class DataPlane: Sendable {
         var next = config
         next.port = current.port
         try runtime.replace(next)
+        self.retainServerGroups()
     }
 
-    /// Closes the listening socket and every client connection of the listener, and its backend pools.
+    /// Closes the listening socket and every client connection of the listener; its servers' pools close
+    /// unless another listener forwards to them.
     public func stop(key: String) async {
         guard let runtime = self.listeners.withLockedValue({ $0.removeValue(forKey: key) }) else { return }
+        self.retainServerGroups()
         await runtime.closeEverything()
         self.accessLog?.flush()
     }
@@ -154,6 +169,7 @@ public final class DataPlane: Sendable {
     /// happens in the background.
     public func drain(key: String) async {
         guard let runtime = self.listeners.withLockedValue({ $0.removeValue(forKey: key) }) else { return }
+        self.retainServerGroups()
         await runtime.closeServerChannel()
         runtime.quiesceConnections()
         let id = ObjectIdentifier(runtime)
@@ -198,18 +214,13 @@ public final class DataPlane: Sendable {
         for runtime in runtimes {
             await runtime.closeEverything()
         }
+        await self.serverGroups.closeAll()
         self.accessLog?.flush()
     }
 
-    /// Idle pooled backend connections of a listener, over all loops (for tests and diagnostics).
-    func idleBackendConnections(key: String) async -> Int {
-        guard let runtime = self.listeners.withLockedValue({ $0[key] }) else { return 0 }
-        let total = NIOLockedValueBox(0)
-        await runtime.onEveryLoop { state in
-            let count = state.idleBackendConnections
-            total.withLockedValue { $0 += count }
-        }
-        return total.withLockedValue { $0 }
+    /// Idle pooled backend connections, over all servers and loops (for tests and diagnostics).
+    func idleBackendConnections() async -> Int {
+        await self.serverGroups.idleConnections()
     }
 
     /// Client connections read into 1 KiB first instead of NIO's default 2 KiB. The channel keeps its

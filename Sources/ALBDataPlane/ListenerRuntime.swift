@@ -9,18 +9,16 @@ import NIOHTTP2
 /// one through an atomic reference; ``DataPlane/update(_:)`` swaps in a new one.
 final class ListenerSnapshot: AtomicReference, Sendable {
     let config: ListenerConfig
-    /// Changes on every update; per-loop balancers rebuild when they see a new one.
-    let generation: Int
     let clientIPResolver: ClientIPResolver?
     let decoderLimits: StrictHTTPRequestDecoder.Limits
     let forwardedHeaders: ForwardedHeaderOptions
     let balancer: Balancer
     let transport: ListenerTransport
 
-    init(config: ListenerConfig, generation: Int, health: HealthChecker? = nil) throws {
+    /// `groups`: the data plane's shared server groups (nil in tests of a listener alone).
+    init(config: ListenerConfig, groups: ServerGroups? = nil) throws {
         self.config = config
-        self.generation = generation
-        self.balancer = Balancer(config.groups, health: { key in health?.health(key) })
+        self.balancer = Balancer(config.groups, scheduler: groups.map { groups in { groups.scheduler(for: $0) } })
         self.transport = ListenerTransport(config)
         if let clientIP = config.clientIP {
             guard let resolver = ClientIPResolver(trustedProxies: clientIP.trustedProxies) else {
@@ -42,18 +40,18 @@ final class ListenerSnapshot: AtomicReference, Sendable {
     }
 }
 
-/// One listener's state on one event loop: its backend pools. Used on that loop only, so it needs no
-/// locks. (Balancing is shared by all loops: see ``Balancer``.)
+/// One listener's state on one event loop: its access log buffer, and the loop's backend pools (shared
+/// with the other listeners: ``ServerGroups``). Used on that loop only, so it needs no locks. (Balancing is
+/// shared by all loops: see ``Balancer``.)
 final class ListenerLoopState {
     let eventLoop: EventLoop
     let accessLog: AccessLogBuffer?
-    private var generation = -1
-    private var pools: [String: BackendPool] = [:]
-    private var closed = false
+    private let pools: BackendPools
 
-    init(eventLoop: EventLoop, accessLog: AccessLog?) {
+    init(eventLoop: EventLoop, accessLog: AccessLog?, pools: BackendPools) {
         self.eventLoop = eventLoop
         self.accessLog = accessLog.map { AccessLogBuffer(log: $0, eventLoop: eventLoop) }
+        self.pools = pools
     }
 
     /// A group by weight, then a server in it by the group's scheduler (`Sch` hashes `clientIP`). Groups
@@ -62,43 +60,11 @@ final class ListenerLoopState {
     /// `stickyValue`: the request's sticky cookie, which names a server of a sticky group.
     func pick(_ snapshot: ListenerSnapshot, clientIP: String, excluding: BackendServer? = nil,
               stickyValue: Substring? = nil) -> BalancedServer? {
-        if snapshot.generation != self.generation {
-            self.dropPoolsOfRemovedServers(snapshot)
-        }
-        return snapshot.balancer.pickBalanced(clientIP: clientIP, excluding: excluding, stickyValue: stickyValue)
+        snapshot.balancer.pickBalanced(clientIP: clientIP, excluding: excluding, stickyValue: stickyValue)
     }
 
     func pool(for server: BalancedServer) -> BackendPool {
-        let key = server.poolKey
-        if let pool = self.pools[key] { return pool }
-        let pool = BackendPool(server: server.server, eventLoop: self.eventLoop)
-        if self.closed { pool.closeAll() }
-        self.pools[key] = pool
-        return pool
-    }
-
-    /// Idle backend connections on this loop (for tests and stats).
-    var idleBackendConnections: Int {
-        self.pools.values.reduce(0) { $0 + $1.idleCount }
-    }
-
-    private func dropPoolsOfRemovedServers(_ snapshot: ListenerSnapshot) {
-        self.generation = snapshot.generation
-        let groups = snapshot.config.groups
-        // Keep pools of servers that remain (their keep-alive connections survive); drop the rest.
-        let remaining = Set(groups.flatMap { $0.servers.map(\.poolKey) })
-        for (key, pool) in self.pools where !remaining.contains(key) {
-            pool.closeAll()
-            self.pools[key] = nil
-        }
-    }
-
-    func closeAll() {
-        self.closed = true
-        for pool in self.pools.values {
-            pool.closeAll()
-        }
-        self.accessLog?.flush()
+        self.pools.pool(for: server)
     }
 
     func flushLog() {
@@ -122,14 +88,14 @@ final class ListenerRuntime: Sendable {
     private let socket = NIOLockedValueBox<ListenerSocket?>(nil)
     let boundPort = ManagedAtomic<Int>(0)
 
-    /// Where the balancers of this listener's snapshots find their checked servers' health.
-    let health: HealthChecker?
+    /// The server groups this listener's snapshots forward to, shared with the other listeners.
+    let groups: ServerGroups
 
-    init(config: ListenerConfig, accessLog: AccessLog?, health: HealthChecker? = nil) throws {
+    init(config: ListenerConfig, accessLog: AccessLog?, groups: ServerGroups) throws {
         self.name = config.name
-        self.snapshot = ManagedAtomic(try ListenerSnapshot(config: config, generation: 0, health: health))
+        self.snapshot = ManagedAtomic(try ListenerSnapshot(config: config, groups: groups))
         self.accessLog = accessLog
-        self.health = health
+        self.groups = groups
     }
 
     var config: ListenerConfig {
@@ -137,8 +103,7 @@ final class ListenerRuntime: Sendable {
     }
 
     func replace(_ config: ListenerConfig) throws {
-        let current = self.snapshot.load(ordering: .acquiring)
-        let next = try ListenerSnapshot(config: config, generation: current.generation + 1, health: self.health)
+        let next = try ListenerSnapshot(config: config, groups: self.groups)
         self.snapshot.store(next, ordering: .releasing)
     }
 
@@ -180,7 +145,9 @@ final class ListenerRuntime: Sendable {
         let key = ObjectIdentifier(eventLoop)
         let bound = self.loops.withLockedValue { loops in
             if let existing = loops[key] { return existing }
-            let created = NIOLoopBound(ListenerLoopState(eventLoop: eventLoop, accessLog: self.accessLog), eventLoop: eventLoop)
+            let created = NIOLoopBound(
+                ListenerLoopState(eventLoop: eventLoop, accessLog: self.accessLog, pools: self.groups.pools(on: eventLoop)),
+                eventLoop: eventLoop)
             loops[key] = created
             return created
         }
@@ -282,7 +249,7 @@ final class ListenerRuntime: Sendable {
         self.counters.activeConnections.load(ordering: .relaxed)
     }
 
-    /// Closes every connection and backend pool, and flushes the access log buffers.
+    /// Closes every connection and flushes the access log buffers (backend pools belong to the server groups).
     func closeEverything() async {
         await self.closeServerChannel()
         let channels = self.connections.withLockedValue { Array($0.values) }
@@ -294,7 +261,7 @@ final class ListenerRuntime: Sendable {
         }
         let loops = self.loops.withLockedValue { Array($0.values) }
         for bound in loops {
-            try? await bound.eventLoop.submit { bound.value.closeAll() }.get()
+            try? await bound.eventLoop.submit { bound.value.flushLog() }.get()
         }
     }
 

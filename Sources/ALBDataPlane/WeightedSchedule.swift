@@ -73,7 +73,8 @@ struct BalancedServer: Sendable {
 }
 
 /// A group by weight, then a server within it by the group's scheduler: the balancing of one configuration
-/// snapshot, shared by every event loop of the listener.
+/// snapshot, shared by every event loop of the listener. The groups' schedulers are shared with the other
+/// listeners that forward to them (``ServerGroups``).
 final class Balancer: Sendable {
     private let groups: WeightedSchedule<Int>
     private let servers: [GroupScheduler]
@@ -81,9 +82,11 @@ final class Balancer: Sendable {
     /// Some group sets sticky cookies: requests' cookies are worth reading.
     let hasStickyGroups: Bool
 
-    /// `health` gives the checked servers' shared health (groups with checks only).
-    init(_ groups: [BackendGroup], health: (HealthKey) -> ServerHealth? = { _ in nil }) {
-        let servers = groups.map { GroupScheduler($0, health: health) }
+    /// `health` gives the checked servers' shared health (groups with checks only); `scheduler`, when
+    /// given, the shared scheduler of each group (else each group gets its own).
+    init(_ groups: [BackendGroup], health: (HealthKey) -> ServerHealth? = { _ in nil },
+         scheduler: ((BackendGroup) -> GroupScheduler)? = nil) {
+        let servers = groups.map { scheduler?($0) ?? GroupScheduler($0, health: health) }
         self.servers = servers
         self.hasStickyGroups = groups.contains { $0.stickyCookieTimeout != nil }
         // A group whose servers all have weight 0 is never chosen.
@@ -122,6 +125,8 @@ final class Balancer: Sendable {
 
 /// One server group's servers and its scheduler's state.
 final class GroupScheduler: Sendable {
+    /// The group it was built for, without the listener's weight for it (which is not the group's).
+    private let definition: BackendGroup
     private let scheduling: Scheduling
     private let servers: [BalancedServer]
     private let weights: [Int]
@@ -134,6 +139,9 @@ final class GroupScheduler: Sendable {
     private let health: [ServerHealth]?
 
     init(_ group: BackendGroup, health: (HealthKey) -> ServerHealth? = { _ in nil }) {
+        var definition = group
+        definition.weight = 0
+        self.definition = definition
         self.scheduling = group.scheduling
         let checked = group.healthCheck == nil ? nil : group.servers.compactMap {
             health(HealthKey(group: group.name, host: $0.host, port: $0.port))
@@ -150,6 +158,13 @@ final class GroupScheduler: Sendable {
 
     /// No server with a positive weight.
     var isEmpty: Bool { self.roundRobin.isEmpty }
+
+    /// Whether this scheduler was built for `group` as it is now defined (whatever a listener's weight for it).
+    func schedules(_ group: BackendGroup) -> Bool {
+        var definition = group
+        definition.weight = 0
+        return definition == self.definition
+    }
 
     /// The server a sticky cookie names, if it is in this group, in rotation and not `excluding`; a `Wlc`
     /// group counts it like a pick.

@@ -68,7 +68,7 @@ final class DataPlaneTests: DataPlaneTestCase {
         }
         XCTAssertEqual(backend.connections.value, 1)
         XCTAssertEqual(backend.requests.value, 3)
-        let idle = await dataPlane.idleBackendConnections(key: "web")
+        let idle = await dataPlane.idleBackendConnections()
         XCTAssertEqual(idle, 1)
     }
 

@@ -1,0 +1,115 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The data plane's server groups as runtimes of their own, shared by every listener that forwards to them:
+/// one scheduler per group (the `Wrr` order and cursor, the `Wlc` counts, the view of its servers' health)
+/// and, per event loop, one backend pool per server.
+///
+/// So two listeners forwarding to one group take turns in one round robin, count each other's requests for
+/// `Wlc`, and reuse each other's keep-alive connections; and a change to a listener alone (a timeout, a
+/// header switch) keeps its groups' scheduling state. A group's scheduler is replaced when its definition
+/// changes (servers, weights, scheduler, checks, stickiness); a server that leaves every group is retired.
+final class ServerGroups: Sendable {
+    let health: HealthChecker
+    /// How long a retired server's connections in use may take before they are closed.
+    let drainTimeout: TimeAmount
+    private let schedulers = NIOLockedValueBox<[String: GroupScheduler]>([:])
+    private let loops = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<BackendPools>]>([:])
+
+    init(health: HealthChecker, drainTimeout: TimeAmount) {
+        self.health = health
+        self.drainTimeout = drainTimeout
+    }
+
+    /// The group's scheduler: the current one while the group's definition is unchanged, a new one (with
+    /// fresh state) when it changed. A listener's weight for the group is not part of the group.
+    func scheduler(for group: BackendGroup) -> GroupScheduler {
+        self.schedulers.withLockedValue { schedulers in
+            if let current = schedulers[group.name], current.schedules(group) { return current }
+            let created = GroupScheduler(group, health: { self.health.health($0) })
+            schedulers[group.name] = created
+            return created
+        }
+    }
+
+    /// The backend pools of `eventLoop`. Called once per client connection, on that loop.
+    func pools(on eventLoop: EventLoop) -> BackendPools {
+        let key = ObjectIdentifier(eventLoop)
+        return self.loops.withLockedValue { loops in
+            if let existing = loops[key] { return existing }
+            let created = NIOLoopBound(BackendPools(eventLoop: eventLoop), eventLoop: eventLoop)
+            loops[key] = created
+            return created
+        }.value
+    }
+
+    /// Keeps the schedulers of `groups` and the pools of their servers; every other server is retired on
+    /// every loop (``BackendPool/retire(drainTimeout:)``). Called after each change of the listeners.
+    func retain(_ groups: [BackendGroup]) {
+        let names = Set(groups.map(\.name))
+        self.schedulers.withLockedValue { schedulers in
+            schedulers = schedulers.filter { names.contains($0.key) }
+        }
+        let keys = Set(groups.flatMap { $0.servers.map(\.poolKey) })
+        let drainTimeout = self.drainTimeout
+        for bound in self.loops.withLockedValue({ Array($0.values) }) {
+            bound.eventLoop.execute { bound.value.retain(keys, drainTimeout: drainTimeout) }
+        }
+    }
+
+    /// Closes every pool (the data plane is shutting down).
+    func closeAll() async {
+        for bound in self.loops.withLockedValue({ Array($0.values) }) {
+            try? await bound.eventLoop.submit { bound.value.closeAll() }.get()
+        }
+    }
+
+    /// Idle pooled connections over all loops (for tests and diagnostics).
+    func idleConnections() async -> Int {
+        var total = 0
+        for bound in self.loops.withLockedValue({ Array($0.values) }) {
+            total += (try? await bound.eventLoop.submit { bound.value.idleCount }.get()) ?? 0
+        }
+        return total
+    }
+}
+
+/// One event loop's backend pools, one per server (by protocol and address), used on that loop only.
+final class BackendPools {
+    private let eventLoop: EventLoop
+    private var pools: [String: BackendPool] = [:]
+    private var closed = false
+
+    init(eventLoop: EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func pool(for server: BalancedServer) -> BackendPool {
+        if let pool = self.pools[server.poolKey] { return pool }
+        let pool = BackendPool(server: server.server, eventLoop: self.eventLoop)
+        if self.closed { pool.closeAll() }
+        self.pools[server.poolKey] = pool
+        return pool
+    }
+
+    func retain(_ keys: Set<String>, drainTimeout: TimeAmount) {
+        for (key, pool) in self.pools where !keys.contains(key) {
+            pool.retire(drainTimeout: drainTimeout)
+            self.pools[key] = nil
+        }
+    }
+
+    func closeAll() {
+        self.closed = true
+        for pool in self.pools.values {
+            pool.closeAll()
+        }
+    }
+
+    var idleCount: Int {
+        self.pools.values.reduce(0) { $0 + $1.idleCount }
+    }
+}
+
+@available(*, unavailable)
+extension BackendPools: Sendable {}
