@@ -44,6 +44,13 @@ struct ReconcileCommand: AsyncParsableCommand {
     @Option(name: .customLong("drain-timeout"), help: "Seconds to let in-flight requests finish on SIGTERM.")
     var drainTimeout = 30
 
+    @Option(name: .customLong("event-loops"), help: ArgumentHelp(
+        "Data-plane threads (event loops).",
+        discussion: "Default: one per CPU this process may run on (its CPU affinity, e.g. under taskset or a "
+            + "cpuset, within cgroup CPU limits). Each loop serves its share of the connections with its own "
+            + "backend connection pools."))
+    var eventLoops: Int?
+
     @Option(name: .customLong("admin"), help: ArgumentHelp(
         "Serve the admin endpoint on HOST:PORT: /healthz, /readyz and /status (off by default).",
         discussion: "/healthz is 200 while the process runs; /readyz is 200 once the first pass is done and every "
@@ -70,6 +77,9 @@ struct ReconcileCommand: AsyncParsableCommand {
             throw ValidationError("--log-level must be debug, info, warning or error")
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
+        if let eventLoops, !(1...1024).contains(eventLoops) {
+            throw ValidationError("--event-loops must be between 1 and 1024")
+        }
         if let admin {
             switch AdminAddress.parse(admin) {
             case .failure(let error):
@@ -101,6 +111,7 @@ struct ReconcileCommand: AsyncParsableCommand {
         var options = ReconcileService.Options(manifestDirectory: directory, statusDirectory: status.statusDirectory,
                                                watch: watch, accessLogPath: accessLog)
         options.drainTimeout = .seconds(drainTimeout)
+        options.eventLoops = eventLoops
         if let admin, case .success(let address) = AdminAddress.parse(admin) {
             options.admin = (address.host, address.port)
         }

@@ -29,6 +29,8 @@ public struct ReconcileService: Sendable {
         public var lastRequestWindow: Duration = .seconds(2)
         /// `--admin`: where the admin endpoint listens (``AdminServer``); nil when off.
         public var admin: (host: String, port: Int)?
+        /// `--event-loops`: the data plane's threads; nil for one per CPU the process may run on.
+        public var eventLoops: Int?
 
         public init(manifestDirectory: String, statusDirectory: String, watch: Bool, accessLogPath: String?) {
             self.manifestDirectory = manifestDirectory
@@ -73,7 +75,7 @@ public struct ReconcileService: Sendable {
         var ownsLock = predecessor == nil
         defer { ownsLock ? lock.release() : lock.abandon() }
         raiseOpenFileLimit()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: NIOCore.System.coreCount)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: options.eventLoops ?? EventLoopCount.available)
         let accessLog = try options.accessLogPath.map { try AccessLog(path: $0) }
         let dataPlane = DataPlane(group: group, accessLog: accessLog,
                                   drainTimeout: .seconds(Int64(options.drainTimeout.components.seconds)))
