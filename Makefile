@@ -6,6 +6,8 @@ CONFIG ?= debug
 BIN := .build/$(CONFIG)/alb
 PYTHON ?= python3
 DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk
+# jsonschema checks manifests against `alb schema`; kubernetes' API models check examples/kubernetes/.
+PYTHON_PACKAGES := pytest pyyaml grpcio jsonschema kubernetes
 STAMP := .build/.deps-installed
 
 .PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench bench-allocs alloc-counter fmt lint clean
@@ -21,11 +23,12 @@ $(STAMP): Makefile
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && apt-get install -y -q $$missing; fi
 	@command -v swift >/dev/null 2>&1 || { echo "error: swift not found on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
-	@$(PYTHON) -c "import pytest, yaml, grpc, jsonschema" 2>/dev/null || { \
-	  echo "installing pytest, pyyaml, grpcio and jsonschema from PyPI"; \
-	  $(PYTHON) -m pip install -q pytest pyyaml grpcio jsonschema 2>/dev/null \
-	  || $(PYTHON) -m pip install -q --break-system-packages pytest pyyaml grpcio jsonschema 2>/dev/null \
-	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml python3-grpcio python3-jsonschema; }; }
+	@$(PYTHON) -c "import pytest, yaml, grpc, jsonschema, kubernetes" 2>/dev/null || { \
+	  echo "installing pytest, pyyaml, grpcio, jsonschema and kubernetes from PyPI"; \
+	  $(PYTHON) -m pip install -q $(PYTHON_PACKAGES) 2>/dev/null \
+	  || $(PYTHON) -m pip install -q --break-system-packages $(PYTHON_PACKAGES) 2>/dev/null \
+	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml python3-grpcio python3-jsonschema \
+	       python3-kubernetes; }; }
 	@mkdir -p .build && touch $(STAMP)
 
 build: deps

@@ -71,7 +71,8 @@ public enum ManifestSchema {
     static func property(_ field: ManifestField) -> JSONValue {
         var members = shapeMembers(field.shape)
         var summary = field.summary
-        if case .text(let rule) = field.shape, let meaning = rule.meaning, !summary.lowercased().contains(meaning) {
+        if case .text(let rule) = field.shape, let meaning = rule.meaning,
+           !summary.lowercased().contains(meaning.lowercased()) {
             summary += " (\(meaning))"
         }
         members.insert(("description", .string(summary)), at: 0)

@@ -44,6 +44,18 @@ final class FieldTableTests: XCTestCase {
 
     // MARK: Every constraint of the tables is enforced by the decoder
 
+    /// The schema's name pattern accepts exactly the names the decoder accepts.
+    func testNamePatternMatchesTheDecoder() throws {
+        let pattern = try NSRegularExpression(pattern: ManifestFields.namePattern)
+        let names = ["a", "0", "a-b", "web-https", "ab-9", "-a", "a-", "A", "a_b", "a.b", "é", "",
+                     String(repeating: "a", count: 63), String(repeating: "a", count: 64)]
+        for name in names {
+            let range = NSRange(name.startIndex..., in: name)
+            let matches = pattern.firstMatch(in: name, range: range) != nil
+            XCTAssertEqual(matches, DocumentDecoder.isValidName(name), "\(name)")
+        }
+    }
+
     /// A valid spec per kind against `Fixture.base`; the listener is HTTPS so its TLS fields are allowed.
     static let minimal: [ResourceKind: JSONValue] = [
         .loadBalancer: .object([]),
