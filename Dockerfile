@@ -18,10 +18,12 @@ RUN swift package resolve
 # Every target's folder must exist for SwiftPM to load the package (tests and fuzz targets included);
 # .dockerignore keeps .build, status and the like out.
 COPY . .
-# The Swift runtime and Foundation linked in: the runtime image needs only glibc and libstdc++.
+# The Swift runtime and Foundation linked in: the binary needs only libc, libm, libstdc++ and libgcc_s
+# (readelf -d), all in the slim image. Stripped, it is about 80 MB instead of 150.
 RUN swift build -c release --product alb --static-swift-stdlib \
     && install -D -m 0755 "$(swift build -c release --show-bin-path)/alb" /out/alb \
-    && /out/alb --help >/dev/null
+    && strip /out/alb \
+    && /out/alb schema >/dev/null
 
 # ---- runtime ----------------------------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime

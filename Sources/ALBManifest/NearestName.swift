@@ -7,9 +7,10 @@
 public enum NearestName {
     public static func suggestion(for name: String, among known: [String]) -> String? {
         let limit = name.count <= 4 ? 1 : 2
+        let typed = name.lowercased()
         var best: (name: String, distance: Int)?
         for candidate in known {
-            let distance = Self.distance(name.lowercased(), candidate.lowercased())
+            let distance = Self.distance(typed, candidate.lowercased())
             if distance <= limit, distance < (best?.distance ?? Int.max) { best = (candidate, distance) }
         }
         return best?.name
