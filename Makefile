@@ -6,25 +6,29 @@ CONFIG ?= debug
 BIN := .build/$(CONFIG)/alb
 PYTHON ?= python3
 DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk
+# jsonschema checks manifests against `alb schema`; kubernetes' API models check examples/kubernetes/.
+PYTHON_PACKAGES := pytest pyyaml grpcio jsonschema kubernetes websockets
 STAMP := .build/.deps-installed
 
 .PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench bench-allocs alloc-counter fmt lint clean
 
 all: build
 
-# Debian packages: `apt-get update` once, then install only what is missing.
+# Debian packages: `apt-get update` once, then install only what is missing. The stamp depends on this
+# Makefile, so a package added here is installed on the next run.
 deps: $(STAMP)
-# Re-checked whenever this Makefile changes (a new package in these lists).
 $(STAMP): Makefile
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	command -v $(PYTHON) >/dev/null 2>&1 || missing="$$missing python3 python3-pip"; \
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && apt-get install -y -q $$missing; fi
 	@command -v swift >/dev/null 2>&1 || { echo "error: swift not found on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
-	@$(PYTHON) -c "import pytest, yaml, grpc, websockets" 2>/dev/null || { echo "installing pytest, pyyaml, grpcio and websockets from PyPI"; \
-	  $(PYTHON) -m pip install -q pytest pyyaml grpcio websockets 2>/dev/null \
-	  || $(PYTHON) -m pip install -q --break-system-packages pytest pyyaml grpcio websockets 2>/dev/null \
-	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml python3-grpcio python3-websockets; }; }
+	@$(PYTHON) -c "import pytest, yaml, grpc, websockets, jsonschema, kubernetes" 2>/dev/null || { \
+	  echo "installing $(PYTHON_PACKAGES) from PyPI"; \
+	  $(PYTHON) -m pip install -q $(PYTHON_PACKAGES) 2>/dev/null \
+	  || $(PYTHON) -m pip install -q --break-system-packages $(PYTHON_PACKAGES) 2>/dev/null \
+	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml python3-grpcio python3-websockets \
+	       python3-jsonschema python3-kubernetes; }; }
 	@mkdir -p .build && touch $(STAMP)
 
 build: deps

@@ -14,9 +14,10 @@ public struct ALBCommand: AsyncParsableCommand {
         discussion: """
             Write LoadBalancer, Listener, ServerGroup, Certificate and SecurityPolicy manifests in a directory, \
             check them with `alb validate`, preview with `alb plan`, serve them with `alb reconcile --watch`, \
-            and read what is serving with `alb status`.
+            and read what is serving with `alb status`. `alb schema` prints a JSON Schema of the manifests for editors.
             """,
-        subcommands: [ReconcileCommand.self, ValidateCommand.self, PlanCommand.self, StatusCommand.self])
+        subcommands: [ReconcileCommand.self, ValidateCommand.self, PlanCommand.self, StatusCommand.self,
+                      SchemaCommand.self])
 
     public init() {}
 }

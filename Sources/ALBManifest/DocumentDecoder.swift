@@ -36,7 +36,7 @@ struct DocumentDecoder {
             reader.error("document must be a mapping, got \(NodeReader.describe(root))", at: root, reason: .parseError)
             return finish(id: nil, spec: nil, tags: [:], source: source)
         }
-        guard let top = reader.mapping(root, path: "", allowed: ["apiVersion", "kind", "metadata", "spec"]) else {
+        guard let top = reader.mapping(root, path: "", fields: ManifestFields.document) else {
             return finish(id: nil, spec: nil, tags: [:], source: source)
         }
         if let versionNode = top.values["apiVersion"] {
@@ -56,7 +56,7 @@ struct DocumentDecoder {
         var tags: [String: String] = [:]
         if top.values["metadata"] == nil {
             reader.missing(top, "metadata")
-        } else if let metadata = reader.object(top, "metadata", allowed: ["name", "tags"]) {
+        } else if let metadata = reader.object(top, "metadata") {
             name = decodeName(metadata)
             tags = decodeTags(metadata)
         }
@@ -129,6 +129,11 @@ struct DocumentDecoder {
 
     // MARK: Specs
 
+    /// The `spec` mapping checked against its kind's field table.
+    private mutating func specMapping(_ node: Node, _ kind: ResourceKind) -> MappingView? {
+        reader.mapping(node, path: "spec", fields: ManifestFields.spec(for: kind).fields)
+    }
+
     private mutating func decodeSpec(_ kind: ResourceKind, _ node: Node) -> ResourceSpec? {
         switch kind {
         case .loadBalancer: decodeLoadBalancer(node).map(ResourceSpec.loadBalancer)
@@ -141,11 +146,10 @@ struct DocumentDecoder {
 
     /// The hard upper bound for listener timeouts (an upgraded instance); the instance's own quota is
     /// checked across resources.
-    static let maxTimeoutCeiling = 3600
+    static let maxTimeoutCeiling = LoadBalancerQuotas.maxTimeoutUpgraded
 
     private mutating func decodeLoadBalancer(_ node: Node) -> LoadBalancerSpec? {
-        guard let spec = reader.mapping(node, path: "spec", allowed: ["edition", "address", "quotas", "upgraded"])
-        else { return nil }
+        guard let spec = specMapping(node, .loadBalancer) else { return nil }
         var result = LoadBalancerSpec()
         if let edition = reader.enumeration(spec, "edition", as: Edition.self) { result.edition = edition }
         if let upgraded = reader.bool(spec, "upgraded") { result.upgraded = upgraded }
@@ -156,9 +160,11 @@ struct DocumentDecoder {
                 reader.error("spec.address: \"\(address)\" is not an IP address", at: addressNode)
             }
         }
-        if let quotas = reader.object(spec, "quotas", allowed: ["listeners", "maxIdleTimeout", "maxRequestTimeout"]) {
-            let maxListeners = result.edition == .basic ? 80 : 100
-            let maxTimeout = result.upgraded ? 3600 : 900
+        if let quotas = reader.object(spec, "quotas") {
+            // The ranges that follow the edition and `upgraded` (ManifestFields.loadBalancerRules).
+            let maxListeners = result.edition == .basic ? LoadBalancerQuotas.maxListenersBasic
+                : LoadBalancerQuotas.maxListeners
+            let maxTimeout = result.upgraded ? LoadBalancerQuotas.maxTimeoutUpgraded : LoadBalancerQuotas.maxTimeout
             if let value = reader.int(quotas, "listeners", range: 1...maxListeners) { result.quotas.listeners = value }
             if let value = reader.int(quotas, "maxIdleTimeout", range: 1...maxTimeout) {
                 result.quotas.maxIdleTimeout = value
@@ -184,16 +190,11 @@ struct DocumentDecoder {
     }
 
     private mutating func decodeListener(_ node: Node) -> ListenerSpec? {
-        let fields = ["loadBalancer", "protocol", "port", "description", "state", "http2", "idleTimeout",
-                      "requestTimeout", "compression", "clientIp", "headers", "quicUpgrade", "certificates",
-                      "securityPolicy", "mutualAuthentication", "defaultAction"]
-        guard let spec = reader.mapping(node, path: "spec", allowed: fields) else { return nil }
-        for key in ["loadBalancer", "protocol", "port", "defaultAction"] where spec.values[key] == nil {
-            reader.missing(spec, key)
-        }
+        guard let spec = specMapping(node, .listener) else { return nil }
+        reader.requireFields(spec)
         let loadBalancer = reader.string(spec, "loadBalancer")
         let proto = reader.enumeration(spec, "protocol", as: ListenerProtocol.self)
-        let port = reader.int(spec, "port", range: 1...65535)
+        let port = reader.int(spec, "port")
         let action = decodeDefaultAction(spec)
         var result = ListenerSpec(loadBalancer: loadBalancer ?? "", protocol: proto ?? .http, port: port ?? 1,
                                   defaultAction: action ?? DefaultAction(forwardGroup: ForwardGroup(serverGroups: [])))
@@ -201,13 +202,12 @@ struct DocumentDecoder {
         if let value = reader.enumeration(spec, "state", as: ListenerDesiredState.self) { result.state = value }
         let http2 = reader.bool(spec, "http2")
         if let http2 { result.http2 = http2 }
-        let timeoutRange = 1...Self.maxTimeoutCeiling
-        if let value = reader.int(spec, "idleTimeout", range: timeoutRange) { result.idleTimeout = value }
-        if let value = reader.int(spec, "requestTimeout", range: timeoutRange) { result.requestTimeout = value }
+        if let value = reader.int(spec, "idleTimeout") { result.idleTimeout = value }
+        if let value = reader.int(spec, "requestTimeout") { result.requestTimeout = value }
         if let value = reader.bool(spec, "compression") { result.compression = value }
         if let value = reader.string(spec, "securityPolicy") { result.securityPolicy = value }
 
-        if let clientIp = reader.object(spec, "clientIp", allowed: ["enabled", "trustedProxies"]) {
+        if let clientIp = reader.object(spec, "clientIp") {
             if let value = reader.bool(clientIp, "enabled") { result.clientIp.enabled = value }
             if let items = reader.list(clientIp, "trustedProxies") {
                 for item in items {
@@ -220,19 +220,19 @@ struct DocumentDecoder {
                 }
             }
         }
-        if let headers = reader.object(spec, "headers", allowed: HeaderSwitches.fields.map(\.name)) {
+        if let headers = reader.object(spec, "headers") {
             for field in HeaderSwitches.fields {
                 if let value = reader.bool(headers, field.name) { result.headers[keyPath: field.keyPath] = value }
             }
         }
         var quicUpgradeView: MappingView?
-        if let quic = reader.object(spec, "quicUpgrade", allowed: ["enabled", "listener"]) {
+        if let quic = reader.object(spec, "quicUpgrade") {
             quicUpgradeView = quic
             if let value = reader.bool(quic, "enabled") { result.quicUpgrade.enabled = value }
             result.quicUpgrade.listener = reader.string(quic, "listener")
         }
         var certificatesView: MappingView?
-        if let certificates = reader.object(spec, "certificates", allowed: ["server", "additional"]) {
+        if let certificates = reader.object(spec, "certificates") {
             certificatesView = certificates
             result.certificates.server = reader.string(certificates, "server")
             if let names = reader.stringList(certificates, "additional"), let listNode = certificates.values["additional"] {
@@ -244,7 +244,7 @@ struct DocumentDecoder {
             }
         }
         var mutualView: MappingView?
-        if let mutual = reader.object(spec, "mutualAuthentication", allowed: ["enabled", "ca"]) {
+        if let mutual = reader.object(spec, "mutualAuthentication") {
             mutualView = mutual
             if let value = reader.bool(mutual, "enabled") { result.mutualAuthentication.enabled = value }
             result.mutualAuthentication.ca = reader.string(mutual, "ca")
@@ -288,12 +288,12 @@ struct DocumentDecoder {
     }
 
     private mutating func decodeDefaultAction(_ spec: MappingView) -> DefaultAction? {
-        guard let action = reader.object(spec, "defaultAction", allowed: ["forwardGroup"]) else { return nil }
+        guard let action = reader.object(spec, "defaultAction") else { return nil }
         guard action.values["forwardGroup"] != nil else {
             reader.missing(action, "forwardGroup")
             return nil
         }
-        guard let forward = reader.object(action, "forwardGroup", allowed: ["serverGroups"]) else { return nil }
+        guard let forward = reader.object(action, "forwardGroup") else { return nil }
         guard forward.values["serverGroups"] != nil else {
             reader.missing(forward, "serverGroups")
             return nil
@@ -306,7 +306,8 @@ struct DocumentDecoder {
         var groups: [WeightedServerGroup] = []
         var seen: Set<String> = []
         for item in items {
-            guard let entry = reader.mapping(item.node, path: item.path, allowed: ["name", "weight"]) else { continue }
+            guard let entry = reader.mapping(item.node, path: item.path, fields: forward.fields(of: "serverGroups"))
+            else { continue }
             guard let nameNode = entry.values["name"] else {
                 reader.missing(entry, "name")
                 continue
@@ -316,7 +317,7 @@ struct DocumentDecoder {
                 reader.error("\(entry.childPath("name")): server group \"\(name)\" is listed twice", at: nameNode)
             }
             var group = WeightedServerGroup(name: name)
-            if let weight = reader.int(entry, "weight", range: 0...100) { group.weight = weight }
+            if let weight = reader.int(entry, "weight") { group.weight = weight }
             groups.append(group)
         }
         return DefaultAction(forwardGroup: ForwardGroup(serverGroups: groups))
@@ -325,16 +326,14 @@ struct DocumentDecoder {
     static let healthCheckCodes = ["http_2xx", "http_3xx", "http_4xx", "http_5xx"]
 
     private mutating func decodeServerGroup(_ node: Node) -> ServerGroupSpec? {
-        guard let spec = reader.mapping(node, path: "spec",
-                                        allowed: ["protocol", "scheduler", "servers", "healthCheck", "stickySession"])
-        else { return nil }
+        guard let spec = specMapping(node, .serverGroup) else { return nil }
         var result = ServerGroupSpec()
         if let value = reader.enumeration(spec, "protocol", as: BackendProtocol.self) { result.protocol = value }
         if let value = reader.enumeration(spec, "scheduler", as: Scheduler.self) { result.scheduler = value }
         for item in reader.list(spec, "servers") ?? [] {
-            guard let entry = reader.mapping(item.node, path: item.path,
-                                             allowed: ["address", "port", "weight", "description"]) else { continue }
-            for key in ["address", "port"] where entry.values[key] == nil { reader.missing(entry, key) }
+            guard let entry = reader.mapping(item.node, path: item.path, fields: spec.fields(of: "servers"))
+            else { continue }
+            reader.requireFields(entry)
             var server = BackendServer(address: "", port: 1)
             if let address = reader.string(entry, "address"), let addressNode = entry.values["address"] {
                 if AddressSyntax.isIP(address) || AddressSyntax.isHostname(address) {
@@ -344,14 +343,12 @@ struct DocumentDecoder {
                                  at: addressNode)
                 }
             }
-            if let port = reader.int(entry, "port", range: 1...65535) { server.port = port }
-            if let weight = reader.int(entry, "weight", range: 0...100) { server.weight = weight }
+            if let port = reader.int(entry, "port") { server.port = port }
+            if let weight = reader.int(entry, "weight") { server.weight = weight }
             if let text = decodeDescription(entry, "description") { server.description = text }
             result.servers.append(server)
         }
-        let checkFields = ["enabled", "path", "method", "codes", "interval", "timeout", "healthyThreshold",
-                           "unhealthyThreshold"]
-        if let check = reader.object(spec, "healthCheck", allowed: checkFields) {
+        if let check = reader.object(spec, "healthCheck") {
             var health = HealthCheck()
             if let value = reader.bool(check, "enabled") { health.enabled = value }
             if let value = reader.string(check, "path"), let pathNode = check.values["path"] {
@@ -372,18 +369,18 @@ struct DocumentDecoder {
                 }
                 health.codes = codes
             }
-            if let value = reader.int(check, "interval", range: 1...50) { health.interval = value }
-            if let value = reader.int(check, "timeout", range: 1...300) { health.timeout = value }
-            if let value = reader.int(check, "healthyThreshold", range: 2...10) { health.healthyThreshold = value }
-            if let value = reader.int(check, "unhealthyThreshold", range: 2...10) { health.unhealthyThreshold = value }
+            if let value = reader.int(check, "interval") { health.interval = value }
+            if let value = reader.int(check, "timeout") { health.timeout = value }
+            if let value = reader.int(check, "healthyThreshold") { health.healthyThreshold = value }
+            if let value = reader.int(check, "unhealthyThreshold") { health.unhealthyThreshold = value }
             result.healthCheck = health
         }
-        if let sticky = reader.object(spec, "stickySession", allowed: ["enabled", "type", "cookieTimeout"]) {
+        if let sticky = reader.object(spec, "stickySession") {
             if let value = reader.bool(sticky, "enabled") { result.stickySession.enabled = value }
             if let value = reader.enumeration(sticky, "type", as: StickySessionType.self) {
                 result.stickySession.type = value
             }
-            if let value = reader.int(sticky, "cookieTimeout", range: 1...86400) {
+            if let value = reader.int(sticky, "cookieTimeout") {
                 result.stickySession.cookieTimeout = value
             }
         }
@@ -391,9 +388,8 @@ struct DocumentDecoder {
     }
 
     private mutating func decodeCertificate(_ node: Node) -> CertificateSpec? {
-        guard let spec = reader.mapping(node, path: "spec", allowed: ["type", "certificate", "privateKey"])
-        else { return nil }
-        for key in ["type", "certificate"] where spec.values[key] == nil { reader.missing(spec, key) }
+        guard let spec = specMapping(node, .certificate) else { return nil }
+        reader.requireFields(spec)
         let type = reader.enumeration(spec, "type", as: CertificateType.self)
         let certificate = decodePath(spec, "certificate")
         let privateKey = decodePath(spec, "privateKey")
@@ -415,8 +411,8 @@ struct DocumentDecoder {
     }
 
     private mutating func decodeSecurityPolicy(_ node: Node) -> SecurityPolicySpec? {
-        guard let spec = reader.mapping(node, path: "spec", allowed: ["tlsVersions", "ciphers"]) else { return nil }
-        for key in ["tlsVersions", "ciphers"] where spec.values[key] == nil { reader.missing(spec, key) }
+        guard let spec = specMapping(node, .securityPolicy) else { return nil }
+        reader.requireFields(spec)
         var versions: [TLSVersion] = []
         if let items = reader.list(spec, "tlsVersions"), let listNode = spec.values["tlsVersions"] {
             if items.isEmpty { reader.error("spec.tlsVersions: must not be empty", at: listNode) }

@@ -38,13 +38,19 @@ public struct HeaderSwitches: Equatable, Sendable {
     public var clientCertClientVerify = false
     public init() {}
 
-    /// Manifest key names, in canonical order, with their key paths.
-    static var fields: [(name: String, keyPath: WritableKeyPath<HeaderSwitches, Bool>)] { [
-        ("xForwardedFor", \.xForwardedFor), ("xForwardedProto", \.xForwardedProto),
-        ("xForwardedPort", \.xForwardedPort), ("xForwardedHost", \.xForwardedHost),
-        ("xForwardedClientSrcPort", \.xForwardedClientSrcPort), ("slbId", \.slbId),
-        ("clientCertSubjectDN", \.clientCertSubjectDN), ("clientCertIssuerDN", \.clientCertIssuerDN),
-        ("clientCertFingerprint", \.clientCertFingerprint), ("clientCertClientVerify", \.clientCertClientVerify),
+    /// Manifest key names, in canonical order, with their key paths and what each adds.
+    static var fields: [(name: String, keyPath: WritableKeyPath<HeaderSwitches, Bool>, summary: String)] { [
+        ("xForwardedFor", \.xForwardedFor, "X-Forwarded-For with the client IP appended."),
+        ("xForwardedProto", \.xForwardedProto, "X-Forwarded-Proto: http or https."),
+        ("xForwardedPort", \.xForwardedPort, "X-Forwarded-Port: the listener port."),
+        ("xForwardedHost", \.xForwardedHost, "X-Forwarded-Host: the request's Host."),
+        ("xForwardedClientSrcPort", \.xForwardedClientSrcPort, "X-Forwarded-Client-srcport: the client's source port."),
+        ("slbId", \.slbId, "SLB-ID: the load balancer's name."),
+        ("clientCertSubjectDN", \.clientCertSubjectDN, "X-Forwarded-Clientcert-subjectdn (mutual TLS only)."),
+        ("clientCertIssuerDN", \.clientCertIssuerDN, "X-Forwarded-Clientcert-issuerdn (mutual TLS only)."),
+        ("clientCertFingerprint", \.clientCertFingerprint, "X-Forwarded-Clientcert-fingerprint (mutual TLS only)."),
+        ("clientCertClientVerify", \.clientCertClientVerify,
+         "X-Forwarded-Clientcert-clientverify (mutual TLS only)."),
     ] }
 }
 

@@ -11,6 +11,13 @@ public struct LoadBalancerQuotas: Equatable, Sendable {
     public var maxIdleTimeout: Int = 600
     public var maxRequestTimeout: Int = 600
 
+    /// The largest `listeners` quota: on Basic instances, and on the others.
+    public static let maxListenersBasic = 80
+    public static let maxListeners = 100
+    /// The largest timeout quotas: on instances that are not `upgraded`, and on those that are.
+    public static let maxTimeout = 900
+    public static let maxTimeoutUpgraded = 3600
+
     public init(listeners: Int = 50, maxIdleTimeout: Int = 600, maxRequestTimeout: Int = 600) {
         self.listeners = listeners
         self.maxIdleTimeout = maxIdleTimeout

@@ -1,12 +1,17 @@
 import Yams
 
-/// A mapping being read: its path, node and values by key (explicit nulls are dropped).
+/// A mapping being read: its path, node, the fields its table allows (``ManifestFields``) and values by
+/// key (explicit nulls are dropped).
 struct MappingView {
     var path: String
     var node: Node
+    var fields: [ManifestField]
     var values: [String: Node]
 
     func childPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    /// The fields of the mapping (or of each mapping in the list) under `key`.
+    func fields(of key: String) -> [ManifestField] { fields[field: key]?.shape.fields ?? [] }
 }
 
 /// Reads one document's Yams nodes into typed values, collecting every problem instead of stopping
@@ -52,14 +57,16 @@ struct NodeReader {
 
     // MARK: Structure
 
-    /// Checks `node` is a mapping with scalar keys from `allowed`, reporting the rest.
-    mutating func mapping(_ node: Node, path: String, allowed: [String]) -> MappingView? {
+    /// Checks `node` is a mapping with scalar keys among `fields`, reporting the rest (with the nearest
+    /// known name when one is close: a typo, not a different field).
+    mutating func mapping(_ node: Node, path: String, fields: [ManifestField]) -> MappingView? {
         guard case .mapping(let mapping) = node else {
             error("\(path): expected a mapping, got \(Self.describe(node))", at: node)
             return nil
         }
         locations[path] = location(node)
-        var view = MappingView(path: path, node: node, values: [:])
+        var view = MappingView(path: path, node: node, fields: fields, values: [:])
+        let allowed = fields.names
         for (key, value) in mapping {
             guard case .scalar(let keyScalar) = key else {
                 error("\(path.isEmpty ? "" : "\(path): ")mapping keys must be scalars, got \(Self.describe(key))", at: key)
@@ -67,7 +74,11 @@ struct NodeReader {
             }
             let name = keyScalar.string
             guard allowed.contains(name) else {
-                error("unknown field \"\(view.childPath(name))\"", at: key)
+                var message = "unknown field \"\(view.childPath(name))\""
+                if let nearest = NearestName.suggestion(for: name, among: allowed) {
+                    message += " (did you mean \"\(nearest)\"?)"
+                }
+                error(message, at: key)
                 continue
             }
             if Self.isNull(value) { continue }
@@ -76,10 +87,15 @@ struct NodeReader {
         return view
     }
 
-    /// A child mapping; nil when absent or wrong type (already reported).
-    mutating func object(_ parent: MappingView, _ key: String, allowed: [String]) -> MappingView? {
+    /// A child mapping, checked against its table; nil when absent or wrong type (already reported).
+    mutating func object(_ parent: MappingView, _ key: String) -> MappingView? {
         guard let node = parent.values[key] else { return nil }
-        return mapping(node, path: parent.childPath(key), allowed: allowed)
+        return mapping(node, path: parent.childPath(key), fields: parent.fields(of: key))
+    }
+
+    /// Reports every field the table marks required that `parent` lacks, in table order.
+    mutating func requireFields(_ parent: MappingView) {
+        for key in parent.fields.requiredNames where parent.values[key] == nil { missing(parent, key) }
     }
 
     /// A child list's elements with their paths; nil when absent or wrong type (already reported).
@@ -156,8 +172,10 @@ struct NodeReader {
         parent.values[key].flatMap { string($0, path: parent.childPath(key)) }
     }
 
+    /// An integer within `range`, or by default within the range its table gives.
     mutating func int(_ parent: MappingView, _ key: String, range: ClosedRange<Int>? = nil) -> Int? {
-        parent.values[key].flatMap { int($0, path: parent.childPath(key), range: range) }
+        let bounds = range ?? parent.fields[field: key]?.shape.range
+        return parent.values[key].flatMap { int($0, path: parent.childPath(key), range: bounds) }
     }
 
     mutating func bool(_ parent: MappingView, _ key: String) -> Bool? {

@@ -7,8 +7,10 @@ import Glibc
 ///
 /// On Linux it listens to inotify on every directory of the tree (and the root's parent, so a replaced or
 /// late-created root is seen) and reports a change once the tree has been quiet for `settle`. inotify can
-/// miss things (a root that did not exist yet, watch limits), so every `pollInterval` it also compares a
-/// cheap `stat` fingerprint of the tree; elsewhere that fingerprint is all it uses. Either way it survives
+/// miss things (a root that did not exist yet, watch limits, a symbolic link swapped above the watched
+/// directories as git-sync swaps its worktree link), so every `pollInterval` it also compares a cheap
+/// `stat` fingerprint of the tree, taken through the links (a swapped Kubernetes `..data` link changes
+/// it); elsewhere that fingerprint is all it uses. Either way it survives
 /// rename-over writes, a replaced directory and a directory missing at start.
 public struct DirectoryWatcher: Sendable {
     public let directory: ManifestDirectory
@@ -35,6 +37,10 @@ public struct DirectoryWatcher: Sendable {
                     let current = watcher.directory.fingerprint()
                     if current != settled {
                         settled = current
+                        // A link swapped above the watched directories (git-sync's worktree link, the root
+                        // itself a link) raises no inotify event: only the fingerprint saw it. Watch the
+                        // directories the links lead to now.
+                        if !woke { notifier.rewatch() }
                         continuation.yield()
                     }
                 }
