@@ -6,6 +6,9 @@ CONFIG ?= debug
 BIN := .build/$(CONFIG)/alb
 PYTHON ?= python3
 DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk
+# QUIC (docs/quic.md): Debian's ngtcp2 0.12 with its GnuTLS crypto helper and nghttp3 0.8 for the CNgtcp2 and
+# CNghttp3 system-library targets; ngtcp2's example client for the end-to-end tests.
+DEBIAN_PACKAGES += libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev pkg-config ngtcp2-client
 # jsonschema checks manifests against `alb schema`; kubernetes' API models check examples/kubernetes/.
 PYTHON_PACKAGES := pytest pyyaml grpcio jsonschema kubernetes websockets
 STAMP := .build/.deps-installed

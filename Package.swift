@@ -57,6 +57,15 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
+        // QUIC (docs/quic.md): Debian's ngtcp2 0.12 (with its GnuTLS crypto helper, linked by the module map)
+        // and nghttp3 0.8, installed by `make deps`. Only ALBQUIC imports these modules.
+        .systemLibrary(name: "CNgtcp2", pkgConfig: "libngtcp2",
+                       providers: [.apt(["libngtcp2-dev", "libngtcp2-crypto-gnutls-dev", "libgnutls28-dev"])]),
+        .systemLibrary(name: "CNghttp3", pkgConfig: "libnghttp3", providers: [.apt(["libnghttp3-dev"])]),
+        .target(name: "ALBQUIC", dependencies: [
+            "CNgtcp2", "CNghttp3",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         // Fuzz targets (docs/fuzzing.md). `make fuzz` builds them with `--sanitize fuzzer` and
         // `-DALB_LIBFUZZER`, where libFuzzer supplies `main`; a plain `swift build` builds them as small
         // replay tools that run the same check over files given as arguments (a crasher, a corpus).
@@ -69,7 +78,15 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ], path: "fuzz/HTTP1Request"),
+        .executableTarget(name: "alb-fuzz-quic-datagram", dependencies: [
+            "ALBQUIC", "FuzzReplay",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ], path: "fuzz/QUICDatagram"),
         .testTarget(name: "ALBManifestTests", dependencies: ["ALBManifest"]),
+        .testTarget(name: "ALBQUICTests", dependencies: [
+            "ALBQUIC",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .testTarget(name: "ALBReconcilerTests", dependencies: [
             "ALBReconciler", "ALBDataPlane",
             .product(name: "NIOPosix", package: "swift-nio"),
