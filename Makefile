@@ -12,18 +12,23 @@ STAMP := .build/.deps-installed
 
 all: build
 
-# Debian packages: `apt-get update` once, then install only what is missing.
+# Debian packages: `apt-get update` once, then install only what is missing. Re-checked when this file
+# changes (a new dependency here reaches machines that installed the old list).
 deps: $(STAMP)
-$(STAMP):
+$(STAMP): Makefile
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	command -v $(PYTHON) >/dev/null 2>&1 || missing="$$missing python3 python3-pip"; \
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && apt-get install -y -q $$missing; fi
 	@command -v swift >/dev/null 2>&1 || { echo "error: swift not found on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
-	@$(PYTHON) -c "import pytest, yaml, grpc" 2>/dev/null || { echo "installing pytest, pyyaml and grpcio from PyPI"; \
-	  $(PYTHON) -m pip install -q pytest pyyaml grpcio 2>/dev/null \
-	  || $(PYTHON) -m pip install -q --break-system-packages pytest pyyaml grpcio 2>/dev/null \
-	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml python3-grpcio; }; }
+	@$(PYTHON) -c "import pytest, yaml, grpc, prometheus_client" 2>/dev/null || { \
+	  echo "installing pytest, pyyaml, grpcio and prometheus_client from PyPI"; \
+	  $(PYTHON) -m pip install -q pytest pyyaml grpcio prometheus_client 2>/dev/null \
+	  || $(PYTHON) -m pip install -q --break-system-packages pytest pyyaml grpcio prometheus_client 2>/dev/null \
+	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml python3-grpcio python3-prometheus-client; }; }
+	@# promtool (Debian's prometheus package) checks the /metrics text in the e2e tests when present; optional.
+	@command -v promtool >/dev/null 2>&1 || apt-get install -y -q prometheus >/dev/null 2>&1 \
+	  || echo "note: promtool not installed (Debian package prometheus); its /metrics check is skipped"
 	@mkdir -p .build && touch $(STAMP)
 
 build: deps

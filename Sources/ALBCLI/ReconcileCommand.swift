@@ -1,6 +1,7 @@
 import ALBReconciler
 import ArgumentParser
 import Foundation
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -65,8 +66,8 @@ struct ReconcileCommand: AsyncParsableCommand {
     var takeoverTimeout = 30
 
     func validate() throws {
-        guard Log.Format(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
-        guard Log.Level(name: logLevel) != nil else {
+        guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
+        guard Logger.Level(name: logLevel) != nil else {
             throw ValidationError("--log-level must be debug, info, warning or error")
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
@@ -97,7 +98,7 @@ struct ReconcileCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let log = Log(level: Log.Level(name: logLevel) ?? .info, format: Log.Format(rawValue: logFormat) ?? .text)
+        let log = Logger.alb(level: Logger.Level(name: logLevel) ?? .info, format: LogFormat(rawValue: logFormat) ?? .text)
         var options = ReconcileService.Options(manifestDirectory: directory, statusDirectory: status.statusDirectory,
                                                watch: watch, accessLogPath: accessLog)
         options.drainTimeout = .seconds(drainTimeout)

@@ -29,6 +29,12 @@ public final class DataPlane: Sendable {
     let inherited = NIOLockedValueBox(InheritedSockets())
     /// While a takeover waits for `done`, listeners start without accepting (``holdAccepting()``).
     let acceptingHeld = NIOLockedValueBox(false)
+    /// Instances being stopped (``stop(key:)``), still counted in the metrics until they are folded
+    /// into ``retired``.
+    let stopping = NIOLockedValueBox<[ObjectIdentifier: ListenerRuntime]>([:])
+    /// Final counters of closed instances, so a listener's and a server's counters stay monotonic
+    /// across replacements (a drained instance's counts do not vanish from the sums).
+    let retired = NIOLockedValueBox(RetiredCounters())
     /// The accept backlog of every listening socket.
     static let backlog: Int32 = 1024
 
@@ -143,8 +149,21 @@ public final class DataPlane: Sendable {
     /// Closes the listening socket and every client connection of the listener, and its backend pools.
     public func stop(key: String) async {
         guard let runtime = self.listeners.withLockedValue({ $0.removeValue(forKey: key) }) else { return }
+        let id = ObjectIdentifier(runtime)
+        self.stopping.withLockedValue { $0[id] = runtime }
         await runtime.closeEverything()
+        await self.retire(runtime, from: self.stopping)
         self.accessLog?.flush()
+    }
+
+    /// Folds a closed instance's final counters into ``retired`` and forgets it, in one step as a scrape
+    /// sees it (a scrape lists the instances and copies ``retired`` under the same locks' order).
+    private func retire(_ runtime: ListenerRuntime, from set: NIOLockedValueBox<[ObjectIdentifier: ListenerRuntime]>) async {
+        let final = await runtime.metrics()
+        self.retired.withLockedValue { retired in
+            set.withLockedValue { $0[ObjectIdentifier(runtime)] = nil }
+            retired.add(final)
+        }
     }
 
     /// Retires the instance `key` the way an nginx or HAProxy reload retires its old workers: it stops
@@ -162,7 +181,7 @@ public final class DataPlane: Sendable {
         Task {
             await Self.waitForConnections(of: [runtime], until: deadline)
             await runtime.closeEverything()
-            self.draining.withLockedValue { $0[id] = nil }
+            await self.retire(runtime, from: self.draining)
             self.accessLog?.flush()
         }
     }
@@ -176,8 +195,10 @@ public final class DataPlane: Sendable {
         }
     }
 
-    public func stats(key: String) -> ListenerStats? {
-        self.listeners.withLockedValue { $0[key] }?.counters.snapshot
+    /// The instance's counters (summed over its event loops) for its status file.
+    public func stats(key: String) async -> ListenerStats? {
+        guard let runtime = self.listeners.withLockedValue({ $0[key] }) else { return nil }
+        return await runtime.metrics().stats
     }
 
     /// Graceful: stops accepting everywhere, closes idle keep-alive connections, lets busy ones finish

@@ -42,11 +42,13 @@ final class ListenerSnapshot: AtomicReference, Sendable {
     }
 }
 
-/// One listener's state on one event loop: its backend pools. Used on that loop only, so it needs no
-/// locks. (Balancing is shared by all loops: see ``Balancer``.)
+/// One listener's state on one event loop: its backend pools and its counters. Used on that loop only,
+/// so it needs no locks. (Balancing is shared by all loops: see ``Balancer``.)
 final class ListenerLoopState {
     let eventLoop: EventLoop
     let accessLog: AccessLogBuffer?
+    /// This loop's share of the listener's counters; a scrape sums every loop's (``ListenerRuntime/metrics()``).
+    var counters = ListenerLoopCounters()
     private var generation = -1
     private var pools: [String: BackendPool] = [:]
     private var closed = false
@@ -113,7 +115,9 @@ extension ListenerLoopState: Sendable {}
 final class ListenerRuntime: Sendable {
     let name: String
     let snapshot: ManagedAtomic<ListenerSnapshot>
-    let counters = ListenerCounters()
+    /// Connections open now, over every loop: the one listener-wide count, because the connection cap
+    /// needs it at accept time (once per connection, never per request).
+    private let active = ManagedAtomic<Int>(0)
     let accessLog: AccessLog?
     private let stopping = ManagedAtomic<Bool>(false)
     private let loops = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<ListenerLoopState>]>([:])
@@ -199,16 +203,19 @@ final class ListenerRuntime: Sendable {
             self.connections.withLockedValue { $0[key] = nil }
             return nil
         }
-        let active = self.counters.activeConnections.wrappingIncrementThenLoad(ordering: .relaxed)
+        // The child initializer runs on the connection's loop: its counters are this loop's.
+        let state = self.loopState(for: channel.eventLoop)
+        let active = self.active.wrappingIncrementThenLoad(ordering: .relaxed)
         if active > snapshot.config.limits.maxConnections {
-            self.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
+            self.active.wrappingDecrement(ordering: .relaxed)
+            state.counters.countRejection(.connectionLimit)
             self.connections.withLockedValue { $0[key] = nil }
             return channel.close()
         }
-        self.counters.totalConnections.wrappingIncrement(ordering: .relaxed)
+        state.counters.totalConnections &+= 1
         channel.closeFuture.whenComplete { _ in
             self.connections.withLockedValue { $0[key] = nil }
-            self.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
+            self.active.wrappingDecrement(ordering: .relaxed)
         }
         do {
             let options = EdgePipelineOptions(
@@ -216,7 +223,8 @@ final class ListenerRuntime: Sendable {
                 headerTimeout: snapshot.config.limits.headerTimeout,
                 idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout }
             )
-            let loopState = NIOLoopBound(self.loopState(for: channel.eventLoop), eventLoop: channel.eventLoop)
+            try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(state: state))
+            let loopState = NIOLoopBound(state, eventLoop: channel.eventLoop)
             let scheme = snapshot.transport.scheme
             try snapshot.transport.configure(
                 channel, handshakeTimeout: snapshot.config.limits.headerTimeout,
@@ -274,7 +282,25 @@ final class ListenerRuntime: Sendable {
     }
 
     var activeConnections: Int {
-        self.counters.activeConnections.load(ordering: .relaxed)
+        self.active.load(ordering: .relaxed)
+    }
+
+    /// Every loop's counters summed: each loop's are copied on that loop (a copy of a few arrays), so
+    /// counting never takes a lock; the copies are added up here.
+    func metrics() async -> ListenerMetrics {
+        let loops = self.loops.withLockedValue { Array($0.values) }
+        var total = ListenerLoopCounters()
+        for bound in loops {
+            if let counters = try? await bound.eventLoop.submit({ bound.value.counters }).get() {
+                total += counters
+            }
+        }
+        return ListenerMetrics(name: self.name, activeConnections: self.activeConnections, counters: total)
+    }
+
+    /// `Wlc` requests in flight through the current configuration.
+    var requestsInFlight: [(key: UpstreamKey, count: Int)] {
+        self.snapshot.load(ordering: .relaxed).balancer.requestsInFlight
     }
 
     /// Closes every connection and backend pool, and flushes the access log buffers.

@@ -183,12 +183,13 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             if let exchange = self.exchange {
                 if !exchange.machine.responseHeadSent {
                     exchange.machine.status = status
-                    self.runtime.counters.countResponse(status: status)
+                    self.loopState.counters.countResponse(status: status, framing: self.framing)
                 }
             } else {
-                self.runtime.counters.countResponse(status: status)
+                self.loopState.counters.countResponse(status: status, framing: self.framing)
                 self.logRefusedRequest(status: status)
             }
+            self.loopState.counters.countEdgeRefusal(status: status)
             self.logExchange()
             self.abandonExchange()
             self.closed = true
@@ -203,7 +204,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         guard self.exchange == nil else { return }
         let snapshot = self.runtime.snapshot.load(ordering: .acquiring)
         let config = snapshot.config
-        self.runtime.counters.totalRequests.wrappingIncrement(ordering: .relaxed)
+        self.loopState.counters.totalRequests &+= 1
         let clientIP =
             snapshot.clientIPResolver?.resolve(peer: self.peerIP, forwardedFor: head.headers["x-forwarded-for"])
             ?? self.peerIP
@@ -341,6 +342,9 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             }
             return
         }
+        if case .failure = result, !reused, let failed = exchange.server {
+            self.loopState.counters.countConnectFailure(failed.metricsKey)
+        }
         if case .failure = result, !reused, self.routeToAnotherServer(exchange) {
             self.acquireBackend(exchange, allowIdle: true)
             return
@@ -390,7 +394,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
                     framing: self.framing
                 )
                 exchange.machine.closeClientAfterResponse(closeAfter)
-                self.runtime.counters.countResponse(status: exchange.machine.status)
+                self.loopState.counters.countResponse(status: exchange.machine.status, framing: self.framing)
                 var relayed = clientHead
                 if let cookie = exchange.setCookie {
                     relayed.headers.add(name: "set-cookie", value: cookie)
@@ -408,6 +412,9 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             }
         case .end(let trailers):
             let end = exchange.machine.receiveResponseEnd()
+            if let server = exchange.server {
+                self.loopState.counters.observeUpstream(server.metricsKey, context.eventLoop.now - exchange.machine.started)
+            }
             // Give the backend connection back first.
             backend.delegate = nil
             self.backend = nil
@@ -518,7 +525,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
             self.backend = nil
         }
         let keepAlive = exchange.machine.respondWithError(status, close: close)
-        self.runtime.counters.countResponse(status: exchange.machine.status)
+        self.loopState.counters.countResponse(status: exchange.machine.status, framing: self.framing)
         let head = EdgeResponse.head(for: status, version: exchange.head.version, close: !keepAlive, framing: self.framing)
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
         if exchange.head.method != .HEAD {
@@ -544,6 +551,9 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
 
     /// Logs the exchange and forgets it.
     private func finishExchange() {
+        if let exchange = self.exchange {
+            self.loopState.counters.requestDuration.observe(self.loopState.eventLoop.now - exchange.machine.started)
+        }
         self.logExchange()
         self.exchange = nil
     }

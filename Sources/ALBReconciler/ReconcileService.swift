@@ -1,6 +1,7 @@
 import ALBDataPlane
 import Dispatch
 import Foundation
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -45,14 +46,24 @@ public struct ReconcileService: Sendable {
     }
 
     public let options: Options
-    public let log: Log
+    public let log: Logger
 
-    public init(options: Options, log: Log) {
+    public init(options: Options, log: Logger) {
         self.options = options
         self.log = log
     }
 
     public func run() async throws {
+        // The admin endpoint's address is not a listener's: a manifest that claims it is a start-up error
+        // (later passes refuse such a listener with BindFailed and say why).
+        let reserved = options.admin.map { ReservedAddress(host: $0.host, port: $0.port) }
+        if let reserved {
+            let claims = Reconciler.listenersClaiming(reserved, in: ManifestDirectory(root: options.manifestDirectory))
+            if !claims.isEmpty {
+                throw ReconcileServiceError("--admin \(reserved) is also a listener's address: "
+                                            + claims.joined(separator: "; ") + "; choose another --admin port or change the listener")
+            }
+        }
         // With --takeover and a process listening there, its lock and sockets come from it; otherwise the
         // lock is taken here (and refused while another reconciler holds it), as always.
         var predecessor: (client: TakeoverClient, pid: Int32)?
@@ -84,13 +95,13 @@ public struct ReconcileService: Sendable {
         }
         let directory = ManifestDirectory(root: options.manifestDirectory)
         let reconciler = Reconciler(directory: directory, store: StatusStore(directory: options.statusDirectory),
-                                    dataPlane: dataPlane, log: log)
+                                    dataPlane: dataPlane, log: log, reservedAddress: reserved)
         // The admin endpoint: at once, or after a takeover is confirmed (the predecessor's holds the port
         // until it hands over).
         var admin: AdminServer?
         defer { if let admin { Task { await admin.stop() } } }
         if predecessor == nil {
-            admin = try await startAdmin(group: group, state: reconciler.adminState, retryFor: .zero)
+            admin = try await startAdmin(group: group, reconciler: reconciler, dataPlane: dataPlane, retryFor: .zero)
         }
         let (triggers, continuation) = AsyncStream.makeStream(of: Trigger.self)
 
@@ -227,7 +238,8 @@ public struct ReconcileService: Sendable {
                 lock.writeOwnerPID()
                 if options.admin != nil {
                     do {
-                        admin = try await startAdmin(group: group, state: reconciler.adminState, retryFor: .seconds(5))
+                        admin = try await startAdmin(group: group, reconciler: reconciler, dataPlane: dataPlane,
+                                                     retryFor: .seconds(5))
                     } catch {
                         log.error("cannot start the admin endpoint", ["error": String(describing: error)])
                     }
@@ -243,12 +255,15 @@ public struct ReconcileService: Sendable {
 
     /// Starts the admin endpoint when `--admin` asks for one. `retryFor`: how long a taken port is tried
     /// again (after a takeover, until the predecessor has closed its endpoint).
-    private func startAdmin(group: any EventLoopGroup, state: AdminStateBox, retryFor: Duration) async throws -> AdminServer? {
+    private func startAdmin(group: any EventLoopGroup, reconciler: Reconciler, dataPlane: DataPlane,
+                            retryFor: Duration) async throws -> AdminServer? {
         guard let (host, port) = options.admin else { return nil }
         let deadline = ContinuousClock.now + retryFor
+        let metrics = reconciler.metrics
         while true {
             do {
-                let server = try await AdminServer.start(host: host, port: port, group: group, state: state)
+                let server = try await AdminServer.start(host: host, port: port, group: group, state: reconciler.adminState,
+                                                         metrics: { await metrics.exposition(dataPlane: dataPlane) })
                 log.info("admin endpoint listening", ["address": server.address])
                 return server
             } catch {
