@@ -38,7 +38,13 @@ public final class DataPlane: Sendable {
     /// The accept backlog of every listening socket.
     static let backlog: Int32 = 1024
 
-    public init(group: any EventLoopGroup, accessLog: AccessLog?, drainTimeout: TimeAmount = .seconds(30)) {
+    /// Durations and bytes for `/metrics` (``ListenerLoopState/detailedMetrics``); the counters status
+    /// files show are kept either way.
+    let detailedMetrics: Bool
+
+    public init(group: any EventLoopGroup, accessLog: AccessLog?, drainTimeout: TimeAmount = .seconds(30),
+                detailedMetrics: Bool = true) {
+        self.detailedMetrics = detailedMetrics
         self.group = group
         self.accessLog = accessLog
         self.drainTimeout = drainTimeout
@@ -66,7 +72,8 @@ public final class DataPlane: Sendable {
         }
         defer { _ = self.starting.withLockedValue { $0.remove(config.key) } }
 
-        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, health: self.healthChecker)
+        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, health: self.healthChecker,
+                                          detailedMetrics: self.detailedMetrics)
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let held = self.acceptingHeld.withLockedValue { $0 }
         let bootstrap = ServerBootstrap(group: self.group)
@@ -119,7 +126,8 @@ public final class DataPlane: Sendable {
         guard self.listeners.withLockedValue({ $0[config.key] == nil }) else {
             throw DataPlaneError.listenerExists(config.name)
         }
-        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, health: self.healthChecker)
+        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, health: self.healthChecker,
+                                          detailedMetrics: self.detailedMetrics)
         guard let socket = previous.detachSocket() else { throw DataPlaneError.unknownListener(key) }
         runtime.attach(socket)
         self.listeners.withLockedValue { $0[config.key] = runtime }

@@ -49,12 +49,16 @@ final class ListenerLoopState {
     let accessLog: AccessLogBuffer?
     /// This loop's share of the listener's counters; a scrape sums every loop's (``ListenerRuntime/metrics()``).
     var counters = ListenerLoopCounters()
+    /// The `/metrics` families beyond the status files' counters (durations, bytes): off without `--admin`,
+    /// so a process that serves no metrics reads no clock for them.
+    let detailedMetrics: Bool
     private var generation = -1
     private var pools: [String: BackendPool] = [:]
     private var closed = false
 
-    init(eventLoop: EventLoop, accessLog: AccessLog?) {
+    init(eventLoop: EventLoop, accessLog: AccessLog?, detailedMetrics: Bool = true) {
         self.eventLoop = eventLoop
+        self.detailedMetrics = detailedMetrics
         self.accessLog = accessLog.map { AccessLogBuffer(log: $0, eventLoop: eventLoop) }
     }
 
@@ -95,6 +99,18 @@ final class ListenerLoopState {
         }
     }
 
+    /// An answered request's duration, from its head (``detailedMetrics`` only).
+    func observeRequest(started: NIODeadline) {
+        guard self.detailedMetrics else { return }
+        self.counters.requestDuration.observe(self.eventLoop.now - started)
+    }
+
+    /// A server's answer, from the request head to the end of its response (``detailedMetrics`` only).
+    func observeUpstream(_ key: UpstreamKey, started: NIODeadline) {
+        guard self.detailedMetrics else { return }
+        self.counters.observeUpstream(key, self.eventLoop.now - started)
+    }
+
     func closeAll() {
         self.closed = true
         for pool in self.pools.values {
@@ -129,7 +145,11 @@ final class ListenerRuntime: Sendable {
     /// Where the balancers of this listener's snapshots find their checked servers' health.
     let health: HealthChecker?
 
-    init(config: ListenerConfig, accessLog: AccessLog?, health: HealthChecker? = nil) throws {
+    /// See ``ListenerLoopState/detailedMetrics``.
+    let detailedMetrics: Bool
+
+    init(config: ListenerConfig, accessLog: AccessLog?, health: HealthChecker? = nil, detailedMetrics: Bool = true) throws {
+        self.detailedMetrics = detailedMetrics
         self.name = config.name
         self.snapshot = ManagedAtomic(try ListenerSnapshot(config: config, generation: 0, health: health))
         self.accessLog = accessLog
@@ -184,7 +204,8 @@ final class ListenerRuntime: Sendable {
         let key = ObjectIdentifier(eventLoop)
         let bound = self.loops.withLockedValue { loops in
             if let existing = loops[key] { return existing }
-            let created = NIOLoopBound(ListenerLoopState(eventLoop: eventLoop, accessLog: self.accessLog), eventLoop: eventLoop)
+            let created = NIOLoopBound(ListenerLoopState(eventLoop: eventLoop, accessLog: self.accessLog,
+                                                         detailedMetrics: self.detailedMetrics), eventLoop: eventLoop)
             loops[key] = created
             return created
         }
@@ -223,7 +244,9 @@ final class ListenerRuntime: Sendable {
                 headerTimeout: snapshot.config.limits.headerTimeout,
                 idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout }
             )
-            try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(state: state))
+            if self.detailedMetrics {
+                try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(state: state))
+            }
             let loopState = NIOLoopBound(state, eventLoop: channel.eventLoop)
             let scheme = snapshot.transport.scheme
             try snapshot.transport.configure(

@@ -413,7 +413,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
         case .end(let trailers):
             let end = exchange.machine.receiveResponseEnd()
             if let server = exchange.server {
-                self.loopState.counters.observeUpstream(server.metricsKey, context.eventLoop.now - exchange.machine.started)
+                self.loopState.observeUpstream(server.metricsKey, started: exchange.machine.started)
             }
             // Give the backend connection back first.
             backend.delegate = nil
@@ -552,7 +552,7 @@ final class ProxyHandler: ChannelDuplexHandler, BackendConnectionDelegate {
     /// Logs the exchange and forgets it.
     private func finishExchange() {
         if let exchange = self.exchange {
-            self.loopState.counters.requestDuration.observe(self.loopState.eventLoop.now - exchange.machine.started)
+            self.loopState.observeRequest(started: exchange.machine.started)
         }
         self.logExchange()
         self.exchange = nil
