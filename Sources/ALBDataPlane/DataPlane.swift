@@ -35,6 +35,8 @@ public final class DataPlane: Sendable {
     /// Final counters of closed instances, so a listener's and a server's counters stay monotonic
     /// across replacements (a drained instance's counts do not vanish from the sums).
     let retired = NIOLockedValueBox(RetiredCounters())
+    /// Set by ``shutdown(drainTimeout:)``: instances closing after it are not summed.
+    let shuttingDown = NIOLockedValueBox(false)
     /// The accept backlog of every listening socket.
     static let backlog: Int32 = 1024
 
@@ -167,6 +169,11 @@ public final class DataPlane: Sendable {
     /// Folds a closed instance's final counters into ``retired`` and forgets it, in one step as a scrape
     /// sees it (a scrape lists the instances and copies ``retired`` under the same locks' order).
     private func retire(_ runtime: ListenerRuntime, from set: NIOLockedValueBox<[ObjectIdentifier: ListenerRuntime]>) async {
+        // Once the data plane shuts down, its event loops may be gone: nothing is summed any more.
+        guard !self.shuttingDown.withLockedValue({ $0 }) else {
+            set.withLockedValue { $0[ObjectIdentifier(runtime)] = nil }
+            return
+        }
         let final = await runtime.metrics()
         self.retired.withLockedValue { retired in
             set.withLockedValue { $0[ObjectIdentifier(runtime)] = nil }
@@ -212,6 +219,7 @@ public final class DataPlane: Sendable {
     /// Graceful: stops accepting everywhere, closes idle keep-alive connections, lets busy ones finish
     /// their current exchange (then they close), waits up to `drainTimeout`, then closes everything.
     public func shutdown(drainTimeout: TimeAmount) async {
+        self.shuttingDown.withLockedValue { $0 = true }
         self.healthChecker.stopAll()
         let serving = self.listeners.withLockedValue { listeners in
             let all = Array(listeners.values)
