@@ -8,11 +8,12 @@ import XCTest
 final class MetricsTests: DataPlaneTestCase {
     override class var loopCount: Int { 2 }
 
-    private func config(name: String = "web", key: String? = nil, servers: [BackendServer]) -> ListenerConfig {
+    private func config(name: String = "web", key: String? = nil, servers: [BackendServer],
+                        limits: EdgeLimits = EdgeLimits()) -> ListenerConfig {
         var config = ListenerConfig(
             name: name, loadBalancerName: "lb", bindHost: "127.0.0.1", port: 0, idleTimeout: .seconds(30),
             requestTimeout: .seconds(30), headers: HeaderOptions(), clientIP: nil,
-            groups: [BackendGroup(name: "g", weight: 100, servers: servers)], limits: EdgeLimits())
+            groups: [BackendGroup(name: "g", weight: 100, servers: servers)], limits: limits)
         if let key { config.key = key }
         return config
     }
@@ -78,6 +79,29 @@ final class MetricsTests: DataPlaneTestCase {
         XCTAssertEqual(web.counters.responses(protocol: .http1, statusClass: 4), 1)
         XCTAssertEqual(metrics.servers.first?.upstream.connectFailures, 1)
         XCTAssertEqual(metrics.servers.first?.upstream.duration.count, 0)
+    }
+
+    func testTheConnectionCapAndOversizedHeadsAreRejectionsWithTheirReasons() async throws {
+        let backend = try await backend("a")
+        let dataPlane = try self.plane()
+        let address = try await dataPlane.start(
+            config(servers: [BackendServer(host: "127.0.0.1", port: backend.port)], limits: EdgeLimits(maxConnections: 1)))
+        let first = try await client(address)
+        _ = try await first.request(.GET, "/")
+        let second = try await client(address)
+        let closed = await waitForClose(second.channel, timeout: .seconds(2))
+        XCTAssertTrue(closed)
+        await first.close()
+        try await Task.sleep(nanoseconds: 200_000_000)
+        let oversized = "GET / HTTP/1.1\r\nHost: h\r\nX: " + String(repeating: "a", count: 70_000) + "\r\n\r\n"
+        let raw = try await rawExchange(address, oversized, group: try self.loopGroup)
+        XCTAssertTrue(raw.text.hasPrefix("HTTP/1.1 431"), raw.text)
+        let metrics = await dataPlane.metrics()
+        let web = try XCTUnwrap(metrics.listeners.first)
+        XCTAssertEqual(web.counters.rejections(.connectionLimit), 1)
+        XCTAssertEqual(web.counters.rejections(.headersTooLarge), 1)
+        XCTAssertEqual(web.counters.rejections(.badRequest), 0)
+        XCTAssertEqual(web.counters.totalConnections, 2, "the capped connection is not an accepted one")
     }
 
     func testARetiredInstanceKeepsItsCountsInTheListenersSums() async throws {
