@@ -46,10 +46,11 @@ struct ReconcileCommand: AsyncParsableCommand {
     var drainTimeout = 30
 
     @Option(name: .customLong("admin"), help: ArgumentHelp(
-        "Serve the admin endpoint on HOST:PORT: /healthz, /readyz and /status (off by default).",
-        discussion: "/healthz is 200 while the process runs; /readyz is 200 once the first pass is done and every "
-            + "listener serves as its manifest asks, 503 with the reasons otherwise (and while draining); /status "
-            + "is the JSON of `alb status -o json`. Loopback addresses only, unless --admin-allow-remote.",
+        "Serve the admin endpoint on HOST:PORT: /metrics, /healthz, /readyz and /status (off by default).",
+        discussion: "/metrics is the Prometheus text format (docs/operations.md lists every metric); /healthz is 200 "
+            + "while the process runs; /readyz is 200 once the first pass is done and every listener serves as its "
+            + "manifest asks, 503 with the reasons otherwise (and while draining); /status is the JSON of `alb status "
+            + "-o json`. Loopback addresses only, unless --admin-allow-remote. No listener may use this address.",
         valueName: "host:port"))
     var admin: String?
 
