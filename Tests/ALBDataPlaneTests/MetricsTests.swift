@@ -104,6 +104,50 @@ final class MetricsTests: DataPlaneTestCase {
         XCTAssertEqual(web.counters.totalConnections, 2, "the capped connection is not an accepted one")
     }
 
+    func testServerHealthIsOneOfThreeStates() async throws {
+        let backend = try await backend("a")
+        let live = BackendServer(host: "127.0.0.1", port: backend.port)
+        let dead = BackendServer(host: "127.0.0.1", port: try unusedPort())
+        let check = HealthCheckConfig(interval: .milliseconds(50), timeout: .milliseconds(500), healthyThreshold: 2,
+                                      unhealthyThreshold: 2)
+        var config = config(servers: [live, dead])
+        config.groups = [BackendGroup(name: "g", weight: 100, servers: [live, dead], healthCheck: check)]
+        let dataPlane = try self.plane()
+        dataPlane.applyHealthChecks([DataPlane.CheckedGroup(name: "g", servers: [live, dead], check: check)])
+        _ = try await dataPlane.start(config)
+        var health: [String: String] = [:]
+        for _ in 0..<100 {
+            health = Dictionary(uniqueKeysWithValues: await dataPlane.metrics().servers.map { ($0.server, $0.health) })
+            if health[dead.address] == "Unhealthy" && health[live.address] == "Healthy" { break }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        XCTAssertEqual(health[live.address], "Healthy")
+        XCTAssertEqual(health[dead.address], "Unhealthy")
+    }
+
+    func testWlcGroupsReportTheirRequestsInFlight() async throws {
+        let backend = try await backend("a")
+        let server = BackendServer(host: "127.0.0.1", port: backend.port)
+        var config = config(servers: [server])
+        config.groups = [BackendGroup(name: "g", weight: 100, servers: [server], scheduling: .weightedLeastRequests)]
+        let dataPlane = try self.plane()
+        let address = try await dataPlane.start(config)
+        let client = try await client(address)
+        async let slow = client.request(.GET, "/slow")
+        var inFlight: Int?
+        for _ in 0..<100 {
+            inFlight = await dataPlane.metrics().servers.first?.activeRequests
+            if inFlight == 1 { break }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        XCTAssertEqual(inFlight, 1)
+        _ = try await slow
+        let after = await dataPlane.metrics().servers.first
+        XCTAssertEqual(after?.activeRequests, 0)
+        XCTAssertEqual(after?.upstream.duration.count, 1)
+        XCTAssertGreaterThan(after?.upstream.duration.sumNanoseconds ?? 0, 2_500_000_000, "/slow answers after 3 s")
+    }
+
     func testARetiredInstanceKeepsItsCountsInTheListenersSums() async throws {
         let backend = try await backend("a")
         let server = BackendServer(host: "127.0.0.1", port: backend.port)
