@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk
 # CNghttp3 system-library targets; ngtcp2's example client for the end-to-end tests.
 DEBIAN_PACKAGES += libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev pkg-config ngtcp2-client
 # jsonschema checks manifests against `alb schema`; kubernetes' API models check examples/kubernetes/.
-PYTHON_PACKAGES := pytest pyyaml grpcio jsonschema kubernetes websockets
+PYTHON_PACKAGES := pytest pyyaml grpcio jsonschema kubernetes websockets prometheus_client
 STAMP := .build/.deps-installed
 
 .PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench bench-allocs alloc-counter fmt lint clean
@@ -26,12 +26,15 @@ $(STAMP): Makefile
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && apt-get install -y -q $$missing; fi
 	@command -v swift >/dev/null 2>&1 || { echo "error: swift not found on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
-	@$(PYTHON) -c "import pytest, yaml, grpc, websockets, jsonschema, kubernetes" 2>/dev/null || { \
+	@$(PYTHON) -c "import pytest, yaml, grpc, websockets, jsonschema, kubernetes, prometheus_client" 2>/dev/null || { \
 	  echo "installing $(PYTHON_PACKAGES) from PyPI"; \
 	  $(PYTHON) -m pip install -q $(PYTHON_PACKAGES) 2>/dev/null \
 	  || $(PYTHON) -m pip install -q --break-system-packages $(PYTHON_PACKAGES) 2>/dev/null \
 	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml python3-grpcio python3-websockets \
-	       python3-jsonschema python3-kubernetes; }; }
+	       python3-jsonschema python3-kubernetes python3-prometheus-client; }; }
+	@# promtool (Debian's prometheus package) checks the /metrics text in the e2e tests when present; optional.
+	@command -v promtool >/dev/null 2>&1 || apt-get install -y -q prometheus >/dev/null 2>&1 \
+	  || echo "note: promtool not installed (Debian package prometheus); its /metrics check is skipped"
 	@mkdir -p .build && touch $(STAMP)
 
 build: deps

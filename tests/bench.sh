@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh),
 # the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and HTTP/2), the
-# WebSocket rows (tests/bench_websocket.py: messages per second and CPU per message, direct, alb, nginx), then the
+# WebSocket rows (tests/bench_websocket.py: messages per second and CPU per message, direct, alb, nginx),
+# metrics on vs off (tests/bench_metrics.sh: CPU per request without --admin and with /metrics scraped), then the
 # reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads, and last the heap
 # allocations per proxied request (tests/bench_allocs.py, needs .build/alloc_counter.so: `make alloc-counter`).
 # Everything printed is also kept in .build/bench/bench-TIME.txt, and tests/bench_summary.py turns it into
@@ -76,6 +77,7 @@ done
 python3 tests/bench_tls.py .build/release/alb
 python3 tests/bench_websocket.py .build/release/alb 8 10000
 kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true; alb_pid=
+bash tests/bench_metrics.sh 6 5   # metrics on (--admin, scraped every second) vs off: CPU per request
 python3 tests/bench_reconcile.py .build/release/alb 100 20
 python3 ../shared/bench/reload.py all 100 20 || true
 python3 tests/bench_allocs.py .build/release/alb

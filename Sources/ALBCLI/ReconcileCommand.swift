@@ -1,6 +1,7 @@
 import ALBReconciler
 import ArgumentParser
 import Foundation
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -52,10 +53,11 @@ struct ReconcileCommand: AsyncParsableCommand {
     var eventLoops: Int?
 
     @Option(name: .customLong("admin"), help: ArgumentHelp(
-        "Serve the admin endpoint on HOST:PORT: /healthz, /readyz and /status (off by default).",
-        discussion: "/healthz is 200 while the process runs; /readyz is 200 once the first pass is done and every "
-            + "listener serves as its manifest asks, 503 with the reasons otherwise (and while draining); /status "
-            + "is the JSON of `alb status -o json`. Loopback addresses only, unless --admin-allow-remote.",
+        "Serve the admin endpoint on HOST:PORT: /metrics, /healthz, /readyz and /status (off by default).",
+        discussion: "/metrics is the Prometheus text format (docs/operations.md lists every metric); /healthz is 200 "
+            + "while the process runs; /readyz is 200 once the first pass is done and every listener serves as its "
+            + "manifest asks, 503 with the reasons otherwise (and while draining); /status is the JSON of `alb status "
+            + "-o json`. Loopback addresses only, unless --admin-allow-remote. No listener may use this address.",
         valueName: "host:port"))
     var admin: String?
 
@@ -72,8 +74,8 @@ struct ReconcileCommand: AsyncParsableCommand {
     var takeoverTimeout = 30
 
     func validate() throws {
-        guard Log.Format(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
-        guard Log.Level(name: logLevel) != nil else {
+        guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
+        guard Logger.Level(name: logLevel) != nil else {
             throw ValidationError("--log-level must be debug, info, warning or error")
         }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
@@ -107,7 +109,7 @@ struct ReconcileCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let log = Log(level: Log.Level(name: logLevel) ?? .info, format: Log.Format(rawValue: logFormat) ?? .text)
+        let log = Logger.alb(level: Logger.Level(name: logLevel) ?? .info, format: LogFormat(rawValue: logFormat) ?? .text)
         var options = ReconcileService.Options(manifestDirectory: directory, statusDirectory: status.statusDirectory,
                                                watch: watch, accessLogPath: accessLog)
         options.drainTimeout = .seconds(drainTimeout)

@@ -31,10 +31,24 @@ public final class DataPlane: Sendable {
     let inherited = NIOLockedValueBox(InheritedSockets())
     /// While a takeover waits for `done`, listeners start without accepting (``holdAccepting()``).
     let acceptingHeld = NIOLockedValueBox(false)
+    /// Instances being stopped (``stop(key:)``), still counted in the metrics until they are folded
+    /// into ``retired``.
+    let stopping = NIOLockedValueBox<[ObjectIdentifier: ListenerRuntime]>([:])
+    /// Final counters of closed instances, so a listener's and a server's counters stay monotonic
+    /// across replacements (a drained instance's counts do not vanish from the sums).
+    let retired = NIOLockedValueBox(RetiredCounters())
+    /// Set by ``shutdown(drainTimeout:)``: instances closing after it are not summed.
+    let shuttingDown = NIOLockedValueBox(false)
     /// The accept backlog of every listening socket.
     static let backlog: Int32 = 1024
 
-    public init(group: any EventLoopGroup, accessLog: AccessLog?, drainTimeout: TimeAmount = .seconds(30)) {
+    /// Durations and bytes for `/metrics` (``ListenerLoopState/detailedMetrics``); the counters status
+    /// files show are kept either way.
+    let detailedMetrics: Bool
+
+    public init(group: any EventLoopGroup, accessLog: AccessLog?, drainTimeout: TimeAmount = .seconds(30),
+                detailedMetrics: Bool = true) {
+        self.detailedMetrics = detailedMetrics
         self.group = group
         self.accessLog = accessLog
         self.drainTimeout = drainTimeout
@@ -70,7 +84,8 @@ public final class DataPlane: Sendable {
         }
         defer { _ = self.starting.withLockedValue { $0.remove(config.key) } }
 
-        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups)
+        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
+                                          detailedMetrics: self.detailedMetrics)
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let held = self.acceptingHeld.withLockedValue { $0 }
         let bootstrap = ServerBootstrap(group: self.group)
@@ -124,7 +139,8 @@ public final class DataPlane: Sendable {
         guard self.listeners.withLockedValue({ $0[config.key] == nil }) else {
             throw DataPlaneError.listenerExists(config.name)
         }
-        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups)
+        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
+                                          detailedMetrics: self.detailedMetrics)
         guard let socket = previous.detachSocket() else { throw DataPlaneError.unknownListener(key) }
         runtime.attach(socket)
         self.listeners.withLockedValue { $0[config.key] = runtime }
@@ -158,8 +174,26 @@ public final class DataPlane: Sendable {
     public func stop(key: String) async {
         guard let runtime = self.listeners.withLockedValue({ $0.removeValue(forKey: key) }) else { return }
         self.retainServerGroups()
+        let id = ObjectIdentifier(runtime)
+        self.stopping.withLockedValue { $0[id] = runtime }
         await runtime.closeEverything()
+        await self.retire(runtime, from: self.stopping)
         self.accessLog?.flush()
+    }
+
+    /// Folds a closed instance's final counters into ``retired`` and forgets it, in one step as a scrape
+    /// sees it (a scrape lists the instances and copies ``retired`` under the same locks' order).
+    private func retire(_ runtime: ListenerRuntime, from set: NIOLockedValueBox<[ObjectIdentifier: ListenerRuntime]>) async {
+        // Once the data plane shuts down, its event loops may be gone: nothing is summed any more.
+        guard !self.shuttingDown.withLockedValue({ $0 }) else {
+            set.withLockedValue { $0[ObjectIdentifier(runtime)] = nil }
+            return
+        }
+        let final = await runtime.metrics()
+        self.retired.withLockedValue { retired in
+            set.withLockedValue { $0[ObjectIdentifier(runtime)] = nil }
+            retired.add(final)
+        }
     }
 
     /// Retires the instance `key` the way an nginx or HAProxy reload retires its old workers: it stops
@@ -178,7 +212,7 @@ public final class DataPlane: Sendable {
         Task {
             await Self.waitForConnections(of: [runtime], until: deadline)
             await runtime.closeEverything()
-            self.draining.withLockedValue { $0[id] = nil }
+            await self.retire(runtime, from: self.draining)
             self.accessLog?.flush()
         }
     }
@@ -192,13 +226,16 @@ public final class DataPlane: Sendable {
         }
     }
 
-    public func stats(key: String) -> ListenerStats? {
-        self.listeners.withLockedValue { $0[key] }?.counters.snapshot
+    /// The instance's counters (summed over its event loops) for its status file.
+    public func stats(key: String) async -> ListenerStats? {
+        guard let runtime = self.listeners.withLockedValue({ $0[key] }) else { return nil }
+        return await runtime.metrics().stats
     }
 
     /// Graceful: stops accepting everywhere, closes idle keep-alive connections, lets busy ones finish
     /// their current exchange (then they close), waits up to `drainTimeout`, then closes everything.
     public func shutdown(drainTimeout: TimeAmount) async {
+        self.shuttingDown.withLockedValue { $0 = true }
         self.healthChecker.stopAll()
         let serving = self.listeners.withLockedValue { listeners in
             let all = Array(listeners.values)

@@ -40,16 +40,22 @@ final class ListenerSnapshot: AtomicReference, Sendable {
     }
 }
 
-/// One listener's state on one event loop: its access log buffer, and the loop's backend pools (shared
-/// with the other listeners: ``ServerGroups``). Used on that loop only, so it needs no locks. (Balancing is
-/// shared by all loops: see ``Balancer``.)
+/// One listener's state on one event loop: its access log buffer, its counters, and the loop's backend pools
+/// (shared with the other listeners: ``ServerGroups``). Used on that loop only, so it needs no locks.
+/// (Balancing is shared by all loops: see ``Balancer``.)
 final class ListenerLoopState {
     let eventLoop: EventLoop
     let accessLog: AccessLogBuffer?
+    /// This loop's share of the listener's counters; a scrape sums every loop's (``ListenerRuntime/metrics()``).
+    var counters = ListenerLoopCounters()
+    /// The `/metrics` families beyond the status files' counters (durations, bytes): off without `--admin`,
+    /// so a process that serves no metrics reads no clock for them.
+    let detailedMetrics: Bool
     private let pools: BackendPools
 
-    init(eventLoop: EventLoop, accessLog: AccessLog?, pools: BackendPools) {
+    init(eventLoop: EventLoop, accessLog: AccessLog?, pools: BackendPools, detailedMetrics: Bool = true) {
         self.eventLoop = eventLoop
+        self.detailedMetrics = detailedMetrics
         self.accessLog = accessLog.map { AccessLogBuffer(log: $0, eventLoop: eventLoop) }
         self.pools = pools
     }
@@ -67,6 +73,18 @@ final class ListenerLoopState {
         self.pools.pool(for: server)
     }
 
+    /// An answered request's duration, from its head (``detailedMetrics`` only).
+    func observeRequest(started: NIODeadline) {
+        guard self.detailedMetrics else { return }
+        self.counters.requestDuration.observe(self.eventLoop.now - started)
+    }
+
+    /// A server's answer, from the request head to the end of its response (``detailedMetrics`` only).
+    func observeUpstream(_ key: UpstreamKey, started: NIODeadline) {
+        guard self.detailedMetrics else { return }
+        self.counters.observeUpstream(key, self.eventLoop.now - started)
+    }
+
     func flushLog() {
         self.accessLog?.flush()
     }
@@ -79,7 +97,9 @@ extension ListenerLoopState: Sendable {}
 final class ListenerRuntime: Sendable {
     let name: String
     let snapshot: ManagedAtomic<ListenerSnapshot>
-    let counters = ListenerCounters()
+    /// Connections open now, over every loop: the one listener-wide count, because the connection cap
+    /// needs it at accept time (once per connection, never per request).
+    private let active = ManagedAtomic<Int>(0)
     let accessLog: AccessLog?
     private let stopping = ManagedAtomic<Bool>(false)
     private let loops = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<ListenerLoopState>]>([:])
@@ -91,7 +111,11 @@ final class ListenerRuntime: Sendable {
     /// The server groups this listener's snapshots forward to, shared with the other listeners.
     let groups: ServerGroups
 
-    init(config: ListenerConfig, accessLog: AccessLog?, groups: ServerGroups) throws {
+    /// See ``ListenerLoopState/detailedMetrics``.
+    let detailedMetrics: Bool
+
+    init(config: ListenerConfig, accessLog: AccessLog?, groups: ServerGroups, detailedMetrics: Bool = true) throws {
+        self.detailedMetrics = detailedMetrics
         self.name = config.name
         self.snapshot = ManagedAtomic(try ListenerSnapshot(config: config, groups: groups))
         self.accessLog = accessLog
@@ -146,7 +170,8 @@ final class ListenerRuntime: Sendable {
         let bound = self.loops.withLockedValue { loops in
             if let existing = loops[key] { return existing }
             let created = NIOLoopBound(
-                ListenerLoopState(eventLoop: eventLoop, accessLog: self.accessLog, pools: self.groups.pools(on: eventLoop)),
+                ListenerLoopState(eventLoop: eventLoop, accessLog: self.accessLog, pools: self.groups.pools(on: eventLoop),
+                                  detailedMetrics: self.detailedMetrics),
                 eventLoop: eventLoop)
             loops[key] = created
             return created
@@ -166,16 +191,19 @@ final class ListenerRuntime: Sendable {
             self.connections.withLockedValue { $0[key] = nil }
             return nil
         }
-        let active = self.counters.activeConnections.wrappingIncrementThenLoad(ordering: .relaxed)
+        // The child initializer runs on the connection's loop: its counters are this loop's.
+        let state = self.loopState(for: channel.eventLoop)
+        let active = self.active.wrappingIncrementThenLoad(ordering: .relaxed)
         if active > snapshot.config.limits.maxConnections {
-            self.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
+            self.active.wrappingDecrement(ordering: .relaxed)
+            state.counters.countRejection(.connectionLimit)
             self.connections.withLockedValue { $0[key] = nil }
             return channel.close()
         }
-        self.counters.totalConnections.wrappingIncrement(ordering: .relaxed)
+        state.counters.totalConnections &+= 1
         channel.closeFuture.whenComplete { _ in
             self.connections.withLockedValue { $0[key] = nil }
-            self.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
+            self.active.wrappingDecrement(ordering: .relaxed)
         }
         do {
             let options = EdgePipelineOptions(
@@ -185,7 +213,10 @@ final class ListenerRuntime: Sendable {
                 // Plain HTTP listeners serve h2c with prior knowledge; TLS ones negotiate HTTP/2 by ALPN.
                 acceptsHTTP2Preface: snapshot.config.tls == nil
             )
-            let loopState = NIOLoopBound(self.loopState(for: channel.eventLoop), eventLoop: channel.eventLoop)
+            if self.detailedMetrics {
+                try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(state: state))
+            }
+            let loopState = NIOLoopBound(state, eventLoop: channel.eventLoop)
             let scheme = snapshot.transport.scheme
             try snapshot.transport.configure(
                 channel, handshakeTimeout: snapshot.config.limits.headerTimeout,
@@ -246,8 +277,22 @@ final class ListenerRuntime: Sendable {
     }
 
     var activeConnections: Int {
-        self.counters.activeConnections.load(ordering: .relaxed)
+        self.active.load(ordering: .relaxed)
     }
+
+    /// Every loop's counters summed: each loop's are copied on that loop (a copy of a few arrays), so
+    /// counting never takes a lock; the copies are added up here.
+    func metrics() async -> ListenerMetrics {
+        let loops = self.loops.withLockedValue { Array($0.values) }
+        var total = ListenerLoopCounters()
+        for bound in loops {
+            if let counters = try? await bound.eventLoop.submit({ bound.value.counters }).get() {
+                total += counters
+            }
+        }
+        return ListenerMetrics(name: self.name, activeConnections: self.activeConnections, counters: total)
+    }
+
 
     /// Closes every connection and flushes the access log buffers (backend pools belong to the server groups).
     func closeEverything() async {

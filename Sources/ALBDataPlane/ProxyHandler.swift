@@ -194,12 +194,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             if let exchange = self.exchange {
                 if !exchange.machine.responseHeadSent {
                     exchange.machine.status = status
-                    self.runtime.counters.countResponse(status: status)
+                    self.loopState.counters.countResponse(status: status, framing: self.framing)
                 }
             } else {
-                self.runtime.counters.countResponse(status: status)
+                self.loopState.counters.countResponse(status: status, framing: self.framing)
                 self.logRefusedRequest(status: status)
             }
+            self.loopState.counters.countEdgeRefusal(status: status)
             self.logExchange()
             self.abandonExchange()
             self.closed = true
@@ -214,7 +215,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         guard self.exchange == nil else { return }
         let snapshot = self.runtime.snapshot.load(ordering: .acquiring)
         let config = snapshot.config
-        self.runtime.counters.totalRequests.wrappingIncrement(ordering: .relaxed)
+        self.loopState.counters.totalRequests &+= 1
         let clientIP =
             snapshot.clientIPResolver?.resolve(peer: self.peerIP, forwardedFor: head.headers["x-forwarded-for"])
             ?? self.peerIP
@@ -358,6 +359,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             }
             return
         }
+        if case .failure = result, !reused, let failed = exchange.server {
+            self.loopState.counters.countConnectFailure(failed.metricsKey)
+        }
         if case .failure = result, !reused, self.routeToAnotherServer(exchange) {
             self.acquireBackend(exchange, allowIdle: true)
             return
@@ -400,7 +404,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             case .refuse(let status):
                 self.respondWithError(status, close: false)
             case .switchProtocols:
-                self.runtime.counters.countResponse(status: 101)
+                self.loopState.counters.countResponse(status: 101, framing: self.framing)
                 context.writeAndFlush(Self.wrapOutboundOut(.head(WebSocketHandshake.switchingProtocolsHead(from: head))),
                                       promise: nil)
             case .relay(let keepAlive):
@@ -412,7 +416,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                     framing: self.framing
                 )
                 exchange.machine.closeClientAfterResponse(closeAfter)
-                self.runtime.counters.countResponse(status: exchange.machine.status)
+                self.loopState.counters.countResponse(status: exchange.machine.status, framing: self.framing)
                 var relayed = clientHead
                 if let cookie = exchange.setCookie {
                     relayed.headers.add(name: "set-cookie", value: cookie)
@@ -430,6 +434,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             }
         case .end(let trailers):
             let end = exchange.machine.receiveResponseEnd()
+            if let server = exchange.server {
+                self.loopState.observeUpstream(server.metricsKey, started: exchange.machine.started)
+            }
             if end.tunnel {
                 self.startTunnel(exchange, backend: backend, context: context)
                 return
@@ -590,7 +597,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             self.backend = nil
         }
         let keepAlive = exchange.machine.respondWithError(status, close: close)
-        self.runtime.counters.countResponse(status: exchange.machine.status)
+        self.loopState.counters.countResponse(status: exchange.machine.status, framing: self.framing)
         let head = EdgeResponse.head(for: status, version: exchange.head.version, close: !keepAlive, framing: self.framing)
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
         if exchange.head.method != .HEAD {
@@ -616,6 +623,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     /// Logs the exchange and forgets it.
     private func finishExchange() {
+        if let exchange = self.exchange {
+            self.loopState.observeRequest(started: exchange.machine.started)
+        }
         self.logExchange()
         self.exchange = nil
     }

@@ -39,6 +39,8 @@ struct BalancedServer: Sendable {
     /// `server.address`, which formats a string each time it is read.
     let address: String
     let poolKey: String
+    /// The group and server as the upstream metrics label them.
+    let metricsKey: UpstreamKey
     /// Requests in flight to this server through this configuration (`Wlc` groups only; nil otherwise).
     private let inFlight: ManagedAtomic<Int>?
     /// Sticky groups only: the cookie value naming this server, and the `Set-Cookie` that issues it.
@@ -49,6 +51,7 @@ struct BalancedServer: Sendable {
         self.server = server
         self.address = server.address
         self.poolKey = server.poolKey
+        self.metricsKey = UpstreamKey(group: group, server: server.address)
         self.inFlight = countsRequests ? ManagedAtomic(0) : nil
         if let stickyCookieTimeout {
             let value = StickyCookie.value(group: group, server: server)
@@ -164,6 +167,12 @@ final class GroupScheduler: Sendable {
         var definition = group
         definition.weight = 0
         return definition == self.definition
+    }
+
+    /// `Wlc` only: each server's requests in flight through this definition of the group.
+    var requestsInFlight: [(key: UpstreamKey, count: Int)] {
+        guard self.scheduling == .weightedLeastRequests else { return [] }
+        return self.servers.map { (key: $0.metricsKey, count: $0.requestsInFlight) }
     }
 
     /// The server a sticky cookie names, if it is in this group, in rotation and not `excluding`; a `Wlc`

@@ -4,13 +4,15 @@ import NIOHTTP1
 import NIOPosix
 
 /// `alb reconcile --admin ADDR:PORT`: a small HTTP/1.1 server for probes and operators, beside the data
-/// plane on the same event loops (SPEC: `/healthz`, `/readyz`, `/status`; `/metrics` is not served yet):
+/// plane on the same event loops (SPEC: `/metrics`, `/healthz`, `/readyz`, `/status`):
+/// - `GET /metrics`: the Prometheus text format (docs/operations.md lists every family).
 /// - `GET /healthz`: 200 `ok` while the process runs its event loops.
 /// - `GET /readyz`: 200 `ready` once the first pass is done and every listener serves as its manifest
 ///   asks; 503 with one line per reason otherwise (``AdminState/readiness``).
 /// - `GET /status`: the JSON of `alb status -o json`, from memory rather than the status files.
 /// Anything else is 404 (405 for a method other than GET or HEAD). It reads only the published
-/// ``AdminState``: a probe never waits for a reconcile pass.
+/// ``AdminState``: a probe never waits for a reconcile pass. `/metrics` sums the data plane's per-loop
+/// counters at each scrape (one short task per event loop), also without waiting for a pass.
 public final class AdminServer: Sendable {
     private let channel: Channel
 
@@ -25,13 +27,14 @@ public final class AdminServer: Sendable {
         return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
-    public static func start(host: String, port: Int, group: any EventLoopGroup, state: AdminStateBox) async throws -> AdminServer {
+    public static func start(host: String, port: Int, group: any EventLoopGroup, state: AdminStateBox,
+                             metrics: @escaping @Sendable () async -> String = { "" }) async throws -> AdminServer {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(state: state))
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(state: state, metrics: metrics))
                 }
             }
         return AdminServer(channel: try await bootstrap.bind(host: host, port: port).get())
@@ -48,10 +51,12 @@ final class AdminHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let state: AdminStateBox
+    private let metrics: @Sendable () async -> String
     private var request: HTTPRequestHead?
 
-    init(state: AdminStateBox) {
+    init(state: AdminStateBox, metrics: @escaping @Sendable () async -> String = { "" }) {
         self.state = state
+        self.metrics = metrics
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -64,30 +69,50 @@ final class AdminHandler: ChannelInboundHandler {
             guard let head = self.request else { return }
             self.request = nil
             let (status, type, body) = Self.answer(method: head.method, path: head.uri, state: self.state.current)
-            var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: type)
-            headers.add(name: "content-length", value: String(body.count))
-            headers.add(name: "cache-control", value: "no-store")
-            context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
-                          promise: nil)
-            if head.method != .HEAD {
-                context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+            if status == .ok, type == Self.metricsType {
+                // Summing the data plane's counters visits every event loop: answered when that is done.
+                let context = NIOLoopBound(context, eventLoop: context.eventLoop)
+                let metrics = self.metrics
+                context.value.eventLoop.makeFutureWithTask { await metrics() }.whenSuccess { text in
+                    Self.respond(head: head, status: .ok, type: Self.metricsType, body: Data(text.utf8), context: context.value)
+                }
+                return
             }
-            context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+            Self.respond(head: head, status: status, type: type, body: body, context: context)
         }
+    }
+
+    /// The content type of `/metrics`: the Prometheus text format, version 0.0.4.
+    static let metricsType = "text/plain; version=0.0.4; charset=utf-8"
+
+    private static func respond(head: HTTPRequestHead, status: HTTPResponseStatus, type: String, body: Data,
+                                context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: type)
+        headers.add(name: "content-length", value: String(body.count))
+        headers.add(name: "cache-control", value: "no-store")
+        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+                      promise: nil)
+        if head.method != .HEAD {
+            context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+        }
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
     }
 
     /// The whole answer to a request, as a pure function of the published state (unit-tested).
     static func answer(method: HTTPMethod, path: String, state: AdminState) -> (HTTPResponseStatus, String, Data) {
         let text = "text/plain; charset=utf-8"
         let route = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
-        guard ["/healthz", "/readyz", "/status"].contains(route) else {
-            return (.notFound, text, Data("not found: the admin endpoint serves /healthz, /readyz and /status\n".utf8))
+        guard ["/metrics", "/healthz", "/readyz", "/status"].contains(route) else {
+            return (.notFound, text, Data("not found: the admin endpoint serves /metrics, /healthz, /readyz and /status\n".utf8))
         }
         guard method == .GET || method == .HEAD else {
             return (.methodNotAllowed, text, Data("method not allowed\n".utf8))
         }
         switch route {
+        case "/metrics":
+            // The body is made by the caller (it needs the data plane); this says where it goes.
+            return (.ok, Self.metricsType, Data())
         case "/healthz":
             return (.ok, text, Data("ok\n".utf8))
         case "/readyz":

@@ -101,3 +101,41 @@ public struct AdminAddressError: Error, Sendable, Equatable, CustomStringConvert
     public var description: String
     init(_ description: String) { self.description = description }
 }
+
+/// The admin endpoint's address as listeners must not claim it: a listener that wants the same port on
+/// an overlapping host is refused with a clear reason instead of racing the admin endpoint for the bind.
+public struct ReservedAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// The same port on the same host, on a wildcard (`0.0.0.0`, `::`) on either side, or `localhost`
+    /// against a loopback address.
+    public func overlaps(host other: String, port: Int) -> Bool {
+        guard port == self.port, port != 0 else { return false }
+        let mine = Self.normalized(self.host), theirs = Self.normalized(other)
+        let wildcards: Set<String> = ["0.0.0.0", "::", ""]
+        return mine == theirs || wildcards.contains(mine) || wildcards.contains(theirs)
+            || (Self.isLoopback(mine) && Self.isLoopback(theirs) && (mine == "localhost" || theirs == "localhost"))
+    }
+
+    public var description: String {
+        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+    }
+
+    private static func normalized(_ host: String) -> String {
+        var host = host.lowercased()
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host == "::ffff:0.0.0.0" || host == "0:0:0:0:0:0:0:0" { return "::" }
+        if host == "0:0:0:0:0:0:0:1" { return "::1" }
+        return host
+    }
+
+    private static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+}

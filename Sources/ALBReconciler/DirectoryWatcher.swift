@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,12 +56,10 @@ public struct DirectoryWatcher: Sendable {
 }
 
 /// Tells the watcher thread to finish; set from whichever task drops the stream.
-private final class StopFlag: @unchecked Sendable {
-    // @unchecked: the Bool is only touched under `lock`.
-    private let lock = NSLock()
-    private var value = false
-    var isSet: Bool { lock.withLock { value } }
-    func set() { lock.withLock { value = true } }
+private final class StopFlag: Sendable {
+    private let value = NIOLockedValueBox(false)
+    var isSet: Bool { value.withLockedValue { $0 } }
+    func set() { value.withLockedValue { $0 = true } }
 }
 
 extension Duration {

@@ -1,47 +1,109 @@
 import Foundation
+import Logging
 
-/// Operator log: one event a line on stderr, as text (`level=info msg="..." key=value`) or JSON.
-public struct Log: Sendable {
-    public enum Level: Int, Sendable, Comparable, CaseIterable {
-        case debug, info, warning, error
-        public var name: String { ["debug", "info", "warning", "error"][rawValue] }
-        public init?(name: String) {
-            guard let level = Level.allCases.first(where: { $0.name == name.lowercased() }) else { return nil }
-            self = level
+/// `--log-format`: how ``ALBLogHandler`` writes an event.
+public enum LogFormat: String, Sendable {
+    /// `TIME level=info msg="..." key=value` (logfmt).
+    case text
+    /// One JSON object a line, keys sorted: `{"level":"info","msg":"...","time":"...",...}`.
+    case json
+}
+
+extension Logger.Level {
+    /// The names `--log-level` takes: debug, info, warning, error (any case).
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "debug": self = .debug
+        case "info": self = .info
+        case "warning": self = .warning
+        case "error": self = .error
+        default: return nil
         }
-        public static func < (lhs: Level, rhs: Level) -> Bool { lhs.rawValue < rhs.rawValue }
+    }
+}
+
+extension Logger {
+    /// The operator log of `alb`: stderr, one event a line, through ``ALBLogHandler``.
+    public static func alb(level: Logger.Level = .info, format: LogFormat = .text, label: String = "alb") -> Logger {
+        var logger = Logger(label: label) { _ in ALBLogHandler(format: format) }
+        logger.logLevel = level
+        return logger
     }
 
-    public enum Format: String, Sendable { case text, json }
+    /// An event with fields written in the order given (swift-log's metadata is a dictionary; the order
+    /// travels in ``ALBLogHandler/fieldOrderKey`` and is not printed).
+    public func debug(_ message: String, _ fields: KeyValuePairs<String, String>) { self.emit(.debug, message, fields) }
+    public func info(_ message: String, _ fields: KeyValuePairs<String, String>) { self.emit(.info, message, fields) }
+    public func warning(_ message: String, _ fields: KeyValuePairs<String, String>) { self.emit(.warning, message, fields) }
+    public func error(_ message: String, _ fields: KeyValuePairs<String, String>) { self.emit(.error, message, fields) }
 
-    public var level: Level
-    public var format: Format
+    private func emit(_ level: Logger.Level, _ message: String, _ fields: KeyValuePairs<String, String>) {
+        guard level >= self.logLevel else { return }
+        var metadata: Logger.Metadata = [:]
+        for (key, value) in fields { metadata[key] = .string(value) }
+        metadata[ALBLogHandler.fieldOrderKey] = .array(fields.map { .string($0.key) })
+        self.log(level: level, "\(message)", metadata: metadata)
+    }
+}
 
-    public init(level: Level = .info, format: Format = .text) {
-        self.level = level
+/// The `LogHandler` behind every `Logger` of `alb`: the same lines the operator log has always had, as
+/// logfmt (`--log-format text`) or JSON, on stderr. Fields given in order (``Logger/info(_:_:)``) keep
+/// it; other metadata (the handler's own, a library's) follows in key order.
+public struct ALBLogHandler: LogHandler {
+    /// Metadata key carrying the order of an event's fields; never printed.
+    static let fieldOrderKey = "alb.field-order"
+
+    public var logLevel: Logger.Level = .info
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+    public let format: LogFormat
+    /// Where lines go (stderr; tests collect them).
+    let write: @Sendable (String) -> Void
+
+    public init(format: LogFormat) {
         self.format = format
+        self.write = { line in FileHandle.standardError.write(Data(line.utf8)) }
     }
 
-    public func debug(_ message: String, _ fields: KeyValuePairs<String, String> = [:]) { emit(.debug, message, fields) }
-    public func info(_ message: String, _ fields: KeyValuePairs<String, String> = [:]) { emit(.info, message, fields) }
-    public func warning(_ message: String, _ fields: KeyValuePairs<String, String> = [:]) { emit(.warning, message, fields) }
-    public func error(_ message: String, _ fields: KeyValuePairs<String, String> = [:]) { emit(.error, message, fields) }
+    init(format: LogFormat, write: @escaping @Sendable (String) -> Void) {
+        self.format = format
+        self.write = write
+    }
 
-    private func emit(_ at: Level, _ message: String, _ fields: KeyValuePairs<String, String>) {
-        guard at >= level else { return }
-        let time = Date().formatted(.iso8601)
-        var line: String
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var all = self.metadata
+        if let provided = self.metadataProvider?.get() { all.merge(provided) { _, new in new } }
+        if let given = event.metadata { all.merge(given) { _, new in new } }
+        var order: [String] = []
+        if case .array(let keys)? = all.removeValue(forKey: Self.fieldOrderKey) {
+            order = keys.map { $0.description }
+        }
+        let ordered = Set(order)
+        let fields = order.compactMap { key in all[key].map { (key, $0.description) } }
+            + all.keys.filter { !ordered.contains($0) }.sorted().compactMap { key in all[key].map { (key, $0.description) } }
+        self.write(Self.line(level: event.level, message: event.message.description, fields: fields, format: self.format,
+                             time: Date()) + "\n")
+    }
+
+    /// One event as text or JSON (unit-tested).
+    static func line(level: Logger.Level, message: String, fields: [(String, String)], format: LogFormat, time: Date) -> String {
+        let time = time.formatted(.iso8601)
         switch format {
         case .json:
-            var object = ["time": time, "level": at.name, "msg": message]
+            var object = ["time": time, "level": level.rawValue, "msg": message]
             for (key, value) in fields { object[key] = value }
             let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
-            line = String(decoding: data, as: UTF8.self)
+            return String(decoding: data, as: UTF8.self)
         case .text:
-            line = "\(time) level=\(at.name) msg=\(Self.quote(message))"
+            var line = "\(time) level=\(level.rawValue) msg=\(Self.quote(message))"
             for (key, value) in fields { line += " \(key)=\(Self.quote(value))" }
+            return line
         }
-        FileHandle.standardError.write(Data((line + "\n").utf8))
     }
 
     private static func quote(_ value: String) -> String {

@@ -1,16 +1,24 @@
 import ALBDataPlane
 import Dispatch
 import Foundation
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
+import UnixSignals
 
 /// Runs `alb reconcile`: the data plane, the watcher, signals, periodic rescans, and the serial loop of
 /// passes. Returns when SIGTERM or SIGINT has drained the data plane, or when a successor took over
 /// (`--takeover`, docs/takeover.md) and this process has drained.
-public struct ReconcileService: Sendable {
+///
+/// Signals go through swift-service-lifecycle: the loop runs as the one service of a `ServiceGroup` whose
+/// graceful-shutdown signals are SIGTERM and SIGINT (the shutdown becomes a trigger of the loop, so it is
+/// handled between passes, as any trigger); SIGHUP is a `UnixSignalsSequence` that triggers a full pass.
+public struct ReconcileService: Sendable, Service {
     public struct Options: Sendable {
         public var manifestDirectory: String
         public var statusDirectory: String
@@ -47,14 +55,46 @@ public struct ReconcileService: Sendable {
     }
 
     public let options: Options
-    public let log: Log
+    public let log: Logger
 
-    public init(options: Options, log: Log) {
+    public init(options: Options, log: Logger) {
         self.options = options
         self.log = log
     }
 
     public func run() async throws {
+        // SIGHUP must not end the process before its source is up (its default action). SIGTERM and SIGINT
+        // keep theirs until the ServiceGroup's sources take them: set to SIG_IGN here, libdispatch on Linux
+        // never delivered them to those sources (measured: the process ignored SIGTERM).
+        signal(SIGHUP, SIG_IGN)
+        if ServiceGroupContext.isRunningInGroup {
+            try await self.serve()
+            return
+        }
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [.init(service: self, successTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: log))
+        try await ServiceGroupContext.$isRunningInGroup.withValue(true) {
+            try await group.run()
+        }
+    }
+
+    /// Whether ``run()`` is being called by the `ServiceGroup` it set up.
+    private enum ServiceGroupContext {
+        @TaskLocal static var isRunningInGroup = false
+    }
+
+    private func serve() async throws {
+        // The admin endpoint's address is not a listener's: a manifest that claims it is a start-up error
+        // (later passes refuse such a listener with BindFailed and say why).
+        let reserved = options.admin.map { ReservedAddress(host: $0.host, port: $0.port) }
+        if let reserved {
+            let claims = Reconciler.listenersClaiming(reserved, in: ManifestDirectory(root: options.manifestDirectory))
+            if !claims.isEmpty {
+                throw ReconcileServiceError("--admin \(reserved) is also a listener's address: "
+                                            + claims.joined(separator: "; ") + "; choose another --admin port or change the listener")
+            }
+        }
         // With --takeover and a process listening there, its lock and sockets come from it; otherwise the
         // lock is taken here (and refused while another reconciler holds it), as always.
         var predecessor: (client: TakeoverClient, pid: Int32)?
@@ -78,7 +118,8 @@ public struct ReconcileService: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.eventLoops ?? EventLoopCount.available)
         let accessLog = try options.accessLogPath.map { try AccessLog(path: $0) }
         let dataPlane = DataPlane(group: group, accessLog: accessLog,
-                                  drainTimeout: .seconds(Int64(options.drainTimeout.components.seconds)))
+                                  drainTimeout: .seconds(Int64(options.drainTimeout.components.seconds)),
+                                  detailedMetrics: options.admin != nil)
         if predecessor != nil {
             // The predecessor accepts until it has heard `ready`; this process from `done` on.
             dataPlane.holdAccepting()
@@ -86,28 +127,30 @@ public struct ReconcileService: Sendable {
         }
         let directory = ManifestDirectory(root: options.manifestDirectory)
         let reconciler = Reconciler(directory: directory, store: StatusStore(directory: options.statusDirectory),
-                                    dataPlane: dataPlane, log: log)
+                                    dataPlane: dataPlane, log: log, reservedAddress: reserved)
         // The admin endpoint: at once, or after a takeover is confirmed (the predecessor's holds the port
         // until it hands over).
         var admin: AdminServer?
         defer { if let admin { Task { await admin.stop() } } }
         if predecessor == nil {
-            admin = try await startAdmin(group: group, state: reconciler.adminState, retryFor: .zero)
+            admin = try await startAdmin(group: group, reconciler: reconciler, dataPlane: dataPlane, retryFor: .zero)
         }
         let (triggers, continuation) = AsyncStream.makeStream(of: Trigger.self)
 
-        var signalSources: [DispatchSourceSignal] = []
-        for (number, trigger) in [(SIGTERM, Trigger.terminate("SIGTERM")), (SIGINT, .terminate("SIGINT")),
-                                  (SIGHUP, .hangup)] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { continuation.yield(trigger) }
-            source.resume()
-            signalSources.append(source)
-        }
-        defer { signalSources.forEach { $0.cancel() } }
-
+        // SIGHUP forces a full pass. The same sequence hears SIGTERM and SIGINT (which reach the loop as the
+        // ServiceGroup's graceful shutdown) only to say which signal it was in the log and the status files.
+        let signalName = NIOLockedValueBox<String?>(nil)
+        let signals = await UnixSignalsSequence(trapping: .sighup, .sigterm, .sigint)
         var background: [Task<Void, Never>] = []
+        background.append(Task {
+            for await received in signals {
+                if received == .sighup {
+                    continuation.yield(.hangup)
+                } else {
+                    signalName.withLockedValue { $0 = $0 ?? received.description }
+                }
+            }
+        })
         if options.watch {
             let watcher = DirectoryWatcher(directory: directory)
             background.append(Task {
@@ -140,10 +183,12 @@ public struct ReconcileService: Sendable {
         }
         continuation.yield(.start)
         var retryTask: Task<Void, Never>?
+        try await withGracefulShutdownHandler {
         for await trigger in triggers {
             let reason: String
             switch trigger {
-            case .terminate(let signalName):
+            case .terminate:
+                let signalName = await Self.name(of: signalName)
                 log.info("draining before exit", ["signal": signalName,
                                                   "timeout": "\(options.drainTimeout.components.seconds)s"])
                 reconciler.adminState.startDraining()
@@ -151,6 +196,8 @@ public struct ReconcileService: Sendable {
                 // No successor can take over a process that is stopping: one that tries finds no socket.
                 takeoverListener?.stop()
                 await reconciler.shutdown(drainTimeout: options.drainTimeout, reason: signalName)
+                await admin?.stop()
+                admin = nil
                 try? await group.shutdownGracefully()
                 log.info("stopped")
                 return
@@ -229,7 +276,8 @@ public struct ReconcileService: Sendable {
                 lock.writeOwnerPID()
                 if options.admin != nil {
                     do {
-                        admin = try await startAdmin(group: group, state: reconciler.adminState, retryFor: .seconds(5))
+                        admin = try await startAdmin(group: group, reconciler: reconciler, dataPlane: dataPlane,
+                                                     retryFor: .seconds(5))
                     } catch {
                         log.error("cannot start the admin endpoint", ["error": String(describing: error)])
                     }
@@ -241,16 +289,32 @@ public struct ReconcileService: Sendable {
                 }
             }
         }
+        } onGracefulShutdown: {
+            continuation.yield(.terminate(""))
+        }
+    }
+
+    /// The signal that started a graceful shutdown. Its own source may report it a moment after the
+    /// ServiceGroup's: wait up to 100 ms, then say what is known.
+    private static func name(of signal: NIOLockedValueBox<String?>) async -> String {
+        for _ in 0..<100 {
+            if let name = signal.withLockedValue({ $0 }) { return name }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+        return "graceful shutdown"
     }
 
     /// Starts the admin endpoint when `--admin` asks for one. `retryFor`: how long a taken port is tried
     /// again (after a takeover, until the predecessor has closed its endpoint).
-    private func startAdmin(group: any EventLoopGroup, state: AdminStateBox, retryFor: Duration) async throws -> AdminServer? {
+    private func startAdmin(group: any EventLoopGroup, reconciler: Reconciler, dataPlane: DataPlane,
+                            retryFor: Duration) async throws -> AdminServer? {
         guard let (host, port) = options.admin else { return nil }
         let deadline = ContinuousClock.now + retryFor
+        let metrics = reconciler.metrics
         while true {
             do {
-                let server = try await AdminServer.start(host: host, port: port, group: group, state: state)
+                let server = try await AdminServer.start(host: host, port: port, group: group, state: reconciler.adminState,
+                                                         metrics: { await metrics.exposition(dataPlane: dataPlane) })
                 log.info("admin endpoint listening", ["address": server.address])
                 return server
             } catch {

@@ -1,6 +1,7 @@
 import ALBDataPlane
 import ALBManifest
 import Foundation
+import Logging
 
 /// Level-triggered reconciler: each `pass` reads the whole manifest tree, computes what should serve,
 /// compares it with what serves, acts on the data plane, and writes status.
@@ -54,7 +55,7 @@ public actor Reconciler {
     let directory: ManifestDirectory
     let store: StatusStore
     let dataPlane: DataPlane
-    let log: Log
+    let log: Logger
     let emptyTreeGrace: TimeInterval
 
     var statuses: [ResourceID: ResourceStatus]
@@ -71,9 +72,14 @@ public actor Reconciler {
 
     /// What the admin endpoint (`--admin`) shows, published after each pass and stats refresh.
     public nonisolated let adminState = AdminStateBox()
+    /// The reconciler's metrics (and the scrape of the data plane's) for `/metrics`.
+    public nonisolated let metrics = MetricsEndpoint()
+    /// The admin endpoint's address (`--admin`): no listener may bind it (docs/operations.md).
+    let reservedAddress: ReservedAddress?
 
-    public init(directory: ManifestDirectory, store: StatusStore, dataPlane: DataPlane, log: Log,
-                emptyTreeGrace: TimeInterval = 1) {
+    public init(directory: ManifestDirectory, store: StatusStore, dataPlane: DataPlane, log: Logger,
+                emptyTreeGrace: TimeInterval = 1, reservedAddress: ReservedAddress? = nil) {
+        self.reservedAddress = reservedAddress
         self.directory = directory
         self.store = store
         self.dataPlane = dataPlane
@@ -239,9 +245,12 @@ public actor Reconciler {
 
         // 7. Status files, and what the admin endpoint shows.
         let acted = clock.now
-        writeStatuses()
+        await writeStatuses()
         adminState.publish(statuses: Array(statuses.values), firstPassDone: true)
         let finished = clock.now
+        metrics.recordPass(duration: finished - started,
+                           manifestErrors: manifests.invalid.values.reduce(0) { $0 + $1.count } + manifests.unparsableFiles.count,
+                           statuses: statuses.values)
         log.debug("reconcile pass done", [
             "reason": reason, "resources": String(desired.count),
             "read_ms": Self.milliseconds(readDone - started), "load_ms": Self.milliseconds(loaded - readDone), "act_ms": Self.milliseconds(acted - loaded),
@@ -327,8 +336,12 @@ public actor Reconciler {
                 } catch {
                     outcomes[to] = .failed("cannot take over \(address): \(error)")
                 }
-            case .bind(let name, _):
+            case .bind(let name, let address):
                 guard var config = wanted[name] else { continue }
+                if let reserved = reservedAddress, reserved.overlaps(host: config.bindHost, port: config.port) {
+                    outcomes[name] = .failed("cannot bind \(address): the admin endpoint (--admin \(reserved)) listens there")
+                    continue
+                }
                 config.key = nextKey(name)
                 do {
                     let bound = try await dataPlane.start(config)
@@ -494,6 +507,26 @@ public actor Reconciler {
         return nil
     }
 
+    /// The listeners of `directory`'s valid manifests that want to serve on `reserved` (the admin
+    /// endpoint's address), each as "listener NAME (FILE:LINE) wants ADDRESS": checked at start-up so a
+    /// clash is an error then rather than a lost race for the bind.
+    public static func listenersClaiming(_ reserved: ReservedAddress, in directory: ManifestDirectory) -> [String] {
+        let (files, _) = directory.read()
+        var cache = ManifestCache()
+        let manifests = ManifestLoader.load(files, cache: &cache)
+        let state = DesiredState(resources: manifests.resources,
+                                 certificates: CertificateFiles.load(manifests.resources, now: Date()))
+        var claims: [String] = []
+        for (id, resource) in manifests.resources.sorted(by: { $0.key < $1.key }) where id.kind == .listener {
+            guard case .listener(let spec) = resource.spec, spec.state == .running,
+                  case .success(let config) = state.listenerConfig(resource),
+                  reserved.overlaps(host: config.bindHost, port: config.port) else { continue }
+            let source = manifests.sources[id].map { " (\($0.file):\($0.line))" } ?? ""
+            claims.append("listener \(id.name)\(source) wants \(socketAddress(config))")
+        }
+        return claims
+    }
+
     /// "host:port" of a listener's socket, the key the socket plan works with.
     static func socketAddress(_ config: ListenerConfig) -> String {
         config.bindHost.contains(":") ? "[\(config.bindHost)]:\(config.port)" : "\(config.bindHost):\(config.port)"
@@ -562,22 +595,22 @@ public actor Reconciler {
 
     /// Writes every status file again and removes those of resources this reconciler does not know: after
     /// a takeover that failed half-way, the would-be successor may have written its own view.
-    public func reassertStatusOwnership() {
+    public func reassertStatusOwnership() async {
         for id in store.forgetWritten() where statuses[id] == nil {
             store.remove(id)
         }
-        writeStatuses()
+        await writeStatuses()
     }
 
     /// Refreshes listener stats into the status files (called periodically; unchanged files are not written).
-    public func refreshStats() {
-        writeStatuses()
+    public func refreshStats() async {
+        await writeStatuses()
         adminState.publish(statuses: Array(statuses.values), firstPassDone: false)
     }
 
-    private func writeStatuses() {
+    private func writeStatuses() async {
         for (id, var status) in statuses {
-            if id.kind == .listener, let listener = listeners[id.name], let stats = dataPlane.stats(key: listener.key) {
+            if id.kind == .listener, let listener = listeners[id.name], let stats = await dataPlane.stats(key: listener.key) {
                 status.stats = stats
                 statuses[id] = status
             }
@@ -643,7 +676,7 @@ public actor Reconciler {
                 record(id, action: "state", from: from.rawValue, to: "Stopped", message: "reconciler stopped (\(reason))", now: now)
             }
         }
-        writeStatuses()
+        await writeStatuses()
     }
 
     static func milliseconds(_ duration: Duration) -> String {

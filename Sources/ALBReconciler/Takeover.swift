@@ -1,6 +1,8 @@
 import ALBDataPlane
 import Dispatch
 import Foundation
+import Logging
+import NIOConcurrencyHelpers
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -104,7 +106,7 @@ extension Takeover {
     /// (with copies of every listening socket) out, then up to `readyTimeout` for `ready`. On `ready` it
     /// stops accepting and answers `done`. The connection is closed when this returns.
     public static func handOver(over channel: DescriptorChannel, dataPlane: DataPlane, lock: StatusDirectoryLock,
-                                statusDirectory: String, readyTimeout: Duration, log: Log) async -> HandOverOutcome {
+                                statusDirectory: String, readyTimeout: Duration, log: Logger) async -> HandOverOutcome {
         defer { channel.close() }
         var newPID: Int32 = 0
         do {
@@ -297,20 +299,14 @@ extension Result where Failure == Error {
 
 /// A stop flag (and whether to keep the socket file) set from one thread and read by the listening one,
 /// and a way to wait for that thread to finish.
-private final class StopSignal: @unchecked Sendable {
-    // @unchecked: `value` and `keep` are only touched under `lock`; `done` is a semaphore.
-    private let lock = NSLock()
-    private var value = false
-    private var keep = false
+private final class StopSignal: Sendable {
+    private let state = NIOLockedValueBox((stopped: false, keepPath: false))
     private let done = DispatchSemaphore(value: 0)
 
-    var isSet: Bool { lock.withLock { value } }
-    var keepPath: Bool { lock.withLock { keep } }
+    var isSet: Bool { state.withLockedValue { $0.stopped } }
+    var keepPath: Bool { state.withLockedValue { $0.keepPath } }
     func set(keepingPath: Bool) {
-        lock.withLock {
-            value = true
-            keep = keepingPath
-        }
+        state.withLockedValue { $0 = (stopped: true, keepPath: keepingPath) }
     }
     func finished() { done.signal() }
     func waitFinished(timeout seconds: Double) { _ = done.wait(timeout: .now() + seconds) }

@@ -180,7 +180,8 @@ final class DataPlaneTests: DataPlaneTestCase {
         // The request was complete: the client connection stays usable.
         let again = try await client.request(.GET, "/")
         XCTAssertEqual(again.status, 502)
-        XCTAssertEqual(dataPlane.stats(key: "web")?.responses5xx, 2)
+        let stats = await dataPlane.stats(key: "web")
+        XCTAssertEqual(stats?.responses5xx, 2)
     }
 
     func testAllWeightsZeroGives503() async throws {
@@ -266,7 +267,8 @@ final class DataPlaneTests: DataPlaneTestCase {
         let closed = await waitForClose(client.channel, timeout: .seconds(2))
         XCTAssertTrue(closed)
         XCTAssertEqual(dataPlane.listenerKeys, [])
-        XCTAssertNil(dataPlane.stats(key: "web"))
+        let gone = await dataPlane.stats(key: "web")
+        XCTAssertNil(gone)
         let (host, port) = try splitAddress(address)
         do {
             _ = try await ClientBootstrap(group: try self.loopGroup).connect(host: host, port: port).get()
@@ -298,7 +300,8 @@ final class DataPlaneTests: DataPlaneTestCase {
         let raw = try await rawExchange(address, "GET / HTTP/1.1\r\nHost: h\r\nX: \u{1}\r\n\r\n", group: try self.loopGroup)
         XCTAssertTrue(raw.text.hasPrefix("HTTP/1.1 400 Bad Request"), raw.text)
         XCTAssertTrue(raw.closed)
-        let stats = try XCTUnwrap(dataPlane.stats(key: "web"))
+        let counted = await dataPlane.stats(key: "web")
+        let stats = try XCTUnwrap(counted)
         XCTAssertEqual(stats.totalConnections, 2)
         XCTAssertEqual(stats.activeConnections, 1)
         XCTAssertEqual(stats.totalRequests, 3)

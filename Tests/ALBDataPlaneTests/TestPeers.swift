@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -7,11 +8,10 @@ import XCTest
 @testable import ALBDataPlane
 
 /// A counter that tests can read from any thread.
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var count = 0
-    func increment() { self.lock.lock(); self.count += 1; self.lock.unlock() }
-    var value: Int { self.lock.lock(); defer { self.lock.unlock() }; return self.count }
+final class Counter: Sendable {
+    private let count = NIOLockedValueBox(0)
+    func increment() { self.count.withLockedValue { $0 += 1 } }
+    var value: Int { self.count.withLockedValue { $0 } }
 }
 
 /// A tiny HTTP/1.1 backend: `/slow` answers after 3 s, `/count` answers the request body size,
@@ -110,17 +110,15 @@ struct TestResponse: Sendable {
 }
 
 /// Collects responses for a keep-alive HTTP client connection, in order.
-final class ResponseQueue: @unchecked Sendable {
-    private let lock = NSLock()
-    private var waiting: [EventLoopPromise<TestResponse>] = []
+final class ResponseQueue: Sendable {
+    private let waiting = NIOLockedValueBox<[EventLoopPromise<TestResponse>]>([])
 
     func push(_ promise: EventLoopPromise<TestResponse>) {
-        self.lock.lock(); self.waiting.append(promise); self.lock.unlock()
+        self.waiting.withLockedValue { $0.append(promise) }
     }
 
     func pop() -> EventLoopPromise<TestResponse>? {
-        self.lock.lock(); defer { self.lock.unlock() }
-        return self.waiting.isEmpty ? nil : self.waiting.removeFirst()
+        self.waiting.withLockedValue { $0.isEmpty ? nil : $0.removeFirst() }
     }
 
     func failAll(_ error: Error) {
@@ -215,15 +213,14 @@ func splitAddress(_ address: String) throws -> (String, Int) {
 }
 
 /// Collects raw bytes until the peer closes.
-final class RawCollector: ChannelInboundHandler, @unchecked Sendable {
+final class RawCollector: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
-    private let lock = NSLock()
-    private var text = ""
-    var received: String { self.lock.lock(); defer { self.lock.unlock() }; return self.text }
+    private let text = NIOLockedValueBox("")
+    var received: String { self.text.withLockedValue { $0 } }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let chunk = String(buffer: Self.unwrapInboundIn(data))
-        self.lock.lock(); self.text += chunk; self.lock.unlock()
+        self.text.withLockedValue { $0 += chunk }
     }
 }
 

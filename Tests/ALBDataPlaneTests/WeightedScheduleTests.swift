@@ -1,4 +1,5 @@
 @testable import ALBDataPlane
+import NIOConcurrencyHelpers
 import XCTest
 
 final class WeightedScheduleTests: XCTestCase {
@@ -34,10 +35,8 @@ final class WeightedScheduleTests: XCTestCase {
     }
 }
 
-private final class ManagedCounts: @unchecked Sendable {
-    // @unchecked: guarded by `lock`.
-    private let lock = NSLock()
-    private var counts: [Int: Int] = [:]
-    func add(_ key: Int) { lock.withLock { counts[key, default: 0] += 1 } }
-    var snapshot: [Int: Int] { lock.withLock { counts } }
+private final class ManagedCounts: Sendable {
+    private let counts = NIOLockedValueBox<[Int: Int]>([:])
+    func add(_ key: Int) { counts.withLockedValue { $0[key, default: 0] += 1 } }
+    var snapshot: [Int: Int] { counts.withLockedValue { $0 } }
 }

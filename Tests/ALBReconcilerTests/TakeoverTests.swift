@@ -1,5 +1,6 @@
 import ALBDataPlane
 import Foundation
+import Logging
 import NIOPosix
 import XCTest
 
@@ -77,7 +78,7 @@ final class TakeoverHandshakeTests: XCTestCase {
                           readyTimeout: Duration = .seconds(5)) async -> Takeover.HandOverOutcome? {
         for await channel in connections {
             return await Takeover.handOver(over: channel, dataPlane: plane, lock: lock, statusDirectory: self.status,
-                                           readyTimeout: readyTimeout, log: Log(level: .error))
+                                           readyTimeout: readyTimeout, log: Logger.alb(level: .error))
         }
         return nil
     }
