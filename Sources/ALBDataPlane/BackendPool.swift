@@ -133,6 +133,10 @@ final class BackendPool {
     /// Every open HTTP/1 connection, idle or in use, so a retired server's can be closed after its drain.
     private var open: [ObjectIdentifier: Channel] = [:]
     private var closed = false
+    /// Requests sent to this server from this loop, and those of them that ended: plain Ints on the loop,
+    /// summed over loops for the group's status (``ServerGroups/load(of:)``).
+    private(set) var requestsStarted = 0
+    private(set) var requestsEnded = 0
     /// Idle connections kept per server and loop; more are closed on release.
     static let maxIdle = 128
 
@@ -202,6 +206,14 @@ final class BackendPool {
     /// The server by IP address when it is one (no resolver round trip), else by host name.
     private func connect(_ bootstrap: ClientBootstrap) -> EventLoopFuture<Channel> {
         bootstrap.connect(server: self.server.host, port: self.server.port)
+    }
+
+    func requestStarted() {
+        self.requestsStarted &+= 1
+    }
+
+    func requestEnded() {
+        self.requestsEnded &+= 1
     }
 
     func release(_ connection: BackendHandler) {

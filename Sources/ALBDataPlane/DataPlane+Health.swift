@@ -27,6 +27,11 @@ extension DataPlane {
         self.healthChecker.apply(targets)
     }
 
+    /// Requests in flight and sent so far to each of `servers`, in their order (for their group's status).
+    public func serverLoad(_ servers: [BackendServer]) async -> [ServerLoad] {
+        await self.serverGroups.load(of: servers)
+    }
+
     /// Each checked server of `group` with its health, reason and since when (for the group's status).
     public func serverHealth(group: String) -> [ServerHealthReport] {
         self.healthChecker.reports(group: group)

@@ -49,7 +49,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         var machine: ProxyExchange
         /// The picked server and its pool on this loop (nil when none was available).
         var server: BalancedServer?
-        var pool: BackendPool?
+        /// Counts this exchange as one of its requests while it lasts (``BackendPool/requestStarted()``).
+        private(set) var pool: BackendPool?
         var backendHead: HTTPRequestHead?
         var queued: [HTTPClientRequestPart] = []
         var connectTimeout = TimeAmount.seconds(5)
@@ -68,17 +69,21 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
         var upstream: String { self.server?.address ?? "" }
 
-        /// The server this exchange goes to; a sticky group's response names it in a cookie unless the
-        /// request's cookie already did.
-        func route(to server: BalancedServer) {
+        /// The server this exchange goes to, and its pool on this loop; a sticky group's response names it in
+        /// a cookie unless the request's cookie already did.
+        func route(to server: BalancedServer, pool: BackendPool) {
             self.server = server
             self.setCookie = server.stickyValue.map { $0[...] } == self.stickyValue ? nil : server.stickySetCookie
+            self.pool?.requestEnded()
+            pool.requestStarted()
+            self.pool = pool
         }
 
-        /// However the exchange ends (answered, refused, abandoned by a closing client), a `Wlc` group stops
-        /// counting it when the exchange is dropped.
+        /// However the exchange ends (answered, refused, abandoned by a closing client, a tunnel closed), its
+        /// server stops counting it when the exchange is dropped: `Wlc` and the group's status.
         deinit {
             self.server?.requestFinished()
+            self.pool?.requestEnded()
         }
     }
 
@@ -232,8 +237,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         let server = machine.mayReachBackend
             ? self.loopState.pick(snapshot, clientIP: clientIP, stickyValue: exchange.stickyValue) : nil
         if let server {
-            exchange.route(to: server)
-            exchange.pool = self.loopState.pool(for: server)
+            exchange.route(to: server, pool: self.loopState.pool(for: server))
             var backendHead = ProxyHeaders.backendRequestHead(
                 from: head,
                 forwarding: ForwardingContext(
@@ -346,8 +350,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             return false
         }
         failed.requestFinished()
-        exchange.route(to: next)
-        exchange.pool = self.loopState.pool(for: next)
+        exchange.route(to: next, pool: self.loopState.pool(for: next))
         return true
     }
 

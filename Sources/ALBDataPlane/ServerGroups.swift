@@ -69,6 +69,24 @@ final class ServerGroups: Sendable {
         }
     }
 
+    /// Requests in flight and sent so far, per server, over every loop and listener (a server listed in two
+    /// groups is one server: its pool and its counts are shared). A retired server starts from zero.
+    func load(of servers: [BackendServer]) async -> [ServerLoad] {
+        var started: [String: Int] = [:]
+        var ended: [String: Int] = [:]
+        for bound in self.loops.withLockedValue({ Array($0.values) }) {
+            let counts = (try? await bound.eventLoop.submit { bound.value.requestCounts }.get()) ?? [:]
+            for (key, count) in counts {
+                started[key, default: 0] += count.started
+                ended[key, default: 0] += count.ended
+            }
+        }
+        return servers.map { server in
+            let total = started[server.poolKey] ?? 0
+            return ServerLoad(activeRequests: max(0, total - (ended[server.poolKey] ?? 0)), requests: total)
+        }
+    }
+
     /// Idle pooled connections over all loops (for tests and diagnostics).
     func idleConnections() async -> Int {
         var total = 0
@@ -113,6 +131,23 @@ final class BackendPools {
 
     var idleCount: Int {
         self.pools.values.reduce(0) { $0 + $1.idleCount }
+    }
+
+    var requestCounts: [String: (started: Int, ended: Int)] {
+        self.pools.mapValues { (started: $0.requestsStarted, ended: $0.requestsEnded) }
+    }
+}
+
+/// A server's requests, for its group's status.
+public struct ServerLoad: Sendable, Equatable {
+    /// Picked and not yet over (a WebSocket tunnel counts while it is open).
+    public var activeRequests: Int
+    /// Sent to it since it joined (retired and added again: from zero).
+    public var requests: Int
+
+    public init(activeRequests: Int, requests: Int) {
+        self.activeRequests = activeRequests
+        self.requests = requests
     }
 }
 

@@ -68,7 +68,7 @@ public actor Reconciler {
     var manifestCache = ManifestCache()
     var keySerial = 0
     /// Each server group's servers as last applied, for its status (with their health).
-    var groupServers: [String: [ALBManifest.BackendServer]] = [:]
+    var groupServers: [String: [ALBDataPlane.BackendServer]] = [:]
 
     /// What the admin endpoint (`--admin`) shows, published after each pass and stats refresh.
     public nonisolated let adminState = AdminStateBox()
@@ -201,7 +201,7 @@ public actor Reconciler {
         dataPlane.applyHealthChecks(checked)
         groupServers = [:]
         for (id, resource) in desired where id.kind == .serverGroup {
-            if case .serverGroup(let group) = resource.spec { groupServers[id.name] = group.servers }
+            if case .serverGroup(let group) = resource.spec { groupServers[id.name] = DesiredState.backendServers(group) }
         }
 
         // 5. Listeners: what each one should do, then the sockets of the whole pass, then the actions.
@@ -615,7 +615,7 @@ public actor Reconciler {
                 statuses[id] = status
             }
             if id.kind == .serverGroup, let servers = groupServers[id.name] {
-                let servers = self.serverStatuses(group: id.name, servers: servers)
+                let servers = await self.serverStatuses(group: id.name, servers: servers)
                 self.recordHealthChanges(id, from: status.servers ?? [], to: servers)
                 status.servers = servers
                 statuses[id] = status
@@ -628,14 +628,17 @@ public actor Reconciler {
         }
     }
 
-    /// A group's servers with what their checks found (`Unchecked` when the group has no checks).
-    private func serverStatuses(group: String, servers: [ALBManifest.BackendServer]) -> [ResourceStatus.ServerStatus] {
+    /// A group's servers with what their checks found (`Unchecked` when the group has no checks) and their
+    /// requests.
+    private func serverStatuses(group: String, servers: [ALBDataPlane.BackendServer]) async -> [ResourceStatus.ServerStatus] {
         let reports = dataPlane.serverHealth(group: group)
-        return servers.map { server in
-            let report = reports.first { $0.host == server.address && $0.port == server.port }
-            return ResourceStatus.ServerStatus(address: server.address, port: server.port, weight: server.weight,
+        let load = await dataPlane.serverLoad(servers)
+        return zip(servers, load).map { server, load in
+            let report = reports.first { $0.host == server.host && $0.port == server.port }
+            return ResourceStatus.ServerStatus(address: server.host, port: server.port, weight: server.weight,
                                                health: report?.health.rawValue ?? "Unchecked",
-                                               reason: report?.reason ?? "", since: report?.since)
+                                               reason: report?.reason ?? "", since: report?.since,
+                                               activeRequests: load.activeRequests, requests: load.requests)
         }
     }
 

@@ -59,14 +59,21 @@ public struct ResourceStatus: Sendable, Equatable {
         /// The last failed check's reason ("" when none failed).
         public var reason: String
         public var since: Date?
+        /// Requests picked for it and not yet over, over every listener and event loop.
+        public var activeRequests: Int
+        /// Requests sent to it since it joined the data plane.
+        public var requests: Int
 
-        public init(address: String, port: Int, weight: Int, health: String, reason: String = "", since: Date? = nil) {
+        public init(address: String, port: Int, weight: Int, health: String, reason: String = "", since: Date? = nil,
+                    activeRequests: Int = 0, requests: Int = 0) {
             self.address = address
             self.port = port
             self.weight = weight
             self.health = health
             self.reason = reason
             self.since = since
+            self.activeRequests = activeRequests
+            self.requests = requests
         }
     }
 
@@ -147,6 +154,8 @@ extension ResourceStatus {
                     ("reason", .text(server.reason)),
                 ]
                 if let since = server.since { entry.append(("since", .timestamp(since))) }
+                entry.append(("activeRequests", .integer(server.activeRequests)))
+                entry.append(("requests", .integer(server.requests)))
                 return .map(entry)
             })))
         }
@@ -218,7 +227,8 @@ extension ResourceStatus {
             status.servers = servers.map { item in
                 ServerStatus(address: string(item["address"]) ?? "", port: int(item["port"]) ?? 0,
                              weight: int(item["weight"]) ?? 0, health: string(item["health"]) ?? "",
-                             reason: string(item["reason"]) ?? "", since: parseTimestamp(item["since"]))
+                             reason: string(item["reason"]) ?? "", since: parseTimestamp(item["since"]),
+                             activeRequests: int(item["activeRequests"]) ?? 0, requests: int(item["requests"]) ?? 0)
             }
         }
         if let stats = root["stats"] as? [String: Any] {

@@ -2,7 +2,7 @@
 import collections
 import threading
 
-from conftest import free_port, get, manifest_set
+from conftest import free_port, get, manifest_set, wait_for
 
 
 def with_scheduler(text, scheduler):
@@ -96,3 +96,41 @@ def test_replacing_a_server_under_load_fails_nothing_and_its_slow_request_finish
     assert slow["answer"][0] == 200 and slow["answer"][1].startswith("b1"), slow
     assert counts["requests"] > 0
     assert (counts["non2xx"], counts["connect"], counts["read"], counts["write"], counts["timeout"]) == (0, 0, 0, 0, 0), counts
+
+
+def test_the_group_status_counts_each_servers_requests_across_listeners(alb, backends):
+    # Two listeners forward to one group: one runtime, so one count per server, whatever the listener.
+    second = free_port()
+    extra = f"""---
+apiVersion: alb/v1
+kind: Listener
+metadata: {{name: second}}
+spec:
+  loadBalancer: lb
+  protocol: HTTP
+  port: {second}
+  defaultAction:
+    forwardGroup:
+      serverGroups: [{{name: pool}}]
+"""
+    port = serve(alb, backends, "Wrr", count=2, extra_listener=extra)
+    alb.wait_state("second", "Running")
+    answers = collections.Counter()
+    for _ in range(5):
+        answers[get(port)[2]["X-Backend"]] += 1
+        answers[get(second)[2]["X-Backend"]] += 1
+    assert answers == {"b1": 5, "b2": 5}, answers  # one round robin for both listeners
+    in_flight = threading.Thread(target=lambda: get(port, "/slow?s=8", timeout=15))
+    in_flight.start()
+
+    def servers():
+        return {s["port"]: s for s in (alb.status_of("ServerGroup", "pool") or {}).get("servers", [])}
+
+    # The status is refreshed every 5 s: the slow request (8 s) shows in one refresh at least.
+    seen = wait_for(lambda: (lambda s: s if sum(v["activeRequests"] for v in s.values()) == 1 else None)(servers()),
+                    timeout=12, what="one request in flight in the group's status")
+    assert sorted(v["requests"] for v in seen.values()) == [5, 6]
+    in_flight.join()
+    done = wait_for(lambda: (lambda s: s if sum(v["activeRequests"] for v in s.values()) == 0 else None)(servers()),
+                    timeout=12, what="no request in flight")
+    assert sum(v["requests"] for v in done.values()) == 11
