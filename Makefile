@@ -5,25 +5,28 @@ export PATH := $(PATH):/opt/swift/usr/bin
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/alb
 PYTHON ?= python3
-DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk
+DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk zlib1g-dev libbrotli-dev
+# Only `make bench` needs these: nginx's Brotli filter, for the compression row beside alb's.
+BENCH_DEBIAN_PACKAGES := nginx libnginx-mod-http-brotli-filter
 STAMP := .build/.deps-installed
 
-.PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench bench-allocs alloc-counter fmt lint clean
+.PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench bench-deps bench-compression bench-allocs alloc-counter fmt lint clean
 
 all: build
 
 # Debian packages: `apt-get update` once, then install only what is missing.
 deps: $(STAMP)
-$(STAMP):
+# Re-checked whenever the Makefile changes (a package added to the lists above).
+$(STAMP): Makefile
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	command -v $(PYTHON) >/dev/null 2>&1 || missing="$$missing python3 python3-pip"; \
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && apt-get install -y -q $$missing; fi
 	@command -v swift >/dev/null 2>&1 || { echo "error: swift not found on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
-	@$(PYTHON) -c "import pytest, yaml, grpc" 2>/dev/null || { echo "installing pytest, pyyaml and grpcio from PyPI"; \
-	  $(PYTHON) -m pip install -q pytest pyyaml grpcio 2>/dev/null \
-	  || $(PYTHON) -m pip install -q --break-system-packages pytest pyyaml grpcio 2>/dev/null \
-	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml python3-grpcio; }; }
+	@$(PYTHON) -c "import pytest, yaml, grpc, brotli" 2>/dev/null || { echo "installing pytest, pyyaml, grpcio and brotli from PyPI"; \
+	  $(PYTHON) -m pip install -q pytest pyyaml grpcio brotli 2>/dev/null \
+	  || $(PYTHON) -m pip install -q --break-system-packages pytest pyyaml grpcio brotli 2>/dev/null \
+	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml python3-grpcio python3-brotli; }; }
 	@mkdir -p .build && touch $(STAMP)
 
 build: deps
@@ -71,9 +74,19 @@ soak: deps
 	swift build -c $(SOAK_CONFIG) --product alb
 	ALB_BIN=$(CURDIR)/.build/$(SOAK_CONFIG)/alb $(PYTHON) tests/soak.py
 
-bench: alloc-counter
+bench: alloc-counter bench-deps
 	swift build -c release --product alb
 	bash tests/bench.sh
+
+# The compression row alone (tests/bench_compression.py: alb beside nginx with its Brotli filter and gzip).
+bench-compression: deps bench-deps
+	swift build -c release --product alb
+	$(PYTHON) tests/bench_compression.py .build/release/alb
+
+bench-deps:
+	@missing=""; for p in $(BENCH_DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages for make bench:$$missing"; \
+	  apt-get update -q && apt-get install -y -q $$missing; fi
 
 # Heap allocations per proxied request (tests/bench_allocs.py; docs/benchmarks.md): alb under an LD_PRELOAD
 # malloc counter. Needs no peers; its TLS and HTTP/2 rows are skipped without openssl or h2load.

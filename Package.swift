@@ -54,9 +54,14 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "ALBHTTP", dependencies: [
+            "CZlib", "CBrotli",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
+        // Response compression's C libraries (Debian zlib1g-dev, libbrotli-dev), seen only by the owner
+        // classes in ALBHTTP (GzipEncoder, BrotliEncoder).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CBrotli", pkgConfig: "libbrotlienc", providers: [.apt(["libbrotli-dev"])]),
         // Fuzz targets (docs/fuzzing.md). `make fuzz` builds them with `--sanitize fuzzer` and
         // `-DALB_LIBFUZZER`, where libFuzzer supplies `main`; a plain `swift build` builds them as small
         // replay tools that run the same check over files given as arguments (a crasher, a corpus).
@@ -76,7 +81,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "ALBHTTPTests", dependencies: [
-            "ALBHTTP",
+            "ALBHTTP", "CZlib", "CBrotli",
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "ALBTLSTests", dependencies: [

@@ -214,7 +214,8 @@ final class ListenerRuntime: Sendable {
             let options = EdgePipelineOptions(
                 limits: snapshot.decoderLimits,
                 headerTimeout: snapshot.config.limits.headerTimeout,
-                idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout }
+                idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout },
+                compression: snapshot.config.compression ? self.compressionOptions : nil
             )
             let loopState = NIOLoopBound(self.loopState(for: channel.eventLoop), eventLoop: channel.eventLoop)
             let scheme = snapshot.transport.scheme
@@ -229,6 +230,13 @@ final class ListenerRuntime: Sendable {
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
+    }
+
+    /// The compressor's options: on while the current snapshot says so (asked per response), so a listener
+    /// switched off stops compressing at once; one switched on compresses on connections accepted (HTTP/1)
+    /// or streams opened (HTTP/2) from then on. Listeners without compression get no handler at all.
+    private var compressionOptions: ResponseCompressionOptions {
+        ResponseCompressionOptions { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.compression }
     }
 
     /// HTTP/2 settings of every listener (docs/tls.md lists them): at most 128 concurrent streams per
@@ -254,6 +262,9 @@ final class ListenerRuntime: Sendable {
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                if self.snapshot.load(ordering: .relaxed).config.compression {
+                    try stream.pipeline.syncOperations.addHandler(self.compressionOptions.makeHandler())
+                }
                 try stream.pipeline.syncOperations.addHandler(
                     ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, framing: .http2, tlsFacts: facts))
             }

@@ -7,11 +7,32 @@ public struct EdgePipelineOptions {
     public var headerTimeout: TimeAmount
     /// Asked each time a connection goes idle.
     public var idleTimeout: () -> TimeAmount
+    /// Response compression: nil leaves the handler out (a listener with `compression: false` when the
+    /// connection was accepted); otherwise its settings and whether it is still on, asked per response.
+    public var compression: ResponseCompressionOptions?
 
-    public init(limits: StrictHTTPRequestDecoder.Limits, headerTimeout: TimeAmount, idleTimeout: @escaping () -> TimeAmount) {
+    public init(limits: StrictHTTPRequestDecoder.Limits, headerTimeout: TimeAmount, idleTimeout: @escaping () -> TimeAmount,
+                compression: ResponseCompressionOptions? = nil) {
         self.limits = limits
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
+        self.compression = compression
+    }
+}
+
+/// What a ``ResponseCompressionHandler`` is built from.
+public struct ResponseCompressionOptions {
+    public var settings: CompressionSettings
+    /// Asked once per response: the listener's current `compression`.
+    public var isEnabled: () -> Bool
+
+    public init(settings: CompressionSettings = CompressionSettings(), isEnabled: @escaping () -> Bool) {
+        self.settings = settings
+        self.isEnabled = isEnabled
+    }
+
+    public func makeHandler() -> ResponseCompressionHandler {
+        ResponseCompressionHandler(settings: self.settings, isEnabled: self.isEnabled)
     }
 }
 
@@ -23,7 +44,9 @@ extension ChannelPipeline.SynchronousOperations {
     /// 3. ``ConnectionTimeoutHandler`` (header timeout: 408; idle timeout: close)
     /// 4. ``HTTPPipeliningHandler`` (one exchange at a time, graceful quiesce)
     /// 5. ``EdgeErrorHandler`` (writes 400/408/431 and closes)
-    /// 6. `application`: the proxy
+    /// 6. ``ResponseCompressionHandler``, only when `options.compression` is set: after the pipelining
+    ///    handler it sees one exchange at a time, and the edge's own short error responses skip it
+    /// 7. `application`: the proxy
     public func configureEdgeHTTPPipeline(
         options: EdgePipelineOptions,
         application: some ChannelHandler
@@ -35,6 +58,9 @@ extension ChannelPipeline.SynchronousOperations {
         try self.addHandler(ConnectionTimeoutHandler(headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout))
         try self.addHandler(HTTPPipeliningHandler())
         try self.addHandler(EdgeErrorHandler())
+        if let compression = options.compression {
+            try self.addHandler(compression.makeHandler())
+        }
         try self.addHandler(application)
     }
 }
