@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh),
-# the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and HTTP/2), then the
+# the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and HTTP/2), the
+# compression rows (tests/bench_compression.py: a 1 MiB JSON response, Brotli and gzip, beside nginx), then the
 # reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads, and last the heap
 # allocations per proxied request (tests/bench_allocs.py, needs .build/alloc_counter.so: `make alloc-counter`).
 # Everything printed is also kept in .build/bench/bench-TIME.txt, and tests/bench_summary.py turns it into
@@ -73,6 +74,8 @@ for peer in nginx:19001 haproxy:19002 alb:19003; do
   echo "$name $(python3 tests/bench_idle_memory.py "$pid" "$port" 2000)"
 done
 python3 tests/bench_tls.py .build/release/alb
+# Compression: a 1 MiB JSON response through alb and through nginx (Brotli filter and gzip), own peers.
+python3 tests/bench_compression.py .build/release/alb
 kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true; alb_pid=
 python3 tests/bench_reconcile.py .build/release/alb 100 20
 python3 ../shared/bench/reload.py all 100 20 || true

@@ -47,6 +47,9 @@ final class ListenerSnapshot: AtomicReference, Sendable {
 final class ListenerLoopState {
     let eventLoop: EventLoop
     let accessLog: AccessLogBuffer?
+    /// Responses this listener compresses at once on this loop (docs/decisions.md: memory per stream).
+    let compressionBudget = CompressionBudget(limit: ListenerLoopState.concurrentCompressions)
+    static let concurrentCompressions = 64
     private var generation = -1
     private var pools: [String: BackendPool] = [:]
     private var closed = false
@@ -211,13 +214,13 @@ final class ListenerRuntime: Sendable {
             self.counters.activeConnections.wrappingDecrement(ordering: .relaxed)
         }
         do {
+            let loopState = NIOLoopBound(self.loopState(for: channel.eventLoop), eventLoop: channel.eventLoop)
             let options = EdgePipelineOptions(
                 limits: snapshot.decoderLimits,
                 headerTimeout: snapshot.config.limits.headerTimeout,
                 idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout },
-                compression: snapshot.config.compression ? self.compressionOptions : nil
+                compression: snapshot.config.compression ? self.compressionOptions(loopState.value) : nil
             )
-            let loopState = NIOLoopBound(self.loopState(for: channel.eventLoop), eventLoop: channel.eventLoop)
             let scheme = snapshot.transport.scheme
             try snapshot.transport.configure(
                 channel, handshakeTimeout: snapshot.config.limits.headerTimeout,
@@ -235,8 +238,10 @@ final class ListenerRuntime: Sendable {
     /// The compressor's options: on while the current snapshot says so (asked per response), so a listener
     /// switched off stops compressing at once; one switched on compresses on connections accepted (HTTP/1)
     /// or streams opened (HTTP/2) from then on. Listeners without compression get no handler at all.
-    private var compressionOptions: ResponseCompressionOptions {
-        ResponseCompressionOptions { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.compression }
+    private func compressionOptions(_ loopState: ListenerLoopState) -> ResponseCompressionOptions {
+        ResponseCompressionOptions(budget: loopState.compressionBudget) { [snapshot = self.snapshot] in
+            snapshot.load(ordering: .relaxed).config.compression
+        }
     }
 
     /// HTTP/2 settings of every listener (docs/tls.md lists them): at most 128 concurrent streams per
@@ -263,7 +268,7 @@ final class ListenerRuntime: Sendable {
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
                 if self.snapshot.load(ordering: .relaxed).config.compression {
-                    try stream.pipeline.syncOperations.addHandler(self.compressionOptions.makeHandler())
+                    try stream.pipeline.syncOperations.addHandler(self.compressionOptions(loopState.value).makeHandler())
                 }
                 try stream.pipeline.syncOperations.addHandler(
                     ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, framing: .http2, tlsFacts: facts))

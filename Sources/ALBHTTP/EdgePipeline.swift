@@ -23,16 +23,20 @@ public struct EdgePipelineOptions {
 /// What a ``ResponseCompressionHandler`` is built from.
 public struct ResponseCompressionOptions {
     public var settings: CompressionSettings
+    /// Shared by the handlers of one listener on one event loop; nil: no limit.
+    public var budget: CompressionBudget?
     /// Asked once per response: the listener's current `compression`.
     public var isEnabled: () -> Bool
 
-    public init(settings: CompressionSettings = CompressionSettings(), isEnabled: @escaping () -> Bool) {
+    public init(settings: CompressionSettings = CompressionSettings(), budget: CompressionBudget? = nil,
+                isEnabled: @escaping () -> Bool) {
         self.settings = settings
+        self.budget = budget
         self.isEnabled = isEnabled
     }
 
     public func makeHandler() -> ResponseCompressionHandler {
-        ResponseCompressionHandler(settings: self.settings, isEnabled: self.isEnabled)
+        ResponseCompressionHandler(settings: self.settings, budget: self.budget, isEnabled: self.isEnabled)
     }
 }
 

@@ -35,6 +35,32 @@ public struct CompressionSettings: Sendable, Equatable {
     }
 }
 
+/// How many responses may be compressed at once by the handlers that share it (one listener on one event
+/// loop): each encoder holds megabytes (docs/decisions.md), and an HTTP/2 client can open 128 streams per
+/// connection. A response that finds the budget spent goes out as it is (with `Vary`), which is always correct.
+/// Used on one event loop only.
+public final class CompressionBudget {
+    public let limit: Int
+    public private(set) var inUse = 0
+
+    public init(limit: Int) {
+        self.limit = limit
+    }
+
+    func take() -> Bool {
+        guard self.inUse < self.limit else { return false }
+        self.inUse += 1
+        return true
+    }
+
+    func give() {
+        self.inUse -= 1
+    }
+}
+
+@available(*, unavailable)
+extension CompressionBudget: Sendable {}
+
 /// Compresses responses on a listener with `compression: true` (Brotli or gzip, by
 /// ``ResponseCompressionPolicy``), as the body streams: each body part is fed to the encoder as it comes
 /// and what the encoder emits goes on, so no response is held whole; a stream holds at most its encoder
@@ -92,16 +118,25 @@ public final class ResponseCompressionHandler: ChannelDuplexHandler, RemovableCh
 
     private let settings: CompressionSettings
     private let isEnabled: () -> Bool
+    private let budget: CompressionBudget?
     /// What each request whose response has not started said; one entry in the usual case.
     private var requests = CircularBuffer<CompressionRequest>(initialCapacity: 2)
-    private var encoder: Encoder?
+    private var encoder: Encoder? {
+        didSet {
+            guard let budget = self.budget else { return }
+            if oldValue == nil && self.encoder != nil { _ = budget.take() }
+            if oldValue != nil && self.encoder == nil { budget.give() }
+        }
+    }
     /// The promise of a body write that produced no output yet: completed with the next write that does.
     private var heldPromise: EventLoopPromise<Void>?
     /// The most bytes an encoder of this handler held (tests and docs/decisions.md's figure).
     public private(set) var peakEncoderBytes = 0
 
-    public init(settings: CompressionSettings = CompressionSettings(), isEnabled: @escaping () -> Bool = { true }) {
+    public init(settings: CompressionSettings = CompressionSettings(), budget: CompressionBudget? = nil,
+                isEnabled: @escaping () -> Bool = { true }) {
         self.settings = settings
+        self.budget = budget
         self.isEnabled = isEnabled
     }
 
@@ -137,6 +172,9 @@ public final class ResponseCompressionHandler: ChannelDuplexHandler, RemovableCh
                 return
             }
             var decision = ResponseCompressionPolicy.decide(request, head)
+            if decision.coding != nil, let budget = self.budget, budget.inUse >= budget.limit {
+                decision.coding = nil  // as it is: every encoder this budget allows is busy
+            }
             if let coding = decision.coding {
                 do {
                     self.encoder = try self.makeEncoder(coding, length: ResponseCompressionPolicy.contentLength(head.headers) ?? 0)
@@ -184,7 +222,14 @@ public final class ResponseCompressionHandler: ChannelDuplexHandler, RemovableCh
             self.peakEncoderBytes = max(self.peakEncoderBytes, encoder.peakBytes)
             self.encoder = nil
             self.writeOutput(output, context: context, promise: nil)
-            context.write(data, promise: promise)
+            // A promise still held (the stream ended with no output after it) completes with the end.
+            var endPromise = promise
+            if let held = self.heldPromise {
+                self.heldPromise = nil
+                if let promise { held.futureResult.cascade(to: promise) }
+                endPromise = held
+            }
+            context.write(data, promise: endPromise)
         }
     }
 
@@ -200,7 +245,7 @@ public final class ResponseCompressionHandler: ChannelDuplexHandler, RemovableCh
     }
 
     /// Writes what the encoder emitted, with the promises of the writes it came from; holds the promise when
-    /// nothing came out yet.
+    /// nothing came out yet. The first held promise is the one a write carries; later ones follow it.
     private func writeOutput(_ output: ByteBuffer?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         guard let output else {
             if let promise {

@@ -165,6 +165,35 @@ final class ResponseCompressionHandlerTests: XCTestCase {
         XCTAssertEqual(out, sampleBody(4096))
     }
 
+    /// Body writes whose bytes the encoder keeps have their promises completed once output carrying them
+    /// (here: the end) is written, never before and never lost.
+    func testPromisesOfHeldBodyPartsCompleteWithTheEnd() throws {
+        let (channel, _) = try self.makeChannel()
+        defer { _ = try? channel.finish() }
+        try self.sendRequest(channel, acceptEncoding: "br")
+        let headers = HTTPHeaders([("content-type", "text/plain"), ("content-length", "3000")])
+        try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
+        var completed = 0
+        var promises: [EventLoopPromise<Void>] = []
+        for piece in sampleBody(3000).chunked(into: 1000) {
+            let promise = channel.eventLoop.makePromise(of: Void.self)
+            promise.futureResult.assumeIsolated().whenSuccess { completed += 1 }
+            promises.append(promise)
+            channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: piece))), promise: promise)
+        }
+        channel.flush()
+        XCTAssertEqual(completed, 0, "Brotli keeps 3,000 bytes of input until the end")
+        let end = channel.eventLoop.makePromise(of: Void.self)
+        end.futureResult.assumeIsolated().whenSuccess { completed += 1 }
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: end)
+        XCTAssertEqual(completed, 4)
+        var out: [UInt8] = []
+        while let part = try channel.readOutbound(as: HTTPServerResponsePart.self) {
+            if case .body(.byteBuffer(let buffer)) = part { out += Array(buffer.readableBytesView) }
+        }
+        XCTAssertEqual(try Decompress.brotli(out), sampleBody(3000))
+    }
+
     /// A client that goes away mid-response: the encoder is freed at once, and a promise held for output
     /// not yet produced fails rather than dangling.
     func testClientAbortFreesTheEncoder() throws {
@@ -195,6 +224,34 @@ final class ResponseCompressionHandlerTests: XCTestCase {
         try self.sendRequest(channel, acceptEncoding: "gzip")
         let (_, longOut, _) = try self.respond(channel, body: sampleBody(30_000), declaredLength: 2_000)
         XCTAssertEqual(try Decompress.gzip(longOut), sampleBody(30_000))
+    }
+
+    /// One listener on one loop compresses at most `limit` responses at once; the next goes out as it is,
+    /// and a finished or aborted response gives its turn back.
+    func testTheBudgetCapsConcurrentEncoders() throws {
+        let budget = CompressionBudget(limit: 1)
+        let first = EmbeddedChannel(handler: ResponseCompressionHandler(budget: budget))
+        let second = EmbeddedChannel(handler: ResponseCompressionHandler(budget: budget))
+        defer {
+            _ = try? first.finish()
+            _ = try? second.finish()
+        }
+        try self.sendRequest(first, acceptEncoding: "br")
+        let headers = HTTPHeaders([("content-type", "text/plain"), ("content-length", "100000")])
+        try first.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
+        XCTAssertEqual(budget.inUse, 1)
+        try self.sendRequest(second, acceptEncoding: "br")
+        let (plain, plainOut, _) = try self.respond(second, body: sampleBody(4096))
+        XCTAssertNil(plain?.headers.first(name: "content-encoding"), "the budget is spent")
+        XCTAssertEqual(plain?.headers["vary"], ["Accept-Encoding"])
+        XCTAssertEqual(plainOut, sampleBody(4096))
+        first.pipeline.fireChannelInactive()  // the client of the first goes away
+        XCTAssertEqual(budget.inUse, 0)
+        try self.sendRequest(second, acceptEncoding: "br")
+        let (compressed, out, _) = try self.respond(second, body: sampleBody(4096))
+        XCTAssertEqual(compressed?.headers["content-encoding"], ["br"])
+        XCTAssertEqual(try Decompress.brotli(out), sampleBody(4096))
+        XCTAssertEqual(budget.inUse, 0)
     }
 
     func testEdgePipelineAddsTheHandlerOnlyWhenAsked() throws {
