@@ -121,11 +121,10 @@ public final class ResponseCompressionHandler: ChannelDuplexHandler, RemovableCh
     private let budget: CompressionBudget?
     /// What each request whose response has not started said; one entry in the usual case.
     private var requests = CircularBuffer<CompressionRequest>(initialCapacity: 2)
+    /// Each encoder was made after taking a turn of the budget; it gives the turn back when it goes.
     private var encoder: Encoder? {
         didSet {
-            guard let budget = self.budget else { return }
-            if oldValue == nil && self.encoder != nil { _ = budget.take() }
-            if oldValue != nil && self.encoder == nil { budget.give() }
+            if oldValue != nil { self.budget?.give() }
         }
     }
     /// The promise of a body write that produced no output yet: completed with the next write that does.
@@ -172,7 +171,7 @@ public final class ResponseCompressionHandler: ChannelDuplexHandler, RemovableCh
                 return
             }
             var decision = ResponseCompressionPolicy.decide(request, head)
-            if decision.coding != nil, let budget = self.budget, budget.inUse >= budget.limit {
+            if decision.coding != nil, let budget = self.budget, !budget.take() {
                 decision.coding = nil  // as it is: every encoder this budget allows is busy
             }
             if let coding = decision.coding {
@@ -180,6 +179,7 @@ public final class ResponseCompressionHandler: ChannelDuplexHandler, RemovableCh
                     self.encoder = try self.makeEncoder(coding, length: ResponseCompressionPolicy.contentLength(head.headers) ?? 0)
                 } catch {
                     decision.coding = nil  // sent as it is; the encoder could not be made
+                    self.budget?.give()
                 }
             }
             guard decision != .untouched else {
