@@ -366,3 +366,22 @@ def test_listeners_without_compression_pass_everything_through(alb, backend):
     status, headers, raw = request(port, "/d?size=300000", accept="gzip, br")
     assert "content-encoding" not in headers and "vary" not in headers
     assert headers["content-length"] == "300000" and raw == body_of(300000)
+
+
+def test_a_lying_backend_behind_http2_resets_only_its_stream(alb, backend, certs):
+    port = free_port()
+    alb.write("web.yaml", https_set(port, backend, certs, extra="  compression: true\n"))
+    alb.start()
+    alb.wait_state("web", "Running")
+    base = ["curl", "-sS", "--max-time", "10", "--resolve", "main.example.com:%d:127.0.0.1" % port,
+            "--cacert", str(certs["main"][0]), "--http2", "--compressed", "-o", "/dev/null", "-w", "%{http_code}\n"]
+    url = "https://main.example.com:%d" % port
+    started = time.monotonic()
+    # Both on one HTTP/2 connection: the lying response fails, the next stream is served whole.
+    run = subprocess.run(base + [url + "/lie-short?size=5000", "-o", "/dev/null", url + "/d?size=5000"],
+                         capture_output=True, text=True, timeout=20)
+    assert time.monotonic() - started < 8
+    # curl reports the cut-off stream (RST_STREAM, "not closed cleanly") and exits with the last transfer's code.
+    assert "curl: (92)" in run.stderr, run.stderr
+    assert run.stdout.split()[-1] == "200", run.stdout + run.stderr
+    assert alb.process.poll() is None
