@@ -5,15 +5,17 @@ export PATH := $(PATH):/opt/swift/usr/bin
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/alb
 PYTHON ?= python3
-DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk
+DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk zlib1g-dev libbrotli-dev
+# Only `make bench` needs these: nginx's Brotli filter, for the compression row beside alb's.
+BENCH_DEBIAN_PACKAGES := nginx libnginx-mod-http-brotli-filter
 # QUIC (docs/quic.md): Debian's ngtcp2 0.12 with its GnuTLS crypto helper and nghttp3 0.8 for the CNgtcp2 and
 # CNghttp3 system-library targets; ngtcp2's example client for the end-to-end tests.
 DEBIAN_PACKAGES += libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev pkg-config ngtcp2-client
 # jsonschema checks manifests against `alb schema`; kubernetes' API models check examples/kubernetes/.
-PYTHON_PACKAGES := pytest pyyaml grpcio jsonschema kubernetes websockets prometheus_client
+PYTHON_PACKAGES := pytest pyyaml grpcio jsonschema kubernetes websockets prometheus_client brotli
 STAMP := .build/.deps-installed
 
-.PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench bench-allocs alloc-counter fmt lint clean
+.PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench bench-deps bench-compression bench-allocs alloc-counter fmt lint clean
 
 all: build
 
@@ -26,12 +28,12 @@ $(STAMP): Makefile
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && apt-get install -y -q $$missing; fi
 	@command -v swift >/dev/null 2>&1 || { echo "error: swift not found on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
-	@$(PYTHON) -c "import pytest, yaml, grpc, websockets, jsonschema, kubernetes, prometheus_client" 2>/dev/null || { \
+	@$(PYTHON) -c "import pytest, yaml, grpc, websockets, jsonschema, kubernetes, prometheus_client, brotli" 2>/dev/null || { \
 	  echo "installing $(PYTHON_PACKAGES) from PyPI"; \
 	  $(PYTHON) -m pip install -q $(PYTHON_PACKAGES) 2>/dev/null \
 	  || $(PYTHON) -m pip install -q --break-system-packages $(PYTHON_PACKAGES) 2>/dev/null \
 	  || { apt-get update -q && apt-get install -y -q python3-pytest python3-yaml python3-grpcio python3-websockets \
-	       python3-jsonschema python3-kubernetes python3-prometheus-client; }; }
+	       python3-jsonschema python3-kubernetes python3-prometheus-client python3-brotli; }; }
 	@# promtool (Debian's prometheus package) checks the /metrics text in the e2e tests when present; optional.
 	@command -v promtool >/dev/null 2>&1 || apt-get install -y -q prometheus >/dev/null 2>&1 \
 	  || echo "note: promtool not installed (Debian package prometheus); its /metrics check is skipped"
@@ -82,9 +84,19 @@ soak: deps
 	swift build -c $(SOAK_CONFIG) --product alb
 	ALB_BIN=$(CURDIR)/.build/$(SOAK_CONFIG)/alb $(PYTHON) tests/soak.py
 
-bench: deps alloc-counter
+bench: deps alloc-counter bench-deps
 	swift build -c release --product alb
 	bash tests/bench.sh
+
+# The compression row alone (tests/bench_compression.py: alb beside nginx with its Brotli filter and gzip).
+bench-compression: deps bench-deps
+	swift build -c release --product alb
+	$(PYTHON) tests/bench_compression.py .build/release/alb
+
+bench-deps:
+	@missing=""; for p in $(BENCH_DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages for make bench:$$missing"; \
+	  apt-get update -q && apt-get install -y -q $$missing; fi
 
 # Heap allocations per proxied request (tests/bench_allocs.py; docs/benchmarks.md): alb under an LD_PRELOAD
 # malloc counter. Needs no peers; its TLS and HTTP/2 rows are skipped without openssl or h2load.

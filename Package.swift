@@ -65,9 +65,14 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "ALBHTTP", dependencies: [
+            "CZlib", "CBrotli",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
+        // Response compression's C libraries (Debian zlib1g-dev, libbrotli-dev), seen only by the owner
+        // classes in ALBHTTP (GzipEncoder, BrotliEncoder).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CBrotli", pkgConfig: "libbrotlienc", providers: [.apt(["libbrotli-dev"])]),
         // QUIC (docs/quic.md): Debian's ngtcp2 0.12 (with its GnuTLS crypto helper, linked by the module map)
         // and nghttp3 0.8, installed by `make deps`. Only ALBQUIC imports these modules.
         .systemLibrary(name: "CNgtcp2", pkgConfig: "libngtcp2",
@@ -107,7 +112,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "ALBHTTPTests", dependencies: [
-            "ALBHTTP",
+            "ALBHTTP", "CZlib", "CBrotli",
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "ALBTLSTests", dependencies: [

@@ -2,6 +2,7 @@
 # make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh),
 # the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and HTTP/2), the
 # WebSocket rows (tests/bench_websocket.py: messages per second and CPU per message, direct, alb, nginx),
+# compression rows (tests/bench_compression.py: a 1 MiB JSON response, Brotli and gzip, beside nginx),
 # metrics on vs off (tests/bench_metrics.sh: CPU per request without --admin and with /metrics scraped), then the
 # reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads, and last the heap
 # allocations per proxied request (tests/bench_allocs.py, needs .build/alloc_counter.so: `make alloc-counter`).
@@ -76,6 +77,8 @@ for peer in nginx:19001 haproxy:19002 alb:19003; do
 done
 python3 tests/bench_tls.py .build/release/alb
 python3 tests/bench_websocket.py .build/release/alb 8 10000
+# Compression: a 1 MiB JSON response through alb and through nginx (Brotli filter and gzip), own peers.
+python3 tests/bench_compression.py .build/release/alb
 kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true; alb_pid=
 bash tests/bench_metrics.sh 6 5   # metrics on (--admin, scraped every second) vs off: CPU per request
 python3 tests/bench_reconcile.py .build/release/alb 100 20

@@ -117,6 +117,9 @@ public struct ListenerConfig: Sendable, Equatable {
     /// TLS termination (an HTTPS listener); nil serves plain HTTP. Changes in place: the next handshake
     /// uses the new certificates and policy.
     public var tls: ServerTLS?
+    /// Response compression (Brotli, gzip; `ResponseCompressionPolicy`). Changes in place: connections
+    /// accepted while it is on compress until it is switched off; see docs/decisions.md.
+    public var compression: Bool
 
     public init(
         name: String,
@@ -129,7 +132,8 @@ public struct ListenerConfig: Sendable, Equatable {
         clientIP: ClientIPOptions? = nil,
         groups: [BackendGroup],
         limits: EdgeLimits = EdgeLimits(),
-        tls: ServerTLS? = nil
+        tls: ServerTLS? = nil,
+        compression: Bool = false
     ) {
         self.name = name
         self.key = name
@@ -143,6 +147,7 @@ public struct ListenerConfig: Sendable, Equatable {
         self.groups = groups
         self.limits = limits
         self.tls = tls
+        self.compression = compression
     }
 }
 

@@ -52,6 +52,9 @@ final class ListenerLoopState {
     /// so a process that serves no metrics reads no clock for them.
     let detailedMetrics: Bool
     private let pools: BackendPools
+    /// Responses this listener compresses at once on this loop (docs/decisions.md: memory per stream).
+    let compressionBudget = CompressionBudget(limit: ListenerLoopState.concurrentCompressions)
+    static let concurrentCompressions = 64
 
     init(eventLoop: EventLoop, accessLog: AccessLog?, pools: BackendPools, detailedMetrics: Bool = true) {
         self.eventLoop = eventLoop
@@ -211,7 +214,8 @@ final class ListenerRuntime: Sendable {
                 headerTimeout: snapshot.config.limits.headerTimeout,
                 idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout },
                 // Plain HTTP listeners serve h2c with prior knowledge; TLS ones negotiate HTTP/2 by ALPN.
-                acceptsHTTP2Preface: snapshot.config.tls == nil
+                acceptsHTTP2Preface: snapshot.config.tls == nil,
+                compression: snapshot.config.compression ? self.compressionOptions(state) : nil
             )
             if self.detailedMetrics {
                 try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(state: state))
@@ -230,6 +234,15 @@ final class ListenerRuntime: Sendable {
             return channel.eventLoop.makeSucceededVoidFuture()
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    /// The compressor's options: on while the current snapshot says so (asked per response), so a listener
+    /// switched off stops compressing at once; one switched on compresses on connections accepted (HTTP/1)
+    /// or streams opened (HTTP/2) from then on. Listeners without compression get no handler at all.
+    private func compressionOptions(_ loopState: ListenerLoopState) -> ResponseCompressionOptions {
+        ResponseCompressionOptions(budget: loopState.compressionBudget) { [snapshot = self.snapshot] in
+            snapshot.load(ordering: .relaxed).config.compression
         }
     }
 
@@ -257,6 +270,9 @@ final class ListenerRuntime: Sendable {
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                if self.snapshot.load(ordering: .relaxed).config.compression {
+                    try stream.pipeline.syncOperations.addHandler(self.compressionOptions(loopState.value).makeHandler())
+                }
                 try stream.pipeline.syncOperations.addHandler(
                     ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, framing: .http2, tlsFacts: facts))
             }

@@ -10,13 +10,37 @@ public struct EdgePipelineOptions {
     /// A connection opening with the HTTP/2 preface is handed to HTTP/2 (plain HTTP listeners: h2c with
     /// prior knowledge). The application handler gets ``HTTP2PrefaceEvent`` and makes the switch.
     public var acceptsHTTP2Preface: Bool
+    /// Response compression: nil leaves the handler out (a listener with `compression: false` when the
+    /// connection was accepted); otherwise its settings and whether it is still on, asked per response.
+    public var compression: ResponseCompressionOptions?
 
     public init(limits: StrictHTTPRequestDecoder.Limits, headerTimeout: TimeAmount, idleTimeout: @escaping () -> TimeAmount,
-                acceptsHTTP2Preface: Bool = false) {
+                acceptsHTTP2Preface: Bool = false, compression: ResponseCompressionOptions? = nil) {
         self.limits = limits
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
         self.acceptsHTTP2Preface = acceptsHTTP2Preface
+        self.compression = compression
+    }
+}
+
+/// What a ``ResponseCompressionHandler`` is built from.
+public struct ResponseCompressionOptions {
+    public var settings: CompressionSettings
+    /// Shared by the handlers of one listener on one event loop; nil: no limit.
+    public var budget: CompressionBudget?
+    /// Asked once per response: the listener's current `compression`.
+    public var isEnabled: () -> Bool
+
+    public init(settings: CompressionSettings = CompressionSettings(), budget: CompressionBudget? = nil,
+                isEnabled: @escaping () -> Bool) {
+        self.settings = settings
+        self.budget = budget
+        self.isEnabled = isEnabled
+    }
+
+    public func makeHandler() -> ResponseCompressionHandler {
+        ResponseCompressionHandler(settings: self.settings, budget: self.budget, isEnabled: self.isEnabled)
     }
 }
 
@@ -28,7 +52,9 @@ extension ChannelPipeline.SynchronousOperations {
     /// 3. ``ConnectionTimeoutHandler`` (header timeout: 408; idle timeout: close)
     /// 4. ``HTTPPipeliningHandler`` (one exchange at a time, graceful quiesce)
     /// 5. ``EdgeErrorHandler`` (writes 400/408/431 and closes)
-    /// 6. `application`: the proxy
+    /// 6. ``ResponseCompressionHandler``, only when `options.compression` is set: after the pipelining
+    ///    handler it sees one exchange at a time, and the edge's own short error responses skip it
+    /// 7. `application`: the proxy
     public func configureEdgeHTTPPipeline(
         options: EdgePipelineOptions,
         application: some ChannelHandler
@@ -41,6 +67,9 @@ extension ChannelPipeline.SynchronousOperations {
         try self.addHandler(ConnectionTimeoutHandler(headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout))
         try self.addHandler(HTTPPipeliningHandler())
         try self.addHandler(EdgeErrorHandler())
+        if let compression = options.compression {
+            try self.addHandler(compression.makeHandler())
+        }
         try self.addHandler(application)
     }
 }
@@ -55,6 +84,9 @@ extension ChannelPipeline.SynchronousOperations {
         replacement: () throws -> Void
     ) throws {
         self.removeHandler(application, promise: nil)
+        if let compressor = try? self.handler(type: ResponseCompressionHandler.self) {
+            self.removeHandler(compressor, promise: nil)
+        }
         self.removeHandler(try self.handler(type: EdgeErrorHandler.self), promise: nil)
         self.removeHandler(try self.handler(type: HTTPPipeliningHandler.self), promise: nil)
         self.removeHandler(try self.handler(type: ConnectionTimeoutHandler.self), promise: nil)

@@ -89,7 +89,7 @@ public struct DesiredState: Sendable {
             name: listener.id.name, loadBalancerName: spec.loadBalancer, bindHost: bindHost,
             port: spec.port, idleTimeout: .seconds(Int64(spec.idleTimeout)),
             requestTimeout: .seconds(Int64(spec.requestTimeout)), headers: headers, clientIP: clientIP,
-            groups: groups, tls: tls))
+            groups: groups, tls: tls, compression: spec.compression))
     }
 }
 

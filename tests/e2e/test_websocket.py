@@ -69,9 +69,9 @@ def ws_backend():
     backend.close()
 
 
-def serve_ws(alb, ws_backend, idle=15, extra_args=()):
+def serve_ws(alb, ws_backend, idle=15, extra_args=(), extra_listener=""):
     port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(ws_backend.port, 100)], idle=idle))
+    alb.write("web.yaml", manifest_set(port, [(ws_backend.port, 100)], idle=idle, extra_listener=extra_listener))
     alb.start("--access-log", str(alb.root / "access.log"), *extra_args)
     alb.wait_state("web", "Running")
     return port
@@ -246,3 +246,13 @@ def test_sigterm_lets_a_tunnel_run_until_the_drain_window_closes_it(alb, ws_back
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=10)
     assert alb.process.wait(timeout=10) == 0
+
+
+def test_a_compressing_listener_leaves_the_tunnel_alone(alb, ws_backend):
+    # The compressor is part of the HTTP/1 pipeline: it leaves with it at the switch, so frames pass as sent.
+    port = serve_ws(alb, ws_backend, extra_listener="  compression: true\n")
+    with connect("ws://127.0.0.1:%d/compressed" % port, max_size=None, ping_interval=None) as ws:
+        assert ws.recv(timeout=5) == "hello /compressed"
+        payload = "x" * 100_000
+        ws.send(payload)
+        assert ws.recv(timeout=10) == payload
