@@ -68,13 +68,27 @@ for scheduler in Wlc Sch; do
   echo "alb scheduler=$scheduler path=/ $(bash "$peers" bench 19003 "$alb_pid" / 64 5)"
 done
 write_manifest Wrr; kill -HUP "$alb_pid"; sleep 1
-for peer in nginx:19001 haproxy:19002 alb:19003; do
+# Memory per idle keep-alive connection, 2,000 clients beside the peers, then 10,000 for alb alone (the
+# peers' configurations cap connections lower). alb is measured in a fresh process each time: after the load
+# above its allocator would hand the idle connections memory the load freed, and RSS would not move (a loaded
+# alb read 0 bytes per connection).
+kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true
+fresh_alb() {
+  rm -rf "$work/s"
+  taskset -c 0 .build/release/alb reconcile "$work/m" --status-dir "$work/s" --log-level warning & alb_pid=$!
+  for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:19003/ 2>/dev/null && break; sleep 0.1; done
+}
+for peer in nginx:19001 haproxy:19002; do
   name=${peer%%:*} port=${peer##*:}
-  if [[ $name == alb ]]; then pid=$alb_pid; else
-    master=$(bash "$peers" pid "$name"); pid=$(pgrep -P "$master" | head -1 || true); pid=${pid:-$master}   # nginx: its worker
-  fi
+  master=$(bash "$peers" pid "$name"); pid=$(pgrep -P "$master" | head -1 || true); pid=${pid:-$master}   # nginx: its worker
   echo "$name $(python3 tests/bench_idle_memory.py "$pid" "$port" 2000)"
 done
+for clients in 2000 10000; do
+  fresh_alb
+  echo "alb $(python3 tests/bench_idle_memory.py "$alb_pid" 19003 "$clients")"
+  kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true
+done
+fresh_alb
 python3 tests/bench_tls.py .build/release/alb
 python3 tests/bench_websocket.py .build/release/alb 8 10000
 # Compression: a 1 MiB JSON response through alb and through nginx (Brotli filter and gzip), own peers.
