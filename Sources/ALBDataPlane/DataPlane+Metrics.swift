@@ -55,28 +55,31 @@ extension DataPlane {
         }.sorted { $0.name < $1.name }
 
         // Servers: those of the groups the serving listeners forward to, now.
-        // Counted once per group, whatever the number of listeners forwarding to it (they share its scheduler).
-        var inFlight: [UpstreamKey: Int] = [:]
-        for (key, count) in self.serverGroups.requestsInFlight { inFlight[key, default: 0] += count }
-        var servers: [UpstreamKey: BackendGroup] = [:]
+        var servers: [UpstreamKey: (group: BackendGroup, server: BackendServer)] = [:]
         for runtime in serving {
             for group in runtime.config.groups {
                 for server in group.servers {
-                    servers[UpstreamKey(group: group.name, server: server.address)] = group
+                    servers[UpstreamKey(group: group.name, server: server.address)] = (group, server)
                 }
             }
         }
+        // Requests in flight, as the group status counts them (the shared pools' per-loop counts), reported
+        // for `Wlc` groups: the scheduler that balances on them.
+        let counted = servers.filter { $0.value.group.scheduling == .weightedLeastRequests }
+        let loads = await self.serverGroups.load(of: counted.values.map(\.server))
+        let inFlight = Dictionary(zip(counted.keys, loads.map(\.activeRequests)), uniquingKeysWith: { first, _ in first })
         var health: [String: [String: String]] = [:]
-        for group in Set(servers.values.map(\.name)) {
+        for group in Set(servers.values.map(\.group.name)) {
             health[group] = Dictionary(self.serverHealth(group: group).map {
                 (BackendServer(host: $0.host, port: $0.port).address, $0.health.rawValue)
             }, uniquingKeysWith: { first, _ in first })
         }
-        result.servers = servers.map { key, group in
-            ServerMetrics(group: key.group, server: key.server,
-                          health: group.healthCheck == nil ? "Unchecked" : health[key.group]?[key.server] ?? "Unchecked",
-                          activeRequests: group.scheduling == .weightedLeastRequests ? inFlight[key] ?? 0 : nil,
-                          upstream: upstreams[key] ?? UpstreamCounters())
+        result.servers = servers.map { key, entry in
+            let group = entry.group
+            return ServerMetrics(group: key.group, server: key.server,
+                                 health: group.healthCheck == nil ? "Unchecked" : health[key.group]?[key.server] ?? "Unchecked",
+                                 activeRequests: group.scheduling == .weightedLeastRequests ? inFlight[key] ?? 0 : nil,
+                                 upstream: upstreams[key] ?? UpstreamCounters())
         }.sorted { ($0.group, $0.server) < ($1.group, $1.server) }
         return result
     }

@@ -32,11 +32,6 @@ final class ServerGroups: Sendable {
         }
     }
 
-    /// `Wlc` requests in flight per server, for the metrics (the only scheduler that counts them).
-    var requestsInFlight: [(key: UpstreamKey, count: Int)] {
-        self.schedulers.withLockedValue { Array($0.values) }.flatMap(\.requestsInFlight)
-    }
-
     /// The backend pools of `eventLoop`. Called once per client connection, on that loop.
     func pools(on eventLoop: EventLoop) -> BackendPools {
         let key = ObjectIdentifier(eventLoop)

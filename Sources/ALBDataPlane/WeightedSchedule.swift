@@ -169,12 +169,6 @@ final class GroupScheduler: Sendable {
         return definition == self.definition
     }
 
-    /// `Wlc` only: each server's requests in flight through this definition of the group.
-    var requestsInFlight: [(key: UpstreamKey, count: Int)] {
-        guard self.scheduling == .weightedLeastRequests else { return [] }
-        return self.servers.map { (key: $0.metricsKey, count: $0.requestsInFlight) }
-    }
-
     /// The server a sticky cookie names, if it is in this group, in rotation and not `excluding`; a `Wlc`
     /// group counts it like a pick.
     func server(stickyValue: Substring, excluding: BackendServer?) -> BalancedServer? {
