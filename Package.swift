@@ -47,7 +47,7 @@ let package = Package(
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
         .target(name: "ALBDataPlane", dependencies: [
-            "ALBHTTP", "ALBTLS",
+            "ALBHTTP", "ALBTLS", "ALBQUIC",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"),
@@ -122,7 +122,7 @@ let package = Package(
             .product(name: "NIOTLS", package: "swift-nio"),
         ]),
         .testTarget(name: "ALBDataPlaneTests", dependencies: [
-            "ALBDataPlane",
+            "ALBDataPlane", "ALBQUIC",
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),

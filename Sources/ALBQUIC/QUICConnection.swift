@@ -1,0 +1,451 @@
+import CNgtcp2
+import NIOCore
+
+/// Why creating or running a QUIC connection failed.
+public enum QUICConnectionError: Error, Equatable, Sendable {
+    /// A ``QUICConnectionConfiguration`` value out of the range ngtcp2 or the RFC allows.
+    case invalidConfiguration(String)
+    /// The packet cannot open a connection (not a QUIC v1 Initial with a source connection ID).
+    case notAnInitial
+    /// An address that is neither IPv4 nor IPv6.
+    case unsupportedAddress
+    /// An ngtcp2 call failed: the function and `ngtcp2_strerror`'s text.
+    case ngtcp2(function: String, reason: String)
+    /// A GnuTLS call failed: the function and `gnutls_strerror`'s text.
+    case gnutls(function: String, reason: String)
+}
+
+/// What happened inside a connection during a call, for the listener to act on after the call returns
+/// (ngtcp2's callbacks only record them: acting inside a callback would re-enter the `ngtcp2_conn`).
+public enum QUICConnectionEvent: Equatable, Sendable {
+    /// The TLS handshake completed (server side: the client's Finished was received and verified).
+    case handshakeCompleted
+    /// ngtcp2 issued a new connection ID (NEW_CONNECTION_ID): route it to this connection.
+    case connectionIDIssued(QUICConnectionID)
+    /// ngtcp2 retired a connection ID: stop routing it.
+    case connectionIDRetired(QUICConnectionID)
+    /// The client opened a request stream, which this slice does not serve: the connection closes with
+    /// H3_REQUEST_REJECTED (no HTTP/3 yet, docs/quic.md slice 3).
+    case requestStreamRefused(streamID: Int64)
+}
+
+/// How a connection ended.
+public enum QUICConnectionEnd: Equatable, Sendable {
+    /// `max_idle_timeout` passed without a packet: nothing is sent (RFC 9000 section 10.1).
+    case idleTimeout
+    /// The handshake did not complete within the handshake timeout.
+    case handshakeTimeout
+    /// The client sent CONNECTION_CLOSE; the draining period has passed.
+    case closedByPeer
+    /// We sent CONNECTION_CLOSE (the reason is for logs); the closing period has passed.
+    case closedByUs(String)
+    /// ngtcp2 asked to drop the connection without a word (`NGTCP2_ERR_DROP_CONN`, `NGTCP2_ERR_RETRY`), or
+    /// the connection could not even write its CONNECTION_CLOSE (no keys yet).
+    case dropped(String)
+}
+
+/// One server-side QUIC connection: the owner of an `ngtcp2_conn`, the GnuTLS session it drives, and the
+/// `ngtcp2_crypto_conn_ref` through which ngtcp2's crypto helper finds the connection from the session.
+/// It frees them in `deinit` (connection, session, reference, in that order), and keeps the credentials
+/// alive as long as the session.
+///
+/// It performs no I/O: ``read(_:path:ecn:now:)`` takes one received datagram, ``write(now:)`` returns the
+/// datagrams to send, ``expiry`` says when ``handleExpiry(now:)`` is due, and ``takeEvents()`` hands over
+/// what happened (handshake, connection IDs). Time is ngtcp2's: nanoseconds of a monotonic clock
+/// (`NIODeadline.uptimeNanoseconds`), passed in by the caller so tests control it.
+///
+/// It does not serve streams yet: a request stream closes the connection with H3_REQUEST_REJECTED, and
+/// data on the client's unidirectional streams is ignored (slice 3 adds nghttp3). It belongs to one event
+/// loop and is not `Sendable`.
+public final class QUICConnection {
+    /// Our first source connection ID, and the client's original destination connection ID (which keeps
+    /// routing its retransmitted Initials here).
+    public let initialConnectionID: QUICConnectionID
+    public let originalDestinationConnectionID: QUICConnectionID
+
+    private let connection: OpaquePointer
+    private let session: OpaquePointer
+    private let connectionReference: UnsafeMutablePointer<ngtcp2_crypto_conn_ref>
+    /// Where ngtcp2 writes the path of each packet it writes: self-referential (`ngtcp2_path_storage_zero`
+    /// points the path at the buffers inside it), so it lives on the heap and never moves.
+    private let writePath: UnsafeMutablePointer<ngtcp2_path_storage>
+    private let callbackState: QUICConnectionCallbackState
+    private let credentials: QUICServerCredentials
+    private let allocator: ByteBufferAllocator
+
+    private enum State {
+        case open
+        /// We sent CONNECTION_CLOSE; each datagram received until `until` may get `packet` again, on an
+        /// exponential backoff (`received` counts them) so that a flood is not answered one for one.
+        case closing(packet: ByteBuffer, path: QUICPath, until: UInt64, received: Int, reason: String)
+        /// The peer closed; nothing is sent until `until` (RFC 9000 section 10.2.2).
+        case draining(until: UInt64)
+        case closed(QUICConnectionEnd)
+    }
+
+    private var state = State.open
+    /// A CONNECTION_CLOSE to (re)send on the next ``write(now:)``.
+    private var closePacketOwed = false
+
+    /// Creates the connection for a client's first Initial (the triage's `.newConnection`) on `path`; the
+    /// caller then passes the same datagram to ``read(_:path:ecn:now:)``.
+    public init(initial: QUICInitialPacket, path: QUICPath, credentials: QUICServerCredentials,
+                configuration: QUICConnectionConfiguration, resetKey: QUICStatelessResetKey, now: UInt64,
+                allocator: ByteBufferAllocator = ByteBufferAllocator()) throws {
+        try configuration.validate()
+        let header = initial.header
+        guard header.form == .long, header.version == .v1, header.longPacketType == .initial,
+              let clientSourceID = header.sourceConnectionID,
+              clientSourceID.count <= QUICConnectionID.maxV1Length,
+              header.destinationConnectionID.count <= QUICConnectionID.maxV1Length
+        else { throw QUICConnectionError.notAnInitial }
+
+        let sourceID = QUICConnectionID.random(count: configuration.connectionIDLength)
+        guard let resetToken = resetKey.token(for: sourceID) else {
+            throw QUICConnectionError.ngtcp2(function: "ngtcp2_crypto_generate_stateless_reset_token",
+                                             reason: "failed")
+        }
+        initialConnectionID = sourceID
+        originalDestinationConnectionID = header.destinationConnectionID
+        self.credentials = credentials
+        self.allocator = allocator
+        callbackState = QUICConnectionCallbackState(resetKey: resetKey,
+                                                    connectionIDLength: configuration.connectionIDLength)
+
+        var settings = ngtcp2_settings()
+        alb_ngtcp2_settings_default(&settings)
+        settings.initial_ts = now
+        settings.handshake_timeout = UInt64(configuration.handshakeTimeout.nanoseconds)
+        settings.max_tx_udp_payload_size = configuration.maxSentUDPPayloadSize
+        // No `settings.token`: in 0.12.1 a token lifts the anti-amplification limit (the path counts as
+        // validated), so only a verified Retry or NEW_TOKEN token may be set here (slice 4).
+
+        var params = ngtcp2_transport_params()
+        alb_ngtcp2_transport_params_default(&params)
+        params.initial_max_data = configuration.initialMaxData
+        params.initial_max_stream_data_bidi_remote = configuration.initialMaxStreamDataBidiRemote
+        params.initial_max_stream_data_uni = configuration.initialMaxStreamDataUni
+        params.initial_max_streams_bidi = configuration.initialMaxStreamsBidi
+        params.initial_max_streams_uni = configuration.initialMaxStreamsUni
+        params.max_idle_timeout = UInt64(configuration.idleTimeout.nanoseconds)
+        params.max_udp_payload_size = UInt64(configuration.maxReceivedUDPPayloadSize)
+        params.active_connection_id_limit = configuration.activeConnectionIDLimit
+        params.stateless_reset_token_present = 1
+        withUnsafeMutableBytes(of: &params.stateless_reset_token) { destination in
+            destination.copyBytes(from: resetToken.prefix(destination.count))
+        }
+        params.original_dcid = ngtcp2_cid(header.destinationConnectionID)
+
+        var callbacks = QUICConnectionCallbackState.makeCallbacks()
+        var clientID = ngtcp2_cid(clientSourceID)
+        var ourID = ngtcp2_cid(sourceID)
+        var created: OpaquePointer?
+        let userData = Unmanaged.passUnretained(callbackState).toOpaque()
+        let code = path.withNgtcp2Path { ngtcp2Path in
+            alb_ngtcp2_conn_server_new(&created, &clientID, &ourID, &ngtcp2Path, NGTCP2_PROTO_VER_V1, &callbacks,
+                                       &settings, &params, nil, userData)
+        }
+        guard let code else { throw QUICConnectionError.unsupportedAddress }
+        guard code == 0, let created else {
+            throw QUICConnectionError.ngtcp2(function: "ngtcp2_conn_server_new", reason: Self.reason(code))
+        }
+
+        let reference = UnsafeMutablePointer<ngtcp2_crypto_conn_ref>.allocate(capacity: 1)
+        // The crypto helper asks the session for the connection through this; it needs no Swift object.
+        reference.initialize(to: ngtcp2_crypto_conn_ref(
+            get_conn: { reference in
+                guard let connection = reference?.pointee.user_data else { return nil }
+                return OpaquePointer(connection)
+            },
+            user_data: UnsafeMutableRawPointer(created)))
+        let session: OpaquePointer
+        do {
+            session = try Self.makeTLSSession(credentials: credentials, connectionReference: reference)
+        } catch {
+            ngtcp2_conn_del(created)
+            reference.deallocate()
+            throw error
+        }
+        ngtcp2_conn_set_tls_native_handle(created, UnsafeMutableRawPointer(session))
+        connection = created
+        self.session = session
+        connectionReference = reference
+        writePath = .allocate(capacity: 1)
+        writePath.initialize(to: ngtcp2_path_storage())
+    }
+
+    deinit {
+        ngtcp2_conn_del(connection)
+        gnutls_deinit(session)
+        connectionReference.deallocate()
+        writePath.deallocate()
+    }
+
+    // MARK: State
+
+    /// The connection has ended and may be removed with all its connection IDs.
+    public var isClosed: Bool {
+        if case .closed = state { return true }
+        return false
+    }
+
+    /// The peer closed the connection; we wait out the draining period in silence.
+    public var isDraining: Bool {
+        if case .draining = state { return true }
+        return false
+    }
+
+    /// We closed the connection and wait out the closing period.
+    public var isClosing: Bool {
+        if case .closing = state { return true }
+        return false
+    }
+
+    /// How the connection ended; `nil` until ``isClosed``.
+    public var end: QUICConnectionEnd? {
+        if case .closed(let end) = state { return end }
+        return nil
+    }
+
+    /// When ``handleExpiry(now:)`` is due (ngtcp2's loss detection, ACK delay, idle and handshake timers, or
+    /// the end of the closing or draining period); `nil` for none.
+    public var expiry: UInt64? {
+        switch state {
+        case .open:
+            let expiry = ngtcp2_conn_get_expiry(connection)
+            return expiry == UInt64.max ? nil : expiry
+        case .closing(_, _, let until, _, _), .draining(let until):
+            return until
+        case .closed:
+            return nil
+        }
+    }
+
+    /// Every source connection ID ngtcp2 currently has for this connection (`ngtcp2_conn_get_scid`): the IDs
+    /// to route here, besides ``originalDestinationConnectionID``.
+    public var connectionIDs: [QUICConnectionID] {
+        let count = ngtcp2_conn_get_num_scid(connection)
+        guard count > 0 else { return [] }
+        var ids = [ngtcp2_cid](repeating: ngtcp2_cid(), count: count)
+        let written = ids.withUnsafeMutableBufferPointer { ngtcp2_conn_get_scid(connection, $0.baseAddress) }
+        return ids.prefix(min(written, count)).compactMap { QUICConnectionID($0) }
+    }
+
+    /// The events recorded since the last call, in order.
+    public func takeEvents() -> [QUICConnectionEvent] {
+        defer { callbackState.events.removeAll() }
+        return callbackState.events
+    }
+
+    // MARK: Reading, writing, timers
+
+    /// Feeds one received datagram to the connection. Afterwards call ``write(now:)`` (acknowledgements,
+    /// handshake data, or a CONNECTION_CLOSE may be due) and look at ``isClosed``.
+    public func read(_ datagram: ByteBuffer, path: QUICPath, ecn: UInt8 = 0, now: UInt64) {
+        switch state {
+        case .open:
+            break
+        case .closing(let packet, let closePath, let until, let received, let reason):
+            // Answer the 1st, 2nd, 4th, 8th... datagram: the peer learns of the close even if a packet was
+            // lost, and a flood is answered logarithmically.
+            let count = received + 1
+            state = .closing(packet: packet, path: closePath, until: until, received: count, reason: reason)
+            if count & (count - 1) == 0 { closePacketOwed = true }
+            return
+        case .draining, .closed:
+            return
+        }
+        // ngtcp2 returns NGTCP2_ERR_INVALID_ARGUMENT for an empty datagram; keep it from ngtcp2 anyway.
+        guard datagram.readableBytes > 0 else { return }
+        var info = ngtcp2_pkt_info(ecn: UInt32(ecn))
+        let code = datagram.withUnsafeReadableBytes { bytes -> Int32? in
+            guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return nil }
+            return path.withNgtcp2Path { ngtcp2Path in
+                alb_ngtcp2_conn_read_pkt(connection, &ngtcp2Path, &info, base, bytes.count, now)
+            }
+        }
+        guard let code else { return }
+        switch code {
+        case 0:
+            if let refused = callbackState.refusedRequestStream {
+                callbackState.refusedRequestStream = nil
+                closeWithApplicationError(Self.h3RequestRejected, reason: "HTTP/3 requests are not served yet",
+                                          log: "request stream \(refused) refused: HTTP/3 is not served yet",
+                                          now: now)
+            }
+        case NGTCP2_ERR_DRAINING:
+            state = .draining(until: now &+ 3 &* ngtcp2_conn_get_pto(connection))
+        case NGTCP2_ERR_DROP_CONN, NGTCP2_ERR_RETRY:
+            state = .closed(.dropped(Self.reason(code)))
+        case NGTCP2_ERR_CRYPTO:
+            var error = ngtcp2_connection_close_error()
+            let alert = ngtcp2_conn_get_tls_alert(connection)
+            ngtcp2_connection_close_error_set_transport_error_tls_alert(&error, alert, nil, 0)
+            close(with: &error, log: "TLS handshake failed (alert \(alert))", now: now)
+        default:
+            var error = ngtcp2_connection_close_error()
+            ngtcp2_connection_close_error_set_transport_error_liberr(&error, code, nil, 0)
+            close(with: &error, log: "ngtcp2_conn_read_pkt: \(Self.reason(code))", now: now)
+        }
+    }
+
+    /// The datagrams due now: handshake and 1-RTT packets within ngtcp2's send quantum, or our
+    /// CONNECTION_CLOSE when one is owed. Each goes to its own path.
+    public func write(now: UInt64) -> [QUICOutgoingDatagram] {
+        switch state {
+        case .open:
+            return writePackets(now: now)
+        case .closing(let packet, let path, _, _, _):
+            guard closePacketOwed else { return [] }
+            closePacketOwed = false
+            return [QUICOutgoingDatagram(bytes: packet, path: path)]
+        case .draining, .closed:
+            return []
+        }
+    }
+
+    /// Runs ngtcp2's timers (`ngtcp2_conn_handle_expiry`) or ends the closing or draining period; then call
+    /// ``write(now:)``.
+    public func handleExpiry(now: UInt64) {
+        switch state {
+        case .open:
+            let code = ngtcp2_conn_handle_expiry(connection, now)
+            switch code {
+            case 0:
+                break
+            case NGTCP2_ERR_IDLE_CLOSE:
+                state = .closed(.idleTimeout)
+            case NGTCP2_ERR_HANDSHAKE_TIMEOUT:
+                state = .closed(.handshakeTimeout)
+            default:
+                var error = ngtcp2_connection_close_error()
+                ngtcp2_connection_close_error_set_transport_error_liberr(&error, code, nil, 0)
+                close(with: &error, log: "ngtcp2_conn_handle_expiry: \(Self.reason(code))", now: now)
+            }
+        case .closing(_, _, let until, _, let reason):
+            if now >= until { state = .closed(.closedByUs(reason)) }
+        case .draining(let until):
+            if now >= until { state = .closed(.closedByPeer) }
+        case .closed:
+            break
+        }
+    }
+
+    private func writePackets(now: UInt64) -> [QUICOutgoingDatagram] {
+        let maxPayload = ngtcp2_conn_get_max_tx_udp_payload_size(connection)
+        guard maxPayload > 0 else { return [] }
+        // ngtcp2's pacing: at most a send quantum now, then `update_pkt_tx_time` sets the next expiry.
+        let packetLimit = max(1, min(Self.maxPacketsPerWrite, ngtcp2_conn_get_send_quantum(connection) / maxPayload))
+        let pathPointer = UnsafeMutableRawPointer(writePath).assumingMemoryBound(to: ngtcp2_path.self)
+        var datagrams: [QUICOutgoingDatagram] = []
+        for _ in 0..<packetLimit {
+            ngtcp2_path_storage_zero(writePath)
+            var info = ngtcp2_pkt_info()
+            var buffer = allocator.buffer(capacity: maxPayload)
+            var code = 0
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: maxPayload) { destination in
+                guard let base = destination.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return 0 }
+                code = alb_ngtcp2_conn_write_pkt(connection, pathPointer, &info, base, maxPayload, now)
+                return max(code, 0)
+            }
+            if code < 0 {
+                var error = ngtcp2_connection_close_error()
+                ngtcp2_connection_close_error_set_transport_error_liberr(&error, Int32(truncatingIfNeeded: code),
+                                                                         nil, 0)
+                close(with: &error, log: "ngtcp2_conn_write_pkt: \(Self.reason(Int32(truncatingIfNeeded: code)))",
+                      now: now)
+                return datagrams + write(now: now)
+            }
+            guard code > 0 else { break }
+            // ngtcp2 only writes paths we gave it, all IPv4 or IPv6.
+            guard let path = QUICPath(pathPointer.pointee) else { continue }
+            datagrams.append(QUICOutgoingDatagram(bytes: buffer, path: path, ecn: UInt8(truncatingIfNeeded: info.ecn)))
+        }
+        ngtcp2_conn_update_pkt_tx_time(connection, now)
+        return datagrams
+    }
+
+    // MARK: Closing
+
+    /// Closes the connection with an HTTP/3 (application) error code, e.g. when the listener stops.
+    func closeWithApplicationError(_ code: UInt64, reason: String, log: String, now: UInt64) {
+        var error = ngtcp2_connection_close_error()
+        var reasonBytes = Array(reason.utf8)
+        reasonBytes.withUnsafeMutableBufferPointer { reasonBuffer in
+            ngtcp2_connection_close_error_set_application_error(&error, code, reasonBuffer.baseAddress,
+                                                                reasonBuffer.count)
+            close(with: &error, log: log, now: now)
+        }
+    }
+
+    /// Writes CONNECTION_CLOSE and enters the closing period (3 x PTO, RFC 9000 section 10.2); when ngtcp2
+    /// writes nothing (no keys yet, or already closing), the connection is simply dropped.
+    private func close(with error: inout ngtcp2_connection_close_error, log: String, now: UInt64) {
+        guard case .open = state else { return }
+        let capacity = max(ngtcp2_conn_get_max_tx_udp_payload_size(connection),
+                           QUICDatagramClassifier.minimumInitialDatagramSize)
+        let pathPointer = UnsafeMutableRawPointer(writePath).assumingMemoryBound(to: ngtcp2_path.self)
+        ngtcp2_path_storage_zero(writePath)
+        var info = ngtcp2_pkt_info()
+        var buffer = allocator.buffer(capacity: capacity)
+        var code = 0
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: capacity) { destination in
+            guard let base = destination.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return 0 }
+            code = alb_ngtcp2_conn_write_connection_close(connection, pathPointer, &info, base, capacity, &error, now)
+            return max(code, 0)
+        }
+        guard code > 0, let path = QUICPath(pathPointer.pointee) else {
+            state = .closed(.dropped(log))
+            return
+        }
+        state = .closing(packet: buffer, path: path, until: now &+ 3 &* ngtcp2_conn_get_pto(connection),
+                         received: 0, reason: log)
+        closePacketOwed = true
+    }
+
+    /// H3_REQUEST_REJECTED (RFC 9114 section 8.1): the request was not processed and may be retried.
+    static let h3RequestRejected: UInt64 = 0x010b
+    /// A bound on the packets one write produces, whatever the send quantum says.
+    static let maxPacketsPerWrite = 64
+
+    static func reason(_ code: Int32) -> String {
+        guard let text = ngtcp2_strerror(code) else { return "ngtcp2 error \(code)" }
+        return String(cString: text)
+    }
+}
+
+@available(*, unavailable)
+extension QUICConnection: Sendable {}
+
+extension ngtcp2_cid {
+    /// An `ngtcp2_cid` holding `id`; the caller has checked that it has at most 20 bytes (`ngtcp2_cid_init`
+    /// asserts on more).
+    init(_ id: QUICConnectionID) {
+        self.init()
+        var cid = ngtcp2_cid()
+        id.withUnsafeBytes { bytes in
+            let count = min(bytes.count, QUICConnectionID.maxV1Length)
+            ngtcp2_cid_init(&cid, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), count)
+        }
+        self = cid
+    }
+}
+
+extension QUICConnectionID {
+    /// The bytes of an `ngtcp2_cid`; `nil` for a length over 20.
+    init?(_ cid: ngtcp2_cid) {
+        var cid = cid
+        guard cid.datalen <= QUICConnectionID.maxV1Length else { return nil }
+        let count = cid.datalen
+        guard let id = Swift.withUnsafeBytes(of: &cid.data, { QUICConnectionID(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) })
+        else { return nil }
+        self = id
+    }
+
+    /// `count` bytes from the system's random number generator (getrandom on Linux).
+    static func random(count: Int) -> QUICConnectionID {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        return QUICConnectionID(bytes) ?? QUICConnectionID()
+    }
+}

@@ -1,0 +1,161 @@
+import NIOCore
+
+/// What happened at a QUIC listener, for logs and tests. Connections are named by their first source
+/// connection ID (``QUICConnection/initialConnectionID``), which the client echoes as its destination.
+public enum QUICEndpointEvent: Equatable, Sendable {
+    case connectionOpened(QUICConnectionID, remote: SocketAddress)
+    /// A new connection could not be created (the table is full, or ngtcp2 or GnuTLS refused).
+    case connectionRefused(String)
+    case handshakeCompleted(QUICConnectionID)
+    case requestStreamRefused(QUICConnectionID, streamID: Int64)
+    /// The connection was removed from the table with all its connection IDs.
+    case connectionClosed(QUICConnectionID, QUICConnectionEnd)
+}
+
+extension QUICDropReason: Hashable {}
+
+/// One QUIC listener's connections without the socket: the datagram triage, the table from connection ID
+/// to ``QUICConnection``, and the timers. The listener's channel handler feeds it each received datagram with
+/// its path and sends what it returns; it asks ``nextDeadline`` when to call ``handleTimers(now:)``.
+///
+/// A connection is registered under the client's original destination connection ID (its retransmitted
+/// Initials) and every source connection ID ngtcp2 has for it; the registration follows ngtcp2's list after
+/// every call and is removed whole when the connection ends. It belongs to one event loop and is not
+/// `Sendable`.
+///
+/// Not yet here (docs/quic.md): Retry and tokens, stateless resets for unknown short headers, draining on
+/// listener stop; ``nextDeadline`` scans every connection (a timer heap is due when tables grow).
+public final class QUICEndpoint {
+    public let configuration: QUICConnectionConfiguration
+    /// The credentials new connections use; replacing them leaves established connections on theirs.
+    public var credentials: QUICServerCredentials
+    /// Beyond this many connections, a new client's Initial is dropped (the edge limit).
+    public var maxConnections = 20_000
+
+    private let classifier: QUICDatagramClassifier
+    private let resetKey: QUICStatelessResetKey
+    private let allocator: ByteBufferAllocator
+    private var table: [QUICConnectionID: QUICConnection] = [:]
+    private var registrations: [ObjectIdentifier: Registration] = [:]
+    private var events: [QUICEndpointEvent] = []
+    /// Datagrams the triage dropped, per reason (counted, never answered). A new connection refused for a
+    /// full table is an event instead.
+    public private(set) var droppedDatagrams: [QUICDropReason: Int] = [:]
+
+    private struct Registration {
+        let connection: QUICConnection
+        var ids: Set<QUICConnectionID>
+    }
+
+    public init(configuration: QUICConnectionConfiguration, credentials: QUICServerCredentials,
+                resetKey: QUICStatelessResetKey = .random(), allocator: ByteBufferAllocator = ByteBufferAllocator()) throws {
+        try configuration.validate()
+        guard let classifier = QUICDatagramClassifier(connectionIDLength: configuration.connectionIDLength) else {
+            throw QUICConnectionError.invalidConfiguration("connectionIDLength must be 8 to 20 bytes")
+        }
+        self.configuration = configuration
+        self.credentials = credentials
+        self.classifier = classifier
+        self.resetKey = resetKey
+        self.allocator = allocator
+    }
+
+    /// The connections in the table (each once, however many IDs it has).
+    public var connectionCount: Int { registrations.count }
+
+    /// The events since the last call, in order.
+    public func takeEvents() -> [QUICEndpointEvent] {
+        defer { events.removeAll() }
+        return events
+    }
+
+    /// Handles one received datagram and returns the datagrams to send in answer.
+    public func receive(_ datagram: ByteBuffer, path: QUICPath, ecn: UInt8 = 0, now: UInt64) -> [QUICOutgoingDatagram] {
+        var random = SystemRandomNumberGenerator()
+        let decision = classifier.triage(datagram, isKnownConnection: { table[$0] != nil }, random: &random,
+                                         allocator: allocator)
+        switch decision {
+        case .drop(let reason):
+            droppedDatagrams[reason, default: 0] += 1
+            return []
+        case .sendVersionNegotiation(let packet):
+            return [QUICOutgoingDatagram(bytes: packet, path: path)]
+        case .route(let id):
+            guard let connection = table[id] else { return [] }
+            connection.read(datagram, path: path, ecn: ecn, now: now)
+            let outgoing = connection.write(now: now)
+            update(connection)
+            return outgoing
+        case .newConnection(let initial):
+            guard registrations.count < maxConnections else {
+                events.append(.connectionRefused("the listener has \(maxConnections) connections"))
+                return []
+            }
+            let connection: QUICConnection
+            do {
+                connection = try QUICConnection(initial: initial, path: path, credentials: credentials,
+                                                configuration: configuration, resetKey: resetKey, now: now,
+                                                allocator: allocator)
+            } catch {
+                events.append(.connectionRefused("\(error)"))
+                return []
+            }
+            registrations[ObjectIdentifier(connection)] = Registration(connection: connection, ids: [])
+            events.append(.connectionOpened(connection.initialConnectionID, remote: path.remote))
+            connection.read(datagram, path: path, ecn: ecn, now: now)
+            let outgoing = connection.write(now: now)
+            update(connection)
+            return outgoing
+        }
+    }
+
+    /// The earliest time a connection's timer is due; `nil` when no connection has one.
+    public var nextDeadline: UInt64? {
+        registrations.values.lazy.compactMap { $0.connection.expiry }.min()
+    }
+
+    /// Runs every connection whose timer is due at `now` and returns what they send.
+    public func handleTimers(now: UInt64) -> [QUICOutgoingDatagram] {
+        let due = registrations.values.map(\.connection).filter { ($0.expiry ?? .max) <= now }
+        var outgoing: [QUICOutgoingDatagram] = []
+        for connection in due {
+            connection.handleExpiry(now: now)
+            outgoing += connection.write(now: now)
+            update(connection)
+        }
+        return outgoing
+    }
+
+    /// Turns the connection's events into the endpoint's and makes the table match ngtcp2's list of IDs,
+    /// or removes the connection when it has ended.
+    private func update(_ connection: QUICConnection) {
+        let key = ObjectIdentifier(connection)
+        for event in connection.takeEvents() {
+            switch event {
+            case .handshakeCompleted:
+                events.append(.handshakeCompleted(connection.initialConnectionID))
+            case .requestStreamRefused(let streamID):
+                events.append(.requestStreamRefused(connection.initialConnectionID, streamID: streamID))
+            case .connectionIDIssued, .connectionIDRetired:
+                // The table follows ngtcp2's own list below, which these events only foretell.
+                break
+            }
+        }
+        guard var registration = registrations[key] else { return }
+        if let end = connection.end {
+            for id in registration.ids where table[id] === connection { table[id] = nil }
+            registrations[key] = nil
+            events.append(.connectionClosed(connection.initialConnectionID, end))
+            return
+        }
+        let current = Set(connection.connectionIDs).union([connection.originalDestinationConnectionID])
+        for id in registration.ids.subtracting(current) where table[id] === connection { table[id] = nil }
+        // An ID another connection already holds stays with it (a client chose a colliding original DCID).
+        for id in current.subtracting(registration.ids) where table[id] == nil { table[id] = connection }
+        registration.ids = current
+        registrations[key] = registration
+    }
+}
+
+@available(*, unavailable)
+extension QUICEndpoint: Sendable {}

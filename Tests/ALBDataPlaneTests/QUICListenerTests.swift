@@ -1,0 +1,157 @@
+import ALBQUIC
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import XCTest
+
+@testable import ALBDataPlane
+
+/// The QUIC listener handler on a real UDP socket with a real QUIC client: Debian's ngtcp2 example client
+/// (`gtlsclient`, package ngtcp2-client, installed by `make deps`), built on the same ngtcp2 0.12.1 and
+/// GnuTLS as the server.
+final class QUICListenerTests: XCTestCase {
+    static let gtlsclient = "/usr/bin/gtlsclient"
+
+    /// A QUIC listener on 127.0.0.1 with a fresh self-signed certificate; its endpoint's events are
+    /// collected in `events`.
+    private struct Listener {
+        let group: MultiThreadedEventLoopGroup
+        let channel: Channel
+        let events: NIOLockedValueBox<[QUICEndpointEvent]>
+
+        var port: Int { channel.localAddress?.port ?? 0 }
+
+        func stop() async throws {
+            try await channel.close()
+            try await group.shutdownGracefully()
+        }
+
+        /// Waits up to `timeout` for an event that `matches`.
+        func waitForEvent(timeout: TimeInterval, _ matches: (QUICEndpointEvent) -> Bool) async throws -> Bool {
+            let end = Date().addingTimeInterval(timeout)
+            while Date() < end {
+                if events.withLockedValue({ $0.contains(where: matches) }) { return true }
+                try await Task.sleep(nanoseconds: 20_000_000)
+            }
+            return events.withLockedValue { $0.contains(where: matches) }
+        }
+    }
+
+    private func startListener() async throws -> Listener {
+        let pem = try QUICTestCertificate.make()
+        let credentials = try QUICServerCredentials(chainPEM: pem.chain, keyPEM: pem.key)
+        let events = NIOLockedValueBox<[QUICEndpointEvent]>([])
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let channel = try await DatagramBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Room for the largest payload we accept (QUICConnectionConfiguration.maxReceivedUDPPayloadSize).
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let endpoint = try QUICEndpoint(configuration: QUICConnectionConfiguration(),
+                                                    credentials: credentials)
+                    let handler = QUICListenerHandler(endpoint: endpoint) { event in
+                        events.withLockedValue { $0.append(event) }
+                    }
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return Listener(group: group, channel: channel, events: events)
+    }
+
+    func testGtlsclientCompletesTheHandshakeAndTheRefusedRequestEndsInConnectionClose() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.gtlsclient) else {
+            throw XCTSkip("\(Self.gtlsclient) is not installed (Debian package ngtcp2-client; `make deps`)")
+        }
+        let listener = try await startListener()
+        let port = listener.port
+        // One request: the client opens a request stream after the handshake, which this slice refuses by
+        // closing the connection (H3_REQUEST_REJECTED); the client then exits by itself.
+        let client = try QUICTestProcess.run(
+            Self.gtlsclient, ["--timeout=5s", "127.0.0.1", "\(port)", "https://127.0.0.1:\(port)/"], timeout: 20)
+
+        XCTAssertFalse(client.timedOut, "gtlsclient did not exit within 20 s:\n\(client.output.suffix(4000))")
+        XCTAssertTrue(client.output.contains("QUIC handshake has completed"), client.output.suffix(4000).description)
+        XCTAssertTrue(client.output.contains("Negotiated ALPN is h3"), client.output.suffix(4000).description)
+        XCTAssertEqual(client.status, 0, client.output.suffix(4000).description)
+
+        let opened = listener.events.withLockedValue { events in
+            events.compactMap { event -> QUICConnectionID? in
+                if case .connectionOpened(let id, _) = event { return id }
+                return nil
+            }
+        }
+        XCTAssertEqual(opened.count, 1, "one connection: \(listener.events.withLockedValue { $0 })")
+        let id = try XCTUnwrap(opened.first)
+        let events = listener.events.withLockedValue { $0 }
+        XCTAssertTrue(events.contains(.handshakeCompleted(id)), "\(events)")
+        XCTAssertTrue(events.contains(.requestStreamRefused(id, streamID: 0)), "\(events)")
+        // The closing period (3 x PTO on loopback) ends and the connection leaves the table.
+        let closed = try await listener.waitForEvent(timeout: 10) { event in
+            if case .connectionClosed(id, .closedByUs) = event { return true }
+            return false
+        }
+        XCTAssertTrue(closed, "\(listener.events.withLockedValue { $0 })")
+        try await listener.stop()
+    }
+}
+
+/// A self-signed ECDSA P-256 certificate made by the `openssl` command line, as an operator would.
+enum QUICTestCertificate {
+    static func make(name: String = "localhost") throws -> (chain: [UInt8], key: [UInt8]) {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("alb-quic-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let cert = folder.appendingPathComponent("cert.pem").path
+        let key = folder.appendingPathComponent("key.pem").path
+        let result = try QUICTestProcess.run("/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+            "-out", cert, "-days", "30", "-subj", "/CN=\(name)", "-addext", "subjectAltName=DNS:\(name),IP:127.0.0.1",
+        ], timeout: 30)
+        guard result.status == 0 else { throw QUICTestProcess.Failure("openssl req failed: \(result.output)") }
+        return (try Array(Data(contentsOf: URL(fileURLWithPath: cert))),
+                try Array(Data(contentsOf: URL(fileURLWithPath: key))))
+    }
+}
+
+/// Runs a command with its output in a file (the QUIC client's debug output is larger than a pipe holds)
+/// and kills it after `timeout` seconds.
+enum QUICTestProcess {
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    struct Result {
+        let status: Int32
+        let output: String
+        let timedOut: Bool
+    }
+
+    static func run(_ executable: String, _ arguments: [String], timeout: TimeInterval) throws -> Result {
+        let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("alb-quic-out-\(UUID().uuidString)")
+        guard FileManager.default.createFile(atPath: outputFile.path, contents: nil) else {
+            throw Failure("cannot create \(outputFile.path)")
+        }
+        defer { try? FileManager.default.removeItem(at: outputFile) }
+        let output = try FileHandle(forWritingTo: outputFile)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let end = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < end { usleep(20_000) }
+        let timedOut = process.isRunning
+        if timedOut {
+            process.terminate()
+        }
+        process.waitUntilExit()
+        try output.close()
+        let text = String(decoding: try Data(contentsOf: outputFile), as: UTF8.self)
+        return Result(status: process.terminationStatus, output: text, timedOut: timedOut)
+    }
+}
