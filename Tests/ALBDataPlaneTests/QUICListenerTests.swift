@@ -96,6 +96,87 @@ final class QUICListenerTests: XCTestCase {
         XCTAssertTrue(closed, "\(listener.events.withLockedValue { $0 })")
         try await listener.stop()
     }
+
+    /// While a connection is established and idle (the client sends no request), datagrams from another
+    /// socket: garbage, an unknown version (answered with Version Negotiation), a short header and an
+    /// Initial carrying the connection's ID but no valid protection. None opens a connection or disturbs
+    /// the established one, which ends by the client's idle timeout.
+    func testStrayDatagramsDoNotDisturbAnEstablishedConnection() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.gtlsclient) else {
+            throw XCTSkip("\(Self.gtlsclient) is not installed (Debian package ngtcp2-client; `make deps`)")
+        }
+        let listener = try await startListener()
+        let port = listener.port
+        let client = try QUICTestProcess.Running(Self.gtlsclient, ["--timeout=3s", "127.0.0.1", "\(port)"])
+        let handshake = try await listener.waitForEvent(timeout: 10) { event in
+            if case .handshakeCompleted = event { return true }
+            return false
+        }
+        XCTAssertTrue(handshake, "\(listener.events.withLockedValue { $0 })")
+        let id = try XCTUnwrap(listener.events.withLockedValue { events in
+            events.lazy.compactMap { event -> QUICConnectionID? in
+                if case .handshakeCompleted(let id) = event { return id }
+                return nil
+            }.first
+        })
+
+        let received = NIOLockedValueBox<[ByteBuffer]>([])
+        let prober = try await DatagramBootstrap(group: listener.group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(DatagramCollector(received: received))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let target = try SocketAddress(ipAddress: "127.0.0.1", port: port)
+        var unknownVersion: [UInt8] = [0xc0, 0x1a, 0x2a, 0x3a, 0x4a, 8] + Array(repeating: 0x11, count: 8) + [4, 1, 2, 3, 4]
+        unknownVersion += Array(repeating: 0, count: 1200 - unknownVersion.count)
+        var protectedInitial: [UInt8] = [0xc0, 0, 0, 0, 1, UInt8(id.count)] + id.bytes + [4, 1, 2, 3, 4, 0, 0x44, 0x9e]
+        protectedInitial += Array(repeating: 0x33, count: 1200 - protectedInitial.count)
+        let strays: [[UInt8]] = [
+            Array("garbage".utf8), [0xff], unknownVersion, [0x41] + id.bytes + Array(repeating: 0x5a, count: 40),
+            protectedInitial,
+        ]
+        for stray in strays {
+            try await prober.writeAndFlush(AddressedEnvelope(remoteAddress: target, data: ByteBuffer(bytes: stray)))
+        }
+
+        let result = try client.finish(timeout: 20)
+        XCTAssertFalse(result.timedOut, "gtlsclient did not exit:\n\(result.output.suffix(4000))")
+        XCTAssertTrue(result.output.contains("QUIC handshake has completed"), result.output.suffix(4000).description)
+        XCTAssertEqual(result.status, 0, result.output.suffix(4000).description)
+        // The server's idle timer is the smaller of both sides' (3 s) and passes about when the client's does.
+        let idle = try await listener.waitForEvent(timeout: 10) { event in
+            if case .connectionClosed(id, .idleTimeout) = event { return true }
+            return false
+        }
+        XCTAssertTrue(idle, "\(listener.events.withLockedValue { $0 })")
+        let opened = listener.events.withLockedValue { events in
+            events.filter { event in
+                if case .connectionOpened = event { return true }
+                return false
+            }
+        }
+        XCTAssertEqual(opened.count, 1, "\(listener.events.withLockedValue { $0 })")
+        let answers = received.withLockedValue { $0 }
+        XCTAssertEqual(answers.count, 1, "only the unknown version is answered")
+        XCTAssertEqual(answers.first?.getInteger(at: 1, as: UInt32.self), 0, "Version Negotiation")
+        try await prober.close()
+        try await listener.stop()
+    }
+}
+
+/// Keeps every datagram its channel receives.
+final class DatagramCollector: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let received: NIOLockedValueBox<[ByteBuffer]>
+
+    init(received: NIOLockedValueBox<[ByteBuffer]>) { self.received = received }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        received.withLockedValue { $0.append(envelope.data) }
+    }
 }
 
 /// A self-signed ECDSA P-256 certificate made by the `openssl` command line, as an operator would.
@@ -130,28 +211,45 @@ enum QUICTestProcess {
         let timedOut: Bool
     }
 
-    static func run(_ executable: String, _ arguments: [String], timeout: TimeInterval) throws -> Result {
-        let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("alb-quic-out-\(UUID().uuidString)")
-        guard FileManager.default.createFile(atPath: outputFile.path, contents: nil) else {
-            throw Failure("cannot create \(outputFile.path)")
-        }
-        defer { try? FileManager.default.removeItem(at: outputFile) }
-        let output = try FileHandle(forWritingTo: outputFile)
+    /// A started process whose output goes to a file.
+    final class Running {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let end = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < end { usleep(20_000) }
-        let timedOut = process.isRunning
-        if timedOut {
-            process.terminate()
+        let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("alb-quic-out-\(UUID().uuidString)")
+        private var output: FileHandle?
+
+        init(_ executable: String, _ arguments: [String]) throws {
+            guard FileManager.default.createFile(atPath: outputFile.path, contents: nil) else {
+                throw Failure("cannot create \(outputFile.path)")
+            }
+            let output = try FileHandle(forWritingTo: outputFile)
+            self.output = output
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
         }
-        process.waitUntilExit()
-        try output.close()
-        let text = String(decoding: try Data(contentsOf: outputFile), as: UTF8.self)
-        return Result(status: process.terminationStatus, output: text, timedOut: timedOut)
+
+        deinit {
+            if process.isRunning { process.terminate() }
+            try? FileManager.default.removeItem(at: outputFile)
+        }
+
+        /// Waits up to `timeout` seconds for the process to exit, then kills it.
+        func finish(timeout: TimeInterval) throws -> Result {
+            let end = Date().addingTimeInterval(timeout)
+            while process.isRunning && Date() < end { usleep(20_000) }
+            let timedOut = process.isRunning
+            if timedOut { process.terminate() }
+            process.waitUntilExit()
+            try output?.close()
+            output = nil
+            let text = String(decoding: try Data(contentsOf: outputFile), as: UTF8.self)
+            return Result(status: process.terminationStatus, output: text, timedOut: timedOut)
+        }
+    }
+
+    static func run(_ executable: String, _ arguments: [String], timeout: TimeInterval) throws -> Result {
+        try Running(executable, arguments).finish(timeout: timeout)
     }
 }
