@@ -93,8 +93,8 @@ extension QUICConnection {
     /// The ALPN protocol ID of HTTP/3 (RFC 9114 section 3.1).
     static let h3ALPN: [UInt8] = Array("h3".utf8)
 
-    /// A GnuTLS server session set up for QUIC: TLS 1.3 only, ALPN "h3" mandatory (GnuTLS aborts the
-    /// handshake when the client offers no "h3", and the client-hello hook checks the choice), the crypto
+    /// A GnuTLS server session set up for QUIC: TLS 1.3 only, ALPN "h3" mandatory (GNUTLS_ALPN_MANDATORY,
+    /// and a client-hello hook that checks the choice), the crypto
     /// helper's QUIC hooks, and `connectionReference` as the session pointer, which is how the helper
     /// finds the `ngtcp2_conn`. No session tickets and no early data yet (slice 4). The caller owns the
     /// session (`gnutls_deinit`).
@@ -113,8 +113,8 @@ extension QUICConnection {
             }
         }
         try check(gnutls_priority_set_direct(session, tlsPriority, nil), "gnutls_priority_set_direct")
-        // After GnuTLS has parsed the ClientHello: refuse the handshake unless "h3" was selected (a client
-        // that sends no ALPN extension at all gets past GNUTLS_ALPN_MANDATORY, so it is checked here).
+        // After GnuTLS has parsed the ClientHello: refuse the handshake unless "h3" was selected, whatever
+        // GNUTLS_ALPN_MANDATORY lets through (ngtcp2's example server checks the same way).
         gnutls_handshake_set_hook_function(session, GNUTLS_HANDSHAKE_CLIENT_HELLO.rawValue, GNUTLS_HOOK_POST) {
             session, _, _, _, _ in
             var selected = gnutls_datum_t()
