@@ -47,9 +47,9 @@ final class QUICConnectionCallbackState {
             for index in 0..<length { destination[index] = UInt8.random(in: .min ... .max, using: &generator) }
         }
         callbacks.get_new_connection_id = { _, cid, token, length, userData in
-            guard let cid, let token, let state = QUICConnectionCallbackState.from(userData), length <= QUICConnectionID.maxV1Length else {
-                return NGTCP2_ERR_CALLBACK_FAILURE
-            }
+            guard let cid, let token, let state = QUICConnectionCallbackState.from(userData),
+                  length <= QUICConnectionID.maxV1Length
+            else { return NGTCP2_ERR_CALLBACK_FAILURE }
             let id = QUICConnectionID.random(count: length)
             guard let resetToken = state.resetKey.token(for: id), resetToken.count == QUICStatelessResetKey.tokenLength
             else { return NGTCP2_ERR_CALLBACK_FAILURE }
@@ -59,9 +59,9 @@ final class QUICConnectionCallbackState {
             return 0
         }
         callbacks.remove_connection_id = { _, cid, userData in
-            guard let cid, let state = QUICConnectionCallbackState.from(userData), let id = QUICConnectionID(cid.pointee) else {
-                return NGTCP2_ERR_CALLBACK_FAILURE
-            }
+            guard let cid, let state = QUICConnectionCallbackState.from(userData),
+                  let id = QUICConnectionID(cid.pointee)
+            else { return NGTCP2_ERR_CALLBACK_FAILURE }
             state.events.append(.connectionIDRetired(id))
             return 0
         }
@@ -98,8 +98,9 @@ extension QUICConnection {
     /// helper's QUIC hooks, and `connectionReference` as the session pointer, which is how the helper
     /// finds the `ngtcp2_conn`. No session tickets and no early data yet (slice 4). The caller owns the
     /// session (`gnutls_deinit`).
-    static func makeTLSSession(credentials: QUICServerCredentials,
-                               connectionReference: UnsafeMutablePointer<ngtcp2_crypto_conn_ref>) throws -> OpaquePointer {
+    static func makeTLSSession(
+        credentials: QUICServerCredentials, connectionReference: UnsafeMutablePointer<ngtcp2_crypto_conn_ref>
+    ) throws -> OpaquePointer {
         var created: gnutls_session_t?
         let flags = UInt32(GNUTLS_SERVER) | GNUTLS_NO_AUTO_SEND_TICKET.rawValue | GNUTLS_NO_END_OF_EARLY_DATA.rawValue
         let code = gnutls_init(&created, flags)
@@ -127,8 +128,8 @@ extension QUICConnection {
         try check(ngtcp2_crypto_gnutls_configure_server_session(session),
                   "ngtcp2_crypto_gnutls_configure_server_session")
         gnutls_session_set_ptr(session, connectionReference)
-        try check(gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(credentials.credentials)),
-                  "gnutls_credentials_set")
+        let credentialsPointer = UnsafeMutableRawPointer(credentials.credentials)
+        try check(gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, credentialsPointer), "gnutls_credentials_set")
         var alpn = h3ALPN
         let alpnCode = alpn.withUnsafeMutableBufferPointer { protocolBuffer in
             // GnuTLS copies the protocol names.

@@ -437,8 +437,10 @@ extension QUICConnectionID {
         var cid = cid
         guard cid.datalen <= QUICConnectionID.maxV1Length else { return nil }
         let count = cid.datalen
-        guard let id = Swift.withUnsafeBytes(of: &cid.data, { QUICConnectionID(UnsafeRawBufferPointer(rebasing: $0.prefix(count))) })
-        else { return nil }
+        let copied = Swift.withUnsafeBytes(of: &cid.data) { data in
+            QUICConnectionID(UnsafeRawBufferPointer(rebasing: data.prefix(count)))
+        }
+        guard let id = copied else { return nil }
         self = id
     }
 

@@ -48,7 +48,8 @@ public final class QUICEndpoint {
     }
 
     public init(configuration: QUICConnectionConfiguration, credentials: QUICServerCredentials,
-                resetKey: QUICStatelessResetKey = .random(), allocator: ByteBufferAllocator = ByteBufferAllocator()) throws {
+                resetKey: QUICStatelessResetKey = .random(),
+                allocator: ByteBufferAllocator = ByteBufferAllocator()) throws {
         try configuration.validate()
         guard let classifier = QUICDatagramClassifier(connectionIDLength: configuration.connectionIDLength) else {
             throw QUICConnectionError.invalidConfiguration("connectionIDLength must be 8 to 20 bytes")

@@ -46,14 +46,14 @@ extension QUICPath {
         guard var localStorage = QUICSocketAddressStorage(local),
               var remoteStorage = QUICSocketAddressStorage(remote)
         else { return nil }
-        return withUnsafeMutablePointer(to: &localStorage.storage) { localPointer in
-            withUnsafeMutablePointer(to: &remoteStorage.storage) { remotePointer in
-                var path = ngtcp2_path(
-                    local: ngtcp2_addr(addr: UnsafeMutableRawPointer(localPointer).assumingMemoryBound(to: ngtcp2_sockaddr.self),
-                                       addrlen: ngtcp2_socklen(localStorage.length)),
-                    remote: ngtcp2_addr(addr: UnsafeMutableRawPointer(remotePointer).assumingMemoryBound(to: ngtcp2_sockaddr.self),
-                                        addrlen: ngtcp2_socklen(remoteStorage.length)),
-                    user_data: nil)
+        let localLength = ngtcp2_socklen(localStorage.length)
+        let remoteLength = ngtcp2_socklen(remoteStorage.length)
+        return withUnsafeMutableBytes(of: &localStorage.storage) { localBytes in
+            withUnsafeMutableBytes(of: &remoteStorage.storage) { remoteBytes in
+                let local = localBytes.baseAddress?.assumingMemoryBound(to: ngtcp2_sockaddr.self)
+                let remote = remoteBytes.baseAddress?.assumingMemoryBound(to: ngtcp2_sockaddr.self)
+                var path = ngtcp2_path(local: ngtcp2_addr(addr: local, addrlen: localLength),
+                                       remote: ngtcp2_addr(addr: remote, addrlen: remoteLength), user_data: nil)
                 return body(&path)
             }
         }
