@@ -9,14 +9,12 @@ import CNgtcp2
 /// call returns; nothing here calls back into the `ngtcp2_conn`.
 final class QUICConnectionCallbackState {
     let resetKey: QUICStatelessResetKey
-    let connectionIDLength: Int
     var events: [QUICConnectionEvent] = []
     /// The first request stream the client opened since the last read, which the owner refuses.
     var refusedRequestStream: Int64?
 
-    init(resetKey: QUICStatelessResetKey, connectionIDLength: Int) {
+    init(resetKey: QUICStatelessResetKey) {
         self.resetKey = resetKey
-        self.connectionIDLength = connectionIDLength
     }
 
     static func from(_ userData: UnsafeMutableRawPointer?) -> QUICConnectionCallbackState? {
@@ -46,6 +44,8 @@ final class QUICConnectionCallbackState {
             var generator = SystemRandomNumberGenerator()
             for index in 0..<length { destination[index] = UInt8.random(in: .min ... .max, using: &generator) }
         }
+        // ngtcp2 asks for IDs as long as the first one we gave it (the configured length, which is also the
+        // triage's short-header length).
         callbacks.get_new_connection_id = { _, cid, token, length, userData in
             guard let cid, let token, let state = QUICConnectionCallbackState.from(userData),
                   length <= QUICConnectionID.maxV1Length

@@ -109,8 +109,7 @@ public final class QUICConnection {
         originalDestinationConnectionID = header.destinationConnectionID
         self.credentials = credentials
         self.allocator = allocator
-        callbackState = QUICConnectionCallbackState(resetKey: resetKey,
-                                                    connectionIDLength: configuration.connectionIDLength)
+        callbackState = QUICConnectionCallbackState(resetKey: resetKey)
 
         var settings = ngtcp2_settings()
         alb_ngtcp2_settings_default(&settings)
