@@ -129,13 +129,16 @@ final class QUICListenerTests: XCTestCase {
             }
             .bind(host: "127.0.0.1", port: 0).get()
         let target = try SocketAddress(ipAddress: "127.0.0.1", port: port)
-        var unknownVersion: [UInt8] = [0xc0, 0x1a, 0x2a, 0x3a, 0x4a, 8] + Array(repeating: 0x11, count: 8) + [4, 1, 2, 3, 4]
+        // Long headers: version 0x1a2a3a4a, DCID of 8 bytes, SCID of 4; an Initial for our ID, token length 0
+        // and a length field, its payload not protected with any key.
+        var unknownVersion: [UInt8] = [0xc0, 0x1a, 0x2a, 0x3a, 0x4a, 8] + Array(repeating: 0x11, count: 8)
+        unknownVersion += [4, 1, 2, 3, 4]
         unknownVersion += Array(repeating: 0, count: 1200 - unknownVersion.count)
-        var protectedInitial: [UInt8] = [0xc0, 0, 0, 0, 1, UInt8(id.count)] + id.bytes + [4, 1, 2, 3, 4, 0, 0x44, 0x9e]
-        protectedInitial += Array(repeating: 0x33, count: 1200 - protectedInitial.count)
+        var forgedInitial: [UInt8] = [0xc0, 0, 0, 0, 1, UInt8(id.count)] + id.bytes + [4, 1, 2, 3, 4, 0, 0x44, 0x9e]
+        forgedInitial += Array(repeating: 0x33, count: 1200 - forgedInitial.count)
         let strays: [[UInt8]] = [
             Array("garbage".utf8), [0xff], unknownVersion, [0x41] + id.bytes + Array(repeating: 0x5a, count: 40),
-            protectedInitial,
+            forgedInitial,
         ]
         for stray in strays {
             try await prober.writeAndFlush(AddressedEnvelope(remoteAddress: target, data: ByteBuffer(bytes: stray)))
@@ -162,6 +165,30 @@ final class QUICListenerTests: XCTestCase {
         XCTAssertEqual(answers.count, 1, "only the unknown version is answered")
         XCTAssertEqual(answers.first?.getInteger(at: 1, as: UInt32.self), 0, "Version Negotiation")
         try await prober.close()
+        try await listener.stop()
+    }
+
+    /// A client that starts with a version we do not serve gets our Version Negotiation packet (from the
+    /// triage, no state kept), picks v1 from it and connects again.
+    func testAClientStartingWithAnotherVersionIsNegotiatedToV1() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.gtlsclient) else {
+            throw XCTSkip("\(Self.gtlsclient) is not installed (Debian package ngtcp2-client; `make deps`)")
+        }
+        let listener = try await startListener()
+        let port = listener.port
+        let client = try QUICTestProcess.run(
+            Self.gtlsclient,
+            ["--timeout=5s", "-v", "0x1a2a3a4a", "--preferred-versions=v1", "127.0.0.1", "\(port)",
+             "https://127.0.0.1:\(port)/"],
+            timeout: 20)
+        XCTAssertFalse(client.timedOut, "gtlsclient did not exit:\n\(client.output.suffix(4000))")
+        XCTAssertEqual(client.status, 0, client.output.suffix(4000).description)
+        XCTAssertTrue(client.output.contains("Client selected version 0x1"), client.output.suffix(4000).description)
+        XCTAssertTrue(client.output.contains("QUIC handshake has completed"), client.output.suffix(4000).description)
+        let events = listener.events.withLockedValue { $0 }
+        XCTAssertEqual(events.filter { if case .connectionOpened = $0 { return true } else { return false } }.count, 1,
+                       "only the v1 attempt opens a connection: \(events)")
+        XCTAssertTrue(events.contains { if case .handshakeCompleted = $0 { return true } else { return false } })
         try await listener.stop()
     }
 }
@@ -214,7 +241,8 @@ enum QUICTestProcess {
     /// A started process whose output goes to a file.
     final class Running {
         let process = Process()
-        let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("alb-quic-out-\(UUID().uuidString)")
+        let outputFile = FileManager.default.temporaryDirectory
+            .appendingPathComponent("alb-quic-out-\(UUID().uuidString)")
         private var output: FileHandle?
 
         init(_ executable: String, _ arguments: [String]) throws {
