@@ -191,6 +191,57 @@ final class QUICListenerTests: XCTestCase {
         XCTAssertTrue(events.contains { if case .handshakeCompleted = $0 { return true } else { return false } })
         try await listener.stop()
     }
+
+    /// The client moves to a new local port and updates its keys: its packets on the new path carry one of
+    /// the connection IDs we issued (NEW_CONNECTION_ID), which the table routes, and ngtcp2 validates the
+    /// path through the packets we send to the path it names. The connection then lives on until the idle
+    /// timeout.
+    ///
+    /// gtlsclient 0.12.1 does not write after its `--change-local-addr` and `--key-update` timers fire (only
+    /// after a read or its own timer), so the test wakes it with one stray datagram to its first port.
+    func testAClientMigratesAndUpdatesKeysOnAnEstablishedConnection() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.gtlsclient) else {
+            throw XCTSkip("\(Self.gtlsclient) is not installed (Debian package ngtcp2-client; `make deps`)")
+        }
+        let listener = try await startListener()
+        let port = listener.port
+        let client = try QUICTestProcess.Running(
+            Self.gtlsclient,
+            ["--timeout=3s", "--change-local-addr=200ms", "--key-update=300ms", "127.0.0.1", "\(port)"])
+        let handshake = try await listener.waitForEvent(timeout: 10) { event in
+            if case .handshakeCompleted = event { return true }
+            return false
+        }
+        XCTAssertTrue(handshake, "\(listener.events.withLockedValue { $0 })")
+        let clientAddress = try XCTUnwrap(listener.events.withLockedValue { events in
+            events.lazy.compactMap { event -> SocketAddress? in
+                if case .connectionOpened(_, let remote) = event { return remote }
+                return nil
+            }.first
+        })
+        try await Task.sleep(nanoseconds: 700_000_000)
+        let waker = try await DatagramBootstrap(group: listener.group).bind(host: "127.0.0.1", port: 0).get()
+        try await waker.writeAndFlush(AddressedEnvelope(remoteAddress: clientAddress, data: ByteBuffer(bytes: [0])))
+
+        let result = try client.finish(timeout: 20)
+        let output = result.output
+        XCTAssertFalse(result.timedOut, "gtlsclient did not exit:\n\(output.suffix(4000))")
+        XCTAssertEqual(result.status, 0, output.suffix(4000).description)
+        XCTAssertTrue(output.contains("Changing local address"), output.suffix(4000).description)
+        XCTAssertTrue(output.contains("Initiate key update"), output.suffix(4000).description)
+        let validations = output.split(separator: "\n").filter { $0.hasPrefix("Path validation against path") }
+        XCTAssertFalse(validations.isEmpty, output.suffix(4000).description)
+        XCTAssertTrue(validations.allSatisfy { $0.hasSuffix("succeeded") }, "\(validations)")
+        XCTAssertFalse(output.contains("CONNECTION_CLOSE"), output.suffix(4000).description)
+
+        let idle = try await listener.waitForEvent(timeout: 10) { event in
+            if case .connectionClosed(_, .idleTimeout) = event { return true }
+            return false
+        }
+        XCTAssertTrue(idle, "\(listener.events.withLockedValue { $0 })")
+        try await waker.close()
+        try await listener.stop()
+    }
 }
 
 /// Keeps every datagram its channel receives.
