@@ -264,6 +264,8 @@ final class ListenerRuntime: Sendable {
         let manager = HTTP2ConnectionManager { [snapshot = self.snapshot] in
             snapshot.load(ordering: .relaxed).config.idleTimeout
         }
+        // Below the HTTP/2 handler, so that the streams answered in one tick leave in one write.
+        try channel.pipeline.syncOperations.addHandler(TickFlushCoalescer())
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connection, streamConfiguration: NIOHTTP2Handler.StreamConfiguration(),
             streamDelegate: manager.streamDelegate(on: channel.eventLoop)
