@@ -63,7 +63,9 @@ public indirect enum JSONValue: Sendable {
         }
     }
 
-    private static func quote(_ text: String, into out: inout String) {
+    /// Appends `text` as a JSON string. The same text is a valid YAML double-quoted scalar (YAML 1.2 has
+    /// JSON's escapes), which is how the status files use it.
+    public static func quote(_ text: String, into out: inout String) {
         out += "\""
         for scalar in text.unicodeScalars {
             switch scalar {

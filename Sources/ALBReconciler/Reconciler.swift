@@ -626,6 +626,7 @@ public actor Reconciler {
                 log.error("cannot write status", ["resource": id.description, "error": String(describing: error)])
             }
         }
+        store.syncWrittenFolders()
     }
 
     /// A group's servers with what their checks found (`Unchecked` when the group has no checks) and their

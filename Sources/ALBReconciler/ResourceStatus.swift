@@ -176,12 +176,12 @@ extension ResourceStatus {
 
     /// The status file's text.
     public func yaml() -> String {
-        (try? Yams.serialize(node: document.yamlNode)) ?? ""
+        document.yaml
     }
 
     /// One YAML document listing every status in full (`alb status -o yaml`).
     public static func yaml(of statuses: [ResourceStatus]) -> String {
-        (try? Yams.serialize(node: Node(statuses.map(\.document.yamlNode)))) ?? "[]\n"
+        StatusValue.list(statuses.map(\.document)).yaml
     }
 
     /// One JSON array of every status in full (`alb status -o json`, the admin endpoint's `/status`).
@@ -286,16 +286,87 @@ public indirect enum StatusValue: Sendable {
         }
     }
 
-    var yamlNode: Node {
+    /// Block-style YAML, as Yams writes it by default (two-space indents, a list's items at its key's
+    /// indent), written directly: Yams resolved a tag for every scalar with regular expressions, which was
+    /// most of the 100 ms that writing 103 status files took on a cold start.
+    public var yaml: String {
+        var out = ""
+        switch self {
+        case .map(let pairs) where !pairs.isEmpty:
+            Self.appendBlock(pairs, indent: "", into: &out)
+        case .list(let items) where !items.isEmpty:
+            Self.appendBlock(items, indent: "", into: &out)
+        default:
+            self.appendInline(into: &out)
+            out += "\n"
+        }
+        return out
+    }
+
+    /// A mapping's pairs, each on its own line at `indent`.
+    private static func appendBlock(_ pairs: [(String, StatusValue)], indent: String, into out: inout String) {
+        for (index, (key, value)) in pairs.enumerated() {
+            if index > 0 { out += indent }
+            StatusValue.text(key).appendInline(into: &out)
+            out += ":"
+            switch value {
+            case .map(let nested) where !nested.isEmpty:
+                out += "\n" + indent + "  "
+                appendBlock(nested, indent: indent + "  ", into: &out)
+            case .list(let items) where !items.isEmpty:
+                out += "\n" + indent
+                appendBlock(items, indent: indent, into: &out)
+            default:
+                out += " "
+                value.appendInline(into: &out)
+                out += "\n"
+            }
+        }
+    }
+
+    /// A sequence's items, each starting with `- ` at `indent`; a mapping item continues two spaces in.
+    private static func appendBlock(_ items: [StatusValue], indent: String, into out: inout String) {
+        for (index, item) in items.enumerated() {
+            if index > 0 { out += indent }
+            out += "- "
+            if case .map(let pairs) = item, !pairs.isEmpty {
+                appendBlock(pairs, indent: indent + "  ", into: &out)
+            } else {
+                item.appendInline(into: &out)
+                out += "\n"
+            }
+        }
+    }
+
+    /// A scalar, or an empty or nested collection in flow style (`{}`, `[]`, `[a, b]`).
+    private func appendInline(into out: inout String) {
         switch self {
         case .text(let text):
-            // Quoted when a plain scalar would read back as something else ("8080", "true", "null").
-            return Self.readsAsText(text) ? Node(text) : Node(text, Tag(.str), .doubleQuoted)
-        case .integer(let value): return Node(String(value), Tag(.int))
-        case .boolean(let value): return Node(value ? "true" : "false", Tag(.bool))
-        case .timestamp(let date): return Node(ResourceStatus.timestamp(date))
-        case .list(let items): return Node(items.map(\.yamlNode))
-        case .map(let pairs): return Node(pairs.map { (Node($0.0), $0.1.yamlNode) })
+            // Quoted when a plain scalar would read back as something else ("8080", "true", "null", "a: b").
+            if Self.readsAsText(text) {
+                out += text
+            } else {
+                JSONValue.quote(text, into: &out)
+            }
+        case .integer(let value): out += String(value)
+        case .boolean(let value): out += value ? "true" : "false"
+        case .timestamp(let date): out += ResourceStatus.timestamp(date)
+        case .list(let items):
+            out += "["
+            for (index, item) in items.enumerated() {
+                if index > 0 { out += ", " }
+                item.appendInline(into: &out)
+            }
+            out += "]"
+        case .map(let pairs):
+            out += "{"
+            for (index, (key, value)) in pairs.enumerated() {
+                if index > 0 { out += ", " }
+                StatusValue.text(key).appendInline(into: &out)
+                out += ": "
+                value.appendInline(into: &out)
+            }
+            out += "}"
         }
     }
 
@@ -314,10 +385,30 @@ public indirect enum StatusValue: Sendable {
         }
     }
 
-    /// Whether a plain scalar reads back as this text: it starts with a letter and is no YAML keyword.
+    /// Whether a plain scalar reads back as this text: ASCII that starts with a letter, has no character
+    /// that YAML reads as syntax in a plain scalar (`#`, flow indicators, quotes; a `:` only before a
+    /// space or at the end: `web.yaml:12` stays plain), does not end in a space, and is no YAML keyword.
+    /// Anything else is double-quoted, which is always safe.
     private static func readsAsText(_ text: String) -> Bool {
-        guard let first = text.unicodeScalars.first, CharacterSet.letters.contains(first) else { return false }
-        let keywords: Set<String> = ["true", "false", "yes", "no", "on", "off", "null", "y", "n", "nan", "inf"]
-        return !keywords.contains(text.lowercased())
+        let utf8 = text.utf8
+        guard let first = utf8.first, (first | 0x20) >= UInt8(ascii: "a"), (first | 0x20) <= UInt8(ascii: "z"),
+              utf8.last != UInt8(ascii: " ") else { return false }
+        var previous: UInt8 = 0
+        for byte in utf8 {
+            switch byte {
+            case UInt8(ascii: " ") where previous == UInt8(ascii: ":"):
+                return false  // `key: value` inside a scalar
+            case 0x20...0x7e:
+                if Self.plainSyntax.contains(byte) { return false }
+            default:
+                return false
+            }
+            previous = byte
+        }
+        if previous == UInt8(ascii: ":") { return false }
+        return !Self.keywords.contains(text.lowercased())
     }
+
+    private static let plainSyntax: Set<UInt8> = Set("#{}[],&*!|>'\"%@`\\".utf8)
+    private static let keywords: Set<String> = ["true", "false", "yes", "no", "on", "off", "null", "y", "n", "nan", "inf"]
 }

@@ -15,6 +15,10 @@ public final class StatusStore: @unchecked Sendable {
     private var written: [ResourceID: (status: ResourceStatus, text: String)] = [:]
     private var eventsHandle: FileHandle?
     private var lastEventTime = Date.distantPast
+    /// Folders known to exist, so a write does not ask the file system again.
+    private var createdFolders: Set<FilePath> = []
+    /// Folders with a file renamed into them since the last ``syncWrittenFolders()``.
+    private var unsyncedFolders: Set<FilePath> = []
 
     public init(directory: String) {
         self.directory = FilePath(directory)
@@ -62,7 +66,18 @@ public final class StatusStore: @unchecked Sendable {
         if written[status.id]?.status == status { return false }
         let text = status.yaml()
         if written[status.id]?.text != text {
-            try Self.atomicWrite(text, to: path(for: status.id))
+            let target = path(for: status.id)
+            let folder = target.removingLastComponent()
+            do {
+                try createFolderOnce(folder)
+                try Self.atomicWrite(text, to: target)
+            } catch let error as StatusWriteError where error.errno == ENOENT {
+                // Someone removed the status directory while we run: create it again.
+                createdFolders.remove(folder)
+                try createFolderOnce(folder)
+                try Self.atomicWrite(text, to: target)
+            }
+            unsyncedFolders.insert(folder)
         }
         written[status.id] = (status, text)
         return true
@@ -89,13 +104,19 @@ public final class StatusStore: @unchecked Sendable {
         // action is stamped with its pass's start.
         let at = max(now, lastEventTime)
         lastEventTime = at
-        var object: [String: String] = [
-            "time": ResourceStatus.timestamp(at), "kind": kind.rawValue, "name": name, "action": action,
-            "message": message,
-        ]
-        if let from { object["from"] = from }
-        if let to { object["to"] = to }
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+        // One JSON object per line, keys in alphabetical order, written directly (JSONSerialization was a
+        // sixth of a cold start's pass).
+        var line = ""
+        var fields: [(String, String?)] = [("action", action), ("from", from), ("kind", kind.rawValue)]
+        fields += [("message", message), ("name", name), ("time", ResourceStatus.timestamp(at)), ("to", to)]
+        for case let (key, value?) in fields {
+            line += line.isEmpty ? "{" : ","
+            JSONValue.quote(key, into: &line)
+            line += ":"
+            JSONValue.quote(value, into: &line)
+        }
+        line += "}\n"
+        let data = Data(line.utf8)
         do {
             if eventsHandle == nil {
                 try FileManager.default.createDirectory(atPath: directory.string, withIntermediateDirectories: true)
@@ -107,16 +128,37 @@ public final class StatusStore: @unchecked Sendable {
                 try handle.seekToEnd()
                 eventsHandle = handle
             }
-            try eventsHandle?.write(contentsOf: data + Data("\n".utf8))
+            try eventsHandle?.write(contentsOf: data)
         } catch {
             eventsHandle = nil
         }
     }
 
-    /// Temporary file in the same directory, fsync, rename: a reader sees the old file or the new one.
+    private func createFolderOnce(_ folder: FilePath) throws {
+        guard !createdFolders.contains(folder) else { return }
+        try FileManager.default.createDirectory(atPath: folder.string, withIntermediateDirectories: true)
+        createdFolders.insert(folder)
+    }
+
+    /// Makes the files written since the last call durable: one `fsync` per folder, after a pass's writes,
+    /// instead of one per file (103 status files took 100-125 ms with an `fsync` each). A status file is
+    /// derived state that the next pass writes again, so a crash between a write and this sync costs nothing
+    /// a restart does not put back; readers never see a partial file either way (rename is atomic).
+    public func syncWrittenFolders() {
+        for folder in unsyncedFolders {
+            let descriptor = open(folder.string, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if descriptor >= 0 {
+                fsync(descriptor)
+                close(descriptor)
+            }
+        }
+        unsyncedFolders.removeAll()
+    }
+
+    /// Temporary file in the same (existing) directory, then rename: a reader sees the old file or the new
+    /// one. Durability comes from ``syncWrittenFolders()``.
     static func atomicWrite(_ text: String, to target: FilePath) throws {
         let folder = target.removingLastComponent()
-        try FileManager.default.createDirectory(atPath: folder.string, withIntermediateDirectories: true)
         let temporary = folder.appending(".\(target.lastComponent?.string ?? "status").\(getpid()).tmp").string
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else { throw StatusWriteError(path: target.string, errno: errno) }
@@ -132,7 +174,6 @@ public final class StatusStore: @unchecked Sendable {
             }
             offset += count
         }
-        fsync(descriptor)
         close(descriptor)
         guard rename(temporary, target.string) == 0 else {
             let code = errno

@@ -3,6 +3,7 @@ import ALBManifest
 @testable import ALBReconciler
 import Foundation
 import XCTest
+import Yams
 
 final class ResourceStatusTests: XCTestCase {
     private let t0 = Date(timeIntervalSince1970: 1_800_000_000)
@@ -22,6 +23,31 @@ final class ResourceStatusTests: XCTestCase {
         let text = status.yaml()
         XCTAssertTrue(text.hasPrefix("kind: Listener\nname: web\nsource: web.yaml:12\ngeneration: 3\n"), text)
         XCTAssertEqual(ResourceStatus.parse(yaml: text), status)
+    }
+
+    func testStatusYAMLIsBlockStyleAndEveryTextReadsBackAsItself() throws {
+        let tricky = ["plain words (here); too", "web.yaml:12", "a: b", "ends:", "#comment", "x #y", "- item", "8080",
+                      "1e3", "true", "No", "null", "~", "", " leading", "trailing ", "line\nbreak", "tab\there",
+                      "quote \" and \\ back", "{flow}", "[list]", "a, b", "&anchor", "*alias", "!tag", "|", ">",
+                      "'single'", "%directive", "@at", "`tick`", "caf\u{e9}", "\u{1F600}", "bell\u{07}", "http://x/y?z=1"]
+        let document = StatusValue.map([
+            ("texts", .list(tricky.map(StatusValue.text))),
+            ("nested", .map([("empty", .map([])), ("none", .list([])), ("number", .integer(-3)), ("flag", .boolean(false))])),
+            ("rows", .list([.map([("a", .text("x")), ("b", .list([.integer(1), .integer(2)]))]), .list([.text("p"), .text("q r")])])),
+        ])
+        let text = document.yaml
+        XCTAssertTrue(text.hasPrefix("texts:\n- plain words (here); too\n- web.yaml:12\n- \"a: b\"\n"), text)
+        XCTAssertTrue(text.contains("\nnested:\n  empty: {}\n  none: []\n  number: -3\n  flag: false\nrows:\n- a: x\n  b:\n  - 1\n  - 2\n- [p, q r]\n"), text)
+        let loaded = try XCTUnwrap(try Yams.load(yaml: text) as? [String: Any])
+        XCTAssertEqual(loaded["texts"] as? [String], tricky)
+        let nested = try XCTUnwrap(loaded["nested"] as? [String: Any])
+        XCTAssertEqual((nested["empty"] as? [String: Any])?.count, 0)
+        XCTAssertEqual((nested["none"] as? [Any])?.count, 0)
+        XCTAssertEqual(nested["number"] as? Int, -3)
+        XCTAssertEqual(nested["flag"] as? Bool, false)
+        let rows = try XCTUnwrap(loaded["rows"] as? [Any])
+        XCTAssertEqual((rows[0] as? [String: Any])?["b"] as? [Int], [1, 2])
+        XCTAssertEqual(rows[1] as? [String], ["p", "q r"])
     }
 
     func testLiveValuesKeepTheirTypesAndTextThatLooksLikeANumberStaysText() {
