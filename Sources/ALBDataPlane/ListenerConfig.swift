@@ -120,6 +120,9 @@ public struct ListenerConfig: Sendable, Equatable {
     /// Response compression (Brotli, gzip; `ResponseCompressionPolicy`). Changes in place: connections
     /// accepted while it is on compress until it is switched off; see docs/decisions.md.
     public var compression: Bool
+    /// The `Alt-Svc` value every relayed response carries (an HTTPS listener's QUIC upgrade:
+    /// `h3=":PORT"; ma=86400`); nil for none. Changes in place, from the next response.
+    public var altSvc: String?
 
     public init(
         name: String,
@@ -133,7 +136,8 @@ public struct ListenerConfig: Sendable, Equatable {
         groups: [BackendGroup],
         limits: EdgeLimits = EdgeLimits(),
         tls: ServerTLS? = nil,
-        compression: Bool = false
+        compression: Bool = false,
+        altSvc: String? = nil
     ) {
         self.name = name
         self.key = name
@@ -148,6 +152,7 @@ public struct ListenerConfig: Sendable, Equatable {
         self.limits = limits
         self.tls = tls
         self.compression = compression
+        self.altSvc = altSvc
     }
 }
 

@@ -58,6 +58,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         /// already name the server that answers (a sticky group only).
         var stickyValue: Substring?
         var setCookie: String?
+        /// The listener's `Alt-Svc` when the request came (QUIC upgrade), for its response.
+        var altSvc: String?
 
         init(id: Int, head: HTTPRequestHead, clientIP: String, wallTime: Double, machine: ProxyExchange) {
             self.id = id
@@ -233,6 +235,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         let exchange = Exchange(id: self.nextExchangeID, head: head, clientIP: clientIP,
                                 wallTime: logging ? Self.wallClock() : 0, machine: machine)
         self.exchange = exchange
+        exchange.altSvc = config.altSvc
         exchange.stickyValue = snapshot.balancer.hasStickyGroups ? StickyCookie.value(in: head.headers) : nil
         let server = machine.mayReachBackend
             ? self.loopState.pick(snapshot, clientIP: clientIP, stickyValue: exchange.stickyValue) : nil
@@ -423,6 +426,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 var relayed = clientHead
                 if let cookie = exchange.setCookie {
                     relayed.headers.add(name: "set-cookie", value: cookie)
+                }
+                if let altSvc = exchange.altSvc {
+                    // The load balancer's QUIC listener is the alternative: a backend's own would name a
+                    // service clients cannot reach through it.
+                    relayed.headers.replaceOrAdd(name: "alt-svc", value: altSvc)
                 }
                 if self.framing == .http2 {
                     self.heldTrailers = Self.takeGRPCStatus(from: &relayed.headers)

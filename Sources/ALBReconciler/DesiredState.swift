@@ -89,7 +89,16 @@ public struct DesiredState: Sendable {
             name: listener.id.name, loadBalancerName: spec.loadBalancer, bindHost: bindHost,
             port: spec.port, idleTimeout: .seconds(Int64(spec.idleTimeout)),
             requestTimeout: .seconds(Int64(spec.requestTimeout)), headers: headers, clientIP: clientIP,
-            groups: groups, tls: tls, compression: spec.compression))
+            groups: groups, tls: tls, compression: spec.compression, altSvc: altSvc(spec)))
+    }
+
+    /// The QUIC upgrade's `Alt-Svc` value (SPEC section 4): the associated QUIC listener's port, kept by
+    /// clients for a day (`ma=86400`, as ALB). The validator has already refused a reference to anything but
+    /// a QUIC listener of the same instance.
+    private func altSvc(_ spec: ListenerSpec) -> String? {
+        guard spec.protocol == .https, spec.quicUpgrade.enabled, let name = spec.quicUpgrade.listener,
+              case .listener(let quic)? = resource(.listener, name)?.spec, quic.protocol == .quic else { return nil }
+        return "h3=\":\(quic.port)\"; ma=86400"
     }
 }
 

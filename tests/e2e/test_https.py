@@ -384,3 +384,59 @@ def test_a_drain_sends_http2_goaway_and_lets_the_open_stream_finish(alb, backend
     assert "recv DATA frame" in out[goaway:] and "processed=0" not in out, "no response after the GOAWAY: " + out
     assert client.returncode == 0, out
     assert alb.process.wait(timeout=20) == 0
+
+
+QUIC_LISTENER = """---
+apiVersion: alb/v1
+kind: Listener
+metadata: {name: h3}
+spec:
+  loadBalancer: lb
+  protocol: QUIC
+  port: %d
+  certificates: {server: main}
+  defaultAction:
+    forwardGroup:
+      serverGroups: [{name: pool}]
+"""
+
+
+def alt_svc(port, cafile, http2=False):
+    """The Alt-Svc header of a GET over TLS (HTTP/1.1, or HTTP/2 through curl), or None."""
+    if http2:
+        run = subprocess.run(["curl", "-sS", "--http2", "--cacert", str(cafile), "-o", "/dev/null", "-D", "-",
+                              "--resolve", "main.example.com:%d:127.0.0.1" % port,
+                              "https://main.example.com:%d/" % port], capture_output=True, text=True, timeout=10)
+        assert run.stdout.startswith("HTTP/2 200"), run.stdout + run.stderr
+        found = [line.split(":", 1)[1].strip() for line in run.stdout.splitlines() if line.lower().startswith("alt-svc:")]
+        return found[0] if found else None
+    conn = tls_connection(port, "main.example.com", cafile)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+        return response.getheader("alt-svc")
+    finally:
+        conn.close()
+
+
+def test_quic_upgrade_advertises_the_quic_listener_and_stops_when_switched_off(alb, backends, certs):
+    backend = backends.start("b1")
+    port, quic_port = free_port(), free_port()
+
+    def manifests(enabled):
+        upgrade = "  quicUpgrade: {enabled: %s, listener: h3}\n" % ("true" if enabled else "false")
+        return https_set(port, backend, {"main": certs["main"]}, extra=upgrade) + QUIC_LISTENER % quic_port
+
+    alb.write("web.yaml", manifests(True))
+    alb.start()
+    alb.wait_state("web", "Running")
+    expected = 'h3=":%d"; ma=86400' % quic_port
+    assert alt_svc(port, certs["main"][0]) == expected
+    assert alt_svc(port, certs["main"][0], http2=True) == expected
+    # Switched off in place: the listener keeps running, and the next response has no Alt-Svc.
+    alb.write("web.yaml", manifests(False))
+    wait_for(lambda: alt_svc(port, certs["main"][0]) is None, what="Alt-Svc gone")
+    assert alt_svc(port, certs["main"][0], http2=True) is None
+    assert alb.status_of("Listener", "web")["state"] == "Running"
