@@ -8,17 +8,26 @@ For an ECDSA P-256 and an RSA 2048 certificate, each proxy pinned to CPU 0 and t
   handshakes_per_s       new TLS connections per second over that run
   h1_cpu_us_per_req      CPU per request over reused TLS connections, HTTP/1.1 (wrk -c64, 5 s)
   h2_cpu_us_per_req      the same over HTTP/2 (h2load, 16 connections x 10 streams, 5 s)
+Before any load, for the ECDSA certificate, each proxy freshly started:
+  bytes_per_idle_tls_connection   RSS growth per idle keep-alive TLS connection (2,000 clients, each made one
+                                  request over TLS 1.3 and stays connected), as tests/bench_idle_memory.py does
+                                  for plain HTTP
 Every load is bounded in time or count and targets 127.0.0.1 only. Prints one line per proxy and key type.
 """
 import os
 import re
+import resource
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_idle_memory import rss_kib
 
 BACKEND = 19000
 PORTS = {"nginx": 19021, "haproxy": 19022, "alb": 19023}
@@ -51,6 +60,43 @@ def wrk_requests(out):
 def h2load_succeeded(out):
     match = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
     return int(match.group(1)) if match else 0
+
+
+def idle_tls_bytes(pid, port, count=2000):
+    """RSS growth of `pid` per TLS connection that made one request and stays open (the worker's RSS for
+    nginx: pass its pid)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 100)), hard))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    before = rss_kib(pid)
+    connections = []
+    try:
+        for _ in range(count):
+            connection = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                             server_hostname="bench.example")
+            connection.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += connection.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(body) < length:
+                body += connection.recv(65536)
+            connections.append(connection)
+        time.sleep(1)
+        return (rss_kib(pid) - before) * 1024 / count
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def worker_of(pid):
+    """nginx's worker (its master's only child); the process itself for the others."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return int(children[0]) if children else pid
 
 
 def make_cert(folder, kind):
@@ -164,6 +210,12 @@ def main(alb):
         try:
             for name, port in PORTS.items():
                 wait_https(port)
+            if kind == "ecdsa":
+                for name, port in PORTS.items():
+                    print("%s tls=%s idle_tls_connections=2000 bytes_per_idle_tls_connection=%.0f"
+                          % (name, kind, idle_tls_bytes(worker_of(pids[name]), port)), flush=True)
+                    time.sleep(1)  # the peer closes the 2,000 connections before the next one is measured
+            for name, port in PORTS.items():
                 url = "https://127.0.0.1:%d/" % port
                 pid = pids[name]
                 subprocess.run(["taskset", "-c", "1", "h2load", "--h1", "-n", "300", "-c", "30", url], capture_output=True)  # warm-up
