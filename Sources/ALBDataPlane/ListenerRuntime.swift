@@ -266,6 +266,7 @@ final class ListenerRuntime: Sendable {
         }
         // Below the HTTP/2 handler, so that the streams answered in one tick leave in one write.
         try channel.pipeline.syncOperations.addHandler(TickFlushCoalescer())
+        let endpoints = ClientEndpoints(of: channel)
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connection, streamConfiguration: NIOHTTP2Handler.StreamConfiguration(),
             streamDelegate: manager.streamDelegate(on: channel.eventLoop)
@@ -276,7 +277,8 @@ final class ListenerRuntime: Sendable {
                     try stream.pipeline.syncOperations.addHandler(self.compressionOptions(loopState.value).makeHandler())
                 }
                 try stream.pipeline.syncOperations.addHandler(
-                    ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, framing: .http2, tlsFacts: facts))
+                    ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, framing: .http2, tlsFacts: facts,
+                                 endpoints: endpoints))
             }
         }
         try channel.pipeline.syncOperations.addHandler(manager)

@@ -98,9 +98,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     /// The client connection is closing: everything is ignored.
     private var closed = false
     private var nextExchangeID = 0
-    private var peerIP = ""
-    private var peerPort = 0
-    private var listenerPort = 0
+    /// The connection's addresses: given by the caller, or read from the channel when the handler is added.
+    private var endpoints: ClientEndpoints?
+    private var peerIP: String { self.endpoints?.ip ?? "" }
+    private var peerPort: Int { self.endpoints?.port ?? 0 }
+    private var listenerPort: Int { self.endpoints?.listenerPort ?? 0 }
     private var clientReadsPaused = false
     private var clientReadPending = false
     private var backendNeedsFlush = false
@@ -118,22 +120,25 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     /// The TLS connection's handshake facts; nil on plain HTTP (which is how the handler tells the two apart).
     private let tlsFacts: TLSConnectionFacts?
 
+    /// `endpoints`: the connection's addresses when the caller already has them (the streams of one HTTP/2
+    /// connection share them); nil reads them from the channel when the handler is added.
     init(runtime: ListenerRuntime, loopState: ListenerLoopState, scheme: String = "http", framing: ClientFraming = .http1,
-         tlsFacts: TLSConnectionFacts? = nil) {
+         tlsFacts: TLSConnectionFacts? = nil, endpoints: ClientEndpoints? = nil) {
         self.runtime = runtime
         self.loopState = loopState
         self.scheme = scheme
         self.framing = framing
         self.tlsFacts = tlsFacts
+        self.endpoints = endpoints
     }
 
     // MARK: - Client side
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.peerIP = context.channel.remoteAddress?.ipAddress ?? ""
-        self.peerPort = context.channel.remoteAddress?.port ?? 0
-        self.listenerPort = context.channel.localAddress?.port ?? 0
+        if self.endpoints == nil {
+            self.endpoints = ClientEndpoints(of: context.channel)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -750,4 +755,19 @@ extension ProxyHandler: Sendable {}
 
 extension UInt {
     fileprivate var asInt: Int { Int(self) }
+}
+
+/// A client connection's addresses as the proxy uses them: read once per connection (each read takes the
+/// channel's address lock, and formatting the IP allocates a string), not once per HTTP/2 stream.
+struct ClientEndpoints: Sendable {
+    var ip: String
+    var port: Int
+    var listenerPort: Int
+
+    init(of channel: Channel) {
+        let remote = channel.remoteAddress
+        self.ip = remote?.ipAddress ?? ""
+        self.port = remote?.port ?? 0
+        self.listenerPort = channel.localAddress?.port ?? 0
+    }
 }

@@ -58,6 +58,8 @@ def test_the_access_log_says_http2(alb, backends):
                     if (alb.root / "access.log").exists() else [], timeout=5, what="access log line")[0]
     record = json.loads(line)
     assert record["protocol"] == "HTTP/2" and record["status"] == 200
+    # The stream logs its connection's client address (read once per connection, not per stream).
+    assert record["client_ip"] == "127.0.0.1" and record["client_port"] > 0
 
 
 def test_idle_timeout_closes_only_connections_with_no_open_stream(alb, backends):
