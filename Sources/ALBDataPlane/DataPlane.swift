@@ -83,6 +83,9 @@ public final class DataPlane: Sendable {
             throw DataPlaneError.listenerExists(config.name)
         }
         defer { _ = self.starting.withLockedValue { $0.remove(config.key) } }
+        if let certificate = config.quic {
+            return try await self.startQUIC(config, certificate: certificate)
+        }
 
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
                                           detailedMetrics: self.detailedMetrics)

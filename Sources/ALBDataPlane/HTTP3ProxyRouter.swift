@@ -1,0 +1,65 @@
+import ALBQUIC
+import NIOCore
+
+/// Where a QUIC listener's request streams go.
+protocol HTTP3RequestRouter: AnyObject {
+    /// One connection's stream events, in order (or the news that the connection is gone).
+    func route(_ record: QUICStreamEvents, writer: QUICConnectionWriter)
+    /// The listener stops: every exchange is abandoned.
+    func closeAll()
+}
+
+/// The data plane's router: one ``HTTP3Exchange`` per request stream, kept per connection until nghttp3
+/// closes the stream or the connection goes. On the listener's event loop only.
+final class HTTP3ProxyRouter: HTTP3RequestRouter {
+    private let runtime: ListenerRuntime
+    private let loopState: ListenerLoopState
+    private var exchanges: [ObjectIdentifier: [Int64: HTTP3Exchange]] = [:]
+
+    init(runtime: ListenerRuntime, loopState: ListenerLoopState) {
+        self.runtime = runtime
+        self.loopState = loopState
+    }
+
+    func route(_ record: QUICStreamEvents, writer: QUICConnectionWriter) {
+        let key = ObjectIdentifier(record.connection)
+        if record.connectionClosed {
+            let gone = exchanges.removeValue(forKey: key) ?? [:]
+            for exchange in gone.values { exchange.streamGone() }
+            return
+        }
+        for event in record.events {
+            switch event {
+            case .head(let streamID, let head):
+                guard exchanges[key]?[streamID] == nil else { continue }  // trailers are not a new request
+                let exchange = HTTP3Exchange(connection: record.connection, streamID: streamID, head: head,
+                                             writer: writer, runtime: runtime, loopState: loopState,
+                                             listenerPort: runtime.boundPort.load(ordering: .relaxed))
+                exchanges[key, default: [:]][streamID] = exchange
+                exchange.start(bodyFollows: !head.endsStream)
+            case .body(let streamID, let bytes):
+                exchanges[key]?[streamID]?.requestBody(bytes)
+            case .end(let streamID):
+                exchanges[key]?[streamID]?.requestEnd()
+            case .reset(let streamID, _):
+                exchanges[key]?[streamID]?.clientAbandoned()
+            case .writable(let streamID):
+                exchanges[key]?[streamID]?.responseWritable()
+            case .closed(let streamID):
+                exchanges[key]?.removeValue(forKey: streamID)?.streamGone()
+                if exchanges[key]?.isEmpty == true { exchanges[key] = nil }
+            }
+        }
+    }
+
+    func closeAll() {
+        let all = exchanges
+        exchanges = [:]
+        for streams in all.values {
+            for exchange in streams.values { exchange.streamGone() }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTP3ProxyRouter: Sendable {}
