@@ -1,0 +1,248 @@
+"""QUIC listeners serving HTTP/3 (docs/quic.md, slice 3) with a real client: aioquic's HTTP/3 client through
+alb to the demo backend over HTTP/1.1; Debian's gtlsclient too when it is installed."""
+import asyncio
+import json
+import os
+import ssl
+import subprocess
+
+import pytest
+
+from conftest import free_port, wait_for
+from test_https import make_cert
+
+# aioquic (PyPI) is installed by `make deps`.
+from aioquic.asyncio.client import connect  # noqa: E402
+from aioquic.asyncio.protocol import QuicConnectionProtocol  # noqa: E402
+from aioquic.h3.connection import H3_ALPN, H3Connection  # noqa: E402
+from aioquic.h3.events import DataReceived, HeadersReceived  # noqa: E402
+from aioquic.quic.configuration import QuicConfiguration  # noqa: E402
+from aioquic.quic.events import StreamReset  # noqa: E402
+
+GTLSCLIENT = "/usr/bin/gtlsclient"
+
+
+def free_udp_port():
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quic_set(port, backend, cert, key):
+    return """\
+apiVersion: alb/v1
+kind: LoadBalancer
+metadata: {name: lb}
+spec: {address: 127.0.0.1}
+---
+apiVersion: alb/v1
+kind: ServerGroup
+metadata: {name: pool}
+spec:
+  servers: [{address: 127.0.0.1, port: %d}]
+---
+apiVersion: alb/v1
+kind: Certificate
+metadata: {name: main}
+spec: {type: Server, certificate: %s, privateKey: %s}
+---
+apiVersion: alb/v1
+kind: Listener
+metadata: {name: h3}
+spec:
+  loadBalancer: lb
+  protocol: QUIC
+  port: %d
+  certificates: {server: main}
+  headers: {xForwardedProto: true}
+  defaultAction:
+    forwardGroup:
+      serverGroups: [{name: pool}]
+""" % (backend, cert, key, port)
+
+
+class H3Client(QuicConnectionProtocol):
+    """An HTTP/3 client on one QUIC connection: `request` sends one request on a new stream and returns
+    (status, headers dict, body bytes) once the response stream ends."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.h3 = H3Connection(self._quic)
+        self.waiting = {}
+        self.responses = {}
+
+    def quic_event_received(self, event):
+        if isinstance(event, StreamReset) and event.stream_id in self.waiting:
+            self.waiting.pop(event.stream_id).set_exception(ConnectionResetError("stream %d reset" % event.stream_id))
+            return
+        for h3_event in self.h3.handle_event(event):
+            if not isinstance(h3_event, (HeadersReceived, DataReceived)):
+                continue
+            response = self.responses.setdefault(h3_event.stream_id, {"headers": [], "body": bytearray()})
+            if isinstance(h3_event, HeadersReceived):
+                response["headers"] += h3_event.headers
+            else:
+                response["body"] += h3_event.data
+            if h3_event.stream_ended and h3_event.stream_id in self.waiting:
+                self.waiting.pop(h3_event.stream_id).set_result(response)
+
+    async def request(self, authority, method, path, body=None, length=True):
+        stream_id = self._quic.get_next_available_stream_id()
+        headers = [(b":method", method.encode()), (b":scheme", b"https"), (b":authority", authority.encode()),
+                   (b":path", path.encode())]
+        if body is not None and length:
+            headers.append((b"content-length", str(len(body)).encode()))
+        self.h3.send_headers(stream_id, headers, end_stream=body is None)
+        if body is not None:
+            self.h3.send_data(stream_id, body, end_stream=True)
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiting[stream_id] = waiter
+        self.transmit()
+        response = await waiter
+        fields = {}
+        for name, value in response["headers"]:
+            fields.setdefault(name.decode(), value.decode())
+        return int(fields[":status"]), fields, bytes(response["body"])
+
+
+def client_configuration():
+    configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, verify_mode=ssl.CERT_NONE)
+    configuration.max_data = 16 << 20
+    configuration.max_stream_data = 4 << 20
+    return configuration
+
+
+async def on_connection(port, work, timeout=60):
+    async with connect("127.0.0.1", port, configuration=client_configuration(), create_protocol=H3Client,
+                       wait_connected=True) as client:
+        return await asyncio.wait_for(work(client, "127.0.0.1:%d" % port), timeout)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+@pytest.fixture
+def quic_listener(alb, backends, tmp_path):
+    """A running alb with one QUIC listener forwarding to one demo backend: (port, access log path)."""
+    backend = backends.start("b1")
+    cert, key = make_cert(tmp_path, "main", ["localhost"])
+    port = free_udp_port()
+    alb.write("set.yaml", quic_set(port, backend, cert, key))
+    log_path = alb.root / "access.log"
+    alb.start("--access-log", str(log_path))
+    alb.wait_state("h3", "Running")
+    return port, log_path
+
+
+def test_a_get_over_http3_reaches_the_backend_and_the_status_says_running(alb, quic_listener):
+    port, _ = quic_listener
+    status, fields, body = run(on_connection(port, lambda c, a: c.request(a, "GET", "/hello")))
+    assert status == 200
+    assert body == b"b1 /hello\n"
+    assert fields.get("x-backend") == "b1"
+    listener = alb.status_of("Listener", "h3")
+    assert listener["state"] == "Running"
+
+
+def test_the_backend_sees_http11_with_forwarding_headers(quic_listener):
+    port, _ = quic_listener
+    status, _, body = run(on_connection(port, lambda c, a: c.request(a, "GET", "/headers")))
+    assert status == 200
+    headers = {k.lower(): v for k, v in json.loads(body).items()}
+    assert headers["host"].startswith("127.0.0.1:")
+    assert headers["x-forwarded-proto"] == "https"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+
+
+def test_twenty_connections_with_several_streams_each_all_succeed(quic_listener):
+    port, _ = quic_listener
+
+    async def one_connection(index):
+        async def streams(client, authority):
+            return await asyncio.gather(*(client.request(authority, "GET", "/c%d/s%d" % (index, n)) for n in range(5)))
+        return await on_connection(port, streams)
+
+    async def all_connections():
+        return await asyncio.gather(*(one_connection(i) for i in range(20)))
+
+    results = run(all_connections())
+    assert len(results) == 20
+    for index, responses in enumerate(results):
+        assert [(status, body) for status, _, body in responses] == [
+            (200, b"b1 /c%d/s%d\n" % (index, n)) for n in range(5)]
+
+
+def test_a_multi_mib_download_is_byte_exact(quic_listener):
+    port, _ = quic_listener
+    size = 8 << 20
+    status, _, body = run(on_connection(port, lambda c, a: c.request(a, "GET", "/big?n=%d" % size)))
+    assert status == 200
+    assert len(body) == size
+    assert body == b"x" * size
+
+
+@pytest.mark.parametrize("announce_length", [True, False])
+def test_a_multi_mib_upload_is_echoed_byte_exact(quic_listener, announce_length):
+    port, _ = quic_listener
+    payload = os.urandom(4 << 20)
+    status, _, body = run(on_connection(
+        port, lambda c, a: c.request(a, "POST", "/echo", body=payload, length=announce_length)))
+    assert status == 200
+    assert len(body) == len(payload)
+    assert body == payload
+
+
+def test_an_unreachable_backend_is_an_ordinary_502_logged_as_http3(alb, backends, tmp_path):
+    cert, key = make_cert(tmp_path, "main", ["localhost"])
+    port = free_udp_port()
+    alb.write("set.yaml", quic_set(port, free_port(), cert, key))  # nothing listens on the backend port
+    log_path = alb.root / "access.log"
+    alb.start("--access-log", str(log_path))
+    alb.wait_state("h3", "Running")
+    status, _, body = run(on_connection(port, lambda c, a: c.request(a, "GET", "/nobody")))
+    assert status == 502
+    assert body == b"502 Bad Gateway\n"
+    line = wait_for(lambda: [json.loads(l) for l in log_path.read_text().splitlines() if '"/nobody"' in l]
+                    if log_path.exists() else [], timeout=5, what="access log line")[0]
+    assert line["protocol"] == "HTTP/3"
+    assert line["status"] == 502
+
+
+def test_the_access_log_says_http3(quic_listener):
+    port, log_path = quic_listener
+    status, _, _ = run(on_connection(port, lambda c, a: c.request(a, "GET", "/logged")))
+    assert status == 200
+    line = wait_for(lambda: [json.loads(l) for l in log_path.read_text().splitlines() if '"/logged"' in l]
+                    if log_path.exists() else [], timeout=5, what="access log line")[0]
+    assert line["protocol"] == "HTTP/3"
+    assert line["status"] == 200
+    assert line["tls_version"] == "TLSv1.3"
+    assert line["upstream"].startswith("127.0.0.1:")
+
+
+def test_removing_the_listener_closes_its_socket(alb, quic_listener):
+    port, _ = quic_listener
+    alb.remove("set.yaml")
+    wait_for(lambda: alb.status_of("Listener", "h3") is None or alb.status_of("Listener", "h3").get("state") != "Running",
+             timeout=10, what="listener h3 gone")
+    import socket
+    # The port is free again: a new UDP socket can bind it.
+    def rebinds():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", port))
+            return True
+    wait_for(rebinds, timeout=10, what="UDP port %d free" % port)
+
+
+@pytest.mark.skipif(not os.access(GTLSCLIENT, os.X_OK), reason="gtlsclient not installed (ngtcp2-client)")
+def test_gtlsclient_gets_the_backend_body(quic_listener, tmp_path):
+    port, _ = quic_listener
+    download = tmp_path / "download"
+    download.mkdir()
+    result = subprocess.run([GTLSCLIENT, "-q", "--timeout=5s", "--exit-on-all-streams-close",
+                             "--download=%s" % download, "127.0.0.1", str(port), "https://127.0.0.1:%d/from-gtls" % port],
+                            capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (download / "from-gtls").read_bytes() == b"b1 /from-gtls\n"
