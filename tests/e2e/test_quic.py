@@ -29,7 +29,7 @@ def free_udp_port():
         return s.getsockname()[1]
 
 
-def quic_set(port, backend, cert, key):
+def quic_set(port, backend, cert, key, request_timeout=60):
     return """\
 apiVersion: alb/v1
 kind: LoadBalancer
@@ -55,11 +55,12 @@ spec:
   protocol: QUIC
   port: %d
   certificates: {server: main}
+  requestTimeout: %d
   headers: {xForwardedProto: true}
   defaultAction:
     forwardGroup:
       serverGroups: [{name: pool}]
-""" % (backend, cert, key, port)
+""" % (backend, cert, key, port, request_timeout)
 
 
 class H3Client(QuicConnectionProtocol):
@@ -234,6 +235,65 @@ def test_removing_the_listener_closes_its_socket(alb, quic_listener):
             s.bind(("127.0.0.1", port))
             return True
     wait_for(rebinds, timeout=10, what="UDP port %d free" % port)
+
+
+def start_truncating_backend():
+    """A backend that answers a response head promising 1000 bytes, sends 10 and closes the connection."""
+    import socket
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1], server.close
+
+
+def test_a_backend_failing_after_the_response_head_resets_the_stream(alb, tmp_path):
+    backend, stop = start_truncating_backend()
+    try:
+        cert, key = make_cert(tmp_path, "main", ["localhost"])
+        port = free_udp_port()
+        alb.write("set.yaml", quic_set(port, backend, cert, key))
+        alb.start()
+        alb.wait_state("h3", "Running")
+
+        async def work(client, authority):
+            with pytest.raises(ConnectionResetError):
+                await client.request(authority, "GET", "/truncated")
+            # The connection itself goes on: the next stream is answered (here: reset again, not hung).
+            with pytest.raises(ConnectionResetError):
+                await client.request(authority, "GET", "/truncated-again")
+            return True
+
+        assert run(on_connection(port, work, timeout=20))
+    finally:
+        stop()
+
+
+def test_a_backend_slower_than_the_request_timeout_is_504(alb, backends, tmp_path):
+    backend = backends.start("b1")
+    cert, key = make_cert(tmp_path, "main", ["localhost"])
+    port = free_udp_port()
+    alb.write("set.yaml", quic_set(port, backend, cert, key, request_timeout=1))
+    alb.start()
+    alb.wait_state("h3", "Running")
+    status, _, body = run(on_connection(port, lambda c, a: c.request(a, "GET", "/slow?s=3")))
+    assert status == 504
+    assert body == b"504 Gateway Timeout\n"
 
 
 @pytest.mark.skipif(not os.access(GTLSCLIENT, os.X_OK), reason="gtlsclient not installed (ngtcp2-client)")
