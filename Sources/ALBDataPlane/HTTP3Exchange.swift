@@ -424,7 +424,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         }
     }
 
-    private static func wallClock() -> Double {
+    static func wallClock() -> Double {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
         return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1_000_000_000

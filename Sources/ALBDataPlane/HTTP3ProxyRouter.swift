@@ -1,5 +1,7 @@
+import ALBHTTP
 import ALBQUIC
 import NIOCore
+import NIOHTTP1
 
 /// Where a QUIC listener's request streams go.
 protocol HTTP3RequestRouter: AnyObject {
@@ -37,6 +39,8 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
                                              listenerPort: runtime.boundPort.load(ordering: .relaxed))
                 exchanges[key, default: [:]][streamID] = exchange
                 exchange.start(bodyFollows: !head.endsStream)
+            case .headTooLarge(let streamID):
+                refuseHead(streamID: streamID, on: record.connection, writer: writer)
             case .body(let streamID, let bytes):
                 exchanges[key]?[streamID]?.requestBody(bytes)
             case .end(let streamID):
@@ -50,6 +54,29 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
                 if exchanges[key]?.isEmpty == true { exchanges[key] = nil }
             }
         }
+    }
+
+    /// A header section over the edge limits: 431 with the usual short body, as the HTTP/1 edge answers;
+    /// the rest of the request is not read.
+    private func refuseHead(streamID: Int64, on connection: QUICConnection, writer: QUICConnectionWriter) {
+        let status = HTTPResponseStatus.requestHeaderFieldsTooLarge
+        loopState.counters.totalRequests &+= 1
+        loopState.counters.countResponse(status: Int(status.code), clientProtocol: .http3)
+        loopState.counters.countEdgeRefusal(status: Int(status.code))
+        let body = EdgeResponse.body(for: status)
+        connection.respond(streamID: streamID, status: Int(status.code),
+                           fields: [HTTP3HeaderField(name: "content-type", value: "text/plain; charset=utf-8"),
+                                    HTTP3HeaderField(name: "content-length", value: String(body.utf8.count))],
+                           endStream: false)
+        connection.sendBody(streamID: streamID, ByteBuffer(string: body))
+        connection.endResponse(streamID: streamID)
+        connection.stopReadingRequest(streamID: streamID)
+        writer.connectionNeedsWrite(connection)
+        loopState.accessLog?.append(AccessLogRecord(
+            time: HTTP3Exchange.wallClock(), listener: runtime.name, protocol: "HTTP/3",
+            clientIP: connection.remoteAddress.ipAddress ?? "", clientPort: connection.remoteAddress.port ?? 0,
+            method: "", host: "", path: "", status: Int(status.code), requestBytes: 0,
+            responseBytes: body.utf8.count, upstream: "", upstreamStatus: nil, durationMs: 0, tlsVersion: "TLSv1.3"))
     }
 
     func closeAll() {

@@ -53,7 +53,17 @@ extension HTTP3Connection {
         }
         callbacks.recv_header = { _, streamID, _, name, value, _, userData, _ in
             guard let h3 = QUICConnectionCallbackState.from(userData)?.http3 else { return NGHTTP3_ERR_CALLBACK_FAILURE }
-            guard let stream = h3.streams[streamID], let name, let value else { return 0 }
+            guard let stream = h3.streams[streamID], let name, let value, !stream.headTooLarge else { return 0 }
+            let nameBytes = nghttp3_rcbuf_get_buf(name).len
+            let valueBytes = nghttp3_rcbuf_get_buf(value).len
+            // RFC 9114 section 4.2.2: each field counts its name and value plus 32 bytes.
+            stream.headerBytes += nameBytes + valueBytes + 32
+            stream.headerCount += 1
+            guard stream.headerBytes <= h3.maxFieldSectionSize, stream.headerCount <= h3.maxHeaderFields else {
+                stream.headTooLarge = true
+                stream.fields = []
+                return 0
+            }
             let nameText = HTTP3Connection.text(of: name)
             let valueText = HTTP3Connection.text(of: value)
             switch nameText {
@@ -69,6 +79,10 @@ extension HTTP3Connection {
         callbacks.end_headers = { _, streamID, fin, userData, _ in
             guard let h3 = QUICConnectionCallbackState.from(userData)?.http3 else { return NGHTTP3_ERR_CALLBACK_FAILURE }
             guard let stream = h3.streams[streamID] else { return 0 }
+            if stream.headTooLarge {
+                h3.events.append(.headTooLarge(streamID: streamID))
+                return 0
+            }
             h3.events.append(.head(streamID: streamID, HTTP3RequestHead(
                 method: stream.method, scheme: stream.scheme, authority: stream.authority, path: stream.path,
                 fields: stream.fields, endsStream: fin != 0)))

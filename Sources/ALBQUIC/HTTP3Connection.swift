@@ -24,6 +24,11 @@ final class HTTP3Connection {
         var authority = ""
         var path = ""
         var fields: [HTTP3HeaderField] = []
+        /// The header section's size as SETTINGS_MAX_FIELD_SECTION_SIZE counts it, and its field count.
+        var headerBytes = 0
+        var headerCount = 0
+        /// Over a limit: fields are no longer kept, and the head becomes ``HTTP3StreamEvent/headTooLarge(streamID:)``.
+        var headTooLarge = false
         /// Request body bytes delivered but not yet given back as flow-control credit.
         var unconsumed = 0
         /// Response body bytes not yet given to nghttp3, then given but not yet acknowledged.
@@ -50,6 +55,8 @@ final class HTTP3Connection {
     var fatalError: (code: UInt64, reason: String)?
     let highWater: Int
     let lowWater: Int
+    let maxFieldSectionSize: Int
+    let maxHeaderFields: Int
     let allocator = ByteBufferAllocator()
 
     /// `nil` when nghttp3 cannot allocate the connection or ngtcp2 refuses our unidirectional streams.
@@ -59,8 +66,11 @@ final class HTTP3Connection {
     /// `userData` is the ``QUICConnectionCallbackState`` the callbacks find this object through (it
     /// exists before this object, so nghttp3 gets a complete pointer at creation).
     init?(quic: OpaquePointer, userData: UnsafeMutableRawPointer, maxFieldSectionSize: UInt64,
-          maxClientBidirectionalStreams: UInt64, highWater: Int, lowWater: Int) {
+          maxHeaderFields: Int, maxClientBidirectionalStreams: UInt64, highWater: Int, lowWater: Int) {
         self.quic = quic
+        // nghttp3 0.8 only advertises SETTINGS_MAX_FIELD_SECTION_SIZE; the callbacks enforce it.
+        self.maxFieldSectionSize = Int(clamping: maxFieldSectionSize)
+        self.maxHeaderFields = maxHeaderFields
         self.highWater = highWater
         self.lowWater = lowWater
         var callbacks = Self.makeCallbacks()

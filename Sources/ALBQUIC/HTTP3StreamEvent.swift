@@ -41,6 +41,10 @@ public struct HTTP3RequestHead: Equatable, Sendable {
 public enum HTTP3StreamEvent: Equatable, Sendable {
     /// The request's header section.
     case head(streamID: Int64, HTTP3RequestHead)
+    /// The request's header section is over the listener's limits (``QUICConnectionConfiguration/maxFieldSectionSize``,
+    /// counted as HTTP/3 does: name + value + 32 per field; or more than ``QUICConnectionConfiguration/maxHeaderFields``
+    /// fields): answer 431 (the fields were not kept).
+    case headTooLarge(streamID: Int64)
     /// Request body bytes. The client's flow-control credit for them comes back only when the adapter
     /// says it has passed them on (``QUICConnection/consumeRequestBody(streamID:bytes:)``), which bounds
     /// what one stream can make us buffer to its window.

@@ -89,6 +89,7 @@ final class QUICConnectionCallbackState {
             guard let http3 = HTTP3Connection(
                 quic: connection, userData: userData,
                 maxFieldSectionSize: UInt64(configuration.maxFieldSectionSize),
+                maxHeaderFields: configuration.maxHeaderFields,
                 maxClientBidirectionalStreams: configuration.initialMaxStreamsBidi,
                 highWater: configuration.responseBufferHighWater, lowWater: configuration.responseBufferLowWater)
             else { return NGTCP2_ERR_CALLBACK_FAILURE }

@@ -33,6 +33,8 @@ public struct QUICConnectionConfiguration: Sendable, Equatable {
 
     /// The largest request header section (HTTP/3 `SETTINGS_MAX_FIELD_SECTION_SIZE`): the edge limit.
     public var maxFieldSectionSize = 65536
+    /// The most header fields a request may have (the edge limit; pseudo-header fields count too).
+    public var maxHeaderFields = 100
     /// Response bytes one stream may hold unacknowledged before its backend is no longer read, and the mark
     /// under which reading resumes (``HTTP3StreamEvent/writable(streamID:)``).
     public var responseBufferHighWater = 256 << 10
@@ -73,6 +75,7 @@ public struct QUICConnectionConfiguration: Sendable, Equatable {
             throw refuse("activeConnectionIDLimit must be 2 to 8")
         }
         guard maxFieldSectionSize > 0 else { throw refuse("maxFieldSectionSize must be positive") }
+        guard maxHeaderFields > 0 else { throw refuse("maxHeaderFields must be positive") }
         guard responseBufferLowWater >= 0, responseBufferHighWater > responseBufferLowWater else {
             throw refuse("responseBufferHighWater must exceed responseBufferLowWater")
         }

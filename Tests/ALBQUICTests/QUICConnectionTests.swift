@@ -85,6 +85,7 @@ final class QUICConnectionTests: XCTestCase {
         XCTAssertTrue(refused { $0.handshakeTimeout = .zero })
         XCTAssertTrue(refused { $0.idleTimeout = .nanoseconds(-1) })
         XCTAssertTrue(refused { $0.maxFieldSectionSize = 0 })
+        XCTAssertTrue(refused { $0.maxHeaderFields = 0 })
         XCTAssertTrue(refused { $0.responseBufferLowWater = $0.responseBufferHighWater })
         XCTAssertTrue(refused { $0.responseBufferLowWater = -1 })
     }

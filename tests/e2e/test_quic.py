@@ -88,10 +88,10 @@ class H3Client(QuicConnectionProtocol):
             if h3_event.stream_ended and h3_event.stream_id in self.waiting:
                 self.waiting.pop(h3_event.stream_id).set_result(response)
 
-    async def request(self, authority, method, path, body=None, length=True):
+    async def request(self, authority, method, path, body=None, length=True, extra=()):
         stream_id = self._quic.get_next_available_stream_id()
         headers = [(b":method", method.encode()), (b":scheme", b"https"), (b":authority", authority.encode()),
-                   (b":path", path.encode())]
+                   (b":path", path.encode())] + list(extra)
         if body is not None and length:
             headers.append((b"content-length", str(len(body)).encode()))
         self.h3.send_headers(stream_id, headers, end_stream=body is None)
@@ -235,6 +235,22 @@ def test_removing_the_listener_closes_its_socket(alb, quic_listener):
             s.bind(("127.0.0.1", port))
             return True
     wait_for(rebinds, timeout=10, what="UDP port %d free" % port)
+
+
+def test_header_sections_over_the_edge_limits_are_431_and_the_connection_goes_on(quic_listener):
+    port, _ = quic_listener
+
+    async def work(client, authority):
+        many = [(b"x-field-%d" % n, b"v") for n in range(150)]
+        too_many = await client.request(authority, "GET", "/many", extra=many)
+        too_big = await client.request(authority, "GET", "/big-head", extra=[(b"x-big-%d" % n, b"y" * 4000) for n in range(20)])
+        fine = await client.request(authority, "GET", "/fine", extra=[(b"x-field-%d" % n, b"v") for n in range(50)])
+        return too_many, too_big, fine
+
+    too_many, too_big, fine = run(on_connection(port, work))
+    assert (too_many[0], too_many[2]) == (431, b"431 Request Header Fields Too Large\n")
+    assert (too_big[0], too_big[2]) == (431, b"431 Request Header Fields Too Large\n")
+    assert (fine[0], fine[2]) == (200, b"b1 /fine\n")
 
 
 def start_truncating_backend():
