@@ -6,7 +6,8 @@ extension DataPlane {
     /// A QUIC listener: one UDP socket on one event loop (docs/quic.md), its ``QUICEndpoint`` and
     /// ``QUICListenerHandler``, and request streams proxied by ``HTTP3ProxyRouter`` with the same runtime
     /// (snapshot, counters, access log, server groups) as a TCP listener. Stopping closes the channel, which
-    /// abandons its exchanges; its QUIC connections end silently (drain is slice 4). Not handed to a
+    /// abandons its exchanges; its QUIC connections end silently (drain is slice 4). A replacement on the
+    /// same address takes the socket over (``handOver(from:to:)``: new requests go to it). Not handed to a
     /// successor process by a takeover.
     func startQUIC(_ config: ListenerConfig, certificate: QUICListenerCertificate) async throws -> String {
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
@@ -31,7 +32,7 @@ extension DataPlane {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let endpoint = try QUICEndpoint(configuration: configuration, credentials: credentials)
-                        let router = HTTP3ProxyRouter(runtime: runtime, loopState: runtime.loopState(for: channel.eventLoop))
+                        let router = HTTP3ProxyRouter(socket: socket, eventLoop: channel.eventLoop)
                         try channel.pipeline.syncOperations.addHandler(QUICListenerHandler(endpoint: endpoint, router: router))
                     }
                 }

@@ -12,15 +12,30 @@ protocol HTTP3RequestRouter: AnyObject {
 }
 
 /// The data plane's router: one ``HTTP3Exchange`` per request stream, kept per connection until nghttp3
-/// closes the stream or the connection goes. On the listener's event loop only.
+/// closes the stream or the connection goes. New requests go to the instance that owns the socket now (a
+/// replacement on the same address takes the socket over, ``DataPlane/handOver(from:to:)``); running ones
+/// finish with theirs. On the listener's event loop only.
 final class HTTP3ProxyRouter: HTTP3RequestRouter {
-    private let runtime: ListenerRuntime
-    private let loopState: ListenerLoopState
+    private let socket: ListenerSocket
+    private let eventLoop: EventLoop
+    /// The socket's owner when last asked, and its state on this loop (looked up under a lock, so only
+    /// when the owner changes).
+    private var runtime: ListenerRuntime
+    private var loopState: ListenerLoopState
     private var exchanges: [ObjectIdentifier: [Int64: HTTP3Exchange]] = [:]
 
-    init(runtime: ListenerRuntime, loopState: ListenerLoopState) {
-        self.runtime = runtime
-        self.loopState = loopState
+    init(socket: ListenerSocket, eventLoop: EventLoop) {
+        self.socket = socket
+        self.eventLoop = eventLoop
+        self.runtime = socket.currentOwner
+        self.loopState = runtime.loopState(for: eventLoop)
+    }
+
+    private func refreshOwner() {
+        let owner = socket.currentOwner
+        guard owner !== runtime else { return }
+        runtime = owner
+        loopState = owner.loopState(for: eventLoop)
     }
 
     func route(_ record: QUICStreamEvents, writer: QUICConnectionWriter) {
@@ -34,12 +49,14 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
             switch event {
             case .head(let streamID, let head):
                 guard exchanges[key]?[streamID] == nil else { continue }  // trailers are not a new request
+                refreshOwner()
                 let exchange = HTTP3Exchange(connection: record.connection, streamID: streamID, head: head,
                                              writer: writer, runtime: runtime, loopState: loopState,
                                              listenerPort: runtime.boundPort.load(ordering: .relaxed))
                 exchanges[key, default: [:]][streamID] = exchange
                 exchange.start(bodyFollows: !head.endsStream)
             case .headTooLarge(let streamID):
+                refreshOwner()
                 refuseHead(streamID: streamID, on: record.connection, writer: writer)
             case .body(let streamID, let bytes):
                 exchanges[key]?[streamID]?.requestBody(bytes)

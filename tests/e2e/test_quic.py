@@ -253,6 +253,41 @@ def test_header_sections_over_the_edge_limits_are_431_and_the_connection_goes_on
     assert (fine[0], fine[2]) == (200, b"b1 /fine\n")
 
 
+def test_an_https_listener_and_a_quic_listener_share_a_port(alb, backends, tmp_path):
+    from test_https import https_set
+    backend = backends.start("b1")
+    cert, key = make_cert(tmp_path, "main", ["localhost"])
+    port = free_port()
+    documents = https_set(port, backend, {"main": (cert, key)}) + "---\n" + quic_set(port, backend, cert, key).split("---\n", 3)[3]
+    alb.write("set.yaml", documents)
+    alb.start()
+    alb.wait_state("web", "Running")
+    alb.wait_state("h3", "Running")
+    status, _, body = run(on_connection(port, lambda c, a: c.request(a, "GET", "/over-udp")))
+    assert (status, body) == (200, b"b1 /over-udp\n")
+    context = ssl.create_default_context(cafile=str(cert))
+    import http.client
+    conn = http.client.HTTPSConnection("localhost", port, timeout=5, context=context)
+    try:
+        conn.request("GET", "/over-tcp")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"b1 /over-tcp\n")
+    finally:
+        conn.close()
+
+
+def test_a_renamed_quic_listener_takes_the_socket_over_and_serves_on(alb, quic_listener):
+    port, log_path = quic_listener
+    text = (alb.manifests / "set.yaml").read_text().replace("metadata: {name: h3}", "metadata: {name: h3b}")
+    alb.write("set.yaml", text)
+    alb.wait_state("h3b", "Running")
+    status, _, body = run(on_connection(port, lambda c, a: c.request(a, "GET", "/after-rename")))
+    assert (status, body) == (200, b"b1 /after-rename\n")
+    line = wait_for(lambda: [json.loads(l) for l in log_path.read_text().splitlines() if '"/after-rename"' in l]
+                    if log_path.exists() else [], timeout=5, what="access log line")[0]
+    assert line["listener"] == "h3b"
+
+
 def start_truncating_backend():
     """A backend that answers a response head promising 1000 bytes, sends 10 and closes the connection."""
     import socket
