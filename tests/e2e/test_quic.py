@@ -184,6 +184,30 @@ def test_a_multi_mib_download_is_byte_exact(quic_listener):
     assert body == b"x" * size
 
 
+def test_an_expect_100_continue_upload_gets_the_final_response(quic_listener):
+    port, _ = quic_listener
+    payload = os.urandom(100_000)
+    status, _, body = run(on_connection(port, lambda c, a: c.request(
+        a, "POST", "/echo", body=payload, extra=[(b"expect", b"100-continue")])))
+    assert status == 200
+    assert body == payload
+
+
+def test_a_backends_interim_response_is_not_relayed_the_final_one_is(alb, tmp_path):
+    backend, stop = start_canned_backend(b"HTTP/1.1 100 Continue\r\n\r\n"
+                                         b"HTTP/1.1 201 Created\r\nContent-Length: 8\r\n\r\ncreated\n")
+    try:
+        cert, key = make_cert(tmp_path, "main", ["localhost"])
+        port = free_udp_port()
+        alb.write("set.yaml", quic_set(port, backend, cert, key))
+        alb.start()
+        alb.wait_state("h3", "Running")
+        status, _, body = run(on_connection(port, lambda c, a: c.request(a, "POST", "/create", body=b"{}")))
+        assert (status, body) == (201, b"created\n")
+    finally:
+        stop()
+
+
 @pytest.mark.parametrize("announce_length", [True, False])
 def test_a_multi_mib_upload_is_echoed_byte_exact(quic_listener, announce_length):
     port, _ = quic_listener
@@ -288,8 +312,8 @@ def test_a_renamed_quic_listener_takes_the_socket_over_and_serves_on(alb, quic_l
     assert line["listener"] == "h3b"
 
 
-def start_truncating_backend():
-    """A backend that answers a response head promising 1000 bytes, sends 10 and closes the connection."""
+def start_canned_backend(answer):
+    """A backend that reads one request's first bytes, answers `answer` and closes the connection."""
     import socket
     import threading
     server = socket.socket()
@@ -305,7 +329,7 @@ def start_truncating_backend():
             with conn:
                 try:
                     conn.recv(65536)
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+                    conn.sendall(answer)
                 except OSError:
                     pass
 
@@ -314,7 +338,8 @@ def start_truncating_backend():
 
 
 def test_a_backend_failing_after_the_response_head_resets_the_stream(alb, tmp_path):
-    backend, stop = start_truncating_backend()
+    # A response head promising 1000 bytes, 10 of them, and the connection closes.
+    backend, stop = start_canned_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
     try:
         cert, key = make_cert(tmp_path, "main", ["localhost"])
         port = free_udp_port()
