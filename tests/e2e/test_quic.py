@@ -208,6 +208,33 @@ def test_a_backends_interim_response_is_not_relayed_the_final_one_is(alb, tmp_pa
         stop()
 
 
+def test_a_stalled_client_does_not_make_alb_buffer_the_download(alb, quic_listener):
+    """The client stops reading (its event loop blocked) during a 64 MiB download from a local backend that
+    could deliver it all in well under a second: alb stops reading the backend once the stream holds its
+    window of unacknowledged bytes, so its memory does not grow by the body."""
+    port, _ = quic_listener
+    size = 64 << 20
+
+    def rss_mib():
+        with open("/proc/%d/status" % alb.process.pid) as status:
+            line = next(l for l in status if l.startswith("VmRSS"))
+        return int(line.split()[1]) // 1024
+
+    async def work(client, authority):
+        before = rss_mib()
+        download = asyncio.ensure_future(client.request(authority, "GET", "/big?n=%d" % size))
+        await asyncio.sleep(0.3)
+        import time
+        time.sleep(3)  # blocks the client's loop: nothing is read or acknowledged
+        stalled = rss_mib()
+        status, _, body = await download
+        return before, stalled, status, body
+
+    before, stalled, status, body = run(on_connection(port, work, timeout=120))
+    assert status == 200 and len(body) == size and body == b"x" * size
+    assert stalled - before < 16, "alb grew from %d to %d MiB while the client stalled" % (before, stalled)
+
+
 @pytest.mark.parametrize("announce_length", [True, False])
 def test_a_multi_mib_upload_is_echoed_byte_exact(quic_listener, announce_length):
     port, _ = quic_listener
