@@ -235,6 +235,78 @@ def test_a_stalled_client_does_not_make_alb_buffer_the_download(alb, quic_listen
     assert stalled - before < 16, "alb grew from %d to %d MiB while the client stalled" % (before, stalled)
 
 
+def start_slow_reading_backend(delay):
+    """A backend that reads nothing for `delay` seconds after a request arrives, then reads its
+    Content-Length body and answers how many bytes it got."""
+    import socket
+    import threading
+    import time
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    time.sleep(delay)
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    head, body = data.split(b"\r\n\r\n", 1)
+                    length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+                    got = len(body)
+                    while got < length:
+                        chunk = conn.recv(1 << 20)
+                        if not chunk:
+                            break
+                        got += len(chunk)
+                    answer = b"got %d\n" % got
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                except (OSError, StopIteration, ValueError):
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1], server.close
+
+
+def test_a_stalled_backend_does_not_make_alb_buffer_the_upload(alb, tmp_path):
+    """The backend reads nothing for 3 s while the client uploads 64 MiB: the client gets flow-control credit
+    only for bytes alb could write to the backend, so alb's memory does not grow by the body."""
+    backend, stop = start_slow_reading_backend(3)
+    try:
+        cert, key = make_cert(tmp_path, "main", ["localhost"])
+        port = free_udp_port()
+        alb.write("set.yaml", quic_set(port, backend, cert, key))
+        alb.start()
+        alb.wait_state("h3", "Running")
+        size = 64 << 20
+        payload = b"u" * size
+
+        def rss_mib():
+            with open("/proc/%d/status" % alb.process.pid) as status:
+                line = next(l for l in status if l.startswith("VmRSS"))
+            return int(line.split()[1]) // 1024
+
+        async def work(client, authority):
+            before = rss_mib()
+            upload = asyncio.ensure_future(client.request(authority, "POST", "/upload", body=payload))
+            await asyncio.sleep(2.5)  # the client sends what it may; the backend reads nothing yet
+            stalled = rss_mib()
+            status, _, body = await upload
+            return before, stalled, status, body
+
+        before, stalled, status, body = run(on_connection(port, work, timeout=120))
+        assert (status, body) == (200, b"got %d\n" % size)
+        assert stalled - before < 16, "alb grew from %d to %d MiB while the backend stalled" % (before, stalled)
+    finally:
+        stop()
+
+
 @pytest.mark.parametrize("announce_length", [True, False])
 def test_a_multi_mib_upload_is_echoed_byte_exact(quic_listener, announce_length):
     port, _ = quic_listener
