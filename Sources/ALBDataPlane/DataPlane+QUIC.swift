@@ -18,9 +18,13 @@ extension DataPlane {
         } catch {
             throw DataPlaneError.invalidConfig(listener: config.name, reason: "GnuTLS: \(error)")
         }
-        var configuration = QUICConnectionConfiguration()
-        configuration.idleTimeout = config.idleTimeout
-        configuration.maxFieldSectionSize = config.limits.maxHeaderBytes
+        let configuration = {
+            var configuration = QUICConnectionConfiguration()
+            configuration.idleTimeout = config.idleTimeout
+            configuration.maxFieldSectionSize = config.limits.maxHeaderBytes
+            configuration.maxHeaderFields = config.limits.maxHeaderCount
+            return configuration
+        }()
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let channel: Channel
         do {

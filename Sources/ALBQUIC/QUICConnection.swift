@@ -519,8 +519,6 @@ public final class QUICConnection {
         closePacketOwed = true
     }
 
-    /// H3_REQUEST_REJECTED (RFC 9114 section 8.1): the request was not processed and may be retried.
-    static let h3RequestRejected: UInt64 = 0x010b
     /// A bound on the packets one write produces, whatever the send quantum says.
     static let maxPacketsPerWrite = 64
     /// How many pieces of stream data nghttp3 may hand over per packet.
