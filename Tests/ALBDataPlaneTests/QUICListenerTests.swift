@@ -38,7 +38,7 @@ final class QUICListenerTests: XCTestCase {
         }
     }
 
-    private func startListener(router: HTTP3RequestRouter? = nil) async throws -> Listener {
+    private func startListener(router: RespondingRouter? = nil) async throws -> Listener {
         let pem = try QUICTestCertificate.make()
         let credentials = try QUICServerCredentials(chainPEM: pem.chain, keyPEM: pem.key)
         let events = NIOLockedValueBox<[QUICEndpointEvent]>([])
