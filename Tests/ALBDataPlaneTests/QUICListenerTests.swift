@@ -104,6 +104,45 @@ final class QUICListenerTests: XCTestCase {
         try await listener.stop()
     }
 
+    /// gtlsclient sends a 1 MiB request body (`--data`), four times the stream's flow-control window:
+    /// it arrives as `.body` events, and only because the router gives the credit back
+    /// (`consumeRequestBody`) can the client send it all; the router answers with the byte count it got.
+    func testARequestBodyLargerThanTheStreamWindowArrivesAsBodyEventsWhileCreditIsGivenBack() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.gtlsclient) else {
+            throw XCTSkip("\(Self.gtlsclient) is not installed (Debian package ngtcp2-client; `make deps`)")
+        }
+        let router = RespondingRouter()
+        let listener = try await startListener(router: router)
+        let port = listener.port
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("alb-quic-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let upload = folder.appendingPathComponent("upload")
+        let size = 1 << 20
+        try Data(repeating: 0x61, count: size).write(to: upload)
+        let download = folder.appendingPathComponent("download")
+        try FileManager.default.createDirectory(at: download, withIntermediateDirectories: true)
+        let client = try QUICTestProcess.run(
+            Self.gtlsclient, ["--timeout=5s", "--exit-on-all-streams-close", "--download=\(download.path)",
+                              "--data=\(upload.path)", "127.0.0.1", "\(port)", "https://127.0.0.1:\(port)/upload"],
+            timeout: 30)
+
+        XCTAssertFalse(client.timedOut, "gtlsclient did not exit within 30 s:\n\(client.output.suffix(4000))")
+        XCTAssertEqual(client.status, 0, client.output.suffix(4000).description)
+        let events = router.recorded.withLockedValue { $0 }
+        guard case .head(0, let head)? = events.first else { return XCTFail("\(events.prefix(3))") }
+        XCTAssertFalse(head.endsStream, "a body follows (gtlsclient sends it with its GET)")
+        let received = events.reduce(0) { total, event in
+            if case .body(0, let bytes) = event { return total + bytes.readableBytes }
+            return total
+        }
+        XCTAssertEqual(received, size)
+        XCTAssertEqual(events.last, .end(streamID: 0))
+        let answer = try String(contentsOf: download.appendingPathComponent("upload"), encoding: .utf8)
+        XCTAssertEqual(answer, "\(size) bytes\n")
+        try await listener.stop()
+    }
+
     /// While a connection is established and idle (the client sends no request), datagrams from another
     /// socket: garbage, an unknown version (answered with Version Negotiation), a short header and an
     /// Initial carrying the connection's ID but no valid protection. None opens a connection or disturbs
@@ -340,14 +379,17 @@ enum QUICTestProcess {
     }
 }
 
-/// Answers every request with 200 and a fixed body once its end has arrived; records the stream events
-/// (except `closed`, kept apart) as the listener hands them over.
+/// Answers every request with 200 once its end has arrived: a fixed body, or the count of request body
+/// bytes it got (giving their flow-control credit back as they come); records the stream events (except
+/// `closed`, kept apart) as the listener hands them over.
 private final class RespondingRouter: HTTP3RequestRouter, @unchecked Sendable {
     // @unchecked: touched on the listener's event loop, read by the test after the client exited.
     static let body = "served by the test router\n"
     let recorded = NIOLockedValueBox<[HTTP3StreamEvent]>([])
     let closedStreams = NIOLockedValueBox<[Int64]>([])
     let connectionsGone = NIOLockedValueBox(0)
+    /// Request body bytes per stream (on the event loop only).
+    private var bodyBytes: [Int64: Int] = [:]
 
     func released(streamID: Int64) -> Bool {
         closedStreams.withLockedValue { $0.contains(streamID) } || connectionsGone.withLockedValue { $0 > 0 }
@@ -361,11 +403,18 @@ private final class RespondingRouter: HTTP3RequestRouter, @unchecked Sendable {
                 continue
             }
             recorded.withLockedValue { $0.append(event) }
-            guard case .end(let streamID) = event else { continue }
             let connection = record.connection
+            if case .body(let streamID, let bytes) = event {
+                // Passed on at once: the client may send as much again.
+                bodyBytes[streamID, default: 0] += bytes.readableBytes
+                connection.consumeRequestBody(streamID: streamID, bytes: bytes.readableBytes)
+                writer.connectionNeedsWrite(connection)
+            }
+            guard case .end(let streamID) = event else { continue }
+            let text = bodyBytes[streamID].map { "\($0) bytes\n" } ?? Self.body
             connection.respond(streamID: streamID, status: 200,
                                fields: [HTTP3HeaderField(name: "content-type", value: "text/plain")], endStream: false)
-            connection.sendBody(streamID: streamID, ByteBuffer(string: Self.body))
+            connection.sendBody(streamID: streamID, ByteBuffer(string: text))
             connection.endResponse(streamID: streamID)
             writer.connectionNeedsWrite(connection)
         }
