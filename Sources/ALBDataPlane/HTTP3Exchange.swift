@@ -158,10 +158,13 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         }
     }
 
-    /// The client reset the stream or asked us to stop sending: the exchange is abandoned.
+    /// The client reset the stream or asked us to stop sending: the exchange is abandoned, and our side of
+    /// the stream is reset too (H3_REQUEST_CANCELLED), so the stream closes and the client may open another.
     func clientAbandoned() {
         guard !isFinished else { return }
         if machine.status == 0 { machine.status = 499 }  // nginx's "client closed request"
+        connection.reset(streamID: streamID, code: QUICConnection.h3RequestCancelled)
+        writer?.connectionNeedsWrite(connection)
         abandon()
     }
 

@@ -411,6 +411,30 @@ def test_a_renamed_quic_listener_takes_the_socket_over_and_serves_on(alb, quic_l
     assert line["listener"] == "h3b"
 
 
+def test_a_request_the_client_resets_is_abandoned_and_the_connection_goes_on(quic_listener):
+    port, log_path = quic_listener
+
+    async def work(client, authority):
+        stream_id = client._quic.get_next_available_stream_id()
+        client.h3.send_headers(stream_id, [(b":method", b"POST"), (b":scheme", b"https"),
+                                           (b":authority", authority.encode()), (b":path", b"/headers"),
+                                           (b"content-length", b"1000000")])
+        client.h3.send_data(stream_id, b"z" * 10000, end_stream=False)
+        client.transmit()
+        await asyncio.sleep(0.3)
+        client._quic.reset_stream(stream_id, 0x010c)  # H3_REQUEST_CANCELLED
+        client.transmit()
+        await asyncio.sleep(0.3)
+        return await client.request(authority, "GET", "/after-reset")
+
+    status, _, body = run(on_connection(port, work))
+    assert (status, body) == (200, b"b1 /after-reset\n")
+    line = wait_for(lambda: [json.loads(l) for l in log_path.read_text().splitlines() if '"/headers"' in l]
+                    if log_path.exists() else [], timeout=5, what="access log line")[0]
+    assert line["status"] == 499
+    assert line["protocol"] == "HTTP/3"
+
+
 def start_canned_backend(answer):
     """A backend that reads one request's first bytes, answers `answer` and closes the connection."""
     import socket
