@@ -84,10 +84,20 @@ final class HTTP3Exchange: BackendConnectionDelegate {
                                      requestTimeout: runtime.config.requestTimeout, requestBytes: 0)
     }
 
-    /// Server counts end however the exchange ends (as ``ProxyHandler``'s exchange does).
+    /// The server this exchange counts as one of its requests in flight (`Wlc`, the group's status) until it
+    /// is answered or abandoned: then, not when the stream closes, which waits for the client's
+    /// acknowledgements.
+    private var countedServer: BalancedServer?
+
     deinit {
-        server?.requestFinished()
+        endServerCounts()
+    }
+
+    private func endServerCounts() {
+        countedServer?.requestFinished()
+        countedServer = nil
         pool?.requestEnded()
+        pool = nil
     }
 
     // MARK: - The request
@@ -190,6 +200,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
 
     private func route(to picked: BalancedServer) {
         server = picked
+        countedServer = picked
         setCookie = picked.stickyValue.map { $0[...] } == stickyValue ? nil : picked.stickySetCookie
         pool?.requestEnded()
         let next = loopState.pool(for: picked)
@@ -249,6 +260,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
             return false
         }
         failed.requestFinished()
+        countedServer = nil
         route(to: next)
         return true
     }
@@ -402,6 +414,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         timer.cancel()
         loopState.observeRequest(started: machine.started)
         log()
+        endServerCounts()
     }
 
     private func log() {
