@@ -25,6 +25,8 @@ extension DataPlane {
             configuration.maxHeaderFields = config.limits.maxHeaderCount
             return configuration
         }()
+        // The edge's connection cap, as the table's size (the listener's `activeConnections` counts TCP only).
+        let maxConnections = config.limits.maxConnections
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let channel: Channel
         do {
@@ -36,8 +38,12 @@ extension DataPlane {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let endpoint = try QUICEndpoint(configuration: configuration, credentials: credentials)
+                        endpoint.maxConnections = maxConnections
                         let router = HTTP3ProxyRouter(socket: socket, eventLoop: channel.eventLoop)
-                        try channel.pipeline.syncOperations.addHandler(QUICListenerHandler(endpoint: endpoint, router: router))
+                        let handler = QUICListenerHandler(endpoint: endpoint, router: router) { event in
+                            router.connectionEvent(event)
+                        }
+                        try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }
                 .bind(to: address).get()

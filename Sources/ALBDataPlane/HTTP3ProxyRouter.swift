@@ -73,6 +73,13 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
         }
     }
 
+    /// The endpoint's connection events, for the listener's counters (the status file's `totalConnections`).
+    func connectionEvent(_ event: QUICEndpointEvent) {
+        guard case .connectionOpened = event else { return }
+        refreshOwner()
+        loopState.counters.totalConnections &+= 1
+    }
+
     /// A header section over the edge limits: 431 with the usual short body, as the HTTP/1 edge answers;
     /// the rest of the request is not read.
     private func refuseHead(streamID: Int64, on connection: QUICConnection, writer: QUICConnectionWriter) {

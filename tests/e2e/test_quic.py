@@ -157,7 +157,7 @@ def test_the_backend_sees_http11_with_forwarding_headers(quic_listener):
     assert headers["x-forwarded-for"] == "127.0.0.1"
 
 
-def test_twenty_connections_with_several_streams_each_all_succeed(quic_listener):
+def test_twenty_connections_with_several_streams_each_all_succeed(alb, quic_listener):
     port, _ = quic_listener
 
     async def one_connection(index):
@@ -173,6 +173,11 @@ def test_twenty_connections_with_several_streams_each_all_succeed(quic_listener)
     for index, responses in enumerate(results):
         assert [(status, body) for status, _, body in responses] == [
             (200, b"b1 /c%d/s%d\n" % (index, n)) for n in range(5)]
+    # The listener's counters in its status file (refreshed every 5 s) count them.
+    stats = wait_for(lambda: (alb.status_of("Listener", "h3") or {}).get("stats", {}).get("totalRequests", 0) >= 100
+                     and alb.status_of("Listener", "h3")["stats"], timeout=15, what="status file stats")
+    assert stats["totalConnections"] >= 20
+    assert stats["responses"]["2xx"] >= 100
 
 
 def test_a_multi_mib_download_is_byte_exact(quic_listener):
