@@ -57,4 +57,22 @@ extension DataPlane {
         self.retainServerGroups()
         return Self.describe(runtime.boundAddress, fallback: config)
     }
+
+    /// A QUIC listener's certificate changed in place (an update, or a replacement that took the socket
+    /// over): new connections use the new one from the next datagram on; established ones keep theirs.
+    /// - Throws: ``DataPlaneError/invalidConfig(listener:reason:)`` when GnuTLS refuses the PEM files.
+    func rotateQUICCertificate(of runtime: ListenerRuntime, to certificate: QUICListenerCertificate,
+                               listener: String) throws {
+        let credentials: QUICServerCredentials
+        do {
+            credentials = try QUICServerCredentials(chainPEM: certificate.chainPEM, keyPEM: certificate.keyPEM)
+        } catch {
+            throw DataPlaneError.invalidConfig(listener: listener, reason: "GnuTLS: \(error)")
+        }
+        guard let channel = runtime.listeningSocket?.channel else { return }
+        channel.eventLoop.execute {
+            (try? channel.pipeline.syncOperations.handler(type: QUICListenerHandler.self))?
+                .replaceCredentials(credentials)
+        }
+    }
 }

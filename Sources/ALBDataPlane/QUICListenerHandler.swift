@@ -45,6 +45,11 @@ final class QUICListenerHandler: ChannelInboundHandler, QUICConnectionWriter {
         localAddress = context.channel.localAddress
     }
 
+    /// New connections use `credentials` from now on (a rotated certificate).
+    func replaceCredentials(_ credentials: QUICServerCredentials) {
+        endpoint.credentials = credentials
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         localAddress = context.channel.localAddress
         context.fireChannelActive()

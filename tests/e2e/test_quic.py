@@ -3,6 +3,7 @@ alb to the demo backend over HTTP/1.1; Debian's gtlsclient too when it is instal
 import asyncio
 import json
 import os
+import re
 import ssl
 import subprocess
 
@@ -438,6 +439,25 @@ def test_a_request_the_client_resets_is_abandoned_and_the_connection_goes_on(qui
                     if log_path.exists() else [], timeout=5, what="access log line")[0]
     assert line["status"] == 499
     assert line["protocol"] == "HTTP/3"
+
+
+def test_a_rotated_certificate_serves_new_connections_in_place(alb, quic_listener, tmp_path):
+    port, _ = quic_listener
+
+    async def peer_names(client, authority):
+        status, _, _ = await client.request(authority, "GET", "/cert")
+        certificate = client._quic.tls._peer_certificate
+        return status, certificate.subject.rfc4514_string()
+
+    assert run(on_connection(port, peer_names)) == (200, "CN=localhost")
+    cert, key = make_cert(tmp_path, "rotated", ["rotated.example"])
+    text = (alb.manifests / "set.yaml").read_text()
+    text = re.sub(r"spec: \{type: Server, certificate: [^,]+, privateKey: [^}]+\}",
+                  "spec: {type: Server, certificate: %s, privateKey: %s}" % (cert, key), text)
+    alb.write("set.yaml", text)
+    wait_for(lambda: run(on_connection(port, peer_names)) == (200, "CN=rotated.example"), timeout=10,
+             what="the rotated certificate")
+    assert alb.status_of("Listener", "h3")["state"] == "Running"
 
 
 def start_canned_backend(answer):
