@@ -12,7 +12,7 @@ BENCH_DEBIAN_PACKAGES := nginx libnginx-mod-http-brotli-filter
 # CNghttp3 system-library targets; ngtcp2's example client for the end-to-end tests.
 DEBIAN_PACKAGES += libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev pkg-config ngtcp2-client
 # jsonschema checks manifests against `alb schema`; kubernetes' API models check examples/kubernetes/.
-PYTHON_PACKAGES := pytest pyyaml grpcio jsonschema kubernetes websockets prometheus_client brotli
+PYTHON_PACKAGES := pytest pyyaml grpcio jsonschema kubernetes websockets prometheus_client brotli aioquic
 STAMP := .build/.deps-installed
 
 .PHONY: all deps build run test unit e2e examples fuzz fuzz-smoke soak bench bench-deps bench-compression bench-allocs alloc-counter fmt lint clean
@@ -28,7 +28,7 @@ $(STAMP): Makefile
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
 	  apt-get update -q && apt-get install -y -q $$missing; fi
 	@command -v swift >/dev/null 2>&1 || { echo "error: swift not found on PATH (expected /opt/swift/usr/bin)" >&2; exit 1; }
-	@$(PYTHON) -c "import pytest, yaml, grpc, websockets, jsonschema, kubernetes, prometheus_client, brotli" 2>/dev/null || { \
+	@$(PYTHON) -c "import pytest, yaml, grpc, websockets, jsonschema, kubernetes, prometheus_client, brotli, aioquic" 2>/dev/null || { \
 	  echo "installing $(PYTHON_PACKAGES) from PyPI"; \
 	  $(PYTHON) -m pip install -q $(PYTHON_PACKAGES) 2>/dev/null \
 	  || $(PYTHON) -m pip install -q --break-system-packages $(PYTHON_PACKAGES) 2>/dev/null \

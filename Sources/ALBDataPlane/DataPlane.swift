@@ -83,6 +83,9 @@ public final class DataPlane: Sendable {
             throw DataPlaneError.listenerExists(config.name)
         }
         defer { _ = self.starting.withLockedValue { $0.remove(config.key) } }
+        if let certificate = config.quic {
+            return try await self.startQUIC(config, certificate: certificate)
+        }
 
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
                                           detailedMetrics: self.detailedMetrics)
@@ -141,6 +144,10 @@ public final class DataPlane: Sendable {
         }
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
                                           detailedMetrics: self.detailedMetrics)
+        if let certificate = config.quic, certificate != old.quic {
+            // The UDP socket's endpoint outlives the instance: it takes the new instance's certificate.
+            try self.rotateQUICCertificate(of: previous, to: certificate, listener: config.name)
+        }
         guard let socket = previous.detachSocket() else { throw DataPlaneError.unknownListener(key) }
         runtime.attach(socket)
         self.listeners.withLockedValue { $0[config.key] = runtime }
@@ -165,6 +172,9 @@ public final class DataPlane: Sendable {
         }
         var next = config
         next.port = current.port
+        if let certificate = config.quic, certificate != current.quic {
+            try self.rotateQUICCertificate(of: runtime, to: certificate, listener: config.name)
+        }
         try runtime.replace(next)
         self.retainServerGroups()
     }

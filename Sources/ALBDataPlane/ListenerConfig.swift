@@ -117,6 +117,9 @@ public struct ListenerConfig: Sendable, Equatable {
     /// TLS termination (an HTTPS listener); nil serves plain HTTP. Changes in place: the next handshake
     /// uses the new certificates and policy.
     public var tls: ServerTLS?
+    /// A QUIC listener (HTTP/3 over UDP) with this certificate; nil for the TCP listeners. Fixed for the
+    /// listener's life in this release: a new certificate takes a new listener (docs/quic.md).
+    public var quic: QUICListenerCertificate?
     /// Response compression (Brotli, gzip; `ResponseCompressionPolicy`). Changes in place: connections
     /// accepted while it is on compress until it is switched off; see docs/decisions.md.
     public var compression: Bool
@@ -137,7 +140,8 @@ public struct ListenerConfig: Sendable, Equatable {
         limits: EdgeLimits = EdgeLimits(),
         tls: ServerTLS? = nil,
         compression: Bool = false,
-        altSvc: String? = nil
+        altSvc: String? = nil,
+        quic: QUICListenerCertificate? = nil
     ) {
         self.name = name
         self.key = name
@@ -153,6 +157,19 @@ public struct ListenerConfig: Sendable, Equatable {
         self.tls = tls
         self.compression = compression
         self.altSvc = altSvc
+        self.quic = quic
+    }
+}
+
+/// A QUIC listener's server certificate: the PEM files ALBTLS read and checked, loaded into GnuTLS when the
+/// listener starts.
+public struct QUICListenerCertificate: Sendable, Equatable {
+    public var chainPEM: [UInt8]
+    public var keyPEM: [UInt8]
+
+    public init(chainPEM: [UInt8], keyPEM: [UInt8]) {
+        self.chainPEM = chainPEM
+        self.keyPEM = keyPEM
     }
 }
 

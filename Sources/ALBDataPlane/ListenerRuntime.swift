@@ -167,8 +167,8 @@ final class ListenerRuntime: Sendable {
         self.socket.withLockedValue { $0?.channel?.localAddress }
     }
 
-    /// Called once per connection, on its event loop.
-    private func loopState(for eventLoop: EventLoop) -> ListenerLoopState {
+    /// Called once per connection (for a QUIC listener, once), on its event loop.
+    func loopState(for eventLoop: EventLoop) -> ListenerLoopState {
         let key = ObjectIdentifier(eventLoop)
         let bound = self.loops.withLockedValue { loops in
             if let existing = loops[key] { return existing }

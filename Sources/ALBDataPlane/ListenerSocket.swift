@@ -22,6 +22,10 @@ final class ListenerSocket: Sendable {
 
     var channel: Channel? { self.channelBox.withLockedValue { $0?.channel } }
 
+    /// The instance serving this socket now (one atomic load): a QUIC listener's router asks per request,
+    /// since a UDP socket has no accepted connections to hand to the next instance.
+    var currentOwner: ListenerRuntime { self.owner.load(ordering: .acquiring) }
+
     func setChannel(_ channel: Channel, descriptor: Int32) {
         self.channelBox.withLockedValue { $0 = (channel, descriptor) }
     }

@@ -32,8 +32,14 @@ public struct ListenerStats: Sendable, Equatable {
 
 /// The client protocol a response went out on: the `protocol` label of the request metrics.
 public enum ClientProtocol: Int, Sendable, CaseIterable {
-    case http1, http2
-    public var label: String { self == .http1 ? "HTTP/1.1" : "HTTP/2" }
+    case http1, http2, http3
+    public var label: String {
+        switch self {
+        case .http1: "HTTP/1.1"
+        case .http2: "HTTP/2"
+        case .http3: "HTTP/3"
+        }
+    }
 }
 
 /// Why a connection or request was refused at the edge: the `reason` label of the rejection metric.
@@ -168,9 +174,13 @@ public struct ListenerLoopCounters: Sendable, Equatable {
     public init() {}
 
     mutating func countResponse(status: Int, framing: ClientFraming = .http1) {
+        self.countResponse(status: status, clientProtocol: framing == .http2 ? .http2 : .http1)
+    }
+
+    mutating func countResponse(status: Int, clientProtocol: ClientProtocol) {
         let statusClass = status / 100
         guard statusClass >= 1 && statusClass <= 5 else { return }
-        self.responses[(framing == .http2 ? ClientProtocol.http2 : .http1).rawValue * 5 + statusClass - 1] &+= 1
+        self.responses[clientProtocol.rawValue * 5 + statusClass - 1] &+= 1
     }
 
     mutating func countRejection(_ rejection: EdgeRejection) {

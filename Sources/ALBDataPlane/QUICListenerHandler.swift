@@ -11,27 +11,43 @@ import NIOCore
 /// One timer for the whole endpoint, re-armed after every batch to ``QUICEndpoint/nextDeadline``. ngtcp2's
 /// clock is `NIODeadline.uptimeNanoseconds` (CLOCK_MONOTONIC), so deadlines pass through unconverted.
 ///
-/// Not wired into the data plane yet: QUIC listeners keep reporting `ProtocolNotServed` until HTTP/3 is
-/// served (docs/quic.md, slice 3). It does not send from a specific local address on a wildcard-bound
-/// socket, nor mark ECN (later, with `.explicitCongestionNotification`).
-final class QUICListenerHandler: ChannelInboundHandler {
+/// HTTP/3 request streams go to the `router` (the data plane's ``HTTP3ProxyRouter``); what their exchanges
+/// then give a connection to send is written once per event loop tick (``QUICConnectionWriter``).
+///
+/// It does not send from a specific local address on a wildcard-bound socket, nor mark ECN (later, with
+/// `.explicitCongestionNotification`).
+final class QUICListenerHandler: ChannelInboundHandler, QUICConnectionWriter {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     typealias OutboundOut = AddressedEnvelope<ByteBuffer>
 
     private let endpoint: QUICEndpoint
     private let onEvent: (QUICEndpointEvent) -> Void
+    private let router: HTTP3RequestRouter?
     private var timer = LazyDeadlineTimer()
     private var localAddress: SocketAddress?
     private var writesPending = false
+    private var context: ChannelHandlerContext?
+    /// Connections an exchange gave something to send since the last write, in order, each once.
+    private var connectionsToWrite: [QUICConnection] = []
+    private var connectionWriteScheduled = false
 
-    /// `onEvent` sees every endpoint event (connections opened and closed, handshakes), on the event loop.
-    init(endpoint: QUICEndpoint, onEvent: @escaping (QUICEndpointEvent) -> Void = { _ in }) {
+    /// `onEvent` sees every endpoint event (connections opened and closed, handshakes), on the event loop;
+    /// `router` gets the request streams (without one they get no answer).
+    init(endpoint: QUICEndpoint, router: HTTP3RequestRouter? = nil,
+         onEvent: @escaping (QUICEndpointEvent) -> Void = { _ in }) {
         self.endpoint = endpoint
+        self.router = router
         self.onEvent = onEvent
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         localAddress = context.channel.localAddress
+    }
+
+    /// New connections use `credentials` from now on (a rotated certificate).
+    func replaceCredentials(_ credentials: QUICServerCredentials) {
+        endpoint.credentials = credentials
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -46,6 +62,7 @@ final class QUICListenerHandler: ChannelInboundHandler {
         let outgoing = endpoint.receive(envelope.data, path: path, ecn: Self.ecnCodepoint(envelope.metadata),
                                         now: NIODeadline.now().uptimeNanoseconds)
         write(outgoing, context: context)
+        routeStreamEvents()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -55,11 +72,54 @@ final class QUICListenerHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         timer.cancel()
+        router?.closeAll()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         timer.cancel()
+        router?.closeAll()
+        self.context = nil
+    }
+
+    // MARK: Streams and their writes
+
+    /// Hands the endpoint's stream events to the router. Its exchanges may ask for writes (scheduled, never
+    /// done inside this call), so this does not re-enter a connection.
+    private func routeStreamEvents() {
+        guard let router else {
+            _ = endpoint.takeStreamEvents()
+            return
+        }
+        for record in endpoint.takeStreamEvents() {
+            router.route(record, writer: self)
+        }
+    }
+
+    func connectionNeedsWrite(_ connection: QUICConnection) {
+        if !connectionsToWrite.contains(where: { $0 === connection }) { connectionsToWrite.append(connection) }
+        guard !connectionWriteScheduled, let context else { return }
+        connectionWriteScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.writeRequestedConnections()
+        }
+    }
+
+    private func writeRequestedConnections() {
+        // Asks made while this runs join the loop below instead of scheduling another run.
+        defer { connectionWriteScheduled = false }
+        guard let context else { return }
+        let now = NIODeadline.now().uptimeNanoseconds
+        while !connectionsToWrite.isEmpty {
+            let connections = connectionsToWrite
+            connectionsToWrite = []
+            for connection in connections {
+                write(endpoint.write(connection, now: now), context: context)
+            }
+            // Writing may close streams (events), whose exchanges may ask for more writes: loop until quiet.
+            routeStreamEvents()
+        }
+        finishBatch(context: context)
     }
 
     private func write(_ datagrams: [QUICOutgoingDatagram], context: ChannelHandlerContext) {
@@ -95,6 +155,7 @@ final class QUICListenerHandler: ChannelInboundHandler {
         timer.fired()
         let outgoing = endpoint.handleTimers(now: NIODeadline.now().uptimeNanoseconds)
         write(outgoing, context: context)
+        routeStreamEvents()
         finishBatch(context: context)
     }
 

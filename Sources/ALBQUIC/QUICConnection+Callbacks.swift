@@ -1,20 +1,28 @@
+import CNghttp3
 import CNgtcp2
 
 /// What ngtcp2's callbacks may touch: a small object of its own that `user_data` points at, so that the
 /// callbacks find it without the `QUICConnection` being fully initialized (ngtcp2 gets `user_data` in
 /// `ngtcp2_conn_server_new`) and without capturing anything.
 ///
-/// The callbacks only record: an event, a refused stream. ngtcp2 calls them inside the owner's own
-/// `read`/`write`/`handleExpiry`, on its event loop, so the owner acts on what they recorded after the C
-/// call returns; nothing here calls back into the `ngtcp2_conn`.
+/// The callbacks record events (connection IDs, the handshake; HTTP/3 stream events in ``http3``). ngtcp2
+/// calls them inside the owner's own `read`/`write`/`handleExpiry`, on its event loop, so the owner acts on
+/// what they recorded after the C call returns. The only calls back into C are those ngtcp2's example
+/// server makes from the same callbacks: into nghttp3 (a separate object), and ngtcp2's stream
+/// flow-control and shutdown functions, which only queue frames.
 final class QUICConnectionCallbackState {
     let resetKey: QUICStatelessResetKey
+    let configuration: QUICConnectionConfiguration
     var events: [QUICConnectionEvent] = []
-    /// The first request stream the client opened since the last read, which the owner refuses.
-    var refusedRequestStream: Int64?
+    /// HTTP/3 on this connection, from the moment the 1-RTT transmit key is installed.
+    var http3: HTTP3Connection?
+    /// The client's request stream limit last told to nghttp3 (it asserts the limit never decreases).
+    var maxClientStreamsBidi: UInt64 = 0
 
-    init(resetKey: QUICStatelessResetKey) {
+    init(resetKey: QUICStatelessResetKey, configuration: QUICConnectionConfiguration) {
         self.resetKey = resetKey
+        self.configuration = configuration
+        self.maxClientStreamsBidi = configuration.initialMaxStreamsBidi
     }
 
     static func from(_ userData: UnsafeMutableRawPointer?) -> QUICConnectionCallbackState? {
@@ -70,15 +78,62 @@ final class QUICConnectionCallbackState {
             state.events.append(.handshakeCompleted)
             return 0
         }
-        callbacks.stream_open = { _, streamID, userData in
-            guard let state = QUICConnectionCallbackState.from(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
-            // Bit 0: initiator (0 client); bit 1: direction (0 bidirectional). Client bidirectional streams
-            // are HTTP/3 requests; its unidirectional ones (control, QPACK) are let be until slice 3.
-            if streamID & 0x3 == 0 {
-                state.events.append(.requestStreamRefused(streamID: streamID))
-                if state.refusedRequestStream == nil { state.refusedRequestStream = streamID }
-            }
+        // HTTP/3 starts with the 1-RTT transmit key, as in ngtcp2's example server: our control and QPACK
+        // streams can be opened from then on.
+        callbacks.recv_tx_key = { connection, level, userData in
+            guard level == NGTCP2_CRYPTO_LEVEL_APPLICATION else { return 0 }
+            guard let connection, let userData, let state = QUICConnectionCallbackState.from(userData)
+            else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            guard state.http3 == nil else { return 0 }
+            let configuration = state.configuration
+            guard let http3 = HTTP3Connection(
+                quic: connection, userData: userData,
+                maxFieldSectionSize: UInt64(configuration.maxFieldSectionSize),
+                maxHeaderFields: configuration.maxHeaderFields,
+                maxClientBidirectionalStreams: configuration.initialMaxStreamsBidi,
+                highWater: configuration.responseBufferHighWater, lowWater: configuration.responseBufferLowWater)
+            else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            state.http3 = http3
             return 0
+        }
+        callbacks.recv_stream_data = { _, flags, streamID, _, data, count, userData, _ in
+            guard let state = QUICConnectionCallbackState.from(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            guard let http3 = state.http3 else { return 0 }
+            let fin = flags & NGTCP2_STREAM_DATA_FLAG_FIN != 0
+            return http3.read(streamID: streamID, data: data, count: count, fin: fin) ? 0 : NGTCP2_ERR_CALLBACK_FAILURE
+        }
+        callbacks.acked_stream_data_offset = { _, streamID, _, count, userData, _ in
+            guard let state = QUICConnectionCallbackState.from(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            guard let http3 = state.http3 else { return 0 }
+            return http3.acked(streamID: streamID, bytes: count) ? 0 : NGTCP2_ERR_CALLBACK_FAILURE
+        }
+        callbacks.stream_close = { _, flags, streamID, code, userData, _ in
+            guard let state = QUICConnectionCallbackState.from(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            guard let http3 = state.http3 else { return 0 }
+            let appCode = flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET != 0 ? code : UInt64(NGHTTP3_H3_NO_ERROR)
+            return http3.streamClosed(streamID: streamID, code: appCode) ? 0 : NGTCP2_ERR_CALLBACK_FAILURE
+        }
+        callbacks.stream_reset = { _, streamID, _, code, userData, _ in
+            guard let state = QUICConnectionCallbackState.from(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            state.http3?.clientAbandoned(streamID: streamID, code: code)
+            return 0
+        }
+        callbacks.stream_stop_sending = { _, streamID, code, userData, _ in
+            guard let state = QUICConnectionCallbackState.from(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            state.http3?.clientAbandoned(streamID: streamID, code: code)
+            return 0
+        }
+        callbacks.extend_max_remote_streams_bidi = { _, maxStreams, userData in
+            guard let state = QUICConnectionCallbackState.from(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            guard let http3 = state.http3, maxStreams > state.maxClientStreamsBidi else { return 0 }
+            state.maxClientStreamsBidi = maxStreams
+            nghttp3_conn_set_max_client_streams_bidi(http3.http3, maxStreams)
+            return 0
+        }
+        callbacks.extend_max_stream_data = { _, streamID, _, userData, _ in
+            guard let state = QUICConnectionCallbackState.from(userData) else { return NGTCP2_ERR_CALLBACK_FAILURE }
+            guard let http3 = state.http3 else { return 0 }
+            return nghttp3_conn_unblock_stream(http3.http3, streamID) == 0 ? 0 : NGTCP2_ERR_CALLBACK_FAILURE
         }
         return callbacks
     }

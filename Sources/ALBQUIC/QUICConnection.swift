@@ -1,3 +1,4 @@
+import CNghttp3
 import CNgtcp2
 import NIOCore
 
@@ -24,9 +25,6 @@ public enum QUICConnectionEvent: Equatable, Sendable {
     case connectionIDIssued(QUICConnectionID)
     /// ngtcp2 retired a connection ID: stop routing it.
     case connectionIDRetired(QUICConnectionID)
-    /// The client opened a request stream, which this slice does not serve: the connection closes with
-    /// H3_REQUEST_REJECTED (no HTTP/3 yet, docs/quic.md slice 3).
-    case requestStreamRefused(streamID: Int64)
 }
 
 /// How a connection ended.
@@ -54,14 +52,17 @@ public enum QUICConnectionEnd: Equatable, Sendable {
 /// what happened (handshake, connection IDs). Time is ngtcp2's: nanoseconds of a monotonic clock
 /// (`NIODeadline.uptimeNanoseconds`), passed in by the caller so tests control it.
 ///
-/// It does not serve streams yet: a request stream closes the connection with H3_REQUEST_REJECTED, and
-/// data on the client's unidirectional streams is ignored (slice 3 adds nghttp3). It belongs to one event
-/// loop and is not `Sendable`.
+/// HTTP/3 runs on it from the 1-RTT key on (``HTTP3Connection``, nghttp3): request streams come out of
+/// ``takeStreamEvents()`` and responses go in through ``respond(streamID:status:fields:endStream:)``,
+/// ``sendBody(streamID:_:)``, ``endResponse(streamID:)`` and ``reset(streamID:code:)``; then ``write(now:)``
+/// sends them. It belongs to one event loop and is not `Sendable`.
 public final class QUICConnection {
     /// Our first source connection ID, and the client's original destination connection ID (which keeps
     /// routing its retransmitted Initials here).
     public let initialConnectionID: QUICConnectionID
     public let originalDestinationConnectionID: QUICConnectionID
+    /// The client's address as of its last datagram (it may migrate): the access log's client.
+    public private(set) var remoteAddress: SocketAddress
 
     private let connection: OpaquePointer
     private let session: OpaquePointer
@@ -70,6 +71,10 @@ public final class QUICConnection {
     /// points the path at the buffers inside it), so it lives on the heap and never moves.
     private let writePath: UnsafeMutablePointer<ngtcp2_path_storage>
     private let callbackState: QUICConnectionCallbackState
+    /// Where a packet is assembled: with `NGTCP2_WRITE_STREAM_FLAG_MORE`, ngtcp2 keeps writing into the
+    /// buffer of the previous call, so it must not move between calls.
+    private let packetBuffer: UnsafeMutablePointer<UInt8>
+    private let packetBufferSize: Int
     private let credentials: QUICServerCredentials
     private let allocator: ByteBufferAllocator
 
@@ -107,9 +112,10 @@ public final class QUICConnection {
         }
         initialConnectionID = sourceID
         originalDestinationConnectionID = header.destinationConnectionID
+        remoteAddress = path.remote
         self.credentials = credentials
         self.allocator = allocator
-        callbackState = QUICConnectionCallbackState(resetKey: resetKey)
+        callbackState = QUICConnectionCallbackState(resetKey: resetKey, configuration: configuration)
 
         var settings = ngtcp2_settings()
         alb_ngtcp2_settings_default(&settings)
@@ -171,13 +177,18 @@ public final class QUICConnection {
         connectionReference = reference
         writePath = .allocate(capacity: 1)
         writePath.initialize(to: ngtcp2_path_storage())
+        packetBufferSize = configuration.maxSentUDPPayloadSize
+        packetBuffer = .allocate(capacity: configuration.maxSentUDPPayloadSize)
     }
 
     deinit {
+        // nghttp3 first: it points at the ngtcp2_conn but not the other way round.
+        callbackState.http3 = nil
         ngtcp2_conn_del(connection)
         gnutls_deinit(session)
         connectionReference.deallocate()
         writePath.deallocate()
+        packetBuffer.deallocate()
     }
 
     // MARK: State
@@ -266,12 +277,7 @@ public final class QUICConnection {
         guard let code else { return }
         switch code {
         case 0:
-            if let refused = callbackState.refusedRequestStream {
-                callbackState.refusedRequestStream = nil
-                closeWithApplicationError(Self.h3RequestRejected, reason: "HTTP/3 requests are not served yet",
-                                          log: "request stream \(refused) refused: HTTP/3 is not served yet",
-                                          now: now)
-            }
+            remoteAddress = path.remote
         case NGTCP2_ERR_DRAINING:
             state = .draining(until: now &+ 3 &* ngtcp2_conn_get_pto(connection))
         case NGTCP2_ERR_DROP_CONN, NGTCP2_ERR_RETRY:
@@ -282,6 +288,10 @@ public final class QUICConnection {
             ngtcp2_connection_close_error_set_transport_error_tls_alert(&error, alert, nil, 0)
             close(with: &error, log: "TLS handshake failed (alert \(alert))", now: now)
         default:
+            if let fatal = callbackState.http3?.fatalError {
+                closeWithApplicationError(fatal.code, reason: "", log: "HTTP/3: \(fatal.reason)", now: now)
+                return
+            }
             var error = ngtcp2_connection_close_error()
             ngtcp2_connection_close_error_set_transport_error_liberr(&error, code, nil, 0)
             close(with: &error, log: "ngtcp2_conn_read_pkt: \(Self.reason(code))", now: now)
@@ -330,39 +340,146 @@ public final class QUICConnection {
         }
     }
 
+    /// Writes packets with HTTP/3 stream data (nghttp3's frames through `ngtcp2_conn_writev_stream`) and
+    /// whatever else ngtcp2 has due, up to the send quantum. A packet is always finished before this returns:
+    /// `read_pkt` and `handle_expiry` assert that no `NGTCP2_WRITE_STREAM_FLAG_MORE` write is pending.
     private func writePackets(now: UInt64) -> [QUICOutgoingDatagram] {
-        let maxPayload = ngtcp2_conn_get_max_tx_udp_payload_size(connection)
+        let maxPayload = min(ngtcp2_conn_get_max_tx_udp_payload_size(connection), packetBufferSize)
         guard maxPayload > 0 else { return [] }
         // ngtcp2's pacing: at most a send quantum now, then `update_pkt_tx_time` sets the next expiry.
         let packetLimit = max(1, min(Self.maxPacketsPerWrite, ngtcp2_conn_get_send_quantum(connection) / maxPayload))
         let pathPointer = UnsafeMutableRawPointer(writePath).assumingMemoryBound(to: ngtcp2_path.self)
         var datagrams: [QUICOutgoingDatagram] = []
-        for _ in 0..<packetLimit {
-            ngtcp2_path_storage_zero(writePath)
+        var vectors = [nghttp3_vec](repeating: nghttp3_vec(), count: Self.vectorsPerWrite)
+        var http3Failure: (code: UInt64, reason: String)?
+        ngtcp2_path_storage_zero(writePath)
+        while datagrams.count < packetLimit {
+            var streamID: Int64 = -1
+            var fin: Int32 = 0
+            var vectorCount = 0
+            if let http3 = callbackState.http3, http3Failure == nil, ngtcp2_conn_get_max_data_left(connection) > 0 {
+                let count = vectors.withUnsafeMutableBufferPointer { buffer in
+                    nghttp3_conn_writev_stream(http3.http3, &streamID, &fin, buffer.baseAddress, buffer.count)
+                }
+                if count < 0 {
+                    // A packet may be pending: finish it without stream data, then close.
+                    let code = Int32(truncatingIfNeeded: count)
+                    http3Failure = (nghttp3_err_infer_quic_app_error_code(code), HTTP3Connection.reason(code))
+                    streamID = -1
+                    fin = 0
+                } else {
+                    vectorCount = count
+                }
+            }
+            var flags = UInt32(NGTCP2_WRITE_STREAM_FLAG_MORE)
+            if fin != 0 { flags |= UInt32(NGTCP2_WRITE_STREAM_FLAG_FIN) }
             var info = ngtcp2_pkt_info()
-            var buffer = allocator.buffer(capacity: maxPayload)
-            var code = 0
-            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: maxPayload) { destination in
-                guard let base = destination.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return 0 }
-                code = alb_ngtcp2_conn_write_pkt(connection, pathPointer, &info, base, maxPayload, now)
-                return max(code, 0)
+            var written: ngtcp2_ssize = -1
+            let code = vectors.withUnsafeBufferPointer { buffer in
+                // nghttp3_vec and ngtcp2_vec are the same {base, len} pair.
+                let streamData = UnsafeRawPointer(buffer.baseAddress)?.assumingMemoryBound(to: ngtcp2_vec.self)
+                return alb_ngtcp2_conn_writev_stream(connection, pathPointer, &info, packetBuffer, maxPayload, &written,
+                                                     flags, streamID, streamData, vectorCount, now)
             }
             if code < 0 {
+                let http3 = callbackState.http3
+                switch Int32(truncatingIfNeeded: code) {
+                case NGTCP2_ERR_STREAM_DATA_BLOCKED:
+                    if let http3 { nghttp3_conn_block_stream(http3.http3, streamID) }
+                    continue
+                case NGTCP2_ERR_STREAM_SHUT_WR:
+                    if let http3 { nghttp3_conn_shutdown_stream_write(http3.http3, streamID) }
+                    continue
+                case NGTCP2_ERR_WRITE_MORE:
+                    // The packet has room for more: it stays pending until a later call finishes it.
+                    if let http3, written >= 0 { _ = nghttp3_conn_add_write_offset(http3.http3, streamID, written) }
+                    continue
+                default:
+                    break
+                }
+                let liberr = Int32(truncatingIfNeeded: code)
                 var error = ngtcp2_connection_close_error()
-                ngtcp2_connection_close_error_set_transport_error_liberr(&error, Int32(truncatingIfNeeded: code),
-                                                                         nil, 0)
-                close(with: &error, log: "ngtcp2_conn_write_pkt: \(Self.reason(Int32(truncatingIfNeeded: code)))",
-                      now: now)
+                ngtcp2_connection_close_error_set_transport_error_liberr(&error, liberr, nil, 0)
+                close(with: &error, log: "ngtcp2_conn_writev_stream: \(Self.reason(liberr))", now: now)
                 return datagrams + write(now: now)
+            }
+            if written >= 0, let http3 = callbackState.http3 {
+                _ = nghttp3_conn_add_write_offset(http3.http3, streamID, written)
             }
             guard code > 0 else { break }
             // ngtcp2 only writes paths we gave it, all IPv4 or IPv6.
             guard let path = QUICPath(pathPointer.pointee) else { continue }
-            datagrams.append(QUICOutgoingDatagram(bytes: buffer, path: path, ecn: UInt8(truncatingIfNeeded: info.ecn)))
+            var bytes = allocator.buffer(capacity: code)
+            bytes.writeBytes(UnsafeRawBufferPointer(start: packetBuffer, count: code))
+            datagrams.append(QUICOutgoingDatagram(bytes: bytes, path: path, ecn: UInt8(truncatingIfNeeded: info.ecn)))
+            ngtcp2_path_storage_zero(writePath)
         }
         ngtcp2_conn_update_pkt_tx_time(connection, now)
+        if let http3Failure {
+            closeWithApplicationError(http3Failure.code, reason: "",
+                                      log: "nghttp3_conn_writev_stream: \(http3Failure.reason)", now: now)
+            return datagrams + write(now: now)
+        }
         return datagrams
     }
+
+    // MARK: HTTP/3 streams
+
+    /// The HTTP/3 stream events since the last call, in order.
+    public func takeStreamEvents() -> [HTTP3StreamEvent] {
+        guard let http3 = callbackState.http3, !http3.events.isEmpty else { return [] }
+        defer { http3.events.removeAll() }
+        return http3.events
+    }
+
+    /// Whether the stream can still get a response (open, and HTTP/3 is up).
+    private func http3ForStreams() -> HTTP3Connection? {
+        guard case .open = state else { return nil }
+        return callbackState.http3
+    }
+
+    /// Submits the response head; `endStream` for a response without body. False when the stream is gone
+    /// or already has a response.
+    @discardableResult
+    public func respond(streamID: Int64, status: Int, fields: [HTTP3HeaderField], endStream: Bool) -> Bool {
+        http3ForStreams()?.respond(streamID: streamID, status: status, fields: fields, endStream: endStream) ?? false
+    }
+
+    /// Queues response body bytes; they are sent by the next ``write(now:)`` as flow control allows.
+    public func sendBody(streamID: Int64, _ bytes: ByteBuffer) {
+        http3ForStreams()?.sendBody(streamID: streamID, bytes)
+    }
+
+    public func endResponse(streamID: Int64) {
+        http3ForStreams()?.endResponse(streamID: streamID)
+    }
+
+    /// Response bytes of the stream queued or sent but not yet acknowledged: what the adapter compares with
+    /// its window before reading more from the backend.
+    public func bufferedResponseBytes(streamID: Int64) -> Int {
+        callbackState.http3?.bufferedResponseBytes(streamID: streamID) ?? 0
+    }
+
+    /// Abandons the stream both ways with an HTTP/3 error code (e.g. H3_INTERNAL_ERROR when the backend
+    /// failed after the response head).
+    public func reset(streamID: Int64, code: UInt64) {
+        http3ForStreams()?.reset(streamID: streamID, code: code)
+    }
+
+    /// Gives the client flow-control credit back for request body bytes that were passed on.
+    public func consumeRequestBody(streamID: Int64, bytes: Int) {
+        http3ForStreams()?.consume(streamID: streamID, bytes: bytes)
+    }
+
+    /// The response is complete and the rest of the request is not wanted (STOP_SENDING, H3_NO_ERROR).
+    public func stopReadingRequest(streamID: Int64) {
+        http3ForStreams()?.stopReading(streamID: streamID)
+    }
+
+    /// H3_INTERNAL_ERROR (RFC 9114 section 8.1).
+    public static let h3InternalError: UInt64 = 0x0102
+    /// H3_REQUEST_CANCELLED: the response will not be completed (the listener stops).
+    public static let h3RequestCancelled: UInt64 = 0x010c
 
     // MARK: Closing
 
@@ -402,10 +519,10 @@ public final class QUICConnection {
         closePacketOwed = true
     }
 
-    /// H3_REQUEST_REJECTED (RFC 9114 section 8.1): the request was not processed and may be retried.
-    static let h3RequestRejected: UInt64 = 0x010b
     /// A bound on the packets one write produces, whatever the send quantum says.
     static let maxPacketsPerWrite = 64
+    /// How many pieces of stream data nghttp3 may hand over per packet.
+    static let vectorsPerWrite = 16
 
     static func reason(_ code: Int32) -> String {
         guard let text = ngtcp2_strerror(code) else { return "ngtcp2 error \(code)" }

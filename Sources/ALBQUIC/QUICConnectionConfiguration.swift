@@ -31,6 +31,15 @@ public struct QUICConnectionConfiguration: Sendable, Equatable {
     /// (RFC 9000 section 18.2); at most 8, where ngtcp2 0.12.1 asserts.
     public var activeConnectionIDLimit: UInt64 = 7
 
+    /// The largest request header section (HTTP/3 `SETTINGS_MAX_FIELD_SECTION_SIZE`): the edge limit.
+    public var maxFieldSectionSize = 65536
+    /// The most header fields a request may have (the edge limit; pseudo-header fields count too).
+    public var maxHeaderFields = 100
+    /// Response bytes one stream may hold unacknowledged before its backend is no longer read, and the mark
+    /// under which reading resumes (``HTTP3StreamEvent/writable(streamID:)``).
+    public var responseBufferHighWater = 256 << 10
+    public var responseBufferLowWater = 64 << 10
+
     public init() {}
 
     static let maxVarint: UInt64 = (1 << 62) - 1
@@ -64,6 +73,11 @@ public struct QUICConnectionConfiguration: Sendable, Equatable {
         }
         guard (2...Self.maxActiveConnectionIDLimit).contains(activeConnectionIDLimit) else {
             throw refuse("activeConnectionIDLimit must be 2 to 8")
+        }
+        guard maxFieldSectionSize > 0 else { throw refuse("maxFieldSectionSize must be positive") }
+        guard maxHeaderFields > 0 else { throw refuse("maxHeaderFields must be positive") }
+        guard responseBufferLowWater >= 0, responseBufferHighWater > responseBufferLowWater else {
+            throw refuse("responseBufferHighWater must exceed responseBufferLowWater")
         }
     }
 }

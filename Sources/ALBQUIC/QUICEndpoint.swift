@@ -7,12 +7,22 @@ public enum QUICEndpointEvent: Equatable, Sendable {
     /// A new connection could not be created (the table is full, or ngtcp2 or GnuTLS refused).
     case connectionRefused(String)
     case handshakeCompleted(QUICConnectionID)
-    case requestStreamRefused(QUICConnectionID, streamID: Int64)
     /// The connection was removed from the table with all its connection IDs.
     case connectionClosed(QUICConnectionID, QUICConnectionEnd)
 }
 
 extension QUICDropReason: Hashable {}
+
+/// A connection's HTTP/3 stream events, or the news that it has gone (then every stream of it is gone,
+/// without further events), for the listener's exchange adapters.
+public struct QUICStreamEvents {
+    public let connection: QUICConnection
+    public let events: [HTTP3StreamEvent]
+    public let connectionClosed: Bool
+}
+
+@available(*, unavailable)
+extension QUICStreamEvents: Sendable {}
 
 /// One QUIC listener's connections without the socket: the datagram triage, the table from connection ID
 /// to ``QUICConnection``, and the timers. The listener's channel handler feeds it each received datagram with
@@ -38,6 +48,7 @@ public final class QUICEndpoint {
     private var table: [QUICConnectionID: QUICConnection] = [:]
     private var registrations: [ObjectIdentifier: Registration] = [:]
     private var events: [QUICEndpointEvent] = []
+    private var streamEvents: [QUICStreamEvents] = []
     /// Datagrams the triage dropped, per reason (counted, never answered). A new connection refused for a
     /// full table is an event instead.
     public private(set) var droppedDatagrams: [QUICDropReason: Int] = [:]
@@ -68,6 +79,21 @@ public final class QUICEndpoint {
     public func takeEvents() -> [QUICEndpointEvent] {
         defer { events.removeAll() }
         return events
+    }
+
+    /// The HTTP/3 stream events since the last call, per connection in order.
+    public func takeStreamEvents() -> [QUICStreamEvents] {
+        defer { streamEvents.removeAll() }
+        return streamEvents
+    }
+
+    /// Writes what `connection` has due (after an exchange adapter gave it response data, or consumed
+    /// request bytes) and returns the datagrams; nothing for a connection no longer in the table.
+    public func write(_ connection: QUICConnection, now: UInt64) -> [QUICOutgoingDatagram] {
+        guard registrations[ObjectIdentifier(connection)] != nil else { return [] }
+        let outgoing = connection.write(now: now)
+        update(connection)
+        return outgoing
     }
 
     /// Handles one received datagram and returns the datagrams to send in answer.
@@ -135,15 +161,18 @@ public final class QUICEndpoint {
             switch event {
             case .handshakeCompleted:
                 events.append(.handshakeCompleted(connection.initialConnectionID))
-            case .requestStreamRefused(let streamID):
-                events.append(.requestStreamRefused(connection.initialConnectionID, streamID: streamID))
             case .connectionIDIssued, .connectionIDRetired:
                 // The table follows ngtcp2's own list below, which these events only foretell.
                 break
             }
         }
+        let http3Events = connection.takeStreamEvents()
+        if !http3Events.isEmpty {
+            streamEvents.append(QUICStreamEvents(connection: connection, events: http3Events, connectionClosed: false))
+        }
         guard var registration = registrations[key] else { return }
         if let end = connection.end {
+            streamEvents.append(QUICStreamEvents(connection: connection, events: [], connectionClosed: true))
             for id in registration.ids where table[id] === connection { table[id] = nil }
             registrations[key] = nil
             events.append(.connectionClosed(connection.initialConnectionID, end))

@@ -43,10 +43,12 @@ public struct DesiredState: Sendable {
         guard case .listener(let spec) = listener.spec else {
             return .failure(ConfigurationError(reason: .invalidSpec, message: "\(listener.id) is not a listener"))
         }
-        guard spec.protocol != .quic else {
-            return .failure(ConfigurationError(
-                reason: .protocolNotServed,
-                message: "\(spec.protocol.rawValue) listeners are validated but not served by this release"))
+        var quic: QUICListenerCertificate?
+        if spec.protocol == .quic {
+            switch quicCertificate(spec) {
+            case .success(let built): quic = built
+            case .failure(let error): return .failure(error)
+            }
         }
         var tls: ServerTLS?
         if spec.protocol == .https {
@@ -89,7 +91,7 @@ public struct DesiredState: Sendable {
             name: listener.id.name, loadBalancerName: spec.loadBalancer, bindHost: bindHost,
             port: spec.port, idleTimeout: .seconds(Int64(spec.idleTimeout)),
             requestTimeout: .seconds(Int64(spec.requestTimeout)), headers: headers, clientIP: clientIP,
-            groups: groups, tls: tls, compression: spec.compression, altSvc: altSvc(spec)))
+            groups: groups, tls: tls, compression: spec.compression, altSvc: altSvc(spec), quic: quic))
     }
 
     /// The QUIC upgrade's `Alt-Svc` value (SPEC section 4): the associated QUIC listener's port, kept by
@@ -99,6 +101,25 @@ public struct DesiredState: Sendable {
         guard spec.protocol == .https, spec.quicUpgrade.enabled, let name = spec.quicUpgrade.listener,
               case .listener(let quic)? = resource(.listener, name)?.spec, quic.protocol == .quic else { return nil }
         return "h3=\":\(quic.port)\"; ma=86400"
+    }
+
+    /// A QUIC listener's server certificate, from the same checked PEM files as an HTTPS listener's. GnuTLS
+    /// picks no certificate by SNI yet, so `certificates.additional` is not served (docs/quic.md).
+    func quicCertificate(_ listener: ListenerSpec) -> Result<QUICListenerCertificate, ConfigurationError> {
+        guard let name = listener.certificates.server else {
+            return .failure(ConfigurationError(reason: .missingReference, message: "no server certificate"))
+        }
+        switch certificates.byName[name] {
+        case .server(let certificate, _)?:
+            return .success(QUICListenerCertificate(chainPEM: certificate.chainPEM, keyPEM: certificate.keyPEM))
+        case .problem(let problem)?:
+            return .failure(ConfigurationError(reason: .certificateInvalid, message: "certificate \"\(name)\": \(problem.message)"))
+        case .ca?:
+            return .failure(ConfigurationError(reason: .certificateInvalid,
+                                               message: "certificate \"\(name)\" is a CA certificate, not a server certificate"))
+        case nil:
+            return .failure(ConfigurationError(reason: .missingReference, message: "certificate \"\(name)\" is not available"))
+        }
     }
 }
 

@@ -308,14 +308,14 @@ public actor Reconciler {
     private func applySocketPlan(intents: [String: ListenerIntent], now: Date) async -> [String: SocketOutcome] {
         var current: [String: String] = [:]
         for (name, listener) in listeners {
-            if let serving = listener.serving { current[name] = Self.socketAddress(serving) }
+            if let serving = listener.serving { current[name] = Self.socketKey(serving) }
         }
         var desired: [String: SocketPlan.Target] = [:]
         var wanted: [String: ListenerConfig] = [:]
         for (name, intent) in intents {
             switch intent {
             case .start(let config), .replace(let config, _):
-                desired[name] = SocketPlan.Target(address: Self.socketAddress(config), fresh: true)
+                desired[name] = SocketPlan.Target(address: Self.socketKey(config), fresh: true)
                 wanted[name] = config
             case .keep, .configFailed, .wait:
                 if let address = current[name] { desired[name] = SocketPlan.Target(address: address, fresh: false) }
@@ -338,7 +338,8 @@ public actor Reconciler {
                 }
             case .bind(let name, let address):
                 guard var config = wanted[name] else { continue }
-                if let reserved = reservedAddress, reserved.overlaps(host: config.bindHost, port: config.port) {
+                if let reserved = reservedAddress, config.quic == nil,
+                   reserved.overlaps(host: config.bindHost, port: config.port) {
                     outcomes[name] = .failed("cannot bind \(address): the admin endpoint (--admin \(reserved)) listens there")
                     continue
                 }
@@ -519,7 +520,7 @@ public actor Reconciler {
         var claims: [String] = []
         for (id, resource) in manifests.resources.sorted(by: { $0.key < $1.key }) where id.kind == .listener {
             guard case .listener(let spec) = resource.spec, spec.state == .running,
-                  case .success(let config) = state.listenerConfig(resource),
+                  case .success(let config) = state.listenerConfig(resource), config.quic == nil,
                   reserved.overlaps(host: config.bindHost, port: config.port) else { continue }
             let source = manifests.sources[id].map { " (\($0.file):\($0.line))" } ?? ""
             claims.append("listener \(id.name)\(source) wants \(socketAddress(config))")
@@ -528,6 +529,13 @@ public actor Reconciler {
     }
 
     /// "host:port" of a listener's socket, the key the socket plan works with.
+    /// The socket plan's key for a listener's socket: a QUIC listener's UDP socket and a TCP listener's on
+    /// the same host and port are two sockets (SPEC: a QUIC listener may share its port with an HTTPS one),
+    /// and a UDP socket is only ever handed to another QUIC listener.
+    static func socketKey(_ config: ListenerConfig) -> String {
+        config.quic == nil ? socketAddress(config) : "udp " + socketAddress(config)
+    }
+
     static func socketAddress(_ config: ListenerConfig) -> String {
         config.bindHost.contains(":") ? "[\(config.bindHost)]:\(config.port)" : "\(config.bindHost):\(config.port)"
     }

@@ -25,6 +25,10 @@ public struct ServerCertificate: Sendable {
     public let dnsNames: [String]
     public let notValidBefore: Date
     public let notValidAfter: Date
+    /// The PEM bytes as read, for the TLS stack that is not BoringSSL: QUIC listeners load the same files
+    /// into GnuTLS (docs/quic.md).
+    public let chainPEM: [UInt8]
+    public let keyPEM: [UInt8]
 
     /// - Parameters:
     ///   - chainPEM: the leaf first, then its intermediates.
@@ -79,6 +83,8 @@ public struct ServerCertificate: Sendable {
         self.dnsNames = names
         self.notValidBefore = leaf.notValidBefore
         self.notValidAfter = leaf.notValidAfter
+        self.chainPEM = chainPEM
+        self.keyPEM = keyPEM
     }
 
     /// Whether this certificate covers `serverName`: an exact DNS name, or a wildcard for exactly one

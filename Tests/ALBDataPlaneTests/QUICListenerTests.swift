@@ -38,7 +38,7 @@ final class QUICListenerTests: XCTestCase {
         }
     }
 
-    private func startListener() async throws -> Listener {
+    private func startListener(router: RespondingRouter? = nil) async throws -> Listener {
         let pem = try QUICTestCertificate.make()
         let credentials = try QUICServerCredentials(chainPEM: pem.chain, keyPEM: pem.key)
         let events = NIOLockedValueBox<[QUICEndpointEvent]>([])
@@ -51,7 +51,7 @@ final class QUICListenerTests: XCTestCase {
                 channel.eventLoop.makeCompletedFuture {
                     let endpoint = try QUICEndpoint(configuration: QUICConnectionConfiguration(),
                                                     credentials: credentials)
-                    let handler = QUICListenerHandler(endpoint: endpoint) { event in
+                    let handler = QUICListenerHandler(endpoint: endpoint, router: router) { event in
                         events.withLockedValue { $0.append(event) }
                     }
                     try channel.pipeline.syncOperations.addHandler(handler)
@@ -61,39 +61,85 @@ final class QUICListenerTests: XCTestCase {
         return Listener(group: group, channel: channel, events: events)
     }
 
-    func testGtlsclientCompletesTheHandshakeAndTheRefusedRequestEndsInConnectionClose() async throws {
+    /// gtlsclient with a URI: after the handshake it opens request stream 0 with GET; the router sees the
+    /// stream's events as Swift values (head with the pseudo-header fields, end) and answers 200 with a body,
+    /// which the client saves; it exits when its stream closes.
+    func testGtlsclientRequestReachesTheRouterAsStreamEventsAndGetsItsResponse() async throws {
         guard FileManager.default.isExecutableFile(atPath: Self.gtlsclient) else {
             throw XCTSkip("\(Self.gtlsclient) is not installed (Debian package ngtcp2-client; `make deps`)")
         }
-        let listener = try await startListener()
+        let router = RespondingRouter()
+        let listener = try await startListener(router: router)
         let port = listener.port
-        // One request: the client opens a request stream after the handshake, which this slice refuses by
-        // closing the connection (H3_REQUEST_REJECTED); the client then exits by itself.
+        let download = FileManager.default.temporaryDirectory.appendingPathComponent("alb-quic-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: download, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: download) }
         let client = try QUICTestProcess.run(
-            Self.gtlsclient, ["--timeout=5s", "127.0.0.1", "\(port)", "https://127.0.0.1:\(port)/"], timeout: 20)
+            Self.gtlsclient, ["--timeout=5s", "--exit-on-all-streams-close", "--download=\(download.path)",
+                              "127.0.0.1", "\(port)", "https://127.0.0.1:\(port)/hello"], timeout: 20)
 
         XCTAssertFalse(client.timedOut, "gtlsclient did not exit within 20 s:\n\(client.output.suffix(4000))")
-        XCTAssertTrue(client.output.contains("QUIC handshake has completed"), client.output.suffix(4000).description)
         XCTAssertTrue(client.output.contains("Negotiated ALPN is h3"), client.output.suffix(4000).description)
         XCTAssertEqual(client.status, 0, client.output.suffix(4000).description)
+        let body = try String(contentsOf: download.appendingPathComponent("hello"), encoding: .utf8)
+        XCTAssertEqual(body, RespondingRouter.body)
 
-        let opened = listener.events.withLockedValue { events in
-            events.compactMap { event -> QUICConnectionID? in
-                if case .connectionOpened(let id, _) = event { return id }
-                return nil
-            }
+        let events = router.recorded.withLockedValue { $0 }
+        XCTAssertEqual(events.count, 2, "\(events)")
+        guard case .head(let streamID, let head)? = events.first else { return XCTFail("\(events)") }
+        XCTAssertEqual(streamID, 0)
+        XCTAssertEqual(head.method, "GET")
+        XCTAssertEqual(head.scheme, "https")
+        XCTAssertEqual(head.authority, "127.0.0.1:\(port)")
+        XCTAssertEqual(head.path, "/hello")
+        XCTAssertTrue(head.endsStream)
+        XCTAssertEqual(events.last, .end(streamID: 0))
+        // The stream is released: closed once the client acknowledged the response, or with its connection
+        // (the client closes it as soon as it has the response, possibly before acknowledging).
+        let end = Date().addingTimeInterval(10)
+        while Date() < end, !router.released(streamID: 0) {
+            try await Task.sleep(nanoseconds: 20_000_000)
         }
-        XCTAssertEqual(opened.count, 1, "one connection: \(listener.events.withLockedValue { $0 })")
-        let id = try XCTUnwrap(opened.first)
-        let events = listener.events.withLockedValue { $0 }
-        XCTAssertTrue(events.contains(.handshakeCompleted(id)), "\(events)")
-        XCTAssertTrue(events.contains(.requestStreamRefused(id, streamID: 0)), "\(events)")
-        // The closing period (3 x PTO on loopback) ends and the connection leaves the table.
-        let closed = try await listener.waitForEvent(timeout: 10) { event in
-            if case .connectionClosed(id, .closedByUs) = event { return true }
-            return false
+        XCTAssertTrue(router.released(streamID: 0), "stream 0 released after the response")
+        try await listener.stop()
+    }
+
+    /// gtlsclient sends a 1 MiB request body (`--data`), four times the stream's flow-control window:
+    /// it arrives as `.body` events, and only because the router gives the credit back
+    /// (`consumeRequestBody`) can the client send it all; the router answers with the byte count it got.
+    func testARequestBodyLargerThanTheStreamWindowArrivesAsBodyEventsWhileCreditIsGivenBack() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.gtlsclient) else {
+            throw XCTSkip("\(Self.gtlsclient) is not installed (Debian package ngtcp2-client; `make deps`)")
         }
-        XCTAssertTrue(closed, "\(listener.events.withLockedValue { $0 })")
+        let router = RespondingRouter()
+        let listener = try await startListener(router: router)
+        let port = listener.port
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("alb-quic-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let upload = folder.appendingPathComponent("upload")
+        let size = 1 << 20
+        try Data(repeating: 0x61, count: size).write(to: upload)
+        let download = folder.appendingPathComponent("download")
+        try FileManager.default.createDirectory(at: download, withIntermediateDirectories: true)
+        let client = try QUICTestProcess.run(
+            Self.gtlsclient, ["--timeout=5s", "--exit-on-all-streams-close", "--download=\(download.path)",
+                              "--data=\(upload.path)", "127.0.0.1", "\(port)", "https://127.0.0.1:\(port)/upload"],
+            timeout: 30)
+
+        XCTAssertFalse(client.timedOut, "gtlsclient did not exit within 30 s:\n\(client.output.suffix(4000))")
+        XCTAssertEqual(client.status, 0, client.output.suffix(4000).description)
+        let events = router.recorded.withLockedValue { $0 }
+        guard case .head(0, let head)? = events.first else { return XCTFail("\(events.prefix(3))") }
+        XCTAssertFalse(head.endsStream, "a body follows (gtlsclient sends it with its GET)")
+        let received = events.reduce(0) { total, event in
+            if case .body(0, let bytes) = event { return total + bytes.readableBytes }
+            return total
+        }
+        XCTAssertEqual(received, size)
+        XCTAssertEqual(events.last, .end(streamID: 0))
+        let answer = try String(contentsOf: download.appendingPathComponent("upload"), encoding: .utf8)
+        XCTAssertEqual(answer, "\(size) bytes\n")
         try await listener.stop()
     }
 
@@ -331,4 +377,48 @@ enum QUICTestProcess {
     static func run(_ executable: String, _ arguments: [String], timeout: TimeInterval) throws -> Result {
         try Running(executable, arguments).finish(timeout: timeout)
     }
+}
+
+/// Answers every request with 200 once its end has arrived: a fixed body, or the count of request body
+/// bytes it got (giving their flow-control credit back as they come); records the stream events (except
+/// `closed`, kept apart) as the listener hands them over.
+private final class RespondingRouter: HTTP3RequestRouter, @unchecked Sendable {
+    // @unchecked: touched on the listener's event loop, read by the test after the client exited.
+    static let body = "served by the test router\n"
+    let recorded = NIOLockedValueBox<[HTTP3StreamEvent]>([])
+    let closedStreams = NIOLockedValueBox<[Int64]>([])
+    let connectionsGone = NIOLockedValueBox(0)
+    /// Request body bytes per stream (on the event loop only).
+    private var bodyBytes: [Int64: Int] = [:]
+
+    func released(streamID: Int64) -> Bool {
+        closedStreams.withLockedValue { $0.contains(streamID) } || connectionsGone.withLockedValue { $0 > 0 }
+    }
+
+    func route(_ record: QUICStreamEvents, writer: QUICConnectionWriter) {
+        if record.connectionClosed { connectionsGone.withLockedValue { $0 += 1 } }
+        for event in record.events {
+            if case .closed(let streamID) = event {
+                closedStreams.withLockedValue { $0.append(streamID) }
+                continue
+            }
+            recorded.withLockedValue { $0.append(event) }
+            let connection = record.connection
+            if case .body(let streamID, let bytes) = event {
+                // Passed on at once: the client may send as much again.
+                bodyBytes[streamID, default: 0] += bytes.readableBytes
+                connection.consumeRequestBody(streamID: streamID, bytes: bytes.readableBytes)
+                writer.connectionNeedsWrite(connection)
+            }
+            guard case .end(let streamID) = event else { continue }
+            let text = bodyBytes[streamID].map { "\($0) bytes\n" } ?? Self.body
+            connection.respond(streamID: streamID, status: 200,
+                               fields: [HTTP3HeaderField(name: "content-type", value: "text/plain")], endStream: false)
+            connection.sendBody(streamID: streamID, ByteBuffer(string: text))
+            connection.endResponse(streamID: streamID)
+            writer.connectionNeedsWrite(connection)
+        }
+    }
+
+    func closeAll() {}
 }

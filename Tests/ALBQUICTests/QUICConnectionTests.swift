@@ -84,6 +84,10 @@ final class QUICConnectionTests: XCTestCase {
         XCTAssertTrue(refused { $0.initialMaxStreamDataUni = .max })
         XCTAssertTrue(refused { $0.handshakeTimeout = .zero })
         XCTAssertTrue(refused { $0.idleTimeout = .nanoseconds(-1) })
+        XCTAssertTrue(refused { $0.maxFieldSectionSize = 0 })
+        XCTAssertTrue(refused { $0.maxHeaderFields = 0 })
+        XCTAssertTrue(refused { $0.responseBufferLowWater = $0.responseBufferHighWater })
+        XCTAssertTrue(refused { $0.responseBufferLowWater = -1 })
     }
 
     // MARK: Connection
@@ -117,6 +121,32 @@ final class QUICConnectionTests: XCTestCase {
             XCTAssertFalse(connection.isClosed)
             XCTAssertNotNil(connection.expiry, "the handshake timeout at least")
         }
+    }
+
+    /// A recorded gtlsclient Initial: the server's first flight installs the 1-RTT transmit key, which starts
+    /// HTTP/3 (our control and QPACK streams). Streams the client never opened cannot be answered, and no
+    /// stream event exists before a request arrives.
+    func testTheStreamAPIRefusesStreamsTheClientNeverOpened() throws {
+        let initial = try XCTUnwrap(QUICRecordedInitial.datagram)
+        var random = SeededGenerator(seed: 1)
+        let classifier = try XCTUnwrap(QUICDatagramClassifier(connectionIDLength: 18))
+        guard case .newConnection(let packet) = classifier.triage(initial, isKnownConnection: { _ in false },
+                                                                 random: &random, allocator: ByteBufferAllocator())
+        else { return XCTFail("the recorded Initial opens a connection") }
+        let connection = try QUICConnection(initial: packet, path: path(), credentials: credentials(),
+                                            configuration: QUICConnectionConfiguration(),
+                                            resetKey: .random(), now: 1_000_000)
+        connection.read(initial, path: try path(), now: 1_000_000)
+        XCTAssertFalse(connection.write(now: 1_000_000).isEmpty, "the server's first flight")
+        XCTAssertFalse(connection.isClosed)
+        XCTAssertEqual(connection.takeStreamEvents(), [])
+        XCTAssertFalse(connection.respond(streamID: 0, status: 200, fields: [], endStream: true))
+        connection.sendBody(streamID: 0, ByteBuffer(string: "nobody asked"))
+        connection.endResponse(streamID: 0)
+        connection.consumeRequestBody(streamID: 0, bytes: 100)
+        XCTAssertEqual(connection.bufferedResponseBytes(streamID: 0), 0)
+        XCTAssertEqual(connection.takeStreamEvents(), [])
+        XCTAssertFalse(connection.isClosed, "answers to unknown streams are refused, not fatal")
     }
 
     private func newConnection(_ bytes: [UInt8]) -> QUICInitialPacket? {

@@ -1,0 +1,78 @@
+import ALBQUIC
+import NIOCore
+import NIOPosix
+
+extension DataPlane {
+    /// A QUIC listener: one UDP socket on one event loop (docs/quic.md), its ``QUICEndpoint`` and
+    /// ``QUICListenerHandler``, and request streams proxied by ``HTTP3ProxyRouter`` with the same runtime
+    /// (snapshot, counters, access log, server groups) as a TCP listener. Stopping closes the channel, which
+    /// abandons its exchanges; its QUIC connections end silently (drain is slice 4). A replacement on the
+    /// same address takes the socket over (``handOver(from:to:)``: new requests go to it). Not handed to a
+    /// successor process by a takeover.
+    func startQUIC(_ config: ListenerConfig, certificate: QUICListenerCertificate) async throws -> String {
+        let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
+                                          detailedMetrics: self.detailedMetrics)
+        let credentials: QUICServerCredentials
+        do {
+            credentials = try QUICServerCredentials(chainPEM: certificate.chainPEM, keyPEM: certificate.keyPEM)
+        } catch {
+            throw DataPlaneError.invalidConfig(listener: config.name, reason: "GnuTLS: \(error)")
+        }
+        let configuration = {
+            var configuration = QUICConnectionConfiguration()
+            configuration.idleTimeout = config.idleTimeout
+            configuration.maxFieldSectionSize = config.limits.maxHeaderBytes
+            configuration.maxHeaderFields = config.limits.maxHeaderCount
+            return configuration
+        }()
+        // The edge's connection cap, as the table's size (the listener's `activeConnections` counts TCP only).
+        let maxConnections = config.limits.maxConnections
+        let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
+        let channel: Channel
+        do {
+            let address = try SocketAddress.makeAddressResolvingHost(config.bindHost, port: config.port)
+            channel = try await DatagramBootstrap(group: self.group.next())
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                // Room for the largest datagram we accept (QUICConnectionConfiguration.maxReceivedUDPPayloadSize).
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let endpoint = try QUICEndpoint(configuration: configuration, credentials: credentials)
+                        endpoint.maxConnections = maxConnections
+                        let router = HTTP3ProxyRouter(socket: socket, eventLoop: channel.eventLoop)
+                        let handler = QUICListenerHandler(endpoint: endpoint, router: router) { event in
+                            router.connectionEvent(event)
+                        }
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
+                }
+                .bind(to: address).get()
+        } catch {
+            throw DataPlaneError.bindFailed(address: socket.address, reason: Self.reason(error))
+        }
+        // No descriptor to pass on: a takeover does not hand QUIC sockets over yet.
+        socket.setChannel(channel, descriptor: -1)
+        runtime.attach(socket)
+        self.listeners.withLockedValue { $0[config.key] = runtime }
+        self.retainServerGroups()
+        return Self.describe(runtime.boundAddress, fallback: config)
+    }
+
+    /// A QUIC listener's certificate changed in place (an update, or a replacement that took the socket
+    /// over): new connections use the new one from the next datagram on; established ones keep theirs.
+    /// - Throws: ``DataPlaneError/invalidConfig(listener:reason:)`` when GnuTLS refuses the PEM files.
+    func rotateQUICCertificate(of runtime: ListenerRuntime, to certificate: QUICListenerCertificate,
+                               listener: String) throws {
+        let credentials: QUICServerCredentials
+        do {
+            credentials = try QUICServerCredentials(chainPEM: certificate.chainPEM, keyPEM: certificate.keyPEM)
+        } catch {
+            throw DataPlaneError.invalidConfig(listener: listener, reason: "GnuTLS: \(error)")
+        }
+        guard let channel = runtime.listeningSocket?.channel else { return }
+        channel.eventLoop.execute {
+            (try? channel.pipeline.syncOperations.handler(type: QUICListenerHandler.self))?
+                .replaceCredentials(credentials)
+        }
+    }
+}

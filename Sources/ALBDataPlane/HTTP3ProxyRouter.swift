@@ -1,0 +1,116 @@
+import ALBHTTP
+import ALBQUIC
+import NIOCore
+import NIOHTTP1
+
+/// Where a QUIC listener's request streams go.
+protocol HTTP3RequestRouter: AnyObject {
+    /// One connection's stream events, in order (or the news that the connection is gone).
+    func route(_ record: QUICStreamEvents, writer: QUICConnectionWriter)
+    /// The listener stops: every exchange is abandoned.
+    func closeAll()
+}
+
+/// The data plane's router: one ``HTTP3Exchange`` per request stream, kept per connection until nghttp3
+/// closes the stream or the connection goes. New requests go to the instance that owns the socket now (a
+/// replacement on the same address takes the socket over, ``DataPlane/handOver(from:to:)``); running ones
+/// finish with theirs. On the listener's event loop only.
+final class HTTP3ProxyRouter: HTTP3RequestRouter {
+    private let socket: ListenerSocket
+    private let eventLoop: EventLoop
+    /// The socket's owner when last asked, and its state on this loop (looked up under a lock, so only
+    /// when the owner changes).
+    private var runtime: ListenerRuntime
+    private var loopState: ListenerLoopState
+    private var exchanges: [ObjectIdentifier: [Int64: HTTP3Exchange]] = [:]
+
+    init(socket: ListenerSocket, eventLoop: EventLoop) {
+        self.socket = socket
+        self.eventLoop = eventLoop
+        self.runtime = socket.currentOwner
+        self.loopState = runtime.loopState(for: eventLoop)
+    }
+
+    private func refreshOwner() {
+        let owner = socket.currentOwner
+        guard owner !== runtime else { return }
+        runtime = owner
+        loopState = owner.loopState(for: eventLoop)
+    }
+
+    func route(_ record: QUICStreamEvents, writer: QUICConnectionWriter) {
+        let key = ObjectIdentifier(record.connection)
+        if record.connectionClosed {
+            let gone = exchanges.removeValue(forKey: key) ?? [:]
+            for exchange in gone.values { exchange.streamGone() }
+            return
+        }
+        for event in record.events {
+            switch event {
+            case .head(let streamID, let head):
+                guard exchanges[key]?[streamID] == nil else { continue }  // trailers are not a new request
+                refreshOwner()
+                let exchange = HTTP3Exchange(connection: record.connection, streamID: streamID, head: head,
+                                             writer: writer, runtime: runtime, loopState: loopState,
+                                             listenerPort: runtime.boundPort.load(ordering: .relaxed))
+                exchanges[key, default: [:]][streamID] = exchange
+                exchange.start(bodyFollows: !head.endsStream)
+            case .headTooLarge(let streamID):
+                refreshOwner()
+                refuseHead(streamID: streamID, on: record.connection, writer: writer)
+            case .body(let streamID, let bytes):
+                exchanges[key]?[streamID]?.requestBody(bytes)
+            case .end(let streamID):
+                exchanges[key]?[streamID]?.requestEnd()
+            case .reset(let streamID, _):
+                exchanges[key]?[streamID]?.clientAbandoned()
+            case .writable(let streamID):
+                exchanges[key]?[streamID]?.responseWritable()
+            case .closed(let streamID):
+                exchanges[key]?.removeValue(forKey: streamID)?.streamGone()
+                if exchanges[key]?.isEmpty == true { exchanges[key] = nil }
+            }
+        }
+    }
+
+    /// The endpoint's connection events, for the listener's counters (the status file's `totalConnections`).
+    func connectionEvent(_ event: QUICEndpointEvent) {
+        guard case .connectionOpened = event else { return }
+        refreshOwner()
+        loopState.counters.totalConnections &+= 1
+    }
+
+    /// A header section over the edge limits: 431 with the usual short body, as the HTTP/1 edge answers;
+    /// the rest of the request is not read.
+    private func refuseHead(streamID: Int64, on connection: QUICConnection, writer: QUICConnectionWriter) {
+        let status = HTTPResponseStatus.requestHeaderFieldsTooLarge
+        loopState.counters.totalRequests &+= 1
+        loopState.counters.countResponse(status: Int(status.code), clientProtocol: .http3)
+        loopState.counters.countEdgeRefusal(status: Int(status.code))
+        let body = EdgeResponse.body(for: status)
+        connection.respond(streamID: streamID, status: Int(status.code),
+                           fields: [HTTP3HeaderField(name: "content-type", value: "text/plain; charset=utf-8"),
+                                    HTTP3HeaderField(name: "content-length", value: String(body.utf8.count))],
+                           endStream: false)
+        connection.sendBody(streamID: streamID, ByteBuffer(string: body))
+        connection.endResponse(streamID: streamID)
+        connection.stopReadingRequest(streamID: streamID)
+        writer.connectionNeedsWrite(connection)
+        loopState.accessLog?.append(AccessLogRecord(
+            time: HTTP3Exchange.wallClock(), listener: runtime.name, protocol: "HTTP/3",
+            clientIP: connection.remoteAddress.ipAddress ?? "", clientPort: connection.remoteAddress.port ?? 0,
+            method: "", host: "", path: "", status: Int(status.code), requestBytes: 0,
+            responseBytes: body.utf8.count, upstream: "", upstreamStatus: nil, durationMs: 0, tlsVersion: "TLSv1.3"))
+    }
+
+    func closeAll() {
+        let all = exchanges
+        exchanges = [:]
+        for streams in all.values {
+            for exchange in streams.values { exchange.streamGone() }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTP3ProxyRouter: Sendable {}
