@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh),
-# the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and HTTP/2), the
+# the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and HTTP/2, idle TLS
+# memory), the HTTP/3 row (tests/bench_http3.py: one QUIC connection of many streams beside one HTTP/2 one), the
 # WebSocket rows (tests/bench_websocket.py: messages per second and CPU per message, direct, alb, nginx),
 # compression rows (tests/bench_compression.py: a 1 MiB JSON response, Brotli and gzip, beside nginx),
 # metrics on vs off (tests/bench_metrics.sh: CPU per request without --admin and with /metrics scraped), then the
@@ -90,6 +91,7 @@ for clients in 2000 10000; do
 done
 fresh_alb
 python3 tests/bench_tls.py .build/release/alb
+python3 tests/bench_http3.py .build/release/alb
 python3 tests/bench_websocket.py .build/release/alb 8 10000
 # Compression: a 1 MiB JSON response through alb and through nginx (Brotli filter and gzip), own peers.
 python3 tests/bench_compression.py .build/release/alb
