@@ -7,12 +7,11 @@ Usage: bench_http3.py ALB_BINARY [STREAMS]   (needs ../shared/bench/peers.sh sta
 alb on CPU 0, the client on CPU 1, both listeners forwarding to the same backend (1 KiB):
   h3   one QUIC connection carrying STREAMS (default 20,000) GET requests, at most 100 at a time (the
        listener's stream limit), from Debian's ngtcp2 client (`gtlsclient -n`): Debian's h2load has no HTTP/3
-  h2   the same over one TLS connection with HTTP/2: h2load -n STREAMS -c 1 -m 100
+  h2   the same over one TLS connection with HTTP/2 (bench_tls.py's HTTPS listener): h2load -n STREAMS -c 1 -m 100
 Each prints requests per second and alb's CPU microseconds per request. The clients differ (the QUIC one is
 the ngtcp2 example client, not a load tool), so the requests per second compare less well than alb's CPU.
 Every load is bounded by its count and targets 127.0.0.1 only.
 """
-import os
 import re
 import shutil
 import signal
@@ -22,39 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_tls import cpu_ticks, make_cert, wait_https, HZ
+from bench_tls import HZ, PORTS, alb_manifest, cpu_ticks, make_cert, wait_https
 
-BACKEND = 19000
-HTTPS_PORT, QUIC_PORT = 19033, 19034
+HTTPS_PORT, QUIC_PORT = PORTS["alb"], 19034
 
 
 def manifest(cert, key):
-    return """\
-apiVersion: alb/v1
-kind: LoadBalancer
-metadata: {name: bench}
-spec: {address: 127.0.0.1}
----
-apiVersion: alb/v1
-kind: ServerGroup
-metadata: {name: nginx-backend}
-spec: {servers: [{address: 127.0.0.1, port: %d}]}
----
-apiVersion: alb/v1
-kind: Certificate
-metadata: {name: bench}
-spec: {type: Server, certificate: %s, privateKey: %s}
----
-apiVersion: alb/v1
-kind: Listener
-metadata: {name: bench-h2}
-spec:
-  loadBalancer: bench
-  protocol: HTTPS
-  port: %d
-  certificates: {server: bench}
-  defaultAction: {forwardGroup: {serverGroups: [{name: nginx-backend}]}}
----
+    """bench_tls's HTTPS listener (HTTP/2 offered by ALPN) and a QUIC listener beside it, same group and certificate."""
+    return alb_manifest(cert, key) + """---
 apiVersion: alb/v1
 kind: Listener
 metadata: {name: bench-h3}
@@ -64,7 +38,7 @@ spec:
   port: %d
   certificates: {server: bench}
   defaultAction: {forwardGroup: {serverGroups: [{name: nginx-backend}]}}
-""" % (BACKEND, cert, key, HTTPS_PORT, QUIC_PORT)
+""" % QUIC_PORT
 
 
 def run_measured(pid, command):
