@@ -38,6 +38,11 @@ final class HandshakeTests: XCTestCase {
         certificates = try TestCertificates()
     }
 
+    // XCTest keeps every test case object until the process ends, so the folder goes here, not in a deinit.
+    override func tearDown() {
+        certificates = nil
+    }
+
     private func load(_ name: String, _ names: [String]) throws -> (ServerCertificate, [UInt8]) {
         let pem = try certificates.make(name, names: names)
         return (try ServerCertificate(name: name, chainPEM: pem.chain, keyPEM: pem.key), pem.chain)
