@@ -26,6 +26,13 @@ work=$(mktemp -d /tmp/alb-bench.XXXX)
 cleanup() { [[ -n ${alb_pid:-} ]] && kill "$alb_pid" 2>/dev/null; bash "$peers" stop || true; }
 trap cleanup EXIT
 bash "$peers" start
+# Memory per idle keep-alive connection of the peers first, while they are fresh (after load their allocators
+# hand idle connections memory the load freed, and they read low); alb's, also fresh, comes below.
+for peer in nginx:19001 haproxy:19002; do
+  name=${peer%%:*} port=${peer##*:}
+  master=$(bash "$peers" pid "$name"); pid=$(pgrep -P "$master" | head -1 || true); pid=${pid:-$master}   # nginx: its worker
+  echo "$name $(python3 tests/bench_idle_memory.py "$pid" "$port" 2000)"
+done
 mkdir -p "$work/m"
 write_manifest() {  # $1: the server group's scheduler
 cat > "$work/m/bench.yaml" <<YAML
@@ -69,7 +76,7 @@ for scheduler in Wlc Sch; do
   echo "alb scheduler=$scheduler path=/ $(bash "$peers" bench 19003 "$alb_pid" / 64 5)"
 done
 write_manifest Wrr; kill -HUP "$alb_pid"; sleep 1
-# Memory per idle keep-alive connection, 2,000 clients beside the peers, then 10,000 for alb alone (the
+# Memory per idle keep-alive connection, 2,000 clients as for the peers above, then 10,000 for alb alone (the
 # peers' configurations cap connections lower). alb is measured in a fresh process each time: after the load
 # above its allocator would hand the idle connections memory the load freed, and RSS would not move (a loaded
 # alb read 0 bytes per connection).
@@ -79,11 +86,6 @@ fresh_alb() {
   taskset -c 0 .build/release/alb reconcile "$work/m" --status-dir "$work/s" --log-level warning & alb_pid=$!
   for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:19003/ 2>/dev/null && break; sleep 0.1; done
 }
-for peer in nginx:19001 haproxy:19002; do
-  name=${peer%%:*} port=${peer##*:}
-  master=$(bash "$peers" pid "$name"); pid=$(pgrep -P "$master" | head -1 || true); pid=${pid:-$master}   # nginx: its worker
-  echo "$name $(python3 tests/bench_idle_memory.py "$pid" "$port" 2000)"
-done
 for clients in 2000 10000; do
   fresh_alb
   echo "alb $(python3 tests/bench_idle_memory.py "$alb_pid" 19003 "$clients")"
