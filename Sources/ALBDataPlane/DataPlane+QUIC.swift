@@ -5,8 +5,10 @@ import NIOPosix
 extension DataPlane {
     /// A QUIC listener: one UDP socket on one event loop (docs/quic.md), its ``QUICEndpoint`` and
     /// ``QUICListenerHandler``, and request streams proxied by ``HTTP3ProxyRouter`` with the same runtime
-    /// (snapshot, counters, access log, server groups) as a TCP listener. Stopping closes the channel, which
-    /// abandons its exchanges; its QUIC connections end silently (drain is slice 4). A replacement on the
+    /// (snapshot, counters, access log, server groups) as a TCP listener. A drain (reload, removal, SIGTERM)
+    /// keeps the socket open: each connection gets GOAWAY, finishes its requests and closes with
+    /// H3_NO_ERROR, no new one is created, and the connections count in `activeConnections` until they are
+    /// gone; at the drain timeout the rest are closed with H3_NO_ERROR, then the socket. A replacement on the
     /// same address takes the socket over (``handOver(from:to:)``: new requests go to it). Not handed to a
     /// successor process by a takeover.
     func startQUIC(_ config: ListenerConfig, certificate: QUICListenerCertificate) async throws -> String {
@@ -25,7 +27,7 @@ extension DataPlane {
             configuration.maxHeaderFields = config.limits.maxHeaderCount
             return configuration
         }()
-        // The edge's connection cap, as the table's size (the listener's `activeConnections` counts TCP only).
+        // The edge's connection cap, as the table's size (the socket counts the open ones for `activeConnections`).
         let maxConnections = config.limits.maxConnections
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let channel: Channel

@@ -91,6 +91,16 @@ public final class QUICConnection {
     private var state = State.open
     /// A CONNECTION_CLOSE to (re)send on the next ``write(now:)``.
     private var closePacketOwed = false
+    /// Where a graceful shutdown (``beginGracefulShutdown(now:)``) stands; `nil` while serving.
+    private var gracefulShutdown: GracefulShutdown?
+
+    /// RFC 9114 section 5.2: a GOAWAY that promises nothing yet, then after about a round trip (requests the
+    /// client sent meanwhile are still accepted) the GOAWAY with the last stream served; then
+    /// CONNECTION_CLOSE with H3_NO_ERROR once no request stream is left.
+    private enum GracefulShutdown {
+        case noticeSent(finalGoawayAt: UInt64)
+        case finalGoawaySent
+    }
 
     /// Creates the connection for a client's first Initial (the triage's `.newConnection`) on `path`; the
     /// caller then passes the same datagram to ``read(_:path:ecn:now:)``.
@@ -223,6 +233,7 @@ public final class QUICConnection {
         switch state {
         case .open:
             let expiry = ngtcp2_conn_get_expiry(connection)
+            if case .noticeSent(let finalGoawayAt) = gracefulShutdown { return min(expiry, finalGoawayAt) }
             return expiry == UInt64.max ? nil : expiry
         case .closing(_, _, let until, _, _), .draining(let until):
             return until
@@ -301,9 +312,14 @@ public final class QUICConnection {
     /// The datagrams due now: handshake and 1-RTT packets within ngtcp2's send quantum, or our
     /// CONNECTION_CLOSE when one is owed. Each goes to its own path.
     public func write(now: UInt64) -> [QUICOutgoingDatagram] {
+        sendFinalGoawayIfDue(now: now)
         switch state {
         case .open:
-            return writePackets(now: now)
+            let datagrams = writePackets(now: now)
+            // After the packets, so the final GOAWAY (if it just went) leaves before the close.
+            guard case .finalGoawaySent = gracefulShutdown, openRequestStreams == 0 else { return datagrams }
+            closeGracefully(now: now, log: "drained")
+            return datagrams + write(now: now)
         case .closing(let packet, let path, _, _, _):
             guard closePacketOwed else { return [] }
             closePacketOwed = false
@@ -482,6 +498,45 @@ public final class QUICConnection {
     public static let h3RequestCancelled: UInt64 = 0x010c
 
     // MARK: Closing
+
+    /// H3_NO_ERROR (RFC 9114 section 8.1): the close of a drained connection.
+    public static let h3NoError: UInt64 = 0x0100
+
+    /// The listener drains: sends the first GOAWAY (`nghttp3_conn_submit_shutdown_notice`, no limit yet);
+    /// ``write(now:)`` then sends the final one after a PTO (about a round trip) and closes with
+    /// H3_NO_ERROR when no request stream is left. A connection without HTTP/3 yet (mid-handshake) closes
+    /// at once. Call ``write(now:)`` after this.
+    public func beginGracefulShutdown(now: UInt64) {
+        guard case .open = state, gracefulShutdown == nil else { return }
+        guard let http3 = callbackState.http3, nghttp3_conn_submit_shutdown_notice(http3.http3) == 0 else {
+            closeGracefully(now: now, log: "drained during the handshake")
+            return
+        }
+        gracefulShutdown = .noticeSent(finalGoawayAt: now &+ ngtcp2_conn_get_pto(connection))
+    }
+
+    /// Whether ``beginGracefulShutdown(now:)`` was called (the connection may still serve its streams).
+    public var isShuttingDown: Bool { gracefulShutdown != nil }
+
+    /// Request streams still open (head received, not yet closed by both sides).
+    public var openRequestStreams: Int { callbackState.http3?.streams.count ?? 0 }
+
+    /// Closes the connection now with H3_NO_ERROR (a drain's timeout); call ``write(now:)`` after this.
+    public func closeGracefully(now: UInt64, log: String = "closed by the listener") {
+        closeWithApplicationError(Self.h3NoError, reason: "", log: log, now: now)
+    }
+
+    /// Called before each write: the final GOAWAY once its time has come. Only nghttp3 frames are queued
+    /// here, so no ngtcp2 packet can be left pending.
+    private func sendFinalGoawayIfDue(now: UInt64) {
+        guard case .open = state, case .noticeSent(let finalGoawayAt) = gracefulShutdown, now >= finalGoawayAt
+        else { return }
+        guard let http3 = callbackState.http3, nghttp3_conn_shutdown(http3.http3) == 0 else {
+            closeGracefully(now: now)
+            return
+        }
+        gracefulShutdown = .finalGoawaySent
+    }
 
     /// Closes the connection with an HTTP/3 (application) error code, e.g. when the listener stops.
     func closeWithApplicationError(_ code: UInt64, reason: String, log: String, now: UInt64) {

@@ -33,14 +33,19 @@ extension QUICStreamEvents: Sendable {}
 /// every call and is removed whole when the connection ends. It belongs to one event loop and is not
 /// `Sendable`.
 ///
-/// Not yet here (docs/quic.md): Retry and tokens, stateless resets for unknown short headers, draining on
-/// listener stop; ``nextDeadline`` scans every connection (a timer heap is due when tables grow).
+/// Not yet here (docs/quic.md): Retry and tokens, stateless resets for unknown short headers;
+/// ``nextDeadline`` scans every connection (a timer heap is due when tables grow).
 public final class QUICEndpoint {
     public let configuration: QUICConnectionConfiguration
     /// The credentials new connections use; replacing them leaves established connections on theirs.
     public var credentials: QUICServerCredentials
     /// Beyond this many connections, a new client's Initial is dropped (the edge limit).
     public var maxConnections = 20_000
+    /// Set by ``drain(now:)``: new clients' Initials are dropped (counted as
+    /// ``refusedWhileDraining``), established connections finish their requests.
+    public private(set) var isDraining = false
+    /// Initials dropped because the listener drains.
+    public private(set) var refusedWhileDraining = 0
 
     private let classifier: QUICDatagramClassifier
     private let resetKey: QUICStatelessResetKey
@@ -114,6 +119,12 @@ public final class QUICEndpoint {
             update(connection)
             return outgoing
         case .newConnection(let initial):
+            // Dropped without a word: the client tries again (or another address) after its timeout, and a
+            // draining process may be gone by then. An event per datagram would grow with a flood.
+            guard !isDraining else {
+                refusedWhileDraining += 1
+                return []
+            }
             guard registrations.count < maxConnections else {
                 events.append(.connectionRefused("the listener has \(maxConnections) connections"))
                 return []
@@ -134,6 +145,33 @@ public final class QUICEndpoint {
             update(connection)
             return outgoing
         }
+    }
+
+    /// Starts the graceful shutdown of every connection (GOAWAY, the requests in flight finish, then
+    /// CONNECTION_CLOSE with H3_NO_ERROR: ``QUICConnection/beginGracefulShutdown(now:)``) and refuses new
+    /// ones from now on. Returns what the connections send now.
+    public func drain(now: UInt64) -> [QUICOutgoingDatagram] {
+        isDraining = true
+        var outgoing: [QUICOutgoingDatagram] = []
+        for connection in registrations.values.map(\.connection) {
+            connection.beginGracefulShutdown(now: now)
+            outgoing += connection.write(now: now)
+            update(connection)
+        }
+        return outgoing
+    }
+
+    /// Closes every connection at once with H3_NO_ERROR (a drain's timeout, or the listener stops) and
+    /// returns their CONNECTION_CLOSE datagrams; the connections leave the table after their closing period.
+    public func closeAll(now: UInt64) -> [QUICOutgoingDatagram] {
+        isDraining = true
+        var outgoing: [QUICOutgoingDatagram] = []
+        for connection in registrations.values.map(\.connection) {
+            connection.closeGracefully(now: now)
+            outgoing += connection.write(now: now)
+            update(connection)
+        }
+        return outgoing
     }
 
     /// The earliest time a connection's timer is due; `nil` when no connection has one.
