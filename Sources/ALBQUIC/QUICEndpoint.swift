@@ -33,7 +33,7 @@ extension QUICStreamEvents: Sendable {}
 /// every call and is removed whole when the connection ends. It belongs to one event loop and is not
 /// `Sendable`.
 ///
-/// Not yet here (docs/quic.md): Retry and tokens, stateless resets for unknown short headers;
+/// Not yet here (docs/quic.md): Retry and tokens;
 /// ``nextDeadline`` scans every connection (a timer heap is due when tables grow).
 public final class QUICEndpoint {
     public let configuration: QUICConnectionConfiguration
@@ -46,6 +46,13 @@ public final class QUICEndpoint {
     public private(set) var isDraining = false
     /// Initials dropped because the listener drains.
     public private(set) var refusedWhileDraining = 0
+    /// Stateless resets (RFC 9000 section 10.3) for short headers of unknown connections: at most this many
+    /// per second after a burst, so that a flood of datagrams with forged addresses is not reflected one for
+    /// one. The tokens come from the same key as those our connections advertise.
+    public var statelessResetLimit = QUICTokenBucket(ratePerSecond: 100, burst: 100)
+    /// Stateless resets sent, and those the rate limit held back.
+    public private(set) var statelessResetsSent = 0
+    public private(set) var statelessResetsLimited = 0
 
     private let classifier: QUICDatagramClassifier
     private let resetKey: QUICStatelessResetKey
@@ -109,7 +116,10 @@ public final class QUICEndpoint {
         switch decision {
         case .drop(let reason):
             droppedDatagrams[reason, default: 0] += 1
-            return []
+            guard reason == .unknownConnection, let reset = statelessReset(answering: datagram, now: now) else {
+                return []
+            }
+            return [QUICOutgoingDatagram(bytes: reset, path: path)]
         case .sendVersionNegotiation(let packet):
             return [QUICOutgoingDatagram(bytes: packet, path: path)]
         case .route(let id):
@@ -145,6 +155,28 @@ public final class QUICEndpoint {
             update(connection)
             return outgoing
         }
+    }
+
+    /// A stateless reset for a short header (its first bit clear) of at least
+    /// ``QUICStatelessResetKey/minimumTriggeringDatagramSize`` bytes, while the rate limit allows: a client
+    /// whose connection this process no longer has (ended, or before a restart with the same key) gives up
+    /// at once instead of at its idle timeout. Long headers for unknown connections are never answered.
+    private func statelessReset(answering datagram: ByteBuffer, now: UInt64) -> ByteBuffer? {
+        let idLength = configuration.connectionIDLength
+        guard datagram.readableBytes >= QUICStatelessResetKey.minimumTriggeringDatagramSize,
+              let firstByte = datagram.getInteger(at: datagram.readerIndex, as: UInt8.self), firstByte & 0x80 == 0,
+              let idBytes = datagram.getBytes(at: datagram.readerIndex + 1, length: idLength),
+              let id = QUICConnectionID(idBytes)
+        else { return nil }
+        guard statelessResetLimit.take(now: now) else {
+            statelessResetsLimited += 1
+            return nil
+        }
+        var random = SystemRandomNumberGenerator()
+        guard let packet = resetKey.statelessReset(for: id, triggeringSize: datagram.readableBytes, random: &random)
+        else { return nil }
+        statelessResetsSent += 1
+        return allocator.buffer(bytes: packet)
     }
 
     /// Starts the graceful shutdown of every connection (GOAWAY, the requests in flight finish, then
