@@ -1,4 +1,5 @@
 import ALBQUIC
+import Foundation
 import NIOCore
 import NIOPosix
 
@@ -29,6 +30,7 @@ extension DataPlane {
         }()
         // The edge's connection cap, as the table's size (the socket counts the open ones for `activeConnections`).
         let maxConnections = config.limits.maxConnections
+        let retryAlways = Self.quicRetryAlways
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let channel: Channel
         do {
@@ -41,6 +43,7 @@ extension DataPlane {
                     channel.eventLoop.makeCompletedFuture {
                         let endpoint = try QUICEndpoint(configuration: configuration, credentials: credentials)
                         endpoint.maxConnections = maxConnections
+                        endpoint.retryAlways = retryAlways
                         let router = HTTP3ProxyRouter(socket: socket, eventLoop: channel.eventLoop)
                         let handler = QUICListenerHandler(endpoint: endpoint, router: router) { event in
                             router.connectionEvent(event)
@@ -58,6 +61,12 @@ extension DataPlane {
         self.listeners.withLockedValue { $0[config.key] = runtime }
         self.retainServerGroups()
         return Self.describe(runtime.boundAddress, fallback: config)
+    }
+
+    /// `ALB_QUIC_RETRY_ALWAYS=1`: every new QUIC client gets a Retry (address validation) whatever the
+    /// handshake rate, a test and operations switch (docs/quic.md); read when a listener starts.
+    static var quicRetryAlways: Bool {
+        ProcessInfo.processInfo.environment["ALB_QUIC_RETRY_ALWAYS"] == "1"
     }
 
     /// A QUIC listener's certificate changed in place (an update, or a replacement that took the socket

@@ -104,8 +104,13 @@ public final class QUICConnection {
 
     /// Creates the connection for a client's first Initial (the triage's `.newConnection`) on `path`; the
     /// caller then passes the same datagram to ``read(_:path:ecn:now:)``.
+    ///
+    /// `validatedRetry` is set for an Initial whose Retry token ``QUICRetryTokens/verify(_:header:remote:now:)``
+    /// accepted: the client's original destination ID sealed in it, and the token. The transport parameters
+    /// then name both IDs (RFC 9000 section 7.3), and the client's address counts as validated.
     public init(initial: QUICInitialPacket, path: QUICPath, credentials: QUICServerCredentials,
                 configuration: QUICConnectionConfiguration, resetKey: QUICStatelessResetKey, now: UInt64,
+                validatedRetry: (originalDestinationConnectionID: QUICConnectionID, token: [UInt8])? = nil,
                 allocator: ByteBufferAllocator = ByteBufferAllocator()) throws {
         try configuration.validate()
         let header = initial.header
@@ -132,8 +137,8 @@ public final class QUICConnection {
         settings.initial_ts = now
         settings.handshake_timeout = UInt64(configuration.handshakeTimeout.nanoseconds)
         settings.max_tx_udp_payload_size = configuration.maxSentUDPPayloadSize
-        // No `settings.token`: in 0.12.1 a token lifts the anti-amplification limit (the path counts as
-        // validated), so only a verified Retry or NEW_TOKEN token may be set here (slice 4).
+        // `settings.token` (below) only for a verified Retry token: in 0.12.1 a token lifts the
+        // anti-amplification limit (the path counts as validated).
 
         var params = ngtcp2_transport_params()
         alb_ngtcp2_transport_params_default(&params)
@@ -150,15 +155,29 @@ public final class QUICConnection {
             destination.copyBytes(from: resetToken.prefix(destination.count))
         }
         params.original_dcid = ngtcp2_cid(header.destinationConnectionID)
+        if let validatedRetry {
+            guard validatedRetry.originalDestinationConnectionID.count <= QUICConnectionID.maxV1Length else {
+                throw QUICConnectionError.notAnInitial
+            }
+            params.original_dcid = ngtcp2_cid(validatedRetry.originalDestinationConnectionID)
+            // The client's DCID now is the source ID of our Retry.
+            params.retry_scid = ngtcp2_cid(header.destinationConnectionID)
+            params.retry_scid_present = 1
+        }
 
         var callbacks = QUICConnectionCallbackState.makeCallbacks()
         var clientID = ngtcp2_cid(clientSourceID)
         var ourID = ngtcp2_cid(sourceID)
         var created: OpaquePointer?
         let userData = Unmanaged.passUnretained(callbackState).toOpaque()
-        let code = path.withNgtcp2Path { ngtcp2Path in
-            alb_ngtcp2_conn_server_new(&created, &clientID, &ourID, &ngtcp2Path, NGTCP2_PROTO_VER_V1, &callbacks,
-                                       &settings, &params, nil, userData)
+        // A verified token marks the path as validated (0.12.1); ngtcp2 copies it during the call.
+        var token = validatedRetry?.token ?? []
+        let code = token.withUnsafeMutableBufferPointer { tokenBuffer in
+            settings.token = ngtcp2_vec(base: tokenBuffer.count > 0 ? tokenBuffer.baseAddress : nil, len: tokenBuffer.count)
+            return path.withNgtcp2Path { ngtcp2Path in
+                alb_ngtcp2_conn_server_new(&created, &clientID, &ourID, &ngtcp2Path, NGTCP2_PROTO_VER_V1, &callbacks,
+                                           &settings, &params, nil, userData)
+            }
         }
         guard let code else { throw QUICConnectionError.unsupportedAddress }
         guard code == 0, let created else {

@@ -33,8 +33,8 @@ extension QUICStreamEvents: Sendable {}
 /// every call and is removed whole when the connection ends. It belongs to one event loop and is not
 /// `Sendable`.
 ///
-/// Not yet here (docs/quic.md): Retry and tokens;
-/// ``nextDeadline`` scans every connection (a timer heap is due when tables grow).
+/// Not yet here (docs/quic.md): NEW_TOKEN tokens; ``nextDeadline`` scans every connection (a timer heap is
+/// due when tables grow).
 public final class QUICEndpoint {
     public let configuration: QUICConnectionConfiguration
     /// The credentials new connections use; replacing them leaves established connections on theirs.
@@ -53,6 +53,17 @@ public final class QUICEndpoint {
     /// Stateless resets sent, and those the rate limit held back.
     public private(set) var statelessResetsSent = 0
     public private(set) var statelessResetsLimited = 0
+    /// New handshakes per second above which a client's first Initial gets a Retry (address validation,
+    /// RFC 9000 section 8.1.2) instead of a connection: it protects handshake CPU and the table from
+    /// floods with forged addresses, at the cost of a round trip, so it is off below the rate.
+    public var handshakeLimit = QUICTokenBucket(ratePerSecond: 1_000, burst: 1_000)
+    /// Every new client gets a Retry, whatever the rate (a test and operations switch:
+    /// `ALB_QUIC_RETRY_ALWAYS=1`, read by the data plane).
+    public var retryAlways = false
+    /// Retry packets sent; Initials whose Retry token failed (answered with INVALID_TOKEN).
+    public private(set) var retriesSent = 0
+    public private(set) var invalidRetryTokens = 0
+    private let retryTokens: QUICRetryTokens
 
     private let classifier: QUICDatagramClassifier
     private let resetKey: QUICStatelessResetKey
@@ -81,6 +92,7 @@ public final class QUICEndpoint {
         self.credentials = credentials
         self.classifier = classifier
         self.resetKey = resetKey
+        self.retryTokens = .random()
         self.allocator = allocator
     }
 
@@ -139,11 +151,31 @@ public final class QUICEndpoint {
                 events.append(.connectionRefused("the listener has \(maxConnections) connections"))
                 return []
             }
+            var validatedRetry: (originalDestinationConnectionID: QUICConnectionID, token: [UInt8])?
+            if case .retry(let token) = initial.token {
+                // Checked whatever the rate says: the client already paid the round trip.
+                guard let original = retryTokens.verify(token, header: initial.header, remote: path.remote, now: now)
+                else {
+                    invalidRetryTokens += 1
+                    guard let close = retryTokens.invalidTokenClose(for: initial.header, allocator: allocator) else {
+                        return []
+                    }
+                    return [QUICOutgoingDatagram(bytes: close, path: path)]
+                }
+                validatedRetry = (original, token)
+            } else if retryAlways || !handshakeLimit.take(now: now) {
+                guard let retry = retryTokens.retryPacket(for: initial.header, remote: path.remote,
+                                                          idLength: configuration.connectionIDLength, now: now,
+                                                          allocator: allocator)
+                else { return [] }
+                retriesSent += 1
+                return [QUICOutgoingDatagram(bytes: retry, path: path)]
+            }
             let connection: QUICConnection
             do {
                 connection = try QUICConnection(initial: initial, path: path, credentials: credentials,
                                                 configuration: configuration, resetKey: resetKey, now: now,
-                                                allocator: allocator)
+                                                validatedRetry: validatedRetry, allocator: allocator)
             } catch {
                 events.append(.connectionRefused("\(error)"))
                 return []
