@@ -155,3 +155,21 @@ def test_removing_the_listener_drains_its_connections_then_frees_the_port(alb, q
             return True
     wait_for(rebinds, timeout=10, what="UDP port %d free" % port)
     assert alb.process.poll() is None, "alb keeps running"
+
+
+def test_an_open_quic_connection_counts_in_active_connections_until_it_closes(alb, quic_listener):
+    port, _ = quic_listener
+
+    def active():
+        return (alb.status_of("Listener", "h3") or {}).get("stats", {}).get("activeConnections")
+
+    async def scenario():
+        async with connect("127.0.0.1", port, configuration=client_configuration(), create_protocol=H3Client,
+                           wait_connected=True) as client:
+            status, _, _ = await client.request("127.0.0.1:%d" % port, "GET", "/")
+            assert status == 200
+            # The status file is refreshed every 5 s.
+            await asyncio.to_thread(wait_for, lambda: active() == 1, 15, 0.2, "activeConnections 1")
+
+    asyncio.run(scenario())
+    wait_for(lambda: active() == 0, timeout=15, interval=0.2, what="activeConnections 0 after the close")
