@@ -301,6 +301,14 @@ final class ListenerRuntime: Sendable {
         channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
 
+    /// A QUIC listener whose process hands over to a successor (which does not get the UDP socket): its
+    /// connections drain (GOAWAY, requests finish, CONNECTION_CLOSE) while the socket stays with this
+    /// instance until ``closeEverything()``. Nothing for TCP listeners.
+    func drainQUICConnections() {
+        guard self.config.quic != nil, let channel = self.listeningSocket?.channel else { return }
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+    }
+
     /// Asks every connection to finish its current exchange and close.
     func quiesceConnections() {
         for channel in self.connections.withLockedValue({ Array($0.values) }) {

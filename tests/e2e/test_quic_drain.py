@@ -89,6 +89,11 @@ async def slow_request_through_a_drain(port, start_drain, drain_started=lambda: 
         await asyncio.sleep(0.5)  # the request has reached the backend
         start_drain()
         await asyncio.to_thread(drain_started)
+        # The first GOAWAY says the drain has begun: a connection attempted before it would rightly be served.
+        for _ in range(100):
+            if client.goaway_ids():
+                break
+            await asyncio.sleep(0.05)
         refused = await connection_attempt_times_out(port, 1.0)
         status, _, body = await asyncio.wait_for(request, 20)
         terminated = await asyncio.wait_for(client.terminated, 10)
