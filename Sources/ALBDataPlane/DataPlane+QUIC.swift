@@ -1,12 +1,15 @@
 import ALBQUIC
+import Foundation
 import NIOCore
 import NIOPosix
 
 extension DataPlane {
     /// A QUIC listener: one UDP socket on one event loop (docs/quic.md), its ``QUICEndpoint`` and
     /// ``QUICListenerHandler``, and request streams proxied by ``HTTP3ProxyRouter`` with the same runtime
-    /// (snapshot, counters, access log, server groups) as a TCP listener. Stopping closes the channel, which
-    /// abandons its exchanges; its QUIC connections end silently (drain is slice 4). A replacement on the
+    /// (snapshot, counters, access log, server groups) as a TCP listener. A drain (reload, removal, SIGTERM)
+    /// keeps the socket open: each connection gets GOAWAY, finishes its requests and closes with
+    /// H3_NO_ERROR, no new one is created, and the connections count in `activeConnections` until they are
+    /// gone; at the drain timeout the rest are closed with H3_NO_ERROR, then the socket. A replacement on the
     /// same address takes the socket over (``handOver(from:to:)``: new requests go to it). Not handed to a
     /// successor process by a takeover.
     func startQUIC(_ config: ListenerConfig, certificate: QUICListenerCertificate) async throws -> String {
@@ -25,8 +28,9 @@ extension DataPlane {
             configuration.maxHeaderFields = config.limits.maxHeaderCount
             return configuration
         }()
-        // The edge's connection cap, as the table's size (the listener's `activeConnections` counts TCP only).
+        // The edge's connection cap, as the table's size (the socket counts the open ones for `activeConnections`).
         let maxConnections = config.limits.maxConnections
+        let retryAlways = Self.quicRetryAlways
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let channel: Channel
         do {
@@ -39,6 +43,7 @@ extension DataPlane {
                     channel.eventLoop.makeCompletedFuture {
                         let endpoint = try QUICEndpoint(configuration: configuration, credentials: credentials)
                         endpoint.maxConnections = maxConnections
+                        endpoint.retryAlways = retryAlways
                         let router = HTTP3ProxyRouter(socket: socket, eventLoop: channel.eventLoop)
                         let handler = QUICListenerHandler(endpoint: endpoint, router: router) { event in
                             router.connectionEvent(event)
@@ -56,6 +61,12 @@ extension DataPlane {
         self.listeners.withLockedValue { $0[config.key] = runtime }
         self.retainServerGroups()
         return Self.describe(runtime.boundAddress, fallback: config)
+    }
+
+    /// `ALB_QUIC_RETRY_ALWAYS=1`: every new QUIC client gets a Retry (address validation) whatever the
+    /// handshake rate, a test and operations switch (docs/quic.md); read when a listener starts.
+    static var quicRetryAlways: Bool {
+        ProcessInfo.processInfo.environment["ALB_QUIC_RETRY_ALWAYS"] == "1"
     }
 
     /// A QUIC listener's certificate changed in place (an update, or a replacement that took the socket

@@ -98,6 +98,7 @@ extension DataPlane {
             for channel in runtime.openConnections {
                 LastRequestGate.install(on: channel, window: window)
             }
+            runtime.drainQUICConnections()
         }
         let runtimes = serving + self.draining.withLockedValue { Array($0.values) }
         await Self.waitForConnections(of: runtimes, until: NIODeadline.now() + self.drainTimeout)

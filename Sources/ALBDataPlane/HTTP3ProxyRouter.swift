@@ -1,4 +1,5 @@
 import ALBHTTP
+import Atomics
 import ALBQUIC
 import NIOCore
 import NIOHTTP1
@@ -23,6 +24,8 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
     private var runtime: ListenerRuntime
     private var loopState: ListenerLoopState
     private var exchanges: [ObjectIdentifier: [Int64: HTTP3Exchange]] = [:]
+    /// The connections counted in the socket's ``ListenerSocket/quicConnections`` (by their first ID).
+    private var openConnections: Set<QUICConnectionID> = []
 
     init(socket: ListenerSocket, eventLoop: EventLoop) {
         self.socket = socket
@@ -73,11 +76,23 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
         }
     }
 
-    /// The endpoint's connection events, for the listener's counters (the status file's `totalConnections`).
+    /// The endpoint's connection events, for the listener's counters (the status file's `totalConnections`)
+    /// and the open connections a drain waits for (`activeConnections`).
     func connectionEvent(_ event: QUICEndpointEvent) {
-        guard case .connectionOpened = event else { return }
-        refreshOwner()
-        loopState.counters.totalConnections &+= 1
+        switch event {
+        case .connectionOpened(let id, _):
+            refreshOwner()
+            loopState.counters.totalConnections &+= 1
+            if openConnections.insert(id).inserted {
+                socket.quicConnections.wrappingIncrement(ordering: .relaxed)
+            }
+        case .connectionClosed(let id, _):
+            if openConnections.remove(id) != nil {
+                socket.quicConnections.wrappingDecrement(ordering: .relaxed)
+            }
+        case .connectionRefused, .handshakeCompleted:
+            break
+        }
     }
 
     /// A header section over the edge limits: 431 with the usual short body, as the HTTP/1 edge answers;
@@ -104,6 +119,9 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
     }
 
     func closeAll() {
+        // The channel is gone, and every connection with it.
+        socket.quicConnections.wrappingDecrement(by: openConnections.count, ordering: .relaxed)
+        openConnections = []
         let all = exchanges
         exchanges = [:]
         for streams in all.values {

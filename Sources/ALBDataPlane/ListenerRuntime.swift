@@ -109,6 +109,10 @@ final class ListenerRuntime: Sendable {
     private let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
     /// The socket this instance accepts from; nil once it was closed or handed to a successor.
     private let socket = NIOLockedValueBox<ListenerSocket?>(nil)
+    /// A QUIC socket this instance stopped serving but keeps open while its connections drain (a UDP
+    /// socket carries every connection: closing it would end them all at once). Closed by
+    /// ``closeEverything()``.
+    private let drainingQUICSocket = NIOLockedValueBox<ListenerSocket?>(nil)
     let boundPort = ManagedAtomic<Int>(0)
 
     /// The server groups this listener's snapshots forward to, shared with the other listeners.
@@ -284,9 +288,25 @@ final class ListenerRuntime: Sendable {
         try channel.pipeline.syncOperations.addHandler(manager)
     }
 
-    /// Stops accepting: closes the listening socket, unless it was handed to a successor.
+    /// Stops accepting: closes the listening socket, unless it was handed to a successor. A QUIC socket
+    /// stays open instead and its connections drain (GOAWAY, their requests finish, no new connection is
+    /// created); ``closeEverything()`` closes it.
     func closeServerChannel() async {
-        await self.detachSocket()?.close()
+        guard let socket = self.detachSocket() else { return }
+        guard self.config.quic != nil, let channel = socket.channel else {
+            await socket.close()
+            return
+        }
+        self.drainingQUICSocket.withLockedValue { $0 = socket }
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+    }
+
+    /// A QUIC listener whose process hands over to a successor (which does not get the UDP socket): its
+    /// connections drain (GOAWAY, requests finish, CONNECTION_CLOSE) while the socket stays with this
+    /// instance until ``closeEverything()``. Nothing for TCP listeners.
+    func drainQUICConnections() {
+        guard self.config.quic != nil, let channel = self.listeningSocket?.channel else { return }
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
 
     /// Asks every connection to finish its current exchange and close.
@@ -296,8 +316,11 @@ final class ListenerRuntime: Sendable {
         }
     }
 
+    /// TCP connections, plus the QUIC connections of the UDP socket this instance holds or drains (none
+    /// once it handed the socket to a successor, which serves them on).
     var activeConnections: Int {
-        self.active.load(ordering: .relaxed)
+        let quicSocket = self.socket.withLockedValue { $0 } ?? self.drainingQUICSocket.withLockedValue { $0 }
+        return self.active.load(ordering: .relaxed) + (quicSocket?.quicConnections.load(ordering: .relaxed) ?? 0)
     }
 
     /// Every loop's counters summed: each loop's are copied on that loop (a copy of a few arrays), so
@@ -317,6 +340,16 @@ final class ListenerRuntime: Sendable {
     /// Closes every connection and flushes the access log buffers (backend pools belong to the server groups).
     func closeEverything() async {
         await self.closeServerChannel()
+        if let quicSocket = self.drainingQUICSocket.withLockedValue({ socket -> ListenerSocket? in
+            defer { socket = nil }
+            return socket
+        }), let channel = quicSocket.channel {
+            // CONNECTION_CLOSE to every connection still open (the drain timeout), then the socket.
+            try? await channel.eventLoop.submit {
+                try channel.pipeline.syncOperations.handler(type: QUICListenerHandler.self).closeAllConnections()
+            }.get()
+            await quicSocket.close()
+        }
         let channels = self.connections.withLockedValue { Array($0.values) }
         for channel in channels {
             channel.close(promise: nil)

@@ -14,6 +14,9 @@ final class ListenerSocket: Sendable {
     private let owner: ManagedAtomic<ListenerRuntime>
     /// The channel, and the descriptor NIO owns for it (for copies that go to a successor process).
     private let channelBox = NIOLockedValueBox<(channel: Channel, descriptor: Int32)?>(nil)
+    /// A QUIC socket's open connections (they belong to the socket's endpoint, not to an instance): the
+    /// instance holding the socket, or draining it, counts them as active (``ListenerRuntime/activeConnections``).
+    let quicConnections = ManagedAtomic<Int>(0)
 
     init(address: String, owner: ListenerRuntime) {
         self.address = address

@@ -70,6 +70,28 @@ final class QUICListenerHandler: ChannelInboundHandler, QUICConnectionWriter {
         context.fireChannelReadComplete()
     }
 
+    /// A drain (reload, removal, SIGTERM): every connection gets GOAWAY and finishes its requests; no new
+    /// connection is created. The data plane closes what is left at its drain timeout
+    /// (``closeAllConnections()``) and then the channel.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        write(endpoint.drain(now: NIODeadline.now().uptimeNanoseconds), context: context)
+        routeStreamEvents()
+        finishBatch(context: context)
+    }
+
+    /// Sends every connection's CONNECTION_CLOSE (H3_NO_ERROR) now, before the channel closes: the clients
+    /// learn at once instead of at their idle timeout.
+    func closeAllConnections() {
+        guard let context else { return }
+        write(endpoint.closeAll(now: NIODeadline.now().uptimeNanoseconds), context: context)
+        routeStreamEvents()
+        finishBatch(context: context)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         timer.cancel()
         router?.closeAll()

@@ -91,11 +91,26 @@ public final class QUICConnection {
     private var state = State.open
     /// A CONNECTION_CLOSE to (re)send on the next ``write(now:)``.
     private var closePacketOwed = false
+    /// Where a graceful shutdown (``beginGracefulShutdown(now:)``) stands; `nil` while serving.
+    private var gracefulShutdown: GracefulShutdown?
+
+    /// RFC 9114 section 5.2: a GOAWAY that promises nothing yet, then after about a round trip (requests the
+    /// client sent meanwhile are still accepted) the GOAWAY with the last stream served; then
+    /// CONNECTION_CLOSE with H3_NO_ERROR once no request stream is left.
+    private enum GracefulShutdown {
+        case noticeSent(finalGoawayAt: UInt64)
+        case finalGoawaySent
+    }
 
     /// Creates the connection for a client's first Initial (the triage's `.newConnection`) on `path`; the
     /// caller then passes the same datagram to ``read(_:path:ecn:now:)``.
+    ///
+    /// `validatedRetry` is set for an Initial whose Retry token ``QUICRetryTokens/verify(_:header:remote:now:)``
+    /// accepted: the client's original destination ID sealed in it, and the token. The transport parameters
+    /// then name both IDs (RFC 9000 section 7.3), and the client's address counts as validated.
     public init(initial: QUICInitialPacket, path: QUICPath, credentials: QUICServerCredentials,
                 configuration: QUICConnectionConfiguration, resetKey: QUICStatelessResetKey, now: UInt64,
+                validatedRetry: (originalDestinationConnectionID: QUICConnectionID, token: [UInt8])? = nil,
                 allocator: ByteBufferAllocator = ByteBufferAllocator()) throws {
         try configuration.validate()
         let header = initial.header
@@ -122,8 +137,8 @@ public final class QUICConnection {
         settings.initial_ts = now
         settings.handshake_timeout = UInt64(configuration.handshakeTimeout.nanoseconds)
         settings.max_tx_udp_payload_size = configuration.maxSentUDPPayloadSize
-        // No `settings.token`: in 0.12.1 a token lifts the anti-amplification limit (the path counts as
-        // validated), so only a verified Retry or NEW_TOKEN token may be set here (slice 4).
+        // `settings.token` (below) only for a verified Retry token: in 0.12.1 a token lifts the
+        // anti-amplification limit (the path counts as validated).
 
         var params = ngtcp2_transport_params()
         alb_ngtcp2_transport_params_default(&params)
@@ -140,15 +155,29 @@ public final class QUICConnection {
             destination.copyBytes(from: resetToken.prefix(destination.count))
         }
         params.original_dcid = ngtcp2_cid(header.destinationConnectionID)
+        if let validatedRetry {
+            guard validatedRetry.originalDestinationConnectionID.count <= QUICConnectionID.maxV1Length else {
+                throw QUICConnectionError.notAnInitial
+            }
+            params.original_dcid = ngtcp2_cid(validatedRetry.originalDestinationConnectionID)
+            // The client's DCID now is the source ID of our Retry.
+            params.retry_scid = ngtcp2_cid(header.destinationConnectionID)
+            params.retry_scid_present = 1
+        }
 
         var callbacks = QUICConnectionCallbackState.makeCallbacks()
         var clientID = ngtcp2_cid(clientSourceID)
         var ourID = ngtcp2_cid(sourceID)
         var created: OpaquePointer?
         let userData = Unmanaged.passUnretained(callbackState).toOpaque()
-        let code = path.withNgtcp2Path { ngtcp2Path in
-            alb_ngtcp2_conn_server_new(&created, &clientID, &ourID, &ngtcp2Path, NGTCP2_PROTO_VER_V1, &callbacks,
-                                       &settings, &params, nil, userData)
+        // A verified token marks the path as validated (0.12.1); ngtcp2 copies it during the call.
+        var token = validatedRetry?.token ?? []
+        let code = token.withUnsafeMutableBufferPointer { tokenBuffer in
+            settings.token = ngtcp2_vec(base: tokenBuffer.count > 0 ? tokenBuffer.baseAddress : nil, len: tokenBuffer.count)
+            return path.withNgtcp2Path { ngtcp2Path in
+                alb_ngtcp2_conn_server_new(&created, &clientID, &ourID, &ngtcp2Path, NGTCP2_PROTO_VER_V1, &callbacks,
+                                           &settings, &params, nil, userData)
+            }
         }
         guard let code else { throw QUICConnectionError.unsupportedAddress }
         guard code == 0, let created else {
@@ -223,6 +252,7 @@ public final class QUICConnection {
         switch state {
         case .open:
             let expiry = ngtcp2_conn_get_expiry(connection)
+            if case .noticeSent(let finalGoawayAt) = gracefulShutdown { return min(expiry, finalGoawayAt) }
             return expiry == UInt64.max ? nil : expiry
         case .closing(_, _, let until, _, _), .draining(let until):
             return until
@@ -301,9 +331,14 @@ public final class QUICConnection {
     /// The datagrams due now: handshake and 1-RTT packets within ngtcp2's send quantum, or our
     /// CONNECTION_CLOSE when one is owed. Each goes to its own path.
     public func write(now: UInt64) -> [QUICOutgoingDatagram] {
+        sendFinalGoawayIfDue(now: now)
         switch state {
         case .open:
-            return writePackets(now: now)
+            let datagrams = writePackets(now: now)
+            // After the packets, so the final GOAWAY (if it just went) leaves before the close.
+            guard case .finalGoawaySent = gracefulShutdown, openRequestStreams == 0 else { return datagrams }
+            closeGracefully(now: now, log: "drained")
+            return datagrams + write(now: now)
         case .closing(let packet, let path, _, _, _):
             guard closePacketOwed else { return [] }
             closePacketOwed = false
@@ -482,6 +517,45 @@ public final class QUICConnection {
     public static let h3RequestCancelled: UInt64 = 0x010c
 
     // MARK: Closing
+
+    /// H3_NO_ERROR (RFC 9114 section 8.1): the close of a drained connection.
+    public static let h3NoError: UInt64 = 0x0100
+
+    /// The listener drains: sends the first GOAWAY (`nghttp3_conn_submit_shutdown_notice`, no limit yet);
+    /// ``write(now:)`` then sends the final one after a PTO (about a round trip) and closes with
+    /// H3_NO_ERROR when no request stream is left. A connection without HTTP/3 yet (mid-handshake) closes
+    /// at once. Call ``write(now:)`` after this.
+    public func beginGracefulShutdown(now: UInt64) {
+        guard case .open = state, gracefulShutdown == nil else { return }
+        guard let http3 = callbackState.http3, nghttp3_conn_submit_shutdown_notice(http3.http3) == 0 else {
+            closeGracefully(now: now, log: "drained during the handshake")
+            return
+        }
+        gracefulShutdown = .noticeSent(finalGoawayAt: now &+ ngtcp2_conn_get_pto(connection))
+    }
+
+    /// Whether ``beginGracefulShutdown(now:)`` was called (the connection may still serve its streams).
+    public var isShuttingDown: Bool { gracefulShutdown != nil }
+
+    /// Request streams still open (head received, not yet closed by both sides).
+    public var openRequestStreams: Int { callbackState.http3?.streams.count ?? 0 }
+
+    /// Closes the connection now with H3_NO_ERROR (a drain's timeout); call ``write(now:)`` after this.
+    public func closeGracefully(now: UInt64, log: String = "closed by the listener") {
+        closeWithApplicationError(Self.h3NoError, reason: "", log: log, now: now)
+    }
+
+    /// Called before each write: the final GOAWAY once its time has come. Only nghttp3 frames are queued
+    /// here, so no ngtcp2 packet can be left pending.
+    private func sendFinalGoawayIfDue(now: UInt64) {
+        guard case .open = state, case .noticeSent(let finalGoawayAt) = gracefulShutdown, now >= finalGoawayAt
+        else { return }
+        guard let http3 = callbackState.http3, nghttp3_conn_shutdown(http3.http3) == 0 else {
+            closeGracefully(now: now)
+            return
+        }
+        gracefulShutdown = .finalGoawaySent
+    }
 
     /// Closes the connection with an HTTP/3 (application) error code, e.g. when the listener stops.
     func closeWithApplicationError(_ code: UInt64, reason: String, log: String, now: UInt64) {

@@ -33,14 +33,37 @@ extension QUICStreamEvents: Sendable {}
 /// every call and is removed whole when the connection ends. It belongs to one event loop and is not
 /// `Sendable`.
 ///
-/// Not yet here (docs/quic.md): Retry and tokens, stateless resets for unknown short headers, draining on
-/// listener stop; ``nextDeadline`` scans every connection (a timer heap is due when tables grow).
+/// Not yet here (docs/quic.md): NEW_TOKEN tokens; ``nextDeadline`` scans every connection (a timer heap is
+/// due when tables grow).
 public final class QUICEndpoint {
     public let configuration: QUICConnectionConfiguration
     /// The credentials new connections use; replacing them leaves established connections on theirs.
     public var credentials: QUICServerCredentials
     /// Beyond this many connections, a new client's Initial is dropped (the edge limit).
     public var maxConnections = 20_000
+    /// Set by ``drain(now:)``: new clients' Initials are dropped (counted as
+    /// ``refusedWhileDraining``), established connections finish their requests.
+    public private(set) var isDraining = false
+    /// Initials dropped because the listener drains.
+    public private(set) var refusedWhileDraining = 0
+    /// Stateless resets (RFC 9000 section 10.3) for short headers of unknown connections: at most this many
+    /// per second after a burst, so that a flood of datagrams with forged addresses is not reflected one for
+    /// one. The tokens come from the same key as those our connections advertise.
+    public var statelessResetLimit = QUICTokenBucket(ratePerSecond: 100, burst: 100)
+    /// Stateless resets sent, and those the rate limit held back.
+    public private(set) var statelessResetsSent = 0
+    public private(set) var statelessResetsLimited = 0
+    /// New handshakes per second above which a client's first Initial gets a Retry (address validation,
+    /// RFC 9000 section 8.1.2) instead of a connection: it protects handshake CPU and the table from
+    /// floods with forged addresses, at the cost of a round trip, so it is off below the rate.
+    public var handshakeLimit = QUICTokenBucket(ratePerSecond: 1_000, burst: 1_000)
+    /// Every new client gets a Retry, whatever the rate (a test and operations switch:
+    /// `ALB_QUIC_RETRY_ALWAYS=1`, read by the data plane).
+    public var retryAlways = false
+    /// Retry packets sent; Initials whose Retry token failed (answered with INVALID_TOKEN).
+    public private(set) var retriesSent = 0
+    public private(set) var invalidRetryTokens = 0
+    private let retryTokens: QUICRetryTokens
 
     private let classifier: QUICDatagramClassifier
     private let resetKey: QUICStatelessResetKey
@@ -69,6 +92,7 @@ public final class QUICEndpoint {
         self.credentials = credentials
         self.classifier = classifier
         self.resetKey = resetKey
+        self.retryTokens = .random()
         self.allocator = allocator
     }
 
@@ -104,7 +128,10 @@ public final class QUICEndpoint {
         switch decision {
         case .drop(let reason):
             droppedDatagrams[reason, default: 0] += 1
-            return []
+            guard reason == .unknownConnection, let reset = statelessReset(answering: datagram, now: now) else {
+                return []
+            }
+            return [QUICOutgoingDatagram(bytes: reset, path: path)]
         case .sendVersionNegotiation(let packet):
             return [QUICOutgoingDatagram(bytes: packet, path: path)]
         case .route(let id):
@@ -114,15 +141,41 @@ public final class QUICEndpoint {
             update(connection)
             return outgoing
         case .newConnection(let initial):
+            // Dropped without a word: the client tries again (or another address) after its timeout, and a
+            // draining process may be gone by then. An event per datagram would grow with a flood.
+            guard !isDraining else {
+                refusedWhileDraining += 1
+                return []
+            }
             guard registrations.count < maxConnections else {
                 events.append(.connectionRefused("the listener has \(maxConnections) connections"))
                 return []
+            }
+            var validatedRetry: (originalDestinationConnectionID: QUICConnectionID, token: [UInt8])?
+            if case .retry(let token) = initial.token {
+                // Checked whatever the rate says: the client already paid the round trip.
+                guard let original = retryTokens.verify(token, header: initial.header, remote: path.remote, now: now)
+                else {
+                    invalidRetryTokens += 1
+                    guard let close = retryTokens.invalidTokenClose(for: initial.header, allocator: allocator) else {
+                        return []
+                    }
+                    return [QUICOutgoingDatagram(bytes: close, path: path)]
+                }
+                validatedRetry = (original, token)
+            } else if retryAlways || !handshakeLimit.take(now: now) {
+                guard let retry = retryTokens.retryPacket(for: initial.header, remote: path.remote,
+                                                          idLength: configuration.connectionIDLength, now: now,
+                                                          allocator: allocator)
+                else { return [] }
+                retriesSent += 1
+                return [QUICOutgoingDatagram(bytes: retry, path: path)]
             }
             let connection: QUICConnection
             do {
                 connection = try QUICConnection(initial: initial, path: path, credentials: credentials,
                                                 configuration: configuration, resetKey: resetKey, now: now,
-                                                allocator: allocator)
+                                                validatedRetry: validatedRetry, allocator: allocator)
             } catch {
                 events.append(.connectionRefused("\(error)"))
                 return []
@@ -134,6 +187,55 @@ public final class QUICEndpoint {
             update(connection)
             return outgoing
         }
+    }
+
+    /// A stateless reset for a short header (its first bit clear) of at least
+    /// ``QUICStatelessResetKey/minimumTriggeringDatagramSize`` bytes, while the rate limit allows: a client
+    /// whose connection this process no longer has (ended, or before a restart with the same key) gives up
+    /// at once instead of at its idle timeout. Long headers for unknown connections are never answered.
+    private func statelessReset(answering datagram: ByteBuffer, now: UInt64) -> ByteBuffer? {
+        let idLength = configuration.connectionIDLength
+        guard datagram.readableBytes >= QUICStatelessResetKey.minimumTriggeringDatagramSize,
+              let firstByte = datagram.getInteger(at: datagram.readerIndex, as: UInt8.self), firstByte & 0x80 == 0,
+              let idBytes = datagram.getBytes(at: datagram.readerIndex + 1, length: idLength),
+              let id = QUICConnectionID(idBytes)
+        else { return nil }
+        guard statelessResetLimit.take(now: now) else {
+            statelessResetsLimited += 1
+            return nil
+        }
+        var random = SystemRandomNumberGenerator()
+        guard let packet = resetKey.statelessReset(for: id, triggeringSize: datagram.readableBytes, random: &random)
+        else { return nil }
+        statelessResetsSent += 1
+        return allocator.buffer(bytes: packet)
+    }
+
+    /// Starts the graceful shutdown of every connection (GOAWAY, the requests in flight finish, then
+    /// CONNECTION_CLOSE with H3_NO_ERROR: ``QUICConnection/beginGracefulShutdown(now:)``) and refuses new
+    /// ones from now on. Returns what the connections send now.
+    public func drain(now: UInt64) -> [QUICOutgoingDatagram] {
+        isDraining = true
+        var outgoing: [QUICOutgoingDatagram] = []
+        for connection in registrations.values.map(\.connection) {
+            connection.beginGracefulShutdown(now: now)
+            outgoing += connection.write(now: now)
+            update(connection)
+        }
+        return outgoing
+    }
+
+    /// Closes every connection at once with H3_NO_ERROR (a drain's timeout, or the listener stops) and
+    /// returns their CONNECTION_CLOSE datagrams; the connections leave the table after their closing period.
+    public func closeAll(now: UInt64) -> [QUICOutgoingDatagram] {
+        isDraining = true
+        var outgoing: [QUICOutgoingDatagram] = []
+        for connection in registrations.values.map(\.connection) {
+            connection.closeGracefully(now: now)
+            outgoing += connection.write(now: now)
+            update(connection)
+        }
+        return outgoing
     }
 
     /// The earliest time a connection's timer is due; `nil` when no connection has one.

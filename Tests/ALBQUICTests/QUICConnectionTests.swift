@@ -165,7 +165,7 @@ final class QUICConnectionTests: XCTestCase {
         let path = try path()
         XCTAssertEqual(endpoint.receive(buffer([]), path: path, now: 1), [])
         XCTAssertEqual(endpoint.receive(buffer([0xff, 0x00, 0x01]), path: path, now: 1), [])
-        XCTAssertEqual(endpoint.receive(buffer(QUICTestPackets.short()), path: path, now: 1), [])
+        XCTAssertEqual(endpoint.receive(buffer(QUICTestPackets.short(datagramSize: 40)), path: path, now: 1), [])
         let answer = endpoint.receive(buffer(QUICTestPackets.long(version: 0x1a2a_3a4a)), path: path, now: 1)
         XCTAssertEqual(answer.count, 1)
         XCTAssertEqual(answer.first?.path, path)

@@ -80,4 +80,35 @@ final class QUICHandshakeTests: XCTestCase {
         }, "\(events)")
         XCTAssertNil(endpoint.nextDeadline)
     }
+
+    /// A draining endpoint creates no connection for a new client's Initial; one mid-handshake (no HTTP/3
+    /// yet) is closed at once and leaves the table after its closing period.
+    func testADrainingEndpointRefusesNewClientsAndClosesHandshakingOnes() throws {
+        let endpoint = try endpoint()
+        let path = try path()
+        let initial = try XCTUnwrap(QUICRecordedInitial.datagram)
+        _ = endpoint.receive(initial, path: path, now: start)
+        XCTAssertEqual(endpoint.connectionCount, 1)
+        _ = endpoint.takeEvents()
+
+        _ = endpoint.drain(now: start + 1_000_000)
+        XCTAssertTrue(endpoint.isDraining)
+        var now = start + 1_000_000
+        while endpoint.connectionCount > 0, let deadline = endpoint.nextDeadline, deadline < start + 20_000_000_000 {
+            now = max(now, deadline)
+            _ = endpoint.handleTimers(now: now)
+        }
+        XCTAssertEqual(endpoint.connectionCount, 0)
+        let closed = endpoint.takeEvents().filter {
+            if case .connectionClosed = $0 { return true }
+            return false
+        }
+        XCTAssertEqual(closed.count, 1)
+
+        let other = try QUICPath(local: path.local, remote: SocketAddress(ipAddress: "127.0.0.1", port: 50002))
+        XCTAssertEqual(endpoint.receive(initial, path: other, now: now + 1).count, 0)
+        XCTAssertEqual(endpoint.connectionCount, 0)
+        XCTAssertEqual(endpoint.refusedWhileDraining, 1)
+        XCTAssertEqual(endpoint.takeEvents(), [])
+    }
 }
