@@ -35,10 +35,18 @@ extension DataPlane {
         let channel: Channel
         do {
             let address = try SocketAddress.makeAddressResolvingHost(config.bindHost, port: config.port)
-            channel = try await DatagramBootstrap(group: self.group.next())
+            // With UDP_GRO the kernel may coalesce a burst of one client's datagrams into one read, and says their
+            // size (UDPOffload cuts them back): room for the most it coalesces. Without it, room for the largest
+            // datagram we accept (QUICConnectionConfiguration.maxReceivedUDPPayloadSize).
+            let receiveOffload = System.supportsUDPReceiveOffload
+            var bootstrap = DatagramBootstrap(group: self.group.next())
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                // Room for the largest datagram we accept (QUICConnectionConfiguration.maxReceivedUDPPayloadSize).
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
+            if receiveOffload {
+                bootstrap = bootstrap.channelOption(.datagramReceiveOffload, value: true)
+                    .channelOption(.datagramReceiveSegmentSize, value: true)
+            }
+            channel = try await bootstrap
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: receiveOffload ? 65_536 : 2048))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let endpoint = try QUICEndpoint(configuration: configuration, credentials: credentials)

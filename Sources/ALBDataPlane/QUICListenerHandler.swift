@@ -14,6 +14,9 @@ import NIOCore
 /// HTTP/3 request streams go to the `router` (the data plane's ``HTTP3ProxyRouter``); what their exchanges
 /// then give a connection to send is written once per event loop tick (``QUICConnectionWriter``).
 ///
+/// Runs of equal-sized datagrams to one client leave in one send, and the kernel may hand over a burst of one
+/// client's datagrams as one read (``UDPOffload``: `UDP_SEGMENT`, `UDP_GRO`, where Linux has them).
+///
 /// It does not send from a specific local address on a wildcard-bound socket, nor mark ECN (later, with
 /// `.explicitCongestionNotification`).
 final class QUICListenerHandler: ChannelInboundHandler, QUICConnectionWriter {
@@ -59,9 +62,16 @@ final class QUICListenerHandler: ChannelInboundHandler, QUICConnectionWriter {
         let envelope = unwrapInboundIn(data)
         guard let local = envelope.metadata?.packetInfo?.destinationAddress ?? localAddress else { return }
         let path = QUICPath(local: local, remote: envelope.remoteAddress)
-        let outgoing = endpoint.receive(envelope.data, path: path, ecn: Self.ecnCodepoint(envelope.metadata),
-                                        now: NIODeadline.now().uptimeNanoseconds)
-        write(outgoing, context: context)
+        let ecn = Self.ecnCodepoint(envelope.metadata)
+        let now = NIODeadline.now().uptimeNanoseconds
+        if let segmentSize = envelope.metadata?.segmentSize, envelope.data.readableBytes > segmentSize {
+            // Several datagrams of one sender, coalesced by the kernel (UDP_GRO).
+            for datagram in UDPOffload.datagrams(in: envelope.data, segmentSize: segmentSize) {
+                write(endpoint.receive(datagram, path: path, ecn: ecn, now: now), context: context)
+            }
+        } else {
+            write(endpoint.receive(envelope.data, path: path, ecn: ecn, now: now), context: context)
+        }
         routeStreamEvents()
     }
 
@@ -145,12 +155,26 @@ final class QUICListenerHandler: ChannelInboundHandler, QUICConnectionWriter {
     }
 
     private func write(_ datagrams: [QUICOutgoingDatagram], context: ChannelHandlerContext) {
-        for datagram in datagrams {
-            let envelope = AddressedEnvelope(remoteAddress: datagram.path.remote, data: datagram.bytes)
-            context.write(wrapOutboundOut(envelope), promise: nil)
-            writesPending = true
+        guard !datagrams.isEmpty else { return }
+        writesPending = true
+        guard datagrams.count > 1, Self.segmentationOffload else {
+            for datagram in datagrams {
+                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: datagram.path.remote, data: datagram.bytes)),
+                              promise: nil)
+            }
+            return
+        }
+        for send in UDPOffload.sends(datagrams, allocator: context.channel.allocator) {
+            let metadata = send.segmentSize.map {
+                AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: $0)
+            }
+            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: send.remote, data: send.bytes, metadata: metadata)),
+                          promise: nil)
         }
     }
+
+    /// Runs of equal-sized datagrams go out as one send (UDP_SEGMENT) where the kernel can cut them.
+    private static let segmentationOffload = System.supportsUDPSegmentationOffload
 
     /// Flushes what the batch wrote, reports the endpoint's events and re-arms the timer.
     private func finishBatch(context: ChannelHandlerContext) {
