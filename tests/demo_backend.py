@@ -101,9 +101,19 @@ def make_handler(name):
     return Handler
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A peer resetting a connection is normal for a backend behind a proxy (a client's reset relayed, an idle
+    pooled connection closed): not worth a traceback on stderr. Anything else is still printed."""
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
 def serve(port, name, certfile=None, keyfile=None):
     """Serves on 127.0.0.1:port; over TLS (TLS only) when a certificate and key are given."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(name))
+    server = QuietServer(("127.0.0.1", port), make_handler(name))
     server.daemon_threads = True
     if certfile:
         import ssl
