@@ -13,10 +13,10 @@ import NIOHTTP2
 /// saying `Connection: close` cannot race: the client knows not to reuse it. HAProxy reloads did this
 /// before 2.4 (its `idle-close-on-response` option brings it back).
 ///
-/// It sits right after ``HTTPPipeliningHandler`` and asks the whole pipeline to quiesce at the first
+/// It sits right after ``HTTP1ConnectionHandler`` and asks the whole pipeline to quiesce at the first
 /// moment a response can still say `Connection: close`: when the next request head arrives (before
-/// passing it on, so the pipelining handler sees an open request), or when the head of a response to a
-/// request already in flight is written (before passing it on, so the pipelining handler adds the
+/// passing it on, so the connection handler sees an open request), or when the head of a response to a
+/// request already in flight is written (before passing it on, so the connection handler adds the
 /// header). Either way the connection closes right after a response that said so. A response whose head
 /// went out before the gate was installed is left to finish as it is; its connection gets its last
 /// request next. A connection that does neither within `window` is quiesced then, as any drain does it
@@ -71,7 +71,7 @@ final class LastRequestGate: ChannelDuplexHandler, RemovableChannelHandler {
         self.quiesced = true
         self.timer?.cancel()
         self.timer = nil
-        // From the head of the pipeline: the pipelining handler sits before this one.
+        // From the head of the pipeline: the connection handler sits before this one.
         context.pipeline.syncOperations.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
 
@@ -88,10 +88,10 @@ final class LastRequestGate: ChannelDuplexHandler, RemovableChannelHandler {
     private static func install(on channel: Channel, until deadline: NIODeadline) {
         guard channel.isActive else { return }
         let pipeline = channel.pipeline.syncOperations
-        if let pipelining = try? pipeline.handler(type: HTTPPipeliningHandler.self) {
+        if let connection = try? pipeline.handler(type: HTTP1ConnectionHandler.self) {
             let window = max(deadline - channel.eventLoop.now, .zero)
             do {
-                try pipeline.addHandler(LastRequestGate(window: window), position: .after(pipelining))
+                try pipeline.addHandler(LastRequestGate(window: window), position: .after(connection))
             } catch {
                 pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
             }

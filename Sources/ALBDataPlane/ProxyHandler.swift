@@ -201,7 +201,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let edgeError = error as? HTTPEdgeError {
-            // The edge error handler answers; the exchange is over.
+            // The connection handler answers the edge error; the exchange is over.
             let status = edgeError.status.code.asInt
             if let exchange = self.exchange {
                 if !exchange.machine.responseHeadSent {

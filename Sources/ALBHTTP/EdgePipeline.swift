@@ -49,12 +49,11 @@ extension ChannelPipeline.SynchronousOperations {
     ///
     /// 1. `HTTPResponseEncoder` without automatic framing (the proxy frames every response itself)
     /// 2. ``StrictHTTPRequestDecoder`` (400/431 decisions, head-started events)
-    /// 3. ``ConnectionTimeoutHandler`` (header timeout: 408; idle timeout: close)
-    /// 4. ``HTTPPipeliningHandler`` (one exchange at a time, graceful quiesce)
-    /// 5. ``EdgeErrorHandler`` (writes 400/408/431 and closes)
-    /// 6. ``ResponseCompressionHandler``, only when `options.compression` is set: after the pipelining
+    /// 3. ``HTTP1ConnectionHandler`` (header timeout: 408; idle timeout: close; one exchange at a time,
+    ///    graceful quiesce; writes 400/408/431 and closes)
+    /// 4. ``ResponseCompressionHandler``, only when `options.compression` is set: after the connection
     ///    handler it sees one exchange at a time, and the edge's own short error responses skip it
-    /// 7. `application`: the proxy
+    /// 5. `application`: the proxy
     public func configureEdgeHTTPPipeline(
         options: EdgePipelineOptions,
         application: some ChannelHandler
@@ -64,9 +63,7 @@ extension ChannelPipeline.SynchronousOperations {
         try self.addHandler(HTTPResponseEncoder(configuration: encoderConfiguration))
         try self.addHandler(ByteToMessageHandler(StrictHTTPRequestDecoder(limits: options.limits,
                                                                           acceptsHTTP2Preface: options.acceptsHTTP2Preface)))
-        try self.addHandler(ConnectionTimeoutHandler(headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout))
-        try self.addHandler(HTTPPipeliningHandler())
-        try self.addHandler(EdgeErrorHandler())
+        try self.addHandler(HTTP1ConnectionHandler(headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout))
         if let compression = options.compression {
             try self.addHandler(compression.makeHandler())
         }
@@ -87,9 +84,7 @@ extension ChannelPipeline.SynchronousOperations {
         if let compressor = try? self.handler(type: ResponseCompressionHandler.self) {
             self.removeHandler(compressor, promise: nil)
         }
-        self.removeHandler(try self.handler(type: EdgeErrorHandler.self), promise: nil)
-        self.removeHandler(try self.handler(type: HTTPPipeliningHandler.self), promise: nil)
-        self.removeHandler(try self.handler(type: ConnectionTimeoutHandler.self), promise: nil)
+        self.removeHandler(try self.handler(type: HTTP1ConnectionHandler.self), promise: nil)
         self.removeHandler(try self.handler(type: HTTPResponseEncoder.self), promise: nil)
         try replacement()
         self.removeHandler(try self.handler(type: ByteToMessageHandler<StrictHTTPRequestDecoder>.self), promise: nil)

@@ -29,7 +29,7 @@ public enum HTTPEdgeError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 /// Fired inbound by ``StrictHTTPRequestDecoder`` when the first byte of a new request arrives, so
-/// ``ConnectionTimeoutHandler`` can tell "idle" from "head in progress".
+/// ``HTTP1ConnectionHandler`` can tell "idle" from "head in progress".
 public struct HTTPRequestHeadStartedEvent: Sendable, Equatable {
     public init() {}
 }

@@ -7,7 +7,7 @@ import XCTest
 @testable import ALBDataPlane
 
 /// The gate a takeover puts on the old process's HTTP/1 connections, on an embedded channel that holds the
-/// pipelining handler and a responder the test drives (the proxy's place).
+/// connection handler and a responder the test drives (the proxy's place).
 final class LastRequestGateTests: XCTestCase {
     /// Records request heads and answers only when told to.
     private final class Responder: ChannelInboundHandler {
@@ -34,7 +34,7 @@ final class LastRequestGateTests: XCTestCase {
     private func connection() throws -> (EmbeddedChannel, Responder) {
         let responder = Responder()
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(HTTPPipeliningHandler())
+        try channel.pipeline.syncOperations.addHandler(HTTP1ConnectionHandler(headerTimeout: .seconds(60), idleTimeout: { .seconds(60) }))
         try channel.pipeline.syncOperations.addHandler(responder)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return (channel, responder)
@@ -112,7 +112,7 @@ final class LastRequestGateTests: XCTestCase {
     }
 
     func testAConnectionWithoutAnHTTPPipelineYetIsQuiescedWhenTheWindowEnds() throws {
-        // A TLS handshake in progress: no pipelining handler yet. The gate looks again until the window ends.
+        // A TLS handshake in progress: no HTTP/1 connection handler yet. The gate looks again until the window ends.
         let channel = EmbeddedChannel()
         let seen = QuiesceRecorder()
         try channel.pipeline.syncOperations.addHandler(seen)

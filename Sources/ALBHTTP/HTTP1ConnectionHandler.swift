@@ -1,0 +1,419 @@
+import NIOCore
+import NIOHTTP1
+
+/// The connection side of an HTTP/1 client connection, between the request decoder and the exchange: its
+/// timeouts, one exchange at a time, and the edge's own error responses. One handler with three stages,
+/// which run in the order separate handlers would (inbound: timeouts, pipelining, errors; outbound: errors,
+/// pipelining, timeouts), because three one-job handlers cost an idle connection two more pipeline contexts
+/// and handler objects (about 300 B) and every request part two more hops and `NIOAny` casts each way.
+///
+/// **Timeouts** (one timer; the two never run at the same time):
+/// - Header: the head of a request must be complete within `headerTimeout` of its first byte (signalled by
+///   ``HTTPRequestHeadStartedEvent`` from the decoder); on expiry the errors stage answers 408 and closes.
+///   A pipelined request waiting behind a slow response is not timed: the stage sees parts as they arrive.
+/// - Idle: a connection with no request in flight (no head arriving, every request and its response
+///   finished) for the idle timeout is closed. The idle timeout is asked for each time the connection goes
+///   idle, so a configuration update applies to existing connections from their next idle period on.
+/// Requests in flight are the exchange's to time. A phase that starts records its deadline and arms the
+/// timer only if it would fire too late; a phase that ends clears its deadline and leaves the timer be;
+/// when it fires it acts, re-arms for a later deadline, or stops. Keep-alive traffic then schedules a
+/// callback about once per timeout.
+///
+/// **Pipelining**: one exchange at a time, responses in request order. Like NIO's `HTTPServerPipelineHandler`,
+/// but a response may finish before its request (a backend answering 413 during an upload), and
+/// `ChannelShouldQuiesceEvent` (graceful shutdown, drains) closes an idle connection at once and a busy one
+/// right after its current response, which says `Connection: close` if its head was not sent yet. While a
+/// finished request waits for its response, further requests are buffered (at most what one read brings)
+/// and reads are held once anything is buffered, so pipelining cannot grow memory. The read after a
+/// finished request is let through even though its bytes would have to wait: a client that does not
+/// pipeline sends nothing until the response, and holding that read would make the channel drop and re-add
+/// its read interest (two `epoll_ctl` calls) on every request.
+///
+/// **Errors**: ``HTTPEdgeError``s (from the decoder and the header timeout) become a short error response
+/// with `Connection: close`, then the connection closes.
+/// - The error concerns the current request (its body was still arriving) and no response has started:
+///   the error is passed on first, so the exchange is abandoned, then answered.
+/// - The current request is complete and its response pending (the error is about a later, pipelined
+///   request): the error response follows the current response, then the connection closes.
+/// - A response for the broken request is already on the wire: it cannot be interrupted cleanly, so the
+///   connection closes right after it.
+/// - The broken request already has its whole response (an early response): the client must not get a
+///   second final response, so the connection just closes.
+/// Closing is lingering (nginx's `lingering_close`): the output is shut down after the response and what
+/// the client still sends is read and dropped until it closes, for at most ``lingerTime``; closing at once
+/// with request bytes unread would make the kernel send a reset that can destroy the response. Other
+/// errors pass through untouched.
+public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = HTTPServerRequestPart
+    public typealias InboundOut = HTTPServerRequestPart
+    public typealias OutboundIn = HTTPServerResponsePart
+    public typealias OutboundOut = HTTPServerResponsePart
+
+    /// How long a connection closing after an error response keeps draining the client's input.
+    static let lingerTime = TimeAmount.seconds(2)
+
+    // MARK: Timeouts stage state
+    private let headerTimeout: TimeAmount
+    private let idleTimeout: () -> TimeAmount
+    private var timer = LazyDeadlineTimer()
+    /// When the head now arriving times out; nil while no head is arriving.
+    private var headDeadline: NIODeadline?
+    /// When the connection times out for idleness; nil while it is busy.
+    private var idleDeadline: NIODeadline?
+    /// Request parts as they arrive, response ends as they are written.
+    private var arrivedHeads = 0
+    private var arrivedEnds = 0
+    private var writtenResponseEnds = 0
+
+    // MARK: Pipelining stage state: the exchange being served
+    private var servedRequestOpen = false
+    private var servedResponseOpen = false
+    /// Parts waiting for the current exchange; nil when none (never empty). Allocated when a part first has
+    /// to wait and dropped once drained, so an idle keep-alive connection holds no queue storage.
+    private var buffered: CircularBuffer<HTTPServerRequestPart>?
+    private var readPending = false
+    private var quiescing = false
+    /// The response that said `Connection: close` has ended and the connection is closing: nothing more is
+    /// written (an edge error for a request pipelined behind it, say), or the client would read a response
+    /// after the one that told it the connection ends.
+    private var closedAfterResponse = false
+
+    // MARK: Errors stage state: the exchange as the application sees it
+    private var errorsResponseOpen = false
+    private var errorsRequestOpen = false
+    private var pendingError: HTTPEdgeError?
+    private var responseStarted = false
+    /// The request still arriving already has its complete response (an early response).
+    private var answeredEarly = false
+    private var requestVersion = HTTPVersion.http1_1
+    private var closeAfterResponse = false
+    private var closing = false
+
+    /// - Parameter idleTimeout: read whenever the connection becomes idle.
+    public init(headerTimeout: TimeAmount, idleTimeout: @escaping () -> TimeAmount) {
+        self.headerTimeout = headerTimeout
+        self.idleTimeout = idleTimeout
+    }
+
+    // MARK: Channel events
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { self.becameIdle(context: context) }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.disarm()
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        self.becameIdle(context: context)
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        self.disarm()
+        context.fireChannelInactive()
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is HTTPRequestHeadStartedEvent {
+            let deadline = context.eventLoop.now + self.headerTimeout
+            self.headDeadline = deadline
+            self.idleDeadline = nil
+            self.arm(deadline: deadline, context: context)
+        } else if event is ChannelShouldQuiesceEvent {
+            self.quiescing = true
+            self.buffered = nil
+            if !self.servedRequestOpen && !self.servedResponseOpen {
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = Self.unwrapInboundIn(data)
+        // Timeouts: every part as it arrives.
+        switch part {
+        case .head:
+            self.headDeadline = nil
+            self.arrivedHeads += 1
+            self.idleDeadline = nil
+        case .body:
+            break
+        case .end:
+            self.arrivedEnds += 1
+            if self.isIdle { self.becameIdle(context: context) }
+        }
+        // Pipelining: let it through, hold it, or (quiescing, between exchanges) drop it.
+        if self.quiescing && !self.servedRequestOpen {
+            return
+        }
+        if self.mustBuffer || self.buffered != nil {
+            if self.buffered == nil {
+                self.buffered = CircularBuffer(initialCapacity: 4)
+            }
+            self.buffered?.append(part)
+            return
+        }
+        self.serve(part, data: data, context: context)
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        if self.buffered != nil {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        self.errorsStageWrite(Self.unwrapOutboundIn(data), data: data, promise: promise, context: context)
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard let edgeError = error as? HTTPEdgeError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        self.handle(edgeError, context: context)
+    }
+
+    // MARK: Timeouts stage
+
+    private var isIdle: Bool {
+        self.headDeadline == nil && self.arrivedEnds == self.arrivedHeads && self.writtenResponseEnds == self.arrivedHeads
+    }
+
+    private func becameIdle(context: ChannelHandlerContext) {
+        let deadline = context.eventLoop.now + self.idleTimeout()
+        self.idleDeadline = deadline
+        self.arm(deadline: deadline, context: context)
+    }
+
+    private func arm(deadline: NIODeadline, context: ChannelHandlerContext) {
+        self.timer.arm(at: deadline, on: context.eventLoop, handler: Expiry(handler: self, context: context))
+    }
+
+    /// What the timer calls back: the handler and its context (both of this event loop).
+    private struct Expiry: NIOScheduledCallbackHandler {
+        let handler: HTTP1ConnectionHandler
+        let context: ChannelHandlerContext
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            self.handler.timerFired(context: self.context)
+        }
+    }
+
+    private func timerFired(context: ChannelHandlerContext) {
+        self.timer.fired()
+        let now = context.eventLoop.now
+        if let deadline = self.headDeadline {
+            if deadline > now {
+                self.arm(deadline: deadline, context: context)
+            } else {
+                self.headDeadline = nil
+                self.handle(.headerTimeout, context: context)
+            }
+        } else if let deadline = self.idleDeadline {
+            if deadline > now {
+                self.arm(deadline: deadline, context: context)
+            } else {
+                context.close(promise: nil)
+            }
+        }
+        // Neither: the connection is busy with a request; the timer is armed again when it goes idle.
+    }
+
+    private func disarm() {
+        self.timer.cancel()
+        self.headDeadline = nil
+        self.idleDeadline = nil
+    }
+
+    /// The last outbound stage: counts response ends for the idle timeout.
+    private func timeoutsStageWrite(_ part: HTTPServerResponsePart, data: NIOAny, promise: EventLoopPromise<Void>?,
+                                    context: ChannelHandlerContext) {
+        if case .end = part {
+            self.writtenResponseEnds += 1
+            if self.isIdle { self.becameIdle(context: context) }
+        }
+        context.write(data, promise: promise)
+    }
+
+    // MARK: Pipelining stage
+
+    /// The request is complete but its response is not: the next request must wait.
+    private var mustBuffer: Bool { !self.servedRequestOpen && self.servedResponseOpen }
+
+    /// Passes a part of the exchange being served on (through the errors stage).
+    private func serve(_ part: HTTPServerRequestPart, data: NIOAny?, context: ChannelHandlerContext) {
+        switch part {
+        case .head:
+            self.servedRequestOpen = true
+            self.servedResponseOpen = true
+        case .body:
+            break
+        case .end:
+            self.servedRequestOpen = false
+        }
+        self.errorsStageRead(part, data: data ?? Self.wrapInboundOut(part), context: context)
+        if case .end = part, !self.servedResponseOpen {
+            // The response finished first (an early response): the exchange is over now.
+            self.exchangeDone(context: context)
+        }
+    }
+
+    private func pipeliningStageWrite(_ part: HTTPServerResponsePart, data: NIOAny, promise: EventLoopPromise<Void>?,
+                                      context: ChannelHandlerContext) {
+        if self.closedAfterResponse {
+            promise?.fail(ChannelError.outputClosed)
+            return
+        }
+        if self.quiescing, case .head(var head) = part, head.status.code >= 200 {
+            // The connection closes after this response: say so, so the client does not send another
+            // request on it (a reload or drain, as nginx does for its old workers).
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+            let closing = HTTPServerResponsePart.head(head)
+            self.timeoutsStageWrite(closing, data: Self.wrapOutboundOut(closing), promise: promise, context: context)
+            return
+        }
+        guard case .end = part else {
+            self.timeoutsStageWrite(part, data: data, promise: promise, context: context)
+            return
+        }
+        self.servedResponseOpen = false
+        if self.servedRequestOpen || !self.quiescing {
+            self.timeoutsStageWrite(part, data: data, promise: promise, context: context)
+        } else {
+            self.closedAfterResponse = true
+            let written = context.eventLoop.makePromise(of: Void.self)
+            self.timeoutsStageWrite(part, data: data, promise: written, context: context)
+            written.futureResult.assumeIsolated().whenComplete { result in
+                context.close(promise: nil)
+                promise?.completeWith(result)
+            }
+            return
+        }
+        if !self.servedRequestOpen {
+            self.exchangeDone(context: context)
+        }
+    }
+
+    private func exchangeDone(context: ChannelHandlerContext) {
+        if self.quiescing {
+            context.close(promise: nil)
+            return
+        }
+        var delivered = false
+        while !self.mustBuffer, let next = self.buffered?.popFirst() {
+            if self.buffered?.isEmpty == true {
+                self.buffered = nil
+            }
+            self.serve(next, data: nil, context: context)
+            delivered = true
+        }
+        if delivered {
+            // Close the batch, as the socket's read would have: the application defers flushes to
+            // channelReadComplete.
+            context.fireChannelReadComplete()
+        }
+        if self.readPending && self.buffered == nil {
+            self.readPending = false
+            context.read()
+        }
+    }
+
+    // MARK: Errors stage
+
+    private func errorsStageRead(_ part: HTTPServerRequestPart, data: NIOAny, context: ChannelHandlerContext) {
+        if self.closing { return }
+        switch part {
+        case .head(let head):
+            self.errorsResponseOpen = true
+            self.errorsRequestOpen = true
+            self.responseStarted = false
+            self.answeredEarly = false
+            self.requestVersion = head.version
+        case .body:
+            break
+        case .end:
+            self.errorsRequestOpen = false
+        }
+        context.fireChannelRead(data)
+    }
+
+    /// The first outbound stage.
+    private func errorsStageWrite(_ part: HTTPServerResponsePart, data: NIOAny, promise: EventLoopPromise<Void>?,
+                                  context: ChannelHandlerContext) {
+        switch part {
+        case .head(let head) where !(100..<200).contains(head.status.code) || head.status.code == 101:
+            self.responseStarted = true
+            self.pipeliningStageWrite(part, data: data, promise: promise, context: context)
+        case .head, .body:
+            self.pipeliningStageWrite(part, data: data, promise: promise, context: context)
+        case .end:
+            self.errorsResponseOpen = false
+            self.responseStarted = false
+            self.answeredEarly = self.errorsRequestOpen
+            if let pending = self.pendingError {
+                self.pendingError = nil
+                self.pipeliningStageWrite(part, data: data, promise: promise, context: context)
+                self.respond(to: pending, version: .http1_1, context: context)
+            } else if self.closeAfterResponse {
+                self.closing = true
+                let written = context.eventLoop.makePromise(of: Void.self)
+                self.pipeliningStageWrite(part, data: data, promise: written, context: context)
+                context.flush()
+                written.futureResult.assumeIsolated().whenComplete { result in
+                    context.closeLingering(after: Self.lingerTime)
+                    promise?.completeWith(result)
+                }
+            } else {
+                self.pipeliningStageWrite(part, data: data, promise: promise, context: context)
+            }
+        }
+    }
+
+    private func handle(_ edgeError: HTTPEdgeError, context: ChannelHandlerContext) {
+        if self.closing { return }
+        if self.errorsResponseOpen && !self.errorsRequestOpen {
+            self.pendingError = edgeError
+            return
+        }
+        if self.errorsResponseOpen && self.responseStarted {
+            self.closeAfterResponse = true
+            return
+        }
+        if self.errorsRequestOpen && self.answeredEarly {
+            self.closing = true
+            context.fireErrorCaught(edgeError)
+            context.closeLingering(after: Self.lingerTime)
+            return
+        }
+        // Let the exchange be abandoned first; then answer and close.
+        context.fireErrorCaught(edgeError)
+        self.respond(to: edgeError, version: self.errorsResponseOpen ? self.requestVersion : .http1_1, context: context)
+    }
+
+    private func respond(to edgeError: HTTPEdgeError, version: HTTPVersion, context: ChannelHandlerContext) {
+        self.closing = true
+        let status = edgeError.status
+        let head = HTTPServerResponsePart.head(EdgeResponse.head(for: status, version: version, close: true))
+        self.pipeliningStageWrite(head, data: Self.wrapOutboundOut(head), promise: nil, context: context)
+        var text = context.channel.allocator.buffer(capacity: 32)
+        text.writeString(EdgeResponse.body(for: status))
+        let body = HTTPServerResponsePart.body(.byteBuffer(text))
+        self.pipeliningStageWrite(body, data: Self.wrapOutboundOut(body), promise: nil, context: context)
+        let written = context.eventLoop.makePromise(of: Void.self)
+        self.pipeliningStageWrite(.end(nil), data: Self.wrapOutboundOut(.end(nil)), promise: written, context: context)
+        context.flush()
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            context.closeLingering(after: Self.lingerTime)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTP1ConnectionHandler: Sendable {}
