@@ -48,7 +48,7 @@ extension ChannelPipeline.SynchronousOperations {
     /// The one place the client-side pipeline is assembled, from the socket inwards:
     ///
     /// 1. `HTTPResponseEncoder` without automatic framing (the proxy frames every response itself)
-    /// 2. ``StrictHTTPRequestDecoder`` (400/431 decisions, head-started events)
+    /// 2. ``StrictHTTPRequestDecoder`` in ``HTTPRequestDecoderHandler`` (400/431 decisions, head-started events)
     /// 3. ``HTTP1ConnectionHandler`` (header timeout: 408; idle timeout: close; one exchange at a time,
     ///    graceful quiesce; writes 400/408/431 and closes)
     /// 4. ``ResponseCompressionHandler``, only when `options.compression` is set: after the connection
@@ -61,8 +61,8 @@ extension ChannelPipeline.SynchronousOperations {
         var encoderConfiguration = HTTPResponseEncoder.Configuration()
         encoderConfiguration.automaticallySetFramingHeaders = false
         try self.addHandler(HTTPResponseEncoder(configuration: encoderConfiguration))
-        try self.addHandler(ByteToMessageHandler(StrictHTTPRequestDecoder(limits: options.limits,
-                                                                          acceptsHTTP2Preface: options.acceptsHTTP2Preface)))
+        try self.addHandler(HTTPRequestDecoderHandler(StrictHTTPRequestDecoder(limits: options.limits,
+                                                                           acceptsHTTP2Preface: options.acceptsHTTP2Preface)))
         try self.addHandler(HTTP1ConnectionHandler(headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout))
         if let compression = options.compression {
             try self.addHandler(compression.makeHandler())
@@ -87,6 +87,6 @@ extension ChannelPipeline.SynchronousOperations {
         self.removeHandler(try self.handler(type: HTTP1ConnectionHandler.self), promise: nil)
         self.removeHandler(try self.handler(type: HTTPResponseEncoder.self), promise: nil)
         try replacement()
-        self.removeHandler(try self.handler(type: ByteToMessageHandler<StrictHTTPRequestDecoder>.self), promise: nil)
+        self.removeHandler(try self.handler(type: HTTPRequestDecoderHandler.self), promise: nil)
     }
 }

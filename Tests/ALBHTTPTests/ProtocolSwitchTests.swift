@@ -65,7 +65,7 @@ final class ProtocolSwitchTests: XCTestCase {
     // MARK: - The decoder's hand-off
 
     func testAfterAWebSocketUpgradeNothingIsParsedAndTheBytesGoToTheReplacement() throws {
-        let decoder = ByteToMessageHandler(StrictHTTPRequestDecoder())
+        let decoder = HTTPRequestDecoderHandler(StrictHTTPRequestDecoder())
         let channel = EmbeddedChannel(handler: decoder)
         // The upgrade, then what would parse as a request, then frame bytes: none of it is HTTP any more.
         try channel.writeInbound(ByteBuffer(string: Self.upgrade + "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n\u{81}\u{01}x"))
@@ -93,7 +93,7 @@ final class ProtocolSwitchTests: XCTestCase {
     func testTheHTTP2PrefaceIsHandedOffOnlyWhenAcceptedAndOnlyFirst() throws {
         let preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\u{0}\u{0}\u{0}\u{4}\u{0}\u{0}\u{0}\u{0}\u{0}"
         let events = EventRecorder()
-        let decoder = ByteToMessageHandler(StrictHTTPRequestDecoder(acceptsHTTP2Preface: true))
+        let decoder = HTTPRequestDecoderHandler(StrictHTTPRequestDecoder(acceptsHTTP2Preface: true))
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.addHandler(decoder)
         try channel.pipeline.syncOperations.addHandler(events)
@@ -111,7 +111,7 @@ final class ProtocolSwitchTests: XCTestCase {
 
         // Not accepted (TLS listeners negotiate HTTP/2 by ALPN), or not first: a malformed request line.
         XCTAssertEqual(decodeError(preface)?.status, .badRequest)
-        let late = ByteToMessageHandler(StrictHTTPRequestDecoder(acceptsHTTP2Preface: true))
+        let late = HTTPRequestDecoderHandler(StrictHTTPRequestDecoder(acceptsHTTP2Preface: true))
         let second = EmbeddedChannel(handler: late)
         XCTAssertThrowsError(try second.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\n" + preface)))
         _ = try? second.finish()

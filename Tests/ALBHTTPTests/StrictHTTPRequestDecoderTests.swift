@@ -70,7 +70,7 @@ final class StrictHTTPRequestDecoderTests: XCTestCase {
         }
         let counter = EventCounter()
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(StrictHTTPRequestDecoder()))
+        try channel.pipeline.syncOperations.addHandler(HTTPRequestDecoderHandler(StrictHTTPRequestDecoder()))
         try channel.pipeline.syncOperations.addHandler(counter)
         for byte in "GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n".utf8 {
             try channel.writeInbound(ByteBuffer(bytes: [byte]))

@@ -10,7 +10,7 @@ func decode(
     limits: StrictHTTPRequestDecoder.Limits = .init(),
     byteByByte: Bool = false
 ) throws -> [HTTPServerRequestPart] {
-    let channel = EmbeddedChannel(handler: ByteToMessageHandler(StrictHTTPRequestDecoder(limits: limits)))
+    let channel = EmbeddedChannel(handler: HTTPRequestDecoderHandler(StrictHTTPRequestDecoder(limits: limits)))
     defer { _ = try? channel.finish() }
     let bytes = Array(input.utf8)
     if byteByByte {

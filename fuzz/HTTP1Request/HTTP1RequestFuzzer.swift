@@ -26,7 +26,7 @@ func checkHTTP1Request(_ bytes: UnsafeRawBufferPointer) {
             options: EdgePipelineOptions(limits: limits, headerTimeout: .seconds(10), idleTimeout: { .seconds(15) }),
             application: responder
         )
-        let decoder = try pipeline.handler(type: ByteToMessageHandler<StrictHTTPRequestDecoder>.self)
+        let decoder = try pipeline.handler(type: HTTPRequestDecoderHandler.self)
         try pipeline.addHandler(recorder, position: .after(decoder))
     } catch {
         fatalError("cannot set up the edge pipeline: \(error)")

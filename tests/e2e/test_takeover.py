@@ -379,6 +379,9 @@ def fake_predecessor(alb, sock, listening, pid, finish):
     def run():
         server.settimeout(30)
         conn, _ = server.accept()
+        # The path is not needed once the successor is connected; removed now, not after `finish`, because
+        # a successor that carries on puts its own socket there and a late unlink would remove that one.
+        os.unlink(sock)
         hello, _ = receive_message(conn)
         result["hello"] = hello
         host, port = listening.getsockname()
@@ -391,7 +394,6 @@ def fake_predecessor(alb, sock, listening, pid, finish):
         finish(conn)
         conn.close()
         server.close()
-        os.unlink(sock)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
