@@ -47,20 +47,17 @@ public struct ResponseCompressionOptions {
 extension ChannelPipeline.SynchronousOperations {
     /// The one place the client-side pipeline is assembled, from the socket inwards:
     ///
-    /// 1. `HTTPResponseEncoder` without automatic framing (the proxy frames every response itself)
-    /// 2. ``StrictHTTPRequestDecoder`` in ``HTTPRequestDecoderHandler`` (400/431 decisions, head-started events)
-    /// 3. ``HTTP1ConnectionHandler`` (header timeout: 408; idle timeout: close; one exchange at a time,
-    ///    graceful quiesce; writes 400/408/431 and closes)
-    /// 4. ``ResponseCompressionHandler``, only when `options.compression` is set: after the connection
+    /// 1. ``StrictHTTPRequestDecoder`` in ``HTTPRequestDecoderHandler`` (400/431 decisions, head-started events)
+    /// 2. ``HTTP1ConnectionHandler`` (header timeout: 408; idle timeout: close; one exchange at a time,
+    ///    graceful quiesce; writes 400/408/431 and closes; writes the response bytes, framed as the proxy
+    ///    said: it frames every response itself)
+    /// 3. ``ResponseCompressionHandler``, only when `options.compression` is set: after the connection
     ///    handler it sees one exchange at a time, and the edge's own short error responses skip it
-    /// 5. `application`: the proxy
+    /// 4. `application`: the proxy
     public func configureEdgeHTTPPipeline(
         options: EdgePipelineOptions,
         application: some ChannelHandler
     ) throws {
-        var encoderConfiguration = HTTPResponseEncoder.Configuration()
-        encoderConfiguration.automaticallySetFramingHeaders = false
-        try self.addHandler(HTTPResponseEncoder(configuration: encoderConfiguration))
         try self.addHandler(HTTPRequestDecoderHandler(StrictHTTPRequestDecoder(limits: options.limits,
                                                                            acceptsHTTP2Preface: options.acceptsHTTP2Preface)))
         try self.addHandler(HTTP1ConnectionHandler(headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout))
@@ -85,7 +82,6 @@ extension ChannelPipeline.SynchronousOperations {
             self.removeHandler(compressor, promise: nil)
         }
         self.removeHandler(try self.handler(type: HTTP1ConnectionHandler.self), promise: nil)
-        self.removeHandler(try self.handler(type: HTTPResponseEncoder.self), promise: nil)
         try replacement()
         self.removeHandler(try self.handler(type: HTTPRequestDecoderHandler.self), promise: nil)
     }

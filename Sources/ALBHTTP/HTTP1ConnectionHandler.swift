@@ -2,10 +2,11 @@ import NIOCore
 import NIOHTTP1
 
 /// The connection side of an HTTP/1 client connection, between the request decoder and the exchange: its
-/// timeouts, one exchange at a time, and the edge's own error responses. One handler with three stages,
-/// which run in the order separate handlers would (inbound: timeouts, pipelining, errors; outbound: errors,
-/// pipelining, timeouts), because three one-job handlers cost an idle connection two more pipeline contexts
-/// and handler objects (about 300 B) and every request part two more hops and `NIOAny` casts each way.
+/// timeouts, one exchange at a time, the edge's own error responses, and the response bytes. One handler
+/// with four stages, which run in the order separate handlers would (inbound: timeouts, pipelining, errors;
+/// outbound: errors, pipelining, timeouts, wire), because one-job handlers cost an idle connection a
+/// pipeline context and a handler object each (about 150 B) and every response part a hop and a `NIOAny`
+/// cast each.
 ///
 /// **Timeouts** (one timer; the two never run at the same time):
 /// - Header: the head of a request must be complete within `headerTimeout` of its first byte (signalled by
@@ -43,11 +44,16 @@ import NIOHTTP1
 /// the client still sends is read and dropped until it closes, for at most ``lingerTime``; closing at once
 /// with request bytes unread would make the kernel send a reset that can destroy the response. Other
 /// errors pass through untouched.
+///
+/// **Wire**: serialises each response part as it is written, as NIO's `HTTPResponseEncoder` without
+/// automatic framing headers would: the exchange has framed the head (`ProxyHeaders.clientResponseHead`),
+/// and a head saying `Transfer-Encoding: chunked` (HTTP/1.1) makes the body parts chunks and the end the
+/// last chunk with the trailers.
 public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = HTTPServerRequestPart
     public typealias InboundOut = HTTPServerRequestPart
     public typealias OutboundIn = HTTPServerResponsePart
-    public typealias OutboundOut = HTTPServerResponsePart
+    public typealias OutboundOut = IOData
 
     /// How long a connection closing after an error response keeps draining the client's input.
     static let lingerTime = TimeAmount.seconds(2)
@@ -88,6 +94,10 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     private var requestVersion = HTTPVersion.http1_1
     private var closeAfterResponse = false
     private var closing = false
+
+    // MARK: Wire stage state
+    /// The response being written has a chunked body.
+    private var chunkedBody = false
 
     /// - Parameter idleTimeout: read whenever the connection becomes idle.
     public init(headerTimeout: TimeAmount, idleTimeout: @escaping () -> TimeAmount) {
@@ -169,7 +179,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        self.errorsStageWrite(Self.unwrapOutboundIn(data), data: data, promise: promise, context: context)
+        self.errorsStageWrite(Self.unwrapOutboundIn(data), promise: promise, context: context)
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -232,15 +242,53 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         self.idleDeadline = nil
     }
 
-    /// The last outbound stage: counts response ends for the idle timeout.
-    private func timeoutsStageWrite(_ part: HTTPServerResponsePart, data: NIOAny, promise: EventLoopPromise<Void>?,
+    /// Counts response ends for the idle timeout.
+    private func timeoutsStageWrite(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?,
                                     context: ChannelHandlerContext) {
         if case .end = part {
             self.writtenResponseEnds += 1
             if self.isIdle { self.becameIdle(context: context) }
         }
-        context.write(data, promise: promise)
+        self.wireStageWrite(part, promise: promise, context: context)
     }
+
+    // MARK: Wire stage
+
+    private func wireStageWrite(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?,
+                                context: ChannelHandlerContext) {
+        switch part {
+        case .head(let head):
+            self.chunkedBody = head.version.major == 1 && head.version.minor >= 1
+                && head.headers.first(name: "transfer-encoding") == "chunked"
+            var bytes = context.channel.allocator.buffer(capacity: 256)
+            bytes.writeHTTP1ResponseHead(head)
+            context.write(Self.wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
+        case .body(let chunk) where self.chunkedBody && chunk.readableBytes > 0:
+            // The chunk itself is not copied: its size line and CRLF go around it. An empty part is not
+            // framed (it would end the body) but still written, so its promise completes in order.
+            var sizeLine = context.channel.allocator.buffer(capacity: 18)
+            sizeLine.writeString(String(chunk.readableBytes, radix: 16))
+            sizeLine.writeStaticString("\r\n")
+            context.write(Self.wrapOutboundOut(.byteBuffer(sizeLine)), promise: nil)
+            context.write(Self.wrapOutboundOut(chunk), promise: nil)
+            context.write(Self.wrapOutboundOut(.byteBuffer(Self.crlf)), promise: promise)
+        case .body(let data):
+            context.write(Self.wrapOutboundOut(data), promise: promise)
+        case .end(let trailers):
+            if self.chunkedBody {
+                self.chunkedBody = false
+                var lastChunk = context.channel.allocator.buffer(capacity: trailers == nil ? 5 : 256)
+                lastChunk.writeStaticString("0\r\n")
+                lastChunk.writeHTTP1Fields(trailers ?? HTTPHeaders())  // ends with the empty line
+                context.write(Self.wrapOutboundOut(.byteBuffer(lastChunk)), promise: promise)
+            } else if let promise {
+                // Nothing to write, but the promise completes after what was written before it.
+                context.write(Self.wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))), promise: promise)
+            }
+        }
+    }
+
+    private static let crlf = ByteBuffer(string: "\r\n")
 
     // MARK: Pipelining stage
 
@@ -265,7 +313,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         }
     }
 
-    private func pipeliningStageWrite(_ part: HTTPServerResponsePart, data: NIOAny, promise: EventLoopPromise<Void>?,
+    private func pipeliningStageWrite(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?,
                                       context: ChannelHandlerContext) {
         if self.closedAfterResponse {
             promise?.fail(ChannelError.outputClosed)
@@ -275,21 +323,20 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
             // The connection closes after this response: say so, so the client does not send another
             // request on it (a reload or drain, as nginx does for its old workers).
             head.headers.replaceOrAdd(name: "connection", value: "close")
-            let closing = HTTPServerResponsePart.head(head)
-            self.timeoutsStageWrite(closing, data: Self.wrapOutboundOut(closing), promise: promise, context: context)
+            self.timeoutsStageWrite(.head(head), promise: promise, context: context)
             return
         }
         guard case .end = part else {
-            self.timeoutsStageWrite(part, data: data, promise: promise, context: context)
+            self.timeoutsStageWrite(part, promise: promise, context: context)
             return
         }
         self.servedResponseOpen = false
         if self.servedRequestOpen || !self.quiescing {
-            self.timeoutsStageWrite(part, data: data, promise: promise, context: context)
+            self.timeoutsStageWrite(part, promise: promise, context: context)
         } else {
             self.closedAfterResponse = true
             let written = context.eventLoop.makePromise(of: Void.self)
-            self.timeoutsStageWrite(part, data: data, promise: written, context: context)
+            self.timeoutsStageWrite(part, promise: written, context: context)
             written.futureResult.assumeIsolated().whenComplete { result in
                 context.close(promise: nil)
                 promise?.completeWith(result)
@@ -345,33 +392,33 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     /// The first outbound stage.
-    private func errorsStageWrite(_ part: HTTPServerResponsePart, data: NIOAny, promise: EventLoopPromise<Void>?,
+    private func errorsStageWrite(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?,
                                   context: ChannelHandlerContext) {
         switch part {
         case .head(let head) where !(100..<200).contains(head.status.code) || head.status.code == 101:
             self.responseStarted = true
-            self.pipeliningStageWrite(part, data: data, promise: promise, context: context)
+            self.pipeliningStageWrite(part, promise: promise, context: context)
         case .head, .body:
-            self.pipeliningStageWrite(part, data: data, promise: promise, context: context)
+            self.pipeliningStageWrite(part, promise: promise, context: context)
         case .end:
             self.errorsResponseOpen = false
             self.responseStarted = false
             self.answeredEarly = self.errorsRequestOpen
             if let pending = self.pendingError {
                 self.pendingError = nil
-                self.pipeliningStageWrite(part, data: data, promise: promise, context: context)
+                self.pipeliningStageWrite(part, promise: promise, context: context)
                 self.respond(to: pending, version: .http1_1, context: context)
             } else if self.closeAfterResponse {
                 self.closing = true
                 let written = context.eventLoop.makePromise(of: Void.self)
-                self.pipeliningStageWrite(part, data: data, promise: written, context: context)
+                self.pipeliningStageWrite(part, promise: written, context: context)
                 context.flush()
                 written.futureResult.assumeIsolated().whenComplete { result in
                     context.closeLingering(after: Self.lingerTime)
                     promise?.completeWith(result)
                 }
             } else {
-                self.pipeliningStageWrite(part, data: data, promise: promise, context: context)
+                self.pipeliningStageWrite(part, promise: promise, context: context)
             }
         }
     }
@@ -401,13 +448,13 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         self.closing = true
         let status = edgeError.status
         let head = HTTPServerResponsePart.head(EdgeResponse.head(for: status, version: version, close: true))
-        self.pipeliningStageWrite(head, data: Self.wrapOutboundOut(head), promise: nil, context: context)
+        self.pipeliningStageWrite(head, promise: nil, context: context)
         var text = context.channel.allocator.buffer(capacity: 32)
         text.writeString(EdgeResponse.body(for: status))
         let body = HTTPServerResponsePart.body(.byteBuffer(text))
-        self.pipeliningStageWrite(body, data: Self.wrapOutboundOut(body), promise: nil, context: context)
+        self.pipeliningStageWrite(body, promise: nil, context: context)
         let written = context.eventLoop.makePromise(of: Void.self)
-        self.pipeliningStageWrite(.end(nil), data: Self.wrapOutboundOut(.end(nil)), promise: written, context: context)
+        self.pipeliningStageWrite(.end(nil), promise: written, context: context)
         context.flush()
         written.futureResult.assumeIsolated().whenComplete { _ in
             context.closeLingering(after: Self.lingerTime)

@@ -45,10 +45,18 @@ final class LastRequestGateTests: XCTestCase {
         try channel.writeInbound(HTTPServerRequestPart.end(nil))
     }
 
-    /// The `connection` header of the next response head written.
+    /// The `connection` header values of the next response head written (the bytes the connection handler
+    /// wrote, up to the end of a head).
     private func responseConnectionHeader(_ channel: EmbeddedChannel) throws -> [String]? {
-        while let part = try channel.readOutbound(as: HTTPServerResponsePart.self) {
-            if case .head(let head) = part { return head.headers["connection"] }
+        while let data = try channel.readOutbound(as: IOData.self) {
+            guard case .byteBuffer(let buffer) = data else { continue }
+            let text = String(buffer: buffer)
+            guard text.hasPrefix("HTTP/1.1 "), text.hasSuffix("\r\n\r\n") else { continue }
+            return text.split(separator: "\r\n").dropFirst().compactMap { line -> String? in
+                let field = line.split(separator: ":", maxSplits: 1)
+                guard field.count == 2, field[0].lowercased() == "connection" else { return nil }
+                return String(field[1].drop(while: { $0 == " " }))
+            }
         }
         return nil
     }

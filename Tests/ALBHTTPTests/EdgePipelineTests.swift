@@ -238,3 +238,58 @@ final class EdgePipelineTests: XCTestCase {
         XCTAssertFalse(channel.isActive)
     }
 }
+
+/// The bytes the connection handler writes for the parts the proxy writes.
+final class HTTP1WireTests: XCTestCase {
+    private final class Writer: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        var context: ChannelHandlerContext?
+        func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+        func write(_ part: HTTPServerResponsePart) {
+            self.context?.writeAndFlush(Self.wrapOutboundOut(part), promise: nil)
+        }
+    }
+
+    private func exchange(_ request: String, _ parts: [HTTPServerResponsePart]) throws -> String {
+        let writer = Writer()
+        let channel = EmbeddedChannel()
+        defer { _ = try? channel.finish() }
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(
+            options: EdgePipelineOptions(limits: .init(), headerTimeout: .seconds(10), idleTimeout: { .seconds(15) }),
+            application: writer)
+        try channel.writeInbound(ByteBuffer(string: request))
+        for part in parts { writer.write(part) }
+        return try outboundText(channel)
+    }
+
+    func testAChunkedBodyIsFramedAroundTheProxysPartsWithTrailersAtTheEnd() throws {
+        let head = HTTPResponseHead(version: .http1_1, status: .ok,
+                                    headers: ["transfer-encoding": "chunked", "content-type": "text/plain"])
+        let text = try self.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n", [
+            .head(head), .body(.byteBuffer(ByteBuffer(string: "hello"))), .body(.byteBuffer(ByteBuffer())),
+            .body(.byteBuffer(ByteBuffer(string: String(repeating: "x", count: 26)))), .end(["grpc-status": "0"]),
+        ])
+        XCTAssertEqual(text, "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n"
+                       + "5\r\nhello\r\n1a\r\n" + String(repeating: "x", count: 26) + "\r\n0\r\ngrpc-status: 0\r\n\r\n")
+    }
+
+    func testALengthFramedBodyAndAnHTTP10ResponseArePassedAsTheyAre() throws {
+        let text = try self.exchange("GET / HTTP/1.0\r\n\r\n", [
+            .head(HTTPResponseHead(version: .http1_0, status: .custom(code: 299, reasonPhrase: "Fine"),
+                                   headers: ["content-length": "2", "transfer-encoding": "chunked"])),
+            .body(.byteBuffer(ByteBuffer(string: "ok"))), .end(nil),
+        ])
+        // HTTP/1.0 has no chunked coding: the head is the proxy's to frame; the bytes go as they are.
+        XCTAssertEqual(text, "HTTP/1.0 299 Fine\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\nok")
+    }
+
+    func testAnEmptyChunkedBodyEndsWithTheLastChunkOnly() throws {
+        let text = try self.exchange("GET / HTTP/1.1\r\nHost: h\r\n\r\n", [
+            .head(HTTPResponseHead(version: .http1_1, status: .notFound, headers: ["transfer-encoding": "chunked"])),
+            .end(nil),
+        ])
+        XCTAssertEqual(text, "HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+    }
+}
