@@ -260,7 +260,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         case .head(let head):
             self.chunkedBody = head.version.major == 1 && head.version.minor >= 1
                 && head.headers.first(name: "transfer-encoding") == "chunked"
-            var bytes = context.channel.allocator.buffer(capacity: 256)
+            var bytes = context.channel.allocator.buffer(capacity: head.http1EncodedLength)
             bytes.writeHTTP1ResponseHead(head)
             context.write(Self.wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
         case .body(let chunk) where self.chunkedBody && chunk.readableBytes > 0:

@@ -1,6 +1,19 @@
 import NIOCore
 import NIOHTTP1
 
+extension HTTPResponseHead {
+    /// At least the bytes ``ByteBuffer/writeHTTP1ResponseHead(_:)`` writes for this head, so its buffer is
+    /// allocated once instead of growing (24 bytes of slack cover a version other than 1.x and a status
+    /// code of more than three digits).
+    var http1EncodedLength: Int {
+        var length = "HTTP/1.1 000 \r\n\r\n".utf8.count + self.status.reasonPhrase.utf8.count + 24
+        for (name, value) in self.headers {
+            length += name.utf8.count + value.utf8.count + 4
+        }
+        return length
+    }
+}
+
 extension ByteBuffer {
     /// The status line, the fields and the empty line that ends the head, as NIO's `HTTPResponseEncoder`
     /// writes them (`HTTP/1.1 200 OK`; the reason phrase may be empty, the space before it stays).

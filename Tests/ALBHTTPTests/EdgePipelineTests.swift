@@ -1,4 +1,4 @@
-import ALBHTTP
+@testable import ALBHTTP
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -291,5 +291,23 @@ final class HTTP1WireTests: XCTestCase {
             .end(nil),
         ])
         XCTAssertEqual(text, "HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+    }
+}
+
+extension HTTP1WireTests {
+    func testTheHeadsBufferIsSizedForTheWholeHead() {
+        let heads = [
+            HTTPResponseHead(version: .http1_1, status: .ok),
+            HTTPResponseHead(version: .http1_1, status: .custom(code: 1234, reasonPhrase: ""),
+                             headers: HTTPHeaders((0..<40).map { ("x-field-\($0)", String(repeating: "v", count: $0)) })),
+            HTTPResponseHead(version: HTTPVersion(major: 3, minor: 14), status: .networkAuthenticationRequired,
+                             headers: ["server": "nginx/1.26", "date": "Thu, 26 Nov 2026 08:00:00 GMT"]),
+        ]
+        for head in heads {
+            var buffer = ByteBuffer()
+            buffer.writeHTTP1ResponseHead(head)
+            XCTAssertLessThanOrEqual(buffer.readableBytes, head.http1EncodedLength)
+            XCTAssertGreaterThan(buffer.readableBytes, head.http1EncodedLength - 32, "not wildly oversized")
+        }
     }
 }
