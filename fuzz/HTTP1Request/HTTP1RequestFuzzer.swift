@@ -6,7 +6,8 @@ import NIOHTTP1
 /// One fuzz input: the bytes as what a client sends on one connection, fed to the edge pipeline in
 /// one or several reads, with the clock advanced between reads (so the header and idle timeouts and
 /// the lingering close fire), a responder that answers at the request's end, later, or early, and
-/// sometimes a graceful quiesce. The check: no crash, and never more final responses than requests.
+/// sometimes a graceful quiesce. The check: no crash, and in the bytes written never more final responses
+/// than requests, nor a response after one that said `Connection: close`.
 ///
 /// The split points and choices come from a hash of the input, so the corpus stays plain HTTP and a
 /// crasher replays exactly.
@@ -18,6 +19,7 @@ func checkHTTP1Request(_ bytes: UnsafeRawBufferPointer) {
     ])
     let responder = FuzzResponder(mode: choices.pick([.atEnd, .atEnd, .later, .early]))
     let recorder = ExchangeRecorder()
+    var written = ResponseBytesChecker()
     let channel = EmbeddedChannel()
     do {
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
@@ -43,12 +45,12 @@ func checkHTTP1Request(_ bytes: UnsafeRawBufferPointer) {
         _ = try? channel.writeInbound(ByteBuffer(bytes: read))
         channel.embeddedEventLoop.advanceTime(by: choices.pick([.zero, .zero, .milliseconds(1), .seconds(3), .seconds(11)]))
         responder.answerHeldRequest()
-        drainOutbound(channel)
+        written.check(drainOutbound(channel), requestsStarted: recorder.requestsStarted)
     }
     // Past every timeout and the lingering close.
     channel.embeddedEventLoop.advanceTime(by: .seconds(20))
     responder.answerHeldRequest()
-    drainOutbound(channel)
+    written.check(drainOutbound(channel), requestsStarted: recorder.requestsStarted)
     // Accepting an already closed channel still runs what its close queued (removing the handlers, which
     // breaks the channel-pipeline-context cycle) and cancels timers not due yet, so LeakSanitizer reports
     // only references the edge handlers themselves keep alive.
@@ -60,24 +62,23 @@ private func require(_ condition: Bool, _ reason: @autoclosure () -> String) {
     if !condition { fatalError("edge pipeline invariant: \(reason())") }
 }
 
-private func drainOutbound(_ channel: EmbeddedChannel) {
-    while (try? channel.readOutbound(as: IOData.self)) != nil {}
+/// The bytes written since the last call.
+private func drainOutbound(_ channel: EmbeddedChannel) -> [UInt8] {
+    var bytes: [UInt8] = []
+    while let data = try? channel.readOutbound(as: IOData.self) {
+        if case .byteBuffer(let buffer) = data { bytes += buffer.readableBytesView }
+    }
+    return bytes
 }
 
-/// Watches the exchange just above the decoder: requests as they start (the head-started event, or a
-/// decode error outside any request, such as a bare CR before a request line) and responses as they
-/// leave for the encoder.
-final class ExchangeRecorder: ChannelDuplexHandler {
+/// Watches the requests just above the decoder, as they start: the head-started event, or a decode error
+/// outside any request, such as a bare CR before a request line.
+final class ExchangeRecorder: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
 
-    private var requestsStarted = 0
+    private(set) var requestsStarted = 0
     private var requestOpen = false
-    private var finalResponses = 0
-    private var responseOpen = false
-    private var closeAnnounced = false
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is HTTPRequestHeadStartedEvent {
@@ -102,28 +103,57 @@ final class ExchangeRecorder: ChannelDuplexHandler {
         }
         context.fireErrorCaught(error)
     }
+}
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch Self.unwrapOutboundIn(data) {
-        case .head(let head):
-            require(!self.responseOpen, "a response head before the previous response ended")
+/// Reads what the edge wrote as a sequence of HTTP/1 responses (every one here is length-delimited: the
+/// responder's and the edge's own) and checks it against the requests started.
+struct ResponseBytesChecker {
+    private var unread: [UInt8] = []
+    private var bodyLeft = 0
+    private var finalResponses = 0
+    private var closeAnnounced = false
+
+    mutating func check(_ bytes: [UInt8], requestsStarted: Int) {
+        self.unread += bytes
+        while true {
+            let body = min(self.bodyLeft, self.unread.count)
+            self.unread.removeFirst(body)
+            self.bodyLeft -= body
+            guard self.bodyLeft == 0, let end = Self.headEnd(self.unread) else { return }
+            let head = String(decoding: self.unread[..<end], as: UTF8.self)
+            self.unread.removeFirst(end + 4)
+            let lines = head.split(separator: "\r\n", omittingEmptySubsequences: false)
+            let statusLine = lines.first.map { $0.split(separator: " ", maxSplits: 2) } ?? []
+            require(statusLine.count >= 2 && statusLine[0].hasPrefix("HTTP/1."), "not a response head: \(head)")
             require(!self.closeAnnounced, "a response after one that said Connection: close")
-            self.responseOpen = true
-            if head.status.code >= 200 {
+            let code = Int(statusLine[1]) ?? 0
+            require((100...599).contains(code), "status \(statusLine[1])")
+            if code >= 200 {
                 self.finalResponses += 1
-                require(self.finalResponses <= self.requestsStarted,
-                        "\(self.finalResponses) final responses to \(self.requestsStarted) requests")
+                require(self.finalResponses <= requestsStarted,
+                        "\(self.finalResponses) final responses to \(requestsStarted) requests")
             }
-            if head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) {
-                self.closeAnnounced = true
+            for line in lines.dropFirst() {
+                let field = line.split(separator: ":", maxSplits: 1)
+                guard field.count == 2 else { continue }
+                let value = field[1].drop(while: { $0 == " " }).lowercased()
+                switch field[0].lowercased() {
+                case "content-length": self.bodyLeft = Int(value) ?? 0
+                case "connection" where value == "close": self.closeAnnounced = true
+                default: break
+                }
             }
-        case .body:
-            require(self.responseOpen, "response body outside a response")
-        case .end:
-            require(self.responseOpen, "response end outside a response")
-            self.responseOpen = false
         }
-        context.write(data, promise: promise)
+    }
+
+    /// Where the first head's empty line starts.
+    private static func headEnd(_ bytes: [UInt8]) -> Int? {
+        guard bytes.count >= 4 else { return nil }
+        for index in 0...(bytes.count - 4)
+        where bytes[index] == 13 && bytes[index + 1] == 10 && bytes[index + 2] == 13 && bytes[index + 3] == 10 {
+            return index
+        }
+        return nil
     }
 }
 
