@@ -115,8 +115,7 @@ final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
         try pipeline.addHandler(end)
         // NIO's decoder passes its leftovers on with no read-complete after them: flush them once it is out.
         let decoderLeft = pipeline.eventLoop.makePromise(of: Void.self)
-        pipeline.removeHandler(try pipeline.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self),
-                               promise: decoderLeft)
+        pipeline.removeHandler(try pipeline.handler(type: BackendResponseDecoderHandler.self), promise: decoderLeft)
         decoderLeft.futureResult.assumeIsolated().whenComplete { _ in end.flushRelayed() }
     }
 }
@@ -175,9 +174,13 @@ final class BackendPool {
                     if server.useTLS {
                         try channel.pipeline.syncOperations.addHandler(try BackendTLS.handler(for: server.host))
                     }
+                    // What `addHTTPClientHandlers` adds, with our own wrapper around NIO's response decoder.
                     // Bytes after a `101` stay unparsed in the decoder until a tunnel takes them.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
-                    try channel.pipeline.syncOperations.addHandler(BackendHandler())
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(HTTPRequestEncoder())
+                    try pipeline.addHandler(BackendResponseDecoderHandler())
+                    try pipeline.addHandler(NIOHTTPRequestHeadersValidator())
+                    try pipeline.addHandler(BackendHandler())
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)

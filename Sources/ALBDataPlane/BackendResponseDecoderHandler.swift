@@ -1,0 +1,156 @@
+import NIOCore
+import NIOHTTP1
+
+/// Runs NIO's `HTTPResponseDecoder` (llhttp) on a backend connection's bytes: what `ByteToMessageHandler`
+/// does for it, without its queues and its per-read generic look-ups (the client side's
+/// `HTTPRequestDecoderHandler` drops it for the same reasons). It shows the decoder the request heads
+/// written, which it needs: a response to `HEAD` has no body.
+///
+/// - The end of the input (the connection closing) ends a response delimited by the close.
+/// - After the decoder refuses the input, the error is passed on once and what follows is dropped (the
+///   backend handler closes the connection).
+/// - Removed after a `101` (a WebSocket tunnel), it passes on the bytes the backend sent after the head,
+///   on the next event-loop turn, since the removal is asked for while a response is being decoded.
+/// - A request head written while a response is being decoded (the connection went back to its pool and
+///   was taken at once) reaches the decoder after that decode, not in the middle of it.
+final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)
+    /// Bytes received and not decoded yet; nil when there are none.
+    private var unread: ByteBuffer?
+    private var decoding = false
+    private var refused = false
+    private var removing = false
+    /// The input ended while a decode ran: it is fed to the decoder once that decode is over.
+    private var inputEnded = false
+    private var endFed = false
+    /// Request parts written while a decode ran, for the decoder once it is over; nil when none.
+    private var writtenWhileDecoding: [HTTPClientRequestPart]?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.decoder.decoderAdded(context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.decoder.decoderRemoved(context: context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if self.refused { return }
+        let bytes = Self.unwrapInboundIn(data)
+        if var held = self.unread {
+            self.unread = nil  // so `held` is the buffer's only owner and grows in place
+            held.writeImmutableBuffer(bytes)
+            self.unread = held
+        } else {
+            self.unread = bytes
+        }
+        self.decodeUnread(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.inputEnded = true
+        self.feedEndOfInput(context: context)
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .some(.inputClosed) = event as? ChannelEvent {
+            self.inputEnded = true
+            self.feedEndOfInput(context: context)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let part = Self.unwrapOutboundIn(data)
+        if self.decoding {
+            self.writtenWhileDecoding = (self.writtenWhileDecoding ?? []) + [part]
+        } else {
+            self.decoder.write(data: part)
+        }
+        context.write(data, promise: promise)
+    }
+
+    func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
+        self.removing = true
+        context.eventLoop.assumeIsolated().execute {
+            self.handOff(context: context)
+            context.leavePipeline(removalToken: removalToken)
+        }
+    }
+
+    private func decodeUnread(context: ChannelHandlerContext) {
+        guard !self.decoding else { return }
+        self.decoding = true
+        while !self.removing && !self.refused, var buffer = self.unread {
+            self.unread = nil
+            do {
+                _ = try self.decoder.decode(context: context, buffer: &buffer)
+            } catch {
+                self.refuse(error, context: context)
+                break
+            }
+            self.showWrittenParts()
+            // Bytes that arrived while the decoder ran (a re-entrant read) are in `unread` now.
+            let arrivedMeanwhile = self.unread != nil
+            if buffer.readableBytes > 0 {
+                if var later = self.unread {
+                    buffer.writeBuffer(&later)
+                }
+                self.unread = buffer
+            }
+            if !arrivedMeanwhile { break }
+        }
+        self.decoding = false
+        self.showWrittenParts()
+        if self.inputEnded {
+            self.feedEndOfInput(context: context)
+        }
+    }
+
+    private func showWrittenParts() {
+        guard let parts = self.writtenWhileDecoding else { return }
+        self.writtenWhileDecoding = nil
+        for part in parts {
+            self.decoder.write(data: part)
+        }
+    }
+
+    /// Lets the decoder end a response delimited by the connection's close.
+    private func feedEndOfInput(context: ChannelHandlerContext) {
+        guard !self.decoding && !self.removing && !self.refused && !self.endFed else { return }
+        self.endFed = true
+        var buffer = self.unread ?? context.channel.allocator.buffer(capacity: 0)
+        self.unread = nil
+        do {
+            _ = try self.decoder.decodeLast(context: context, buffer: &buffer, seenEOF: true)
+        } catch {
+            self.refuse(error, context: context)
+        }
+    }
+
+    /// The decoder's last word before leaving the pipeline: after a `101` it passes the bytes on.
+    private func handOff(context: ChannelHandlerContext) {
+        guard !self.refused && !self.endFed, var buffer = self.unread else { return }
+        self.unread = nil
+        do {
+            _ = try self.decoder.decodeLast(context: context, buffer: &buffer, seenEOF: false)
+        } catch {
+            self.refuse(error, context: context)
+        }
+    }
+
+    private func refuse(_ error: Error, context: ChannelHandlerContext) {
+        self.refused = true
+        self.unread = nil
+        context.fireErrorCaught(error)
+    }
+}
+
+@available(*, unavailable)
+extension BackendResponseDecoderHandler: Sendable {}
