@@ -276,7 +276,7 @@ final class ListenerRuntime: Sendable {
             streamDelegate: manager.streamDelegate(on: channel.eventLoop)
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                try stream.pipeline.syncOperations.addHandler(HTTP2ServerStreamCodec())
                 if self.snapshot.load(ordering: .relaxed).config.compression {
                     try stream.pipeline.syncOperations.addHandler(self.compressionOptions(loopState.value).makeHandler())
                 }
