@@ -137,7 +137,7 @@ final class BackendPool {
     private(set) var requestsStarted = 0
     private(set) var requestsEnded = 0
     /// Idle connections kept per server and loop; more are closed on release.
-    static let maxIdle = 128
+    static let maxIdle = 256
 
     init(server: BackendServer, eventLoop: EventLoop) {
         self.server = server

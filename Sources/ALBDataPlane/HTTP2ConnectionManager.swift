@@ -29,8 +29,11 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
     private var idleSince: NIODeadline?
     private var quiescing = false
     private var context: ChannelHandlerContext?
+    /// The request timer the connection's streams share: stopped when the connection goes.
+    private let requestTimer: SharedDeadlineTimer?
 
-    init(idleTimeout: @escaping () -> TimeAmount) {
+    init(requestTimer: SharedDeadlineTimer? = nil, idleTimeout: @escaping () -> TimeAmount) {
+        self.requestTimer = requestTimer
         self.idleTimeout = idleTimeout
     }
 
@@ -59,6 +62,7 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.idleTimer.cancel()
+        self.requestTimer?.cancelAll()
         self.context = nil
     }
 

@@ -265,7 +265,9 @@ final class ListenerRuntime: Sendable {
         let loopState = NIOLoopBound(loopState, eventLoop: channel.eventLoop)
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = Self.http2Settings
-        let manager = HTTP2ConnectionManager { [snapshot = self.snapshot] in
+        // One request timer for all the connection's streams; the manager stops it when the connection goes.
+        let requestTimer = NIOLoopBound(SharedDeadlineTimer(), eventLoop: channel.eventLoop)
+        let manager = HTTP2ConnectionManager(requestTimer: requestTimer.value) { [snapshot = self.snapshot] in
             snapshot.load(ordering: .relaxed).config.idleTimeout
         }
         // Below the HTTP/2 handler, so that the streams answered in one tick leave in one write.
@@ -276,13 +278,13 @@ final class ListenerRuntime: Sendable {
             streamDelegate: manager.streamDelegate(on: channel.eventLoop)
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                try stream.pipeline.syncOperations.addHandler(HTTP2ServerStreamCodec())
                 if self.snapshot.load(ordering: .relaxed).config.compression {
                     try stream.pipeline.syncOperations.addHandler(self.compressionOptions(loopState.value).makeHandler())
                 }
                 try stream.pipeline.syncOperations.addHandler(
                     ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, framing: .http2, tlsFacts: facts,
-                                 endpoints: endpoints))
+                                 endpoints: endpoints, requestTimer: requestTimer.value))
             }
         }
         try channel.pipeline.syncOperations.addHandler(manager)

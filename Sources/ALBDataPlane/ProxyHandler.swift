@@ -32,7 +32,8 @@ import Darwin
 /// Where HTTP/1 ends on a connection, it hands the connection on: a WebSocket upgrade the backend accepts
 /// becomes a ``ByteTunnel`` after the `101`; an h2c preface (``HTTP2PrefaceEvent``) turns the connection
 /// into an HTTP/2 one.
-final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, BackendConnectionDelegate {
+final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, BackendConnectionDelegate,
+    SharedDeadlineTimerClient {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -111,6 +112,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     /// if that is later. A finished exchange leaves it running; scheduling and cancelling a task per
     /// request cost more than the occasional spurious wake-up.
     private var requestTimer = LazyDeadlineTimer()
+    /// An HTTP/2 stream's request timer instead: its connection's, shared by all its streams (a handler per
+    /// stream would schedule and cancel a callback per request).
+    private let sharedRequestTimer: SharedDeadlineTimer?
+    var sharedTimerSlot: Int?
 
     /// `http` or `https`: what the client spoke, for `X-Forwarded-Proto`.
     private let scheme: String
@@ -121,10 +126,12 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private let tlsFacts: TLSConnectionFacts?
 
     /// `endpoints`: the connection's addresses when the caller already has them (the streams of one HTTP/2
-    /// connection share them); nil reads them from the channel when the handler is added.
+    /// connection share them); nil reads them from the channel when the handler is added. `requestTimer`: the
+    /// connection's shared request timer (HTTP/2 streams); nil gives the handler its own.
     init(runtime: ListenerRuntime, loopState: ListenerLoopState, scheme: String = "http", framing: ClientFraming = .http1,
-         tlsFacts: TLSConnectionFacts? = nil, endpoints: ClientEndpoints? = nil) {
+         tlsFacts: TLSConnectionFacts? = nil, endpoints: ClientEndpoints? = nil, requestTimer: SharedDeadlineTimer? = nil) {
         self.runtime = runtime
+        self.sharedRequestTimer = requestTimer
         self.loopState = loopState
         self.scheme = scheme
         self.framing = framing
@@ -519,7 +526,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         self.backend = nil
         self.exchange = nil
         self.closed = true
-        self.requestTimer.cancel()
+        self.cancelRequestTimer()
         _ = self.tlsVersion  // read while the handler can still reach the TLS handler
         let tunnel = ByteTunnel(
             idleTimeout: { [snapshot = self.runtime.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout },
@@ -557,7 +564,23 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     private func armRequestTimer(deadline: NIODeadline, context: ChannelHandlerContext) {
-        self.requestTimer.arm(at: deadline, on: context.eventLoop, handler: RequestTimerExpiry(handler: self))
+        if let shared = self.sharedRequestTimer {
+            shared.arm(at: deadline, for: self, on: context.eventLoop)
+        } else {
+            self.requestTimer.arm(at: deadline, on: context.eventLoop, handler: RequestTimerExpiry(handler: self))
+        }
+    }
+
+    private func cancelRequestTimer() {
+        if let shared = self.sharedRequestTimer {
+            shared.cancel(for: self)
+        } else {
+            self.requestTimer.cancel()
+        }
+    }
+
+    func sharedTimerFired() {
+        self.requestTimerFired()
     }
 
     /// What the request timer calls back (on this handler's event loop).
@@ -570,7 +593,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     private func requestTimerFired() {
-        self.requestTimer.fired()
+        if self.sharedRequestTimer == nil {
+            self.requestTimer.fired()
+        }
         guard let exchange = self.exchange, let context = self.context, !self.closed else { return }
         switch exchange.machine.timerFired(now: context.eventLoop.now) {
         case .rearm(let deadline):
@@ -719,7 +744,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     /// Drops the exchange without answering (the connection is going away).
     private func abandonExchange() {
-        self.requestTimer.cancel()
+        self.cancelRequestTimer()
         if let backend = self.backend {
             backend.delegate = nil
             backend.close()

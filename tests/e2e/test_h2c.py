@@ -99,3 +99,22 @@ def test_a_broken_preface_or_a_late_one_disturbs_nobody(alb, backends):
     answer = raw(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" + PREFACE)
     assert answer.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 400 " in answer
     assert curl(port, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}").stdout == "200"
+
+
+def test_request_timeout_answers_each_stream_of_a_connection_with_504(alb, backends):
+    # The streams of one connection share one request timer: each slow stream gets its 504 at its deadline
+    # and the quick one its 200, on one connection (h2load: one client, three streams at once).
+    backend = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(backend, 100)], request_timeout=1))
+    alb.start()
+    alb.wait_state("web", "Running")
+    url = "http://127.0.0.1:%d" % port
+    started = time.monotonic()
+    load = subprocess.run(["h2load", "-n", "3", "-c", "1", "-m", "3", url + "/slow?s=4", url + "/", url + "/slow?s=5"],
+                          capture_output=True, text=True, timeout=30)
+    elapsed = time.monotonic() - started
+    # h2load counts a 5xx answer as failed: the two 504s.
+    assert "3 done, 1 succeeded, 2 failed, 0 errored" in load.stdout, load.stdout[-800:]
+    assert "status codes: 1 2xx, 0 3xx, 0 4xx, 2 5xx" in load.stdout, load.stdout[-800:]
+    assert elapsed < 3.5, elapsed

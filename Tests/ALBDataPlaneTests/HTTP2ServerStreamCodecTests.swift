@@ -1,0 +1,152 @@
+import NIOCore
+import NIOEmbedded
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+import XCTest
+
+@testable import ALBDataPlane
+
+final class HTTP2ServerStreamCodecTests: XCTestCase {
+    private func makeChannel() throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(HTTP2ServerStreamCodec())
+        return channel
+    }
+
+    private func buffer(_ text: String) -> ByteBuffer {
+        ByteBuffer(string: text)
+    }
+
+    private enum Sent: Equatable {
+        case headers([String: String], endStream: Bool)
+        case data(String, endStream: Bool)
+    }
+
+    private func sent(on channel: EmbeddedChannel) throws -> [Sent] {
+        var frames: [Sent] = []
+        while let payload = try channel.readOutbound(as: HTTP2Frame.FramePayload.self) {
+            switch payload {
+            case .headers(let headers):
+                var fields: [String: String] = [:]
+                for (name, value, _) in headers.headers { fields[name] = value }
+                frames.append(.headers(fields, endStream: headers.endStream))
+            case .data(let data):
+                guard case .byteBuffer(let bytes) = data.data else { return frames }
+                frames.append(.data(String(buffer: bytes), endStream: data.endStream))
+            default:
+                XCTFail("unexpected frame \(payload)")
+            }
+        }
+        return frames
+    }
+
+    func testAResponseOfOneBodyPartEndsOnItsDataFrame() throws {
+        let channel = try makeChannel()
+        try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok)))
+        // As the proxy writes a response: the body unflushed, the end with a flush.
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer("hello"))), promise: nil)
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        XCTAssertEqual(try sent(on: channel), [
+            .headers([":status": "200"], endStream: false),
+            .data("hello", endStream: true),
+        ])
+    }
+
+    func testOnlyTheLastOfSeveralBodyPartsCarriesTheEnd() throws {
+        let channel = try makeChannel()
+        try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok)))
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer("a"))), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer("b"))), promise: nil)
+        channel.write(HTTPServerResponsePart.end(nil), promise: nil)
+        channel.flush()
+        XCTAssertEqual(try sent(on: channel), [
+            .headers([":status": "200"], endStream: false),
+            .data("a", endStream: false),
+            .data("b", endStream: true),
+        ])
+    }
+
+    func testAFlushSendsAHeldBodyPartAtOnce() throws {
+        let channel = try makeChannel()
+        try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok)))
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer("streamed"))), promise: nil)
+        XCTAssertEqual(try sent(on: channel), [.headers([":status": "200"], endStream: false)],
+                       "held until the next write or flush")
+        channel.flush()
+        XCTAssertEqual(try sent(on: channel), [.data("streamed", endStream: false)])
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        XCTAssertEqual(try sent(on: channel), [.data("", endStream: true)])
+    }
+
+    func testTrailersFollowTheBodyInTheirOwnHeadersFrame() throws {
+        let channel = try makeChannel()
+        try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok)))
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer("message"))), promise: nil)
+        try channel.writeOutbound(HTTPServerResponsePart.end(HTTPHeaders([("grpc-status", "0")])))
+        XCTAssertEqual(try sent(on: channel), [
+            .headers([":status": "200"], endStream: false),
+            .data("message", endStream: false),
+            .headers(["grpc-status": "0"], endStream: true),
+        ])
+    }
+
+    func testAResponseWithoutABodyEndsWithAnEmptyDataFrame() throws {
+        let channel = try makeChannel()
+        var head = HTTPResponseHead(version: .http2, status: .noContent)
+        head.headers.add(name: "Connection", value: "keep-alive")
+        try channel.writeOutbound(HTTPServerResponsePart.head(head))
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        XCTAssertEqual(try sent(on: channel), [
+            .headers([":status": "204"], endStream: false),
+            .data("", endStream: true),
+        ], "connection-specific fields are dropped, as by nio-http2's codec")
+    }
+
+    func testTheWritesOfAHeldPartAndTheEndBothSucceed() throws {
+        let channel = try makeChannel()
+        try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok)))
+        let body = channel.eventLoop.makePromise(of: Void.self)
+        let end = channel.eventLoop.makePromise(of: Void.self)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer("x"))), promise: body)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: end)
+        XCTAssertNoThrow(try body.futureResult.wait())
+        XCTAssertNoThrow(try end.futureResult.wait())
+        XCTAssertEqual(try sent(on: channel).last, .data("x", endStream: true))
+    }
+
+    func testClosingFailsAHeldPartAsAnUnflushedWrite() throws {
+        let channel = try makeChannel()
+        let body = channel.eventLoop.makePromise(of: Void.self)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer("x"))), promise: body)
+        channel.close(promise: nil)
+        XCTAssertThrowsError(try body.futureResult.wait())
+    }
+
+    func testARequestIsReadAsNioHTTP2sCodecReadsIt() throws {
+        let channel = try makeChannel()
+        let headers = HPACKHeaders([(":method", "GET"), (":scheme", "https"), (":authority", "example.com"),
+                                    (":path", "/a?b"), ("user-agent", "test")])
+        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: true)))
+        guard case .head(let head) = try channel.readInbound(as: HTTPServerRequestPart.self) else {
+            return XCTFail("no head")
+        }
+        XCTAssertEqual(head.method, .GET)
+        XCTAssertEqual(head.uri, "/a?b")
+        XCTAssertEqual(head.version, .http2)
+        XCTAssertEqual(head.headers["host"], ["example.com"])
+        XCTAssertEqual(head.headers["user-agent"], ["test"])
+        guard case .end(nil) = try channel.readInbound(as: HTTPServerRequestPart.self) else {
+            return XCTFail("no end")
+        }
+    }
+
+    func testARequestWithAnInvalidPathIsAnError() throws {
+        let channel = try makeChannel()
+        let headers = HPACKHeaders([(":method", "GET"), (":scheme", "https"), (":authority", "example.com"),
+                                    (":path", "/a HTTP/1.1\r\nx: y")])
+        XCTAssertThrowsError(
+            try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: true))))
+        XCTAssertNil(try channel.readInbound(as: HTTPServerRequestPart.self))
+    }
+}
