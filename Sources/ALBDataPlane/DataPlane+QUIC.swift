@@ -12,6 +12,7 @@ extension DataPlane {
     /// gone; at the drain timeout the rest are closed with H3_NO_ERROR, then the socket. A replacement on the
     /// same address takes the socket over (``handOver(from:to:)``: new requests go to it). Not handed to a
     /// successor process by a takeover.
+    /// Does not retire unused server groups: its caller (``start(_:)``) does.
     func startQUIC(_ config: ListenerConfig, certificate: QUICListenerCertificate) async throws -> String {
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
                                           detailedMetrics: self.detailedMetrics)
@@ -67,7 +68,6 @@ extension DataPlane {
         socket.setChannel(channel, descriptor: -1)
         runtime.attach(socket)
         self.listeners.withLockedValue { $0[config.key] = runtime }
-        self.retainServerGroups()
         return Self.describe(runtime.boundAddress, fallback: config)
     }
 
