@@ -35,7 +35,7 @@ extension DataPlane {
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let channel: Channel
         do {
-            let address = try SocketAddress.makeAddressResolvingHost(config.bindHost, port: config.port)
+            let address = try Self.socketAddress(host: config.bindHost, port: config.port)
             // With UDP_GRO the kernel may coalesce a burst of one client's datagrams into one read, and says their
             // size (UDPOffload cuts them back): room for the most it coalesces. Without it, room for the largest
             // datagram we accept (QUICConnectionConfiguration.maxReceivedUDPPayloadSize).

@@ -146,7 +146,7 @@ public final class DataPlane: Sendable {
             // The socket is made here rather than by `bootstrap.bind`, so the data plane knows its
             // descriptor and can pass a copy to a successor process (docs/takeover.md).
             let descriptor = try inherited?.descriptor ?? OwnedDescriptor.listeningTCP(
-                on: SocketAddress.makeAddressResolvingHost(config.bindHost, port: config.port), backlog: Self.backlog)
+                on: Self.socketAddress(host: config.bindHost, port: config.port), backlog: Self.backlog)
             guard let raw = descriptor.take() else { throw IOError(errnoCode: EBADF, reason: "listening socket") }
             let channel = try await bootstrap.withBoundSocket(raw).get()
             // NIO listens again with its default backlog when it adopts a socket; put ours back.
@@ -323,6 +323,14 @@ public final class DataPlane: Sendable {
     static func describe(_ address: SocketAddress?, fallback config: ListenerConfig) -> String {
         guard let address, let port = address.port else { return format(host: config.bindHost, port: config.port) }
         return format(host: address.ipAddress ?? config.bindHost, port: port)
+    }
+
+    /// Where a listener binds. An IP address (what a LoadBalancer's address is) is parsed as one: getaddrinfo
+    /// would check the host's interfaces over a netlink socket first (AI_ADDRCONFIG, glibc's default), once
+    /// for each of a cold start's 100 listeners. Anything else (a name) is resolved as before.
+    static func socketAddress(host: String, port: Int) throws -> SocketAddress {
+        if let address = try? SocketAddress(ipAddress: host, port: port) { return address }
+        return try SocketAddress.makeAddressResolvingHost(host, port: port)
     }
 
     static func format(host: String, port: Int) -> String {
