@@ -107,7 +107,12 @@ public enum ManifestLoader {
         var roots: [Node] = []
         do {
             // The parser owns the anchors nodes refer to (weakly): keep it alive while scanning.
-            let parser = try Parser(yaml: contents)
+            // Every plain scalar is a string here (`Resolver.basic`): the decoder reads scalars as text and
+            // their quoting style, never Yams' tags, and the default resolver's regular expressions (compiled
+            // with ICU on first use, then matched against every mapping key by Yams' duplicate-key check)
+            // were a third of a cold start's decoding. Keys that only the tag told apart (`1` and `"1"`)
+            // now count as the duplicates the decoder would have read them as.
+            let parser = try Parser(yaml: contents, resolver: .basic)
             while let root = try parser.nextRoot() { roots.append(root) }
             if let finding = HostileInputGuard.scan(roots) {
                 return failure(finding.message, line: finding.line, column: finding.column)
