@@ -6,6 +6,16 @@ With N HTTP listeners (127.0.0.1:19200..), each forwarding to backend "a":
   change ms from rewriting one listener's manifest (switching it to backend "b") to that listener answering
          from "b"; median and worst of REPEATS edits, once through the watcher and once with SIGHUP
 Usage: bench_reconcile.py ALB_BINARY [N] [REPEATS]
+       bench_reconcile.py nginx [N]   cold only, of nginx with the same N listeners proxying to backend "a"
+                                       (reload.py's nginx answers `return 200` itself: no proxying)
+
+ALB_BENCH_COLD_RUNS=K (K > 1): only cold, K starts, their median and fastest (a busy 2-core machine scatters
+single starts by tens of milliseconds).
+
+The backends "a" and "b" are tests/bench_backend.py, in a process of their own, answering as fast as Python
+can: reload.py's nginx and HAProxy answer `return 200` themselves, so a slow backend would be measured as
+alb's. ALB_BENCH_BACKEND=demo uses tests/demo_backend.py in this process instead (the figures before
+2026-11-26, docs/benchmarks.md).
 """
 import http.client
 import os
@@ -96,12 +106,69 @@ def run(binary, n, repeats, watch):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def nginx_cold(n):
+    """Seconds from starting nginx with N listeners proxying to "a" (kept-alive upstream connections, as alb
+    pools them) to all N answering 200: the same measurement as alb's cold, through a proxy."""
+    work = tempfile.mkdtemp(prefix="alb-bench-nginx.")
+    servers = "\n".join("  server { listen 127.0.0.1:%d; location / { proxy_pass http://a; } }" % (BASE + i)
+                        for i in range(n))
+    conf = os.path.join(work, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("worker_processes 1; daemon on; pid %s/nginx.pid; error_log %s/nginx.err;\n"
+                "events { worker_connections 1024; }\n"
+                "http { access_log off; proxy_http_version 1.1; proxy_set_header Connection \"\";\n"
+                "upstream a { server 127.0.0.1:19198; keepalive 16; }\n%s\n}\n" % (work, work, servers))
+    t0 = time.monotonic()
+    subprocess.run(["nginx", "-c", conf], check=True)
+    try:
+        for i in range(n):
+            wait_until(lambda: body(BASE + i)[0] == 200)
+        return time.monotonic() - t0
+    finally:
+        subprocess.run(["nginx", "-c", conf, "-s", "quit"])
+        wait_until(lambda: not os.path.exists(os.path.join(work, "nginx.pid")), limit=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def start_backends():
+    """Backends "a" on 19198 and "b" on 19199; returns the process to stop, or None."""
+    if os.environ.get("ALB_BENCH_BACKEND", "fast") == "demo":
+        demo_backend.serve(19198, "a")
+        demo_backend.serve(19199, "b")
+        return None
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_backend.py")
+    process = subprocess.Popen([sys.executable, script, "19198", "a", "19199", "b"], stdout=subprocess.PIPE, text=True)
+    if process.stdout.readline().strip() != "ready":
+        process.kill()
+        raise SystemExit("bench_backend.py did not start")
+    return process
+
+
 def main():
     binary = sys.argv[1]
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 100
     repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 20
-    demo_backend.serve(19198, "a")
-    demo_backend.serve(19199, "b")
+    backends = start_backends()
+    try:
+        measure(binary, n, repeats)
+    finally:
+        if backends:
+            backends.terminate()
+            backends.wait(timeout=10)
+
+
+def measure(binary, n, repeats):
+    cold_runs = int(os.environ.get("ALB_BENCH_COLD_RUNS", "1"))
+    if binary == "nginx":
+        colds = [nginx_cold(n) for _ in range(cold_runs)]
+        print("nginx-proxy listeners=%d runs=%d cold_median_s=%.3f cold_min_s=%.3f"
+              % (n, cold_runs, statistics.median(colds), min(colds)))
+        return
+    if cold_runs > 1:
+        colds = [run(binary, n, 0, False)[0] for _ in range(cold_runs)]
+        print("alb-cold listeners=%d runs=%d cold_median_s=%.3f cold_min_s=%.3f"
+              % (n, cold_runs, statistics.median(colds), min(colds)))
+        return
     for watch in (True, False):
         cold, changes = run(binary, n, repeats, watch)
         if os.environ.get("ALB_BENCH_VERBOSE"):

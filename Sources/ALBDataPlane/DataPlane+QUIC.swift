@@ -12,6 +12,7 @@ extension DataPlane {
     /// gone; at the drain timeout the rest are closed with H3_NO_ERROR, then the socket. A replacement on the
     /// same address takes the socket over (``handOver(from:to:)``: new requests go to it). Not handed to a
     /// successor process by a takeover.
+    /// Does not retire unused server groups: its caller (``start(_:)``) does.
     func startQUIC(_ config: ListenerConfig, certificate: QUICListenerCertificate) async throws -> String {
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
                                           detailedMetrics: self.detailedMetrics)
@@ -34,7 +35,7 @@ extension DataPlane {
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let channel: Channel
         do {
-            let address = try SocketAddress.makeAddressResolvingHost(config.bindHost, port: config.port)
+            let address = try Self.socketAddress(host: config.bindHost, port: config.port)
             // With UDP_GRO the kernel may coalesce a burst of one client's datagrams into one read, and says their
             // size (UDPOffload cuts them back): room for the most it coalesces. Without it, room for the largest
             // datagram we accept (QUICConnectionConfiguration.maxReceivedUDPPayloadSize).
@@ -67,7 +68,6 @@ extension DataPlane {
         socket.setChannel(channel, descriptor: -1)
         runtime.attach(socket)
         self.listeners.withLockedValue { $0[config.key] = runtime }
-        self.retainServerGroups()
         return Self.describe(runtime.boundAddress, fallback: config)
     }
 

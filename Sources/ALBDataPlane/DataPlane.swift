@@ -73,6 +73,47 @@ public final class DataPlane: Sendable {
     /// - Throws: ``DataPlaneError/bindFailed(address:reason:)`` with the OS error text;
     ///   ``DataPlaneError/listenerExists(_:)``; ``DataPlaneError/invalidConfig(listener:reason:)``.
     public func start(_ config: ListenerConfig) async throws -> String {
+        let address = try await self.bind(config)
+        self.retainServerGroups()
+        return address
+    }
+
+    /// Starts every configuration at once, as ``start(_:)`` each: the result at each index is that
+    /// configuration's bound address or its error, and one failing (a port in use) does not stop the others.
+    /// Binding one after another costs a round trip to an event loop each (a cold start of 100 listeners);
+    /// here they overlap. Configurations on the same port (other hosts, or TCP and UDP) still bind one after
+    /// another in the given order, so which of two overlapping addresses gets the port (0.0.0.0 and
+    /// 127.0.0.1) does not depend on timing. Server groups no listener uses are retired once, after the
+    /// whole batch: a retire after each bind would see only the listeners bound so far and drop the groups
+    /// of those still binding.
+    public func start(_ configs: [ListenerConfig]) async -> [Result<String, any Error>] {
+        // Port 0 (an ephemeral port) never clashes: each such configuration is a batch of its own.
+        let samePort = Dictionary(grouping: configs.indices) { configs[$0].port == 0 ? -1 - $0 : configs[$0].port }
+        let finished = await withTaskGroup(of: [(Int, Result<String, any Error>)].self) { group in
+            // In the order given (the reconciler's is by name), so the first listeners are the first to serve.
+            for indices in samePort.values.sorted(by: { $0[0] < $1[0] }) {
+                group.addTask {
+                    var results: [(Int, Result<String, any Error>)] = []
+                    for index in indices {
+                        do {
+                            results.append((index, .success(try await self.bind(configs[index]))))
+                        } catch {
+                            results.append((index, .failure(error)))
+                        }
+                    }
+                    return results
+                }
+            }
+            var finished: [(Int, Result<String, any Error>)] = []
+            for await results in group { finished.append(contentsOf: results) }
+            return finished
+        }
+        self.retainServerGroups()
+        return finished.sorted { $0.0 < $1.0 }.map(\.1)
+    }
+
+    /// ``start(_:)`` without retiring unused server groups (the caller does, once it is done binding).
+    private func bind(_ config: ListenerConfig) async throws -> String {
         let reserved = self.starting.withLockedValue { starting -> Bool in
             if starting.contains(config.key) { return false }
             starting.insert(config.key)
@@ -105,7 +146,7 @@ public final class DataPlane: Sendable {
             // The socket is made here rather than by `bootstrap.bind`, so the data plane knows its
             // descriptor and can pass a copy to a successor process (docs/takeover.md).
             let descriptor = try inherited?.descriptor ?? OwnedDescriptor.listeningTCP(
-                on: SocketAddress.makeAddressResolvingHost(config.bindHost, port: config.port), backlog: Self.backlog)
+                on: Self.socketAddress(host: config.bindHost, port: config.port), backlog: Self.backlog)
             guard let raw = descriptor.take() else { throw IOError(errnoCode: EBADF, reason: "listening socket") }
             let channel = try await bootstrap.withBoundSocket(raw).get()
             // NIO listens again with its default backlog when it adopts a socket; put ours back.
@@ -116,7 +157,6 @@ public final class DataPlane: Sendable {
         }
         runtime.attach(socket)
         self.listeners.withLockedValue { $0[config.key] = runtime }
-        self.retainServerGroups()
         if held && !self.acceptingHeld.withLockedValue({ $0 }) {
             await socket.startAccepting()  // released while this one was being set up
         }
@@ -283,6 +323,14 @@ public final class DataPlane: Sendable {
     static func describe(_ address: SocketAddress?, fallback config: ListenerConfig) -> String {
         guard let address, let port = address.port else { return format(host: config.bindHost, port: config.port) }
         return format(host: address.ipAddress ?? config.bindHost, port: port)
+    }
+
+    /// Where a listener binds. An IP address (what a LoadBalancer's address is) is parsed as one: getaddrinfo
+    /// would check the host's interfaces over a netlink socket first (AI_ADDRCONFIG, glibc's default), once
+    /// for each of a cold start's 100 listeners. Anything else (a name) is resolved as before.
+    static func socketAddress(host: String, port: Int) throws -> SocketAddress {
+        if let address = try? SocketAddress(ipAddress: host, port: port) { return address }
+        return try SocketAddress.makeAddressResolvingHost(host, port: port)
     }
 
     static func format(host: String, port: Int) -> String {

@@ -1,3 +1,5 @@
+import Dispatch
+import Synchronization
 import Yams
 
 /// Decodes and validates a snapshot of manifest files: YAML -> resources with defaults, every problem
@@ -21,8 +23,7 @@ public enum ManifestLoader {
         var looseDiagnostics: [Diagnostic] = []
         var nextCache = ManifestCache()
 
-        for file in files {
-            let outcome = cache.outcome(for: file) ?? decode(file)
+        for (file, outcome) in zip(files, outcomes(of: files, cache: cache)) {
             nextCache.entries[file.path] = ManifestCache.Entry(contents: file.contents, readError: file.readError,
                                                           outcome: outcome)
             switch outcome {
@@ -52,6 +53,23 @@ public enum ManifestLoader {
             lhs.location != rhs.location ? lhs.location < rhs.location : lhs.message < rhs.message
         }
         return set
+    }
+
+    /// Each file's outcome, in the order of `files`: from `cache` when its contents did not change,
+    /// otherwise decoded. Files are independent and decoding is pure, so two or more to decode (a cold
+    /// start decodes every file) are spread over the cores.
+    static func outcomes(of files: [ManifestFile], cache: ManifestCache) -> [ManifestCache.Outcome] {
+        let cached = files.map { cache.outcome(for: $0) }
+        let missing = files.indices.filter { cached[$0] == nil }
+        guard missing.count >= 2 else { return zip(files, cached).map { file, outcome in outcome ?? decode(file) } }
+        let decoded = Mutex<[Int: ManifestCache.Outcome]>([:])
+        DispatchQueue.concurrentPerform(iterations: missing.count) { slot in
+            let index = missing[slot]
+            let outcome = decode(files[index])
+            decoded.withLock { $0[index] = outcome }
+        }
+        let fresh = decoded.withLock { $0 }
+        return files.indices.map { index in cached[index] ?? fresh[index] ?? decode(files[index]) }
     }
 
     static func decode(_ file: ManifestFile) -> ManifestCache.Outcome {
@@ -89,7 +107,12 @@ public enum ManifestLoader {
         var roots: [Node] = []
         do {
             // The parser owns the anchors nodes refer to (weakly): keep it alive while scanning.
-            let parser = try Parser(yaml: contents)
+            // Every plain scalar is a string here (`Resolver.basic`): the decoder reads scalars as text and
+            // their quoting style, never Yams' tags, and the default resolver's regular expressions (compiled
+            // with ICU on first use, then matched against every mapping key by Yams' duplicate-key check)
+            // were a third of a cold start's decoding. Keys that only the tag told apart (`1` and `"1"`)
+            // now count as the duplicates the decoder would have read them as.
+            let parser = try Parser(yaml: contents, resolver: .basic)
             while let root = try parser.nextRoot() { roots.append(root) }
             if let finding = HostileInputGuard.scan(roots) {
                 return failure(finding.message, line: finding.line, column: finding.column)

@@ -71,8 +71,11 @@ public struct ReconcileService: Sendable, Service {
             try await self.serve()
             return
         }
+        // A name of its own: without one the group describes the service by reflection (`"\(service)"`,
+        // every field of the options and the logger), about 1.5 ms of a cold start.
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [.init(service: self, successTerminationBehavior: .gracefullyShutdownGroup)],
+            services: [.init(service: self, successTerminationBehavior: .gracefullyShutdownGroup,
+                             serviceName: "ReconcileService")],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: log))
         try await ServiceGroupContext.$isRunningInGroup.withValue(true) {
             try await group.run()

@@ -325,7 +325,14 @@ public actor Reconciler {
         }
         let plan = SocketPlan.make(current: current, desired: desired)
         var outcomes: [String: SocketOutcome] = [:]
+        // Binds are collected and made together when the next other step (or the end) comes: they are
+        // independent, and one after another they cost a round trip to an event loop each.
+        var binds: [(name: String, config: ListenerConfig)] = []
         for step in plan.steps {
+            if !binds.isEmpty, !step.isBind {
+                outcomes.merge(await bindTogether(binds)) { _, new in new }
+                binds = []
+            }
             switch step {
             case .handOver(let address, let from, let to):
                 guard var config = wanted[to], let fromKey = listeners[from]?.key else { continue }
@@ -344,12 +351,7 @@ public actor Reconciler {
                     continue
                 }
                 config.key = nextKey(name)
-                do {
-                    let bound = try await dataPlane.start(config)
-                    outcomes[name] = .bound(config, address: bound, handedOver: false)
-                } catch {
-                    outcomes[name] = .failed(String(describing: error))
-                }
+                binds.append((name, config))
             case .conflict(let name, let address, let holder):
                 outcomes[name] = .failed("cannot bind \(address): listener \(holder) holds it")
             case .retire(let name, let keepIfBindFails):
@@ -362,6 +364,23 @@ public actor Reconciler {
                 }
                 listener.serving = nil
                 listeners[name] = listener
+            }
+        }
+        if !binds.isEmpty {
+            outcomes.merge(await bindTogether(binds)) { _, new in new }
+        }
+        return outcomes
+    }
+
+    /// Binds new instances all at once (``DataPlane/start(_:)-([ListenerConfig])``); each listener gets
+    /// its own outcome, so a port in use fails only the listener that wanted it.
+    private func bindTogether(_ binds: [(name: String, config: ListenerConfig)]) async -> [String: SocketOutcome] {
+        let results = await dataPlane.start(binds.map(\.config))
+        var outcomes: [String: SocketOutcome] = [:]
+        for ((name, config), result) in zip(binds, results) {
+            switch result {
+            case .success(let bound): outcomes[name] = .bound(config, address: bound, handedOver: false)
+            case .failure(let error): outcomes[name] = .failed(String(describing: error))
             }
         }
         return outcomes
@@ -712,5 +731,12 @@ public actor Reconciler {
             hash = hash &* 0x100_0000_01b3
         }
         return String(hash, radix: 16)
+    }
+}
+
+extension SocketPlan.Step {
+    var isBind: Bool {
+        if case .bind = self { return true }
+        return false
     }
 }

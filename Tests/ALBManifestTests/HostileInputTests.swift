@@ -83,6 +83,28 @@ final class HostileInputTests: XCTestCase {
         assertOnly(set, "d.yaml:2:1: error: duplicate mapping key \"kind\"", reason: .parseError)
     }
 
+    func testKeysThatReadAsTheSameTextAreDuplicatesWhateverTheirQuoting() {
+        // `1` and "1" are one tag key to the decoder: the second would silently replace the first.
+        let text = Fixture.doc("ServerGroup", "g", "servers: [{address: 127.0.0.1, port: 9000}]")
+            .replacingOccurrences(of: "  name: g\n", with: "  name: g\n  tags: {1: a, \"1\": b}\n")
+        let set = load(("g.yaml", text), withBase: false)
+        XCTAssertEqual(set.diagnostics.map(\.reason), [.parseError], set.diagnostics.map(\.formatted).joined(separator: "\n"))
+        XCTAssertTrue(set.diagnostics.first?.formatted.contains("duplicate mapping key \"1\"") ?? false,
+                      set.diagnostics.map(\.formatted).joined(separator: "\n"))
+    }
+
+    func testPlainScalarsOfEveryYAMLTypeStillDecodeAsTheirFields() {
+        // Numbers, booleans and null-looking values are read from their text, not from a resolved tag.
+        let text = Fixture.doc("Listener", "web", Fixture.listenerSpec(port: 8080, "http2: false\ncompression: ~\nidleTimeout: 30"))
+        let set = load(("l.yaml", text))
+        guard case .listener(let spec)? = set.resources[ResourceID(kind: .listener, name: "web")]?.spec else {
+            return XCTFail(set.diagnostics.map(\.formatted).joined(separator: "\n"))
+        }
+        XCTAssertEqual(spec.port, 8080)
+        XCTAssertEqual(spec.http2, false)
+        XCTAssertEqual(spec.idleTimeout, 30)
+    }
+
     func testNonScalarMappingKey() {
         let text = Fixture.doc("ServerGroup", "g", "? [a, b]\n: 1")
         assertOnly(load(("g.yaml", text), withBase: false),

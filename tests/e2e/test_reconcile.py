@@ -175,6 +175,42 @@ def test_port_taken_by_another_process_fails_then_recovers(alb, backends):
     assert get(port)[0] == 200
 
 
+def test_listeners_starting_together_one_on_a_taken_port_fails_alone(alb, backends):
+    # The first pass binds its listeners together: the one whose port another process holds fails on its
+    # own, the others run and share their server group.
+    b1, b2 = backends.start("b1"), backends.start("b2")
+    blocker = __import__("socket").socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    ports = [free_port() for _ in range(6)]
+    alb.write("base.yaml", manifest_set(ports[0], [(b1, 100), (b2, 100)], listener="l0"))
+    for i, port in enumerate(ports[1:] + [taken], start=1):
+        alb.write("l%d.yaml" % i, """\
+apiVersion: alb/v1
+kind: Listener
+metadata: {name: l%d}
+spec:
+  loadBalancer: lb
+  protocol: HTTP
+  port: %d
+  defaultAction: {forwardGroup: {serverGroups: [{name: pool}]}}
+""" % (i, port))
+    alb.start()
+    failed = alb.wait_state("l6", "Failed")
+    ready = {c["type"]: c for c in failed["conditions"]}["Ready"]
+    assert ready["reason"] == "BindFailed"
+    assert "Address already in use" in ready["message"]
+    for i in range(6):
+        alb.wait_state("l%d" % i, "Running")
+    # One round robin for the group however many listeners forward to it.
+    seen = [get(port)[1].split()[0] for port in ports]
+    assert sorted(seen) == ["b1"] * 3 + ["b2"] * 3, seen
+    blocker.close()
+    alb.wait_state("l6", "Running", timeout=15)
+    assert get(taken)[0] == 200
+
+
 def test_plan_reports_changes_and_nothing_after_reconcile(alb, backends):
     b1 = backends.start("b1")
     port = free_port()
