@@ -1,3 +1,4 @@
+import ALBHTTP
 import NIOCore
 import NIOHTTP1
 
@@ -20,8 +21,7 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
     typealias OutboundOut = HTTPClientRequestPart
 
     private let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)
-    /// Bytes received and not decoded yet; nil when there are none.
-    private var unread: ByteBuffer?
+    private var unread = PendingInput()
     private var decoding = false
     private var refused = false
     private var removing = false
@@ -41,14 +41,7 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if self.refused { return }
-        let bytes = Self.unwrapInboundIn(data)
-        if var held = self.unread {
-            self.unread = nil  // so `held` is the buffer's only owner and grows in place
-            held.writeImmutableBuffer(bytes)
-            self.unread = held
-        } else {
-            self.unread = bytes
-        }
+        self.unread.append(Self.unwrapInboundIn(data))
         self.decodeUnread(context: context)
     }
 
@@ -87,8 +80,7 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
     private func decodeUnread(context: ChannelHandlerContext) {
         guard !self.decoding else { return }
         self.decoding = true
-        while !self.removing && !self.refused, var buffer = self.unread {
-            self.unread = nil
+        while !self.removing && !self.refused, var buffer = self.unread.take() {
             do {
                 _ = try self.decoder.decode(context: context, buffer: &buffer)
             } catch {
@@ -96,14 +88,7 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
                 break
             }
             self.showWrittenParts()
-            // Bytes that arrived while the decoder ran (a re-entrant read) are in `unread` now.
-            let arrivedMeanwhile = self.unread != nil
-            if buffer.readableBytes > 0 {
-                if var later = self.unread {
-                    buffer.writeBuffer(&later)
-                }
-                self.unread = buffer
-            }
+            let arrivedMeanwhile = self.unread.putBack(&buffer)
             if !arrivedMeanwhile { break }
         }
         self.decoding = false
@@ -125,8 +110,7 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
     private func feedEndOfInput(context: ChannelHandlerContext) {
         guard !self.decoding && !self.removing && !self.refused && !self.endFed else { return }
         self.endFed = true
-        var buffer = self.unread ?? context.channel.allocator.buffer(capacity: 0)
-        self.unread = nil
+        var buffer = self.unread.take() ?? context.channel.allocator.buffer(capacity: 0)
         do {
             _ = try self.decoder.decodeLast(context: context, buffer: &buffer, seenEOF: true)
         } catch {
@@ -136,8 +120,7 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
 
     /// The decoder's last word before leaving the pipeline: after a `101` it passes the bytes on.
     private func handOff(context: ChannelHandlerContext) {
-        guard !self.refused && !self.endFed, var buffer = self.unread else { return }
-        self.unread = nil
+        guard !self.refused && !self.endFed, var buffer = self.unread.take() else { return }
         do {
             _ = try self.decoder.decodeLast(context: context, buffer: &buffer, seenEOF: false)
         } catch {
@@ -147,7 +130,7 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
 
     private func refuse(_ error: Error, context: ChannelHandlerContext) {
         self.refused = true
-        self.unread = nil
+        self.unread.removeAll()
         context.fireErrorCaught(error)
     }
 }

@@ -22,8 +22,7 @@ public final class HTTPRequestDecoderHandler: ChannelInboundHandler, RemovableCh
     public typealias InboundOut = HTTPServerRequestPart
 
     private var decoder: StrictHTTPRequestDecoder
-    /// Bytes received and not decoded yet; nil when there are none.
-    private var unread: ByteBuffer?
+    private var unread = PendingInput()
     /// A decode is running: a read arriving meanwhile (re-entrantly) only queues its bytes.
     private var decoding = false
     /// The decoder refused the input; nothing more is decoded.
@@ -36,14 +35,7 @@ public final class HTTPRequestDecoderHandler: ChannelInboundHandler, RemovableCh
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if self.refused { return }
-        let bytes = Self.unwrapInboundIn(data)
-        if var held = self.unread {
-            self.unread = nil  // so `held` is the buffer's only owner and grows in place
-            held.writeImmutableBuffer(bytes)
-            self.unread = held
-        } else {
-            self.unread = bytes
-        }
+        self.unread.append(Self.unwrapInboundIn(data))
         self.decodeUnread(context: context)
     }
 
@@ -59,33 +51,24 @@ public final class HTTPRequestDecoderHandler: ChannelInboundHandler, RemovableCh
         guard !self.decoding else { return }
         self.decoding = true
         defer { self.decoding = false }
-        while !self.removing && !self.refused, var buffer = self.unread {
-            self.unread = nil
+        while !self.removing && !self.refused, var buffer = self.unread.take() {
             let state: DecodingState
             do {
                 state = try self.decoder.decode(context: context, buffer: &buffer)
             } catch {
                 self.refused = true
-                self.unread = nil
+                self.unread.removeAll()
                 context.fireErrorCaught(error)
                 return
             }
-            // Bytes that arrived while the decoder ran (a re-entrant read) are in `unread` now.
-            let arrivedMeanwhile = self.unread != nil
-            if buffer.readableBytes > 0 {
-                if var later = self.unread {
-                    buffer.writeBuffer(&later)
-                }
-                self.unread = buffer
-            }
+            let arrivedMeanwhile = self.unread.putBack(&buffer)
             if state == .needMoreData && !arrivedMeanwhile { return }
         }
     }
 
     /// The decoder's last word before leaving the pipeline: after a hand-off it passes the bytes on.
     private func handOff(context: ChannelHandlerContext) {
-        guard !self.refused, var buffer = self.unread else { return }
-        self.unread = nil
+        guard !self.refused, var buffer = self.unread.take() else { return }
         do {
             while try self.decoder.decodeLast(context: context, buffer: &buffer, seenEOF: false) == .continue {}
         } catch {

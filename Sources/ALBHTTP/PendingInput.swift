@@ -1,0 +1,44 @@
+import NIOCore
+
+/// The bytes a decoding handler has received and not decoded yet (the client side's
+/// ``HTTPRequestDecoderHandler``, the backend side's response decoder handler). Nil between messages, so an
+/// idle connection holds no buffer of its own and the channel's receive buffer can be reused.
+public struct PendingInput {
+    private var held: ByteBuffer?
+
+    public init() {}
+
+    /// Adds a read after what is held, growing the held buffer in place.
+    public mutating func append(_ read: ByteBuffer) {
+        guard var held = self.held else {
+            self.held = read
+            return
+        }
+        self.held = nil  // so `held` is the buffer's only owner and grows in place
+        held.writeImmutableBuffer(read)
+        self.held = held
+    }
+
+    /// Everything held, for a decode; nothing is held after.
+    public mutating func take() -> ByteBuffer? {
+        defer { self.held = nil }
+        return self.held
+    }
+
+    /// Puts back what a decode left unread, in front of what arrived while it ran (a re-entrant read).
+    /// Returns whether anything arrived meanwhile, which is then worth another decode.
+    public mutating func putBack(_ remainder: inout ByteBuffer) -> Bool {
+        let arrivedMeanwhile = self.held != nil
+        if remainder.readableBytes > 0 {
+            if var later = self.held {
+                remainder.writeBuffer(&later)
+            }
+            self.held = remainder
+        }
+        return arrivedMeanwhile
+    }
+
+    public mutating func removeAll() {
+        self.held = nil
+    }
+}
