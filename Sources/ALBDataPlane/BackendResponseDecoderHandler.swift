@@ -28,8 +28,8 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
     /// The input ended while a decode ran: it is fed to the decoder once that decode is over.
     private var inputEnded = false
     private var endFed = false
-    /// Request parts written while a decode ran, for the decoder once it is over; nil when none.
-    private var writtenWhileDecoding: [HTTPClientRequestPart]?
+    /// Request parts written while a decode ran, for the decoder once it is over.
+    private var writtenWhileDecoding: [HTTPClientRequestPart] = []
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.decoder.decoderAdded(context: context)
@@ -62,7 +62,7 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let part = Self.unwrapOutboundIn(data)
         if self.decoding {
-            self.writtenWhileDecoding = (self.writtenWhileDecoding ?? []) + [part]
+            self.writtenWhileDecoding.append(part)
         } else {
             self.decoder.write(data: part)
         }
@@ -99,8 +99,9 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     private func showWrittenParts() {
-        guard let parts = self.writtenWhileDecoding else { return }
-        self.writtenWhileDecoding = nil
+        guard !self.writtenWhileDecoding.isEmpty else { return }
+        let parts = self.writtenWhileDecoding
+        self.writtenWhileDecoding.removeAll()
         for part in parts {
             self.decoder.write(data: part)
         }

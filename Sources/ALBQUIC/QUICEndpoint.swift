@@ -215,23 +215,21 @@ public final class QUICEndpoint {
     /// CONNECTION_CLOSE with H3_NO_ERROR: ``QUICConnection/beginGracefulShutdown(now:)``) and refuses new
     /// ones from now on. Returns what the connections send now.
     public func drain(now: UInt64) -> [QUICOutgoingDatagram] {
-        isDraining = true
-        var outgoing: [QUICOutgoingDatagram] = []
-        for connection in registrations.values.map(\.connection) {
-            connection.beginGracefulShutdown(now: now)
-            outgoing += connection.write(now: now)
-            update(connection)
-        }
-        return outgoing
+        endEveryConnection(now: now) { $0.beginGracefulShutdown(now: now) }
     }
 
     /// Closes every connection at once with H3_NO_ERROR (a drain's timeout, or the listener stops) and
     /// returns their CONNECTION_CLOSE datagrams; the connections leave the table after their closing period.
     public func closeAll(now: UInt64) -> [QUICOutgoingDatagram] {
+        endEveryConnection(now: now) { $0.closeGracefully(now: now) }
+    }
+
+    /// Refuses new connections from now on, applies `end` to every connection and returns what they send.
+    private func endEveryConnection(now: UInt64, _ end: (QUICConnection) -> Void) -> [QUICOutgoingDatagram] {
         isDraining = true
         var outgoing: [QUICOutgoingDatagram] = []
         for connection in registrations.values.map(\.connection) {
-            connection.closeGracefully(now: now)
+            end(connection)
             outgoing += connection.write(now: now)
             update(connection)
         }
