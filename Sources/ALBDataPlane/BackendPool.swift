@@ -104,18 +104,16 @@ final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// After the backend accepted a WebSocket upgrade and its `101` ended: the connection stops speaking
-    /// HTTP and becomes `end` of a tunnel. The response decoder goes last, passing on whatever the backend
-    /// sent after its `101` (it holds those bytes unparsed: `leftOverBytesStrategy: .forwardBytes`).
+    /// HTTP and becomes `end` of a tunnel. The HTTP/1 codec goes last, its decoder passing on whatever the
+    /// backend sent after its `101` (it holds those bytes unparsed: `leftOverBytesStrategy: .forwardBytes`).
     func leaveHTTP(joining end: TunnelEnd) throws {
         guard let pipeline = self.context?.pipeline.syncOperations else { throw ChannelError.ioOnClosedChannel }
         self.delegate = nil
         pipeline.removeHandler(self, promise: nil)
-        pipeline.removeHandler(try pipeline.handler(type: NIOHTTPRequestHeadersValidator.self), promise: nil)
-        pipeline.removeHandler(try pipeline.handler(type: HTTPRequestEncoder.self), promise: nil)
         try pipeline.addHandler(end)
         // NIO's decoder passes its leftovers on with no read-complete after them: flush them once it is out.
         let decoderLeft = pipeline.eventLoop.makePromise(of: Void.self)
-        pipeline.removeHandler(try pipeline.handler(type: BackendResponseDecoderHandler.self), promise: decoderLeft)
+        pipeline.removeHandler(try pipeline.handler(type: BackendHTTP1Codec.self), promise: decoderLeft)
         decoderLeft.futureResult.assumeIsolated().whenComplete { _ in end.flushRelayed() }
     }
 }
@@ -174,12 +172,9 @@ final class BackendPool {
                     if server.useTLS {
                         try channel.pipeline.syncOperations.addHandler(try BackendTLS.handler(for: server.host))
                     }
-                    // What `addHTTPClientHandlers` adds, with our own wrapper around NIO's response decoder.
-                    // Bytes after a `101` stay unparsed in the decoder until a tunnel takes them.
+                    // Bytes after a `101` stay unparsed in the codec's decoder until a tunnel takes them.
                     let pipeline = channel.pipeline.syncOperations
-                    try pipeline.addHandler(HTTPRequestEncoder())
-                    try pipeline.addHandler(BackendResponseDecoderHandler())
-                    try pipeline.addHandler(NIOHTTPRequestHeadersValidator())
+                    try pipeline.addHandler(BackendHTTP1Codec())
                     try pipeline.addHandler(BackendHandler())
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {

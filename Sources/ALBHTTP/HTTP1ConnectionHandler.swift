@@ -96,8 +96,8 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     private var closing = false
 
     // MARK: Wire stage state
-    /// The response being written has a chunked body.
-    private var chunkedBody = false
+    /// The framing of the response body being written.
+    private var body = HTTP1BodyWriter()
 
     /// - Parameter idleTimeout: read whenever the connection becomes idle.
     public init(headerTimeout: TimeAmount, idleTimeout: @escaping () -> TimeAmount) {
@@ -258,37 +258,17 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
                                 context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
-            self.chunkedBody = head.version.major == 1 && head.version.minor >= 1
-                && head.headers.first(name: "transfer-encoding") == "chunked"
+            self.body.start(chunked: head.version.major == 1 && head.version.minor >= 1
+                && head.headers.first(name: "transfer-encoding") == "chunked")
             var bytes = context.channel.allocator.buffer(capacity: head.http1EncodedLength)
             bytes.writeHTTP1ResponseHead(head)
             context.write(Self.wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
-        case .body(let chunk) where self.chunkedBody && chunk.readableBytes > 0:
-            // The chunk itself is not copied: its size line and CRLF go around it. An empty part is not
-            // framed (it would end the body) but still written, so its promise completes in order.
-            var sizeLine = context.channel.allocator.buffer(capacity: 18)
-            sizeLine.writeString(String(chunk.readableBytes, radix: 16))
-            sizeLine.writeStaticString("\r\n")
-            context.write(Self.wrapOutboundOut(.byteBuffer(sizeLine)), promise: nil)
-            context.write(Self.wrapOutboundOut(chunk), promise: nil)
-            context.write(Self.wrapOutboundOut(.byteBuffer(Self.crlf)), promise: promise)
         case .body(let data):
-            context.write(Self.wrapOutboundOut(data), promise: promise)
+            self.body.write(data, promise: promise, context: context)
         case .end(let trailers):
-            if self.chunkedBody {
-                self.chunkedBody = false
-                var lastChunk = context.channel.allocator.buffer(capacity: trailers == nil ? 5 : 256)
-                lastChunk.writeStaticString("0\r\n")
-                lastChunk.writeHTTP1Fields(trailers ?? HTTPHeaders())  // ends with the empty line
-                context.write(Self.wrapOutboundOut(.byteBuffer(lastChunk)), promise: promise)
-            } else if let promise {
-                // Nothing to write, but the promise completes after what was written before it.
-                context.write(Self.wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))), promise: promise)
-            }
+            self.body.end(trailers, promise: promise, context: context)
         }
     }
-
-    private static let crlf = ByteBuffer(string: "\r\n")
 
     // MARK: Pipelining stage
 

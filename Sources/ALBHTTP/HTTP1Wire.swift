@@ -1,16 +1,116 @@
 import NIOCore
 import NIOHTTP1
 
+// The HTTP/1 bytes of the messages the proxy writes, on both sides: responses to clients
+// (`HTTP1ConnectionHandler`) and requests to backends (`BackendHTTP1Codec`), as NIO's encoders write them,
+// without one handler per encoder and validator in each pipeline.
+
+extension HTTPHeaders {
+    /// The bytes of the fields as ``ByteBuffer/writeHTTP1Fields(_:)`` writes them, with the empty line.
+    var http1EncodedLength: Int {
+        var length = 2
+        for (name, value) in self {
+            length += name.utf8.count + value.utf8.count + 4
+        }
+        return length
+    }
+}
+
 extension HTTPResponseHead {
     /// At least the bytes ``ByteBuffer/writeHTTP1ResponseHead(_:)`` writes for this head, so its buffer is
     /// allocated once instead of growing (24 bytes of slack cover a version other than 1.x and a status
     /// code of more than three digits).
     var http1EncodedLength: Int {
-        var length = "HTTP/1.1 000 \r\n\r\n".utf8.count + self.status.reasonPhrase.utf8.count + 24
-        for (name, value) in self.headers {
-            length += name.utf8.count + value.utf8.count + 4
+        "HTTP/1.1 000 \r\n".utf8.count + self.status.reasonPhrase.utf8.count + 24 + self.headers.http1EncodedLength
+    }
+}
+
+extension HTTPRequestHead {
+    /// At least the bytes ``ByteBuffer/writeHTTP1RequestHead(_:)`` writes for this head.
+    public var http1EncodedLength: Int {
+        self.method.rawValue.utf8.count + self.uri.utf8.count + " HTTP/1.1\r\n".utf8.count + 24
+            + self.headers.http1EncodedLength
+    }
+
+    /// Whether the head may go on the wire, by the rules of NIO's `NIOHTTPRequestHeadersValidator`: a
+    /// request target of URI characters only (RFC 9112 section 3.2: anything else percent-encoded, so no
+    /// space, control byte or non-ASCII byte), a method that is a token, and fields that are
+    /// ``HTTPHeaders/areValidToSend``. A head that is not would split or smuggle a request on the backend
+    /// connection.
+    public var isValidToSend: Bool {
+        Self.isValidRequestTarget(self.uri) && Self.isValidMethod(self.method) && self.headers.areValidToSend
+    }
+
+    static func isValidRequestTarget(_ target: String) -> Bool {
+        target.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"),  // unreserved
+                UInt8(ascii: ":"), UInt8(ascii: "/"), UInt8(ascii: "?"), UInt8(ascii: "#"),  // gen-delims
+                UInt8(ascii: "["), UInt8(ascii: "]"), UInt8(ascii: "@"),
+                UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"),  // sub-delims
+                UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"),
+                UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="),
+                UInt8(ascii: "%"):  // pct-encoded
+                return true
+            default:
+                return false
+            }
         }
-        return length
+    }
+
+    static func isValidMethod(_ method: HTTPMethod) -> Bool {
+        guard case .RAW(let name) = method else { return true }
+        return !name.isEmpty && name.utf8.allSatisfy(StrictHTTPRequestDecoder.isTokenChar)
+    }
+
+    /// The head with the framing NIO's `HTTPRequestEncoder` gives it, and whether its body is chunked: a
+    /// method without a body (TRACE) loses `Content-Length` and `Transfer-Encoding`; a body with a length
+    /// loses `Transfer-Encoding`; a POST, PUT or PATCH with neither, in HTTP/1.1, becomes chunked; other
+    /// methods are chunked when they say so. The exchange frames its heads already, so the fields are
+    /// usually left as they are (and not copied).
+    public func framedForHTTP1() -> (head: HTTPRequestHead, chunked: Bool) {
+        let headers = self.headers
+        let http11 = self.version.major == 1 && self.version.minor >= 1
+        var head = self
+        switch self.method {
+        case .TRACE:
+            if headers.contains(name: "content-length") { head.headers.remove(name: "content-length") }
+            if headers.contains(name: "transfer-encoding") { head.headers.remove(name: "transfer-encoding") }
+            return (head, false)
+        case .POST, .PUT, .PATCH:
+            if headers.contains(name: "content-length") {
+                if headers.contains(name: "transfer-encoding") { head.headers.remove(name: "transfer-encoding") }
+                return (head, false)
+            }
+            guard http11 else { return (head, false) }
+            if headers["transfer-encoding"] != ["chunked"] {
+                head.headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+            }
+            return (head, true)
+        default:
+            if headers.contains(name: "content-length") {
+                if headers.contains(name: "transfer-encoding") { head.headers.remove(name: "transfer-encoding") }
+                return (head, false)
+            }
+            return (head, http11 && headers.first(name: "transfer-encoding") == "chunked")
+        }
+    }
+}
+
+extension HTTPHeaders {
+    /// Whether every field may go on the wire, by NIO's rules (`NIOHTTPRequestHeadersValidator`): names are
+    /// tokens (RFC 9110 section 5.6.2), values hold no control byte but HTAB (RFC 9110 section 5.5: CR, LF
+    /// and NUL are dangerous, the other controls are refused as well).
+    public var areValidToSend: Bool {
+        for (name, value) in self {
+            guard !name.isEmpty, name.utf8.allSatisfy(StrictHTTPRequestDecoder.isTokenChar) else { return false }
+            guard value.utf8.allSatisfy({ $0 == UInt8(ascii: "\t") || ($0 > 0x1F && $0 != 0x7F) }) else {
+                return false
+            }
+        }
+        return true
     }
 }
 
@@ -18,11 +118,8 @@ extension ByteBuffer {
     /// The status line, the fields and the empty line that ends the head, as NIO's `HTTPResponseEncoder`
     /// writes them (`HTTP/1.1 200 OK`; the reason phrase may be empty, the space before it stays).
     mutating func writeHTTP1ResponseHead(_ head: HTTPResponseHead) {
-        switch (head.version.major, head.version.minor) {
-        case (1, 1): self.writeStaticString("HTTP/1.1 ")
-        case (1, 0): self.writeStaticString("HTTP/1.0 ")
-        default: self.writeString("HTTP/\(head.version.major).\(head.version.minor) ")
-        }
+        self.writeHTTP1Version(head.version)
+        self.writeStaticString(" ")
         let code = Int(head.status.code)
         if (100...999).contains(code) {
             self.writeInteger(UInt8(ascii: "0") + UInt8(code / 100))
@@ -37,6 +134,29 @@ extension ByteBuffer {
         self.writeHTTP1Fields(head.headers)
     }
 
+    /// The request line, the fields and the empty line, as NIO's `HTTPRequestEncoder` writes them.
+    public mutating func writeHTTP1RequestHead(_ head: HTTPRequestHead) {
+        switch head.method {
+        case .GET: self.writeStaticString("GET")
+        case .POST: self.writeStaticString("POST")
+        default: self.writeString(head.method.rawValue)
+        }
+        self.writeStaticString(" ")
+        self.writeString(head.uri)
+        self.writeStaticString(" ")
+        self.writeHTTP1Version(head.version)
+        self.writeStaticString("\r\n")
+        self.writeHTTP1Fields(head.headers)
+    }
+
+    private mutating func writeHTTP1Version(_ version: HTTPVersion) {
+        switch (version.major, version.minor) {
+        case (1, 1): self.writeStaticString("HTTP/1.1")
+        case (1, 0): self.writeStaticString("HTTP/1.0")
+        default: self.writeString("HTTP/\(version.major).\(version.minor)")
+        }
+    }
+
     /// `name: value` CRLF per field, then the empty line (a head's fields, or a last chunk's trailers).
     mutating func writeHTTP1Fields(_ fields: HTTPHeaders) {
         for (name, value) in fields {
@@ -47,4 +167,51 @@ extension ByteBuffer {
         }
         self.writeStaticString("\r\n")
     }
+}
+
+/// The body of one HTTP/1 message on the wire, after its head: chunks with their size lines when the head
+/// said `Transfer-Encoding: chunked`, the bytes as they are otherwise; the end is the last chunk with the
+/// trailers, or nothing. Each write keeps its promise, completed in order with the writes around it.
+public struct HTTP1BodyWriter {
+    /// The message being written has a chunked body.
+    public private(set) var chunked = false
+
+    public init() {}
+
+    /// A new message starts, with a head that made its body chunked or not.
+    public mutating func start(chunked: Bool) {
+        self.chunked = chunked
+    }
+
+    /// A body part. The chunk itself is not copied: its size line and CRLF go around it. An empty part is not
+    /// framed (it would end the body) but still written, so its promise completes in order.
+    public func write(_ part: IOData, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        guard self.chunked && part.readableBytes > 0 else {
+            context.write(NIOAny(part), promise: promise)
+            return
+        }
+        var sizeLine = context.channel.allocator.buffer(capacity: 18)
+        sizeLine.writeString(String(part.readableBytes, radix: 16))
+        sizeLine.writeStaticString("\r\n")
+        context.write(NIOAny(IOData.byteBuffer(sizeLine)), promise: nil)
+        context.write(NIOAny(part), promise: nil)
+        context.write(NIOAny(IOData.byteBuffer(Self.crlf)), promise: promise)
+    }
+
+    /// The end of the message: the last chunk and the trailers when chunked (trailers are dropped
+    /// otherwise, as HTTP/1 has no place for them), else nothing, with the promise completed in order.
+    public mutating func end(_ trailers: HTTPHeaders?, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        if self.chunked {
+            self.chunked = false
+            var lastChunk = context.channel.allocator.buffer(capacity: trailers == nil ? 5 : 256)
+            lastChunk.writeStaticString("0\r\n")
+            lastChunk.writeHTTP1Fields(trailers ?? HTTPHeaders())  // ends with the empty line
+            context.write(NIOAny(IOData.byteBuffer(lastChunk)), promise: promise)
+        } else if let promise {
+            // Nothing to write, but the promise completes after what was written before it.
+            context.write(NIOAny(IOData.byteBuffer(context.channel.allocator.buffer(capacity: 0))), promise: promise)
+        }
+    }
+
+    private static let crlf = ByteBuffer(string: "\r\n")
 }

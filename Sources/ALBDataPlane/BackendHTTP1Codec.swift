@@ -2,23 +2,33 @@ import ALBHTTP
 import NIOCore
 import NIOHTTP1
 
-/// Runs NIO's `HTTPResponseDecoder` (llhttp) on a backend connection's bytes: what `ByteToMessageHandler`
-/// does for it, without its queues and its per-read generic look-ups (the client side's
-/// `HTTPRequestDecoderHandler` drops it for the same reasons). It shows the decoder the request heads
-/// written, which it needs: a response to `HEAD` has no body.
+/// A backend connection's HTTP/1: the request bytes written and the responses read. One handler where
+/// NIO's client pipeline has three (`HTTPRequestEncoder`, `NIOHTTPRequestHeadersValidator` and the
+/// response decoder in a `ByteToMessageHandler`), because each request part and flush went through all
+/// three: a hop and a `NIOAny` cast each, on every request.
 ///
+/// Writing:
+/// - A head or trailers that may not go on the wire (``HTTPRequestHead/isValidToSend``: NIO's validator's
+///   rules) fail their write with `HTTPParserError.invalidHeaderToken`, which is also passed on as an error
+///   (the backend handler closes the connection): nothing of that request reaches the backend.
+/// - The head is framed as NIO's encoder frames it (``HTTPRequestHead/framedForHTTP1()``) and written in one
+///   buffer; body parts and the end follow, chunked when the head says so (``HTTP1BodyWriter``).
+///
+/// Reading, with NIO's `HTTPResponseDecoder` (llhttp), which is shown the request heads written (a
+/// response to `HEAD` has no body):
 /// - The end of the input (the connection closing) ends a response delimited by the close.
 /// - After the decoder refuses the input, the error is passed on once and what follows is dropped (the
 ///   backend handler closes the connection).
 /// - Removed after a `101` (a WebSocket tunnel), it passes on the bytes the backend sent after the head,
-///   on the next event-loop turn, since the removal is asked for while a response is being decoded.
+///   on the next event-loop turn, since the removal is asked for while a response is being decoded; what
+///   the tunnel writes meanwhile passes through untouched.
 /// - A request head written while a response is being decoded (the connection went back to its pool and
 ///   was taken at once) reaches the decoder after that decode, not in the middle of it.
-final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChannelHandler {
+final class BackendHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias OutboundOut = IOData
 
     private let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)
     private var unread = PendingInput()
@@ -28,8 +38,10 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
     /// The input ended while a decode ran: it is fed to the decoder once that decode is over.
     private var inputEnded = false
     private var endFed = false
-    /// Request parts written while a decode ran, for the decoder once it is over.
+    /// Request heads written while a decode ran, for the decoder once it is over.
     private var writtenWhileDecoding: [HTTPClientRequestPart] = []
+    /// The framing of the request body being written.
+    private var body = HTTP1BodyWriter()
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.decoder.decoderAdded(context: context)
@@ -60,13 +72,46 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let part = Self.unwrapOutboundIn(data)
-        if self.decoding {
-            self.writtenWhileDecoding.append(part)
-        } else {
-            self.decoder.write(data: part)
+        if self.removing {
+            // A tunnel's bytes, written before this handler is out of the pipeline.
+            context.write(data, promise: promise)
+            return
         }
-        context.write(data, promise: promise)
+        switch Self.unwrapOutboundIn(data) {
+        case .head(let head):
+            guard head.isValidToSend else {
+                self.refuseToSend(promise: promise, context: context)
+                return
+            }
+            let (framed, chunked) = head.framedForHTTP1()
+            self.showDecoder(.head(framed))
+            self.body.start(chunked: chunked)
+            var bytes = context.channel.allocator.buffer(capacity: framed.http1EncodedLength)
+            bytes.writeHTTP1RequestHead(framed)
+            context.write(Self.wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
+        case .body(let part):
+            self.body.write(part, promise: promise, context: context)
+        case .end(let trailers):
+            if let trailers, !trailers.areValidToSend {
+                self.refuseToSend(promise: promise, context: context)
+                return
+            }
+            self.body.end(trailers, promise: promise, context: context)
+        }
+    }
+
+    private func refuseToSend(promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        promise?.fail(HTTPParserError.invalidHeaderToken)
+        context.fireErrorCaught(HTTPParserError.invalidHeaderToken)
+    }
+
+    /// The decoder pairs each response with the request head it answers.
+    private func showDecoder(_ head: HTTPClientRequestPart) {
+        if self.decoding {
+            self.writtenWhileDecoding.append(head)
+        } else {
+            self.decoder.write(data: head)
+        }
     }
 
     func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
@@ -137,4 +182,4 @@ final class BackendResponseDecoderHandler: ChannelDuplexHandler, RemovableChanne
 }
 
 @available(*, unavailable)
-extension BackendResponseDecoderHandler: Sendable {}
+extension BackendHTTP1Codec: Sendable {}
