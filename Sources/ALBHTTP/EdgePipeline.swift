@@ -47,20 +47,19 @@ public struct ResponseCompressionOptions {
 extension ChannelPipeline.SynchronousOperations {
     /// The one place the client-side pipeline is assembled, from the socket inwards:
     ///
-    /// 1. ``StrictHTTPRequestDecoder`` in ``HTTPRequestDecoderHandler`` (400/431 decisions, head-started events)
-    /// 2. ``HTTP1ConnectionHandler`` (header timeout: 408; idle timeout: close; one exchange at a time,
-    ///    graceful quiesce; writes 400/408/431 and closes; writes the response bytes, framed as the proxy
-    ///    said: it frames every response itself)
-    /// 3. ``ResponseCompressionHandler``, only when `options.compression` is set: after the connection
+    /// 1. ``HTTP1ConnectionHandler`` (decodes with ``StrictHTTPRequestDecoder``: 400/431 decisions; header
+    ///    timeout: 408; idle timeout: close; one exchange at a time, graceful quiesce; writes 400/408/431 and
+    ///    closes; writes the response bytes, framed as the proxy said: it frames every response itself)
+    /// 2. ``ResponseCompressionHandler``, only when `options.compression` is set: after the connection
     ///    handler it sees one exchange at a time, and the edge's own short error responses skip it
-    /// 4. `application`: the proxy
+    /// 3. `application`: the proxy
     public func configureEdgeHTTPPipeline(
         options: EdgePipelineOptions,
         application: some ChannelHandler
     ) throws {
-        try self.addHandler(HTTPRequestDecoderHandler(StrictHTTPRequestDecoder(limits: options.limits,
-                                                                           acceptsHTTP2Preface: options.acceptsHTTP2Preface)))
-        try self.addHandler(HTTP1ConnectionHandler(headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout))
+        try self.addHandler(HTTP1ConnectionHandler(
+            decoder: StrictHTTPRequestDecoder(limits: options.limits, acceptsHTTP2Preface: options.acceptsHTTP2Preface),
+            headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout))
         if let compression = options.compression {
             try self.addHandler(compression.makeHandler())
         }
@@ -71,8 +70,8 @@ extension ChannelPipeline.SynchronousOperations {
 extension ChannelPipeline.SynchronousOperations {
     /// Ends HTTP/1 on a connection whose decoder handed off (an h2c preface; a WebSocket upgrade the backend
     /// accepted, after its `101` was written): takes out the handlers ``configureEdgeHTTPPipeline(options:application:)``
-    /// added, lets `replacement` add what follows, and removes the decoder last, which passes the bytes it
-    /// held, unread, to the replacement. Whatever sits before the HTTP/1 handlers (TLS) stays.
+    /// added, lets `replacement` add what follows, and removes the connection handler last, which passes the
+    /// bytes its decoder held, unread, to the replacement. Whatever sits before the HTTP/1 handlers (TLS) stays.
     public func leaveEdgeHTTPPipeline(
         application: some RemovableChannelHandler,
         replacement: () throws -> Void
@@ -81,8 +80,8 @@ extension ChannelPipeline.SynchronousOperations {
         if let compressor = try? self.handler(type: ResponseCompressionHandler.self) {
             self.removeHandler(compressor, promise: nil)
         }
-        self.removeHandler(try self.handler(type: HTTP1ConnectionHandler.self), promise: nil)
+        let connection = try self.handler(type: HTTP1ConnectionHandler.self)
         try replacement()
-        self.removeHandler(try self.handler(type: HTTPRequestDecoderHandler.self), promise: nil)
+        self.removeHandler(connection, promise: nil)
     }
 }

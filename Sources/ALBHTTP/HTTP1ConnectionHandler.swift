@@ -1,16 +1,27 @@
 import NIOCore
 import NIOHTTP1
 
-/// The connection side of an HTTP/1 client connection, between the request decoder and the exchange: its
-/// timeouts, one exchange at a time, the edge's own error responses, and the response bytes. One handler
-/// with four stages, which run in the order separate handlers would (inbound: timeouts, pipelining, errors;
-/// outbound: errors, pipelining, timeouts, wire), because one-job handlers cost an idle connection a
-/// pipeline context and a handler object each (about 150 B) and every response part a hop and a `NIOAny`
-/// cast each.
+/// An HTTP/1 client connection up to the exchange: the request bytes decoded, the connection's timeouts, one
+/// exchange at a time, the edge's own error responses, and the response bytes. One handler with five stages,
+/// which run in the order separate handlers would (inbound: decode, timeouts, pipelining, errors; outbound:
+/// errors, pipelining, timeouts, wire), because one-job handlers cost an idle connection a pipeline context
+/// and a handler object each (about 150 B) and every request and response part a hop and a `NIOAny` cast each.
+///
+/// **Decode**: a ``StrictHTTPRequestDecoder`` runs on the bytes as they arrive, its output called directly.
+/// - Bytes that do not finish a line stay until the next read (one optional buffer, nil between requests).
+/// - After the decoder refuses the input (an ``HTTPEdgeError``, answered by the errors stage), whatever the
+///   client still sends is dropped: the connection is answering and closing lingering, which reads until
+///   the client closes.
+/// - A request cut short by the end of the input is abandoned: the connection is going away.
+/// - Bytes arriving while a decode runs (re-entrantly) are decoded after the bytes it held, in order.
+/// - Removed after a hand-off (an h2c preface, a WebSocket upgrade the backend accepted), it passes the bytes
+///   it holds, unparsed, to the handler that replaced it, as `ByteToMessageHandler` does; the removal runs on
+///   the next event-loop turn, because it is usually asked for from inside a decode, and meanwhile what the
+///   replacement writes and every event pass through untouched.
 ///
 /// **Timeouts** (one timer; the two never run at the same time):
-/// - Header: the head of a request must be complete within `headerTimeout` of its first byte (signalled by
-///   ``HTTPRequestHeadStartedEvent`` from the decoder); on expiry the errors stage answers 408 and closes.
+/// - Header: the head of a request must be complete within `headerTimeout` of its first byte (the decoder
+///   reports it); on expiry the errors stage answers 408 and closes.
 ///   A pipelined request waiting behind a slow response is not timed: the stage sees parts as they arrive.
 /// - Idle: a connection with no request in flight (no head arriving, every request and its response
 ///   finished) for the idle timeout is closed. The idle timeout is asked for each time the connection goes
@@ -50,13 +61,23 @@ import NIOHTTP1
 /// and a head saying `Transfer-Encoding: chunked` (HTTP/1.1) makes the body parts chunks and the end the
 /// last chunk with the trailers.
 public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    public typealias InboundIn = HTTPServerRequestPart
+    public typealias InboundIn = ByteBuffer
     public typealias InboundOut = HTTPServerRequestPart
     public typealias OutboundIn = HTTPServerResponsePart
     public typealias OutboundOut = IOData
 
     /// How long a connection closing after an error response keeps draining the client's input.
     static let lingerTime = TimeAmount.seconds(2)
+
+    // MARK: Decode stage state
+    private var decoder: StrictHTTPRequestDecoder
+    private var unread = PendingInput()
+    /// A decode is running: a read arriving meanwhile (re-entrantly) only queues its bytes.
+    private var decoding = false
+    /// The decoder refused the input; nothing more is decoded.
+    private var refused = false
+    /// Leaving the pipeline after a hand-off: bytes are held for the replacement, the rest passes through.
+    private var removing = false
 
     // MARK: Timeouts stage state
     private let headerTimeout: TimeAmount
@@ -100,7 +121,9 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     private var body = HTTP1BodyWriter()
 
     /// - Parameter idleTimeout: read whenever the connection becomes idle.
-    public init(headerTimeout: TimeAmount, idleTimeout: @escaping () -> TimeAmount) {
+    public init(decoder: StrictHTTPRequestDecoder = StrictHTTPRequestDecoder(), headerTimeout: TimeAmount,
+                idleTimeout: @escaping () -> TimeAmount) {
+        self.decoder = decoder
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
     }
@@ -126,12 +149,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is HTTPRequestHeadStartedEvent {
-            let deadline = context.eventLoop.now + self.headerTimeout
-            self.headDeadline = deadline
-            self.idleDeadline = nil
-            self.arm(deadline: deadline, context: context)
-        } else if event is ChannelShouldQuiesceEvent {
+        if !self.removing, event is ChannelShouldQuiesceEvent {
             self.quiescing = true
             self.buffered = nil
             if !self.servedRequestOpen && !self.servedResponseOpen {
@@ -143,7 +161,106 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = Self.unwrapInboundIn(data)
+        if self.refused { return }
+        self.unread.append(Self.unwrapInboundIn(data))
+        self.decodeUnread(context: context)
+    }
+
+    public func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
+        self.removing = true
+        self.disarm()
+        context.eventLoop.assumeIsolated().execute {
+            self.handOff(context: context)
+            context.leavePipeline(removalToken: removalToken)
+        }
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        if self.buffered != nil && !self.removing {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if self.removing {
+            // The replacement's bytes (an HTTP/2 preface's settings, a tunnel's data).
+            context.write(data, promise: promise)
+            return
+        }
+        self.errorsStageWrite(Self.unwrapOutboundIn(data), promise: promise, context: context)
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard !self.removing, let edgeError = error as? HTTPEdgeError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        self.handle(edgeError, context: context)
+    }
+
+    // MARK: Decode stage
+
+    private func decodeUnread(context: ChannelHandlerContext) {
+        guard !self.decoding else { return }
+        self.decoding = true
+        defer { self.decoding = false }
+        while !self.removing && !self.refused, var buffer = self.unread.take() {
+            let progress: StrictHTTPRequestDecoder.Progress
+            do {
+                progress = try self.decoder.decode(&buffer, into: DecodedRequests(handler: self, context: context))
+            } catch {
+                self.refused = true
+                self.unread.removeAll()
+                self.errorCaught(context: context, error: error)
+                return
+            }
+            let arrivedMeanwhile = self.unread.putBack(&buffer)
+            if progress == .needMoreData && !arrivedMeanwhile { return }
+        }
+    }
+
+    /// The decoder's output: calls into the stages below, on the connection's context. (The handler's
+    /// state, not its decoder, is what they touch: the decoder is busy decoding.)
+    private struct DecodedRequests: HTTPRequestDecoderOutput {
+        let handler: HTTP1ConnectionHandler
+        let context: ChannelHandlerContext
+
+        func requestHeadStarted() {
+            self.handler.headStarted(context: self.context)
+        }
+
+        func receivedHTTP2Preface() {
+            self.context.fireUserInboundEventTriggered(HTTP2PrefaceEvent())
+        }
+
+        func received(_ part: HTTPServerRequestPart) {
+            self.handler.requestPartArrived(part, context: self.context)
+        }
+    }
+
+    /// On the way out of the pipeline, after a hand-off: what the client sent since goes to the replacement,
+    /// with a read-complete after it, as the socket would deliver it (handlers flush in response).
+    private func handOff(context: ChannelHandlerContext) {
+        guard !self.refused, self.decoder.hasHandedOff, let rest = self.unread.take(), rest.readableBytes > 0 else {
+            return
+        }
+        context.fireChannelRead(NIOAny(rest))
+        context.fireChannelReadComplete()
+    }
+
+    // MARK: Timeouts stage
+
+    private func headStarted(context: ChannelHandlerContext) {
+        let deadline = context.eventLoop.now + self.headerTimeout
+        self.headDeadline = deadline
+        self.idleDeadline = nil
+        self.arm(deadline: deadline, context: context)
+    }
+
+    /// Every request part as it arrives: the timeouts, then the pipelining stage.
+    private func requestPartArrived(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         // Timeouts: every part as it arrives.
         switch part {
         case .head:
@@ -167,30 +284,8 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
             self.buffered?.append(part)
             return
         }
-        self.serve(part, data: data, context: context)
+        self.serve(part, context: context)
     }
-
-    public func read(context: ChannelHandlerContext) {
-        if self.buffered != nil {
-            self.readPending = true
-        } else {
-            context.read()
-        }
-    }
-
-    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        self.errorsStageWrite(Self.unwrapOutboundIn(data), promise: promise, context: context)
-    }
-
-    public func errorCaught(context: ChannelHandlerContext, error: Error) {
-        guard let edgeError = error as? HTTPEdgeError else {
-            context.fireErrorCaught(error)
-            return
-        }
-        self.handle(edgeError, context: context)
-    }
-
-    // MARK: Timeouts stage
 
     private var isIdle: Bool {
         self.headDeadline == nil && self.arrivedEnds == self.arrivedHeads && self.writtenResponseEnds == self.arrivedHeads
@@ -276,7 +371,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     private var mustBuffer: Bool { !self.servedRequestOpen && self.servedResponseOpen }
 
     /// Passes a part of the exchange being served on (through the errors stage).
-    private func serve(_ part: HTTPServerRequestPart, data: NIOAny?, context: ChannelHandlerContext) {
+    private func serve(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch part {
         case .head:
             self.servedRequestOpen = true
@@ -286,7 +381,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         case .end:
             self.servedRequestOpen = false
         }
-        self.errorsStageRead(part, data: data ?? Self.wrapInboundOut(part), context: context)
+        self.errorsStageRead(part, context: context)
         if case .end = part, !self.servedResponseOpen {
             // The response finished first (an early response): the exchange is over now.
             self.exchangeDone(context: context)
@@ -338,7 +433,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
             if self.buffered?.isEmpty == true {
                 self.buffered = nil
             }
-            self.serve(next, data: nil, context: context)
+            self.serve(next, context: context)
             delivered = true
         }
         if delivered {
@@ -354,7 +449,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
 
     // MARK: Errors stage
 
-    private func errorsStageRead(_ part: HTTPServerRequestPart, data: NIOAny, context: ChannelHandlerContext) {
+    private func errorsStageRead(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         if self.closing { return }
         switch part {
         case .head(let head):
@@ -368,7 +463,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         case .end:
             self.errorsRequestOpen = false
         }
-        context.fireChannelRead(data)
+        context.fireChannelRead(Self.wrapInboundOut(part))
     }
 
     /// The first outbound stage.

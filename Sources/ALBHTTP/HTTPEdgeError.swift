@@ -28,15 +28,10 @@ public enum HTTPEdgeError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Fired inbound by ``StrictHTTPRequestDecoder`` when the first byte of a new request arrives, so
-/// ``HTTP1ConnectionHandler`` can tell "idle" from "head in progress".
-public struct HTTPRequestHeadStartedEvent: Sendable, Equatable {
-    public init() {}
-}
-
-/// Fired inbound by ``StrictHTTPRequestDecoder`` when a connection opens with the HTTP/2 preface (h2c with
-/// prior knowledge): the HTTP/1 pipeline gives way to HTTP/2 (``ChannelPipeline/SynchronousOperations/leaveEdgeHTTPPipeline(application:replacement:)``),
-/// and the preface reaches the HTTP/2 handler unread.
+/// Fired inbound by ``HTTP1ConnectionHandler`` when a connection opens with the HTTP/2 preface (h2c with prior
+/// knowledge): the HTTP/1 pipeline gives way to HTTP/2
+/// (``ChannelPipeline/SynchronousOperations/leaveEdgeHTTPPipeline(application:replacement:)``), and the preface
+/// reaches the HTTP/2 handler unread.
 public struct HTTP2PrefaceEvent: Sendable, Equatable {
     public init() {}
 }

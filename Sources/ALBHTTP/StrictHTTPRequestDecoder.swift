@@ -19,16 +19,26 @@ import NIOHTTP1
 /// Bodies are streamed as they arrive (never buffered whole). It does not decode transfer codings other
 /// than `chunked`.
 ///
-/// Two things end HTTP/1 on a connection, and then the decoder hands off: it consumes nothing more, and
-/// when it is removed from the pipeline it passes the bytes it holds, unparsed, to what replaced it.
+/// It is not a channel handler: ``HTTP1ConnectionHandler`` runs it on the connection's bytes and it delivers
+/// what it decodes to an ``HTTPRequestDecoderOutput``, a direct call where a handler of its own would cost every
+/// part a pipeline hop and a `NIOAny` cast.
+///
+/// Two things end HTTP/1 on a connection, and then the decoder hands off (``hasHandedOff``): it consumes
+/// nothing more, and the handler passes the bytes it holds, unparsed, to what replaced it.
 /// - A well-formed WebSocket upgrade request (``WebSocketHandshake``; a malformed one is a 400): after
 ///   its end, whatever the client sends belongs to the protocol the backend may switch to. Nothing
 ///   behind it is parsed as HTTP, whatever the backend answers (a request smuggled behind a refused
 ///   upgrade is never read).
 /// - With `acceptsHTTP2Preface`, a connection that opens with the HTTP/2 preface (`PRI * HTTP/2.0`, h2c
-///   with prior knowledge): ``HTTP2PrefaceEvent`` is fired and the preface itself stays unread.
-public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
-    public typealias InboundOut = HTTPServerRequestPart
+///   with prior knowledge): the output hears of it and the preface itself stays unread.
+public struct StrictHTTPRequestDecoder {
+    /// What a decode step asks for next.
+    public enum Progress: Equatable {
+        /// Decode again: the buffer may hold more.
+        case `continue`
+        /// Nothing more can be decoded from these bytes.
+        case needMoreData
+    }
 
     public struct Limits: Sendable, Equatable {
         /// Request line plus header section, in bytes, CRLFs included (the final empty line too).
@@ -95,7 +105,15 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
     /// `PRI * HTTP/2.0`: the request line the HTTP/2 connection preface starts with (RFC 9113 section 3.4).
     private static let http2PrefaceLine = Array("PRI * HTTP/2.0".utf8)
 
-    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+    /// HTTP/1 has ended on this connection (a WebSocket upgrade, an HTTP/2 preface): nothing more is decoded.
+    public var hasHandedOff: Bool {
+        if case .handedOff = self.state { return true }
+        return false
+    }
+
+    /// One step: consumes what it can of `buffer` and tells `output` what it found. Throws an
+    /// ``HTTPEdgeError`` when the input is refused; the decoder is then of no further use.
+    public mutating func decode(_ buffer: inout ByteBuffer, into output: some HTTPRequestDecoderOutput) throws -> Progress {
         switch self.state {
         case .idle:
             guard let first = buffer.readableBytesView.first else { return .needMoreData }
@@ -113,7 +131,7 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
             self.scanned = 0
             self.headers = HTTPHeaders()
             self.state = .requestLine
-            context.fireUserInboundEventTriggered(HTTPRequestHeadStartedEvent())
+            output.requestHeadStarted()
             return .continue
 
         case .requestLine:
@@ -124,7 +142,7 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
                 && buffer.readableBytesView.prefix(line.content).elementsEqual(Self.http2PrefaceLine)
             {
                 self.state = .handedOff
-                context.fireUserInboundEventTriggered(HTTP2PrefaceEvent())
+                output.receivedHTTP2Preface()
                 return .needMoreData
             }
             try self.parseRequestLine(buffer, length: line.content)
@@ -138,7 +156,7 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
             }
             if line.content == 0 {
                 self.consume(&buffer, line)
-                try self.finishHead(context: context)
+                try self.finishHead(into: output)
                 return .continue
             }
             let (name, value) = try self.parseField(buffer, length: line.content)
@@ -151,9 +169,9 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
             else { return .needMoreData }
             let left = remaining - slice.readableBytes
             self.state = left == 0 ? .idle : .fixedBody(remaining: left)
-            context.fireChannelRead(Self.wrapInboundOut(.body(slice)))
+            output.received(.body(slice))
             if left == 0 {
-                context.fireChannelRead(Self.wrapInboundOut(.end(nil)))
+                output.received(.end(nil))
             }
             return .continue
 
@@ -177,7 +195,7 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
             else { return .needMoreData }
             let left = remaining - slice.readableBytes
             self.state = left == 0 ? .chunkDataEnd : .chunkData(remaining: left)
-            context.fireChannelRead(Self.wrapInboundOut(.body(slice)))
+            output.received(.body(slice))
             return .continue
 
         case .chunkDataEnd:
@@ -203,7 +221,7 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
                 let trailers = self.trailers
                 self.trailers = HTTPHeaders()
                 self.state = .idle
-                context.fireChannelRead(Self.wrapInboundOut(.end(trailers.isEmpty ? nil : trailers)))
+                output.received(.end(trailers.isEmpty ? nil : trailers))
                 return .continue
             }
             let (name, value) = try self.parseField(buffer, length: line.content)
@@ -214,25 +232,6 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
         case .handedOff:
             return .needMoreData
         }
-    }
-
-    public mutating func decodeLast(
-        context: ChannelHandlerContext,
-        buffer: inout ByteBuffer,
-        seenEOF: Bool
-    ) throws -> DecodingState {
-        if case .handedOff = self.state {
-            // Removed after a hand-off: what the client sent since belongs to the replacing handler (unless
-            // the connection is going away).
-            if !seenEOF, buffer.readableBytes > 0, let rest = buffer.readSlice(length: buffer.readableBytes) {
-                context.fireChannelRead(NIOAny(rest))
-                // As the socket would after a read: handlers flush what they wrote in response.
-                context.fireChannelReadComplete()
-            }
-            return .needMoreData
-        }
-        // A request cut short by EOF is simply abandoned: the connection is going away.
-        return try self.decode(context: context, buffer: &buffer)
     }
 
     // MARK: - Lines
@@ -349,7 +348,7 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
         return try parsed.get()
     }
 
-    private mutating func finishHead(context: ChannelHandlerContext) throws {
+    private mutating func finishHead(into output: some HTTPRequestDecoderOutput) throws {
         let transferEncoding = self.headers[canonicalForm: "transfer-encoding"]
         let contentLengths = self.headers[canonicalForm: "content-length"]
         if !transferEncoding.isEmpty && !contentLengths.isEmpty {
@@ -398,9 +397,9 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
         self.firstRequest = false
         self.headers = HTTPHeaders()
         self.state = next
-        context.fireChannelRead(Self.wrapInboundOut(.head(head)))
+        output.received(.head(head))
         switch next {
-        case .idle, .handedOff: context.fireChannelRead(Self.wrapInboundOut(.end(nil)))
+        case .idle, .handedOff: output.received(.end(nil))
         default: break
         }
     }
@@ -482,3 +481,13 @@ public struct StrictHTTPRequestDecoder: ByteToMessageDecoder {
 
 @available(*, unavailable)
 extension StrictHTTPRequestDecoder: Sendable {}
+
+/// Where a ``StrictHTTPRequestDecoder`` delivers what it decodes, as it decodes it.
+public protocol HTTPRequestDecoderOutput {
+    /// The first byte of a new request arrived: its head is in progress (the header timeout starts).
+    func requestHeadStarted()
+    /// The connection opened with the HTTP/2 preface (only with `acceptsHTTP2Preface`); the decoder has
+    /// handed off, with the preface unread.
+    func receivedHTTP2Preface()
+    func received(_ part: HTTPServerRequestPart)
+}

@@ -41,8 +41,7 @@ final class LastRequestGateTests: XCTestCase {
     }
 
     private func request(_ channel: EmbeddedChannel, _ uri: String) throws {
-        try channel.writeInbound(HTTPServerRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: uri)))
-        try channel.writeInbound(HTTPServerRequestPart.end(nil))
+        try channel.writeInbound(ByteBuffer(string: "GET \(uri) HTTP/1.1\r\nHost: h\r\n\r\n"))
     }
 
     /// The `connection` header values of the next response head written (the bytes the connection handler

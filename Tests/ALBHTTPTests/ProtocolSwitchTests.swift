@@ -65,21 +65,26 @@ final class ProtocolSwitchTests: XCTestCase {
     // MARK: - The decoder's hand-off
 
     func testAfterAWebSocketUpgradeNothingIsParsedAndTheBytesGoToTheReplacement() throws {
-        let decoder = HTTPRequestDecoderHandler(StrictHTTPRequestDecoder())
-        let channel = EmbeddedChannel(handler: decoder)
+        let responder = TestResponder()
+        responder.autoRespond = false
+        let channel = try makeEdgeChannel(responder: responder)
         // The upgrade, then what would parse as a request, then frame bytes: none of it is HTTP any more.
         try channel.writeInbound(ByteBuffer(string: Self.upgrade + "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n\u{81}\u{01}x"))
-        guard case .head(let head) = try channel.readInbound(as: HTTPServerRequestPart.self) else { return XCTFail("no head") }
-        XCTAssertEqual(head.uri, "/chat")
-        XCTAssertEqual(try channel.readInbound(as: HTTPServerRequestPart.self), .end(nil))
-        XCTAssertNil(try channel.readInbound(as: HTTPServerRequestPart.self))
+        XCTAssertEqual(responder.heads.map(\.uri), ["/chat"])
+        XCTAssertEqual(responder.ends, 1)
         try channel.writeInbound(ByteBuffer(string: "more"))
-        XCTAssertNil(try channel.readInbound(as: HTTPServerRequestPart.self))
+        XCTAssertEqual(responder.heads.count, 1)
+        XCTAssertNil(try channel.readInbound(as: ByteBuffer.self))
 
-        channel.pipeline.syncOperations.removeHandler(decoder, promise: nil)
+        // As the proxy after the backend's 101: the HTTP/1 handlers leave (the connection handler on the next
+        // loop turn); what the replacement writes meanwhile passes through untouched.
+        try channel.pipeline.syncOperations.leaveEdgeHTTPPipeline(application: responder) {}
+        try channel.writeOutbound(ByteBuffer(string: "\u{81}\u{02}hi"))
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self), ByteBuffer(string: "\u{81}\u{02}hi"))
         channel.embeddedEventLoop.run()
         XCTAssertEqual(try channel.readInbound(as: ByteBuffer.self),
                        ByteBuffer(string: "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n\u{81}\u{01}xmore"))
+        XCTAssertThrowsError(try channel.pipeline.syncOperations.handler(type: HTTP1ConnectionHandler.self))
         XCTAssertNoThrow(try channel.finish())
     }
 
@@ -93,28 +98,32 @@ final class ProtocolSwitchTests: XCTestCase {
     func testTheHTTP2PrefaceIsHandedOffOnlyWhenAcceptedAndOnlyFirst() throws {
         let preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\u{0}\u{0}\u{0}\u{4}\u{0}\u{0}\u{0}\u{0}\u{0}"
         let events = EventRecorder()
-        let decoder = HTTPRequestDecoderHandler(StrictHTTPRequestDecoder(acceptsHTTP2Preface: true))
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(decoder)
-        try channel.pipeline.syncOperations.addHandler(events)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(
+            options: EdgePipelineOptions(limits: .init(), headerTimeout: .seconds(10), idleTimeout: { .seconds(15) },
+                                         acceptsHTTP2Preface: true),
+            application: events)
         // Byte by byte: the decision waits for the whole line.
         for byte in preface.utf8 {
             try channel.writeInbound(ByteBuffer(bytes: [byte]))
         }
         XCTAssertEqual(events.prefaces, 1)
         XCTAssertNil(try channel.readInbound(as: HTTPServerRequestPart.self))
-        channel.pipeline.syncOperations.removeHandler(decoder, promise: nil)
+        let http2 = EventRecorder()
+        try channel.pipeline.syncOperations.leaveEdgeHTTPPipeline(application: events) {
+            try channel.pipeline.syncOperations.addHandler(http2)
+        }
         channel.embeddedEventLoop.run()
         XCTAssertEqual(try channel.readInbound(as: ByteBuffer.self), ByteBuffer(string: preface))
-        XCTAssertEqual(events.readCompletes, preface.utf8.count + 1, "the hand-off ends with a read-complete")
+        XCTAssertEqual(http2.readCompletes, 1, "the hand-off ends with a read-complete")
+        XCTAssertEqual(try outboundText(channel), "", "no response to the preface")
         XCTAssertNoThrow(try channel.finish())
 
         // Not accepted (TLS listeners negotiate HTTP/2 by ALPN), or not first: a malformed request line.
         XCTAssertEqual(decodeError(preface)?.status, .badRequest)
-        let late = HTTPRequestDecoderHandler(StrictHTTPRequestDecoder(acceptsHTTP2Preface: true))
-        let second = EmbeddedChannel(handler: late)
-        XCTAssertThrowsError(try second.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\n" + preface)))
-        _ = try? second.finish()
+        var late = StrictHTTPRequestDecoder(acceptsHTTP2Preface: true)
+        XCTAssertThrowsError(try decodeAll("GET / HTTP/1.1\r\nHost: h\r\n\r\n" + preface, decoder: &late))
     }
 
     // MARK: - The tunnel
@@ -198,7 +207,7 @@ final class ProtocolSwitchTests: XCTestCase {
     }
 }
 
-private final class EventRecorder: ChannelInboundHandler {
+private final class EventRecorder: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     var prefaces = 0
     var readCompletes = 0
@@ -223,3 +232,5 @@ private final class ReadCounter: ChannelOutboundHandler {
         context.read()
     }
 }
+
+extension TestResponder: RemovableChannelHandler {}

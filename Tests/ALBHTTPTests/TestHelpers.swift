@@ -4,27 +4,42 @@ import NIOEmbedded
 import NIOHTTP1
 import XCTest
 
-/// Feeds `input` to a fresh decoder channel, either at once or byte by byte, and returns the parts.
+/// What a decoder delivered, in order: request parts, head starts and HTTP/2 prefaces.
+final class DecodedOutput: HTTPRequestDecoderOutput {
+    var parts: [HTTPServerRequestPart] = []
+    var headsStarted = 0
+    var prefaces = 0
+
+    func requestHeadStarted() { self.headsStarted += 1 }
+    func receivedHTTP2Preface() { self.prefaces += 1 }
+    func received(_ part: HTTPServerRequestPart) { self.parts.append(part) }
+}
+
+/// Feeds `input` to `decoder` as a connection handler does (bytes not yet decoded are kept and the next
+/// read appended), either at once or byte by byte, and returns what it delivered.
+func decodeAll(
+    _ input: String,
+    decoder: inout StrictHTTPRequestDecoder,
+    byteByByte: Bool = false
+) throws -> DecodedOutput {
+    let output = DecodedOutput()
+    var unread = ByteBuffer()
+    let bytes = Array(input.utf8)
+    for read in byteByByte ? bytes.map { [$0] } : [bytes] {
+        unread.writeBytes(read)
+        while try decoder.decode(&unread, into: output) == .continue {}
+    }
+    return output
+}
+
+/// Feeds `input` to a fresh decoder, either at once or byte by byte, and returns the parts.
 func decode(
     _ input: String,
     limits: StrictHTTPRequestDecoder.Limits = .init(),
     byteByByte: Bool = false
 ) throws -> [HTTPServerRequestPart] {
-    let channel = EmbeddedChannel(handler: HTTPRequestDecoderHandler(StrictHTTPRequestDecoder(limits: limits)))
-    defer { _ = try? channel.finish() }
-    let bytes = Array(input.utf8)
-    if byteByByte {
-        for byte in bytes {
-            try channel.writeInbound(ByteBuffer(bytes: [byte]))
-        }
-    } else {
-        try channel.writeInbound(ByteBuffer(bytes: bytes))
-    }
-    var parts: [HTTPServerRequestPart] = []
-    while let part = try channel.readInbound(as: HTTPServerRequestPart.self) {
-        parts.append(part)
-    }
-    return parts
+    var decoder = StrictHTTPRequestDecoder(limits: limits)
+    return try decodeAll(input, decoder: &decoder, byteByByte: byteByByte).parts
 }
 
 /// Merges adjacent body parts, so byte-by-byte and whole decoding can be compared.

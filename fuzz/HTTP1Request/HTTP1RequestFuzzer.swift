@@ -18,7 +18,7 @@ func checkHTTP1Request(_ bytes: UnsafeRawBufferPointer) {
         StrictHTTPRequestDecoder.Limits(maxHeaderBytes: 256, maxHeaderCount: 4, maxChunkLineBytes: 16),
     ])
     let responder = FuzzResponder(mode: choices.pick([.atEnd, .atEnd, .later, .early]))
-    let recorder = ExchangeRecorder()
+    let recorder = RequestsStarted(limits: limits)
     var written = ResponseBytesChecker()
     let channel = EmbeddedChannel()
     do {
@@ -28,8 +28,6 @@ func checkHTTP1Request(_ bytes: UnsafeRawBufferPointer) {
             options: EdgePipelineOptions(limits: limits, headerTimeout: .seconds(10), idleTimeout: { .seconds(15) }),
             application: responder
         )
-        let decoder = try pipeline.handler(type: HTTPRequestDecoderHandler.self)
-        try pipeline.addHandler(recorder, position: .after(decoder))
     } catch {
         fatalError("cannot set up the edge pipeline: \(error)")
     }
@@ -42,6 +40,7 @@ func checkHTTP1Request(_ bytes: UnsafeRawBufferPointer) {
         }
         guard channel.isActive else { break }
         // Errors reaching the end of the pipeline are the edge's to answer; the check is what it wrote.
+        recorder.decode(read)
         _ = try? channel.writeInbound(ByteBuffer(bytes: read))
         channel.embeddedEventLoop.advanceTime(by: choices.pick([.zero, .zero, .milliseconds(1), .seconds(3), .seconds(11)]))
         responder.answerHeldRequest()
@@ -71,37 +70,45 @@ private func drainOutbound(_ channel: EmbeddedChannel) -> [UInt8] {
     return bytes
 }
 
-/// Watches the requests just above the decoder, as they start: the head-started event, or a decode error
-/// outside any request, such as a bare CR before a request line.
-final class ExchangeRecorder: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias InboundOut = HTTPServerRequestPart
-
+/// Counts the requests a client started, from a decoder of its own fed the same reads as the edge (the
+/// edge's decoder is inside its connection handler): a request counts from its first byte, or from a decode
+/// error outside any request, such as a bare CR before a request line. It may count more than the edge
+/// decoded (the edge stops at a close), never fewer, so the check it bounds stays sound.
+final class RequestsStarted: HTTPRequestDecoderOutput {
     private(set) var requestsStarted = 0
     private var requestOpen = false
+    private var decoder: StrictHTTPRequestDecoder
+    private var unread = ByteBuffer()
+    private var stopped = false
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is HTTPRequestHeadStartedEvent {
-            self.requestsStarted += 1
-            self.requestOpen = true
-        }
-        context.fireUserInboundEventTriggered(event)
+    init(limits: StrictHTTPRequestDecoder.Limits) {
+        self.decoder = StrictHTTPRequestDecoder(limits: limits)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .end = Self.unwrapInboundIn(data) {
-            self.requestOpen = false
+    func decode(_ bytes: some Sequence<UInt8>) {
+        guard !self.stopped else { return }
+        self.unread.writeBytes(bytes)
+        do {
+            while try self.decoder.decode(&self.unread, into: self) == .continue {}
+        } catch {
+            self.stopped = true
+            if !self.requestOpen {
+                // Refused before it could start: still a request the client may get one answer to.
+                self.requestsStarted += 1
+            }
         }
-        context.fireChannelRead(data)
+        if self.decoder.hasHandedOff { self.stopped = true }
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if error is HTTPEdgeError && !self.requestOpen {
-            // Refused before it could start: still a request the client may get one answer to.
-            self.requestsStarted += 1
-            self.requestOpen = true
-        }
-        context.fireErrorCaught(error)
+    func requestHeadStarted() {
+        self.requestsStarted += 1
+        self.requestOpen = true
+    }
+
+    func receivedHTTP2Preface() {}
+
+    func received(_ part: HTTPServerRequestPart) {
+        if case .end = part { self.requestOpen = false }
     }
 }
 

@@ -4,12 +4,13 @@ import NIOEmbedded
 import NIOHTTP1
 import XCTest
 
-/// What the decoder's handler adds to the decoder: holding bytes across reads, silence after a refusal,
-/// and order when bytes arrive while it decodes.
-final class HTTPRequestDecoderHandlerTests: XCTestCase {
-    /// Records the URIs of request heads and the errors that reach it.
+/// The connection handler's decode stage, on the edge pipeline: holding bytes across reads, silence after a
+/// refusal, and order when bytes arrive while it decodes.
+final class HTTP1ConnectionDecodeTests: XCTestCase {
+    /// Records the URIs of request heads and the errors that reach it, and answers each request at its end.
     private final class Recorder: ChannelInboundHandler {
         typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
         var uris: [String] = []
         var ends = 0
         var errors = 0
@@ -25,7 +26,11 @@ final class HTTPRequestDecoderHandlerTests: XCTestCase {
                     context.pipeline.fireChannelRead(bytes)
                 }
             case .body: break
-            case .end: self.ends += 1
+            case .end:
+                self.ends += 1
+                let head = HTTPResponseHead(version: .http1_1, status: .noContent)
+                context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+                context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
             }
         }
 
@@ -36,8 +41,10 @@ final class HTTPRequestDecoderHandlerTests: XCTestCase {
 
     private func channel(_ recorder: Recorder) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(HTTPRequestDecoderHandler(StrictHTTPRequestDecoder()))
-        try channel.pipeline.syncOperations.addHandler(recorder)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.pipeline.syncOperations.configureEdgeHTTPPipeline(
+            options: EdgePipelineOptions(limits: .init(), headerTimeout: .seconds(10), idleTimeout: { .seconds(15) }),
+            application: recorder)
         return channel
     }
 
@@ -51,6 +58,7 @@ final class HTTPRequestDecoderHandlerTests: XCTestCase {
         try channel.writeInbound(ByteBuffer(string: "Host: h\r\n\r\n"))
         XCTAssertEqual(recorder.uris, ["/1", "/2", "/3"])
         XCTAssertEqual(recorder.ends, 3)
+        XCTAssertEqual(try outboundText(channel).components(separatedBy: "HTTP/1.1 204 No Content\r\n").count - 1, 3)
         XCTAssertNoThrow(try channel.finish())
     }
 
@@ -59,12 +67,14 @@ final class HTTPRequestDecoderHandlerTests: XCTestCase {
         let channel = try self.channel(recorder)
         try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n"))
         XCTAssertEqual(recorder.errors, 1)
+        XCTAssertTrue(try outboundText(channel).hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
         // The edge answers 400 and closes lingering, reading until the client closes: the bytes that keep
         // coming are neither decoded nor reported again.
-        try channel.writeInbound(ByteBuffer(string: "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"))
-        try channel.writeInbound(ByteBuffer(string: "\u{0}garbage"))
+        _ = try? channel.writeInbound(ByteBuffer(string: "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"))
+        _ = try? channel.writeInbound(ByteBuffer(string: "\u{0}garbage"))
         XCTAssertEqual(recorder.errors, 1)
         XCTAssertEqual(recorder.uris, [])
+        XCTAssertEqual(try outboundText(channel), "")
         _ = try? channel.finish()
     }
 
