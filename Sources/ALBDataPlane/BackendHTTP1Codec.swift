@@ -86,9 +86,8 @@ final class BackendHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             let (framed, chunked) = head.framedForHTTP1()
             self.showDecoder(.head(framed))
             self.body.start(chunked: chunked)
-            var bytes = context.channel.allocator.buffer(capacity: framed.http1EncodedLength)
-            bytes.writeHTTP1RequestHead(framed)
-            context.write(Self.wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
+            context.write(Self.wrapOutboundOut(.byteBuffer(context.channel.allocator.http1RequestHead(framed))),
+                          promise: promise)
         case .body(let part):
             self.body.write(part, promise: promise, context: context)
         case .end(let trailers):

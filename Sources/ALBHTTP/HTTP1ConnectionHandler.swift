@@ -355,9 +355,8 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         case .head(let head):
             self.body.start(chunked: head.version.major == 1 && head.version.minor >= 1
                 && head.headers.first(name: "transfer-encoding") == "chunked")
-            var bytes = context.channel.allocator.buffer(capacity: head.http1EncodedLength)
-            bytes.writeHTTP1ResponseHead(head)
-            context.write(Self.wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
+            context.write(Self.wrapOutboundOut(.byteBuffer(context.channel.allocator.http1ResponseHead(head))),
+                          promise: promise)
         case .body(let data):
             self.body.write(data, promise: promise, context: context)
         case .end(let trailers):

@@ -6,7 +6,7 @@ import NIOHTTP1
 // without one handler per encoder and validator in each pipeline.
 
 extension HTTPHeaders {
-    /// The bytes of the fields as ``ByteBuffer/writeHTTP1Fields(_:)`` writes them, with the empty line.
+    /// The bytes of the fields as ``ByteBuffer/writeHTTP1Fields(_:encodedLength:)`` writes them, with the empty line.
     var http1EncodedLength: Int {
         var length = 2
         for (name, value) in self {
@@ -16,22 +16,7 @@ extension HTTPHeaders {
     }
 }
 
-extension HTTPResponseHead {
-    /// At least the bytes ``ByteBuffer/writeHTTP1ResponseHead(_:)`` writes for this head, so its buffer is
-    /// allocated once instead of growing (24 bytes of slack cover a version other than 1.x and a status
-    /// code of more than three digits).
-    var http1EncodedLength: Int {
-        "HTTP/1.1 000 \r\n".utf8.count + self.status.reasonPhrase.utf8.count + 24 + self.headers.http1EncodedLength
-    }
-}
-
 extension HTTPRequestHead {
-    /// At least the bytes ``ByteBuffer/writeHTTP1RequestHead(_:)`` writes for this head.
-    public var http1EncodedLength: Int {
-        self.method.rawValue.utf8.count + self.uri.utf8.count + " HTTP/1.1\r\n".utf8.count + 24
-            + self.headers.http1EncodedLength
-    }
-
     /// Whether the head may go on the wire, by the rules of NIO's `NIOHTTPRequestHeadersValidator`: a
     /// request target of URI characters only (RFC 9112 section 3.2: anything else percent-encoded, so no
     /// space, control byte or non-ASCII byte), a method that is a token, and fields that are
@@ -114,42 +99,55 @@ extension HTTPHeaders {
     }
 }
 
-extension ByteBuffer {
+extension ByteBufferAllocator {
     /// The status line, the fields and the empty line that ends the head, as NIO's `HTTPResponseEncoder`
-    /// writes them (`HTTP/1.1 200 OK`; the reason phrase may be empty, the space before it stays).
-    mutating func writeHTTP1ResponseHead(_ head: HTTPResponseHead) {
-        self.writeHTTP1Version(head.version)
-        self.writeStaticString(" ")
+    /// writes them (`HTTP/1.1 200 OK`; the reason phrase may be empty, the space before it stays), in a buffer
+    /// allocated once at its size (24 bytes of slack cover a version other than 1.x and a status code of
+    /// more than three digits).
+    func http1ResponseHead(_ head: HTTPResponseHead) -> ByteBuffer {
+        let fieldsLength = head.headers.http1EncodedLength
+        var bytes = self.buffer(capacity: "HTTP/1.1 000 \r\n".utf8.count + head.status.reasonPhrase.utf8.count + 24
+                                    + fieldsLength)
+        bytes.writeHTTP1Version(head.version)
+        bytes.writeStaticString(" ")
         let code = Int(head.status.code)
         if (100...999).contains(code) {
-            self.writeInteger(UInt8(ascii: "0") + UInt8(code / 100))
-            self.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
-            self.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
+            bytes.writeInteger(UInt8(ascii: "0") + UInt8(code / 100))
+            bytes.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+            bytes.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
         } else {
-            self.writeString(String(code))
+            bytes.writeString(String(code))
         }
-        self.writeStaticString(" ")
-        self.writeString(head.status.reasonPhrase)
-        self.writeStaticString("\r\n")
-        self.writeHTTP1Fields(head.headers)
+        bytes.writeStaticString(" ")
+        bytes.writeString(head.status.reasonPhrase)
+        bytes.writeStaticString("\r\n")
+        bytes.writeHTTP1Fields(head.headers, encodedLength: fieldsLength)
+        return bytes
     }
 
-    /// The request line, the fields and the empty line, as NIO's `HTTPRequestEncoder` writes them.
-    public mutating func writeHTTP1RequestHead(_ head: HTTPRequestHead) {
+    /// The request line, the fields and the empty line, as NIO's `HTTPRequestEncoder` writes them, in a
+    /// buffer allocated once at its size.
+    public func http1RequestHead(_ head: HTTPRequestHead) -> ByteBuffer {
+        let fieldsLength = head.headers.http1EncodedLength
+        var bytes = self.buffer(capacity: head.method.rawValue.utf8.count + head.uri.utf8.count
+                                    + " HTTP/1.1\r\n".utf8.count + 24 + fieldsLength)
         switch head.method {
-        case .GET: self.writeStaticString("GET")
-        case .POST: self.writeStaticString("POST")
-        default: self.writeString(head.method.rawValue)
+        case .GET: bytes.writeStaticString("GET")
+        case .POST: bytes.writeStaticString("POST")
+        default: bytes.writeString(head.method.rawValue)
         }
-        self.writeStaticString(" ")
-        self.writeString(head.uri)
-        self.writeStaticString(" ")
-        self.writeHTTP1Version(head.version)
-        self.writeStaticString("\r\n")
-        self.writeHTTP1Fields(head.headers)
+        bytes.writeStaticString(" ")
+        bytes.writeString(head.uri)
+        bytes.writeStaticString(" ")
+        bytes.writeHTTP1Version(head.version)
+        bytes.writeStaticString("\r\n")
+        bytes.writeHTTP1Fields(head.headers, encodedLength: fieldsLength)
+        return bytes
     }
+}
 
-    private mutating func writeHTTP1Version(_ version: HTTPVersion) {
+extension ByteBuffer {
+    fileprivate mutating func writeHTTP1Version(_ version: HTTPVersion) {
         switch (version.major, version.minor) {
         case (1, 1): self.writeStaticString("HTTP/1.1")
         case (1, 0): self.writeStaticString("HTTP/1.0")
@@ -157,15 +155,45 @@ extension ByteBuffer {
         }
     }
 
-    /// `name: value` CRLF per field, then the empty line (a head's fields, or a last chunk's trailers).
-    mutating func writeHTTP1Fields(_ fields: HTTPHeaders) {
-        for (name, value) in fields {
-            self.writeString(name)
-            self.writeStaticString(": ")
-            self.writeString(value)
-            self.writeStaticString("\r\n")
+    /// `name: value` CRLF per field, then the empty line (a head's fields, or a last chunk's trailers). One
+    /// copy into the buffer's memory for the whole section: writing each name, separator, value and CRLF
+    /// through the buffer's own calls checked capacity and ownership four times a field.
+    /// - Parameter encodedLength: `fields.http1EncodedLength`, when the caller has it already.
+    mutating func writeHTTP1Fields(_ fields: HTTPHeaders, encodedLength: Int? = nil) {
+        self.writeWithUnsafeMutableBytes(minimumWritableBytes: encodedLength ?? fields.http1EncodedLength) { memory in
+            var offset = 0
+            for (name, value) in fields {
+                offset = memory.copyUTF8(of: name, at: offset)
+                memory[offset] = UInt8(ascii: ":")
+                memory[offset + 1] = UInt8(ascii: " ")
+                offset = memory.copyUTF8(of: value, at: offset + 2)
+                memory[offset] = UInt8(ascii: "\r")
+                memory[offset + 1] = UInt8(ascii: "\n")
+                offset += 2
+            }
+            memory[offset] = UInt8(ascii: "\r")
+            memory[offset + 1] = UInt8(ascii: "\n")
+            return offset + 2
         }
-        self.writeStaticString("\r\n")
+    }
+}
+
+extension UnsafeMutableRawBufferPointer {
+    /// Copies the UTF-8 of `text` to `offset` and returns the offset after it. The caller has made room
+    /// (``HTTPHeaders/http1EncodedLength``). A native string is one `memcpy`; a bridged one goes byte by byte.
+    fileprivate func copyUTF8(of text: String, at offset: Int) -> Int {
+        let copied = text.utf8.withContiguousStorageIfAvailable { bytes -> Int in
+            UnsafeMutableRawBufferPointer(rebasing: self[offset..<(offset + bytes.count)])
+                .copyMemory(from: UnsafeRawBufferPointer(bytes))
+            return bytes.count
+        }
+        if let copied { return offset + copied }
+        var end = offset
+        for byte in text.utf8 {
+            self[end] = byte
+            end += 1
+        }
+        return end
     }
 }
 

@@ -295,19 +295,26 @@ final class HTTP1WireTests: XCTestCase {
 }
 
 extension HTTP1WireTests {
-    func testTheHeadsBufferIsSizedForTheWholeHead() {
-        let heads = [
-            HTTPResponseHead(version: .http1_1, status: .ok),
-            HTTPResponseHead(version: .http1_1, status: .custom(code: 1234, reasonPhrase: ""),
-                             headers: HTTPHeaders((0..<40).map { ("x-field-\($0)", String(repeating: "v", count: $0)) })),
-            HTTPResponseHead(version: HTTPVersion(major: 3, minor: 14), status: .networkAuthenticationRequired,
-                             headers: ["server": "nginx/1.26", "date": "Thu, 26 Nov 2026 08:00:00 GMT"]),
+    /// The field section is copied into memory reserved at its computed length: that length must be exact,
+    /// whatever the fields (empty values, non-ASCII, many of them).
+    func testTheFieldSectionIsExactlyItsComputedLength() {
+        let sections = [
+            HTTPHeaders(),
+            HTTPHeaders((0..<40).map { ("x-field-\($0)", String(repeating: "v", count: $0)) }),
+            ["server": "nginx/1.26", "x-caf\u{e9}": "cr\u{e8}me br\u{fb}l\u{e9}e", "empty": ""],
         ]
-        for head in heads {
+        for fields in sections {
             var buffer = ByteBuffer()
-            buffer.writeHTTP1ResponseHead(head)
-            XCTAssertLessThanOrEqual(buffer.readableBytes, head.http1EncodedLength)
-            XCTAssertGreaterThan(buffer.readableBytes, head.http1EncodedLength - 32, "not wildly oversized")
+            buffer.writeHTTP1Fields(fields)
+            XCTAssertEqual(buffer.readableBytes, fields.http1EncodedLength)
+            let expected = fields.map { "\($0.name): \($0.value)\r\n" }.joined() + "\r\n"
+            XCTAssertEqual(String(buffer: buffer), expected)
         }
+        let request = HTTPRequestHead(version: .http1_0, method: .RAW(value: "PROPFIND"), uri: "/a?b",
+                                      headers: ["Host": "h", "Depth": "1"])
+        XCTAssertEqual(String(buffer: ByteBufferAllocator().http1RequestHead(request)),
+                       "PROPFIND /a?b HTTP/1.0\r\nHost: h\r\nDepth: 1\r\n\r\n")
+        let response = HTTPResponseHead(version: HTTPVersion(major: 3, minor: 14), status: .custom(code: 1234, reasonPhrase: ""))
+        XCTAssertEqual(String(buffer: ByteBufferAllocator().http1ResponseHead(response)), "HTTP/3.14 1234 \r\n\r\n")
     }
 }

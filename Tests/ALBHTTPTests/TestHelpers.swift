@@ -25,7 +25,7 @@ func decodeAll(
     let output = DecodedOutput()
     var unread = ByteBuffer()
     let bytes = Array(input.utf8)
-    for read in byteByByte ? bytes.map { [$0] } : [bytes] {
+    for read in byteByByte ? bytes.map({ [$0] }) : [bytes] {
         unread.writeBytes(read)
         while try decoder.decode(&unread, into: output) == .continue {}
     }
