@@ -106,40 +106,55 @@ public enum ProxyHeaders {
     /// The fields of `headers` that cross the proxy, copied in one pass into storage sized for `extra` more:
     /// hop-by-hop fields and those `Connection` names (never the framing ones) are left out, and so are the
     /// forwarding headers unless `keepForwarding`. One allocation, where removing from a copy of a head
-    /// the caller still holds costs a copy and then a growth for the fields the proxy adds.
+    /// the caller still holds costs a copy and then a growth for the fields the proxy adds. `Connection`
+    /// is read in the same pass; only when it names a field that is not hop-by-hop anyway (rare: the usual
+    /// values are `keep-alive` and `close`) does a second pass take the named fields out.
     static func passedOn(_ headers: HTTPHeaders, keepForwarding: Bool, extra: Int) -> HTTPHeaders {
-        let named = Self.fieldsNamedInConnection(headers).filter { !Self.protected.contains($0) }
+        var named: [String] = []
         var result = HTTPHeaders()
         result.reserveCapacity(headers.count + extra)
         for (name, value) in headers {
-            if Self.hopByHopIndex(name) != nil { continue }
-            if !keepForwarding && Self.forwardingIndex(name) != nil { continue }
-            if !named.isEmpty && named.contains(where: { Self.equalsIgnoringASCIICase(name.utf8, lowercased: $0.utf8) }) {
+            if let hopByHop = Self.hopByHopIndex(name) {
+                if hopByHop == 0 { Self.appendFieldsNamed(inConnection: value, to: &named) }
                 continue
             }
+            if !keepForwarding && Self.forwardingIndex(name) != nil { continue }
             result.add(name: name, value: value)
         }
-        return result
+        named.removeAll { Self.protected.contains($0) }
+        guard !named.isEmpty else { return result }
+        var kept = HTTPHeaders()
+        kept.reserveCapacity(result.count + extra)
+        for (name, value) in result
+        where !named.contains(where: { Self.equalsIgnoringASCIICase(name.utf8, lowercased: $0.utf8) }) {
+            kept.add(name: name, value: value)
+        }
+        return kept
     }
 
-    /// The comma-separated tokens of every `Connection` field, lowercased, except hop-by-hop names
-    /// (removed anyway). Scans the bytes in place: the usual `Connection: keep-alive` or `close`
-    /// allocates no more than one small array.
-    static func fieldsNamedInConnection(_ headers: HTTPHeaders) -> [String] {
-        var names: [String] = []
-        for (name, value) in headers where Self.hopByHopIndex(name) == 0 {
-            var rest = Substring(value)
-            while !rest.isEmpty {
-                // Split on the character, as `HTTPHeaders[canonicalForm:]` does.
-                let comma = rest.firstIndex(of: ",") ?? rest.endIndex
-                let token = rest[..<comma].trimmingOWS
-                rest = comma == rest.endIndex ? rest[comma...] : rest[rest.index(after: comma)...]
-                if !token.isEmpty && Self.hopByHopIndex(token) == nil {
-                    names.append(token.lowercased())
-                }
+    /// The tokens of one `Connection` value, lowercased, except hop-by-hop names. Scans the bytes in place:
+    /// the usual `keep-alive` or `close` allocates nothing.
+    private static func appendFieldsNamed(inConnection value: String, to names: inout [String]) {
+        // What almost every peer sends, settled without splitting: `keep-alive` names a hop-by-hop field,
+        // `close` only itself (a field of that name, reserved by RFC 9110 section 18.4, goes too).
+        let length = value.utf8.count
+        if length == 10 && Self.equalsIgnoringASCIICase(value.utf8, lowercased: "keep-alive".utf8) {
+            return
+        }
+        if length == 5 && Self.equalsIgnoringASCIICase(value.utf8, lowercased: "close".utf8) {
+            names.append("close")
+            return
+        }
+        var rest = Substring(value)
+        while !rest.isEmpty {
+            // Split on the character, as `HTTPHeaders[canonicalForm:]` does.
+            let comma = rest.firstIndex(of: ",") ?? rest.endIndex
+            let token = rest[..<comma].trimmingOWS
+            rest = comma == rest.endIndex ? rest[comma...] : rest[rest.index(after: comma)...]
+            if !token.isEmpty && Self.hopByHopIndex(token) == nil {
+                names.append(token.lowercased())
             }
         }
-        return names
     }
 
     /// Bit n is set when some name in ``forwarding`` is n bytes long (all are shorter than 64).

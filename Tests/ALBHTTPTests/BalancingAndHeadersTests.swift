@@ -207,5 +207,11 @@ final class ProxyHeadersTests: XCTestCase {
                        "a framing field named in Connection stays")
         XCTAssertEqual(ProxyHeaders.passedOn(mixed, keepForwarding: false, extra: 0).map { $0.name },
                        ["Host", "X-Kept", "Content-Length"])
+        for (usual, kept) in [("keep-alive", ["Close", "X-A"]), ("KEEP-ALIVE", ["Close", "X-A"]), ("close", ["X-A"]),
+                              ("Close", ["X-A"]), ("close, x-a", [])] {
+            let headers = HTTPHeaders([("Connection", usual), ("Keep-Alive", "timeout=5"), ("Close", "x"), ("X-A", "1")])
+            XCTAssertEqual(ProxyHeaders.passedOn(headers, keepForwarding: true, extra: 0).map { $0.name }, kept,
+                           "Connection: \(usual)")
+        }
     }
 }
