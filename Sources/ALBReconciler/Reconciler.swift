@@ -91,7 +91,9 @@ public actor Reconciler {
 
     // MARK: - The pass
 
-    public func pass(reason: String) async -> PassResult {
+    /// - Parameter counters: whether status files whose counters alone changed are written in this pass
+    ///   (`.keepWritten` for a pass an edit triggered: the periodic refresh writes them).
+    public func pass(reason: String, counters: StatusStore.Counters = .refresh) async -> PassResult {
         let now = Date()
         let clock = ContinuousClock()
         let started = clock.now
@@ -245,7 +247,7 @@ public actor Reconciler {
 
         // 7. Status files, and what the admin endpoint shows.
         let acted = clock.now
-        let written = await writeStatuses()
+        let written = await writeStatuses(counters: counters)
         adminState.publish(statuses: Array(statuses.values), firstPassDone: true)
         let finished = clock.now
         metrics.recordPass(duration: finished - started,
@@ -643,10 +645,12 @@ public actor Reconciler {
         var files = 0
     }
 
-    /// Writes every status file whose contents changed. The counters of all serving listeners, and the load
-    /// of all groups' servers, are each read in one go (one hop to each event loop for all of them).
+    /// Writes every status file whose contents changed (with `counters: .keepWritten`, changed apart from
+    /// counters). The counters of all serving listeners, and the load of all groups' servers, are each read
+    /// in one go (one hop to each event loop for all of them), and kept in ``statuses`` either way: the admin
+    /// endpoint shows them, and a file written for another change carries them.
     @discardableResult
-    private func writeStatuses() async -> StatusWrite {
+    private func writeStatuses(counters: StatusStore.Counters = .refresh) async -> StatusWrite {
         let clock = ContinuousClock()
         let started = clock.now
         let keys = statuses.keys.compactMap { id in id.kind == .listener ? listeners[id.name]?.key : nil }
@@ -664,7 +668,7 @@ public actor Reconciler {
                 statuses[id] = status
             }
             do {
-                if try store.write(status) { result.files += 1 }
+                if try store.write(status, counters: counters) { result.files += 1 }
             } catch {
                 log.error("cannot write status", ["resource": id.description, "error": String(describing: error)])
             }

@@ -84,6 +84,22 @@ public struct ResourceStatus: Sendable, Equatable {
 
     public func condition(_ type: String) -> Condition? { conditions.first { $0.type == type } }
 
+    /// Whether this status is `other` but for its counters: a listener's `stats` (present in both) and the
+    /// requests in flight and sent of each server (the same servers in the same order). Counters move with
+    /// every request; everything else moves only when the reconciler or a health check changes something.
+    public func equalsApartFromCounters(_ other: ResourceStatus) -> Bool {
+        var counted = self
+        if counted.stats != nil, other.stats != nil { counted.stats = other.stats }
+        if var servers = counted.servers, let others = other.servers, servers.count == others.count {
+            for index in servers.indices {
+                servers[index].activeRequests = others[index].activeRequests
+                servers[index].requests = others[index].requests
+            }
+            counted.servers = servers
+        }
+        return counted == other
+    }
+
     /// Sets a condition, keeping `lastTransitionTime` unless the status flips.
     public mutating func setCondition(_ type: String, _ status: Bool, reason: String, message: String, now: Date) {
         if let index = conditions.firstIndex(where: { $0.type == type }) {

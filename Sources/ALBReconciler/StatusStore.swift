@@ -60,10 +60,24 @@ public final class StatusStore: @unchecked Sendable {
         return result
     }
 
-    /// Writes the status file unless its contents are unchanged. Returns whether it wrote.
+    /// Whether a status whose counters alone changed is written (``ResourceStatus/equalsApartFromCounters(_:)``).
+    public enum Counters: Sendable {
+        /// Written: the periodic refresh, shutdown, the first pass.
+        case refresh
+        /// Not written: the file keeps the counters it has until the next refresh. A pass that an edit
+        /// triggered writes the resources it changed, not the 100 files whose counters the traffic since
+        /// the last pass moved (after a cold start's first requests, 20-30 ms in which the next edit waits).
+        case keepWritten
+    }
+
+    /// Writes the status file unless its contents are unchanged (or, with `counters: .keepWritten`, changed
+    /// only in counters). Returns whether it wrote.
     @discardableResult
-    public func write(_ status: ResourceStatus) throws -> Bool {
-        if written[status.id]?.status == status { return false }
+    public func write(_ status: ResourceStatus, counters: Counters = .refresh) throws -> Bool {
+        if let old = written[status.id]?.status {
+            if old == status { return false }
+            if counters == .keepWritten, status.equalsApartFromCounters(old) { return false }
+        }
         let text = status.yaml()
         if written[status.id]?.text != text {
             let target = path(for: status.id)
