@@ -19,6 +19,9 @@ public final class StatusStore: @unchecked Sendable {
     private var createdFolders: Set<FilePath> = []
     /// Folders with a file renamed into them since the last ``syncWrittenFolders()``.
     private var unsyncedFolders: Set<FilePath> = []
+    /// Each resource's `live` as last rendered, with the fields it was rendered from
+    /// (``ResourceStatus/liveDocument``): a file rewritten for its counters does not render it again.
+    private var renderedLive: [ResourceID: (live: CanonicalFields?, address: String?, value: StatusValue?)] = [:]
 
     public init(directory: String) {
         self.directory = FilePath(directory)
@@ -78,7 +81,7 @@ public final class StatusStore: @unchecked Sendable {
             if old == status { return false }
             if counters == .keepWritten, status.equalsApartFromCounters(old) { return false }
         }
-        let text = status.yaml()
+        let text = render(status)
         if written[status.id]?.text != text {
             let target = path(for: status.id)
             let folder = target.removingLastComponent()
@@ -97,6 +100,18 @@ public final class StatusStore: @unchecked Sendable {
         return true
     }
 
+    /// The status file's text: ``ResourceStatus/yaml()``, with `live` rendered again only when it changed.
+    func render(_ status: ResourceStatus) -> String {
+        let live: StatusValue?
+        if let cached = renderedLive[status.id], cached.live == status.live, cached.address == status.address {
+            live = cached.value
+        } else {
+            live = status.liveDocument
+            renderedLive[status.id] = (status.live, status.address, live)
+        }
+        return status.document(live: live).yaml
+    }
+
     /// Forgets what it wrote, so the next write of every status puts its file back even if this store
     /// wrote the same bytes before (another process may have written the file meanwhile: a takeover that
     /// failed half-way). Returns the resources whose files are on disk now.
@@ -109,6 +124,7 @@ public final class StatusStore: @unchecked Sendable {
     public func remove(_ id: ResourceID) {
         try? FileManager.default.removeItem(atPath: path(for: id).string)
         written[id] = nil
+        renderedLive[id] = nil
     }
 
     /// Appends one JSON line to `events.log`.

@@ -151,4 +151,35 @@ final class ResourceStatusTests: XCTestCase {
         XCTAssertEqual(StatusStore(directory: folder.path).loadAll()[status.id]?.stats?.totalRequests, 4)
         XCTAssertFalse(try store.write(status, counters: .refresh))
     }
+
+    func testAFileWrittenAgainIsTheStatusAsItIsNowWithLiveRenderedOnce() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("alb-status-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = StatusStore(directory: folder.path)
+        var status = ResourceStatus(id: ResourceID(kind: .listener, name: "web"), source: "a.yaml:1")
+        status.live = CanonicalFields(entries: [(path: "port", value: "8080"), (path: "routes[0].path", value: "/")],
+                                      scalarTypes: ["port": .integer])
+        status.address = "127.0.0.1:8080"
+        status.stats = ListenerStats()
+        func onDisk() throws -> String {
+            try String(contentsOfFile: store.path(for: status.id).string, encoding: .utf8)
+        }
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        status.stats?.totalRequests = 5
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        status.live?.entries[0].value = "8081"
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        XCTAssertTrue(try onDisk().contains("port: 8081"))
+        status.address = "127.0.0.1:8081"
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        status.live = nil
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        let text = try onDisk()
+        XCTAssertTrue(text.contains("live:\n  boundAddress: \"127.0.0.1:8081\"\n"), text)
+    }
 }
