@@ -103,7 +103,9 @@ public final class StatusStore: @unchecked Sendable {
     /// The status file's text: ``ResourceStatus/yaml()``, with `live` rendered again only when it changed.
     func render(_ status: ResourceStatus) -> String {
         let live: StatusValue?
-        if let cached = renderedLive[status.id], cached.live == status.live, cached.address == status.address {
+        // CanonicalFields' == compares the text of the values; their types change the rendering too.
+        if let cached = renderedLive[status.id], cached.live == status.live,
+           cached.live?.scalarTypes == status.live?.scalarTypes, cached.address == status.address {
             live = cached.value
         } else {
             live = status.liveDocument

@@ -173,6 +173,11 @@ final class ResourceStatusTests: XCTestCase {
         XCTAssertTrue(try store.write(status))
         XCTAssertEqual(try onDisk(), status.yaml())
         XCTAssertTrue(try onDisk().contains("port: 8081"))
+        status.live?.scalarTypes = [:]  // the same text, now a string
+        status.stats?.totalRequests = 6
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        XCTAssertTrue(try onDisk().contains("port: \"8081\""))
         status.address = "127.0.0.1:8081"
         XCTAssertTrue(try store.write(status))
         XCTAssertEqual(try onDisk(), status.yaml())
