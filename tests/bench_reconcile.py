@@ -9,6 +9,8 @@ Usage: bench_reconcile.py ALB_BINARY [N] [REPEATS]
        bench_reconcile.py nginx [N]   cold only, of nginx with the same N listeners proxying to backend "a"
                                        (reload.py's nginx answers `return 200` itself: no proxying)
 
+ALB_BENCH_BASE_PORT=P puts the listeners on P.. and the backends on P-2 and P-1 (default 19200).
+ALB_BENCH_LOG_LEVEL=debug shows each reconcile pass's phase timings on stderr.
 ALB_BENCH_COLD_RUNS=K (K > 1): only cold, K starts, their median and fastest (a busy 2-core machine scatters
 single starts by tens of milliseconds).
 
@@ -30,7 +32,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import demo_backend  # noqa: E402
 
-BASE = 19200
+# ALB_BENCH_BASE_PORT moves the listeners (BASE..BASE+N-1) and the backends (BASE-2, BASE-1), to run beside
+# another benchmark that holds the default ports.
+BASE = int(os.environ.get("ALB_BENCH_BASE_PORT", "19200"))
+BACKEND_A, BACKEND_B = BASE - 2, BASE - 1
 
 
 def body(port):
@@ -74,11 +79,12 @@ def run(binary, n, repeats, watch):
     write(os.path.join(manifests, "base.yaml"),
           "apiVersion: alb/v1\nkind: LoadBalancer\nmetadata: {name: bench}\n"
           "spec: {address: 127.0.0.1, quotas: {listeners: 100}}\n---\n"
-          "apiVersion: alb/v1\nkind: ServerGroup\nmetadata: {name: a}\nspec: {servers: [{address: 127.0.0.1, port: 19198}]}\n---\n"
-          "apiVersion: alb/v1\nkind: ServerGroup\nmetadata: {name: b}\nspec: {servers: [{address: 127.0.0.1, port: 19199}]}\n")
+          "apiVersion: alb/v1\nkind: ServerGroup\nmetadata: {name: a}\nspec: {servers: [{address: 127.0.0.1, port: %d}]}\n---\n"
+          "apiVersion: alb/v1\nkind: ServerGroup\nmetadata: {name: b}\nspec: {servers: [{address: 127.0.0.1, port: %d}]}\n" % (BACKEND_A, BACKEND_B))
     for i in range(n):
         write(os.path.join(manifests, "l%03d.yaml" % i), listener(i, "a"))
-    args = [binary, "reconcile", manifests, "--status-dir", os.path.join(work, "s"), "--log-level", "warning"]
+    args = [binary, "reconcile", manifests, "--status-dir", os.path.join(work, "s"), "--log-level",
+            os.environ.get("ALB_BENCH_LOG_LEVEL", "warning")]
     if watch:
         args.append("--watch")
     t0 = time.monotonic()
@@ -117,7 +123,7 @@ def nginx_cold(n):
         f.write("worker_processes 1; daemon on; pid %s/nginx.pid; error_log %s/nginx.err;\n"
                 "events { worker_connections 1024; }\n"
                 "http { access_log off; proxy_http_version 1.1; proxy_set_header Connection \"\";\n"
-                "upstream a { server 127.0.0.1:19198; keepalive 16; }\n%s\n}\n" % (work, work, servers))
+                "upstream a { server 127.0.0.1:%d; keepalive 16; }\n%s\n}\n" % (work, work, BACKEND_A, servers))
     t0 = time.monotonic()
     subprocess.run(["nginx", "-c", conf], check=True)
     try:
@@ -131,13 +137,13 @@ def nginx_cold(n):
 
 
 def start_backends():
-    """Backends "a" on 19198 and "b" on 19199; returns the process to stop, or None."""
+    """Backends "a" on BACKEND_A and "b" on BACKEND_B; returns the process to stop, or None."""
     if os.environ.get("ALB_BENCH_BACKEND", "fast") == "demo":
-        demo_backend.serve(19198, "a")
-        demo_backend.serve(19199, "b")
+        demo_backend.serve(BACKEND_A, "a")
+        demo_backend.serve(BACKEND_B, "b")
         return None
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_backend.py")
-    process = subprocess.Popen([sys.executable, script, "19198", "a", "19199", "b"], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, script, str(BACKEND_A), "a", str(BACKEND_B), "b"], stdout=subprocess.PIPE, text=True)
     if process.stdout.readline().strip() != "ready":
         process.kill()
         raise SystemExit("bench_backend.py did not start")

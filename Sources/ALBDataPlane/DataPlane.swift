@@ -278,8 +278,17 @@ public final class DataPlane: Sendable {
 
     /// The instance's counters (summed over its event loops) for its status file.
     public func stats(key: String) async -> ListenerStats? {
-        guard let runtime = self.listeners.withLockedValue({ $0[key] }) else { return nil }
-        return await runtime.metrics().stats
+        await self.stats(keys: [key])[key]
+    }
+
+    /// ``stats(key:)`` of many instances at once (a reconcile pass's status files): one hop to each event
+    /// loop for all of them, not one per instance and loop. Keys that serve nothing are absent.
+    public func stats(keys: [String]) async -> [String: ListenerStats] {
+        let runtimes = self.listeners.withLockedValue { listeners in
+            keys.compactMap { key in listeners[key].map { (key: key, runtime: $0) } }
+        }
+        let metrics = await ListenerRuntime.metrics(of: runtimes.map(\.runtime))
+        return Dictionary(zip(runtimes.map(\.key), metrics.map(\.stats)), uniquingKeysWith: { first, _ in first })
     }
 
     /// Graceful: stops accepting everywhere, closes idle keep-alive connections, lets busy ones finish

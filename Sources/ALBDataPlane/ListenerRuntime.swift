@@ -328,14 +328,32 @@ final class ListenerRuntime: Sendable {
     /// Every loop's counters summed: each loop's are copied on that loop (a copy of a few arrays), so
     /// counting never takes a lock; the copies are added up here.
     func metrics() async -> ListenerMetrics {
-        let loops = self.loops.withLockedValue { Array($0.values) }
-        var total = ListenerLoopCounters()
-        for bound in loops {
-            if let counters = try? await bound.eventLoop.submit({ bound.value.counters }).get() {
-                total += counters
+        await Self.metrics(of: [self])[0]
+    }
+
+    /// ``metrics()`` of many instances, in their order, with one task per event loop for all of them,
+    /// submitted to every loop before waiting for any. Hopping per instance and loop, one round trip
+    /// after another, was most of a reconcile pass's status phase once 100 listeners had served a
+    /// request each (100-200 round trips, 7-20 ms on 2 busy cores).
+    static func metrics(of runtimes: [ListenerRuntime]) async -> [ListenerMetrics] {
+        var byLoop: [ObjectIdentifier: (loop: EventLoop, states: [(index: Int, state: NIOLoopBound<ListenerLoopState>)])] = [:]
+        for (index, runtime) in runtimes.enumerated() {
+            for bound in runtime.loops.withLockedValue({ Array($0.values) }) {
+                byLoop[ObjectIdentifier(bound.eventLoop), default: (bound.eventLoop, [])].states.append((index, bound))
             }
         }
-        return ListenerMetrics(name: self.name, activeConnections: self.activeConnections, counters: total)
+        let reads = byLoop.values.map { entry in
+            let states = entry.states
+            return entry.loop.submit { states.map { ($0.index, $0.state.value.counters) } }
+        }
+        var totals = [ListenerLoopCounters](repeating: ListenerLoopCounters(), count: runtimes.count)
+        for read in reads {
+            guard let counters = try? await read.get() else { continue }
+            for (index, counters) in counters { totals[index] += counters }
+        }
+        return zip(runtimes, totals).map { runtime, total in
+            ListenerMetrics(name: runtime.name, activeConnections: runtime.activeConnections, counters: total)
+        }
     }
 
 

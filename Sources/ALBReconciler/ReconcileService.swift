@@ -189,6 +189,10 @@ public struct ReconcileService: Sendable, Service {
         try await withGracefulShutdownHandler {
         for await trigger in triggers {
             let reason: String
+            // A pass an edit triggered writes the status files of what it changed; counters alone wait for
+            // the periodic refresh (the rescan with --watch, `refreshStats` without), so that the next edit
+            // does not wait for 100 files the traffic since the last pass moved.
+            var counters = StatusStore.Counters.refresh
             switch trigger {
             case .terminate:
                 let signalName = await Self.name(of: signalName)
@@ -236,12 +240,12 @@ public struct ReconcileService: Sendable, Service {
                 await reconciler.refreshStats()
                 continue
             case .start: reason = "start"
-            case .changed: reason = "manifests changed"
-            case .hangup: reason = "SIGHUP"; log.info("SIGHUP: full reconcile")
+            case .changed: reason = "manifests changed"; counters = .keepWritten
+            case .hangup: reason = "SIGHUP"; counters = .keepWritten; log.info("SIGHUP: full reconcile")
             case .retry: reason = "retry"
             case .rescan: reason = "periodic rescan"
             }
-            let result = await reconciler.pass(reason: reason)
+            let result = await reconciler.pass(reason: reason, counters: counters)
             retryTask?.cancel()
             retryTask = nil
             if let next = result.nextPass {

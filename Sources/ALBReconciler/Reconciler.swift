@@ -91,7 +91,9 @@ public actor Reconciler {
 
     // MARK: - The pass
 
-    public func pass(reason: String) async -> PassResult {
+    /// - Parameter counters: whether status files whose counters alone changed are written in this pass
+    ///   (`.keepWritten` for a pass an edit triggered: the periodic refresh writes them).
+    public func pass(reason: String, counters: StatusStore.Counters = .refresh) async -> PassResult {
         let now = Date()
         let clock = ContinuousClock()
         let started = clock.now
@@ -245,7 +247,7 @@ public actor Reconciler {
 
         // 7. Status files, and what the admin endpoint shows.
         let acted = clock.now
-        await writeStatuses()
+        let written = await writeStatuses(counters: counters)
         adminState.publish(statuses: Array(statuses.values), firstPassDone: true)
         let finished = clock.now
         metrics.recordPass(duration: finished - started,
@@ -254,7 +256,8 @@ public actor Reconciler {
         log.debug("reconcile pass done", [
             "reason": reason, "resources": String(desired.count),
             "read_ms": Self.milliseconds(readDone - started), "load_ms": Self.milliseconds(loaded - readDone), "act_ms": Self.milliseconds(acted - loaded),
-            "status_ms": Self.milliseconds(finished - acted),
+            "status_ms": Self.milliseconds(finished - acted), "counters_ms": Self.milliseconds(written.counters),
+            "status_files": String(written.files),
         ])
         return PassResult(nextPass: nextPass)
     }
@@ -635,39 +638,64 @@ public actor Reconciler {
         adminState.publish(statuses: Array(statuses.values), firstPassDone: false)
     }
 
-    private func writeStatuses() async {
+    /// What one write of the status files did, for the pass's debug line.
+    struct StatusWrite {
+        /// Reading every serving listener's counters and every group's server load.
+        var counters: Duration = .zero
+        var files = 0
+    }
+
+    /// Writes every status file whose contents changed (with `counters: .keepWritten`, changed apart from
+    /// counters). The counters of all serving listeners, and the load of all groups' servers, are each read
+    /// in one go (one hop to each event loop for all of them), and kept in ``statuses`` either way: the admin
+    /// endpoint shows them, and a file written for another change carries them.
+    @discardableResult
+    private func writeStatuses(counters: StatusStore.Counters = .refresh) async -> StatusWrite {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let keys = statuses.keys.compactMap { id in id.kind == .listener ? listeners[id.name]?.key : nil }
+        let stats = await dataPlane.stats(keys: keys)
+        let servers = await serverStatuses()
+        var result = StatusWrite(counters: clock.now - started)
         for (id, var status) in statuses {
-            if id.kind == .listener, let listener = listeners[id.name], let stats = await dataPlane.stats(key: listener.key) {
+            if id.kind == .listener, let key = listeners[id.name]?.key, let stats = stats[key] {
                 status.stats = stats
                 statuses[id] = status
             }
-            if id.kind == .serverGroup, let servers = groupServers[id.name] {
-                let servers = await self.serverStatuses(group: id.name, servers: servers)
+            if id.kind == .serverGroup, let servers = servers[id.name] {
                 self.recordHealthChanges(id, from: status.servers ?? [], to: servers)
                 status.servers = servers
                 statuses[id] = status
             }
             do {
-                try store.write(status)
+                if try store.write(status, counters: counters) { result.files += 1 }
             } catch {
                 log.error("cannot write status", ["resource": id.description, "error": String(describing: error)])
             }
         }
         store.syncWrittenFolders()
+        return result
     }
 
-    /// A group's servers with what their checks found (`Unchecked` when the group has no checks) and their
-    /// requests.
-    private func serverStatuses(group: String, servers: [ALBDataPlane.BackendServer]) async -> [ResourceStatus.ServerStatus] {
-        let reports = dataPlane.serverHealth(group: group)
-        let load = await dataPlane.serverLoad(servers)
-        return zip(servers, load).map { server, load in
-            let report = reports.first { $0.host == server.host && $0.port == server.port }
-            return ResourceStatus.ServerStatus(address: server.host, port: server.port, weight: server.weight,
-                                               health: report?.health.rawValue ?? "Unchecked",
-                                               reason: report?.reason ?? "", since: report?.since,
-                                               activeRequests: load.activeRequests, requests: load.requests)
+    /// Each group's servers (``groupServers``) with what their checks found (`Unchecked` when the group has
+    /// no checks) and their requests, the requests of all groups read at once.
+    private func serverStatuses() async -> [String: [ResourceStatus.ServerStatus]] {
+        let groups = groupServers.sorted { $0.key < $1.key }
+        let load = await dataPlane.serverLoad(groups.flatMap(\.value))
+        var result: [String: [ResourceStatus.ServerStatus]] = [:]
+        var offset = 0
+        for (group, servers) in groups {
+            let reports = dataPlane.serverHealth(group: group)
+            result[group] = zip(servers, load[offset..<offset + servers.count]).map { server, load in
+                let report = reports.first { $0.host == server.host && $0.port == server.port }
+                return ResourceStatus.ServerStatus(address: server.host, port: server.port, weight: server.weight,
+                                                   health: report?.health.rawValue ?? "Unchecked",
+                                                   reason: report?.reason ?? "", since: report?.since,
+                                                   activeRequests: load.activeRequests, requests: load.requests)
+            }
+            offset += servers.count
         }
+        return result
     }
 
     /// A server whose health changed gets a line in events.log and the log (what an operator greps for).

@@ -84,6 +84,22 @@ public struct ResourceStatus: Sendable, Equatable {
 
     public func condition(_ type: String) -> Condition? { conditions.first { $0.type == type } }
 
+    /// Whether this status is `other` but for its counters: a listener's `stats` (present in both) and the
+    /// requests in flight and sent of each server (the same servers in the same order). Counters move with
+    /// every request; everything else moves only when the reconciler or a health check changes something.
+    public func equalsApartFromCounters(_ other: ResourceStatus) -> Bool {
+        var counted = self
+        if counted.stats != nil, other.stats != nil { counted.stats = other.stats }
+        if var servers = counted.servers, let others = other.servers, servers.count == others.count {
+            for index in servers.indices {
+                servers[index].activeRequests = others[index].activeRequests
+                servers[index].requests = others[index].requests
+            }
+            counted.servers = servers
+        }
+        return counted == other
+    }
+
     /// Sets a condition, keeping `lastTransitionTime` unless the status flips.
     public mutating func setCondition(_ type: String, _ status: Bool, reason: String, message: String, now: Date) {
         if let index = conditions.firstIndex(where: { $0.type == type }) {
@@ -112,6 +128,23 @@ extension ResourceStatus {
     /// The whole status in the field order of SPEC section 5: what the status file, `alb status -o yaml`
     /// and `alb status -o json` all show.
     public var document: StatusValue {
+        document(live: liveDocument)
+    }
+
+    /// `live` as the document shows it (with `boundAddress`), nil when there is none: the flat canonical
+    /// fields made a tree again, a third of the CPU of writing a status file. ``StatusStore`` keeps it while a
+    /// resource's `live` and `address` stay the same (a refresh of counters rewrites the file, not this).
+    var liveDocument: StatusValue? {
+        if let live {
+            var nested = live.typedNested
+            if let address { nested["boundAddress"] = address }
+            return StatusValue(nested)
+        }
+        return address.map { .map([("boundAddress", .text($0))]) }
+    }
+
+    /// ``document`` with `live` rendered already (``liveDocument``).
+    func document(live liveValue: StatusValue?) -> StatusValue {
         var fields: [(String, StatusValue)] = [
             ("kind", .text(id.kind.rawValue)), ("name", .text(id.name)), ("source", .text(source)),
             ("generation", .integer(generation)), ("observedGeneration", .integer(observedGeneration)),
@@ -125,13 +158,7 @@ extension ResourceStatus {
                 ("lastTransitionTime", .timestamp(condition.lastTransitionTime)),
             ])
         })))
-        if let live {
-            var nested = live.typedNested
-            if let address { nested["boundAddress"] = address }
-            fields.append(("live", StatusValue(nested)))
-        } else if let address {
-            fields.append(("live", .map([("boundAddress", .text(address))])))
-        }
+        if let liveValue { fields.append(("live", liveValue)) }
         if let lastAttempt {
             fields.append(("lastAttempt", .map([
                 ("generation", .integer(lastAttempt.generation)), ("error", .text(lastAttempt.error)),
@@ -398,17 +425,22 @@ public indirect enum StatusValue: Sendable {
             switch byte {
             case UInt8(ascii: " ") where previous == UInt8(ascii: ":"):
                 return false  // `key: value` inside a scalar
+            case UInt8(ascii: "#"), UInt8(ascii: "{"), UInt8(ascii: "}"), UInt8(ascii: "["), UInt8(ascii: "]"),
+                 UInt8(ascii: ","), UInt8(ascii: "&"), UInt8(ascii: "*"), UInt8(ascii: "!"), UInt8(ascii: "|"),
+                 UInt8(ascii: ">"), UInt8(ascii: "'"), UInt8(ascii: "\""), UInt8(ascii: "%"), UInt8(ascii: "@"),
+                 UInt8(ascii: "`"), UInt8(ascii: "\\"):
+                return false  // YAML syntax in a plain scalar (a switch: a Set hashed every byte of every file)
             case 0x20...0x7e:
-                if Self.plainSyntax.contains(byte) { return false }
+                break
             default:
                 return false
             }
             previous = byte
         }
         if previous == UInt8(ascii: ":") { return false }
-        return !Self.keywords.contains(text.lowercased())
+        return utf8.count > Self.longestKeyword || !Self.keywords.contains(text.lowercased())
     }
 
-    private static let plainSyntax: Set<UInt8> = Set("#{}[],&*!|>'\"%@`\\".utf8)
+    private static let longestKeyword = 5
     private static let keywords: Set<String> = ["true", "false", "yes", "no", "on", "off", "null", "y", "n", "nan", "inf"]
 }

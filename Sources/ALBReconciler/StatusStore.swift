@@ -19,6 +19,9 @@ public final class StatusStore: @unchecked Sendable {
     private var createdFolders: Set<FilePath> = []
     /// Folders with a file renamed into them since the last ``syncWrittenFolders()``.
     private var unsyncedFolders: Set<FilePath> = []
+    /// Each resource's `live` as last rendered, with the fields it was rendered from
+    /// (``ResourceStatus/liveDocument``): a file rewritten for its counters does not render it again.
+    private var renderedLive: [ResourceID: (live: CanonicalFields?, address: String?, value: StatusValue?)] = [:]
 
     public init(directory: String) {
         self.directory = FilePath(directory)
@@ -60,11 +63,25 @@ public final class StatusStore: @unchecked Sendable {
         return result
     }
 
-    /// Writes the status file unless its contents are unchanged. Returns whether it wrote.
+    /// Whether a status whose counters alone changed is written (``ResourceStatus/equalsApartFromCounters(_:)``).
+    public enum Counters: Sendable {
+        /// Written: the periodic refresh, shutdown, the first pass.
+        case refresh
+        /// Not written: the file keeps the counters it has until the next refresh. A pass that an edit
+        /// triggered writes the resources it changed, not the 100 files whose counters the traffic since
+        /// the last pass moved (after a cold start's first requests, 20-30 ms in which the next edit waits).
+        case keepWritten
+    }
+
+    /// Writes the status file unless its contents are unchanged (or, with `counters: .keepWritten`, changed
+    /// only in counters). Returns whether it wrote.
     @discardableResult
-    public func write(_ status: ResourceStatus) throws -> Bool {
-        if written[status.id]?.status == status { return false }
-        let text = status.yaml()
+    public func write(_ status: ResourceStatus, counters: Counters = .refresh) throws -> Bool {
+        if let old = written[status.id]?.status {
+            if old == status { return false }
+            if counters == .keepWritten, status.equalsApartFromCounters(old) { return false }
+        }
+        let text = render(status)
         if written[status.id]?.text != text {
             let target = path(for: status.id)
             let folder = target.removingLastComponent()
@@ -83,6 +100,20 @@ public final class StatusStore: @unchecked Sendable {
         return true
     }
 
+    /// The status file's text: ``ResourceStatus/yaml()``, with `live` rendered again only when it changed.
+    func render(_ status: ResourceStatus) -> String {
+        let live: StatusValue?
+        // CanonicalFields' == compares the text of the values; their types change the rendering too.
+        if let cached = renderedLive[status.id], cached.live == status.live,
+           cached.live?.scalarTypes == status.live?.scalarTypes, cached.address == status.address {
+            live = cached.value
+        } else {
+            live = status.liveDocument
+            renderedLive[status.id] = (status.live, status.address, live)
+        }
+        return status.document(live: live).yaml
+    }
+
     /// Forgets what it wrote, so the next write of every status puts its file back even if this store
     /// wrote the same bytes before (another process may have written the file meanwhile: a takeover that
     /// failed half-way). Returns the resources whose files are on disk now.
@@ -95,6 +126,7 @@ public final class StatusStore: @unchecked Sendable {
     public func remove(_ id: ResourceID) {
         try? FileManager.default.removeItem(atPath: path(for: id).string)
         written[id] = nil
+        renderedLive[id] = nil
     }
 
     /// Appends one JSON line to `events.log`.

@@ -62,6 +62,35 @@ final class MetricsTests: DataPlaneTestCase {
         XCTAssertEqual(stats?.responses2xx, 12)
     }
 
+    func testStatsOfManyListenersAtOnceAreEachOnesOwnSums() async throws {
+        let backend = try await backend("a")
+        let server = BackendServer(host: "127.0.0.1", port: backend.port)
+        let dataPlane = try self.plane()
+        var addresses: [String: String] = [:]
+        for name in ["one", "two", "three"] {
+            addresses[name] = try await dataPlane.start(config(name: name, key: name, servers: [server]))
+        }
+        // Several connections each (both loops get some), and a different number of requests per listener.
+        for (name, requests) in [("one", 1), ("two", 2)] {
+            for _ in 0..<3 {
+                let client = try await client(try XCTUnwrap(addresses[name]))
+                for _ in 0..<requests { _ = try await client.request(.GET, "/") }
+                await client.close()
+            }
+        }
+        let all = await dataPlane.stats(keys: ["one", "two", "three", "gone"])
+        XCTAssertEqual(Set(all.keys), ["one", "two", "three"])
+        XCTAssertEqual(all["one"]?.totalRequests, 3)
+        XCTAssertEqual(all["one"]?.totalConnections, 3)
+        XCTAssertEqual(all["two"]?.totalRequests, 6)
+        XCTAssertEqual(all["two"]?.responses2xx, 6)
+        XCTAssertEqual(all["three"], ListenerStats())
+        for name in ["one", "two", "three"] {
+            let alone = await dataPlane.stats(key: name)
+            XCTAssertEqual(alone, all[name])
+        }
+    }
+
     func testConnectFailuresAndEdgeRefusalsAreCountedByReason() async throws {
         let dead = BackendServer(host: "127.0.0.1", port: try unusedPort())
         let dataPlane = try self.plane()

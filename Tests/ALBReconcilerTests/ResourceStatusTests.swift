@@ -99,4 +99,92 @@ final class ResourceStatusTests: XCTestCase {
         store.remove(status.id)
         XCTAssertTrue(StatusStore(directory: folder.path).loadAll().isEmpty)
     }
+
+    func testCountersAloneAreTheStatsAndEachServersRequests() {
+        var listener = ResourceStatus(id: ResourceID(kind: .listener, name: "web"), source: "a.yaml:1")
+        listener.stats = ListenerStats()
+        var counted = listener
+        counted.stats = ListenerStats(activeConnections: 2, totalConnections: 5, totalRequests: 9, responses2xx: 9)
+        XCTAssertTrue(counted.equalsApartFromCounters(listener))
+        XCTAssertTrue(listener.equalsApartFromCounters(listener))
+        var stopped = counted
+        stopped.stats = nil  // stats that come or go are no counter change (a start, a shutdown)
+        XCTAssertFalse(stopped.equalsApartFromCounters(listener))
+        var moved = counted
+        moved.address = "127.0.0.1:8081"
+        XCTAssertFalse(moved.equalsApartFromCounters(listener))
+
+        var group = ResourceStatus(id: ResourceID(kind: .serverGroup, name: "pool"), source: "a.yaml:5")
+        group.servers = [.init(address: "10.0.0.1", port: 80, weight: 1, health: "Healthy"),
+                         .init(address: "10.0.0.2", port: 80, weight: 1, health: "Healthy")]
+        var busy = group
+        busy.servers?[1].activeRequests = 1
+        busy.servers?[1].requests = 7
+        XCTAssertTrue(busy.equalsApartFromCounters(group))
+        var unhealthy = busy
+        unhealthy.servers?[0].health = "Unhealthy"
+        XCTAssertFalse(unhealthy.equalsApartFromCounters(group))
+        var fewer = group
+        fewer.servers?.removeLast()
+        XCTAssertFalse(fewer.equalsApartFromCounters(group))
+    }
+
+    func testAPassAnEditTriggeredLeavesCounterOnlyChangesToTheRefresh() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("alb-status-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = StatusStore(directory: folder.path)
+        var status = ResourceStatus(id: ResourceID(kind: .listener, name: "web"), source: "a.yaml:1")
+        status.stats = ListenerStats()
+        // A status never written is written, counters or not.
+        XCTAssertTrue(try store.write(status, counters: .keepWritten))
+        status.stats?.totalRequests = 3
+        XCTAssertFalse(try store.write(status, counters: .keepWritten))
+        XCTAssertEqual(StatusStore(directory: folder.path).loadAll()[status.id]?.stats?.totalRequests, 0)
+        // Any other change writes the whole status, with the counters it has now.
+        status.generation = 2
+        XCTAssertTrue(try store.write(status, counters: .keepWritten))
+        XCTAssertEqual(StatusStore(directory: folder.path).loadAll()[status.id], status)
+        // The refresh writes counters, and compares with what is on disk (not with what was skipped).
+        status.stats?.totalRequests = 4
+        XCTAssertFalse(try store.write(status, counters: .keepWritten))
+        XCTAssertTrue(try store.write(status, counters: .refresh))
+        XCTAssertEqual(StatusStore(directory: folder.path).loadAll()[status.id]?.stats?.totalRequests, 4)
+        XCTAssertFalse(try store.write(status, counters: .refresh))
+    }
+
+    func testAFileWrittenAgainIsTheStatusAsItIsNowWithLiveRenderedOnce() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("alb-status-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = StatusStore(directory: folder.path)
+        var status = ResourceStatus(id: ResourceID(kind: .listener, name: "web"), source: "a.yaml:1")
+        status.live = CanonicalFields(entries: [(path: "port", value: "8080"), (path: "routes[0].path", value: "/")],
+                                      scalarTypes: ["port": .integer])
+        status.address = "127.0.0.1:8080"
+        status.stats = ListenerStats()
+        func onDisk() throws -> String {
+            try String(contentsOfFile: store.path(for: status.id).string, encoding: .utf8)
+        }
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        status.stats?.totalRequests = 5
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        status.live?.entries[0].value = "8081"
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        XCTAssertTrue(try onDisk().contains("port: 8081"))
+        status.live?.scalarTypes = [:]  // the same text, now a string
+        status.stats?.totalRequests = 6
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        XCTAssertTrue(try onDisk().contains("port: \"8081\""))
+        status.address = "127.0.0.1:8081"
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        status.live = nil
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(try onDisk(), status.yaml())
+        let text = try onDisk()
+        XCTAssertTrue(text.contains("live:\n  boundAddress: \"127.0.0.1:8081\"\n"), text)
+    }
 }
