@@ -150,6 +150,9 @@ public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
         case dict([String: Tree])
         case list([Tree])
 
+        /// Each level is taken out of its parent while it changes (the parent holds a placeholder), so it is
+        /// the only reference to its storage and grows in place: copying every level on every insert was
+        /// most of the cost of rendering a status file.
         mutating func insert(_ path: ArraySlice<Segment>, value: Any) {
             guard let first = path.first else {
                 self = .leaf(value)
@@ -160,18 +163,26 @@ public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
             case .key(let key):
                 var dict: [String: Tree] = [:]
                 if case .dict(let existing) = self { dict = existing }
-                var child = dict[key] ?? .dict([:])
+                self = .placeholder
+                var child = dict.removeValue(forKey: key) ?? .dict([:])
                 child.insert(rest, value: value)
                 dict[key] = child
                 self = .dict(dict)
             case .index(let index):
                 var list: [Tree] = []
                 if case .list(let existing) = self { list = existing }
+                self = .placeholder
                 while list.count <= index { list.append(.dict([:])) }
-                list[index].insert(rest, value: value)
+                var child = list[index]
+                list[index] = .placeholder
+                child.insert(rest, value: value)
+                list[index] = child
                 self = .list(list)
             }
         }
+
+        /// What a level holds while it is out being changed.
+        static var placeholder: Tree { .list([]) }
 
         var any: Any {
             switch self {
