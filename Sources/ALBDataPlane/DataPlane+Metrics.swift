@@ -22,7 +22,7 @@ extension DataPlane {
         public init() {}
     }
 
-    /// Sums every instance's per-loop counters, hopping to each loop to read them: nothing on the
+    /// Sums every instance's per-loop counters, one task on each loop reading all of them: nothing on the
     /// request path takes a lock or an atomic for this. Instances that closed are in ``RetiredCounters``.
     public func metrics() async -> Metrics {
         let (runtimes, retired) = self.retired.withLockedValue { retired in
@@ -34,8 +34,7 @@ extension DataPlane {
         let serving = self.listeners.withLockedValue { Array($0.values) }
         var byName: [String: ListenerMetrics] = [:]
         var upstreams = retired.upstreams
-        for runtime in runtimes {
-            let metrics = await runtime.metrics()
+        for metrics in await ListenerRuntime.metrics(of: runtimes) {
             byName[metrics.name, default: ListenerMetrics(name: metrics.name)].activeConnections += metrics.activeConnections
             byName[metrics.name, default: ListenerMetrics(name: metrics.name)].counters += metrics.counters
             for (key, counters) in metrics.counters.upstreams {
