@@ -47,7 +47,7 @@ extension HTTPRequestHead {
 
     static func isValidMethod(_ method: HTTPMethod) -> Bool {
         guard case .RAW(let name) = method else { return true }
-        return !name.isEmpty && name.utf8.allSatisfy(StrictHTTPRequestDecoder.isTokenChar)
+        return ProxyHeaders.isToken(name)
     }
 
     /// The head with the framing NIO's `HTTPRequestEncoder` gives it, and whether its body is chunked: a
@@ -90,7 +90,7 @@ extension HTTPHeaders {
     /// and NUL are dangerous, the other controls are refused as well).
     public var areValidToSend: Bool {
         for (name, value) in self {
-            guard !name.isEmpty, name.utf8.allSatisfy(StrictHTTPRequestDecoder.isTokenChar) else { return false }
+            guard ProxyHeaders.isToken(name) else { return false }
             guard value.utf8.allSatisfy({ $0 == UInt8(ascii: "\t") || ($0 > 0x1F && $0 != 0x7F) }) else {
                 return false
             }
@@ -202,7 +202,7 @@ extension UnsafeMutableRawBufferPointer {
 /// trailers, or nothing. Each write keeps its promise, completed in order with the writes around it.
 public struct HTTP1BodyWriter {
     /// The message being written has a chunked body.
-    public private(set) var chunked = false
+    private var chunked = false
 
     public init() {}
 

@@ -215,7 +215,8 @@ public enum ProxyHeaders {
         }
     }
 
-    private static func isToken(_ name: String) -> Bool {
+    /// A non-empty token (RFC 9110 section 5.6.2): header names here, methods and names on the wire too.
+    static func isToken(_ name: String) -> Bool {
         let low = Self.tokenLow
         let high = Self.tokenHigh
         func check(_ bytes: some Sequence<UInt8>) -> Bool {
