@@ -33,8 +33,9 @@ import NIOHTTP1
 ///
 /// **Pipelining**: one exchange at a time, responses in request order. Like NIO's `HTTPServerPipelineHandler`,
 /// but a response may finish before its request (a backend answering 413 during an upload), and
-/// `ChannelShouldQuiesceEvent` (graceful shutdown, drains) closes an idle connection at once and a busy one
-/// right after its current response, which says `Connection: close` if its head was not sent yet. While a
+/// `ChannelShouldQuiesceEvent` (graceful shutdown, drains) closes an idle keep-alive connection at once and a
+/// busy one right after its current response, which says `Connection: close` if its head was not sent yet; a
+/// connection whose first request (or next head) has not fully arrived is served that request first. While a
 /// finished request waits for its response, further requests are buffered (at most what one read brings)
 /// and reads are held once anything is buffered, so pipelining cannot grow memory. The read after a
 /// finished request is let through even though its bytes would have to wait: a client that does not
@@ -100,6 +101,9 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     private var buffered: CircularBuffer<HTTPServerRequestPart>?
     private var readPending = false
     private var quiescing = false
+    /// Quiescing, but the request the client connected for (or whose head is arriving) is still to be
+    /// served: see ``quiesceBetweenExchanges(context:)``.
+    private var awaitingLastRequest = false
     /// The response that said `Connection: close` has ended and the connection is closing: nothing more is
     /// written (an edge error for a request pipelined behind it, say), or the client would read a response
     /// after the one that told it the connection ends.
@@ -153,7 +157,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
             self.quiescing = true
             self.buffered = nil
             if !self.servedRequestOpen && !self.servedResponseOpen {
-                context.close(promise: nil)
+                self.quiesceBetweenExchanges(context: context)
             }
             return
         }
@@ -241,13 +245,17 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     /// On the way out of the pipeline, after a hand-off: what the client sent since goes to the replacement,
-    /// with a read-complete after it, as the socket would deliver it (handlers flush in response).
+    /// with a read-complete after it, as the socket would deliver it (handlers flush in response). A drain
+    /// that began before (the hand-off was the request it waited for: an h2c preface) is passed on too, so
+    /// the replacement ends the connection in its own way (HTTP/2: a `GOAWAY` after the streams it has).
     private func handOff(context: ChannelHandlerContext) {
-        guard !self.refused, self.decoder.hasHandedOff, let rest = self.unread.take(), rest.readableBytes > 0 else {
-            return
+        if !self.refused, self.decoder.hasHandedOff, let rest = self.unread.take(), rest.readableBytes > 0 {
+            context.fireChannelRead(NIOAny(rest))
+            context.fireChannelReadComplete()
         }
-        context.fireChannelRead(NIOAny(rest))
-        context.fireChannelReadComplete()
+        if self.quiescing {
+            context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
     }
 
     // MARK: Timeouts stage
@@ -275,7 +283,8 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         }
         // Pipelining: let it through, hold it, or (quiescing, between exchanges) drop it.
         if self.quiescing && !self.servedRequestOpen {
-            return
+            guard self.awaitingLastRequest, case .head = part else { return }
+            self.awaitingLastRequest = false
         }
         if self.mustBuffer || self.buffered != nil {
             if self.buffered == nil {
@@ -419,6 +428,26 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         }
         if !self.servedRequestOpen {
             self.exchangeDone(context: context)
+        }
+    }
+
+    /// Quiescing with no exchange open. A keep-alive connection idle between requests closes at once, as
+    /// nginx and HAProxy close theirs: a client that reuses a connection retries a request the server closed
+    /// on (RFC 9112 section 9.3.1). A connection that has not sent a request yet, or whose next head is
+    /// arriving, is different: the client is waiting for an answer to a request it has sent or is sending,
+    /// and a client does not retry on a fresh connection (closing with its bytes unread would even reset
+    /// it). So that request is served, with `Connection: close`, and the connection closes after it; it
+    /// gets the header timeout to arrive, as it would without the drain, and no more.
+    private func quiesceBetweenExchanges(context: ChannelHandlerContext) {
+        guard self.headDeadline != nil || self.arrivedHeads == 0 else {
+            context.close(promise: nil)
+            return
+        }
+        self.awaitingLastRequest = true
+        if let idleDeadline = self.idleDeadline {
+            let deadline = min(idleDeadline, context.eventLoop.now + self.headerTimeout)
+            self.idleDeadline = deadline
+            self.arm(deadline: deadline, context: context)
         }
     }
 

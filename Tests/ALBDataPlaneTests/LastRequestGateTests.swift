@@ -83,8 +83,13 @@ final class LastRequestGateTests: XCTestCase {
         XCTAssertFalse(channel.isActive, "closed right after the response that said so")
     }
 
+    /// (A connection that has sent no request at all is then given the header timeout for its first one:
+    /// `EdgePipelineTests`.)
     func testAnIdleConnectionThatSendsNothingIsClosedAfterTheWindow() throws {
-        let (channel, _) = try connection()
+        let (channel, responder) = try connection()
+        try request(channel, "/first")
+        responder.writeHead()
+        responder.writeEnd()
         install(channel, window: .seconds(2))
         channel.embeddedEventLoop.advanceTime(by: .milliseconds(1999))
         XCTAssertTrue(channel.isActive)

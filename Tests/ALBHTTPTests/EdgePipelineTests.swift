@@ -190,8 +190,10 @@ final class EdgePipelineTests: XCTestCase {
 
     func testQuiesceClosesIdleConnectionAtOnceAndBusyOneAfterItsResponse() throws {
         let idle = try makeEdgeChannel(responder: TestResponder())
+        try idle.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+        XCTAssertTrue(try outboundText(idle).hasPrefix("HTTP/1.1 200 OK"))
         idle.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
-        XCTAssertFalse(idle.isActive)
+        XCTAssertFalse(idle.isActive, "a keep-alive connection between requests closes at once")
 
         let responder = TestResponder()
         responder.autoRespond = false
@@ -202,6 +204,49 @@ final class EdgePipelineTests: XCTestCase {
         responder.respond()
         XCTAssertTrue(try outboundText(busy).hasPrefix("HTTP/1.1 200 OK"))
         XCTAssertFalse(busy.isActive)
+    }
+
+    /// Found as a reset in the e2e port-swap test: a client connected just before a drain, and the drain
+    /// closed its connection before its request was read.
+    func testQuiesceServesTheFirstRequestOfAFreshConnectionWithConnectionClose() throws {
+        let responder = TestResponder()
+        let fresh = try makeEdgeChannel(responder: responder)
+        fresh.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        XCTAssertTrue(fresh.isActive, "the client is about to send the request it connected for")
+        try fresh.writeInbound(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"))
+        fresh.embeddedEventLoop.run()
+        let text = try outboundText(fresh)
+        XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK"), text)
+        XCTAssertTrue(text.lowercased().contains("connection: close"), text)
+        XCTAssertEqual(responder.heads.map(\.uri), ["/1"], "one request, not the one pipelined behind it")
+        XCTAssertFalse(fresh.isActive)
+    }
+
+    func testQuiesceServesAHeadThatIsArrivingWithConnectionClose() throws {
+        let responder = TestResponder()
+        let channel = try makeEdgeChannel(responder: responder)
+        try channel.writeInbound(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: h\r\n\r\n"))
+        XCTAssertTrue(try outboundText(channel).hasPrefix("HTTP/1.1 200 OK"))
+        try channel.writeInbound(ByteBuffer(string: "GET /2 HTTP/1.1\r\nHo"))
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        XCTAssertTrue(channel.isActive)
+        try channel.writeInbound(ByteBuffer(string: "st: h\r\n\r\n"))
+        channel.embeddedEventLoop.run()
+        let text = try outboundText(channel)
+        XCTAssertTrue(text.lowercased().contains("connection: close"), text)
+        XCTAssertEqual(responder.heads.map(\.uri), ["/1", "/2"])
+        XCTAssertFalse(channel.isActive)
+    }
+
+    func testQuiesceWaitsNoLongerThanTheHeaderTimeoutForAFreshConnectionsRequest() throws {
+        let fresh = try makeEdgeChannel(responder: TestResponder(), headerTimeout: .seconds(3), idleTimeout: .seconds(60))
+        fresh.embeddedEventLoop.advanceTime(by: .seconds(1))
+        fresh.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        fresh.embeddedEventLoop.advanceTime(by: .milliseconds(2_900))
+        XCTAssertTrue(fresh.isActive)
+        fresh.embeddedEventLoop.advanceTime(by: .milliseconds(200))
+        XCTAssertFalse(fresh.isActive, "closed the header timeout after the drain began, not the idle timeout")
+        XCTAssertEqual(try outboundText(fresh), "", "a connection that sent nothing gets no response")
     }
 
     func testBadPipelinedRequestAfterAGoodOneClosesAfterTheFirstResponse() throws {

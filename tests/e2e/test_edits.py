@@ -370,3 +370,28 @@ def test_status_after_a_clean_exit_says_stopped(alb, backends):
     assert table.returncode == 0
     assert any(line.split()[:4] == ["Listener", "web", "Stopped", "False"] for line in table.stdout.splitlines())
     assert "no reconciler is running" in table.stderr
+
+
+def test_drains_under_a_stream_of_fresh_connections_fail_none(alb, backends):
+    """A drain meets connections at every stage: accepted with the request unread, its head half read,
+    waiting for a response. Twenty port swaps under four clients that each open a connection per request
+    and send at once: every request is answered (a connection the old instance accepted gets its request
+    served, with `Connection: close`), none is reset or refused."""
+    b1, b2 = backends.start("b1"), backends.start("b2")
+    p1, p2 = free_port(), free_port()
+    alb.write("lb.yaml", LB)
+    alb.write("groups.yaml", docs(group("one", b1), group("two", b2)))
+    alb.write("listeners.yaml", docs(listener("a", p1, "one"), listener("b", p2, "two")))
+    alb.start()
+    alb.wait_state("a", "Running")
+    alb.wait_state("b", "Running")
+    loops = [ClientLoop([p1, p2], limit=20000) for _ in range(4)]
+    for loop in loops:
+        loop.start()
+    for swap in range(20):
+        a, b = (p2, p1) if swap % 2 == 0 else (p1, p2)
+        alb.write("listeners.yaml", docs(listener("a", a, "one"), listener("b", b, "two")))
+        wait_for(lambda: get(a)[1].startswith("b1") and get(b)[1].startswith("b2"), what="swap %d" % swap)
+        time.sleep(0.05)
+    for loop in loops:
+        assert_clean(loop.finish())
