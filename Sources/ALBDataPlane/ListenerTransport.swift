@@ -67,12 +67,18 @@ enum ListenerTransport {
 /// pipeline together with the other handshake-only handler (`alsoRemoving`, on the socket side of the TLS
 /// handler, which sees no inbound TLS event). Garbage instead of a ClientHello fails the handshake in the
 /// TLS handler, which closes that connection alone.
+///
+/// A drain (`ChannelShouldQuiesceEvent`) that arrives during the handshake is held and passed on right after
+/// the handshake's completion: until then nothing behind this handler speaks HTTP (ALPN chooses HTTP/1 or
+/// HTTP/2 at the end of the handshake), so the event would be lost and the connection served on as if no
+/// drain had begun, until the drain's deadline closed it under whatever request it carried.
 final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 
     private let timeout: TimeAmount
     private var timer: Scheduled<Void>?
     private var alsoRemoving: ServerHelloObserver?
+    private var quiescedDuringHandshake = false
 
     init(timeout: TimeAmount, alsoRemoving: ServerHelloObserver? = nil) {
         self.timeout = timeout
@@ -93,11 +99,19 @@ final class TLSHandshakeTimeoutHandler: ChannelInboundHandler, RemovableChannelH
             self.timer?.cancel()
             self.timer = nil
             context.fireUserInboundEventTriggered(event)
+            if self.quiescedDuringHandshake {
+                // The HTTP side exists now (ALPN configured it while the completion passed).
+                context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+            }
             if let observer = self.alsoRemoving {
                 self.alsoRemoving = nil
                 context.pipeline.syncOperations.removeHandler(observer, promise: nil)
             }
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        if event is ChannelShouldQuiesceEvent {
+            self.quiescedDuringHandshake = true
             return
         }
         context.fireUserInboundEventTriggered(event)

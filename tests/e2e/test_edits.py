@@ -395,3 +395,25 @@ def test_drains_under_a_stream_of_fresh_connections_fail_none(alb, backends):
         time.sleep(0.05)
     for loop in loops:
         assert_clean(loop.finish())
+
+
+def test_a_connection_that_has_not_sent_its_request_when_a_drain_begins_is_answered(alb, backends):
+    """SIGTERM between a client's connect and its request: the request is served, saying
+    `Connection: close`, the connection then closes, and the process exits at once after it."""
+    b1, port = serve_web(alb, backends)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    time.sleep(0.3)  # accepted by alb, nothing sent yet
+    alb.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+    response = b""
+    while True:  # until alb closes
+        data = s.recv(65536)
+        if not data:
+            break
+        response += data
+    s.close()
+    head = response.split(b"\r\n\r\n")[0].decode().lower()
+    assert head.startswith("http/1.1 200"), response
+    assert "connection: close" in head, response
+    assert alb.process.wait(timeout=10) == 0

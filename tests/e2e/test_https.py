@@ -440,3 +440,36 @@ def test_quic_upgrade_advertises_the_quic_listener_and_stops_when_switched_off(a
     wait_for(lambda: alt_svc(port, certs["main"][0]) is None, what="Alt-Svc gone")
     assert alt_svc(port, certs["main"][0], http2=True) is None
     assert alb.status_of("Listener", "web")["state"] == "Running"
+
+
+def test_a_drain_during_the_tls_handshake_reaches_the_connection_after_it(alb, backends, certs):
+    """SIGTERM while a client's TLS handshake has not begun (the listener offers h2 and http/1.1, so the
+    HTTP side is chosen at the handshake's end): the client's HTTP/1.1 request is served saying
+    `Connection: close` and the connection closes, instead of staying open until the drain's deadline."""
+    import signal
+    import time
+    port, _ = serve_https(alb, backends, certs)
+    raw_socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+    time.sleep(0.3)  # accepted by alb, no ClientHello yet
+    alb.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    context = ssl.create_default_context(cafile=str(certs["main"][0]))
+    context.set_alpn_protocols(["http/1.1"])
+    tls = context.wrap_socket(raw_socket, server_hostname="main.example.com")
+    tls.sendall(b"GET / HTTP/1.1\r\nHost: main.example.com\r\n\r\n")
+    response = b""
+    while True:  # until alb closes
+        try:
+            data = tls.recv(65536)
+        except ssl.SSLZeroReturnError:
+            break
+        if not data:
+            break
+        response += data
+    tls.close()
+    head = response.split(b"\r\n\r\n")[0].decode().lower()
+    assert head.startswith("http/1.1 200"), response
+    assert "connection: close" in head, response
+    started = time.monotonic()
+    assert alb.process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5, "the drain waited for a connection it should have closed"
