@@ -8,10 +8,15 @@ import NIOHTTP2
 ///   `NO_ERROR`, as the HTTP/1 pipeline closes a keep-alive connection idle between requests. A stream in
 ///   progress, however long, keeps it open (the seed: the idle timeout does not apply to HTTP/2 requests;
 ///   the request timeout does).
-/// - Drain (`ChannelShouldQuiesceEvent`: a reload, a removed listener, SIGTERM): a `GOAWAY` with `NO_ERROR`
-///   naming the last stream the connection opened, so the client sends new requests on a new connection
-///   and knows every stream it opened later was not processed (RFC 9113 section 6.8); the open streams
-///   finish and the connection closes with the last of them, as nginx closes its old workers' connections.
+/// - Drain (`ChannelShouldQuiesceEvent`: a reload, a removed listener, SIGTERM), in the two steps RFC 9113
+///   section 6.8 recommends, as Envoy drains:
+///   1. a `GOAWAY` with `NO_ERROR` and the largest stream ID, with a `PING`: the client opens no new stream
+///      here, and streams it opened before it read the `GOAWAY` (on their way already) are still served;
+///   2. when the `PING`'s acknowledgement arrives (everything the client sent before it has arrived) or
+///      after ``announcementWait``, a `GOAWAY` naming the last stream the connection opened; the open
+///      streams finish and the connection closes with the last of them.
+///   A single `GOAWAY` naming the last stream refused every stream in flight towards the server at that
+///   moment: safe for the client to retry by the RFC, but a retry all the same.
 final class HTTP2ConnectionManager: ChannelDuplexHandler {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
@@ -27,10 +32,25 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
     private var idleTimer = LazyDeadlineTimer()
     /// When the connection last had no open stream; nil while a stream is open.
     private var idleSince: NIODeadline?
-    private var quiescing = false
+    private var drain = Drain.serving
+    /// Ends the first step of a drain if the client does not acknowledge its `PING`.
+    private var announcementTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     /// The request timer the connection's streams share: stopped when the connection goes.
     private let requestTimer: SharedDeadlineTimer?
+
+    private enum Drain {
+        case serving
+        /// The first `GOAWAY` and its `PING` are sent; streams may still open.
+        case announced
+        /// The final `GOAWAY` is sent: no stream opens any more.
+        case final
+    }
+
+    /// How long the first step of a drain waits for the `PING` acknowledgement at most.
+    static let announcementWait = TimeAmount.seconds(1)
+    /// The `PING` of a drain's first step ("alb-drn1"), told apart from the client's own pings' acks.
+    static let drainPing = HTTP2PingData(withInteger: 0x616c_622d_6472_6e31)
 
     init(requestTimer: SharedDeadlineTimer? = nil, idleTimeout: @escaping () -> TimeAmount) {
         self.requestTimer = requestTimer
@@ -62,6 +82,8 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.idleTimer.cancel()
+        self.announcementTimer?.cancel()
+        self.announcementTimer = nil
         self.requestTimer?.cancelAll()
         self.context = nil
     }
@@ -75,15 +97,25 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
     func streamClosed(_ id: HTTP2StreamID) {
         self.openStreams -= 1
         guard self.openStreams <= 0, let context = self.context else { return }
-        if self.quiescing {
+        switch self.drain {
+        case .serving:
+            self.becameIdle(context: context)
+        case .announced:
+            break  // the client may still have a stream on its way: the acknowledgement tells
+        case .final:
             // nio-http2 reports the close while the stream's last frame is still on its way out; closing now
             // would drop it. Close after a final GOAWAY (the same last stream) has been written behind it.
             context.eventLoop.assumeIsolated().execute {
                 self.sayGoAwayAndClose(context: context)
             }
-        } else {
-            self.becameIdle(context: context)
         }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .ping(Self.drainPing, ack: true) = Self.unwrapInboundIn(data).payload {
+            self.finishDrain(context: context)
+        }
+        context.fireChannelRead(data)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -94,23 +126,36 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
     }
 
     private func quiesce(context: ChannelHandlerContext) {
-        guard !self.quiescing else { return }
-        self.quiescing = true
+        guard case .serving = self.drain else { return }
+        self.drain = .announced
         self.idleTimer.cancel()
+        context.write(Self.wrapOutboundOut(self.goAway(lastStreamID: .maxID)), promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(Self.drainPing, ack: false))),
+                              promise: nil)
+        self.announcementTimer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.announcementWait) {
+            self.finishDrain(context: context)
+        }
+    }
+
+    private func finishDrain(context: ChannelHandlerContext) {
+        guard case .announced = self.drain else { return }
+        self.drain = .final
+        self.announcementTimer?.cancel()
+        self.announcementTimer = nil
         if self.openStreams > 0 {
-            context.writeAndFlush(Self.wrapOutboundOut(self.goAway), promise: nil)
+            context.writeAndFlush(Self.wrapOutboundOut(self.goAway(lastStreamID: self.lastStreamID)), promise: nil)
         } else {
             self.sayGoAwayAndClose(context: context)
         }
     }
 
-    private var goAway: HTTP2Frame {
+    private func goAway(lastStreamID: HTTP2StreamID) -> HTTP2Frame {
         HTTP2Frame(streamID: .rootStream,
-                   payload: .goAway(lastStreamID: self.lastStreamID, errorCode: .noError, opaqueData: nil))
+                   payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil))
     }
 
     private func sayGoAwayAndClose(context: ChannelHandlerContext) {
-        context.writeAndFlush(Self.wrapOutboundOut(self.goAway)).assumeIsolated().whenComplete { _ in
+        context.writeAndFlush(Self.wrapOutboundOut(self.goAway(lastStreamID: self.lastStreamID))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
     }

@@ -380,6 +380,9 @@ def test_a_drain_sends_http2_goaway_and_lets_the_open_stream_finish(alb, backend
     out, _ = client.communicate(timeout=20)
     stream = re.search(r"send HEADERS frame <[^>]*stream_id=(\d+)>", out).group(1)
     goaway = out.index("recv GOAWAY frame")
+    # First the announcement (the largest stream ID, and a PING), then the GOAWAY naming the stream.
+    assert "(last_stream_id=2147483647, error_code=NO_ERROR" in out[goaway:goaway + 200], out
+    assert "recv PING frame" in out[goaway:], out
     assert "(last_stream_id=%s, error_code=NO_ERROR" % stream in out[goaway:], out
     assert "recv DATA frame" in out[goaway:] and "processed=0" not in out, "no response after the GOAWAY: " + out
     assert client.returncode == 0, out
