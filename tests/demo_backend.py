@@ -110,6 +110,10 @@ class QuietServer(ThreadingHTTPServer):
             return
         super().handle_error(request, client_address)
 
+    # socketserver's default accept backlog is 5: a burst of HTTP/2 streams opening backend connections at
+    # once (h2load -m 20) can overflow it, and a dropped SYN costs the proxy a second before it retries.
+    request_queue_size = 128
+
 
 def serve(port, name, certfile=None, keyfile=None):
     """Serves on 127.0.0.1:port; over TLS (TLS only) when a certificate and key are given."""
