@@ -20,7 +20,8 @@ import NIOHTTP2
 /// header). Either way the connection closes right after a response that said so. A response whose head
 /// went out before the gate was installed is left to finish as it is; its connection gets its last
 /// request next. A connection that does neither within `window` is quiesced then, as any drain does it
-/// (idle: closed at once; busy: closed after its response). It does not handle HTTP/2
+/// (idle between requests: closed at once; busy: closed after its response; not yet sent its first request:
+/// given the header timeout for it). It does not handle HTTP/2
 /// (``install(on:window:)`` quiesces those at once: GOAWAY tells the client which streams were not
 /// processed, so none is lost).
 final class LastRequestGate: ChannelDuplexHandler, RemovableChannelHandler {
