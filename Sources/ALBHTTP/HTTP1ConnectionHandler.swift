@@ -210,7 +210,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         guard !self.decoding else { return }
         self.decoding = true
         defer { self.decoding = false }
-        while !self.removing && !self.refused, var buffer = self.unread.take() {
+        while !self.removing && !self.refused && !self.closedAfterResponse, var buffer = self.unread.take() {
             let progress: StrictHTTPRequestDecoder.Progress
             do {
                 progress = try self.decoder.decode(&buffer, into: DecodedRequests(handler: self, context: context))
@@ -453,6 +453,9 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
 
     private func exchangeDone(context: ChannelHandlerContext) {
         if self.quiescing {
+            // The exchange ended with its request (its response came first): the connection closes, and
+            // what the client sent behind the request is neither decoded nor answered.
+            self.closedAfterResponse = true
             context.close(promise: nil)
             return
         }

@@ -222,6 +222,23 @@ final class EdgePipelineTests: XCTestCase {
         XCTAssertFalse(fresh.isActive)
     }
 
+    /// Found by the HTTP/1 fuzz target (fuzz/corpus/http1/regression-quiesce-early-response-then-bad.http): a
+    /// drained fresh connection's request was answered early, and the bad bytes pipelined behind it were
+    /// still decoded and answered with a 400 after the response that said `Connection: close`.
+    func testQuiesceWithAnEarlyResponseDecodesNothingBehindTheLastRequest() throws {
+        let responder = TestResponder()
+        responder.respondAtHead = true
+        let channel = try makeEdgeChannel(responder: responder)
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        try channel.writeInbound(ByteBuffer(string: "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\rQ\n"))
+        channel.embeddedEventLoop.run()
+        let text = try outboundText(channel)
+        XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK"), text)
+        XCTAssertTrue(text.lowercased().contains("connection: close"), text)
+        XCTAssertTrue(text.hasSuffix("ok"), "nothing may follow the response that said Connection: close: \(text)")
+        XCTAssertFalse(channel.isActive)
+    }
+
     func testQuiesceServesAHeadThatIsArrivingWithConnectionClose() throws {
         let responder = TestResponder()
         let channel = try makeEdgeChannel(responder: responder)

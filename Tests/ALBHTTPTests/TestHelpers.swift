@@ -88,6 +88,8 @@ final class TestResponder: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     var autoRespond = true
+    /// Answer as soon as the head arrives (an early response), instead of at the request's end.
+    var respondAtHead = false
     var heads: [HTTPRequestHead] = []
     var ends = 0
     var errors: [Error] = []
@@ -97,11 +99,13 @@ final class TestResponder: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch Self.unwrapInboundIn(data) {
-        case .head(let head): self.heads.append(head)
+        case .head(let head):
+            self.heads.append(head)
+            if self.respondAtHead { self.respond() }
         case .body: break
         case .end:
             self.ends += 1
-            if self.autoRespond { self.respond() }
+            if self.autoRespond && !self.respondAtHead { self.respond() }
         }
     }
 
