@@ -211,7 +211,7 @@ public enum ProxyHeaders {
 
     private static func tokenMask(_ range: Range<UInt8>) -> UInt64 {
         range.reduce(0) { mask, byte in
-            StrictHTTPRequestDecoder.isTokenChar(byte) ? mask | (1 << UInt64(byte - range.lowerBound)) : mask
+            HTTP1Syntax.isTokenChar(byte) ? mask | (1 << UInt64(byte - range.lowerBound)) : mask
         }
     }
 
