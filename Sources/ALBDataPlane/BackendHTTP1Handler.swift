@@ -2,54 +2,56 @@ import ALBHTTP
 import NIOCore
 import NIOHTTP1
 
-/// A backend connection's HTTP/1: the request bytes written and the responses read. One handler where
-/// NIO's client pipeline has three (`HTTPRequestEncoder`, `NIOHTTPRequestHeadersValidator` and the
-/// response decoder in a `ByteToMessageHandler`), because each request part and flush went through all
-/// three: a hop and a `NIOAny` cast each, on every request.
+/// A backend HTTP/1 connection in one handler: the request bytes written, the responses read with
+/// ``StrictHTTPResponseDecoder`` and handed to the delegate by direct call. Where NIO's client pipeline has
+/// four handlers (`HTTPRequestEncoder`, `NIOHTTPRequestHeadersValidator`, the llhttp response decoder in a
+/// `ByteToMessageHandler`, and ours after them), each request part, response part and flush going through
+/// them: a hop and a `NIOAny` cast each, on every request.
 ///
 /// Writing:
 /// - A head or trailers that may not go on the wire (``HTTPRequestHead/isValidToSend``: NIO's validator's
-///   rules) fail their write with `HTTPParserError.invalidHeaderToken`, which is also passed on as an error
-///   (the backend handler closes the connection): nothing of that request reaches the backend.
+///   rules) fail their write with `HTTPParserError.invalidHeaderToken` and close the connection: nothing of
+///   that request reaches the backend.
 /// - The head is framed as NIO's encoder frames it (``HTTPRequestHead/framedForHTTP1()``) and written in one
 ///   buffer; body parts and the end follow, chunked when the head says so (``HTTP1BodyWriter``).
 ///
-/// Reading, with NIO's `HTTPResponseDecoder` (llhttp), which is shown the request heads written (a
-/// response to `HEAD` has no body):
+/// Reading:
+/// - The decoder is told of each request head written (a response to `HEAD` has no body). A head written
+///   while a response is being decoded (the connection went back to its pool and was taken at once, from
+///   inside the delegate's call) reaches the decoder before its next step, not in the middle of one.
 /// - The end of the input (the connection closing) ends a response delimited by the close.
-/// - After the decoder refuses the input, the error is passed on once and what follows is dropped (the
-///   backend handler closes the connection).
-/// - Removed after a `101` (a WebSocket tunnel), it passes on the bytes the backend sent after the head,
-///   on the next event-loop turn, since the removal is asked for while a response is being decoded; what
-///   the tunnel writes meanwhile passes through untouched.
-/// - A request head written while a response is being decoded (the connection went back to its pool and
-///   was taken at once) reaches the decoder after that decode, not in the middle of it.
-final class BackendHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
+/// - When the decoder refuses the input (a malformed or unsolicited response), the connection is closed and
+///   what follows is dropped: the exchange hears `backendClosed` (a 502 before a response head).
+/// - After a `101` (``leaveHTTP(joining:)``: a WebSocket tunnel), the handler leaves the pipeline on the next
+///   event-loop turn, since that is asked for while a response is being decoded, and passes on the bytes the
+///   backend sent after the head; what the tunnel writes meanwhile passes through untouched.
+final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
-    typealias InboundOut = HTTPClientResponsePart
+    /// Parts written through the pipeline are encoded as those the exchange hands to ``write(_:)``.
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = IOData
 
-    private let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)
+    private var decoder: StrictHTTPResponseDecoder
     private var unread = PendingInput()
+    /// A decode is running: a read arriving meanwhile (re-entrantly) only queues its bytes.
     private var decoding = false
+    /// The decoder refused the input; nothing more is decoded.
     private var refused = false
+    /// Leaving the pipeline after a `101`: reads, writes and events pass through, held bytes go to the tunnel.
     private var removing = false
-    /// The input ended while a decode ran: it is fed to the decoder once that decode is over.
+    /// The input ended while a decode ran: the decoder hears of it once that decode is over.
     private var inputEnded = false
     private var endFed = false
-    /// Request heads written while a decode ran, for the decoder once it is over.
-    private var writtenWhileDecoding: [HTTPClientRequestPart] = []
+    /// Request heads written while a decode ran, for the decoder before its next step.
+    private var writtenWhileDecoding: [HTTPRequestHead] = []
     /// The framing of the request body being written.
     private var body = HTTP1BodyWriter()
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.decoder.decoderAdded(context: context)
+    init(decoder: StrictHTTPResponseDecoder = StrictHTTPResponseDecoder()) {
+        self.decoder = decoder
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.decoder.decoderRemoved(context: context)
-    }
+    // MARK: - Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if self.refused { return }
@@ -57,18 +59,87 @@ final class BackendHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
         self.decodeUnread(context: context)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        self.inputEnded = true
-        self.feedEndOfInput(context: context)
+    override func channelInactive(context: ChannelHandlerContext) {
+        if !self.removing {
+            self.inputEnded = true
+            self.feedEndOfInput(context: context)
+        }
+        super.channelInactive(context: context)
+        // To the tunnel's end, when one has joined.
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .some(.inputClosed) = event as? ChannelEvent {
+        if case .some(.inputClosed) = event as? ChannelEvent, !self.removing {
             self.inputEnded = true
             self.feedEndOfInput(context: context)
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    private func decodeUnread(context: ChannelHandlerContext) {
+        guard !self.decoding else { return }
+        self.decoding = true
+        let output = DecodedResponses(handler: self, context: context)
+        while !self.removing && !self.refused, var buffer = self.unread.take() {
+            self.showDecoderWrittenHeads()
+            let progress: StrictHTTPResponseDecoder.Progress
+            do {
+                progress = try self.decoder.decode(&buffer, into: output)
+            } catch {
+                self.refuse(context: context)
+                break
+            }
+            let arrivedMeanwhile = self.unread.putBack(&buffer)
+            if progress == .needMoreData && !arrivedMeanwhile { break }
+        }
+        self.decoding = false
+        self.showDecoderWrittenHeads()
+        if self.inputEnded {
+            self.feedEndOfInput(context: context)
+        }
+    }
+
+    /// The decoder's output: the delegate, by direct call.
+    private struct DecodedResponses: HTTPResponseDecoderOutput {
+        let handler: BackendHTTP1Handler
+        let context: ChannelHandlerContext
+
+        func received(_ part: HTTPClientResponsePart) {
+            self.handler.deliver(part, context: self.context)
+        }
+    }
+
+    private func showDecoderWrittenHeads() {
+        guard !self.writtenWhileDecoding.isEmpty else { return }
+        for head in self.writtenWhileDecoding {
+            self.decoder.expectResponse(to: head)
+        }
+        self.writtenWhileDecoding.removeAll(keepingCapacity: true)
+    }
+
+    /// Lets the decoder end a response delimited by the connection's close.
+    private func feedEndOfInput(context: ChannelHandlerContext) {
+        guard !self.decoding && !self.removing && !self.refused && !self.endFed else { return }
+        self.endFed = true
+        do {
+            try self.decoder.decodeEndOfInput(into: DecodedResponses(handler: self, context: context))
+        } catch {
+            self.refuse(context: context)
+        }
+    }
+
+    private func refuse(context: ChannelHandlerContext) {
+        self.refused = true
+        self.unread.removeAll()
+        context.close(promise: nil)
+    }
+
+    // MARK: - Writing
+
+    override func write(_ part: HTTPClientRequestPart) {
+        guard let context = self.context else { return }
+        self.send(part, promise: nil, context: context)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -77,14 +148,22 @@ final class BackendHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
             context.write(data, promise: promise)
             return
         }
-        switch Self.unwrapOutboundIn(data) {
+        self.send(Self.unwrapOutboundIn(data), promise: promise, context: context)
+    }
+
+    private func send(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             guard head.isValidToSend else {
                 self.refuseToSend(promise: promise, context: context)
                 return
             }
             let (framed, chunked) = head.framedForHTTP1()
-            self.showDecoder(.head(framed))
+            if self.decoding {
+                self.writtenWhileDecoding.append(framed)
+            } else {
+                self.decoder.expectResponse(to: framed)
+            }
             self.body.start(chunked: chunked)
             context.write(Self.wrapOutboundOut(.byteBuffer(context.channel.allocator.http1RequestHead(framed))),
                           promise: promise)
@@ -101,84 +180,34 @@ final class BackendHTTP1Codec: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func refuseToSend(promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         promise?.fail(HTTPParserError.invalidHeaderToken)
-        context.fireErrorCaught(HTTPParserError.invalidHeaderToken)
+        context.close(promise: nil)
     }
 
-    /// The decoder pairs each response with the request head it answers.
-    private func showDecoder(_ head: HTTPClientRequestPart) {
-        if self.decoding {
-            self.writtenWhileDecoding.append(head)
-        } else {
-            self.decoder.write(data: head)
-        }
+    // MARK: - Where HTTP ends
+
+    /// The connection becomes `end` of a tunnel: this handler leaves (on the next turn, see
+    /// ``removeHandler(context:removalToken:)``) and the tunnel's end takes its place, then flushes what it
+    /// was passed.
+    override func leaveHTTP(joining end: TunnelEnd) throws {
+        guard let pipeline = self.context?.pipeline.syncOperations else { throw ChannelError.ioOnClosedChannel }
+        self.delegate = nil
+        // Removal first: from now on reads pass through, so the read the tunnel's end asks for when added is
+        // not held for an exchange that is over.
+        let left = pipeline.eventLoop.makePromise(of: Void.self)
+        pipeline.removeHandler(self, promise: left)
+        try pipeline.addHandler(end)
+        // The held bytes come with no read-complete after them: flush them once this handler is out.
+        left.futureResult.assumeIsolated().whenComplete { _ in end.flushRelayed() }
     }
 
-    func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
+    override func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
         self.removing = true
+        self.releaseReads()
         context.eventLoop.assumeIsolated().execute {
-            self.handOff(context: context)
+            if !self.refused, self.decoder.hasHandedOff, let rest = self.unread.take(), rest.readableBytes > 0 {
+                context.fireChannelRead(NIOAny(rest))
+            }
             context.leavePipeline(removalToken: removalToken)
         }
     }
-
-    private func decodeUnread(context: ChannelHandlerContext) {
-        guard !self.decoding else { return }
-        self.decoding = true
-        while !self.removing && !self.refused, var buffer = self.unread.take() {
-            do {
-                _ = try self.decoder.decode(context: context, buffer: &buffer)
-            } catch {
-                self.refuse(error, context: context)
-                break
-            }
-            self.showWrittenParts()
-            let arrivedMeanwhile = self.unread.putBack(&buffer)
-            if !arrivedMeanwhile { break }
-        }
-        self.decoding = false
-        self.showWrittenParts()
-        if self.inputEnded {
-            self.feedEndOfInput(context: context)
-        }
-    }
-
-    private func showWrittenParts() {
-        guard !self.writtenWhileDecoding.isEmpty else { return }
-        let parts = self.writtenWhileDecoding
-        self.writtenWhileDecoding.removeAll()
-        for part in parts {
-            self.decoder.write(data: part)
-        }
-    }
-
-    /// Lets the decoder end a response delimited by the connection's close.
-    private func feedEndOfInput(context: ChannelHandlerContext) {
-        guard !self.decoding && !self.removing && !self.refused && !self.endFed else { return }
-        self.endFed = true
-        var buffer = self.unread.take() ?? context.channel.allocator.buffer(capacity: 0)
-        do {
-            _ = try self.decoder.decodeLast(context: context, buffer: &buffer, seenEOF: true)
-        } catch {
-            self.refuse(error, context: context)
-        }
-    }
-
-    /// The decoder's last word before leaving the pipeline: after a `101` it passes the bytes on.
-    private func handOff(context: ChannelHandlerContext) {
-        guard !self.refused && !self.endFed, var buffer = self.unread.take() else { return }
-        do {
-            _ = try self.decoder.decodeLast(context: context, buffer: &buffer, seenEOF: false)
-        } catch {
-            self.refuse(error, context: context)
-        }
-    }
-
-    private func refuse(_ error: Error, context: ChannelHandlerContext) {
-        self.refused = true
-        self.unread.removeAll()
-        context.fireErrorCaught(error)
-    }
 }
-
-@available(*, unavailable)
-extension BackendHTTP1Codec: Sendable {}
