@@ -6,6 +6,13 @@ import NIOHTTP1
 // connections): CRLF lines, field lines, the framing the fields give a body, and a body by length or in
 // chunks with trailers. Each decoder keeps its own start line and its own rules about a body without framing.
 
+/// Where a strict decoder delivers the parts of a message as it decodes them: ``HTTPRequestDecoderOutput``
+/// (requests, `HTTPServerRequestPart`) or ``HTTPResponseDecoderOutput`` (responses, `HTTPClientResponsePart`).
+public protocol HTTP1PartOutput {
+    associatedtype Head: Equatable & Sendable
+    func received(_ part: HTTPPart<Head, ByteBuffer>)
+}
+
 /// Why a strict HTTP/1 decoder refused its input. The reason is for logs only.
 public struct HTTP1SyntaxError: Error, Equatable, Sendable, CustomStringConvertible {
     public enum Kind: Equatable, Sendable {
@@ -97,6 +104,38 @@ struct HTTP1LineReader {
         self.sectionBytes += line.total
     }
 
+    enum FieldLine {
+        case field(name: String, value: String)
+        /// The empty line that ends a header or trailer section.
+        case endOfSection
+    }
+
+    /// Consumes the field lines of a header section as they arrive, into `fields`: true once its empty line is
+    /// read.
+    mutating func readFields(_ buffer: inout ByteBuffer, into fields: inout [(String, String)],
+                             limits: HTTP1HeadLimits) throws -> Bool {
+        while let line = try self.nextField(&buffer, limits: limits) {
+            switch line {
+            case .field(let name, let value): fields.append((name, value))
+            case .endOfSection: return true
+            }
+        }
+        return false
+    }
+
+    /// Consumes the next field line of a header or trailer section, or the empty line after it; nil until
+    /// the line is complete.
+    mutating func nextField(_ buffer: inout ByteBuffer, limits: HTTP1HeadLimits) throws -> FieldLine? {
+        guard let line = try self.nextSectionLine(buffer, limit: limits.maxHeaderBytes) else { return nil }
+        if line.content == 0 {
+            self.consume(&buffer, line)
+            return .endOfSection
+        }
+        let (name, value) = try self.parseField(buffer, length: line.content, maxCount: limits.maxHeaderCount)
+        self.consume(&buffer, line)
+        return .field(name: name, value: value)
+    }
+
     /// Finds the next CRLF-terminated line without consuming it. Refuses a bare LF, a CR inside the
     /// line, and lines that would take the section past `limit` (checked before the line is complete,
     /// so an endless line is refused as soon as it crosses the limit).
@@ -134,7 +173,7 @@ struct HTTP1LineReader {
 
     /// One field line (`name: value`, RFC 9112 section 5): a token for a name, no whitespace before the
     /// colon, no obsolete line folding, a value of visible characters, spaces and tabs, trimmed.
-    mutating func parseField(_ buffer: ByteBuffer, length: Int, maxCount: Int) throws -> (name: String, value: String) {
+    private mutating func parseField(_ buffer: ByteBuffer, length: Int, maxCount: Int) throws -> (name: String, value: String) {
         self.fieldCount += 1
         if self.fieldCount > maxCount {
             throw HTTP1SyntaxError.tooLarge("more than \(maxCount) fields")
@@ -221,6 +260,17 @@ enum HTTP1BodyFraming: Equatable {
         }
         return .length(length)
     }
+
+    /// The decoder of a body so framed, or nil for none: a length of zero, or no framing when
+    /// `unframed` is nil (a request; a response's body then lasts until the close).
+    func body(unframed: HTTP1BodyDecoder.State?) -> HTTP1BodyDecoder? {
+        switch self {
+        case .unframed: return unframed.map(HTTP1BodyDecoder.init)
+        case .length(0): return nil
+        case .length(let length): return HTTP1BodyDecoder(.fixed(remaining: length))
+        case .chunked: return HTTP1BodyDecoder(.chunkSize)
+        }
+    }
 }
 
 /// A message body as it arrives: a length's worth of bytes, chunks and their trailers, or everything until
@@ -237,14 +287,12 @@ struct HTTP1BodyDecoder {
         case trailers
     }
 
-    enum Step {
+    enum Step: Equatable {
         /// Decode again: the buffer may hold more.
         case `continue`
         case needMoreData
-        /// Body bytes; with `endsBody`, the last of a body with a length (its message ends without trailers).
-        case data(ByteBuffer, endsBody: Bool)
-        /// The body is over; the message ends with these trailers.
-        case end(HTTPHeaders?)
+        /// The body and its message are over (the end was delivered).
+        case ended
     }
 
     private var state: State
@@ -261,21 +309,30 @@ struct HTTP1BodyDecoder {
         return false
     }
 
-    /// One step: the data it read, or how far it got with chunk framing and trailers.
-    mutating func decode(_ buffer: inout ByteBuffer, lines: inout HTTP1LineReader, limits: HTTP1HeadLimits) throws -> Step {
+    /// One step: delivers the data it read and the message's end to `output`.
+    mutating func decode(
+        _ buffer: inout ByteBuffer,
+        lines: inout HTTP1LineReader,
+        limits: HTTP1HeadLimits,
+        into output: some HTTP1PartOutput
+    ) throws -> Step {
         switch self.state {
         case .fixed(let remaining):
             guard buffer.readableBytes > 0, let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))
             else { return .needMoreData }
             let left = remaining - slice.readableBytes
             self.state = .fixed(remaining: left)
-            return .data(slice, endsBody: left == 0)
+            output.received(.body(slice))
+            if left > 0 { return .continue }
+            output.received(.end(nil))
+            return .ended
 
         case .untilClose:
             guard buffer.readableBytes > 0, let slice = buffer.readSlice(length: buffer.readableBytes) else {
                 return .needMoreData
             }
-            return .data(slice, endsBody: false)
+            output.received(.body(slice))
+            return .continue
 
         case .chunkSize:
             guard let line = try lines.nextChunkLine(buffer, limit: limits.maxChunkLineBytes) else {
@@ -297,7 +354,8 @@ struct HTTP1BodyDecoder {
             else { return .needMoreData }
             let left = remaining - slice.readableBytes
             self.state = left == 0 ? .chunkDataEnd : .chunkData(remaining: left)
-            return .data(slice, endsBody: false)
+            output.received(.body(slice))
+            return .continue
 
         case .chunkDataEnd:
             guard buffer.readableBytes >= 2 else {
@@ -314,19 +372,18 @@ struct HTTP1BodyDecoder {
             return .continue
 
         case .trailers:
-            guard let line = try lines.nextSectionLine(buffer, limit: limits.maxHeaderBytes) else {
+            switch try lines.nextField(&buffer, limits: limits) {
+            case nil:
                 return .needMoreData
-            }
-            if line.content == 0 {
-                lines.consume(&buffer, line)
+            case .field(let name, let value):
+                self.trailers.add(name: name, value: value)
+                return .continue
+            case .endOfSection:
                 let trailers = self.trailers
                 self.trailers = HTTPHeaders()
-                return .end(trailers.isEmpty ? nil : trailers)
+                output.received(.end(trailers.isEmpty ? nil : trailers))
+                return .ended
             }
-            let (name, value) = try lines.parseField(buffer, length: line.content, maxCount: limits.maxHeaderCount)
-            self.trailers.add(name: name, value: value)
-            lines.consume(&buffer, line)
-            return .continue
         }
     }
 }

@@ -63,7 +63,8 @@ public struct StrictHTTPRequestDecoder {
     private var method = HTTPMethod.GET
     private var uri = ""
     private var version = HTTPVersion.http1_1
-    private var headers = HTTPHeaders()
+    /// The fields of the head being read.
+    private var fields: [(String, String)] = []
 
     /// - Parameter acceptsHTTP2Preface: hand off a connection that opens with the HTTP/2 preface (plain
     ///   HTTP listeners, which serve h2c with prior knowledge); otherwise that line is a malformed request.
@@ -108,7 +109,7 @@ public struct StrictHTTPRequestDecoder {
                 return .continue
             }
             self.lines.startSection()
-            self.headers = HTTPHeaders()
+            self.fields.reserveCapacity(16)  // one allocation for the usual head, as NIO's decoder reserves it
             self.state = .requestLine
             output.requestHeadStarted()
             return .continue
@@ -130,35 +131,14 @@ public struct StrictHTTPRequestDecoder {
             return .continue
 
         case .headers:
-            guard let line = try self.lines.nextSectionLine(buffer, limit: self.limits.maxHeaderBytes) else {
-                return .needMoreData
-            }
-            if line.content == 0 {
-                self.lines.consume(&buffer, line)
-                try self.finishHead(into: output)
-                return .continue
-            }
-            let (name, value) = try self.lines.parseField(buffer, length: line.content, maxCount: self.limits.maxHeaderCount)
-            self.headers.add(name: name, value: value)
-            self.lines.consume(&buffer, line)
+            guard try self.lines.readFields(&buffer, into: &self.fields, limits: self.limits) else { return .needMoreData }
+            try self.finishHead(into: output)
             return .continue
 
         case .body:
-            switch try self.body.decode(&buffer, lines: &self.lines, limits: self.limits) {
-            case .continue:
-                return .continue
-            case .needMoreData:
-                return .needMoreData
-            case .data(let data, let endsBody):
-                if endsBody { self.state = .idle }
-                output.received(.body(data))
-                if endsBody { output.received(.end(nil)) }
-                return .continue
-            case .end(let trailers):
-                self.state = .idle
-                output.received(.end(trailers))
-                return .continue
-            }
+            let step = try self.body.decode(&buffer, lines: &self.lines, limits: self.limits, into: output)
+            if step == .ended { self.state = .idle }
+            return step == .needMoreData ? .needMoreData : .continue
 
         case .handedOff:
             return .needMoreData
@@ -200,26 +180,22 @@ public struct StrictHTTPRequestDecoder {
     }
 
     private mutating func finishHead(into output: some HTTPRequestDecoderOutput) throws {
-        let framing = try HTTP1BodyFraming.of(&self.headers)
+        var headers = HTTPHeaders(self.fields)
+        self.fields = []
+        let framing = try HTTP1BodyFraming.of(&headers)
         var hosts = 0  // counted in place: `headers["host"]` would allocate an array per request
-        for (name, _) in self.headers where name.utf8.count == 4 && ProxyHeaders.equalsIgnoringASCIICase(name.utf8, lowercased: "host".utf8) {
+        for (name, _) in headers where name.utf8.count == 4 && ProxyHeaders.equalsIgnoringASCIICase(name.utf8, lowercased: "host".utf8) {
             hosts += 1
         }
         if hosts > 1 || (hosts == 0 && self.version.minor >= 1) {
             throw HTTPEdgeError.badRequest("missing or duplicate Host")
         }
         var next: State = .idle
-        switch framing {
-        case .unframed, .length(0):
-            break
-        case .length(let length):
-            self.body = HTTP1BodyDecoder(.fixed(remaining: length))
-            next = .body
-        case .chunked:
-            self.body = HTTP1BodyDecoder(.chunkSize)
+        if let body = framing.body(unframed: nil) {
+            self.body = body
             next = .body
         }
-        let head = HTTPRequestHead(version: self.version, method: self.method, uri: self.uri, headers: self.headers)
+        let head = HTTPRequestHead(version: self.version, method: self.method, uri: self.uri, headers: headers)
         if WebSocketHandshake.isRequested(head) {
             if let reason = WebSocketHandshake.refusal(head) {
                 throw HTTPEdgeError.badRequest(reason)
@@ -227,7 +203,6 @@ public struct StrictHTTPRequestDecoder {
             next = .handedOff  // bodyless: its end follows at once
         }
         self.firstRequest = false
-        self.headers = HTTPHeaders()
         self.state = next
         output.received(.head(head))
         switch next {
@@ -241,7 +216,7 @@ public struct StrictHTTPRequestDecoder {
 extension StrictHTTPRequestDecoder: Sendable {}
 
 /// Where a ``StrictHTTPRequestDecoder`` delivers what it decodes, as it decodes it.
-public protocol HTTPRequestDecoderOutput {
+public protocol HTTPRequestDecoderOutput: HTTP1PartOutput where Head == HTTPRequestHead {
     /// The first byte of a new request arrived: its head is in progress (the header timeout starts).
     func requestHeadStarted()
     /// The connection opened with the HTTP/2 preface (only with `acceptsHTTP2Preface`); the decoder has

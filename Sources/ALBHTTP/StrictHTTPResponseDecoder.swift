@@ -98,35 +98,14 @@ public struct StrictHTTPResponseDecoder {
             return .continue
 
         case .headers:
-            guard let line = try self.lines.nextSectionLine(buffer, limit: self.limits.maxHeaderBytes) else {
-                return .needMoreData
-            }
-            if line.content == 0 {
-                self.lines.consume(&buffer, line)
-                try self.finishHead(into: output)
-                return .continue
-            }
-            let field = try self.lines.parseField(buffer, length: line.content, maxCount: self.limits.maxHeaderCount)
-            self.fields.append(field)
-            self.lines.consume(&buffer, line)
+            guard try self.lines.readFields(&buffer, into: &self.fields, limits: self.limits) else { return .needMoreData }
+            try self.finishHead(into: output)
             return .continue
 
         case .body:
-            switch try self.body.decode(&buffer, lines: &self.lines, limits: self.limits) {
-            case .continue:
-                return .continue
-            case .needMoreData:
-                return .needMoreData
-            case .data(let data, let endsBody):
-                if endsBody { self.state = .idle }
-                output.received(.body(data))
-                if endsBody { output.received(.end(nil)) }
-                return .continue
-            case .end(let trailers):
-                self.state = .idle
-                output.received(.end(trailers))
-                return .continue
-            }
+            let step = try self.body.decode(&buffer, lines: &self.lines, limits: self.limits, into: output)
+            if step == .ended { self.state = .idle }
+            return step == .needMoreData ? .needMoreData : .continue
 
         case .handedOff:
             return .needMoreData
@@ -200,20 +179,10 @@ public struct StrictHTTPResponseDecoder {
             return
         }
         var next = State.idle
-        if method != .HEAD && method != .CONNECT && self.status != 204 && self.status != 304 {
-            switch framing {
-            case .unframed:
-                self.body = HTTP1BodyDecoder(.untilClose)
-                next = .body
-            case .length(0):
-                break
-            case .length(let length):
-                self.body = HTTP1BodyDecoder(.fixed(remaining: length))
-                next = .body
-            case .chunked:
-                self.body = HTTP1BodyDecoder(.chunkSize)
-                next = .body
-            }
+        let bodiless = method == .HEAD || method == .CONNECT || self.status == 204 || self.status == 304
+        if !bodiless, let body = framing.body(unframed: .untilClose) {
+            self.body = body
+            next = .body
         }
         self.state = next
         output.received(.head(head))
@@ -227,6 +196,6 @@ public struct StrictHTTPResponseDecoder {
 extension StrictHTTPResponseDecoder: Sendable {}
 
 /// Where a ``StrictHTTPResponseDecoder`` delivers what it decodes, as it decodes it.
-public protocol HTTPResponseDecoderOutput {
+public protocol HTTPResponseDecoderOutput: HTTP1PartOutput where Head == HTTPResponseHead {
     func received(_ part: HTTPClientResponsePart)
 }
