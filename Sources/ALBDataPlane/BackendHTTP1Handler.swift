@@ -69,6 +69,23 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
         context.fireChannelInactive()
     }
 
+    override func channelReadComplete(context: ChannelHandlerContext) {
+        guard !self.removing else {
+            context.fireChannelReadComplete()
+            return
+        }
+        super.channelReadComplete(context: context)
+    }
+
+    override func channelWritabilityChanged(context: ChannelHandlerContext) {
+        guard !self.removing else {
+            // The tunnel's end waits for it to resume reading the other side.
+            context.fireChannelWritabilityChanged()
+            return
+        }
+        super.channelWritabilityChanged(context: context)
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .some(.inputClosed) = event as? ChannelEvent, !self.removing {
             self.inputEnded = true
