@@ -1,6 +1,12 @@
 import NIOCore
 import NIOHTTP1
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 // What HTTP/1 requests and responses have in common on the wire (RFC 9112), decoded in one place for both
 // strict decoders (``StrictHTTPRequestDecoder`` at the edge, ``StrictHTTPResponseDecoder`` on backend
 // connections): CRLF lines, field lines, the framing the fields give a body, and a body by length or in
@@ -146,13 +152,12 @@ struct HTTP1LineReader {
         overLimit: () -> HTTP1SyntaxError
     ) throws -> Line? {
         let start = self.scanned
+        // memchr: a head is a few hundred bytes per message, scanned for LF and then CR on every line.
         let found: Int? = buffer.withUnsafeReadableBytes { bytes in
-            var index = start
-            while index < bytes.count {
-                if bytes[index] == Self.lf { return index }
-                index += 1
-            }
-            return nil
+            guard start < bytes.count, let base = bytes.baseAddress,
+                let hit = memchr(base + start, Int32(Self.lf), bytes.count - start)
+            else { return nil }
+            return base.distance(to: UnsafeRawPointer(hit))
         }
         guard let lf = found else {
             self.scanned = buffer.readableBytes
@@ -163,8 +168,8 @@ struct HTTP1LineReader {
         let total = lf + 1
         if used + total > limit { throw overLimit() }
         let hasBareCR: Bool? = buffer.withUnsafeReadableBytes { bytes in
-            guard lf >= 1, bytes[lf - 1] == Self.cr else { return nil }
-            return bytes[0..<(lf - 1)].contains(Self.cr)
+            guard lf >= 1, bytes[lf - 1] == Self.cr, let base = bytes.baseAddress else { return nil }
+            return memchr(base, Int32(Self.cr), lf - 1) != nil
         }
         guard let bareCR = hasBareCR else { throw HTTP1SyntaxError.malformed("bare LF") }
         if bareCR { throw HTTP1SyntaxError.malformed("bare CR") }
@@ -226,13 +231,10 @@ enum HTTP1BodyFraming: Equatable {
         var lengthsDiffer = false
         var lengthIsList = false
         for (name, value) in headers {
-            let nameBytes = name.utf8
-            if nameBytes.count == 17 && ProxyHeaders.equalsIgnoringASCIICase(nameBytes, lowercased: "transfer-encoding".utf8) {
+            if HTTP1Syntax.equalsIgnoringASCIICase(name, "transfer-encoding") {
                 transferEncodings += 1
-                isChunked = ProxyHeaders.equalsIgnoringASCIICase(value.utf8, lowercased: "chunked".utf8)
-            } else if nameBytes.count == 14
-                && ProxyHeaders.equalsIgnoringASCIICase(nameBytes, lowercased: "content-length".utf8)
-            {
+                isChunked = HTTP1Syntax.equalsIgnoringASCIICase(value, "chunked")
+            } else if HTTP1Syntax.equalsIgnoringASCIICase(name, "content-length") {
                 contentLengths += 1
                 lengthIsList = lengthIsList || value.utf8.contains(UInt8(ascii: ","))
                 guard let parsed = HTTP1Syntax.parseContentLength(value) else {
@@ -390,18 +392,32 @@ struct HTTP1BodyDecoder {
 
 /// Character classes and numbers of HTTP/1 (RFC 9110 section 5.6, RFC 9112 section 7.1).
 enum HTTP1Syntax {
+    /// Token characters (RFC 9110 section 5.6.2: ALPHA, DIGIT and `!#$%&'*+-.^_`|~`) as two bit sets, bytes
+    /// 0-63 and 64-127: one shift and test per byte of every field name.
+    private static let tokenCharsLow: UInt64 = 0x03ff_6cfa_0000_0000
+    private static let tokenCharsHigh: UInt64 = 0x57ff_ffff_c7ff_fffe
+
     static func isTokenChar(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-            UInt8(ascii: "0")...UInt8(ascii: "9"):
+        if byte < 64 { return (Self.tokenCharsLow >> UInt64(byte)) & 1 == 1 }
+        if byte < 128 { return (Self.tokenCharsHigh >> UInt64(byte &- 64)) & 1 == 1 }
+        return false
+    }
+
+    /// Whether `text` is `lowercased` in any case (`lowercased` is ASCII lowercase). On the text's contiguous
+    /// UTF-8 (a decoded field always has it) without an iterator per byte, and the length compared first.
+    static func equalsIgnoringASCIICase(_ text: String, _ lowercased: StaticString) -> Bool {
+        let expected = UnsafeBufferPointer(start: lowercased.utf8Start, count: lowercased.utf8CodeUnitCount)
+        let contiguous = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            guard bytes.count == expected.count else { return false }
+            for index in 0..<bytes.count {
+                let byte = bytes[index]
+                if (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) != expected[index] {
+                    return false
+                }
+            }
             return true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
-            UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
-            UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            return true
-        default:
-            return false
         }
+        return contiguous ?? ProxyHeaders.equalsIgnoringASCIICase(text.utf8, lowercased: expected)
     }
 
     static func isWhitespace(_ byte: UInt8) -> Bool {
