@@ -11,7 +11,8 @@ import NIOHTTP1
 /// - an invalid chunk size or chunk extension, chunk data not followed by CRLF;
 /// - obsolete line folding, a bare CR or a bare LF, whitespace before the colon;
 /// - CTL characters (NUL included) in the status line, field names or values;
-/// - a status line other than `HTTP/1.1` or `HTTP/1.0`, a three-digit status from 100 and a reason phrase;
+/// - a status line other than `HTTP/1.1` or `HTTP/1.0`, a three-digit status of at least 100 and an optional
+///   reason phrase;
 /// - a response when no request is waiting for one.
 ///
 /// Framing (RFC 9112 section 6.3): a response to `HEAD` (or `CONNECT`), a 1xx, 204 or 304 has no body
