@@ -429,18 +429,37 @@ enum HTTP1Syntax {
         byte == UInt8(ascii: "\t") || (byte >= 0x20 && byte != 0x7F)
     }
 
-    /// One `Content-Length` field value; a list (`5, 5`) is allowed only if every element is equal.
-    static func parseContentLength(_ value: some StringProtocol) -> Int? {
+    /// One `Content-Length` field value; a list (`5, 5`) is allowed only if every element is equal. One pass
+    /// over the bytes, allocating nothing (a backend's length is read on every response).
+    static func parseContentLength(_ value: String) -> Int? {
         var result: Int?
-        for element in value.split(separator: ",", omittingEmptySubsequences: false) {
-            let trimmed = element.utf8.drop(while: isWhitespace).reversed().drop(while: isWhitespace).reversed()
-            guard !trimmed.isEmpty, trimmed.count <= 18,
-                trimmed.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
-            else { return nil }
-            let number = trimmed.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
-            if let seen = result, seen != number { return nil }
+        var number = 0
+        var digits = 0
+        var afterDigits = false  // whitespace seen after the element's digits
+        func endElement() -> Bool {
+            guard digits > 0 else { return false }
+            if let seen = result, seen != number { return false }
             result = number
+            return true
         }
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"):
+                guard !afterDigits, digits < 18 else { return nil }
+                number = number * 10 + Int(byte - UInt8(ascii: "0"))
+                digits += 1
+            case UInt8(ascii: " "), UInt8(ascii: "\t"):
+                afterDigits = digits > 0
+            case UInt8(ascii: ","):
+                guard endElement() else { return nil }
+                number = 0
+                digits = 0
+                afterDigits = false
+            default:
+                return nil
+            }
+        }
+        guard endElement() else { return nil }
         return result
     }
 

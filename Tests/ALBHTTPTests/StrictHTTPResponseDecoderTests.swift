@@ -256,4 +256,33 @@ final class StrictHTTPResponseDecoderTests: XCTestCase {
             XCTAssertEqual((error as? HTTP1SyntaxError)?.kind, .tooLarge, "more fields than the limit")
         }
     }
+
+    /// The proxy's allocation-free keep-alive answer is NIO's, for the heads this decoder makes.
+    func testKeepAliveIsAnsweredAsNIOAnswersIt() {
+        let connections: [[String]] = [[], ["close"], ["keep-alive"], ["Keep-Alive"], ["CLOSE"], [" close "],
+                                       ["keep-alive, close"], ["keep-alive", "keep-alive"], ["upgrade"],
+                                       ["keep-alive, upgrade"], ["te, close"], ["closed"], [""], [","],
+                                       ["close", "keep-alive"], ["keep-alive,"]]
+        for version in [HTTPVersion.http1_1, .http1_0] {
+            for values in connections {
+                let head = HTTPResponseHead(version: version, status: .ok,
+                                            headers: HTTPHeaders(values.map { ("Connection", $0) } + [("X", "y")]))
+                XCTAssertEqual(ProxyHeaders.isKeepAlive(head), head.isKeepAlive, "\(version) \(values)")
+            }
+        }
+    }
+
+    func testContentLengthValues() throws {
+        for (value, length) in [("0", 0), ("007", 7), (" 12 ", 12), ("5,5", 5), ("5 , 5", 5),
+                                ("999999999999999999", 999_999_999_999_999_999)] {
+            let (parts, _) = try self.decode("HTTP/1.1 200 OK\r\nContent-Length: \(value)\r\n\r\n"
+                                                 + String(repeating: "x", count: min(length, 3)))
+            guard case .head(let head) = parts.first else { return XCTFail("no head for \(value)") }
+            XCTAssertEqual(head.headers["content-length"].count, 1, value)
+            if length == 0 { XCTAssertEqual(parts.last, .end(nil), value) }
+        }
+        for value in ["5,", ",5", "5,,5", "5 5", "-5", "5a", "1234567890123456789", "5,6"] {
+            XCTAssertThrowsError(try self.decode("HTTP/1.1 200 OK\r\nContent-Length: \(value)\r\n\r\n"), value)
+        }
+    }
 }
