@@ -285,4 +285,73 @@ final class StrictHTTPResponseDecoderTests: XCTestCase {
             XCTAssertThrowsError(try self.decode("HTTP/1.1 200 OK\r\nContent-Length: \(value)\r\n\r\n"), value)
         }
     }
+
+    /// Whatever the bytes and however they are split into reads, the decoder delivers the same parts and
+    /// refuses the same inputs: valid responses in random order and splits, then the same with bytes
+    /// changed at random (a seeded generator, so a failure replays).
+    func testRandomSplitsAndMutationsDecodeAsTheWholeInputDoes() {
+        var random = SplitMix64(seed: 0x5EED)
+        let responses = [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\nX: y\r\n\r\n",
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 304 Not Modified\r\nETag: \"1\"\r\n\r\n",
+        ]
+        for round in 0..<400 {
+            let count = 1 + Int(random.next() % 4)
+            var input = Array((0..<count).map { _ in responses[Int(random.next() % UInt64(responses.count))] }
+                .joined().utf8)
+            if round >= 200 {
+                for _ in 0...(random.next() % 3) {
+                    input[Int(random.next() % UInt64(input.count))] = UInt8(truncatingIfNeeded: random.next())
+                }
+            }
+            var reads: [[UInt8]] = []
+            var rest = input[...]
+            while !rest.isEmpty {
+                let length = min(rest.count, 1 + Int(random.next() % 12))
+                reads.append(Array(rest.prefix(length)))
+                rest = rest.dropFirst(length)
+            }
+            let whole = Self.outcome([input], requests: count)
+            let split = Self.outcome(reads, requests: count)
+            XCTAssertEqual(whole.parts, split.parts, "round \(round): \(String(decoding: input, as: UTF8.self))")
+            XCTAssertEqual(whole.refused, split.refused, "round \(round): \(String(decoding: input, as: UTF8.self))")
+            if round < 200 {
+                XCTAssertFalse(whole.refused, "round \(round)")
+            }
+        }
+    }
+
+    /// The parts delivered (bodies joined) and whether the input was refused.
+    private static func outcome(_ reads: [[UInt8]], requests: Int) -> (parts: [HTTPClientResponsePart], refused: Bool) {
+        var decoder = StrictHTTPResponseDecoder()
+        for _ in 0..<requests {
+            decoder.expectResponse(to: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"))
+        }
+        let output = Parts()
+        var held = ByteBuffer()
+        do {
+            for read in reads {
+                held.writeBytes(read)
+                while try decoder.decode(&held, into: output) == .continue {}
+            }
+            return (Self.joined(output.parts), false)
+        } catch {
+            return (Self.joined(output.parts), true)
+        }
+    }
+}
+
+/// A small seeded generator (SplitMix64), so a failing round replays exactly.
+private struct SplitMix64 {
+    private var state: UInt64
+    init(seed: UInt64) { self.state = seed }
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
