@@ -84,6 +84,28 @@ struct HTTP1LineReader {
     private var scanned = 0
     private var fieldCount = 0
 
+    enum BeforeMessage {
+        case needMoreData
+        /// An empty line was consumed.
+        case skippedEmptyLine
+        /// The next byte starts a message.
+        case messageStarts
+    }
+
+    /// Between messages: an empty line (CRLF) is skipped, as RFC 9112 section 2.2 asks of a server before a
+    /// request line and llhttp does before a response too (a backend's stray CRLF after a body). A CR not
+    /// followed by LF is refused.
+    static func skipEmptyLine(_ buffer: inout ByteBuffer) throws -> BeforeMessage {
+        guard let first = buffer.readableBytesView.first else { return .needMoreData }
+        guard first == Self.cr else { return .messageStarts }
+        guard buffer.readableBytes >= 2 else { return .needMoreData }
+        guard buffer.getInteger(at: buffer.readerIndex + 1, as: UInt8.self) == Self.lf else {
+            throw HTTP1SyntaxError.malformed("bare CR")
+        }
+        buffer.moveReaderIndex(forwardBy: 2)
+        return .skippedEmptyLine
+    }
+
     /// A new head or trailer section begins.
     mutating func startSection() {
         self.sectionBytes = 0

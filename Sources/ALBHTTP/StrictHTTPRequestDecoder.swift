@@ -98,15 +98,10 @@ public struct StrictHTTPRequestDecoder {
     private mutating func step(_ buffer: inout ByteBuffer, into output: some HTTPRequestDecoderOutput) throws -> Progress {
         switch self.state {
         case .idle:
-            guard let first = buffer.readableBytesView.first else { return .needMoreData }
-            if first == HTTP1LineReader.cr {
-                // RFC 9112 §2.2: ignore empty lines before a request line.
-                guard buffer.readableBytes >= 2 else { return .needMoreData }
-                guard buffer.getInteger(at: buffer.readerIndex + 1, as: UInt8.self) == HTTP1LineReader.lf else {
-                    throw HTTPEdgeError.badRequest("bare CR")
-                }
-                buffer.moveReaderIndex(forwardBy: 2)
-                return .continue
+            switch try HTTP1LineReader.skipEmptyLine(&buffer) {
+            case .needMoreData: return .needMoreData
+            case .skippedEmptyLine: return .continue
+            case .messageStarts: break
             }
             self.lines.startSection()
             self.fields.reserveCapacity(16)  // one allocation for the usual head, as NIO's decoder reserves it

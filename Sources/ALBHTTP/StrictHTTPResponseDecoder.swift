@@ -15,6 +15,8 @@ import NIOHTTP1
 ///   reason phrase;
 /// - a response when no request is waiting for one.
 ///
+/// Empty lines between responses are skipped, as llhttp skipped them.
+///
 /// Framing (RFC 9112 section 6.3): a response to `HEAD` (or `CONNECT`), a 1xx, 204 or 304 has no body
 /// whatever its fields say; otherwise a chunked body, a `Content-Length` one, or, with neither, a body
 /// delimited by the connection's close (``decodeEndOfInput(into:)`` ends it).
@@ -82,7 +84,11 @@ public struct StrictHTTPResponseDecoder {
     public mutating func decode(_ buffer: inout ByteBuffer, into output: some HTTPResponseDecoderOutput) throws -> Progress {
         switch self.state {
         case .idle:
-            guard buffer.readableBytes > 0 else { return .needMoreData }
+            switch try HTTP1LineReader.skipEmptyLine(&buffer) {
+            case .needMoreData: return .needMoreData
+            case .skippedEmptyLine: return .continue
+            case .messageStarts: break
+            }
             guard !self.requests.isEmpty else { throw HTTP1SyntaxError.malformed("a response without a request") }
             self.lines.startSection()
             self.fields.reserveCapacity(16)

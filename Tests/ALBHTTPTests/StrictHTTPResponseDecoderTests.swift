@@ -220,6 +220,15 @@ final class StrictHTTPResponseDecoderTests: XCTestCase {
         }
     }
 
+    func testEmptyLinesBetweenResponsesAreSkipped() throws {
+        let (parts, left) = try self.bothWays("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx\r\n\r\n"
+                                                  + "HTTP/1.1 204 No Content\r\n\r\n\r\n", methods: [.GET, .GET])
+        XCTAssertEqual(parts.count, 5)
+        XCTAssertEqual(parts.last, .end(nil))
+        XCTAssertEqual(left, "")
+        XCTAssertThrowsError(try self.decode("\rHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), "a bare CR")
+    }
+
     func testAResponseWithoutARequestIsRefused() {
         XCTAssertThrowsError(try self.decode("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", methods: []))
         XCTAssertThrowsError(try self.decode("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nH", methods: [.GET]),
