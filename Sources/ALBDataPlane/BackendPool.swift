@@ -5,122 +5,6 @@ import NIOHTTP2
 import NIOSSL
 import NIOPosix
 
-/// What a backend connection reports to the client-side exchange that currently uses it.
-protocol BackendConnectionDelegate: AnyObject {
-    func backendRead(_ part: HTTPClientResponsePart)
-    func backendReadComplete()
-    func backendWritabilityChanged(isWritable: Bool)
-    func backendClosed()
-}
-
-/// The last handler of a backend connection's pipeline: relays response parts to its delegate,
-/// and holds `read()` while the client side cannot take more (backpressure).
-final class BackendHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
-
-    weak var delegate: BackendConnectionDelegate?
-    /// Set while the connection sits idle in a pool, so a close can take it out.
-    weak var idleIn: BackendPool?
-    private var context: ChannelHandlerContext?
-    private var readsPaused = false
-    private var readPending = false
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let delegate = self.delegate else {
-            // Bytes from an idle backend are a protocol violation: the connection cannot be reused.
-            context.close(promise: nil)
-            return
-        }
-        delegate.backendRead(Self.unwrapInboundIn(data))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        self.delegate?.backendReadComplete()
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        self.delegate?.backendWritabilityChanged(isWritable: context.channel.isWritable)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        self.idleIn?.remove(self)
-        self.idleIn = nil
-        let delegate = self.delegate
-        self.delegate = nil
-        delegate?.backendClosed()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        context.close(promise: nil)
-    }
-
-    func read(context: ChannelHandlerContext) {
-        if self.readsPaused {
-            self.readPending = true
-        } else {
-            context.read()
-        }
-    }
-
-    // MARK: - Used by the proxy (same event loop)
-
-    var isActive: Bool { self.context?.channel.isActive ?? false }
-    var isWritable: Bool { self.context?.channel.isWritable ?? false }
-
-    func write(_ part: HTTPClientRequestPart) {
-        self.context?.write(Self.wrapOutboundOut(part), promise: nil)
-    }
-
-    func flush() {
-        self.context?.flush()
-    }
-
-    func pauseReads() {
-        self.readsPaused = true
-    }
-
-    func resumeReads() {
-        guard self.readsPaused else { return }
-        self.readsPaused = false
-        if self.readPending {
-            self.readPending = false
-            self.context?.read()
-        }
-    }
-
-    func close() {
-        self.delegate = nil
-        self.context?.close(promise: nil)
-    }
-
-    /// After the backend accepted a WebSocket upgrade and its `101` ended: the connection stops speaking
-    /// HTTP and becomes `end` of a tunnel. The HTTP/1 codec goes last, its decoder passing on whatever the
-    /// backend sent after its `101` (it holds those bytes unparsed: `leftOverBytesStrategy: .forwardBytes`).
-    func leaveHTTP(joining end: TunnelEnd) throws {
-        guard let pipeline = self.context?.pipeline.syncOperations else { throw ChannelError.ioOnClosedChannel }
-        self.delegate = nil
-        pipeline.removeHandler(self, promise: nil)
-        try pipeline.addHandler(end)
-        // NIO's decoder passes its leftovers on with no read-complete after them: flush them once it is out.
-        let decoderLeft = pipeline.eventLoop.makePromise(of: Void.self)
-        pipeline.removeHandler(try pipeline.handler(type: BackendHTTP1Codec.self), promise: decoderLeft)
-        decoderLeft.futureResult.assumeIsolated().whenComplete { _ in end.flushRelayed() }
-    }
-}
-
-@available(*, unavailable)
-extension BackendHandler: Sendable {}
-
 /// Keep-alive HTTP/1.1 connections to one backend server, on one event loop (no locks, no hops).
 /// A connection comes back only after a complete response with keep-alive and a completely sent request.
 final class BackendPool {
@@ -172,10 +56,7 @@ final class BackendPool {
                     if server.useTLS {
                         try channel.pipeline.syncOperations.addHandler(try BackendTLS.handler(for: server.host))
                     }
-                    // Bytes after a `101` stay unparsed in the codec's decoder until a tunnel takes them.
-                    let pipeline = channel.pipeline.syncOperations
-                    try pipeline.addHandler(BackendHTTP1Codec())
-                    try pipeline.addHandler(BackendHandler())
+                    try channel.pipeline.syncOperations.addHandler(BackendHTTP1Handler())
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
@@ -285,7 +166,7 @@ final class BackendPool {
         multiplexer.createStreamChannel { stream in
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .http))
-                try stream.pipeline.syncOperations.addHandler(BackendHandler())
+                try stream.pipeline.syncOperations.addHandler(BackendHTTP2StreamHandler())
             }
         }.hop(to: eventLoop).assumeIsolated().whenComplete { result in
             completion(result.flatMap { stream in

@@ -269,7 +269,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         guard let backend, !isFinished else { return }
         switch part {
         case .head(let head):
-            switch machine.receiveResponseHead(status: head.status, isKeepAlive: head.isKeepAlive,
+            switch machine.receiveResponseHead(status: head.status, isKeepAlive: ProxyHeaders.isKeepAlive(head),
                                                headersValid: ProxyHeaders.areValid(head.headers)) {
             case .refuse(let status):
                 respondWithError(status)

@@ -417,7 +417,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         switch part {
         case .head(let head):
             switch exchange.machine.receiveResponseHead(
-                status: head.status, isKeepAlive: head.isKeepAlive, headersValid: ProxyHeaders.areValid(head.headers),
+                status: head.status, isKeepAlive: ProxyHeaders.isKeepAlive(head), headersValid: ProxyHeaders.areValid(head.headers),
                 acceptsWebSocket: exchange.machine.askedToUpgrade && WebSocketHandshake.isAccepted(head)) {
             case .refuse(let status):
                 self.respondWithError(status, close: false)

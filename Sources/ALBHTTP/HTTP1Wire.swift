@@ -2,7 +2,7 @@ import NIOCore
 import NIOHTTP1
 
 // The HTTP/1 bytes of the messages the proxy writes, on both sides: responses to clients
-// (`HTTP1ConnectionHandler`) and requests to backends (`BackendHTTP1Codec`), as NIO's encoders write them,
+// (`HTTP1ConnectionHandler`) and requests to backends (`BackendHTTP1Handler`), as NIO's encoders write them,
 // without one handler per encoder and validator in each pipeline.
 
 extension HTTPHeaders {

@@ -1,7 +1,7 @@
 import NIOCore
 
 /// The bytes a decoding handler has received and not decoded yet (the client side's
-/// ``HTTP1ConnectionHandler``, the backend side's `BackendHTTP1Codec`). Nil between messages, so an
+/// ``HTTP1ConnectionHandler``, the backend side's `BackendHTTP1Handler`). Nil between messages, so an
 /// idle connection holds no buffer of its own and the channel's receive buffer can be reused. Inlinable:
 /// it runs on every read, also from the data plane's module.
 public struct PendingInput {

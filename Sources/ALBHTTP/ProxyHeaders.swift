@@ -181,6 +181,30 @@ public enum ProxyHeaders {
         return nil
     }
 
+    /// Whether the backend keeps the connection open after this response: NIO's `HTTPResponseHead.isKeepAlive`
+    /// (`Connection: close` closes, a second `close` or `keep-alive` token too, otherwise `keep-alive` keeps
+    /// and HTTP/1.1 keeps by default) without its arrays: NIO knows the answer without them only for the
+    /// heads its own decoder made, and our decoder's heads would cost four allocations each.
+    public static func isKeepAlive(_ head: HTTPResponseHead) -> Bool {
+        var seen: Bool?
+        for (name, value) in head.headers where HTTP1Syntax.equalsIgnoringASCIICase(name, "connection") {
+            var start = value.utf8.startIndex
+            let end = value.utf8.endIndex
+            while start < end {
+                let comma = value.utf8[start...].firstIndex(of: UInt8(ascii: ",")) ?? end
+                let word = value.utf8[start..<comma].drop(while: HTTP1Syntax.isWhitespace)
+                    .reversed().drop(while: HTTP1Syntax.isWhitespace).reversed()
+                if Self.equalsIgnoringASCIICase(word, lowercased: "close".utf8) {
+                    seen = false
+                } else if Self.equalsIgnoringASCIICase(word, lowercased: "keep-alive".utf8) {
+                    seen = seen == nil
+                }
+                start = comma == end ? end : value.utf8.index(after: comma)
+            }
+        }
+        return seen ?? (head.version.major == 1 && head.version.minor >= 1)
+    }
+
     /// Compares with `lowercased`, which must be lowercase ASCII already.
     static func equalsIgnoringASCIICase(_ bytes: some Sequence<UInt8>, lowercased: some Sequence<UInt8>) -> Bool {
         bytes.elementsEqual(lowercased) { byte, lower in
@@ -211,7 +235,7 @@ public enum ProxyHeaders {
 
     private static func tokenMask(_ range: Range<UInt8>) -> UInt64 {
         range.reduce(0) { mask, byte in
-            StrictHTTPRequestDecoder.isTokenChar(byte) ? mask | (1 << UInt64(byte - range.lowerBound)) : mask
+            HTTP1Syntax.isTokenChar(byte) ? mask | (1 << UInt64(byte - range.lowerBound)) : mask
         }
     }
 

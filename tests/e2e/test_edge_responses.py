@@ -3,6 +3,9 @@ X-Forwarded-* headers a client may not choose."""
 import json
 import socket
 import threading
+import time
+
+import pytest
 
 from conftest import free_port, get, manifest_set, raw
 
@@ -19,7 +22,10 @@ def response_parts(data):
 
 
 def start_canned_backend(answer):
-    """A backend that answers every request with the same bytes and keeps the connection open."""
+    """A backend that answers every request with the same bytes (or, given a list, each connection with the
+    next bytes of it) and keeps the connection open."""
+    answers = answer if isinstance(answer, list) else [answer]
+    connections = [0]
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -37,7 +43,8 @@ def start_canned_backend(answer):
             with conn:
                 try:
                     conn.recv(65536)
-                    conn.sendall(answer)
+                    conn.sendall(answers[min(connections[0], len(answers) - 1)])
+                    connections[0] += 1
                     conn.settimeout(3)
                     conn.recv(65536)  # hold the connection as an upgraded peer would
                 except OSError:
@@ -61,20 +68,54 @@ def test_connect_is_refused_by_the_proxy_with_a_framed_answer(alb, backends):
     assert headers["connection"] == "close"
 
 
-def test_unsolicited_switching_protocols_becomes_502(alb):
-    backend_port, stop = start_canned_backend(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+def through_canned_backend(alb, backend_answer, request):
+    """What a client sending `request` to a listener gets (until the close) when the listener's one backend
+    answers `backend_answer`, and how many seconds that took."""
+    backend_port, stop = start_canned_backend(backend_answer)
     try:
         port = free_port()
         alb.write("web.yaml", manifest_set(port, [(backend_port, 100)]))
         alb.start()
         alb.wait_state("web", "Running")
-        answer = raw(port, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", timeout=5)
-        status, headers, body = response_parts(answer)
-        assert status == "HTTP/1.1 502 Bad Gateway"
-        assert int(headers["content-length"]) == len(body)
+        started = time.monotonic()
+        answer = raw(port, request, timeout=5)
+        return answer, time.monotonic() - started
     finally:
         stop()
+
+
+def test_unsolicited_switching_protocols_becomes_502(alb):
+    answer, _ = through_canned_backend(
+        alb, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    status, headers, body = response_parts(answer)
+    assert status == "HTTP/1.1 502 Bad Gateway"
+    assert int(headers["content-length"]) == len(body)
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n",
+], ids=["both-lengths", "differing-lengths", "gzip-chunked", "obs-fold", "bare-lf", "space-before-colon"])
+def test_a_backend_response_that_could_be_split_or_smuggled_becomes_502(alb, answer):
+    """The backend side's strict decoder refuses the response before any of it reaches the client."""
+    relayed, _ = through_canned_backend(alb, answer, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    status, headers, body = response_parts(relayed)
+    assert status == "HTTP/1.1 502 Bad Gateway"
+    assert body == b"502 Bad Gateway\n"
+
+
+def test_a_backend_body_that_breaks_its_chunk_framing_closes_the_client_connection_mid_response(alb):
+    """The head was relayed already: the client's connection closes before the response completes."""
+    answer, seconds = through_canned_backend(
+        alb, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert seconds < 4, "closed, not left open"
+    assert not answer.endswith(b"0\r\n\r\n")
 
 
 def test_client_x_forwarded_proto_is_stripped_unless_from_a_trusted_proxy(alb, backends):

@@ -1,0 +1,142 @@
+import ALBHTTP
+import NIOCore
+import NIOHTTP1
+
+/// What a backend connection reports to the client-side exchange that currently uses it.
+protocol BackendConnectionDelegate: AnyObject {
+    func backendRead(_ part: HTTPClientResponsePart)
+    func backendReadComplete()
+    func backendWritabilityChanged(isWritable: Bool)
+    func backendClosed()
+}
+
+/// The last handler of a backend connection's pipeline, and what the pool, the exchanges and their
+/// backpressure hold on to: relays response parts to its delegate and holds `read()` while the client side
+/// cannot take more.
+///
+/// Two kinds, one interface: ``BackendHTTP1Handler`` is a whole HTTP/1 connection (request bytes out,
+/// ``StrictHTTPResponseDecoder`` on the bytes in, the parts to the delegate by direct call);
+/// ``BackendHTTP2StreamHandler`` is one stream of an HTTP/2 (gRPC) connection behind nio-http2's HTTP/1 codec.
+/// This class holds what both do; it is no channel handler of its own beyond that.
+class BackendHandler: RemovableChannelHandler {
+    weak var delegate: BackendConnectionDelegate?
+    /// Set while the connection sits idle in a pool, so a close can take it out.
+    weak var idleIn: BackendPool?
+    private(set) var context: ChannelHandlerContext?
+    private var readsPaused = false
+    private var readPending = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Declared here, not left to the protocol's default, so that ``BackendHTTP1Handler`` can override it.
+    func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
+        context.leavePipeline(removalToken: removalToken)
+    }
+
+    // MARK: - Events both kinds handle alike (witnesses of the subclasses' handler protocols)
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.delegate?.backendReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.delegate?.backendWritabilityChanged(isWritable: context.channel.isWritable)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.idleIn?.remove(self)
+        self.idleIn = nil
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.backendClosed()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.readsPaused {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    /// A response part for the delegate. With none (an idle connection in a pool), the backend spoke out of
+    /// turn: a protocol violation, and the connection cannot be reused.
+    final func deliver(_ part: HTTPClientResponsePart, context: ChannelHandlerContext) {
+        guard let delegate = self.delegate else {
+            context.close(promise: nil)
+            return
+        }
+        delegate.backendRead(part)
+    }
+
+    // MARK: - Used by the proxy (same event loop)
+
+    final var isActive: Bool { self.context?.channel.isActive ?? false }
+    final var isWritable: Bool { self.context?.channel.isWritable ?? false }
+
+    /// Passes the part to the handler in front (an HTTP/2 stream's codec); an HTTP/1 connection writes the
+    /// bytes itself.
+    func write(_ part: HTTPClientRequestPart) {
+        self.context?.write(NIOAny(part), promise: nil)
+    }
+
+    final func flush() {
+        self.context?.flush()
+    }
+
+    final func pauseReads() {
+        self.readsPaused = true
+    }
+
+    final func resumeReads() {
+        guard self.readsPaused else { return }
+        self.readsPaused = false
+        if self.readPending {
+            self.readPending = false
+            self.context?.read()
+        }
+    }
+
+    /// Reads are let through whatever the exchange asked: the handler is leaving and what replaces it holds
+    /// its own.
+    final func releaseReads() {
+        self.readsPaused = false
+        self.readPending = false
+    }
+
+    final func close() {
+        self.delegate = nil
+        self.context?.close(promise: nil)
+    }
+
+    /// After the backend accepted a WebSocket upgrade and its `101` ended: the connection stops speaking
+    /// HTTP and becomes `end` of a tunnel. Only an HTTP/1 connection can.
+    func leaveHTTP(joining end: TunnelEnd) throws {
+        throw ChannelError.operationUnsupported
+    }
+}
+
+@available(*, unavailable)
+extension BackendHandler: Sendable {}
+
+/// One stream of an HTTP/2 backend connection (gRPC server groups), behind nio-http2's
+/// `HTTP2FramePayloadToHTTP1ClientCodec`: response parts in, request parts out.
+final class BackendHTTP2StreamHandler: BackendHandler, ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.deliver(Self.unwrapInboundIn(data), context: context)
+    }
+}

@@ -1,0 +1,521 @@
+import NIOCore
+import NIOHTTP1
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// What HTTP/1 requests and responses have in common on the wire (RFC 9112), decoded in one place for both
+// strict decoders (``StrictHTTPRequestDecoder`` at the edge, ``StrictHTTPResponseDecoder`` on backend
+// connections): CRLF lines, field lines, the framing the fields give a body, and a body by length or in
+// chunks with trailers. Each decoder keeps its own start line and its own rules about a body without framing.
+
+/// Where a strict decoder delivers the parts of a message as it decodes them: ``HTTPRequestDecoderOutput``
+/// (requests, `HTTPServerRequestPart`) or ``HTTPResponseDecoderOutput`` (responses, `HTTPClientResponsePart`).
+public protocol HTTP1PartOutput {
+    associatedtype Head: Equatable & Sendable
+    func received(_ part: HTTPPart<Head, ByteBuffer>)
+}
+
+/// Why a strict HTTP/1 decoder refused its input. The reason is for logs only.
+public struct HTTP1SyntaxError: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Kind: Equatable, Sendable {
+        /// Malformed or ambiguous bytes: bad characters, bad framing, anything that could split a message.
+        case malformed
+        /// A head or trailer section over its byte or field limit.
+        case tooLarge
+    }
+
+    public let kind: Kind
+    public let reason: String
+
+    static func malformed(_ reason: String) -> HTTP1SyntaxError {
+        HTTP1SyntaxError(kind: .malformed, reason: reason)
+    }
+
+    static func tooLarge(_ reason: String) -> HTTP1SyntaxError {
+        HTTP1SyntaxError(kind: .tooLarge, reason: reason)
+    }
+
+    public var description: String {
+        switch self.kind {
+        case .malformed: return "malformed HTTP/1: \(self.reason)"
+        case .tooLarge: return "HTTP/1 head too large: \(self.reason)"
+        }
+    }
+}
+
+/// The limits a strict decoder puts on a head (start line plus header section) and on each trailer section.
+public struct HTTP1HeadLimits: Sendable, Equatable {
+    /// Start line plus header section, in bytes, CRLFs included (the final empty line too).
+    public var maxHeaderBytes: Int
+    /// Header fields per message (trailer fields are counted separately with the same limit).
+    public var maxHeaderCount: Int
+    /// A chunk-size line (size plus extensions) may not be longer than this.
+    public var maxChunkLineBytes: Int
+
+    /// The defaults are the edge's, for requests from clients (``StrictHTTPRequestDecoder``).
+    public init(maxHeaderBytes: Int = 65536, maxHeaderCount: Int = 100, maxChunkLineBytes: Int = 4096) {
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxHeaderCount = maxHeaderCount
+        self.maxChunkLineBytes = maxChunkLineBytes
+    }
+}
+
+/// The CRLF lines of one message's head or trailer section, and its field lines. It remembers how far an
+/// unfinished line has been scanned, so input arriving byte by byte costs O(n), and counts the section's
+/// bytes and fields against the limits as it goes.
+struct HTTP1LineReader {
+    struct Line {
+        /// Bytes before the CRLF.
+        var content: Int
+        /// Bytes including the CRLF.
+        var total: Int
+    }
+
+    static let cr = UInt8(ascii: "\r")
+    static let lf = UInt8(ascii: "\n")
+
+    /// Bytes of the current head (or trailer section) consumed so far.
+    private(set) var sectionBytes = 0
+    /// How far the current, unfinished line has been scanned for LF.
+    private var scanned = 0
+    private var fieldCount = 0
+
+    enum BeforeMessage {
+        case needMoreData
+        /// An empty line was consumed.
+        case skippedEmptyLine
+        /// The next byte starts a message.
+        case messageStarts
+    }
+
+    /// Between messages: an empty line (CRLF) is skipped, as RFC 9112 section 2.2 asks of a server before a
+    /// request line and llhttp does before a response too (a backend's stray CRLF after a body). A CR not
+    /// followed by LF is refused.
+    static func skipEmptyLine(_ buffer: inout ByteBuffer) throws -> BeforeMessage {
+        guard let first = buffer.readableBytesView.first else { return .needMoreData }
+        guard first == Self.cr else { return .messageStarts }
+        guard buffer.readableBytes >= 2 else { return .needMoreData }
+        guard buffer.getInteger(at: buffer.readerIndex + 1, as: UInt8.self) == Self.lf else {
+            throw HTTP1SyntaxError.malformed("bare CR")
+        }
+        buffer.moveReaderIndex(forwardBy: 2)
+        return .skippedEmptyLine
+    }
+
+    /// A new head or trailer section begins.
+    mutating func startSection() {
+        self.sectionBytes = 0
+        self.fieldCount = 0
+        self.scanned = 0
+    }
+
+    /// The next line of the section, or nil until it is complete. Counts against `limit` together with the
+    /// section's lines before it.
+    mutating func nextSectionLine(_ buffer: ByteBuffer, limit: Int) throws -> Line? {
+        try self.nextLine(buffer, used: self.sectionBytes, limit: limit) {
+            HTTP1SyntaxError.tooLarge("more than \(limit) bytes")
+        }
+    }
+
+    /// A chunk-size line, which counts against no section.
+    mutating func nextChunkLine(_ buffer: ByteBuffer, limit: Int) throws -> Line? {
+        try self.nextLine(buffer, used: 0, limit: limit) { HTTP1SyntaxError.malformed("chunk size line too long") }
+    }
+
+    /// Consumes a line of the section.
+    mutating func consume(_ buffer: inout ByteBuffer, _ line: Line) {
+        buffer.moveReaderIndex(forwardBy: line.total)
+        self.sectionBytes += line.total
+    }
+
+    enum FieldLine {
+        case field(name: String, value: String)
+        /// The empty line that ends a header or trailer section.
+        case endOfSection
+    }
+
+    /// Consumes the field lines of a header section as they arrive, into `fields`: true once its empty line is
+    /// read.
+    mutating func readFields(_ buffer: inout ByteBuffer, into fields: inout [(String, String)],
+                             limits: HTTP1HeadLimits) throws -> Bool {
+        while let line = try self.nextField(&buffer, limits: limits) {
+            switch line {
+            case .field(let name, let value): fields.append((name, value))
+            case .endOfSection: return true
+            }
+        }
+        return false
+    }
+
+    /// Consumes the next field line of a header or trailer section, or the empty line after it; nil until
+    /// the line is complete.
+    mutating func nextField(_ buffer: inout ByteBuffer, limits: HTTP1HeadLimits) throws -> FieldLine? {
+        guard let line = try self.nextSectionLine(buffer, limit: limits.maxHeaderBytes) else { return nil }
+        if line.content == 0 {
+            self.consume(&buffer, line)
+            return .endOfSection
+        }
+        let (name, value) = try self.parseField(buffer, length: line.content, maxCount: limits.maxHeaderCount)
+        self.consume(&buffer, line)
+        return .field(name: name, value: value)
+    }
+
+    /// Finds the next CRLF-terminated line without consuming it. Refuses a bare LF, a CR inside the
+    /// line, and lines that would take the section past `limit` (checked before the line is complete,
+    /// so an endless line is refused as soon as it crosses the limit).
+    private mutating func nextLine(
+        _ buffer: ByteBuffer,
+        used: Int,
+        limit: Int,
+        overLimit: () -> HTTP1SyntaxError
+    ) throws -> Line? {
+        let start = self.scanned
+        // memchr: a head is a few hundred bytes per message, scanned for LF and then CR on every line.
+        let found: Int? = buffer.withUnsafeReadableBytes { bytes in
+            guard start < bytes.count, let base = bytes.baseAddress,
+                let hit = memchr(base + start, Int32(Self.lf), bytes.count - start)
+            else { return nil }
+            return base.distance(to: UnsafeRawPointer(hit))
+        }
+        guard let lf = found else {
+            self.scanned = buffer.readableBytes
+            if used + buffer.readableBytes > limit { throw overLimit() }
+            return nil
+        }
+        self.scanned = 0
+        let total = lf + 1
+        if used + total > limit { throw overLimit() }
+        let hasBareCR: Bool? = buffer.withUnsafeReadableBytes { bytes in
+            guard lf >= 1, bytes[lf - 1] == Self.cr, let base = bytes.baseAddress else { return nil }
+            return memchr(base, Int32(Self.cr), lf - 1) != nil
+        }
+        guard let bareCR = hasBareCR else { throw HTTP1SyntaxError.malformed("bare LF") }
+        if bareCR { throw HTTP1SyntaxError.malformed("bare CR") }
+        return Line(content: lf - 1, total: total)
+    }
+
+    /// One field line (`name: value`, RFC 9112 section 5): a token for a name, no whitespace before the
+    /// colon, no obsolete line folding, a value of visible characters, spaces and tabs, trimmed.
+    private mutating func parseField(_ buffer: ByteBuffer, length: Int, maxCount: Int) throws -> (name: String, value: String) {
+        self.fieldCount += 1
+        if self.fieldCount > maxCount {
+            throw HTTP1SyntaxError.tooLarge("more than \(maxCount) fields")
+        }
+        let parsed: Result<(String, String), HTTP1SyntaxError> = buffer.withUnsafeReadableBytes { all in
+            let bytes = UnsafeRawBufferPointer(rebasing: all[0..<length])
+            if HTTP1Syntax.isWhitespace(bytes[0]) {
+                return .failure(.malformed("obsolete line folding"))
+            }
+            guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")), colon > 0,
+                bytes[0..<colon].allSatisfy(HTTP1Syntax.isTokenChar)
+            else { return .failure(.malformed("malformed header field name")) }
+            var valueStart = colon + 1
+            var valueEnd = bytes.count
+            while valueStart < valueEnd, HTTP1Syntax.isWhitespace(bytes[valueStart]) { valueStart += 1 }
+            while valueEnd > valueStart, HTTP1Syntax.isWhitespace(bytes[valueEnd - 1]) { valueEnd -= 1 }
+            guard bytes[valueStart..<valueEnd].allSatisfy(HTTP1Syntax.isFieldValueChar) else {
+                return .failure(.malformed("invalid character in header field value"))
+            }
+            let name = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[0..<colon]), as: UTF8.self)
+            let value = String(
+                decoding: UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd]),
+                as: UTF8.self
+            )
+            return .success((name, value))
+        }
+        return try parsed.get()
+    }
+}
+
+/// How a message's fields frame its body (RFC 9112 section 6), before the rules of its kind: a request
+/// without either field has no body, a response without either is delimited by the connection's close.
+enum HTTP1BodyFraming: Equatable {
+    /// Neither `Transfer-Encoding` nor `Content-Length`.
+    case unframed
+    case length(Int)
+    case chunked
+
+    /// Refuses both fields together, a transfer coding other than exactly `chunked`, an invalid length and
+    /// differing lengths. Equal repeated lengths are folded into one field in `headers`: never passed on as
+    /// sent (RFC 9110 section 8.6), as HAProxy sends them.
+    /// One pass over the fields, comparing names in place: `headers[canonicalForm:]` would allocate two arrays
+    /// per message.
+    static func of(_ headers: inout HTTPHeaders) throws -> HTTP1BodyFraming {
+        var transferEncodings = 0
+        var isChunked = false
+        var contentLengths = 0
+        var length: Int?
+        var lengthsValid = true
+        var lengthsDiffer = false
+        var lengthIsList = false
+        for (name, value) in headers {
+            if HTTP1Syntax.equalsIgnoringASCIICase(name, "transfer-encoding") {
+                transferEncodings += 1
+                isChunked = HTTP1Syntax.equalsIgnoringASCIICase(value, "chunked")
+            } else if HTTP1Syntax.equalsIgnoringASCIICase(name, "content-length") {
+                contentLengths += 1
+                lengthIsList = lengthIsList || value.utf8.contains(UInt8(ascii: ","))
+                guard let parsed = HTTP1Syntax.parseContentLength(value) else {
+                    lengthsValid = false
+                    continue
+                }
+                if let seen = length, seen != parsed { lengthsDiffer = true }
+                length = parsed
+            }
+        }
+        if transferEncodings > 0 && contentLengths > 0 {
+            throw HTTP1SyntaxError.malformed("both Content-Length and Transfer-Encoding")
+        }
+        if transferEncodings > 0 {
+            guard transferEncodings == 1, isChunked else {
+                throw HTTP1SyntaxError.malformed("unsupported Transfer-Encoding")
+            }
+            return .chunked
+        }
+        guard contentLengths > 0 else { return .unframed }
+        guard lengthsValid, let length else { throw HTTP1SyntaxError.malformed("invalid Content-Length") }
+        if lengthsDiffer { throw HTTP1SyntaxError.malformed("differing Content-Length values") }
+        if contentLengths > 1 || lengthIsList {
+            headers.replaceOrAdd(name: "content-length", value: String(length))
+        }
+        return .length(length)
+    }
+
+    /// The decoder of a body so framed, or nil for none: a length of zero, or no framing when
+    /// `unframed` is nil (a request; a response's body then lasts until the close).
+    func body(unframed: HTTP1BodyDecoder.State?) -> HTTP1BodyDecoder? {
+        switch self {
+        case .unframed: return unframed.map(HTTP1BodyDecoder.init)
+        case .length(0): return nil
+        case .length(let length): return HTTP1BodyDecoder(.fixed(remaining: length))
+        case .chunked: return HTTP1BodyDecoder(.chunkSize)
+        }
+    }
+}
+
+/// A message body as it arrives: a length's worth of bytes, chunks and their trailers, or everything until
+/// the connection closes. Streamed, never buffered whole; transfer codings other than `chunked` are refused
+/// before a body starts (``HTTP1BodyFraming``).
+struct HTTP1BodyDecoder {
+    enum State {
+        case fixed(remaining: Int)
+        /// A response without framing: its body ends when the input does.
+        case untilClose
+        case chunkSize
+        case chunkData(remaining: Int)
+        case chunkDataEnd
+        case trailers
+    }
+
+    enum Step: Equatable {
+        /// Decode again: the buffer may hold more.
+        case `continue`
+        case needMoreData
+        /// The body and its message are over (the end was delivered).
+        case ended
+    }
+
+    private var state: State
+    private var trailers = HTTPHeaders()
+
+    /// A body with a length of more than zero, chunked, or delimited by the close.
+    init(_ state: State) {
+        self.state = state
+    }
+
+    /// Whether the body ends with the input (a close-delimited response).
+    var endsWithInput: Bool {
+        if case .untilClose = self.state { return true }
+        return false
+    }
+
+    /// One step: delivers the data it read and the message's end to `output`.
+    mutating func decode(
+        _ buffer: inout ByteBuffer,
+        lines: inout HTTP1LineReader,
+        limits: HTTP1HeadLimits,
+        into output: some HTTP1PartOutput
+    ) throws -> Step {
+        switch self.state {
+        case .fixed(let remaining):
+            guard buffer.readableBytes > 0, let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))
+            else { return .needMoreData }
+            let left = remaining - slice.readableBytes
+            self.state = .fixed(remaining: left)
+            output.received(.body(slice))
+            if left > 0 { return .continue }
+            output.received(.end(nil))
+            return .ended
+
+        case .untilClose:
+            guard buffer.readableBytes > 0, let slice = buffer.readSlice(length: buffer.readableBytes) else {
+                return .needMoreData
+            }
+            output.received(.body(slice))
+            return .continue
+
+        case .chunkSize:
+            guard let line = try lines.nextChunkLine(buffer, limit: limits.maxChunkLineBytes) else {
+                return .needMoreData
+            }
+            let size = try HTTP1Syntax.parseChunkSize(buffer, length: line.content)
+            buffer.moveReaderIndex(forwardBy: line.total)
+            if size == 0 {
+                lines.startSection()
+                self.trailers = HTTPHeaders()
+                self.state = .trailers
+            } else {
+                self.state = .chunkData(remaining: size)
+            }
+            return .continue
+
+        case .chunkData(let remaining):
+            guard buffer.readableBytes > 0, let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))
+            else { return .needMoreData }
+            let left = remaining - slice.readableBytes
+            self.state = left == 0 ? .chunkDataEnd : .chunkData(remaining: left)
+            output.received(.body(slice))
+            return .continue
+
+        case .chunkDataEnd:
+            guard buffer.readableBytes >= 2 else {
+                if let first = buffer.readableBytesView.first, first != HTTP1LineReader.cr {
+                    throw HTTP1SyntaxError.malformed("chunk data not followed by CRLF")
+                }
+                return .needMoreData
+            }
+            guard buffer.getInteger(at: buffer.readerIndex, as: UInt16.self) == 0x0D0A else {
+                throw HTTP1SyntaxError.malformed("chunk data not followed by CRLF")
+            }
+            buffer.moveReaderIndex(forwardBy: 2)
+            self.state = .chunkSize
+            return .continue
+
+        case .trailers:
+            switch try lines.nextField(&buffer, limits: limits) {
+            case nil:
+                return .needMoreData
+            case .field(let name, let value):
+                self.trailers.add(name: name, value: value)
+                return .continue
+            case .endOfSection:
+                let trailers = self.trailers
+                self.trailers = HTTPHeaders()
+                output.received(.end(trailers.isEmpty ? nil : trailers))
+                return .ended
+            }
+        }
+    }
+}
+
+/// Character classes and numbers of HTTP/1 (RFC 9110 section 5.6, RFC 9112 section 7.1).
+enum HTTP1Syntax {
+    /// Token characters (RFC 9110 section 5.6.2: ALPHA, DIGIT and `!#$%&'*+-.^_`|~`) as two bit sets, bytes
+    /// 0-63 and 64-127: one shift and test per byte of every field name.
+    private static let tokenCharsLow: UInt64 = 0x03ff_6cfa_0000_0000
+    private static let tokenCharsHigh: UInt64 = 0x57ff_ffff_c7ff_fffe
+
+    static func isTokenChar(_ byte: UInt8) -> Bool {
+        if byte < 64 { return (Self.tokenCharsLow >> UInt64(byte)) & 1 == 1 }
+        if byte < 128 { return (Self.tokenCharsHigh >> UInt64(byte &- 64)) & 1 == 1 }
+        return false
+    }
+
+    /// Whether `text` is `lowercased` in any case (`lowercased` is ASCII lowercase). On the text's contiguous
+    /// UTF-8 (a decoded field always has it) without an iterator per byte, and the length compared first.
+    static func equalsIgnoringASCIICase(_ text: String, _ lowercased: StaticString) -> Bool {
+        let expected = UnsafeBufferPointer(start: lowercased.utf8Start, count: lowercased.utf8CodeUnitCount)
+        let contiguous = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            guard bytes.count == expected.count else { return false }
+            for index in 0..<bytes.count {
+                let byte = bytes[index]
+                if (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) != expected[index] {
+                    return false
+                }
+            }
+            return true
+        }
+        return contiguous ?? ProxyHeaders.equalsIgnoringASCIICase(text.utf8, lowercased: expected)
+    }
+
+    static func isWhitespace(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t")
+    }
+
+    /// VCHAR, obs-text, SP and HTAB; never NUL, CR, LF or other controls.
+    static func isFieldValueChar(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: "\t") || (byte >= 0x20 && byte != 0x7F)
+    }
+
+    /// One `Content-Length` field value; a list (`5, 5`) is allowed only if every element is equal. One pass
+    /// over the bytes, allocating nothing (a backend's length is read on every response).
+    static func parseContentLength(_ value: String) -> Int? {
+        var result: Int?
+        var number = 0
+        var digits = 0
+        var afterDigits = false  // whitespace seen after the element's digits
+        func endElement() -> Bool {
+            guard digits > 0 else { return false }
+            if let seen = result, seen != number { return false }
+            result = number
+            return true
+        }
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"):
+                guard !afterDigits, digits < 18 else { return nil }
+                number = number * 10 + Int(byte - UInt8(ascii: "0"))
+                digits += 1
+            case UInt8(ascii: " "), UInt8(ascii: "\t"):
+                afterDigits = digits > 0
+            case UInt8(ascii: ","):
+                guard endElement() else { return nil }
+                number = 0
+                digits = 0
+                afterDigits = false
+            default:
+                return nil
+            }
+        }
+        guard endElement() else { return nil }
+        return result
+    }
+
+    static func parseChunkSize(_ buffer: ByteBuffer, length: Int) throws -> Int {
+        let size: Int? = buffer.withUnsafeReadableBytes { all in
+            let bytes = UnsafeRawBufferPointer(rebasing: all[0..<length])
+            var index = 0
+            var value = 0
+            while index < bytes.count, let digit = hexValue(bytes[index]) {
+                if index >= 15 { return nil }  // would overflow 60 bits: refuse
+                value = value << 4 | digit
+                index += 1
+            }
+            guard index > 0 else { return nil }
+            // Optional chunk extensions: BWS ";" ext, where ext carries no control characters.
+            var rest = index
+            while rest < bytes.count, isWhitespace(bytes[rest]) { rest += 1 }
+            if rest == bytes.count {
+                return rest == index ? value : nil
+            }
+            guard bytes[rest] == UInt8(ascii: ";") else { return nil }
+            guard bytes[(rest + 1)...].allSatisfy(isFieldValueChar) else { return nil }
+            return value
+        }
+        guard let size else { throw HTTP1SyntaxError.malformed("invalid chunk size") }
+        return size
+    }
+
+    private static func hexValue(_ byte: UInt8) -> Int? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return Int(byte - UInt8(ascii: "0"))
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return Int(byte - UInt8(ascii: "a") + 10)
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return Int(byte - UInt8(ascii: "A") + 10)
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,208 @@
+import NIOCore
+import NIOHTTP1
+
+/// A strict HTTP/1.x response decoder for backend connections, in place of NIO's llhttp-based
+/// `HTTPResponseDecoder`.
+///
+/// A proxy must not let a backend split or smuggle responses: what this decoder takes for one response is
+/// what any other parser would take for it. It refuses, as llhttp does and more:
+/// - both `Content-Length` and `Transfer-Encoding`; differing duplicate `Content-Length`s (equal ones are
+///   folded into one header); a length that is not digits; a transfer coding other than exactly `chunked`;
+/// - an invalid chunk size or chunk extension, chunk data not followed by CRLF;
+/// - obsolete line folding, a bare CR or a bare LF, whitespace before the colon;
+/// - CTL characters (NUL included) in the status line, field names or values;
+/// - a status line other than `HTTP/1.1` or `HTTP/1.0`, a three-digit status of at least 100 and an optional
+///   reason phrase;
+/// - a response when no request is waiting for one.
+///
+/// Empty lines between responses are skipped, as llhttp skipped them.
+///
+/// Framing (RFC 9112 section 6.3): a response to `HEAD` (or `CONNECT`), a 1xx, 204 or 304 has no body
+/// whatever its fields say; otherwise a chunked body, a `Content-Length` one, or, with neither, a body
+/// delimited by the connection's close (``decodeEndOfInput(into:)`` ends it).
+///
+/// Informational responses are as NIO's decoder has them by default (`informationalResponseStrategy: .drop`):
+/// a 1xx other than 101 is checked and dropped, and the request still waits for its final response. A `101`
+/// is delivered (head and end) and ends HTTP on the connection (``hasHandedOff``): the bytes after it are
+/// left unread for the tunnel that takes over. (llhttp also ends HTTP there.)
+///
+/// The head (status line plus header section, CRLFs included) may be at most
+/// ``defaultLimits``'s 80 KiB, as NIO's default limit on a response's field names and values was.
+///
+/// It is not a channel handler: the backend connection's handler runs it on the connection's bytes, tells it
+/// of each request head it writes (``expectResponse(to:)``, which pairs responses with requests), and it
+/// delivers what it decodes to an ``HTTPResponseDecoderOutput`` by direct call. It works line by line and
+/// remembers how far it has scanned, so byte-by-byte input costs O(n); bodies are streamed as they arrive.
+public struct StrictHTTPResponseDecoder {
+    public typealias Progress = StrictHTTPRequestDecoder.Progress
+    public typealias Limits = HTTP1HeadLimits
+
+    /// 80 KiB of head, the figure of NIO's `NIOHTTPDecoderLimitConfiguration` (which counted names and values
+    /// only; this counts the whole head, so it is a little stricter), and NIO's field count.
+    public static let defaultLimits = Limits(maxHeaderBytes: 80 * 1024, maxHeaderCount: Int(UInt16.max) - 1,
+                                             maxChunkLineBytes: 4096)
+
+    private enum State {
+        /// Between responses: nothing of the next one seen yet.
+        case idle
+        case statusLine
+        case headers
+        /// In `body`.
+        case body
+        /// A `101` ended HTTP on this connection: bytes are held for the tunnel.
+        case handedOff
+    }
+
+    private let limits: Limits
+    private var state: State = .idle
+    private var lines = HTTP1LineReader()
+    private var body = HTTP1BodyDecoder(.untilClose)
+    /// The methods of the requests written and not answered yet, oldest first.
+    private var requests = CircularBuffer<HTTPMethod>(initialCapacity: 4)
+    private var version = HTTPVersion.http1_1
+    private var status = 0
+    /// The fields of the head being read, with room reserved as NIO's decoder reserves it.
+    private var fields: [(String, String)] = []
+
+    public init(limits: Limits = Self.defaultLimits) {
+        self.limits = limits
+    }
+
+    /// A request head was written: the next response not yet paired answers it.
+    public mutating func expectResponse(to head: HTTPRequestHead) {
+        self.requests.append(head.method)
+    }
+
+    /// A `101` ended HTTP on this connection: nothing more is decoded.
+    public var hasHandedOff: Bool {
+        if case .handedOff = self.state { return true }
+        return false
+    }
+
+    /// One step: consumes what it can of `buffer` and tells `output` what it found. Throws an
+    /// ``HTTP1SyntaxError`` when the input is refused; the decoder is then of no further use.
+    public mutating func decode(_ buffer: inout ByteBuffer, into output: some HTTPResponseDecoderOutput) throws -> Progress {
+        switch self.state {
+        case .idle:
+            switch try HTTP1LineReader.skipEmptyLine(&buffer) {
+            case .needMoreData: return .needMoreData
+            case .skippedEmptyLine: return .continue
+            case .messageStarts: break
+            }
+            guard !self.requests.isEmpty else { throw HTTP1SyntaxError.malformed("a response without a request") }
+            self.lines.startSection()
+            self.fields.reserveCapacity(16)
+            self.state = .statusLine
+            return .continue
+
+        case .statusLine:
+            guard let line = try self.lines.nextSectionLine(buffer, limit: self.limits.maxHeaderBytes) else {
+                return .needMoreData
+            }
+            try self.parseStatusLine(buffer, length: line.content)
+            self.lines.consume(&buffer, line)
+            self.state = .headers
+            return .continue
+
+        case .headers:
+            guard try self.lines.readFields(&buffer, into: &self.fields, limits: self.limits) else { return .needMoreData }
+            try self.finishHead(into: output)
+            return .continue
+
+        case .body:
+            let step = try self.body.decode(&buffer, lines: &self.lines, limits: self.limits, into: output)
+            if step == .ended { self.state = .idle }
+            return step == .needMoreData ? .needMoreData : .continue
+
+        case .handedOff:
+            return .needMoreData
+        }
+    }
+
+    /// The input ended (the backend closed): a response delimited by the close ends here. Throws when a
+    /// response was cut short (its head, its length or its chunks incomplete), as llhttp did.
+    public mutating func decodeEndOfInput(into output: some HTTPResponseDecoderOutput) throws {
+        switch self.state {
+        case .idle, .handedOff:
+            return
+        case .body where self.body.endsWithInput:
+            self.state = .idle
+            output.received(.end(nil))
+        case .statusLine, .headers, .body:
+            throw HTTP1SyntaxError.malformed("the input ended inside a response")
+        }
+    }
+
+    // MARK: - Status line and framing
+
+    /// `HTTP/1.1 200 OK`: the version, a status code of three digits from 100, and an optional reason phrase
+    /// (dropped, as NIO's decoder dropped it: the status carries the standard one).
+    private mutating func parseStatusLine(_ buffer: ByteBuffer, length: Int) throws {
+        let parsed: (minor: Int, status: Int)? = buffer.withUnsafeReadableBytes { all in
+            let bytes = UnsafeRawBufferPointer(rebasing: all[0..<length])
+            guard bytes.count >= 12, bytes.prefix(7).elementsEqual("HTTP/1.".utf8), bytes[8] == UInt8(ascii: " ")
+            else { return nil }
+            let minor: Int
+            switch bytes[7] {
+            case UInt8(ascii: "1"): minor = 1
+            case UInt8(ascii: "0"): minor = 0
+            default: return nil
+            }
+            var status = 0
+            for byte in bytes[9..<12] {
+                guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { return nil }
+                status = status * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            guard status >= 100 else { return nil }
+            if bytes.count > 12 {
+                guard bytes[12] == UInt8(ascii: " "), bytes[13...].allSatisfy(HTTP1Syntax.isFieldValueChar) else {
+                    return nil
+                }
+            }
+            return (minor, status)
+        }
+        guard let (minor, status) = parsed else { throw HTTP1SyntaxError.malformed("malformed status line") }
+        self.version = minor == 1 ? .http1_1 : .http1_0
+        self.status = status
+    }
+
+    private mutating func finishHead(into output: some HTTPResponseDecoderOutput) throws {
+        var headers = HTTPHeaders(self.fields)
+        self.fields = []
+        // Checked whatever the status: a response whose framing is refused is refused even when bodiless.
+        let framing = try HTTP1BodyFraming.of(&headers)
+        if self.status < 200 && self.status != 101 {
+            // Informational: dropped, and the request still waits for its final response.
+            self.state = .idle
+            return
+        }
+        let method = self.requests.removeFirst()
+        let head = HTTPResponseHead(version: self.version, status: HTTPResponseStatus(statusCode: self.status),
+                                    headers: headers)
+        if self.status == 101 {
+            self.state = .handedOff
+            output.received(.head(head))
+            output.received(.end(nil))
+            return
+        }
+        var next = State.idle
+        let bodiless = method == .HEAD || method == .CONNECT || self.status == 204 || self.status == 304
+        if !bodiless, let body = framing.body(unframed: .untilClose) {
+            self.body = body
+            next = .body
+        }
+        self.state = next
+        output.received(.head(head))
+        if case .idle = next {
+            output.received(.end(nil))
+        }
+    }
+}
+
+@available(*, unavailable)
+extension StrictHTTPResponseDecoder: Sendable {}
+
+/// Where a ``StrictHTTPResponseDecoder`` delivers what it decodes, as it decodes it.
+public protocol HTTPResponseDecoderOutput: HTTP1PartOutput where Head == HTTPResponseHead {
+    func received(_ part: HTTPClientResponsePart)
+}
