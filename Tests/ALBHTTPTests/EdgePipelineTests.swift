@@ -231,12 +231,7 @@ final class EdgePipelineTests: XCTestCase {
         let channel = try makeEdgeChannel(responder: responder)
         channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         try channel.writeInbound(ByteBuffer(string: "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\rQ\n"))
-        channel.embeddedEventLoop.run()
-        let text = try outboundText(channel)
-        XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK"), text)
-        XCTAssertTrue(text.lowercased().contains("connection: close"), text)
-        XCTAssertTrue(text.hasSuffix("ok"), "nothing may follow the response that said Connection: close: \(text)")
-        XCTAssertFalse(channel.isActive)
+        try assertOnlyAClosingResponse(channel)
     }
 
     func testQuiesceServesAHeadThatIsArrivingWithConnectionClose() throws {
@@ -266,6 +261,18 @@ final class EdgePipelineTests: XCTestCase {
         XCTAssertEqual(try outboundText(fresh), "", "a connection that sent nothing gets no response")
     }
 
+    /// What was written is one `200` saying `Connection: close`, and nothing after it; the connection closed.
+    private func assertOnlyAClosingResponse(_ channel: EmbeddedChannel, file: StaticString = #filePath,
+                                            line: UInt = #line) throws {
+        channel.embeddedEventLoop.run()
+        let text = try outboundText(channel)
+        XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK"), text, file: file, line: line)
+        XCTAssertTrue(text.lowercased().contains("connection: close"), text, file: file, line: line)
+        XCTAssertTrue(text.hasSuffix("ok"), "nothing may follow the response that said Connection: close: \(text)",
+                      file: file, line: line)
+        XCTAssertFalse(channel.isActive, file: file, line: line)
+    }
+
     func testBadPipelinedRequestAfterAGoodOneClosesAfterTheFirstResponse() throws {
         let responder = TestResponder()
         responder.autoRespond = false
@@ -292,12 +299,7 @@ final class EdgePipelineTests: XCTestCase {
         channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         try channel.writeInbound(ByteBuffer(string: "t HTTP/1.1\r\n"))
         responder.respond()
-        channel.embeddedEventLoop.run()
-        let text = try outboundText(channel)
-        XCTAssertTrue(text.hasPrefix("HTTP/1.1 200 OK"), text)
-        XCTAssertTrue(text.lowercased().contains("connection: close"), text)
-        XCTAssertTrue(text.hasSuffix("ok"), "nothing may follow the response that said Connection: close: \(text)")
-        XCTAssertFalse(channel.isActive)
+        try assertOnlyAClosingResponse(channel)
     }
 }
 

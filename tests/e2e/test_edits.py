@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 
-from conftest import free_port, get, manifest_set, refused, wait_for
+from conftest import free_port, get, manifest_set, receive_until_close, refused, wait_for
 
 LB = """\
 apiVersion: alb/v1
@@ -136,6 +136,19 @@ def serve_web(alb, backends):
     alb.start()
     alb.wait_state("web", "Running")
     return b1, port
+
+
+def serve_a_and_b(alb, backends):
+    """Listener `a` on one port forwarding to backend b1, `b` on another forwarding to b2: (a's port, b's)."""
+    b1, b2 = backends.start("b1"), backends.start("b2")
+    p1, p2 = free_port(), free_port()
+    alb.write("lb.yaml", LB)
+    alb.write("groups.yaml", docs(group("one", b1), group("two", b2)))
+    alb.write("listeners.yaml", docs(listener("a", p1, "one"), listener("b", p2, "two")))
+    alb.start()
+    alb.wait_state("a", "Running")
+    alb.wait_state("b", "Running")
+    return p1, p2
 
 
 def listening_addresses(port):
@@ -290,14 +303,7 @@ def test_a_failed_move_keeps_serving_on_the_old_port_and_recovers(alb, backends)
 
 
 def test_swapping_two_ports_in_one_edit_refuses_nothing(alb, backends):
-    b1, b2 = backends.start("b1"), backends.start("b2")
-    p1, p2 = free_port(), free_port()
-    alb.write("lb.yaml", LB)
-    alb.write("groups.yaml", docs(group("one", b1), group("two", b2)))
-    alb.write("listeners.yaml", docs(listener("a", p1, "one"), listener("b", p2, "two")))
-    alb.start()
-    alb.wait_state("a", "Running")
-    alb.wait_state("b", "Running")
+    p1, p2 = serve_a_and_b(alb, backends)
     slow = SlowRequest(p1)
     slow.start()
     slow.started.wait(5)
@@ -377,14 +383,7 @@ def test_drains_under_a_stream_of_fresh_connections_fail_none(alb, backends):
     waiting for a response. Twenty port swaps under four clients that each open a connection per request
     and send at once: every request is answered (a connection the old instance accepted gets its request
     served, with `Connection: close`), none is reset or refused."""
-    b1, b2 = backends.start("b1"), backends.start("b2")
-    p1, p2 = free_port(), free_port()
-    alb.write("lb.yaml", LB)
-    alb.write("groups.yaml", docs(group("one", b1), group("two", b2)))
-    alb.write("listeners.yaml", docs(listener("a", p1, "one"), listener("b", p2, "two")))
-    alb.start()
-    alb.wait_state("a", "Running")
-    alb.wait_state("b", "Running")
+    p1, p2 = serve_a_and_b(alb, backends)
     loops = [ClientLoop([p1, p2], limit=20000) for _ in range(4)]
     for loop in loops:
         loop.start()
@@ -406,12 +405,7 @@ def test_a_connection_that_has_not_sent_its_request_when_a_drain_begins_is_answe
     alb.process.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     s.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
-    response = b""
-    while True:  # until alb closes
-        data = s.recv(65536)
-        if not data:
-            break
-        response += data
+    response = receive_until_close(s)
     s.close()
     head = response.split(b"\r\n\r\n")[0].decode().lower()
     assert head.startswith("http/1.1 200"), response

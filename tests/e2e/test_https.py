@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import free_port, wait_for
+from conftest import free_port, receive_until_close, wait_for
 
 
 def make_cert(folder, name, names):
@@ -460,15 +460,7 @@ def test_a_drain_during_the_tls_handshake_reaches_the_connection_after_it(alb, b
     context.set_alpn_protocols(["http/1.1"])
     tls = context.wrap_socket(raw_socket, server_hostname="main.example.com")
     tls.sendall(b"GET / HTTP/1.1\r\nHost: main.example.com\r\n\r\n")
-    response = b""
-    while True:  # until alb closes
-        try:
-            data = tls.recv(65536)
-        except ssl.SSLZeroReturnError:
-            break
-        if not data:
-            break
-        response += data
+    response = receive_until_close(tls)
     tls.close()
     head = response.split(b"\r\n\r\n")[0].decode().lower()
     assert head.startswith("http/1.1 200"), response
