@@ -145,15 +145,22 @@ public enum ProxyHeaders {
             names.append("close")
             return
         }
-        var rest = Substring(value)
-        while !rest.isEmpty {
-            // Split on the character, as `HTTPHeaders[canonicalForm:]` does.
-            let comma = rest.firstIndex(of: ",") ?? rest.endIndex
-            let token = rest[..<comma].trimmingOWS
-            rest = comma == rest.endIndex ? rest[comma...] : rest[rest.index(after: comma)...]
-            if !token.isEmpty && Self.hopByHopIndex(token) == nil {
+        Self.forEachListItem(in: value) { token in
+            if Self.hopByHopIndex(token) == nil {
                 names.append(token.lowercased())
             }
+        }
+    }
+
+    /// Each non-empty item of a comma-separated field value, without its surrounding whitespace, split on the
+    /// character as `HTTPHeaders[canonicalForm:]` splits; nothing is allocated.
+    private static func forEachListItem(in value: String, _ body: (Substring) -> Void) {
+        var rest = Substring(value)
+        while !rest.isEmpty {
+            let comma = rest.firstIndex(of: ",") ?? rest.endIndex
+            let item = rest[..<comma].trimmingOWS
+            rest = comma == rest.endIndex ? rest[comma...] : rest[rest.index(after: comma)...]
+            if !item.isEmpty { body(item) }
         }
     }
 
@@ -188,18 +195,12 @@ public enum ProxyHeaders {
     public static func isKeepAlive(_ head: HTTPResponseHead) -> Bool {
         var seen: Bool?
         for (name, value) in head.headers where HTTP1Syntax.equalsIgnoringASCIICase(name, "connection") {
-            var start = value.utf8.startIndex
-            let end = value.utf8.endIndex
-            while start < end {
-                let comma = value.utf8[start...].firstIndex(of: UInt8(ascii: ",")) ?? end
-                let word = value.utf8[start..<comma].drop(while: HTTP1Syntax.isWhitespace)
-                    .reversed().drop(while: HTTP1Syntax.isWhitespace).reversed()
-                if Self.equalsIgnoringASCIICase(word, lowercased: "close".utf8) {
+            Self.forEachListItem(in: value) { token in
+                if Self.equalsIgnoringASCIICase(token.utf8, lowercased: "close".utf8) {
                     seen = false
-                } else if Self.equalsIgnoringASCIICase(word, lowercased: "keep-alive".utf8) {
+                } else if Self.equalsIgnoringASCIICase(token.utf8, lowercased: "keep-alive".utf8) {
                     seen = seen == nil
                 }
-                start = comma == end ? end : value.utf8.index(after: comma)
             }
         }
         return seen ?? (head.version.major == 1 && head.version.minor >= 1)
@@ -228,29 +229,11 @@ public enum ProxyHeaders {
         return true
     }
 
-    /// Token characters (RFC 9110 §5.6.2) as a bit set over bytes 0-127: one shift per byte instead
-    /// of a chain of comparisons, on the string's contiguous UTF-8 where it has one.
-    private static let tokenLow: UInt64 = Self.tokenMask(0..<64)
-    private static let tokenHigh: UInt64 = Self.tokenMask(64..<128)
-
-    private static func tokenMask(_ range: Range<UInt8>) -> UInt64 {
-        range.reduce(0) { mask, byte in
-            HTTP1Syntax.isTokenChar(byte) ? mask | (1 << UInt64(byte - range.lowerBound)) : mask
-        }
-    }
-
-    /// A non-empty token (RFC 9110 section 5.6.2): header names here, methods and names on the wire too.
+    /// A non-empty token (RFC 9110 section 5.6.2): header names here, methods and names on the wire too. On the
+    /// string's contiguous UTF-8 where it has one.
     static func isToken(_ name: String) -> Bool {
-        let low = Self.tokenLow
-        let high = Self.tokenHigh
-        func check(_ bytes: some Sequence<UInt8>) -> Bool {
-            var any = false
-            for byte in bytes {
-                any = true
-                let bit: UInt64 = byte < 64 ? low >> UInt64(byte) : byte < 128 ? high >> UInt64(byte &- 64) : 0
-                if bit & 1 == 0 { return false }
-            }
-            return any
+        func check(_ bytes: some Collection<UInt8>) -> Bool {
+            !bytes.isEmpty && bytes.allSatisfy(HTTP1Syntax.isTokenChar)
         }
         return name.utf8.withContiguousStorageIfAvailable { check($0) } ?? check(name.utf8)
     }
@@ -396,9 +379,8 @@ extension Substring {
     /// Without leading and trailing spaces and tabs (RFC 9110 OWS), trimmed bytewise like
     /// `HTTPHeaders[canonicalForm:]`.
     fileprivate var trimmingOWS: Substring {
-        let isOWS: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
-        guard let first = self.utf8.firstIndex(where: { !isOWS($0) }),
-            let last = self.utf8.lastIndex(where: { !isOWS($0) })
+        guard let first = self.utf8.firstIndex(where: { !HTTP1Syntax.isWhitespace($0) }),
+            let last = self.utf8.lastIndex(where: { !HTTP1Syntax.isWhitespace($0) })
         else { return Substring() }
         return Substring(self.utf8[first...last])
     }

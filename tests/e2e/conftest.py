@@ -83,6 +83,22 @@ def receive_until_close(s, first_only=False):
     return b"".join(chunks)
 
 
+def accepted_then_drained(alb, port):
+    """A connection alb has accepted, then SIGTERM to alb (a drain) before the client sends anything on it."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    time.sleep(0.3)  # accepted by alb, nothing sent yet
+    alb.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    return s
+
+
+def assert_ok_saying_close(response):
+    """`response` (raw bytes) is a 200 whose head says `Connection: close`."""
+    head = response.split(b"\r\n\r\n")[0].decode().lower()
+    assert head.startswith("http/1.1 200"), response
+    assert "connection: close" in head, response
+
+
 def raw(port, data, timeout=5, read_until_close=True):
     """Sends raw bytes and returns everything the listener answers until it closes (or times out)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:

@@ -10,7 +10,8 @@ import socket
 import threading
 import time
 
-from conftest import free_port, get, manifest_set, receive_until_close, refused, wait_for
+from conftest import (accepted_then_drained, assert_ok_saying_close, free_port, get, manifest_set,
+                      receive_until_close, refused, wait_for)
 
 LB = """\
 apiVersion: alb/v1
@@ -400,14 +401,9 @@ def test_a_connection_that_has_not_sent_its_request_when_a_drain_begins_is_answe
     """SIGTERM between a client's connect and its request: the request is served, saying
     `Connection: close`, the connection then closes, and the process exits at once after it."""
     b1, port = serve_web(alb, backends)
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    time.sleep(0.3)  # accepted by alb, nothing sent yet
-    alb.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    s = accepted_then_drained(alb, port)
     s.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
     response = receive_until_close(s)
     s.close()
-    head = response.split(b"\r\n\r\n")[0].decode().lower()
-    assert head.startswith("http/1.1 200"), response
-    assert "connection: close" in head, response
+    assert_ok_saying_close(response)
     assert alb.process.wait(timeout=10) == 0

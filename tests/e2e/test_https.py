@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import free_port, receive_until_close, wait_for
+from conftest import accepted_then_drained, assert_ok_saying_close, free_port, receive_until_close, wait_for
 
 
 def make_cert(folder, name, names):
@@ -449,22 +449,16 @@ def test_a_drain_during_the_tls_handshake_reaches_the_connection_after_it(alb, b
     """SIGTERM while a client's TLS handshake has not begun (the listener offers h2 and http/1.1, so the
     HTTP side is chosen at the handshake's end): the client's HTTP/1.1 request is served saying
     `Connection: close` and the connection closes, instead of staying open until the drain's deadline."""
-    import signal
     import time
     port, _ = serve_https(alb, backends, certs)
-    raw_socket = socket.create_connection(("127.0.0.1", port), timeout=10)
-    time.sleep(0.3)  # accepted by alb, no ClientHello yet
-    alb.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    raw_socket = accepted_then_drained(alb, port)  # no ClientHello yet
     context = ssl.create_default_context(cafile=str(certs["main"][0]))
     context.set_alpn_protocols(["http/1.1"])
     tls = context.wrap_socket(raw_socket, server_hostname="main.example.com")
     tls.sendall(b"GET / HTTP/1.1\r\nHost: main.example.com\r\n\r\n")
     response = receive_until_close(tls)
     tls.close()
-    head = response.split(b"\r\n\r\n")[0].decode().lower()
-    assert head.startswith("http/1.1 200"), response
-    assert "connection: close" in head, response
+    assert_ok_saying_close(response)
     started = time.monotonic()
     assert alb.process.wait(timeout=10) == 0
     assert time.monotonic() - started < 5, "the drain waited for a connection it should have closed"
