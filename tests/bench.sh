@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh),
-# the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and HTTP/2, idle TLS
-# memory), the HTTP/3 row (tests/bench_http3.py: one QUIC connection of many streams beside one HTTP/2 one), the
-# WebSocket rows (tests/bench_websocket.py: messages per second and CPU per message, direct, alb, nginx),
-# compression rows (tests/bench_compression.py: a 1 MiB JSON response, Brotli and gzip, beside nginx),
+# make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh)
+# and how each splits between user space and the kernel, beside a bare NIO relay (tests/bench_split.sh,
+# tests/nio_relay); the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and
+# HTTP/2, idle TLS memory), the HTTP/3 row (tests/bench_http3.py: one QUIC connection of many streams beside one
+# HTTP/2 one), the WebSocket rows (tests/bench_websocket.py: messages per second and CPU per message, direct, alb,
+# nginx), compression rows (tests/bench_compression.py: a 1 MiB JSON response, Brotli and gzip, beside nginx),
 # metrics on vs off (tests/bench_metrics.sh: CPU per request without --admin and with /metrics scraped), then the
 # reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads, and last the heap
 # allocations per proxied request (tests/bench_allocs.py, needs .build/alloc_counter.so: `make alloc-counter`).
@@ -23,7 +24,11 @@ fi
 peers=../shared/bench/peers.sh
 [[ -x $peers || -f $peers ]] || { echo "bench needs ../shared/bench/peers.sh" >&2; exit 1; }
 work=$(mktemp -d /tmp/alb-bench.XXXX)
-cleanup() { [[ -n ${alb_pid:-} ]] && kill "$alb_pid" 2>/dev/null; bash "$peers" stop || true; }
+cleanup() {
+  [[ -n ${alb_pid:-} ]] && kill "$alb_pid" 2>/dev/null
+  [[ -n ${relay_pid:-} ]] && kill "$relay_pid" 2>/dev/null
+  bash "$peers" stop || true
+}
 trap cleanup EXIT
 bash "$peers" start
 # Memory per idle keep-alive connection of the peers first, while they are fresh (after load their allocators
@@ -76,6 +81,19 @@ for scheduler in Wlc Sch; do
   echo "alb scheduler=$scheduler path=/ $(bash "$peers" bench 19003 "$alb_pid" / 64 5)"
 done
 write_manifest Wrr; kill -HUP "$alb_pid"; sleep 1
+# Where each proxy's CPU goes, user space against the kernel, beside the floor of any NIO proxy: tests/nio_relay
+# relays bytes between a client and a backend connection of its own (no HTTP), built from alb's own NIO checkout.
+SWIFTCI_USE_LOCAL_DEPS=1 swift build -c release --package-path tests/nio_relay >/dev/null
+taskset -c 0 tests/nio_relay/.build/release/nio-relay 19004 19000 >/dev/null & relay_pid=$!
+for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:19004/ 2>/dev/null && break; sleep 0.1; done
+for path in / /big; do
+  for peer in nginx:19001 haproxy:19002 alb:19003 nio-relay:19004; do
+    name=${peer%%:*} port=${peer##*:}
+    case $name in alb) pid=$alb_pid ;; nio-relay) pid=$relay_pid ;; *) pid=$(bash "$peers" pid "$name") ;; esac
+    echo "$name split path=$path $(bash tests/bench_split.sh "$port" "$pid" "$path" 5)"
+  done
+done
+kill "$relay_pid"; wait "$relay_pid" 2>/dev/null || true; relay_pid=
 # Memory per idle keep-alive connection, 2,000 clients as for the peers above, then 10,000 for alb alone (the
 # peers' configurations cap connections lower). alb is measured in a fresh process each time: after the load
 # above its allocator would hand the idle connections memory the load freed, and RSS would not move (a loaded

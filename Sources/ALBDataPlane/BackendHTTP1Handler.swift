@@ -47,6 +47,8 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
     /// The framing of the request body being written.
     private var body = HTTP1BodyWriter()
 
+    override var deliversCheckedFields: Bool { true }
+
     init(decoder: StrictHTTPResponseDecoder = StrictHTTPResponseDecoder()) {
         self.decoder = decoder
     }

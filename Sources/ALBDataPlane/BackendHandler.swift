@@ -23,6 +23,10 @@ class BackendHandler: RemovableChannelHandler {
     /// Set while the connection sits idle in a pool, so a close can take it out.
     weak var idleIn: BackendPool?
     private(set) var context: ChannelHandlerContext?
+    /// Whether every response head this connection delivers has had its field names checked as tokens and
+    /// its values for CR, LF and NUL already (``StrictHTTPResponseDecoder`` refuses them), so the exchange
+    /// need not look again.
+    var deliversCheckedFields: Bool { false }
     private var readsPaused = false
     private var readPending = false
 

@@ -269,8 +269,9 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         guard let backend, !isFinished else { return }
         switch part {
         case .head(let head):
+            let headersValid = backend.deliversCheckedFields || ProxyHeaders.areValid(head.headers)
             switch machine.receiveResponseHead(status: head.status, isKeepAlive: ProxyHeaders.isKeepAlive(head),
-                                               headersValid: ProxyHeaders.areValid(head.headers)) {
+                                               headersValid: headersValid) {
             case .refuse(let status):
                 respondWithError(status)
             case .switchProtocols:

@@ -233,7 +233,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private func requestHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard self.exchange == nil else { return }
         let snapshot = self.runtime.snapshot.load(ordering: .acquiring)
-        let config = snapshot.config
         self.loopState.counters.totalRequests &+= 1
         let clientIP =
             snapshot.clientIPResolver?.resolve(peer: self.peerIP, forwardedFor: head.headers["x-forwarded-for"])
@@ -242,12 +241,12 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         // Well formed (the decoder refused a malformed one); HTTP/2 streams carry no `Upgrade`.
         let webSocket = self.framing == .http1 && WebSocketHandshake.isRequested(head)
         self.nextExchangeID &+= 1
-        let machine = ProxyExchange(head: head, started: context.eventLoop.now, requestTimeout: config.requestTimeout,
+        let machine = ProxyExchange(head: head, started: context.eventLoop.now, requestTimeout: snapshot.config.requestTimeout,
                                     requestBytes: logging ? Self.estimatedSize(of: head) : 0)
         let exchange = Exchange(id: self.nextExchangeID, head: head, clientIP: clientIP,
                                 wallTime: logging ? Self.wallClock() : 0, machine: machine)
         self.exchange = exchange
-        exchange.altSvc = config.altSvc
+        exchange.altSvc = snapshot.config.altSvc
         exchange.stickyValue = snapshot.balancer.hasStickyGroups ? StickyCookie.value(in: head.headers) : nil
         let server = machine.mayReachBackend
             ? self.loopState.pick(snapshot, clientIP: clientIP, stickyValue: exchange.stickyValue) : nil
@@ -260,7 +259,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                     clientPort: self.peerPort,
                     listenerPort: self.listenerPort,
                     scheme: self.scheme,
-                    loadBalancerName: config.loadBalancerName,
+                    loadBalancerName: snapshot.config.loadBalancerName,
                     peerIsTrustedProxy: snapshot.clientIPResolver?.trusts(peer: self.peerIP) ?? false,
                     clientCertificate: self.tlsFacts == nil ? nil : self.clientCertificate
                 ),
@@ -289,7 +288,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             }
             self.armRequestTimer(deadline: exchange.machine.deadline, context: context)
             self.clientReadsPaused = true
-            exchange.connectTimeout = config.limits.connectTimeout
+            exchange.connectTimeout = snapshot.config.limits.connectTimeout
             self.acquireBackend(exchange, allowIdle: true)
         }
     }
@@ -417,7 +416,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         switch part {
         case .head(let head):
             switch exchange.machine.receiveResponseHead(
-                status: head.status, isKeepAlive: ProxyHeaders.isKeepAlive(head), headersValid: ProxyHeaders.areValid(head.headers),
+                status: head.status, isKeepAlive: ProxyHeaders.isKeepAlive(head),
+                headersValid: backend.deliversCheckedFields || ProxyHeaders.areValid(head.headers),
                 acceptsWebSocket: exchange.machine.askedToUpgrade && WebSocketHandshake.isAccepted(head)) {
             case .refuse(let status):
                 self.respondWithError(status, close: false)

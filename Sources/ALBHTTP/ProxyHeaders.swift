@@ -110,26 +110,31 @@ public enum ProxyHeaders {
     /// is read in the same pass; only when it names a field that is not hop-by-hop anyway (rare: the usual
     /// values are `keep-alive` and `close`) does a second pass take the named fields out.
     static func passedOn(_ headers: HTTPHeaders, keepForwarding: Bool, extra: Int) -> HTTPHeaders {
+        HTTPHeaders(Self.fieldsPassedOn(headers, keepForwarding: keepForwarding, extra: extra))
+    }
+
+    /// ``passedOn(_:keepForwarding:extra:)`` as the array it wraps: fields appended to it and wrapped once skip
+    /// what `HTTPHeaders.add` does for each (a scan of the name for non-ASCII bytes and a comparison with
+    /// `connection`), which names from a decoded message or from this file do not need.
+    private static func fieldsPassedOn(_ headers: HTTPHeaders, keepForwarding: Bool, extra: Int) -> [(String, String)] {
         var named: [String] = []
-        var result = HTTPHeaders()
-        result.reserveCapacity(headers.count + extra)
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(headers.count + extra)
         for (name, value) in headers {
             if let hopByHop = Self.hopByHopIndex(name) {
                 if hopByHop == 0 { Self.appendFieldsNamed(inConnection: value, to: &named) }
                 continue
             }
             if !keepForwarding && Self.forwardingIndex(name) != nil { continue }
-            result.add(name: name, value: value)
+            fields.append((name, value))
         }
         named.removeAll { Self.protected.contains($0) }
-        guard !named.isEmpty else { return result }
-        var kept = HTTPHeaders()
-        kept.reserveCapacity(result.count + extra)
-        for (name, value) in result
-        where !named.contains(where: { Self.equalsIgnoringASCIICase(name.utf8, lowercased: $0.utf8) }) {
-            kept.add(name: name, value: value)
+        if !named.isEmpty {
+            fields.removeAll { field in
+                named.contains { Self.equalsIgnoringASCIICase(field.0.utf8, lowercased: $0.utf8) }
+            }
         }
-        return kept
+        return fields
     }
 
     /// The tokens of one `Connection` value, lowercased, except hop-by-hop names. Scans the bytes in place:
@@ -137,11 +142,10 @@ public enum ProxyHeaders {
     private static func appendFieldsNamed(inConnection value: String, to names: inout [String]) {
         // What almost every peer sends, settled without splitting: `keep-alive` names a hop-by-hop field,
         // `close` only itself (a field of that name, reserved by RFC 9110 section 18.4, goes too).
-        let length = value.utf8.count
-        if length == 10 && Self.equalsIgnoringASCIICase(value.utf8, lowercased: "keep-alive".utf8) {
+        if HTTP1Syntax.equalsIgnoringASCIICase(value, "keep-alive") {
             return
         }
-        if length == 5 && Self.equalsIgnoringASCIICase(value.utf8, lowercased: "close".utf8) {
+        if HTTP1Syntax.equalsIgnoringASCIICase(value, "close") {
             names.append("close")
             return
         }
@@ -195,6 +199,15 @@ public enum ProxyHeaders {
     public static func isKeepAlive(_ head: HTTPResponseHead) -> Bool {
         var seen: Bool?
         for (name, value) in head.headers where HTTP1Syntax.equalsIgnoringASCIICase(name, "connection") {
+            // What almost every backend sends, one token alone, is settled without splitting the list.
+            if HTTP1Syntax.equalsIgnoringASCIICase(value, "keep-alive") {
+                seen = seen == nil
+                continue
+            }
+            if HTTP1Syntax.equalsIgnoringASCIICase(value, "close") {
+                seen = false
+                continue
+            }
             Self.forEachListItem(in: value) { token in
                 if Self.equalsIgnoringASCIICase(token.utf8, lowercased: "close".utf8) {
                     seen = false
@@ -206,11 +219,20 @@ public enum ProxyHeaders {
         return seen ?? (head.version.major == 1 && head.version.minor >= 1)
     }
 
-    /// Compares with `lowercased`, which must be lowercase ASCII already.
+    /// Compares with `lowercased`, which must be lowercase ASCII already: over the two strings' contiguous
+    /// UTF-8 where both have it (native strings do), a byte loop instead of two string iterators.
     static func equalsIgnoringASCIICase(_ bytes: some Sequence<UInt8>, lowercased: some Sequence<UInt8>) -> Bool {
-        bytes.elementsEqual(lowercased) { byte, lower in
-            (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) == lower
+        func equal(_ bytes: some Sequence<UInt8>, _ lowercased: some Sequence<UInt8>) -> Bool {
+            bytes.elementsEqual(lowercased) { byte, lower in
+                (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) == lower
+            }
         }
+        let contiguous = bytes.withContiguousStorageIfAvailable { bytes in
+            lowercased.withContiguousStorageIfAvailable { lowercased in
+                bytes.count == lowercased.count && equal(bytes, lowercased)
+            }
+        }
+        return (contiguous ?? nil) ?? equal(bytes, lowercased)
     }
 
     /// Whether `Expect` lists `100-continue` (in any case). Looks for the field first, so the usual
@@ -270,62 +292,75 @@ public enum ProxyHeaders {
         // gRPC needs `te: trailers` end to end; HTTP/2 allows that one value (RFC 9113 section 8.2.2).
         let trailers = backendSpeaksHTTP2 && client.headers[canonicalForm: "te"].contains { $0.lowercased() == "trailers" }
         // Room for every header the listener may add below.
-        var headers = Self.passedOn(client.headers, keepForwarding: forwarding.peerIsTrustedProxy, extra: 12)
+        let trusted = forwarding.peerIsTrustedProxy
+        var fields = Self.fieldsPassedOn(client.headers, keepForwarding: trusted, extra: 12)
+        func isNamed(_ field: (String, String), _ lowercased: String) -> Bool {
+            Self.equalsIgnoringASCIICase(field.0.utf8, lowercased: lowercased.utf8)
+        }
         if backendSpeaksHTTP2 {
             // The backend's stream frames the body: no HTTP/1 framing header goes out.
-            if trailers { headers.add(name: "te", value: "trailers") }
+            if trailers { fields.append(("te", "trailers")) }
         } else if chunked {
-            headers.add(name: "transfer-encoding", value: "chunked")
-        } else if !headers.contains(name: "content-length"),
+            fields.append(("transfer-encoding", "chunked"))
+        } else if !fields.contains(where: { isNamed($0, "content-length") }),
             client.method == .POST || client.method == .PUT || client.method == .PATCH
         {
             // An HTTP/1 request without either has no body; an HTTP/2 stream may carry one without
             // announcing its length: send it chunked.
-            headers.add(name: client.version.major >= 2 ? "transfer-encoding" : "content-length",
-                        value: client.version.major >= 2 ? "chunked" : "0")
+            fields.append(client.version.major >= 2 ? ("transfer-encoding", "chunked") : ("content-length", "0"))
+        }
+        // The forwarding fields below: a client's were left out above unless it is a trusted proxy, so only a
+        // trusted proxy's are looked for.
+        /// Sets `name` (`lowercased` in lowercase) to `value`; a trusted proxy's own value stays when
+        /// `keepTrusted`, and is replaced otherwise.
+        func set(_ name: String, _ lowercased: String, _ value: String, keepTrusted: Bool = true) {
+            if trusted, fields.contains(where: { isNamed($0, lowercased) }) {
+                if keepTrusted { return }
+                fields.removeAll { isNamed($0, lowercased) }
+            }
+            fields.append((name, value))
         }
         if options.xForwardedFor {
-            let existing = headers["x-forwarded-for"]
-            headers.remove(name: "x-forwarded-for")
+            let existing = trusted ? fields.filter { isNamed($0, "x-forwarded-for") }.map(\.1) : []
             let list = existing.isEmpty ? forwarding.clientIP : existing.joined(separator: ", ") + ", " + forwarding.clientIP
-            headers.add(name: "X-Forwarded-For", value: list)
-        }
-        /// Sets `name` unless a trusted proxy already did.
-        func set(_ name: String, _ value: String) {
-            if forwarding.peerIsTrustedProxy && headers.contains(name: name) { return }
-            headers.replaceOrAdd(name: name, value: value)
+            set("X-Forwarded-For", "x-forwarded-for", list, keepTrusted: false)
         }
         if options.xForwardedProto {
-            set("X-Forwarded-Proto", forwarding.scheme)
+            set("X-Forwarded-Proto", "x-forwarded-proto", forwarding.scheme)
         }
         if options.xForwardedPort {
-            set("X-Forwarded-Port", String(forwarding.listenerPort))
+            set("X-Forwarded-Port", "x-forwarded-port", String(forwarding.listenerPort))
         }
         if options.xForwardedHost, let host = client.headers.first(name: "host") {
-            set("X-Forwarded-Host", host)
+            set("X-Forwarded-Host", "x-forwarded-host", host)
         }
         if options.xForwardedClientSrcPort {
-            set("X-Forwarded-Client-srcport", String(forwarding.clientPort))
+            set("X-Forwarded-Client-srcport", "x-forwarded-client-srcport", String(forwarding.clientPort))
         }
         if options.slbId {
-            headers.replaceOrAdd(name: "SLB-ID", value: forwarding.loadBalancerName)
+            set("SLB-ID", "slb-id", forwarding.loadBalancerName, keepTrusted: false)
         }
         // A client's own X-Forwarded-Clientcert-* went with the other forwarding headers above (unless it is a
         // trusted proxy); the listener's handshake sets them.
         if let certificate = forwarding.clientCertificate {
             if options.clientCertSubjectDN {
-                headers.replaceOrAdd(name: "X-Forwarded-Clientcert-subjectdn", value: certificate.subjectDN)
+                set("X-Forwarded-Clientcert-subjectdn", "x-forwarded-clientcert-subjectdn", certificate.subjectDN,
+                    keepTrusted: false)
             }
             if options.clientCertIssuerDN {
-                headers.replaceOrAdd(name: "X-Forwarded-Clientcert-issuerdn", value: certificate.issuerDN)
+                set("X-Forwarded-Clientcert-issuerdn", "x-forwarded-clientcert-issuerdn", certificate.issuerDN,
+                    keepTrusted: false)
             }
             if options.clientCertFingerprint {
-                headers.replaceOrAdd(name: "X-Forwarded-Clientcert-fingerprint", value: certificate.fingerprint)
+                set("X-Forwarded-Clientcert-fingerprint", "x-forwarded-clientcert-fingerprint",
+                    certificate.fingerprint, keepTrusted: false)
             }
             if options.clientCertClientVerify {
-                headers.replaceOrAdd(name: "X-Forwarded-Clientcert-clientverify", value: certificate.verify)
+                set("X-Forwarded-Clientcert-clientverify", "x-forwarded-clientcert-clientverify", certificate.verify,
+                    keepTrusted: false)
             }
         }
+        let headers = HTTPHeaders(fields)
         // The client's head with new fields: its method, target and version storage is shared, not copied.
         var head = client
         head.headers = headers
