@@ -124,8 +124,8 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
         let handler: BackendHTTP1Handler
         let context: ChannelHandlerContext
 
-        func received(_ part: HTTPClientResponsePart) {
-            self.handler.deliver(part, context: self.context)
+        func received(_ part: consuming HTTPClientResponsePart) {
+            self.handler.deliver(consume part, context: self.context)
         }
     }
 

@@ -4,7 +4,7 @@ import NIOHTTP1
 
 /// What a backend connection reports to the client-side exchange that currently uses it.
 protocol BackendConnectionDelegate: AnyObject {
-    func backendRead(_ part: HTTPClientResponsePart)
+    func backendRead(_ part: consuming HTTPClientResponsePart)
     func backendReadComplete()
     func backendWritabilityChanged(isWritable: Bool)
     func backendClosed()
@@ -75,12 +75,12 @@ class BackendHandler: RemovableChannelHandler {
 
     /// A response part for the delegate. With none (an idle connection in a pool), the backend spoke out of
     /// turn: a protocol violation, and the connection cannot be reused.
-    final func deliver(_ part: HTTPClientResponsePart, context: ChannelHandlerContext) {
+    final func deliver(_ part: consuming HTTPClientResponsePart, context: ChannelHandlerContext) {
         guard let delegate = self.delegate else {
             context.close(promise: nil)
             return
         }
-        delegate.backendRead(part)
+        delegate.backendRead(consume part)
     }
 
     // MARK: - Used by the proxy (same event loop)

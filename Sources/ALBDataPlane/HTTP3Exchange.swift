@@ -265,9 +265,9 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         return true
     }
 
-    func backendRead(_ part: HTTPClientResponsePart) {
+    func backendRead(_ part: consuming HTTPClientResponsePart) {
         guard let backend, !isFinished else { return }
-        switch part {
+        switch consume part {
         case .head(let head):
             let headersValid = backend.deliversCheckedFields || ProxyHeaders.areValid(head.headers)
             switch machine.receiveResponseHead(status: head.status, isKeepAlive: ProxyHeaders.isKeepAlive(head),
@@ -279,7 +279,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
                 respondWithError(.badGateway)
             case .relay:
                 let (clientHead, _) = ProxyHeaders.clientResponseHead(
-                    from: head, requestMethod: requestHead.method, requestVersion: requestHead.version,
+                    from: consume head, requestMethod: requestHead.method, requestVersion: requestHead.version,
                     keepAlive: true, framing: .http2)
                 var fields: [HTTP3HeaderField] = []
                 fields.reserveCapacity(clientHead.headers.count + 1)
@@ -288,7 +288,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
                 }
                 if let setCookie { fields.append(HTTP3HeaderField(name: "set-cookie", value: setCookie)) }
                 loopState.counters.countResponse(status: machine.status, clientProtocol: .http3)
-                connection.respond(streamID: streamID, status: Int(head.status.code), fields: fields, endStream: false)
+                connection.respond(streamID: streamID, status: Int(clientHead.status.code), fields: fields, endStream: false)
                 writer?.connectionNeedsWrite(connection)
             }
         case .body(let buffer):

@@ -411,9 +411,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
     }
 
-    func backendRead(_ part: HTTPClientResponsePart) {
+    func backendRead(_ part: consuming HTTPClientResponsePart) {
         guard let backend = self.backend, let exchange = self.exchange, let context = self.context else { return }
-        switch part {
+        switch consume part {
         case .head(let head):
             switch exchange.machine.receiveResponseHead(
                 status: head.status, isKeepAlive: ProxyHeaders.isKeepAlive(head),
@@ -427,7 +427,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                                       promise: nil)
             case .relay(let keepAlive):
                 let (clientHead, closeAfter) = ProxyHeaders.clientResponseHead(
-                    from: head,
+                    from: consume head,
                     requestMethod: exchange.head.method,
                     requestVersion: exchange.head.version,
                     keepAlive: keepAlive,

@@ -16,7 +16,7 @@ import Darwin
 /// (requests, `HTTPServerRequestPart`) or ``HTTPResponseDecoderOutput`` (responses, `HTTPClientResponsePart`).
 public protocol HTTP1PartOutput {
     associatedtype Head: Equatable & Sendable
-    func received(_ part: HTTPPart<Head, ByteBuffer>)
+    func received(_ part: consuming HTTPPart<Head, ByteBuffer>)
 }
 
 /// Why a strict HTTP/1 decoder refused its input. The reason is for logs only.

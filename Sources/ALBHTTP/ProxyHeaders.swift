@@ -109,14 +109,10 @@ public enum ProxyHeaders {
     /// the caller still holds costs a copy and then a growth for the fields the proxy adds. `Connection`
     /// is read in the same pass; only when it names a field that is not hop-by-hop anyway (rare: the usual
     /// values are `keep-alive` and `close`) does a second pass take the named fields out.
-    static func passedOn(_ headers: HTTPHeaders, keepForwarding: Bool, extra: Int) -> HTTPHeaders {
-        HTTPHeaders(Self.fieldsPassedOn(headers, keepForwarding: keepForwarding, extra: extra))
-    }
-
-    /// ``passedOn(_:keepForwarding:extra:)`` as the array it wraps: fields appended to it and wrapped once skip
-    /// what `HTTPHeaders.add` does for each (a scan of the name for non-ASCII bytes and a comparison with
-    /// `connection`), which names from a decoded message or from this file do not need.
-    private static func fieldsPassedOn(_ headers: HTTPHeaders, keepForwarding: Bool, extra: Int) -> [(String, String)] {
+    ///
+    /// An array, to be appended to and wrapped once: `HTTPHeaders.add` scans each name for non-ASCII bytes and
+    /// compares it with `connection`, which names from a decoded message or from this file do not need.
+    static func fieldsPassedOn(_ headers: HTTPHeaders, keepForwarding: Bool, extra: Int) -> [(String, String)] {
         var named: [String] = []
         var fields: [(String, String)] = []
         fields.reserveCapacity(headers.count + extra)
@@ -135,6 +131,26 @@ public enum ProxyHeaders {
             }
         }
         return fields
+    }
+
+    /// Takes the hop-by-hop fields and those `Connection` names (never the framing ones) out of `headers` in
+    /// place: what ``fieldsPassedOn(_:keepForwarding:extra:)`` leaves out with `keepForwarding`. A response
+    /// head its decoder handed over whole is not copied, and nothing is allocated unless `Connection` names
+    /// other fields.
+    public static func removeHopByHop(from headers: inout HTTPHeaders) {
+        var present: UInt8 = 0  // bit i: some field is named `hopByHop[i]`
+        var named: [String] = []
+        for (name, value) in headers {
+            guard let index = Self.hopByHopIndex(name) else { continue }
+            present |= 1 << index
+            if index == 0 { Self.appendFieldsNamed(inConnection: value, to: &named) }
+        }
+        for (index, name) in Self.hopByHop.enumerated() where present & 1 << index != 0 {
+            headers.remove(name: name)
+        }
+        for name in named where !Self.protected.contains(name) {
+            headers.remove(name: name)
+        }
     }
 
     /// The tokens of one `Connection` value, lowercased, except hop-by-hop names. Scans the bytes in place:
@@ -373,38 +389,36 @@ public enum ProxyHeaders {
     /// close-delimited for HTTP/1.0 clients (then `closeAfter` is true). Bodyless responses
     /// (HEAD, 1xx, 204, 304) carry no transfer coding.
     public static func clientResponseHead(
-        from backend: HTTPResponseHead,
+        from backend: consuming HTTPResponseHead,
         requestMethod: HTTPMethod,
         requestVersion: HTTPVersion,
         keepAlive: Bool,
         framing: ClientFraming = .http1
     ) -> (head: HTTPResponseHead, closeAfter: Bool) {
-        var headers = Self.passedOn(backend.headers, keepForwarding: true, extra: 2)
-        // The backend's head with new fields: its status storage is shared, not copied.
+        // The backend's head, edited in place: a caller that hands it over (`consume`) pays no copy.
         var head = backend
+        Self.removeHopByHop(from: &head.headers)
         if framing == .http2 {
             // The stream frames the body; a `Content-Length` from the backend stays as information.
-            head.headers = headers
             if head.version != requestVersion { head.version = requestVersion }
             return (head, false)
         }
-        let code = backend.status.code
+        let code = head.status.code
         let bodyless = requestMethod == .HEAD || (100..<200).contains(code) || code == 204 || code == 304
         var keepAlive = keepAlive
-        if !bodyless && !headers.contains(name: "content-length") {
+        if !bodyless && !head.headers.contains(name: "content-length") {
             if requestVersion.minor >= 1 {
-                headers.add(name: "transfer-encoding", value: "chunked")
+                head.headers.add(name: "transfer-encoding", value: "chunked")
             } else {
                 keepAlive = false
             }
         }
         if !keepAlive {
-            headers.add(name: "connection", value: "close")
+            head.headers.add(name: "connection", value: "close")
         } else if requestVersion.minor == 0 {
-            headers.add(name: "connection", value: "keep-alive")
+            head.headers.add(name: "connection", value: "keep-alive")
         }
         let version = requestVersion.minor == 0 ? HTTPVersion.http1_0 : .http1_1
-        head.headers = headers
         if head.version != version { head.version = version }
         return (head, !keepAlive)
     }

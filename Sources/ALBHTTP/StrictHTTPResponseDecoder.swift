@@ -178,7 +178,7 @@ public struct StrictHTTPResponseDecoder {
         }
         let method = self.requests.removeFirst()
         let head = HTTPResponseHead(version: self.version, status: HTTPResponseStatus(statusCode: self.status),
-                                    headers: headers)
+                                    headers: consume headers)
         if self.status == 101 {
             self.state = .handedOff
             output.received(.head(head))
@@ -192,7 +192,8 @@ public struct StrictHTTPResponseDecoder {
             next = .body
         }
         self.state = next
-        output.received(.head(head))
+        // Handed over whole: the proxy edits the fields in place (`ProxyHeaders.removeHopByHop`) without a copy.
+        output.received(.head(consume head))
         if case .idle = next {
             output.received(.end(nil))
         }
@@ -204,5 +205,5 @@ extension StrictHTTPResponseDecoder: Sendable {}
 
 /// Where a ``StrictHTTPResponseDecoder`` delivers what it decodes, as it decodes it.
 public protocol HTTPResponseDecoderOutput: HTTP1PartOutput where Head == HTTPResponseHead {
-    func received(_ part: HTTPClientResponsePart)
+    func received(_ part: consuming HTTPClientResponsePart)
 }

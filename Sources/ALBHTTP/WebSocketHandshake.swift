@@ -43,7 +43,7 @@ public enum WebSocketHandshake {
     public static func switchingProtocolsHead(from backend: HTTPResponseHead) -> HTTPResponseHead {
         var head = backend
         head.version = .http1_1
-        head.headers = ProxyHeaders.passedOn(backend.headers, keepForwarding: true, extra: 2)
+        ProxyHeaders.removeHopByHop(from: &head.headers)
         head.headers.add(name: "connection", value: "upgrade")
         head.headers.add(name: "upgrade", value: "websocket")
         return head
