@@ -16,7 +16,7 @@ import Glibc
 public struct DirectoryWatcher: Sendable {
     public let directory: ManifestDirectory
     public var pollInterval: Duration = .milliseconds(250)
-    public var settle: Duration = .milliseconds(5)
+    public var settle: Duration = .milliseconds(2)
 
     public init(directory: ManifestDirectory) { self.directory = directory }
 
