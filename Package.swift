@@ -1,6 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// The data plane's modules in release builds: no run-time exclusivity checks. Their state is confined to one
+/// event loop, and debug builds (every test) keep the checks, so a violation fails a test instead of shipping;
+/// in release the checks were about 2.5% of the CPU of a proxied request (`swift_beginAccess` and the access
+/// set it maintains; docs/benchmarks.md).
+let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "Albatross",
     platforms: [.macOS(.v14)],
@@ -56,19 +62,19 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Atomics", package: "swift-atomics"),
-        ]),
+        ], swiftSettings: hotPath),
         .target(name: "ALBTLS", dependencies: [
             "ALBHTTP",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "Crypto", package: "swift-crypto"),
-        ]),
+        ], swiftSettings: hotPath),
         .target(name: "ALBHTTP", dependencies: [
             "CZlib", "CBrotli",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
-        ]),
+        ], swiftSettings: hotPath),
         // Response compression's C libraries (Debian zlib1g-dev, libbrotli-dev), seen only by the owner
         // classes in ALBHTTP (GzipEncoder, BrotliEncoder).
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
@@ -81,7 +87,7 @@ let package = Package(
         .target(name: "ALBQUIC", dependencies: [
             "CNgtcp2", "CNghttp3",
             .product(name: "NIOCore", package: "swift-nio"),
-        ]),
+        ], swiftSettings: hotPath),
         // Fuzz targets (docs/fuzzing.md). `make fuzz` builds them with `--sanitize fuzzer` and
         // `-DALB_LIBFUZZER`, where libFuzzer supplies `main`; a plain `swift build` builds them as small
         // replay tools that run the same check over files given as arguments (a crasher, a corpus).
