@@ -52,27 +52,47 @@ public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
         self.init(entries: result, scalarTypes: types)
     }
 
+    /// The nested form: maps in key order, lists, and leaves.
+    public indirect enum Nested: Sendable {
+        case text(String)
+        case integer(Int)
+        case boolean(Bool)
+        case map([(key: String, value: Nested)])
+        case list([Nested])
+
+        /// As Foundation-style values (`[String: Any]`, `[Any]`, `String`, `Int`, `Bool`), for `Yams.dump`.
+        public var any: Any {
+            switch self {
+            case .text(let text): text
+            case .integer(let integer): integer
+            case .boolean(let boolean): boolean
+            case .map(let pairs): Dictionary(pairs.map { ($0.key, $0.value.any) }, uniquingKeysWith: { $1 })
+            case .list(let items): items.map(\.any)
+            }
+        }
+    }
+
     /// Nested dictionaries and arrays of strings, suitable for `Yams.dump`.
-    public var nested: [String: Any] { nested(typed: false) }
+    public var nested: [String: Any] { (self.tree(typed: false).any as? [String: Any]) ?? [:] }
 
-    /// As `nested`, with numbers as `Int` and booleans as `Bool` where ``scalarTypes`` says so.
-    public var typedNested: [String: Any] { nested(typed: true) }
+    /// The nested form with numbers and booleans typed where ``scalarTypes`` says so (status `live`): built
+    /// without `Any`, whose boxes and casts were most of the cost of rendering a status file.
+    public var typedTree: Nested { self.tree(typed: true) }
 
-    private func nested(typed: Bool) -> [String: Any] {
+    private func tree(typed: Bool) -> Nested {
         var root = Tree.dict([:])
         for entry in entries {
-            var leaf: Any = entry.value
+            var leaf = Nested.text(entry.value)
             if typed {
                 switch scalarTypes[entry.path] {
-                case .integer?: leaf = Int(entry.value) ?? entry.value
-                case .boolean?: leaf = entry.value == "true"
+                case .integer?: if let integer = Int(entry.value) { leaf = .integer(integer) }
+                case .boolean?: leaf = .boolean(entry.value == "true")
                 case nil: break
                 }
             }
             root.insert(Self.segments(of: entry.path)[...], value: leaf)
         }
-        if case .dict = root, let value = root.any as? [String: Any] { return value }
-        return [:]
+        return root.nested
     }
 
     private static func flatten(_ value: Any, path: String, into result: inout [(path: String, value: String)],
@@ -146,14 +166,14 @@ public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
     }
 
     private indirect enum Tree {
-        case leaf(Any)
+        case leaf(Nested)
         case dict([String: Tree])
         case list([Tree])
 
         /// Each level is taken out of its parent while it changes (the parent holds a placeholder), so it is
         /// the only reference to its storage and grows in place: copying every level on every insert was
         /// most of the cost of rendering a status file.
-        mutating func insert(_ path: ArraySlice<Segment>, value: Any) {
+        mutating func insert(_ path: ArraySlice<Segment>, value: Nested) {
             guard let first = path.first else {
                 self = .leaf(value)
                 return
@@ -184,11 +204,12 @@ public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
         /// What a level holds while it is out being changed.
         static var placeholder: Tree { .list([]) }
 
-        var any: Any {
+        /// Maps with their keys in order.
+        var nested: Nested {
             switch self {
             case .leaf(let value): value
-            case .dict(let dict): dict.mapValues { $0.any }
-            case .list(let list): list.map { $0.any }
+            case .dict(let dict): .map(dict.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value.nested) })
+            case .list(let list): .list(list.map(\.nested))
             }
         }
     }

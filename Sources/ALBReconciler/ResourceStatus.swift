@@ -136,9 +136,12 @@ extension ResourceStatus {
     /// resource's `live` and `address` stay the same (a refresh of counters rewrites the file, not this).
     var liveDocument: StatusValue? {
         if let live {
-            var nested = live.typedNested
-            if let address { nested["boundAddress"] = address }
-            return StatusValue(nested)
+            guard let address else { return StatusValue(live.typedTree) }
+            guard case .map(var pairs) = live.typedTree else { return StatusValue(live.typedTree) }
+            pairs.removeAll { $0.key == "boundAddress" }
+            let position = pairs.firstIndex { $0.key > "boundAddress" } ?? pairs.endIndex
+            pairs.insert((key: "boundAddress", value: .text(address)), at: position)
+            return StatusValue(.map(pairs))
         }
         return address.map { .map([("boundAddress", .text($0))]) }
     }
@@ -297,19 +300,14 @@ public indirect enum StatusValue: Sendable {
     case list([StatusValue])
     case map([(String, StatusValue)])
 
-    /// From the nested form of ``CanonicalFields`` (dictionaries in key order, arrays, typed leaves).
-    init(_ value: Any) {
-        switch value {
-        case let dictionary as [String: Any]:
-            self = .map(dictionary.keys.sorted().map { ($0, StatusValue(dictionary[$0] ?? "")) })
-        case let array as [Any]:
-            self = .list(array.map(StatusValue.init))
-        case let bool as Bool:
-            self = .boolean(bool)
-        case let int as Int:
-            self = .integer(int)
-        default:
-            self = .text(String(describing: value))
+    /// From the nested form of ``CanonicalFields`` (maps in key order, lists, typed leaves).
+    init(_ nested: CanonicalFields.Nested) {
+        switch nested {
+        case .map(let pairs): self = .map(pairs.map { ($0.key, StatusValue($0.value)) })
+        case .list(let items): self = .list(items.map(StatusValue.init))
+        case .boolean(let boolean): self = .boolean(boolean)
+        case .integer(let integer): self = .integer(integer)
+        case .text(let text): self = .text(text)
         }
     }
 
