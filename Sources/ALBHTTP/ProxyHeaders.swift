@@ -145,7 +145,7 @@ public enum ProxyHeaders {
             present |= 1 << index
             if index == 0 { Self.appendFieldsNamed(inConnection: value, to: &named) }
         }
-        for (index, name) in Self.hopByHop.enumerated() where present & 1 << index != 0 {
+        for (index, name) in Self.hopByHop.enumerated() where present & (1 << index) != 0 {
             headers.remove(name: name)
         }
         for name in named where !Self.protected.contains(name) {
