@@ -58,9 +58,15 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
     }
 
     /// What nio-http2 tells of streams (`configureHTTP2Pipeline(streamDelegate:)`), handed to this handler on
-    /// the connection's event loop, where nio-http2 calls it.
-    struct StreamEvents: NIOHTTP2StreamDelegate {
+    /// the connection's event loop, where nio-http2 calls it. A class: nio-http2 copies the delegate for every
+    /// stream, and a reference is one retain where the loop-bound value (an event loop existential inside) was
+    /// an outlined copy.
+    final class StreamEvents: NIOHTTP2StreamDelegate {
         let manager: NIOLoopBound<HTTP2ConnectionManager>
+
+        init(manager: NIOLoopBound<HTTP2ConnectionManager>) {
+            self.manager = manager
+        }
 
         func streamCreated(_ id: HTTP2StreamID, channel: Channel) {
             self.manager.value.streamOpened(id)

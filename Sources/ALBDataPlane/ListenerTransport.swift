@@ -1,3 +1,4 @@
+import ALBHTTP
 import ALBTLS
 import NIOCore
 import NIOSSL
@@ -142,6 +143,9 @@ final class TLSConnectionFacts: @unchecked Sendable {
     var serverName = ""
     /// The negotiated suite's OpenSSL name, "" until the ServerHello is sent.
     var cipher = ""
+    /// The verified client certificate for the forwarding headers: nil until the first request looks it up,
+    /// then `.some(nil)` when there is none to forward (no mutual TLS on the listener).
+    var clientCertificate: ClientCertificateInfo??
 }
 
 /// Reads the cipher suite the server chose from its ServerHello on the way out, for the access log's

@@ -261,7 +261,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                     scheme: self.scheme,
                     loadBalancerName: snapshot.config.loadBalancerName,
                     peerIsTrustedProxy: snapshot.clientIPResolver?.trusts(peer: self.peerIP) ?? false,
-                    clientCertificate: self.tlsFacts == nil ? nil : self.clientCertificate
+                    clientCertificate: self.clientCertificate
                 ),
                 options: snapshot.forwardedHeaders,
                 backendSpeaksHTTP2: server.server.useHTTP2
@@ -680,12 +680,18 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     /// The verified client certificate on a mutual-TLS listener, read once per connection (requests come
-    /// after the handshake).
-    private lazy var clientCertificate: ClientCertificateInfo? = {
-        guard self.runtime.snapshot.load(ordering: .relaxed).config.tls?.verifiesClients == true,
-              let peer = self.tlsHandler?.peerCertificate else { return nil }
-        return ClientCertificateInfo(verified: peer)
-    }()
+    /// after the handshake) and kept in the connection's facts, which an HTTP/2 connection's streams share.
+    private var clientCertificate: ClientCertificateInfo? {
+        guard let facts = self.tlsFacts else { return nil }
+        if case .some(let known) = facts.clientCertificate { return known }
+        var found: ClientCertificateInfo?
+        if self.runtime.snapshot.load(ordering: .relaxed).config.tls?.verifiesClients == true,
+           let peer = self.tlsHandler?.peerCertificate {
+            found = ClientCertificateInfo(verified: peer)
+        }
+        facts.clientCertificate = .some(found)
+        return found
+    }
 
     /// "TLSv1.3" and so on on a TLS connection, else "". Looked up when the first exchange is logged: the
     /// handshake is over by then.

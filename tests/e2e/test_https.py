@@ -292,15 +292,24 @@ spec: {type: CA, certificate: %s}
     assert curl(port, "--cert", str(folder / "mallory.crt"), "--key", str(folder / "mallory.key"), "-o", "/dev/null",
                 cafile=cafile).returncode != 0, "a certificate the CA did not sign: refused"
     for http in ("--http1.1", "--http2"):
+        # Two requests on one connection: over HTTP/2 each is a stream of its own, and the second gets the
+        # certificate the connection's first looked up.
+        url = "https://main.example.com:%d/headers" % port
         run = subprocess.run(["curl", "-sS", http, "--max-time", "10", "--resolve", "main.example.com:%d:127.0.0.1" % port,
                               "--cacert", str(cafile), "--cert", str(folder / "alice.crt"), "--key", str(folder / "alice.key"),
-                              "-H", "X-Forwarded-Clientcert-subjectdn: CN=forged",
-                              "https://main.example.com:%d/headers" % port], capture_output=True, text=True, timeout=20)
-        headers = json.loads(run.stdout)
-        assert headers["X-Forwarded-Clientcert-subjectdn"] == "CN=alice,O=Example", headers
-        assert headers["X-Forwarded-Clientcert-issuerdn"] == "CN=Test Client CA"
-        assert headers["X-Forwarded-Clientcert-fingerprint"] == fingerprint
-        assert headers["X-Forwarded-Clientcert-clientverify"] == "SUCCESS"
+                              "-H", "X-Forwarded-Clientcert-subjectdn: CN=forged", url, url + "?again"],
+                             capture_output=True, text=True, timeout=20)
+        decoder, text, answers = json.JSONDecoder(), run.stdout.strip(), []
+        while text:
+            headers, end = decoder.raw_decode(text)
+            answers.append(headers)
+            text = text[end:].strip()
+        assert len(answers) == 2, run.stdout
+        for headers in answers:
+            assert headers["X-Forwarded-Clientcert-subjectdn"] == "CN=alice,O=Example", headers
+            assert headers["X-Forwarded-Clientcert-issuerdn"] == "CN=Test Client CA"
+            assert headers["X-Forwarded-Clientcert-fingerprint"] == fingerprint
+            assert headers["X-Forwarded-Clientcert-clientverify"] == "SUCCESS"
 
 
 def test_https_server_groups_are_reached_over_tls(alb, backends, certs):
