@@ -241,7 +241,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         // Well formed (the decoder refused a malformed one); HTTP/2 streams carry no `Upgrade`.
         let webSocket = self.framing == .http1 && WebSocketHandshake.isRequested(head)
         self.nextExchangeID &+= 1
-        let machine = ProxyExchange(head: head, started: context.eventLoop.now, requestTimeout: snapshot.config.requestTimeout,
+        let machine = ProxyExchange(head: head, started: context.eventLoop.now,
+                                    requestTimeout: snapshot.config.requestTimeout,
                                     requestBytes: logging ? Self.estimatedSize(of: head) : 0)
         let exchange = Exchange(id: self.nextExchangeID, head: head, clientIP: clientIP,
                                 wallTime: logging ? Self.wallClock() : 0, machine: machine)
