@@ -136,8 +136,8 @@ extension ResourceStatus {
     /// resource's `live` and `address` stay the same (a refresh of counters rewrites the file, not this).
     var liveDocument: StatusValue? {
         if let live {
-            guard let address else { return StatusValue(live.typedTree) }
-            guard case .map(var pairs) = live.typedTree else { return StatusValue(live.typedTree) }
+            let tree = live.typedTree
+            guard let address, case .map(var pairs) = tree else { return StatusValue(tree) }
             pairs.removeAll { $0.key == "boundAddress" }
             let position = pairs.firstIndex { $0.key > "boundAddress" } ?? pairs.endIndex
             pairs.insert((key: "boundAddress", value: .text(address)), at: position)
