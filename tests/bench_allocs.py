@@ -411,7 +411,7 @@ def main():
         raise SystemExit("%s missing: build it with `make alloc-counter`" % preload)
     alb = Path(args.alb).resolve()
     if not alb.exists():
-        raise SystemExit("%s missing: `swift build -c release --static-swift-stdlib --product alb`" % alb)
+        raise SystemExit("%s missing: `make build CONFIG=release`" % alb)
 
     for port in (BACKEND_PORT, HTTP_PORT, HTTPS_PORT):
         probe = socket.socket()

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 rounds=${1:-6} secs=${2:-5}
 peers=../shared/bench/peers.sh
 bin=${ALB_BENCH_BIN:-.build/release/alb}   # another binary to compare: ALB_BENCH_BIN=PATH
-[[ -x $bin ]] || { echo "bench_metrics needs $bin (make bench builds it: swift build -c release --static-swift-stdlib --product alb)" >&2; exit 1; }
+[[ -x $bin ]] || { echo "bench_metrics needs $bin (make bench builds it: make build CONFIG=release)" >&2; exit 1; }
 started_peers=
 if ! curl -fsS -o /dev/null http://127.0.0.1:19000/ 2>/dev/null; then bash "$peers" start >/dev/null; started_peers=1; fi
 work=$(mktemp -d /tmp/alb-bench-metrics.XXXX)
