@@ -184,7 +184,7 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
                 self.decoder.expectResponse(to: framed)
             }
             self.body.start(chunked: chunked)
-            context.write(Self.wrapOutboundOut(.byteBuffer(context.channel.allocator.http1RequestHead(framed))),
+            context.write(Self.wrapOutbound(.byteBuffer(context.channel.allocator.http1RequestHead(framed))),
                           promise: promise)
         case .body(let part):
             self.body.write(part, promise: promise, context: context)

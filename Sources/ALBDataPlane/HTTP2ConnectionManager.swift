@@ -135,8 +135,8 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
         guard case .serving = self.drain else { return }
         self.drain = .announced
         self.idleTimer.cancel()
-        context.write(Self.wrapOutboundOut(self.goAway(lastStreamID: .maxID)), promise: nil)
-        context.writeAndFlush(Self.wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(Self.drainPing, ack: false))),
+        context.write(Self.wrapOutbound(self.goAway(lastStreamID: .maxID)), promise: nil)
+        context.writeAndFlush(Self.wrapOutbound(HTTP2Frame(streamID: .rootStream, payload: .ping(Self.drainPing, ack: false))),
                               promise: nil)
         self.announcementTimer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.announcementWait) {
             self.finishDrain(context: context)
@@ -149,7 +149,7 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
         self.announcementTimer?.cancel()
         self.announcementTimer = nil
         if self.openStreams > 0 {
-            context.writeAndFlush(Self.wrapOutboundOut(self.goAway(lastStreamID: self.lastStreamID)), promise: nil)
+            context.writeAndFlush(Self.wrapOutbound(self.goAway(lastStreamID: self.lastStreamID)), promise: nil)
         } else {
             self.sayGoAwayAndClose(context: context)
         }
@@ -161,7 +161,7 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
     }
 
     private func sayGoAwayAndClose(context: ChannelHandlerContext) {
-        context.writeAndFlush(Self.wrapOutboundOut(self.goAway(lastStreamID: self.lastStreamID))).assumeIsolated().whenComplete { _ in
+        context.writeAndFlush(Self.wrapOutbound(self.goAway(lastStreamID: self.lastStreamID))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
     }

@@ -44,7 +44,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
             }
             self.heldBody = nil
             let last = HTTP2Frame.FramePayload.data(.init(data: held.data, endStream: true))
-            context.write(Self.wrapOutboundOut(last), promise: Self.combined(held.promise, promise))
+            context.write(Self.wrapOutbound(last), promise: Self.combined(held.promise, promise))
         case .head, .end:
             self.sendHeldBody(context: context)
             self.codec.write(context: context, data: data, promise: promise)
@@ -69,7 +69,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     private func sendHeldBody(context: ChannelHandlerContext) {
         guard let held = self.heldBody else { return }
         self.heldBody = nil
-        context.write(Self.wrapOutboundOut(.data(.init(data: held.data))), promise: held.promise)
+        context.write(Self.wrapOutbound(.data(.init(data: held.data))), promise: held.promise)
     }
 
     private func failHeldBody() {

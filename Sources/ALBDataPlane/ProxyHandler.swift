@@ -285,7 +285,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             if sendContinue {
                 // Answer the expectation here (the backend's 100 would not be relayed) and do not pass it on.
                 exchange.backendHead?.headers.remove(name: "expect")
-                context.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+                context.writeAndFlush(Self.wrapOutbound(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
             }
             self.armRequestTimer(deadline: exchange.machine.deadline, context: context)
             self.clientReadsPaused = true
@@ -424,7 +424,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 self.respondWithError(status, close: false)
             case .switchProtocols:
                 self.loopState.counters.countResponse(status: 101, framing: self.framing)
-                context.writeAndFlush(Self.wrapOutboundOut(.head(WebSocketHandshake.switchingProtocolsHead(from: head))),
+                context.writeAndFlush(Self.wrapOutbound(.head(WebSocketHandshake.switchingProtocolsHead(from: head))),
                                       promise: nil)
             case .relay(let keepAlive):
                 let (clientHead, closeAfter) = ProxyHeaders.clientResponseHead(
@@ -448,11 +448,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 if self.framing == .http2 {
                     self.heldTrailers = Self.takeGRPCStatus(from: &relayed.headers)
                 }
-                context.write(Self.wrapOutboundOut(.head(relayed)), promise: nil)
+                context.write(Self.wrapOutbound(.head(relayed)), promise: nil)
             }
         case .body(let buffer):
             exchange.machine.receiveResponseBody(bytes: buffer.readableBytes)
-            context.write(Self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            context.write(Self.wrapOutbound(.body(.byteBuffer(buffer))), promise: nil)
             if !context.channel.isWritable {
                 backend.pauseReads()
             }
@@ -478,13 +478,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             self.heldTrailers = nil
             if end.closeClient {
                 self.closed = true
-                context.writeAndFlush(Self.wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
+                context.writeAndFlush(Self.wrapOutbound(.end(trailers))).assumeIsolated().whenComplete { _ in
                     context.close(promise: nil)
                 }
             } else {
                 self.resumeClientReads()
                 // May deliver the next pipelined request re-entrantly: the exchange is already gone.
-                context.writeAndFlush(Self.wrapOutboundOut(.end(trailers)), promise: nil)
+                context.writeAndFlush(Self.wrapOutbound(.end(trailers)), promise: nil)
             }
         }
     }
@@ -641,23 +641,23 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         let keepAlive = exchange.machine.respondWithError(status, close: close)
         self.loopState.counters.countResponse(status: exchange.machine.status, framing: self.framing)
         let head = EdgeResponse.head(for: status, version: exchange.head.version, close: !keepAlive, framing: self.framing)
-        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+        context.write(Self.wrapOutbound(.head(head)), promise: nil)
         if exchange.head.method != .HEAD {
             var body = context.channel.allocator.buffer(capacity: 32)
             body.writeString(EdgeResponse.body(for: status))
             exchange.machine.responseBytes = body.readableBytes
-            context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            context.write(Self.wrapOutbound(.body(.byteBuffer(body))), promise: nil)
         }
         self.finishExchange()
         if keepAlive || self.framing == .http2 {
             // An HTTP/2 stream ends with its response; the connection and its other streams go on.
             self.resumeClientReads()
-            context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(Self.wrapOutbound(.end(nil)), promise: nil)
         } else {
             self.closed = true
             // Keep draining the unread request body (dropped while closed) while lingering.
             self.resumeClientReads()
-            context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.writeAndFlush(Self.wrapOutbound(.end(nil))).assumeIsolated().whenComplete { _ in
                 context.closeLingering()
             }
         }

@@ -159,7 +159,7 @@ final class QUICListenerHandler: ChannelInboundHandler, QUICConnectionWriter {
         writesPending = true
         guard datagrams.count > 1, Self.segmentationOffload else {
             for datagram in datagrams {
-                context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: datagram.path.remote, data: datagram.bytes)),
+                context.write(Self.wrapOutbound(AddressedEnvelope(remoteAddress: datagram.path.remote, data: datagram.bytes)),
                               promise: nil)
             }
             return
@@ -168,7 +168,7 @@ final class QUICListenerHandler: ChannelInboundHandler, QUICConnectionWriter {
             let metadata = send.segmentSize.map {
                 AddressedEnvelope<ByteBuffer>.Metadata(ecnState: .transportNotCapable, packetInfo: nil, segmentSize: $0)
             }
-            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: send.remote, data: send.bytes, metadata: metadata)),
+            context.write(Self.wrapOutbound(AddressedEnvelope(remoteAddress: send.remote, data: send.bytes, metadata: metadata)),
                           promise: nil)
         }
     }

@@ -240,7 +240,7 @@ public final class TunnelEnd: ChannelDuplexHandler, RemovableChannelHandler {
     fileprivate var isWritable: Bool { self.context?.channel.isWritable ?? true }
 
     fileprivate func write(_ buffer: ByteBuffer) {
-        self.context?.write(Self.wrapOutboundOut(buffer), promise: nil)
+        self.context?.write(Self.wrapOutbound(buffer), promise: nil)
     }
 
     fileprivate func flush() {
@@ -263,7 +263,7 @@ public final class TunnelEnd: ChannelDuplexHandler, RemovableChannelHandler {
     /// Closes once everything written so far has reached the socket (an empty write completes after them).
     fileprivate func closeAfterFlushing() {
         guard let context = self.context else { return }
-        context.writeAndFlush(Self.wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)))
+        context.writeAndFlush(Self.wrapOutbound(context.channel.allocator.buffer(capacity: 0)))
             .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 

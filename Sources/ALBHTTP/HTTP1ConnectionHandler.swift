@@ -364,7 +364,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         case .head(let head):
             self.body.start(chunked: head.version.major == 1 && head.version.minor >= 1
                 && head.headers.first(name: "transfer-encoding") == "chunked")
-            context.write(Self.wrapOutboundOut(.byteBuffer(context.channel.allocator.http1ResponseHead(head))),
+            context.write(Self.wrapOutbound(.byteBuffer(context.channel.allocator.http1ResponseHead(head))),
                           promise: promise)
         case .body(let data):
             self.body.write(data, promise: promise, context: context)
@@ -494,7 +494,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         case .end:
             self.errorsRequestOpen = false
         }
-        context.fireChannelRead(Self.wrapInboundOut(part))
+        context.fireChannelRead(Self.wrapInbound(part))
     }
 
     /// The first outbound stage.

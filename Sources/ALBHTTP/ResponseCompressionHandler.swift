@@ -187,7 +187,7 @@ public final class ResponseCompressionHandler: ChannelDuplexHandler, RemovableCh
                 return
             }
             ResponseCompressionPolicy.rewrite(&head, decision, requestVersion: request.version)
-            context.write(Self.wrapOutboundOut(.head(head)), promise: promise)
+            context.write(Self.wrapOutbound(.head(head)), promise: promise)
         case .body(.byteBuffer(let buffer)):
             guard let encoder = self.encoder else {
                 context.write(data, promise: promise)
@@ -266,7 +266,7 @@ public final class ResponseCompressionHandler: ChannelDuplexHandler, RemovableCh
                 combined = promise
             }
         }
-        context.write(Self.wrapOutboundOut(.body(.byteBuffer(output))), promise: combined)
+        context.write(Self.wrapOutbound(.body(.byteBuffer(output))), promise: combined)
     }
 
     /// An encoder failed mid-body: the response cannot be completed, so the connection (or stream) closes.

@@ -95,7 +95,7 @@ public final class TickFlushCoalescer: ChannelOutboundHandler, RemovableChannelH
         let promise = self.gatheredPromise
         self.gathered = nil
         self.gatheredPromise = nil
-        context.write(Self.wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
+        context.write(Self.wrapOutbound(.byteBuffer(buffer)), promise: promise)
     }
 
     private func flushNow(context: ChannelHandlerContext) {
