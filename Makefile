@@ -13,7 +13,8 @@ BIN := .build/$(CONFIG)/alb
 # (docs/benchmarks.md). The price is the link: 3-4 minutes for any release build, incremental ones included
 # (ThinLTO, faster, fails to link here: lld runs out of memory maps). Every release build uses the same flags,
 # so switching targets does not rebuild.
-SWIFT_BUILD_FLAGS_release := --static-swift-stdlib -Xswiftc -cross-module-optimization --experimental-lto-mode=full
+SWIFT_OPTIMISATION_FLAGS := -Xswiftc -cross-module-optimization --experimental-lto-mode=full
+SWIFT_BUILD_FLAGS_release := --static-swift-stdlib $(SWIFT_OPTIMISATION_FLAGS)
 RELEASE_BUILD := swift build -c release $(SWIFT_BUILD_FLAGS_release) --product alb
 PYTHON ?= python3
 DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk zlib1g-dev libbrotli-dev
@@ -97,7 +98,7 @@ soak: deps
 
 bench: deps alloc-counter bench-deps
 	$(RELEASE_BUILD)
-	bash tests/bench.sh
+	SWIFT_OPTIMISATION_FLAGS="$(SWIFT_OPTIMISATION_FLAGS)" bash tests/bench.sh
 
 # The compression row alone (tests/bench_compression.py: alb beside nginx with its Brotli filter and gzip).
 bench-compression: deps bench-deps

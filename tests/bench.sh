@@ -83,9 +83,8 @@ done
 write_manifest Wrr; kill -HUP "$alb_pid"; sleep 1
 # Where each proxy's CPU goes, user space against the kernel, beside the floor of any NIO proxy: tests/nio_relay
 # relays bytes between a client and a backend connection of its own (no HTTP), built from alb's own NIO checkout
-# with alb's optimisation flags.
-SWIFTCI_USE_LOCAL_DEPS=1 swift build -c release --package-path tests/nio_relay -Xswiftc -cross-module-optimization \
-  --experimental-lto-mode=full >/dev/null
+# with alb's optimisation flags (the Makefile's SWIFT_OPTIMISATION_FLAGS, which `make bench` passes on).
+SWIFTCI_USE_LOCAL_DEPS=1 swift build -c release --package-path tests/nio_relay ${SWIFT_OPTIMISATION_FLAGS:?run through make bench} >/dev/null
 taskset -c 0 tests/nio_relay/.build/release/nio-relay 19004 19000 >/dev/null & relay_pid=$!
 for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:19004/ 2>/dev/null && break; sleep 0.1; done
 for path in / /big; do
