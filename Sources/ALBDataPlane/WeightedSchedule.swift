@@ -33,8 +33,10 @@ final class WeightedSchedule<Element: Sendable>: Sendable {
     private static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
 }
 
-/// A picked server with its pool key, built once per configuration rather than per request.
-struct BalancedServer: Sendable {
+/// A picked server with its pool key, built once per configuration rather than per request. A class: an
+/// exchange copies its pick several times, and a struct of seven strings and references retains each of them
+/// on every copy.
+final class BalancedServer: Sendable {
     let server: BackendServer
     /// `server.address`, which formats a string each time it is read.
     let address: String
