@@ -34,8 +34,8 @@ final class WeightedSchedule<Element: Sendable>: Sendable {
 }
 
 /// A picked server with its pool key, built once per configuration rather than per request. A class: an
-/// exchange copies its pick several times, and a struct of seven strings and references retains each of them
-/// on every copy.
+/// exchange copies its pick several times, and as a struct every copy would retain each string and reference
+/// in it.
 final class BalancedServer: Sendable {
     let server: BackendServer
     /// `server.address`, which formats a string each time it is read.
