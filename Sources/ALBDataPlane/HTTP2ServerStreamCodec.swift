@@ -1,53 +1,95 @@
 import NIOCore
+import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 
-/// An HTTP/2 stream's HTTP/1 codec on the server side: nio-http2's `HTTP2FramePayloadToHTTP1ServerCodec`,
-/// except that a response's end rides on its last DATA frame instead of following it in an empty one.
+/// An HTTP/2 stream's HTTP/1 codec on the server side: what nio-http2's `HTTP2FramePayloadToHTTP1ServerCodec`
+/// does, with the heads converted in one pass each (``HTTP2Heads``) and a response's end riding on its last
+/// DATA frame.
 ///
-/// nio-http2's codec turns a response body part into a DATA frame and the end into another, empty DATA
-/// frame with `END_STREAM`: three frames for a response of one body part, each one a trip through the
-/// stream channel, the connection state machine, the flow-control buffer and the frame encoder. Here a
-/// body part is held until whatever is written next: the end (no trailers) goes out with it as one DATA
-/// frame carrying `END_STREAM`, as nginx and HAProxy answer; anything else, or a flush, sends it on as
-/// before. A held part therefore never outlives the flush that would have sent it.
+/// The heads: nio-http2's codec took seven passes over a request's block (four pseudo-header look-ups, two
+/// `contains`, the copy) and three over a response head (an intermediate `HTTPHeaders` with `:status`, a
+/// `lowercased()` per name, a scan for the names `Connection` lists and five name comparisons per field). The
+/// checks are the same: nio-http2's handler validates a block before it gets here (pseudo-header order and set,
+/// lowercase names, field values, connection-specific fields), and ``HTTP2Heads`` refuses, with nio's errors,
+/// what nio's codec refuses on top of that.
 ///
-/// The request side, the response head and trailers are nio-http2's codec itself (its validation of
-/// pseudo-header fields, `Host` from `:authority` and so on), called with this handler's context: it keeps
-/// no context and no per-stream outbound state, so it writes exactly what it would write in the pipeline.
+/// The end of a response: nio-http2's codec turns a body part into a DATA frame and the end into another, empty
+/// DATA frame with `END_STREAM`: three frames for a response of one body part, each one a trip through the
+/// stream channel, the connection state machine, the flow-control buffer and the frame encoder. Here a body
+/// part is held until whatever is written next: the end (no trailers) goes out with it as one DATA frame
+/// carrying `END_STREAM`, as nginx and HAProxy answer; anything else, or a flush, sends it on as before. A held
+/// part therefore never outlives the flush that would have sent it.
 final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame.FramePayload
     typealias InboundOut = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTP2Frame.FramePayload
 
-    private let codec = HTTP2FramePayloadToHTTP1ServerCodec()
+    /// The request head has arrived: a later HEADERS frame carries trailers.
+    private var headReceived = false
     /// The last body part written and not yet sent, with its write's promise.
     private var heldBody: (data: IOData, promise: EventLoopPromise<Void>?)?
 
     init() {}
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.codec.channelRead(context: context, data: data)
+        switch Self.unwrapInboundIn(data) {
+        case .headers(let headers):
+            if self.headReceived {
+                context.fireChannelRead(Self.wrapInbound(.end(HTTP2Heads.fields(of: headers.headers))))
+                return
+            }
+            self.headReceived = true
+            let head: HTTPRequestHead
+            do {
+                head = try HTTP2Heads.requestHead(from: headers.headers, endStream: headers.endStream)
+            } catch {
+                context.fireErrorCaught(error)
+                return
+            }
+            context.fireChannelRead(Self.wrapInbound(.head(head)))
+            if headers.endStream {
+                context.fireChannelRead(Self.wrapInbound(.end(nil)))
+            }
+        case .data(let data):
+            // nio-http2 reads the network into byte buffers; a file region never arrives.
+            guard case .byteBuffer(let bytes) = data.data else { return }
+            if bytes.readableBytes > 0 || !data.endStream {
+                context.fireChannelRead(Self.wrapInbound(.body(bytes)))
+            }
+            if data.endStream {
+                context.fireChannelRead(Self.wrapInbound(.end(nil)))
+            }
+        default:
+            break  // nothing else reaches a stream's HTTP/1 side
+        }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let part = Self.unwrapOutboundIn(data)
-        switch part {
+        switch Self.unwrapOutboundIn(data) {
+        case .head(let head):
+            self.sendHeldBody(context: context)
+            let block = HTTP2Heads.headerBlock(status: head.status, fields: head.headers)
+            context.write(Self.wrapOutbound(.headers(.init(headers: block))), promise: promise)
         case .body(let body):
             self.sendHeldBody(context: context)
             self.heldBody = (body, promise)
         case .end(nil):
-            guard let held = self.heldBody else {
-                self.codec.write(context: context, data: data, promise: promise)
-                return
+            let last: HTTP2Frame.FramePayload.Data
+            var promise = promise
+            if let held = self.heldBody {
+                self.heldBody = nil
+                last = .init(data: held.data, endStream: true)
+                promise = Self.combined(held.promise, promise)
+            } else {
+                last = .init(data: .byteBuffer(context.channel.allocator.buffer(capacity: 0)), endStream: true)
             }
-            self.heldBody = nil
-            let last = HTTP2Frame.FramePayload.data(.init(data: held.data, endStream: true))
-            context.write(Self.wrapOutbound(last), promise: Self.combined(held.promise, promise))
-        case .head, .end:
+            context.write(Self.wrapOutbound(.data(last)), promise: promise)
+        case .end(let trailers?):
             self.sendHeldBody(context: context)
-            self.codec.write(context: context, data: data, promise: promise)
+            let block = HTTP2Heads.trailerBlock(fields: trailers)
+            context.write(Self.wrapOutbound(.headers(.init(headers: block, endStream: true))), promise: promise)
         }
     }
 
@@ -90,3 +132,150 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 
 @available(*, unavailable)
 extension HTTP2ServerStreamCodec: Sendable {}
+
+/// HTTP/2 header blocks to and from the HTTP/1 heads the proxy works with, each in one pass over the fields.
+enum HTTP2Heads {
+    /// A request's head from its header block, as nio-http2's codec reads it: version 2.0; `Host` from
+    /// `:authority` unless the block has one; for a method that may carry a body (not GET, HEAD, DELETE, CONNECT
+    /// or TRACE) without `content-length`, `content-length: 0` if the stream ends with the head, else
+    /// `transfer-encoding: chunked`, so the HTTP/1 side knows the framing. Throws nio-http2's errors for a
+    /// missing, repeated or unsafe pseudo-header field.
+    static func requestHead(from block: HPACKHeaders, endStream: Bool) throws -> HTTPRequestHead {
+        var method: String?
+        var path: String?
+        var scheme: String?
+        var authority: String?
+        var hasHost = false
+        var hasContentLength = false
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(block.count)
+        for (name, value, _) in block {
+            guard name.utf8.first == UInt8(ascii: ":") else {
+                switch name.utf8.count {
+                case 4 where name == "host": hasHost = true
+                case 14 where name == "content-length": hasContentLength = true
+                default: break
+                }
+                fields.append((name, value))
+                continue
+            }
+            switch name {
+            case ":method": try Self.set(&method, name: name, to: value)
+            case ":path": try Self.set(&path, name: name, to: value)
+            case ":scheme": try Self.set(&scheme, name: name, to: value)
+            case ":authority": try Self.set(&authority, name: name, to: value)
+            default: break  // `:protocol` (extended CONNECT) is not read here
+            }
+        }
+        let methodName = try Self.checked(method, name: ":method")
+        let target = try Self.checked(path, name: ":path")
+        _ = try Self.checked(scheme, name: ":scheme")
+        let host = try Self.checked(authority, name: ":authority")
+        let httpMethod = HTTPMethod(rawValue: methodName)
+        var added: (String, String)?
+        switch httpMethod {
+        case .GET, .HEAD, .DELETE, .CONNECT, .TRACE:
+            break
+        default:
+            if !hasContentLength {
+                added = endStream ? ("content-length", "0") : ("transfer-encoding", "chunked")
+            }
+        }
+        if !hasHost || added != nil {
+            // In front, where nio-http2's codec puts them.
+            var front: [(String, String)] = []
+            front.reserveCapacity(fields.count + 2)
+            if !hasHost { front.append(("host", host)) }
+            if let added { front.append(added) }
+            front.append(contentsOf: fields)
+            fields = front
+        }
+        return HTTPRequestHead(version: HTTPVersion(major: 2, minor: 0), method: httpMethod, uri: target,
+                               headers: HTTPHeaders(fields))
+    }
+
+    /// The regular fields of a block (trailers).
+    static func fields(of block: HPACKHeaders) -> HTTPHeaders {
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(block.count)
+        for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") {
+            fields.append((name, value))
+        }
+        return HTTPHeaders(fields)
+    }
+
+    /// A response head's block: `:status` first, then the fields with lowercase names (RFC 9113 section 8.2.1),
+    /// without the connection-specific ones (section 8.2.2). The proxy's response heads have none of those
+    /// already (``ProxyHeaders/clientResponseHead(from:requestMethod:requestVersion:keepAlive:framing:)``),
+    /// so dropping them is a guard, not the usual path.
+    static func headerBlock(status: HTTPResponseStatus, fields: HTTPHeaders) -> HPACKHeaders {
+        var block = HPACKHeaders()
+        block.reserveCapacity(fields.count + 1)
+        let code = Int(status.code)
+        block.add(name: ":status", value: code == 200 ? "200" : String(code))
+        Self.append(fields, to: &block)
+        return block
+    }
+
+    /// Trailers' block: the fields, as in a head.
+    static func trailerBlock(fields: HTTPHeaders) -> HPACKHeaders {
+        var block = HPACKHeaders()
+        block.reserveCapacity(fields.count)
+        Self.append(fields, to: &block)
+        return block
+    }
+
+    private static func append(_ fields: HTTPHeaders, to block: inout HPACKHeaders) {
+        var listedInConnection: [String] = []
+        for (name, value) in fields {
+            let lowercase = Self.lowercased(name)
+            // The lengths of the connection-specific names first: most fields are compared with none of them.
+            switch lowercase.utf8.count {
+            case 7, 10, 16, 17: break
+            default:
+                block.add(name: lowercase, value: value)
+                continue
+            }
+            switch lowercase {
+            case "connection":
+                // A token holds no space or tab: those around it are all there is to drop.
+                for token in value.split(separator: ",") {
+                    listedInConnection.append(token.filter { $0 != " " && $0 != "\t" }.lowercased())
+                }
+            case "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+                break
+            default:
+                block.add(name: lowercase, value: value)
+            }
+        }
+        for name in listedInConnection {
+            block.remove(name: name)
+        }
+    }
+
+    /// `name` in lowercase, without a new string when it is already (the names the proxy sets).
+    private static func lowercased(_ name: String) -> String {
+        let hasUppercase = name.utf8.withContiguousStorageIfAvailable { bytes in
+            bytes.contains { $0 &- UInt8(ascii: "A") < 26 }
+        } ?? true
+        return hasUppercase ? name.lowercased() : name
+    }
+
+    private static func set(_ slot: inout String?, name: String, to value: String) throws {
+        guard slot == nil else { throw NIOHTTP2Errors.duplicatePseudoHeader(name) }
+        slot = value
+    }
+
+    /// The field's value if it is there and holds no space, control byte or DEL: nio-http2's codec refuses those
+    /// (`:path` becomes the HTTP/1.1 request target, where such a byte would split or smuggle a request).
+    private static func checked(_ value: String?, name: String) throws -> String {
+        guard let value else { throw NIOHTTP2Errors.missingPseudoHeader(name) }
+        let unsafe = value.utf8.withContiguousStorageIfAvailable { bytes in
+            bytes.contains { $0 <= 0x20 || $0 == 0x7F }
+        } ?? value.utf8.contains { $0 <= 0x20 || $0 == 0x7F }
+        guard !unsafe else {
+            throw NIOHTTP2Errors.invalidPseudoHeaderValue(name: name, value: value)
+        }
+        return value
+    }
+}

@@ -149,4 +149,62 @@ final class HTTP2ServerStreamCodecTests: XCTestCase {
             try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: true))))
         XCTAssertNil(try channel.readInbound(as: HTTPServerRequestPart.self))
     }
+
+    private func requestHead(_ fields: [(String, String)], endStream: Bool) throws -> HTTPRequestHead {
+        try HTTP2Heads.requestHead(from: HPACKHeaders(fields), endStream: endStream)
+    }
+
+    private let pseudo = [(":method", "POST"), (":scheme", "https"), (":authority", "example.com"), (":path", "/up")]
+
+    func testABodyOfUnannouncedLengthIsChunkedOnTheHTTP1Side() throws {
+        let streaming = try requestHead(pseudo, endStream: false)
+        XCTAssertEqual(streaming.headers["transfer-encoding"], ["chunked"])
+        XCTAssertEqual(streaming.headers["host"], ["example.com"])
+        let empty = try requestHead(pseudo, endStream: true)
+        XCTAssertEqual(empty.headers["content-length"], ["0"])
+        XCTAssertFalse(empty.headers.contains(name: "transfer-encoding"))
+        let announced = try requestHead(pseudo + [("content-length", "5")], endStream: false)
+        XCTAssertEqual(announced.headers["content-length"], ["5"])
+        XCTAssertFalse(announced.headers.contains(name: "transfer-encoding"))
+        let get = try requestHead([(":method", "GET")] + pseudo.dropFirst(), endStream: false)
+        XCTAssertFalse(get.headers.contains(name: "transfer-encoding"), "GET announces no body")
+    }
+
+    func testAHostFieldIsKeptAndNotDoubled() throws {
+        let head = try requestHead(pseudo + [("host", "other.example")], endStream: true)
+        XCTAssertEqual(head.headers["host"], ["other.example"])
+    }
+
+    func testMissingRepeatedOrUnsafePseudoHeaderFieldsAreRefused() {
+        for name in [":method", ":scheme", ":authority", ":path"] {
+            XCTAssertThrowsError(try requestHead(pseudo.filter { $0.0 != name }, endStream: true), "without \(name)")
+            XCTAssertThrowsError(try requestHead(pseudo + [(name, "x")], endStream: true), "two \(name)")
+        }
+        XCTAssertThrowsError(try requestHead([(":method", "GET\u{7F}")] + pseudo.dropFirst(), endStream: true))
+        XCTAssertThrowsError(try requestHead(pseudo.dropLast() + [(":path", "/a b")], endStream: true))
+    }
+
+    func testRequestTrailersArriveAsTheEnd() throws {
+        let channel = try makeChannel()
+        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: HPACKHeaders(pseudo))))
+        try channel.writeInbound(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(buffer("abc")))))
+        try channel.writeInbound(HTTP2Frame.FramePayload.headers(
+            .init(headers: HPACKHeaders([("grpc-timeout", "1S")]), endStream: true)))
+        guard case .head = try channel.readInbound(as: HTTPServerRequestPart.self),
+              case .body(let body) = try channel.readInbound(as: HTTPServerRequestPart.self),
+              case .end(let trailers) = try channel.readInbound(as: HTTPServerRequestPart.self) else {
+            return XCTFail("head, body and end expected")
+        }
+        XCTAssertEqual(String(buffer: body), "abc")
+        XCTAssertEqual(trailers?["grpc-timeout"], ["1S"])
+    }
+
+    func testResponseFieldNamesAreLowercasedAndConnectionSpecificOnesDropped() {
+        let block = HTTP2Heads.headerBlock(status: .notFound, fields: HTTPHeaders([
+            ("Content-Type", "text/plain"), ("X-Long-Custom-Field-Name", "1"), ("Connection", "x-hop, Keep-Alive"),
+            ("X-Hop", "dropped"), ("Upgrade", "h2c"), ("etag", "\"a\""),
+        ]))
+        XCTAssertEqual(block.map { $0.name }, [":status", "content-type", "x-long-custom-field-name", "etag"])
+        XCTAssertEqual(block.first(name: ":status"), "404")
+    }
 }
