@@ -3,7 +3,7 @@ import NIOCore
 import NIOHTTP2
 
 /// The life of an HTTP/2 connection around its streams, on the connection channel right after nio-http2's
-/// handler, which reports each stream's opening and closing through ``streamDelegate``:
+/// handler, whose events tell each stream's opening and closing:
 /// - Idle: a connection with no open stream for the listener's idle timeout is closed after a `GOAWAY` with
 ///   `NO_ERROR`, as the HTTP/1 pipeline closes a keep-alive connection idle between requests. A stream in
 ///   progress, however long, keeps it open (the seed: the idle timeout does not apply to HTTP/2 requests;
@@ -57,30 +57,6 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
         self.idleTimeout = idleTimeout
     }
 
-    /// What nio-http2 tells of streams (`configureHTTP2Pipeline(streamDelegate:)`), handed to this handler on
-    /// the connection's event loop, where nio-http2 calls it. A class: nio-http2 copies the delegate for every
-    /// stream, and a reference is one retain where the loop-bound value (an event loop existential inside) was
-    /// an outlined copy.
-    final class StreamEvents: NIOHTTP2StreamDelegate {
-        let manager: NIOLoopBound<HTTP2ConnectionManager>
-
-        init(manager: NIOLoopBound<HTTP2ConnectionManager>) {
-            self.manager = manager
-        }
-
-        func streamCreated(_ id: HTTP2StreamID, channel: Channel) {
-            self.manager.value.streamOpened(id)
-        }
-
-        func streamClosed(_ id: HTTP2StreamID, channel: Channel) {
-            self.manager.value.streamClosed(id)
-        }
-    }
-
-    func streamDelegate(on eventLoop: EventLoop) -> StreamEvents {
-        StreamEvents(manager: NIOLoopBound(self, eventLoop: eventLoop))
-    }
-
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.becameIdle(context: context)
@@ -125,7 +101,11 @@ final class HTTP2ConnectionManager: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent {
+        if let created = event as? NIOHTTP2StreamCreatedEvent {
+            self.streamOpened(created.streamID)
+        } else if let closed = event as? StreamClosedEvent {
+            self.streamClosed(closed.streamID)
+        } else if event is ChannelShouldQuiesceEvent {
             self.quiesce(context: context)
         }
         context.fireUserInboundEventTriggered(event)

@@ -26,7 +26,9 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTP2Frame.FramePayload
 
-    /// The request head has arrived: a later HEADERS frame carries trailers.
+    /// The request head has arrived and the request has not ended: a HEADERS frame now carries trailers. Cleared
+    /// at the request's end, as the stream's pipeline serves the connection's next stream after it
+    /// (``HTTP2StreamSlot``).
     private var headReceived = false
     /// The last body part written and not yet sent, with its write's promise.
     private var heldBody: (data: IOData, promise: EventLoopPromise<Void>?)?
@@ -37,10 +39,11 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         switch Self.unwrapInboundIn(data) {
         case .headers(let headers):
             if self.headReceived {
+                self.headReceived = false
                 context.fireChannelRead(Self.wrapInbound(.end(HTTP2Heads.fields(of: headers.headers))))
                 return
             }
-            self.headReceived = true
+            self.headReceived = !headers.endStream
             let head: HTTPRequestHead
             do {
                 head = try HTTP2Heads.requestHead(from: headers.headers, endStream: headers.endStream)
@@ -59,6 +62,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
                 context.fireChannelRead(Self.wrapInbound(.body(bytes)))
             }
             if data.endStream {
+                self.headReceived = false
                 context.fireChannelRead(Self.wrapInbound(.end(nil)))
             }
         default:

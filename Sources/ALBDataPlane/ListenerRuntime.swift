@@ -259,35 +259,37 @@ final class ListenerRuntime: Sendable {
     ]
 
     /// The HTTP/2 side of a connection: each stream is one exchange, served by the same proxy handler as
-    /// an HTTP/1 connection behind nio-http2's HTTP/1 codec, with HTTP/2 framing.
+    /// an HTTP/1 connection behind the stream codec, with HTTP/2 framing. nio-http2's handler runs without its
+    /// multiplexer: ``HTTP2StreamRouter`` gives each stream a pipeline of its own that serves the connection's
+    /// streams one after another (``HTTP2StreamSlot``), rather than a channel built and torn down per stream.
     func configureHTTP2(_ channel: Channel, loopState: ListenerLoopState, scheme: String,
                         facts: TLSConnectionFacts?) throws {
-        let loopState = NIOLoopBound(loopState, eventLoop: channel.eventLoop)
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = Self.http2Settings
         // One request timer for all the connection's streams; the manager stops it when the connection goes.
-        let requestTimer = NIOLoopBound(SharedDeadlineTimer(), eventLoop: channel.eventLoop)
-        let manager = HTTP2ConnectionManager(requestTimer: requestTimer.value) { [snapshot = self.snapshot] in
+        let requestTimer = SharedDeadlineTimer()
+        let manager = HTTP2ConnectionManager(requestTimer: requestTimer) { [snapshot = self.snapshot] in
             snapshot.load(ordering: .relaxed).config.idleTimeout
         }
-        // Below the HTTP/2 handler, so that the streams answered in one tick leave in one write.
-        try channel.pipeline.syncOperations.addHandler(TickFlushCoalescer())
         let endpoints = ClientEndpoints(of: channel)
-        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: connection, streamConfiguration: NIOHTTP2Handler.StreamConfiguration(),
-            streamDelegate: manager.streamDelegate(on: channel.eventLoop)
-        ) { stream in
-            stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandler(HTTP2ServerStreamCodec())
-                if self.snapshot.load(ordering: .relaxed).config.compression {
-                    try stream.pipeline.syncOperations.addHandler(self.compressionOptions(loopState.value).makeHandler())
-                }
-                try stream.pipeline.syncOperations.addHandler(
-                    ProxyHandler(runtime: self, loopState: loopState.value, scheme: scheme, framing: .http2, tlsFacts: facts,
-                                 endpoints: endpoints, requestTimer: requestTimer.value))
+        let compressesNow = { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.compression }
+        let router = HTTP2StreamRouter(compressesNow: compressesNow) { slot in
+            let pipeline = slot.pipeline.syncOperations
+            try pipeline.addHandler(HTTP2ServerStreamCodec())
+            if slot.compresses {
+                try pipeline.addHandler(self.compressionOptions(loopState).makeHandler())
             }
+            try pipeline.addHandler(
+                ProxyHandler(runtime: self, loopState: loopState, scheme: scheme, framing: .http2, tlsFacts: facts,
+                             endpoints: endpoints, requestTimer: requestTimer))
         }
-        try channel.pipeline.syncOperations.addHandler(manager)
+        let pipeline = channel.pipeline.syncOperations
+        // Below the HTTP/2 handler, so that the streams answered in one tick leave in one write.
+        try pipeline.addHandler(TickFlushCoalescer())
+        try pipeline.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection,
+                                                streamConfiguration: NIOHTTP2Handler.StreamConfiguration()))
+        try pipeline.addHandler(manager)
+        try pipeline.addHandler(router)
     }
 
     /// Stops accepting: closes the listening socket, unless it was handed to a successor. A QUIC socket

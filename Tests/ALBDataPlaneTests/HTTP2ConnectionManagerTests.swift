@@ -6,23 +6,23 @@ import XCTest
 @testable import ALBDataPlane
 
 final class HTTP2ConnectionManagerTests: XCTestCase {
-    private var streams: HTTP2ConnectionManager.StreamEvents?
-
     private func makeChannel(idleTimeout: TimeAmount = .seconds(60)) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         let manager = HTTP2ConnectionManager { idleTimeout }
-        self.streams = manager.streamDelegate(on: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(manager)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
     }
 
+    /// As nio-http2's handler tells of streams: user events, in the pipeline after it.
     private func open(_ id: Int, on channel: EmbeddedChannel) {
-        self.streams?.streamCreated(HTTP2StreamID(id), channel: channel)
+        channel.pipeline.fireUserInboundEventTriggered(
+            NIOHTTP2StreamCreatedEvent(streamID: HTTP2StreamID(id), localInitialWindowSize: 65535,
+                                       remoteInitialWindowSize: 65535))
     }
 
     private func close(_ id: Int, on channel: EmbeddedChannel) {
-        self.streams?.streamClosed(HTTP2StreamID(id), channel: channel)
+        channel.pipeline.fireUserInboundEventTriggered(StreamClosedEvent(streamID: HTTP2StreamID(id), reason: nil))
     }
 
     private func goAway(from channel: EmbeddedChannel) throws -> (HTTP2StreamID, HTTP2ErrorCode)? {

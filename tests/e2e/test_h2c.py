@@ -5,6 +5,7 @@ other connection stays HTTP/1.1. As the seed says, the listener's idle timeout d
 requests: it closes an h2c connection only after that long with no stream open.
 """
 import json
+import os
 import socket
 import subprocess
 import time
@@ -118,3 +119,28 @@ def test_request_timeout_answers_each_stream_of_a_connection_with_504(alb, backe
     assert "3 done, 1 succeeded, 2 failed, 0 errored" in load.stdout, load.stdout[-800:]
     assert "status codes: 1 2xx, 0 3xx, 0 4xx, 2 5xx" in load.stdout, load.stdout[-800:]
     assert elapsed < 3.5, elapsed
+
+
+def test_bodies_larger_than_the_windows_flow_both_ways(alb, backends, tmp_path):
+    """HTTP/2's windows are 64 KiB: a 3 MiB upload needs its window given back as alb reads it, a 3 MiB
+    download is held back while the client's window is spent. One upload byte for byte (curl), two at once on
+    one connection (nghttp: their echoes interleave on its output, so they are counted), one download."""
+    port = serve(alb, backends)
+    url = "http://127.0.0.1:%d" % port
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(os.urandom(3 * 1024 * 1024))
+    run = subprocess.run(["curl", "-sS", "--max-time", "60", "--http2-prior-knowledge", "--data-binary", "@%s" % upload,
+                          "-o", str(tmp_path / "echo"), url + "/echo"], capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "echo").read_bytes() == upload.read_bytes()
+
+    same = tmp_path / "same.bin"
+    same.write_bytes(b"y" * (3 * 1024 * 1024))
+    run = subprocess.run(["nghttp", "-d", str(same), url + "/echo?1", url + "/echo?2"], capture_output=True, timeout=90)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == b"y" * (6 * 1024 * 1024)
+
+    run = subprocess.run(["curl", "-sS", "--max-time", "60", "--http2-prior-knowledge", "-o", str(tmp_path / "big"),
+                          url + "/big?n=3145728"], capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "big").read_bytes() == b"x" * 3145728

@@ -1,0 +1,204 @@
+import NIOCore
+import NIOHTTP2
+
+/// The streams of one HTTP/2 connection, at the end of its pipeline (after nio-http2's handler without its
+/// multiplexer, and ``HTTP2ConnectionManager``): each stream's frames go to an ``HTTP2StreamSlot`` bound to it,
+/// whose pipeline serves the exchange; a slot whose stream closed cleanly serves the next stream. Slots are
+/// built by `makeStreamPipeline` (the listener's stream handlers) when no idle one fits.
+///
+/// Flow control that nio-http2's multiplexer did: the connection's receive window is given back as DATA
+/// arrives (each stream's own window bounds what a stream holds, and a slot gives that back as its pipeline
+/// reads), in steps of half the default window.
+///
+/// On the connection's event loop only.
+final class HTTP2StreamRouter: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    /// Adds a new slot's handlers to its empty pipeline (a compressor if the slot says it ``HTTP2StreamSlot/compresses``).
+    typealias StreamPipelineBuilder = (HTTP2StreamSlot) throws -> Void
+
+    private let makeStreamPipeline: StreamPipelineBuilder
+    /// Whether the listener compresses now: a slot built otherwise is not reused for a new stream.
+    private let compressesNow: () -> Bool
+    private var context: ChannelHandlerContext?
+    private var open: [HTTP2StreamID: HTTP2StreamSlot] = [:]
+    private var idle: [HTTP2StreamSlot] = []
+    /// Slots with frames in the connection's current read, told when it ends.
+    private var reading: [HTTP2StreamSlot] = []
+    private var connectionCredit = 0
+    /// Inside the connection's read: what is written is flushed when the read ends.
+    private var inRead = false
+    private var needsFlush = false
+
+    /// Idle slots kept per connection: a burst of concurrent streams leaves at most this many behind.
+    static let maximumIdleSlots = 8
+
+    init(compressesNow: @escaping () -> Bool, makeStreamPipeline: @escaping StreamPipelineBuilder) {
+        self.compressesNow = compressesNow
+        self.makeStreamPipeline = makeStreamPipeline
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.closeAll()
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = Self.unwrapInboundIn(data)
+        let streamID = frame.streamID
+        guard streamID != .rootStream else { return }
+        self.inRead = true
+        if case .data(let data) = frame.payload {
+            self.connectionCredit += data.data.readableBytes + (data.paddingBytes.map { $0 + 1 } ?? 0)
+            if self.connectionCredit >= HTTP2StreamSlot.windowUpdateStep {
+                self.returnCredit(self.connectionCredit, on: .rootStream)
+                self.connectionCredit = 0
+            }
+        }
+        let slot: HTTP2StreamSlot
+        if let known = self.open[streamID] {
+            slot = known
+        } else {
+            // Only a HEADERS frame opens a stream; anything else names one that is over (a late WINDOW_UPDATE,
+            // PRIORITY or RST_STREAM), which nio-http2 has dealt with.
+            guard case .headers = frame.payload, let fresh = self.slotForNewStream(context: context) else { return }
+            fresh.open(streamID)
+            self.open[streamID] = fresh
+            slot = fresh
+        }
+        switch frame.payload {
+        case .headers, .data:
+            if !slot.awaitsConnectionReadComplete {
+                slot.awaitsConnectionReadComplete = true
+                self.reading.append(slot)
+            }
+            slot.receive(frame.payload)
+        default:
+            break  // RST_STREAM arrives as StreamClosedEvent too; WINDOW_UPDATE and PRIORITY are nio-http2's
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.inRead = false
+        let reading = self.reading
+        self.reading.removeAll(keepingCapacity: true)
+        for slot in reading {
+            slot.awaitsConnectionReadComplete = false
+            slot.connectionReadComplete()
+        }
+        if self.needsFlush {
+            self.needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let closed = event as? StreamClosedEvent, let slot = self.open.removeValue(forKey: closed.streamID) {
+            slot.streamClosed(reason: closed.reason)
+            if slot.isReusable {
+                if self.idle.count < Self.maximumIdleSlots {
+                    self.idle.append(slot)
+                } else {
+                    slot.connectionClosed()
+                }
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        for slot in self.open.values {
+            slot.connectionWritabilityChanged()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.closeAll()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let streamError = error as? NIOHTTP2Errors.StreamError, let slot = self.open[streamError.streamID] {
+            slot.streamError(streamError.baseError)
+            return
+        }
+        context.fireErrorCaught(error)
+    }
+
+    // MARK: - For the slots
+
+    func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>?) {
+        guard let context = self.context else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        context.write(Self.wrapOutbound(frame), promise: promise)
+    }
+
+    func flush() {
+        self.context?.flush()
+    }
+
+    /// Gives `bytes` of receive window back to the client: flushed at the end of the read, or now outside one (a
+    /// stream whose proxy resumed reading, while the client waits for the window).
+    func returnCredit(_ bytes: Int, on streamID: HTTP2StreamID) {
+        self.write(HTTP2Frame(streamID: streamID, payload: .windowUpdate(windowSizeIncrement: bytes)), promise: nil)
+        if self.inRead {
+            self.needsFlush = true
+        } else {
+            self.flush()
+        }
+    }
+
+    /// The pipeline gave up on its stream: it is reset (nio-http2 reports the closing, the slot is gone by then).
+    func reset(_ streamID: HTTP2StreamID) {
+        self.open[streamID] = nil
+        self.write(HTTP2Frame(streamID: streamID, payload: .rstStream(.cancel)), promise: nil)
+        self.flush()
+    }
+
+    func slotClosed(_ slot: HTTP2StreamSlot) {
+        self.idle.removeAll { $0 === slot }
+    }
+
+    // MARK: -
+
+    private func slotForNewStream(context: ChannelHandlerContext) -> HTTP2StreamSlot? {
+        let compresses = self.compressesNow()
+        while let reused = self.idle.popLast() {
+            // Built before the listener's compression was switched: as a new stream would not be.
+            if reused.compresses == compresses { return reused }
+            reused.connectionClosed()
+        }
+        let slot = HTTP2StreamSlot(parent: context.channel, router: self, compresses: compresses)
+        do {
+            try self.makeStreamPipeline(slot)
+        } catch {
+            slot.connectionClosed()
+            context.fireErrorCaught(error)
+            return nil
+        }
+        slot.activate()
+        return slot
+    }
+
+    private func closeAll() {
+        let slots = Array(self.open.values) + self.idle
+        self.open.removeAll()
+        self.idle.removeAll()
+        self.reading.removeAll()
+        for slot in slots {
+            slot.connectionClosed()
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTP2StreamRouter: Sendable {}

@@ -1,0 +1,166 @@
+import NIOCore
+import NIOEmbedded
+import NIOHPACK
+import NIOHTTP2
+import XCTest
+
+@testable import ALBDataPlane
+
+final class HTTP2StreamRouterTests: XCTestCase {
+    /// What a stream's pipeline saw, and a way to hold its reads as the proxy does while it connects.
+    private final class Recorder: ChannelDuplexHandler {
+        typealias InboundIn = HTTP2Frame.FramePayload
+        typealias OutboundIn = HTTP2Frame.FramePayload
+        typealias OutboundOut = HTTP2Frame.FramePayload
+
+        var frames: [HTTP2Frame.FramePayload] = []
+        var readCompletes = 0
+        var inactive = false
+        var holdingReads = false
+        var heldRead = false
+        var context: ChannelHandlerContext?
+
+        func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { self.frames.append(Self.unwrapInboundIn(data)) }
+        func channelReadComplete(context: ChannelHandlerContext) { self.readCompletes += 1 }
+        func channelInactive(context: ChannelHandlerContext) { self.inactive = true }
+
+        func read(context: ChannelHandlerContext) {
+            if self.holdingReads { self.heldRead = true } else { context.read() }
+        }
+
+        func releaseReads() {
+            self.holdingReads = false
+            if self.heldRead {
+                self.heldRead = false
+                self.context?.read()
+            }
+        }
+    }
+
+    private var recorders: [Recorder] = []
+    private var channel: EmbeddedChannel!
+    private var compressing = false
+
+    override func setUpWithError() throws {
+        self.recorders = []
+        self.channel = EmbeddedChannel()
+        self.compressing = false
+        let router = HTTP2StreamRouter(compressesNow: { self.compressing }) { slot in
+            let recorder = Recorder()
+            self.recorders.append(recorder)
+            try slot.pipeline.syncOperations.addHandler(recorder)
+        }
+        try self.channel.pipeline.syncOperations.addHandler(router)
+    }
+
+    private func request(_ id: Int, endStream: Bool = true) throws {
+        let headers = HPACKHeaders([(":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "/")])
+        try self.channel.writeInbound(HTTP2Frame(streamID: HTTP2StreamID(id),
+                                                 payload: .headers(.init(headers: headers, endStream: endStream))))
+    }
+
+    private func data(_ id: Int, bytes: Int, endStream: Bool = false) throws {
+        let body = ByteBuffer(repeating: UInt8(ascii: "x"), count: bytes)
+        try self.channel.writeInbound(HTTP2Frame(streamID: HTTP2StreamID(id),
+                                                 payload: .data(.init(data: .byteBuffer(body), endStream: endStream))))
+    }
+
+    private func closed(_ id: Int, reason: HTTP2ErrorCode? = nil) {
+        self.channel.pipeline.fireUserInboundEventTriggered(StreamClosedEvent(streamID: HTTP2StreamID(id), reason: reason))
+    }
+
+    private func written() throws -> [HTTP2Frame] {
+        var frames: [HTTP2Frame] = []
+        while let frame = try self.channel.readOutbound(as: HTTP2Frame.self) { frames.append(frame) }
+        return frames
+    }
+
+    func testStreamsThatCloseCleanlyShareOnePipelineOneAfterAnother() throws {
+        try request(1)
+        XCTAssertEqual(recorders.count, 1)
+        let stream = try XCTUnwrap(recorders[0].context?.channel)
+        stream.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"], endStream: true)),
+                             promise: nil)
+        XCTAssertEqual(try written().map(\.streamID), [HTTP2StreamID(1)])
+        closed(1)
+        try request(3)
+        XCTAssertEqual(recorders.count, 1, "the second stream reuses the first one's pipeline")
+        XCTAssertEqual(recorders[0].frames.count, 2)
+        XCTAssertFalse(recorders[0].inactive)
+        stream.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: [":status": "200"], endStream: true)),
+                             promise: nil)
+        XCTAssertEqual(try written().map(\.streamID), [HTTP2StreamID(3)], "written as the stream it serves now")
+    }
+
+    func testAPipelineBuiltBeforeCompressionWasSwitchedOnServesNoNewStream() throws {
+        try request(1)
+        closed(1)
+        compressing = true
+        try request(3)
+        XCTAssertEqual(recorders.count, 2, "a new stream gets the pipeline the listener wants now")
+        XCTAssertTrue(recorders[0].inactive)
+    }
+
+    func testConcurrentStreamsGetPipelinesOfTheirOwn() throws {
+        try request(1)
+        try request(3)
+        XCTAssertEqual(recorders.count, 2)
+        XCTAssertEqual(recorders.map(\.frames.count), [1, 1])
+    }
+
+    func testAResetStreamEndsItsPipelineAndTheNextStreamGetsANewOne() throws {
+        try request(1, endStream: false)
+        closed(1, reason: .cancel)
+        XCTAssertTrue(recorders[0].inactive, "the proxy learns the client went away")
+        try request(3)
+        XCTAssertEqual(recorders.count, 2)
+        XCTAssertFalse(recorders[1].inactive)
+    }
+
+    func testClosingAStreamsPipelineResetsTheStream() throws {
+        try request(1, endStream: false)
+        recorders[0].context?.close(promise: nil)
+        XCTAssertEqual(try written().map(\.payload.isReset), [true])
+        XCTAssertTrue(recorders[0].inactive)
+    }
+
+    func testFramesWaitForThePipelineToReadAndItsWindowComesBackAsItReads() throws {
+        try request(1, endStream: false)
+        recorders[0].holdingReads = true
+        try channel.writeInbound(HTTP2Frame(streamID: 1, payload: .data(.init(data: .byteBuffer(ByteBuffer())))))
+        // The pipeline asked for its next read at the end of the last one; held from here on.
+        try data(1, bytes: 20000)
+        try data(1, bytes: 20000)
+        XCTAssertEqual(recorders[0].frames.count, 2, "the held reads keep the later frames back")
+        let connectionWindow = try written()
+        XCTAssertEqual(connectionWindow.map(\.streamID), [HTTP2StreamID.rootStream],
+                       "the connection's window comes back as DATA arrives, the stream's only as it is read")
+        recorders[0].releaseReads()
+        XCTAssertEqual(recorders[0].frames.count, 4)
+        XCTAssertEqual(try written().map(\.windowIncrement), [40000])
+        XCTAssertGreaterThan(recorders[0].readCompletes, 1, "delivered outside a connection read, the read ends at once")
+    }
+
+    func testTheConnectionClosingEndsEveryPipeline() throws {
+        try request(1, endStream: false)
+        try request(3)
+        closed(3)
+        channel.pipeline.fireChannelInactive()
+        XCTAssertEqual(recorders.map(\.inactive), [true, true], "the open stream's and the idle one's")
+    }
+}
+
+extension HTTP2Frame.FramePayload {
+    fileprivate var isReset: Bool {
+        if case .rstStream = self { return true }
+        return false
+    }
+}
+
+extension HTTP2Frame {
+    fileprivate var windowIncrement: Int? {
+        if case .windowUpdate(let increment) = self.payload { return increment }
+        return nil
+    }
+}
