@@ -47,10 +47,9 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
     private var deliveredSinceReadComplete = false
     /// The router will end this slot's read when the connection's read ends (it has a frame of this read).
     var awaitsConnectionReadComplete = false
-    /// DATA bytes delivered and not yet given back to the client as stream window.
+    /// DATA bytes delivered and not yet given back to the client as stream window (none once the client ended
+    /// the stream: its last frame's bytes are not given back).
     private var creditToReturn = 0
-    /// The client ended its side of the stream: no window to give back.
-    private var clientEnded = false
     private var uncountedResponseBytes = HTTP2StreamSlot.bufferedLimit
     private var bufferedResponseBytes = 0
     private var closed = false
@@ -98,7 +97,6 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
 
     func open(_ streamID: HTTP2StreamID) {
         self.streamID = streamID
-        self.clientEnded = false
         self.creditToReturn = 0
         self.uncountedResponseBytes = Self.bufferedLimit
     }
@@ -122,11 +120,12 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
     }
 
     /// The stream closed (nio-http2's `StreamClosedEvent`): cleanly (`reason` nil) the slot waits for the next
-    /// stream; reset, the pipeline learns it is over.
+    /// stream; reset, the pipeline learns it is over. So does one that had not read the whole request (the
+    /// response went out first and the proxy stopped reading): its handlers never saw the request end, and
+    /// would take the next stream's head for this one's trailers.
     func streamClosed(reason: HTTP2ErrorCode?) {
         self.streamID = nil
-        self.unread.removeAll()
-        if reason != nil {
+        if reason != nil || !self.unread.isEmpty {
             self.close(error: ChannelError.eof)
         }
     }
@@ -147,18 +146,12 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
 
     private func deliver(_ payload: HTTP2Frame.FramePayload) {
         self.deliveredSinceReadComplete = true
-        if case .data(let data) = payload {
-            if data.endStream {
-                self.clientEnded = true
-            } else {
-                self.creditToReturn += data.data.readableBytes + (data.paddingBytes.map { $0 + 1 } ?? 0)
-                if self.creditToReturn >= Self.windowUpdateStep, let streamID = self.streamID {
-                    self.router?.returnCredit(self.creditToReturn, on: streamID)
-                    self.creditToReturn = 0
-                }
+        if case .data(let data) = payload, !data.endStream {
+            self.creditToReturn += data.data.readableBytes + (data.paddingBytes.map { $0 + 1 } ?? 0)
+            if self.creditToReturn >= Self.windowUpdateStep, let streamID = self.streamID {
+                self.router?.returnCredit(self.creditToReturn, on: streamID)
+                self.creditToReturn = 0
             }
-        } else if case .headers(let headers) = payload, headers.endStream {
-            self.clientEnded = true
         }
         self.pipeline.fireChannelRead(NIOAny(payload))
     }

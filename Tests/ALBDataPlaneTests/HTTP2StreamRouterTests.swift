@@ -118,6 +118,18 @@ final class HTTP2StreamRouterTests: XCTestCase {
         XCTAssertFalse(recorders[1].inactive)
     }
 
+    func testAStreamThatClosedBeforeItsPipelineReadItAllIsNotReused() throws {
+        try request(1, endStream: false)
+        recorders[0].holdingReads = true
+        try data(1, bytes: 10)
+        try data(1, bytes: 10, endStream: true)
+        XCTAssertEqual(recorders[0].frames.count, 2, "the end is held")
+        closed(1)
+        XCTAssertTrue(recorders[0].inactive, "its handlers never saw the request end")
+        try request(3)
+        XCTAssertEqual(recorders.count, 2)
+    }
+
     func testClosingAStreamsPipelineResetsTheStream() throws {
         try request(1, endStream: false)
         recorders[0].context?.close(promise: nil)
