@@ -153,7 +153,7 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
                 self.creditToReturn = 0
             }
         }
-        self.pipeline.fireChannelRead(NIOAny(payload))
+        self.pipeline.syncOperations.fireChannelRead(NIOAny(payload))
     }
 
     private func updateWritability() {
