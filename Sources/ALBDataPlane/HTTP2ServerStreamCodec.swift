@@ -1,3 +1,4 @@
+import ALBHTTP
 import NIOCore
 import NIOHPACK
 import NIOHTTP1
@@ -209,9 +210,10 @@ enum HTTP2Heads {
     }
 
     /// A response head's block: `:status` first, then the fields with lowercase names (RFC 9113 section 8.2.1),
-    /// without the connection-specific ones (section 8.2.2). The proxy's response heads have none of those
-    /// already (``ProxyHeaders/clientResponseHead(from:requestMethod:requestVersion:keepAlive:framing:)``),
-    /// so dropping them is a guard, not the usual path.
+    /// without the connection-specific ones (section 8.2.2: the hop-by-hop fields and those `Connection` names,
+    /// taken out by ``ProxyHeaders/removeHopByHop(from:)``). The proxy's response heads have none of those
+    /// already (``ProxyHeaders/clientResponseHead(from:requestMethod:requestVersion:keepAlive:framing:)``), so
+    /// that is a guard, not the usual path.
     static func headerBlock(status: HTTPResponseStatus, fields: HTTPHeaders) -> HPACKHeaders {
         var block = HPACKHeaders()
         block.reserveCapacity(fields.count + 1)
@@ -230,30 +232,12 @@ enum HTTP2Heads {
     }
 
     private static func append(_ fields: HTTPHeaders, to block: inout HPACKHeaders) {
-        var listedInConnection: [String] = []
-        for (name, value) in fields {
-            let lowercase = Self.lowercased(name)
-            // The lengths of the connection-specific names first: most fields are compared with none of them.
-            switch lowercase.utf8.count {
-            case 7, 10, 16, 17: break
-            default:
-                block.add(name: lowercase, value: value)
-                continue
-            }
-            switch lowercase {
-            case "connection":
-                // A token holds no space or tab: those around it are all there is to drop.
-                for token in value.split(separator: ",") {
-                    listedInConnection.append(token.filter { $0 != " " && $0 != "\t" }.lowercased())
-                }
-            case "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
-                break
-            default:
-                block.add(name: lowercase, value: value)
-            }
+        var crossing = fields
+        if fields.contains(where: { ProxyHeaders.isHopByHop($0.name) }) {
+            ProxyHeaders.removeHopByHop(from: &crossing)
         }
-        for name in listedInConnection {
-            block.remove(name: name)
+        for (name, value) in crossing {
+            block.add(name: Self.lowercased(name), value: value)
         }
     }
 
@@ -274,9 +258,9 @@ enum HTTP2Heads {
     /// (`:path` becomes the HTTP/1.1 request target, where such a byte would split or smuggle a request).
     private static func checked(_ value: String?, name: String) throws -> String {
         guard let value else { throw NIOHTTP2Errors.missingPseudoHeader(name) }
-        let unsafe = value.utf8.withContiguousStorageIfAvailable { bytes in
-            bytes.contains { $0 <= 0x20 || $0 == 0x7F }
-        } ?? value.utf8.contains { $0 <= 0x20 || $0 == 0x7F }
+        let isUnsafe: (UInt8) -> Bool = { $0 <= 0x20 || $0 == 0x7F }
+        let unsafe = value.utf8.withContiguousStorageIfAvailable { $0.contains(where: isUnsafe) }
+            ?? value.utf8.contains(where: isUnsafe)
         guard !unsafe else {
             throw NIOHTTP2Errors.invalidPseudoHeaderValue(name: name, value: value)
         }

@@ -85,12 +85,14 @@ final class HTTP2StreamRouter: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         self.inRead = false
-        let reading = self.reading
-        self.reading.removeAll(keepingCapacity: true)
-        for slot in reading {
+        // Emptied after the loop, once nothing else holds its storage (emptying it while a copy did would allocate
+        // new storage on every read). A slot cannot join the list meanwhile: reads outside the connection's end
+        // at once.
+        for slot in self.reading {
             slot.awaitsConnectionReadComplete = false
             slot.connectionReadComplete()
         }
+        self.reading.removeAll(keepingCapacity: true)
         if self.needsFlush {
             self.needsFlush = false
             context.flush()

@@ -191,6 +191,11 @@ public enum ProxyHeaders {
     private static let hopByHopLengths: UInt64 = Self.hopByHop.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
 
     /// The position of `name` in ``hopByHop`` (any case), without allocating.
+    /// Whether `name` (any case) is a hop-by-hop field, without allocating.
+    public static func isHopByHop(_ name: String) -> Bool {
+        Self.hopByHopIndex(name) != nil
+    }
+
     static func hopByHopIndex(_ name: some StringProtocol) -> Int? {
         Self.index(of: name, in: Self.hopByHop, lengths: Self.hopByHopLengths)
     }
