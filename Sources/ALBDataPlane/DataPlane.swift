@@ -188,8 +188,7 @@ public final class DataPlane: Sendable {
             // The UDP socket's endpoint outlives the instance: it takes the new instance's certificate.
             try self.rotateQUICCertificate(of: previous, to: certificate, listener: config.name)
         }
-        guard let socket = previous.detachSocket() else { throw DataPlaneError.unknownListener(key) }
-        runtime.attach(socket)
+        guard previous.handSocket(to: runtime) else { throw DataPlaneError.unknownListener(key) }
         self.listeners.withLockedValue { $0[config.key] = runtime }
         self.retainServerGroups()
         return Self.describe(runtime.boundAddress, fallback: config)

@@ -145,9 +145,24 @@ final class ListenerRuntime: Sendable {
         socket.handOver(to: self)
     }
 
-    /// Gives up the socket without closing it, for a successor to ``attach(_:)``; this instance
-    /// accepts nothing more. Nil when it holds none.
-    func detachSocket() -> ListenerSocket? {
+    /// Gives the socket to `successor` without closing it; this instance accepts nothing more. False
+    /// when it holds none.
+    ///
+    /// The successor owns the socket before this instance starts refusing: a connection accepted in
+    /// between finds either this instance still serving (and a drain quiesces it later) or the successor.
+    /// The other order left a moment in which the socket's owner refused and no other owner existed yet,
+    /// and the connection was closed with its request unread (a reset, one in tens of thousands of
+    /// connections under port swaps).
+    func handSocket(to successor: ListenerRuntime) -> Bool {
+        guard let socket = self.socket.withLockedValue({ $0 }) else { return false }
+        successor.attach(socket)
+        _ = self.detachSocket()
+        return true
+    }
+
+    /// Gives up the socket (closing it is the caller's business); this instance accepts nothing more.
+    /// Nil when it holds none.
+    private func detachSocket() -> ListenerSocket? {
         let socket = self.socket.withLockedValue { socket -> ListenerSocket? in
             defer { socket = nil }
             return socket
