@@ -65,4 +65,6 @@ def test_a_group_without_checks_lists_its_servers_unchecked(alb, backends):
     alb.write("web.yaml", manifest_set(port, [(ports[0], 100)]))
     alb.start()
     alb.wait_state("web", "Running")
+    # A pass renames its status files into place one after another: the group's may land after the listener's.
+    wait_for(lambda: server_health(alb), timeout=5, what="the group's status lists its servers")
     assert server_health(alb) == {ports[0]: ("Unchecked", "")}
