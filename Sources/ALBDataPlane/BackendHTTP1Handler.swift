@@ -46,11 +46,14 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
     private var writtenWhileDecoding: [HTTPRequestHead] = []
     /// The framing of the request body being written.
     private var body = HTTP1BodyWriter()
+    /// The event loop's memory for request heads; nil: each head gets a buffer of its own.
+    private let headBuffer: HeadEncodingBuffer?
 
     override var deliversCheckedFields: Bool { true }
 
-    init(decoder: StrictHTTPResponseDecoder = StrictHTTPResponseDecoder()) {
+    init(decoder: StrictHTTPResponseDecoder = StrictHTTPResponseDecoder(), headBuffer: HeadEncodingBuffer? = nil) {
         self.decoder = decoder
+        self.headBuffer = headBuffer
     }
 
     // MARK: - Reading
@@ -184,8 +187,8 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
                 self.decoder.expectResponse(to: framed)
             }
             self.body.start(chunked: chunked)
-            context.write(Self.wrapOutbound(.byteBuffer(context.channel.allocator.http1RequestHead(framed))),
-                          promise: promise)
+            let bytes = self.headBuffer?.http1RequestHead(framed) ?? context.channel.allocator.http1RequestHead(framed)
+            context.write(Self.wrapOutbound(.byteBuffer(bytes)), promise: promise)
         case .body(let part):
             self.body.write(part, promise: promise, context: context)
         case .end(let trailers):

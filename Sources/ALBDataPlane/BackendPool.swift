@@ -21,9 +21,13 @@ final class BackendPool {
     /// Idle connections kept per server and loop; more are closed on release.
     static let maxIdle = 256
 
-    init(server: BackendServer, eventLoop: EventLoop) {
+    /// The loop's memory for request heads (``BackendPools/headBuffer``).
+    private let headBuffer: HeadEncodingBuffer?
+
+    init(server: BackendServer, eventLoop: EventLoop, headBuffer: HeadEncodingBuffer? = nil) {
         self.server = server
         self.eventLoop = eventLoop
+        self.headBuffer = headBuffer
     }
 
     /// An idle, still open connection (most recently used first), or nil. Synchronous, so the
@@ -51,12 +55,12 @@ final class BackendPool {
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { [server = self.server] channel in
+            .channelInitializer { [server = self.server, headBuffer = self.headBuffer] channel in
                 do {
                     if server.useTLS {
                         try channel.pipeline.syncOperations.addHandler(try BackendTLS.handler(for: server.host))
                     }
-                    try channel.pipeline.syncOperations.addHandler(BackendHTTP1Handler())
+                    try channel.pipeline.syncOperations.addHandler(BackendHTTP1Handler(headBuffer: headBuffer))
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)

@@ -17,10 +17,12 @@ import NIOHTTP2
 ///      streams finish and the connection closes with the last of them.
 ///   A single `GOAWAY` naming the last stream refused every stream in flight towards the server at that
 ///   moment: safe for the client to retry by the RFC, but a retry all the same.
-final class HTTP2ConnectionManager: ChannelDuplexHandler {
+///
+/// An inbound handler only, though it writes frames of its own: the streams' writes, flushes and reads then
+/// pass its place in the pipeline without a call into it.
+final class HTTP2ConnectionManager: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
-    typealias OutboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
 
     private let idleTimeout: () -> TimeAmount

@@ -76,6 +76,9 @@ final class ListenerLoopState {
         self.pools.pool(for: server)
     }
 
+    /// The loop's memory for HTTP/1 heads, shared with its backend connections.
+    var headBuffer: HeadEncodingBuffer { self.pools.headBuffer }
+
     /// An answered request's duration, from its head (``detailedMetrics`` only).
     func observeRequest(started: NIODeadline) {
         guard self.detailedMetrics else { return }
@@ -234,7 +237,8 @@ final class ListenerRuntime: Sendable {
                 idleTimeout: { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout },
                 // Plain HTTP listeners serve h2c with prior knowledge; TLS ones negotiate HTTP/2 by ALPN.
                 acceptsHTTP2Preface: snapshot.config.tls == nil,
-                compression: snapshot.config.compression ? self.compressionOptions(state) : nil
+                compression: snapshot.config.compression ? self.compressionOptions(state) : nil,
+                headBuffer: state.headBuffer
             )
             if self.detailedMetrics {
                 try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(state: state))

@@ -1,3 +1,4 @@
+import ALBHTTP
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -97,6 +98,9 @@ final class BackendPools {
     private let eventLoop: EventLoop
     private var pools: [String: BackendPool] = [:]
     private var closed = false
+    /// The memory this loop encodes HTTP/1 heads into, both ways: requests to backends, responses to
+    /// clients (``ListenerLoopState/headBuffer``).
+    let headBuffer = HeadEncodingBuffer()
 
     init(eventLoop: EventLoop) {
         self.eventLoop = eventLoop
@@ -104,7 +108,7 @@ final class BackendPools {
 
     func pool(for server: BalancedServer) -> BackendPool {
         if let pool = self.pools[server.poolKey] { return pool }
-        let pool = BackendPool(server: server.server, eventLoop: self.eventLoop)
+        let pool = BackendPool(server: server.server, eventLoop: self.eventLoop, headBuffer: self.headBuffer)
         if self.closed { pool.closeAll() }
         self.pools[server.poolKey] = pool
         return pool

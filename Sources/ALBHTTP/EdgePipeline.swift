@@ -13,14 +13,18 @@ public struct EdgePipelineOptions {
     /// Response compression: nil leaves the handler out (a listener with `compression: false` when the
     /// connection was accepted); otherwise its settings and whether it is still on, asked per response.
     public var compression: ResponseCompressionOptions?
+    /// The event loop's memory for response heads (nil: a buffer per head).
+    public var headBuffer: HeadEncodingBuffer?
 
     public init(limits: StrictHTTPRequestDecoder.Limits, headerTimeout: TimeAmount, idleTimeout: @escaping () -> TimeAmount,
-                acceptsHTTP2Preface: Bool = false, compression: ResponseCompressionOptions? = nil) {
+                acceptsHTTP2Preface: Bool = false, compression: ResponseCompressionOptions? = nil,
+                headBuffer: HeadEncodingBuffer? = nil) {
         self.limits = limits
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
         self.acceptsHTTP2Preface = acceptsHTTP2Preface
         self.compression = compression
+        self.headBuffer = headBuffer
     }
 }
 
@@ -59,7 +63,7 @@ extension ChannelPipeline.SynchronousOperations {
     ) throws {
         try self.addHandler(HTTP1ConnectionHandler(
             decoder: StrictHTTPRequestDecoder(limits: options.limits, acceptsHTTP2Preface: options.acceptsHTTP2Preface),
-            headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout))
+            headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout, headBuffer: options.headBuffer))
         if let compression = options.compression {
             try self.addHandler(compression.makeHandler())
         }

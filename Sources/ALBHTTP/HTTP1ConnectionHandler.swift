@@ -123,11 +123,14 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     // MARK: Wire stage state
     /// The framing of the response body being written.
     private var body = HTTP1BodyWriter()
+    /// The event loop's memory for response heads; nil: each head gets a buffer of its own.
+    private let headBuffer: HeadEncodingBuffer?
 
     /// - Parameter idleTimeout: read whenever the connection becomes idle.
     public init(decoder: StrictHTTPRequestDecoder = StrictHTTPRequestDecoder(), headerTimeout: TimeAmount,
-                idleTimeout: @escaping () -> TimeAmount) {
+                idleTimeout: @escaping () -> TimeAmount, headBuffer: HeadEncodingBuffer? = nil) {
         self.decoder = decoder
+        self.headBuffer = headBuffer
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
     }
@@ -364,8 +367,8 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         case .head(let head):
             self.body.start(chunked: head.version.major == 1 && head.version.minor >= 1
                 && head.headers.first(name: "transfer-encoding") == "chunked")
-            context.write(Self.wrapOutbound(.byteBuffer(context.channel.allocator.http1ResponseHead(head))),
-                          promise: promise)
+            let bytes = self.headBuffer?.http1ResponseHead(head) ?? context.channel.allocator.http1ResponseHead(head)
+            context.write(Self.wrapOutbound(.byteBuffer(bytes)), promise: promise)
         case .body(let data):
             self.body.write(data, promise: promise, context: context)
         case .end(let trailers):

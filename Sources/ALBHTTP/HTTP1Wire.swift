@@ -99,50 +99,75 @@ extension HTTPHeaders {
     }
 }
 
-extension ByteBufferAllocator {
+extension ByteBuffer {
     /// The status line, the fields and the empty line that ends the head, as NIO's `HTTPResponseEncoder`
-    /// writes them (`HTTP/1.1 200 OK`; the reason phrase may be empty, the space before it stays), in a buffer
-    /// allocated once at its size (24 bytes of slack cover a version other than 1.x and a status code of
-    /// more than three digits).
-    func http1ResponseHead(_ head: HTTPResponseHead) -> ByteBuffer {
+    /// writes them (`HTTP/1.1 200 OK`; the reason phrase may be empty, the space before it stays), with room
+    /// made once for all of it (24 bytes of slack cover a version other than 1.x and a status code of more
+    /// than three digits).
+    mutating func writeHTTP1ResponseHead(_ head: HTTPResponseHead) {
         let fieldsLength = head.headers.http1EncodedLength
-        var bytes = self.buffer(capacity: "HTTP/1.1 000 \r\n".utf8.count + head.status.reasonPhrase.utf8.count + 24
-                                    + fieldsLength)
-        bytes.writeHTTP1Version(head.version)
-        bytes.writeStaticString(" ")
+        self.reserveCapacity(minimumWritableBytes: "HTTP/1.1 000 \r\n".utf8.count
+                                + head.status.reasonPhrase.utf8.count + 24 + fieldsLength)
+        self.writeHTTP1Version(head.version)
+        self.writeStaticString(" ")
         let code = Int(head.status.code)
         if (100...999).contains(code) {
-            bytes.writeInteger(UInt8(ascii: "0") + UInt8(code / 100))
-            bytes.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
-            bytes.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
+            self.writeInteger(UInt8(ascii: "0") + UInt8(code / 100))
+            self.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+            self.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
         } else {
-            bytes.writeString(String(code))
+            self.writeString(String(code))
         }
-        bytes.writeStaticString(" ")
-        bytes.writeString(head.status.reasonPhrase)
-        bytes.writeStaticString("\r\n")
-        bytes.writeHTTP1Fields(head.headers, encodedLength: fieldsLength)
+        self.writeStaticString(" ")
+        self.writeString(head.status.reasonPhrase)
+        self.writeStaticString("\r\n")
+        self.writeHTTP1Fields(head.headers, encodedLength: fieldsLength)
+    }
+
+    /// The request line, the fields and the empty line, as NIO's `HTTPRequestEncoder` writes them, with room
+    /// made once for all of it.
+    mutating func writeHTTP1RequestHead(_ head: HTTPRequestHead) {
+        let fieldsLength = head.headers.http1EncodedLength
+        self.reserveCapacity(minimumWritableBytes: head.method.rawValue.utf8.count + head.uri.utf8.count
+                                + " HTTP/1.1\r\n".utf8.count + 24 + fieldsLength)
+        switch head.method {
+        case .GET: self.writeStaticString("GET")
+        case .POST: self.writeStaticString("POST")
+        default: self.writeString(head.method.rawValue)
+        }
+        self.writeStaticString(" ")
+        self.writeString(head.uri)
+        self.writeStaticString(" ")
+        self.writeHTTP1Version(head.version)
+        self.writeStaticString("\r\n")
+        self.writeHTTP1Fields(head.headers, encodedLength: fieldsLength)
+    }
+}
+
+extension ByteBufferAllocator {
+    /// ``ByteBuffer/writeHTTP1ResponseHead(_:)`` into a buffer of its own (where no ``HeadEncodingBuffer``
+    /// is at hand: tests, tools).
+    func http1ResponseHead(_ head: HTTPResponseHead) -> ByteBuffer {
+        var bytes = self.buffer(capacity: 512)
+        bytes.writeHTTP1ResponseHead(head)
         return bytes
     }
 
-    /// The request line, the fields and the empty line, as NIO's `HTTPRequestEncoder` writes them, in a
-    /// buffer allocated once at its size.
+    /// ``ByteBuffer/writeHTTP1RequestHead(_:)`` into a buffer of its own.
     public func http1RequestHead(_ head: HTTPRequestHead) -> ByteBuffer {
-        let fieldsLength = head.headers.http1EncodedLength
-        var bytes = self.buffer(capacity: head.method.rawValue.utf8.count + head.uri.utf8.count
-                                    + " HTTP/1.1\r\n".utf8.count + 24 + fieldsLength)
-        switch head.method {
-        case .GET: bytes.writeStaticString("GET")
-        case .POST: bytes.writeStaticString("POST")
-        default: bytes.writeString(head.method.rawValue)
-        }
-        bytes.writeStaticString(" ")
-        bytes.writeString(head.uri)
-        bytes.writeStaticString(" ")
-        bytes.writeHTTP1Version(head.version)
-        bytes.writeStaticString("\r\n")
-        bytes.writeHTTP1Fields(head.headers, encodedLength: fieldsLength)
+        var bytes = self.buffer(capacity: 512)
+        bytes.writeHTTP1RequestHead(head)
         return bytes
+    }
+}
+
+extension HeadEncodingBuffer {
+    func http1ResponseHead(_ head: HTTPResponseHead) -> ByteBuffer {
+        self.encode { $0.writeHTTP1ResponseHead(head) }
+    }
+
+    public func http1RequestHead(_ head: HTTPRequestHead) -> ByteBuffer {
+        self.encode { $0.writeHTTP1RequestHead(head) }
     }
 }
 

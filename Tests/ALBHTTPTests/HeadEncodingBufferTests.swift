@@ -1,0 +1,74 @@
+@testable import ALBHTTP
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import XCTest
+
+final class HeadEncodingBufferTests: XCTestCase {
+    private let request = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/a", headers: ["Host": "h"])
+    private let response = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "2"])
+
+    private func storageAddress(_ buffer: ByteBuffer) -> UnsafeRawPointer? {
+        buffer.withUnsafeReadableBytes { UnsafeRawPointer($0.baseAddress) }
+    }
+
+    func testAHeadWrittenOutIsFollowedByTheNextInTheSameMemory() {
+        let heads = HeadEncodingBuffer()
+        var first: ByteBuffer? = heads.http1RequestHead(self.request)
+        XCTAssertEqual(first.map { String(buffer: $0) }, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        let address = first.flatMap(self.storageAddress)
+        first = nil  // the socket wrote it
+        let second = heads.http1ResponseHead(self.response)
+        XCTAssertEqual(String(buffer: second), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+        XCTAssertEqual(self.storageAddress(second), address)
+    }
+
+    func testAHeadStillWaitingToBeWrittenIsNeverOverwritten() {
+        let heads = HeadEncodingBuffer()
+        let pending = heads.http1ResponseHead(self.response)
+        let next = heads.http1RequestHead(self.request)
+        XCTAssertEqual(String(buffer: pending), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+        XCTAssertEqual(String(buffer: next), "GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        XCTAssertNotEqual(self.storageAddress(pending), self.storageAddress(next))
+    }
+
+    func testALargeHeadIsEncodedWholeAndItsMemoryIsNotKept() {
+        let heads = HeadEncodingBuffer()
+        var large = self.response
+        large.headers.add(name: "Set-Cookie", value: String(repeating: "c", count: 10_000))
+        let encoded = heads.http1ResponseHead(large)
+        XCTAssertEqual(String(buffer: encoded), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: "
+                           + String(repeating: "c", count: 10_000) + "\r\n\r\n")
+        let next = heads.http1ResponseHead(self.response)
+        XCTAssertLessThanOrEqual(next.capacity, HeadEncodingBuffer.keptCapacity)
+        XCTAssertEqual(String(buffer: next), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+    }
+
+    /// Through the connection handler: each response on a keep-alive connection is whole, also when the
+    /// previous one is still held by the channel.
+    func testResponsesOnAConnectionAreWholeWithASharedHeadBuffer() throws {
+        let heads = HeadEncodingBuffer()
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(
+            HTTP1ConnectionHandler(headerTimeout: .seconds(5), idleTimeout: { .seconds(60) }, headBuffer: heads))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        for index in 0..<3 {
+            try channel.writeInbound(ByteBuffer(string: "GET /\(index) HTTP/1.1\r\nHost: h\r\n\r\n"))
+            XCTAssertNotNil(try channel.readInbound(as: HTTPServerRequestPart.self))
+            XCTAssertNotNil(try channel.readInbound(as: HTTPServerRequestPart.self))
+            var head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "1"])
+            head.headers.add(name: "X-Index", value: "\(index)")
+            channel.write(HTTPServerResponsePart.head(head), promise: nil)
+            channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "\(index)"))), promise: nil)
+            channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        }
+        var text = ""
+        while var bytes = try channel.readOutbound(as: IOData.self).flatMap({ data -> ByteBuffer? in
+            if case .byteBuffer(let buffer) = data { return buffer }
+            return nil
+        }) {
+            text += bytes.readString(length: bytes.readableBytes) ?? ""
+        }
+        XCTAssertEqual(text, (0..<3).map { "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Index: \($0)\r\n\r\n\($0)" }.joined())
+    }
+}
