@@ -3,7 +3,7 @@
 (tests/alloc_counter/alloc_counter.c) and its malloc counters are read from a shared page before and after
 a fixed number of requests. `make bench-allocs` builds both and runs this; docs/benchmarks.md has the figures.
 
-Usage: bench_allocs.py [ALB_BINARY] [--requests N] [--repeat R] [--preload SO] [--json-only]
+Usage: bench_allocs.py [ALB_BINARY] [--requests N] [--repeat R] [--preload SO] [--json-only] [--ceiling FILE]
   ALB_BINARY  default .build/release/alb
 
 Rows (each measured R times in one alb process; the median is reported and the spread printed):
@@ -401,6 +401,8 @@ def main():
     parser.add_argument("--repeat", type=int, default=3, help="windows per row; the median is reported")
     parser.add_argument("--preload", default=".build/alloc_counter.so")
     parser.add_argument("--json-only", action="store_true")
+    parser.add_argument("--ceiling", default=str(Path(__file__).with_name("alloc_ceiling.json")),
+                        help="rows whose median is above this file's count fail the run ('' to skip)")
     parser.add_argument("--serve-backend", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_backend:
@@ -484,8 +486,28 @@ def main():
         backend.terminate()
         backend.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
+    above = above_ceiling(rows, args.ceiling)
+    for name, (measured, ceiling) in sorted(above.items()):
+        print("bench-allocs: %s makes %.2f allocations per request, above its ceiling of %d in %s: the count may only"
+              " go down (find the new allocation, or raise the ceiling with the reason in docs/benchmarks.md)"
+              % (name, measured, ceiling, args.ceiling), file=sys.stderr)
     print(json.dumps({"bench": "allocs", "alb": str(alb), "connections": CONNECTIONS, "rows": rows,
-                      "skipped": skipped}, sort_keys=True))
+                      "skipped": skipped, "above_ceiling": sorted(above)}, sort_keys=True))
+    if above:
+        sys.exit(3)
+
+
+# Half an allocation of slack: a median is an integer unless alb's idle background (subtracted) moved.
+CEILING_SLACK = 0.5
+
+
+def above_ceiling(rows, path):
+    """Rows whose allocations per request exceed the committed ceiling: {name: (measured, ceiling)}."""
+    if not path:
+        return {}
+    ceilings = json.loads(Path(path).read_text())
+    return {name: (row["allocs_per_req"], ceilings[name]) for name, row in rows.items()
+            if name in ceilings and row["allocs_per_req"] > ceilings[name] + CEILING_SLACK}
 
 
 if __name__ == "__main__":
