@@ -21,13 +21,13 @@ final class BackendPool {
     /// Idle connections kept per server and loop; more are closed on release.
     static let maxIdle = 256
 
-    /// The loop's memory for request heads (``BackendPools/headBuffer``).
-    private let headBuffer: HeadEncodingBuffer?
+    /// What the loop's HTTP/1 connections share (``BackendPools/http1Memory``).
+    private let http1Memory: HTTP1LoopMemory?
 
-    init(server: BackendServer, eventLoop: EventLoop, headBuffer: HeadEncodingBuffer? = nil) {
+    init(server: BackendServer, eventLoop: EventLoop, http1Memory: HTTP1LoopMemory? = nil) {
         self.server = server
         self.eventLoop = eventLoop
-        self.headBuffer = headBuffer
+        self.http1Memory = http1Memory
     }
 
     /// An idle, still open connection (most recently used first), or nil. Synchronous, so the
@@ -55,12 +55,15 @@ final class BackendPool {
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { [server = self.server, headBuffer = self.headBuffer] channel in
+            .channelInitializer { [server = self.server, memory = NIOLoopBound(self.http1Memory, eventLoop: self.eventLoop)] channel in
+                // On this pool's loop, as the bootstrap's group is that loop alone: the loop's memory may be used.
+                let memory = memory.value
                 do {
                     if server.useTLS {
                         try channel.pipeline.syncOperations.addHandler(try BackendTLS.handler(for: server.host))
                     }
-                    try channel.pipeline.syncOperations.addHandler(BackendHTTP1Handler(headBuffer: headBuffer))
+                    try channel.pipeline.syncOperations.addHandler(BackendHTTP1Handler(
+                        decoder: StrictHTTPResponseDecoder(fieldTexts: memory?.fieldTexts), headBuffer: memory?.heads))
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)

@@ -76,8 +76,8 @@ final class ListenerLoopState {
         self.pools.pool(for: server)
     }
 
-    /// The loop's memory for HTTP/1 heads, shared with its backend connections.
-    var headBuffer: HeadEncodingBuffer { self.pools.headBuffer }
+    /// What the loop's HTTP/1 connections share, with its backend connections too.
+    var http1Memory: HTTP1LoopMemory { self.pools.http1Memory }
 
     /// An answered request's duration, from its head (``detailedMetrics`` only).
     func observeRequest(started: NIODeadline) {
@@ -238,7 +238,7 @@ final class ListenerRuntime: Sendable {
                 // Plain HTTP listeners serve h2c with prior knowledge; TLS ones negotiate HTTP/2 by ALPN.
                 acceptsHTTP2Preface: snapshot.config.tls == nil,
                 compression: snapshot.config.compression ? self.compressionOptions(state) : nil,
-                headBuffer: state.headBuffer
+                memory: state.http1Memory
             )
             if self.detailedMetrics {
                 try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(state: state))

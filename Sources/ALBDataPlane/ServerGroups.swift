@@ -98,9 +98,9 @@ final class BackendPools {
     private let eventLoop: EventLoop
     private var pools: [String: BackendPool] = [:]
     private var closed = false
-    /// The memory this loop encodes HTTP/1 heads into, both ways: requests to backends, responses to
-    /// clients (``ListenerLoopState/headBuffer``).
-    let headBuffer = HeadEncodingBuffer()
+    /// What this loop's HTTP/1 connections share, both ways: requests to backends, responses to clients
+    /// (``ListenerLoopState/http1Memory``).
+    let http1Memory = HTTP1LoopMemory()
 
     init(eventLoop: EventLoop) {
         self.eventLoop = eventLoop
@@ -108,7 +108,7 @@ final class BackendPools {
 
     func pool(for server: BalancedServer) -> BackendPool {
         if let pool = self.pools[server.poolKey] { return pool }
-        let pool = BackendPool(server: server.server, eventLoop: self.eventLoop, headBuffer: self.headBuffer)
+        let pool = BackendPool(server: server.server, eventLoop: self.eventLoop, http1Memory: self.http1Memory)
         if self.closed { pool.closeAll() }
         self.pools[server.poolKey] = pool
         return pool

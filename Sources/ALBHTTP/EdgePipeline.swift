@@ -13,18 +13,18 @@ public struct EdgePipelineOptions {
     /// Response compression: nil leaves the handler out (a listener with `compression: false` when the
     /// connection was accepted); otherwise its settings and whether it is still on, asked per response.
     public var compression: ResponseCompressionOptions?
-    /// The event loop's memory for response heads (nil: a buffer per head).
-    public var headBuffer: HeadEncodingBuffer?
+    /// What the event loop's HTTP/1 connections share (nil: each head and field text allocated anew).
+    public var memory: HTTP1LoopMemory?
 
     public init(limits: StrictHTTPRequestDecoder.Limits, headerTimeout: TimeAmount, idleTimeout: @escaping () -> TimeAmount,
                 acceptsHTTP2Preface: Bool = false, compression: ResponseCompressionOptions? = nil,
-                headBuffer: HeadEncodingBuffer? = nil) {
+                memory: HTTP1LoopMemory? = nil) {
         self.limits = limits
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
         self.acceptsHTTP2Preface = acceptsHTTP2Preface
         self.compression = compression
-        self.headBuffer = headBuffer
+        self.memory = memory
     }
 }
 
@@ -62,8 +62,9 @@ extension ChannelPipeline.SynchronousOperations {
         application: some ChannelHandler
     ) throws {
         try self.addHandler(HTTP1ConnectionHandler(
-            decoder: StrictHTTPRequestDecoder(limits: options.limits, acceptsHTTP2Preface: options.acceptsHTTP2Preface),
-            headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout, headBuffer: options.headBuffer))
+            decoder: StrictHTTPRequestDecoder(limits: options.limits, acceptsHTTP2Preface: options.acceptsHTTP2Preface,
+                                              fieldTexts: options.memory?.fieldTexts),
+            headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout, headBuffer: options.memory?.heads))
         if let compression = options.compression {
             try self.addHandler(compression.makeHandler())
         }

@@ -123,7 +123,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     // MARK: Wire stage state
     /// The framing of the response body being written.
     private var body = HTTP1BodyWriter()
-    /// The event loop's memory for response heads; nil: each head gets a buffer of its own.
+    /// The event loop's memory for response heads (``HTTP1LoopMemory``); nil: each head gets a buffer of its own.
     private let headBuffer: HeadEncodingBuffer?
 
     /// - Parameter idleTimeout: read whenever the connection becomes idle.

@@ -83,6 +83,12 @@ struct HTTP1LineReader {
     /// How far the current, unfinished line has been scanned for LF.
     private var scanned = 0
     private var fieldCount = 0
+    /// Where field names and values longer than a `String` holds inline come from when they repeat.
+    private let fieldTexts: FieldTextCache?
+
+    init(fieldTexts: FieldTextCache? = nil) {
+        self.fieldTexts = fieldTexts
+    }
 
     enum BeforeMessage {
         case needMoreData
@@ -220,12 +226,12 @@ struct HTTP1LineReader {
             guard bytes[valueStart..<valueEnd].allSatisfy(HTTP1Syntax.isFieldValueChar) else {
                 return .failure(.malformed("invalid character in header field value"))
             }
-            let name = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[0..<colon]), as: UTF8.self)
-            let value = String(
-                decoding: UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd]),
-                as: UTF8.self
-            )
-            return .success((name, value))
+            let name = UnsafeRawBufferPointer(rebasing: bytes[0..<colon])
+            let value = UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd])
+            if let texts = self.fieldTexts {
+                return .success((texts.text(name), texts.text(value)))
+            }
+            return .success((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
         }
         return try parsed.get()
     }

@@ -10,8 +10,8 @@ import NIOCore
 /// still pending (a slow client, a head written before the flush of another), `ByteBuffer`'s copy-on-write
 /// gives the next head new memory, which is kept from then on: nothing written is ever overwritten.
 ///
-/// One per event loop, shared by the loop's connections, never per connection: an idle connection holds
-/// none of it. Loop-confined: not `Sendable`.
+/// One per event loop, shared by the loop's connections, never per connection (``HTTP1LoopMemory``): an idle
+/// connection holds none of it. Loop-confined: not `Sendable`.
 public final class HeadEncodingBuffer {
     private var buffer: ByteBuffer
     private let allocator: ByteBufferAllocator
@@ -39,3 +39,16 @@ public final class HeadEncodingBuffer {
 
 @available(*, unavailable)
 extension HeadEncodingBuffer: Sendable {}
+
+/// What an event loop's HTTP/1 connections share, both ways (clients and backends), so that a request does not
+/// allocate what the one before it already had: the memory heads are encoded into and the texts of fields
+/// decoded lately. Per loop, never per connection.
+public final class HTTP1LoopMemory {
+    public let heads = HeadEncodingBuffer()
+    public let fieldTexts = FieldTextCache()
+
+    public init() {}
+}
+
+@available(*, unavailable)
+extension HTTP1LoopMemory: Sendable {}

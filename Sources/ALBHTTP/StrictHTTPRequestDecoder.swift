@@ -68,9 +68,11 @@ public struct StrictHTTPRequestDecoder {
 
     /// - Parameter acceptsHTTP2Preface: hand off a connection that opens with the HTTP/2 preface (plain
     ///   HTTP listeners, which serve h2c with prior knowledge); otherwise that line is a malformed request.
-    public init(limits: Limits = Limits(), acceptsHTTP2Preface: Bool = false) {
+    ///   - fieldTexts: the event loop's recent field texts, to take repeated ones from (nil: none).
+    public init(limits: Limits = Limits(), acceptsHTTP2Preface: Bool = false, fieldTexts: FieldTextCache? = nil) {
         self.limits = limits
         self.acceptsHTTP2Preface = acceptsHTTP2Preface
+        self.lines = HTTP1LineReader(fieldTexts: fieldTexts)
     }
 
     /// `PRI * HTTP/2.0`: the request line the HTTP/2 connection preface starts with (RFC 9113 section 3.4).

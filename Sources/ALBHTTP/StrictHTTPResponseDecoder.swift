@@ -64,8 +64,10 @@ public struct StrictHTTPResponseDecoder {
     /// The fields of the head being read, with room reserved as NIO's decoder reserves it.
     private var fields: [(String, String)] = []
 
-    public init(limits: Limits = Self.defaultLimits) {
+    /// - Parameter fieldTexts: the event loop's recent field texts, to take repeated ones from (nil: none).
+    public init(limits: Limits = Self.defaultLimits, fieldTexts: FieldTextCache? = nil) {
         self.limits = limits
+        self.lines = HTTP1LineReader(fieldTexts: fieldTexts)
     }
 
     /// A request head was written: the next response not yet paired answers it.
