@@ -153,7 +153,8 @@ enum HTTP2Heads {
         var hasHost = false
         var hasContentLength = false
         var fields: [(String, String)] = []
-        fields.reserveCapacity(block.count)
+        // Room for the two fields that may go in front: an HTTP/2 request names its host in `:authority`.
+        fields.reserveCapacity(block.count + 2)
         for (name, value, _) in block {
             guard name.utf8.first == UInt8(ascii: ":") else {
                 switch name.utf8.count {
@@ -186,15 +187,9 @@ enum HTTP2Heads {
                 added = endStream ? ("content-length", "0") : ("transfer-encoding", "chunked")
             }
         }
-        if !hasHost || added != nil {
-            // In front, where nio-http2's codec puts them.
-            var front: [(String, String)] = []
-            front.reserveCapacity(fields.count + 2)
-            if !hasHost { front.append(("host", host)) }
-            if let added { front.append(added) }
-            front.append(contentsOf: fields)
-            fields = front
-        }
+        // In front, where nio-http2's codec puts them, within the room reserved: no second array.
+        if let added { fields.insert(added, at: 0) }
+        if !hasHost { fields.insert(("host", host), at: 0) }
         return HTTPRequestHead(version: HTTPVersion(major: 2, minor: 0), method: httpMethod, uri: target,
                                headers: HTTPHeaders(fields))
     }
