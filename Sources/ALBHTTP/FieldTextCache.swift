@@ -39,11 +39,18 @@ public final class FieldTextCache {
     }
 
     /// The text of `bytes` (UTF-8; invalid sequences become U+FFFD, as `String(decoding:as:)` makes them).
+    /// Inlined: most fields are short, and for them this is `String(decoding:as:)` at the caller with one compare
+    /// before it (a call per field cost more than the cache saved, callgrind).
+    @inline(__always)
     func text(_ bytes: UnsafeRawBufferPointer) -> String {
-        let count = bytes.count
-        guard count > Self.inlineLength, count <= Self.maximumLength, let base = bytes.baseAddress else {
+        guard bytes.count > Self.inlineLength, bytes.count <= Self.maximumLength, let base = bytes.baseAddress else {
             return String(decoding: bytes, as: UTF8.self)
         }
+        return self.keptText(base, count: bytes.count)
+    }
+
+    private func keptText(_ base: UnsafeRawPointer, count: Int) -> String {
+        let bytes = UnsafeRawBufferPointer(start: base, count: count)
         let set = Self.set(base, count: count)
         let first = 2 * set
         if let cached = self.slots[first], Self.has(cached, bytes: base, count: count) {

@@ -211,29 +211,42 @@ struct HTTP1LineReader {
         if self.fieldCount > maxCount {
             throw HTTP1SyntaxError.tooLarge("more than \(maxCount) fields")
         }
-        let parsed: Result<(String, String), HTTP1SyntaxError> = buffer.withUnsafeReadableBytes { all in
-            let bytes = UnsafeRawBufferPointer(rebasing: all[0..<length])
-            if HTTP1Syntax.isWhitespace(bytes[0]) {
-                return .failure(.malformed("obsolete line folding"))
+        // One pass over the line's bytes by pointer: through slices and `allSatisfy` this took about 500
+        // instructions a field (callgrind), more than the rest of the line reader.
+        return try buffer.withUnsafeReadableBytes { all -> (String, String) in
+            guard length > 0, length <= all.count, let base = all.baseAddress else {
+                throw HTTP1SyntaxError.malformed("malformed header field name")
             }
-            guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")), colon > 0,
-                bytes[0..<colon].allSatisfy(HTTP1Syntax.isTokenChar)
-            else { return .failure(.malformed("malformed header field name")) }
+            let bytes = UnsafeRawBufferPointer(start: base, count: length)  // bounds checked in debug builds only
+            if HTTP1Syntax.isWhitespace(bytes[0]) {
+                throw HTTP1SyntaxError.malformed("obsolete line folding")
+            }
+            var colon = 0
+            while colon < length, bytes[colon] != UInt8(ascii: ":") {
+                guard HTTP1Syntax.isTokenChar(bytes[colon]) else {
+                    throw HTTP1SyntaxError.malformed("malformed header field name")
+                }
+                colon += 1
+            }
+            guard colon > 0, colon < length else { throw HTTP1SyntaxError.malformed("malformed header field name") }
             var valueStart = colon + 1
-            var valueEnd = bytes.count
+            var valueEnd = length
             while valueStart < valueEnd, HTTP1Syntax.isWhitespace(bytes[valueStart]) { valueStart += 1 }
             while valueEnd > valueStart, HTTP1Syntax.isWhitespace(bytes[valueEnd - 1]) { valueEnd -= 1 }
-            guard bytes[valueStart..<valueEnd].allSatisfy(HTTP1Syntax.isFieldValueChar) else {
-                return .failure(.malformed("invalid character in header field value"))
+            var index = valueStart
+            while index < valueEnd {
+                guard HTTP1Syntax.isFieldValueChar(bytes[index]) else {
+                    throw HTTP1SyntaxError.malformed("invalid character in header field value")
+                }
+                index += 1
             }
-            let name = UnsafeRawBufferPointer(rebasing: bytes[0..<colon])
-            let value = UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd])
+            let name = UnsafeRawBufferPointer(start: base, count: colon)
+            let value = UnsafeRawBufferPointer(start: base + valueStart, count: valueEnd - valueStart)
             if let texts = self.fieldTexts {
-                return .success((texts.text(name), texts.text(value)))
+                return (texts.text(name), texts.text(value))
             }
-            return .success((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+            return (String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self))
         }
-        return try parsed.get()
     }
 }
 
