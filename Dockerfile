@@ -20,9 +20,10 @@ RUN swift package resolve
 COPY . .
 # The Swift runtime and Foundation linked in: the binary needs only libc, libm, libstdc++ and libgcc_s
 # (readelf -d), all in the slim image. Stripped, it is about 80 MB instead of 150. Cross-module optimisation
-# on every module and full link-time optimisation, as the Makefile's release builds (docs/benchmarks.md).
+# on every module, full link-time optimisation and no run-time exclusivity checks, as the Makefile's release
+# builds (docs/benchmarks.md, docs/decisions.md).
 RUN swift build -c release --product alb --static-swift-stdlib -Xswiftc -cross-module-optimization \
-        --experimental-lto-mode=full \
+        --experimental-lto-mode=full -Xswiftc -enforce-exclusivity=unchecked \
     && install -D -m 0755 "$(swift build -c release --show-bin-path)/alb" /out/alb \
     && strip /out/alb \
     && /out/alb schema >/dev/null

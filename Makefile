@@ -11,15 +11,19 @@ BIN := .build/$(CONFIG)/alb
 # they call (NIOAny, the pipeline, ByteBuffer) instead of calling its unspecialised bodies, and link with full
 # link-time optimisation (BoringSSL and the C wrappers too): about 3% and then 4% less CPU per request
 # (docs/benchmarks.md). The price is the link: 3-4 minutes for any release build, incremental ones included
-# (ThinLTO, faster, fails to link here: lld runs out of memory maps). Every release build uses the same flags,
-# so switching targets does not rebuild.
-SWIFT_OPTIMISATION_FLAGS := -Xswiftc -cross-module-optimization --experimental-lto-mode=full
+# (ThinLTO, faster, fails to link here: lld runs out of memory maps). And every module, NIO's included, without
+# run-time exclusivity checks: in NIO's channel code they were 15% of the user-space instructions of a proxied
+# request under callgrind (docs/decisions.md; debug builds, so every test, keep them). Every release build uses
+# the same flags, so switching targets does not rebuild.
+SWIFT_OPTIMISATION_FLAGS := -Xswiftc -cross-module-optimization --experimental-lto-mode=full \
+	-Xswiftc -enforce-exclusivity=unchecked
 SWIFT_BUILD_FLAGS_release := --static-swift-stdlib $(SWIFT_OPTIMISATION_FLAGS)
 RELEASE_BUILD := swift build -c release $(SWIFT_BUILD_FLAGS_release) --product alb
 PYTHON ?= python3
 DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk zlib1g-dev libbrotli-dev
-# Only `make bench` needs these: nginx's Brotli filter, for the compression row beside alb's.
-BENCH_DEBIAN_PACKAGES := nginx libnginx-mod-http-brotli-filter
+# Only `make bench` needs these: nginx's Brotli filter, for the compression row beside alb's; valgrind, for the
+# instructions per request (tests/bench_instructions.sh).
+BENCH_DEBIAN_PACKAGES := nginx libnginx-mod-http-brotli-filter valgrind
 # QUIC (docs/quic.md): Debian's ngtcp2 0.12 with its GnuTLS crypto helper and nghttp3 0.8 for the CNgtcp2 and
 # CNghttp3 system-library targets; ngtcp2's example client for the end-to-end tests.
 DEBIAN_PACKAGES += libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev pkg-config ngtcp2-client

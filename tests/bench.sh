@@ -6,7 +6,8 @@
 # HTTP/2 one), the WebSocket rows (tests/bench_websocket.py: messages per second and CPU per message, direct, alb,
 # nginx), compression rows (tests/bench_compression.py: a 1 MiB JSON response, Brotli and gzip, beside nginx),
 # metrics on vs off (tests/bench_metrics.sh: CPU per request without --admin and with /metrics scraped), then the
-# reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads, and last the heap
+# reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads, user-space instructions per
+# proxied request under valgrind's callgrind beside nginx and HAProxy (tests/bench_instructions.sh), and last the heap
 # allocations per proxied request (tests/bench_allocs.py, needs .build/alloc_counter.so: `make alloc-counter`).
 # Everything printed is also kept in .build/bench/bench-TIME.txt, and tests/bench_summary.py turns it into
 # .build/bench/bench-TIME.json (one row per printed measurement, peers beside alb as in the table).
@@ -120,4 +121,6 @@ kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true; alb_pid=
 bash tests/bench_metrics.sh 6 5   # metrics on (--admin, scraped every second) vs off: CPU per request
 python3 tests/bench_reconcile.py .build/release/alb 100 20
 python3 ../shared/bench/reload.py all 100 20 || true
+# User-space instructions per request under callgrind, alb beside nginx and HAProxy: steady where CPU time scatters.
+bash tests/bench_instructions.sh .build/release/alb 19000
 python3 tests/bench_allocs.py .build/release/alb
