@@ -4,7 +4,9 @@ import PackageDescription
 /// The data plane's modules in release builds: no run-time exclusivity checks. Their state is confined to one
 /// event loop, and debug builds (every test) keep the checks, so a violation fails a test instead of shipping;
 /// in release the checks were about 2.5% of the CPU of a proxied request (`swift_beginAccess` and the access
-/// set it maintains; docs/benchmarks.md).
+/// set it maintains; docs/benchmarks.md). The Makefile's and the Dockerfile's release builds go further and pass
+/// the flag to every module, NIO's included (docs/decisions.md); this keeps a plain `swift build -c release` fast
+/// where it matters most.
 let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(
