@@ -122,5 +122,5 @@ bash tests/bench_metrics.sh 6 5   # metrics on (--admin, scraped every second) v
 python3 tests/bench_reconcile.py .build/release/alb 100 20
 python3 ../shared/bench/reload.py all 100 20 || true
 # User-space instructions per request under callgrind, alb beside nginx and HAProxy: steady where CPU time scatters.
-bash tests/bench_instructions.sh .build/release/alb 19000
+bash tests/bench_instructions.sh .build/release/alb "$work/m" 19003 19000   # the manifest written above
 python3 tests/bench_allocs.py .build/release/alb

@@ -5,9 +5,11 @@
 # alone; 500 warm-up requests, counters zeroed, then N requests one at a time over 4 keep-alive connections
 # (Python's http.client: GET / with Host and Accept-Encoding), counters dumped. The kernel's share is not
 # counted (callgrind sees user space only): `make bench`'s split rows have it.
-# Usage: bench_instructions.sh ALB_BINARY BACKEND_PORT [N]   (127.0.0.1 only; ports 19011-19013 for the proxies)
+# Usage: bench_instructions.sh ALB_BINARY MANIFEST_DIR ALB_PORT BACKEND_PORT [N]
+#   MANIFEST_DIR holds an HTTP listener on 127.0.0.1:ALB_PORT forwarding to BACKEND_PORT (make bench passes its
+#   own, tests/bench.sh); nginx and HAProxy proxy to the same backend on 127.0.0.1:19011 and 19012.
 set -euo pipefail
-alb=$1 backend=$2 n=${3:-2000}
+alb=$1 manifests=$2 alb_port=$3 backend=$4 n=${5:-2000}
 command -v valgrind >/dev/null || { echo "bench_instructions: valgrind is not installed (make bench-deps)" >&2; exit 1; }
 work=$(mktemp -d /tmp/alb-bench-instructions.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -47,28 +49,6 @@ frontend fe
 backend be
   server s1 127.0.0.1:$backend
 CONF
-mkdir -p "$work/m"
-cat > "$work/m/bench.yaml" <<YAML
-apiVersion: alb/v1
-kind: LoadBalancer
-metadata: {name: bench}
-spec: {address: 127.0.0.1}
----
-apiVersion: alb/v1
-kind: ServerGroup
-metadata: {name: backend}
-spec:
-  servers: [{address: 127.0.0.1, port: $backend}]
----
-apiVersion: alb/v1
-kind: Listener
-metadata: {name: bench}
-spec:
-  loadBalancer: bench
-  protocol: HTTP
-  port: 19013
-  defaultAction: {forwardGroup: {serverGroups: [{name: backend}]}}
-YAML
 # valgrind 3.19 cannot read the DWARF 5 of a Swift release build: count on a copy without it (symbols stay).
 strip --strip-debug -o "$work/alb" "$alb"
 
@@ -90,4 +70,4 @@ measure() {  # name port command...
 }
 measure nginx 19011 nginx -c "$work/nginx.conf"
 measure haproxy 19012 haproxy -db -f "$work/haproxy.cfg"
-measure alb 19013 "$work/alb" reconcile "$work/m" --status-dir "$work/s" --log-level warning
+measure alb "$alb_port" "$work/alb" reconcile "$manifests" --status-dir "$work/s" --log-level warning

@@ -253,10 +253,7 @@ enum HTTP2Heads {
     /// (`:path` becomes the HTTP/1.1 request target, where such a byte would split or smuggle a request).
     private static func checked(_ value: String?, name: String) throws -> String {
         guard let value else { throw NIOHTTP2Errors.missingPseudoHeader(name) }
-        let isUnsafe: (UInt8) -> Bool = { $0 <= 0x20 || $0 == 0x7F }
-        let unsafe = value.utf8.withContiguousStorageIfAvailable { $0.contains(where: isUnsafe) }
-            ?? value.utf8.contains(where: isUnsafe)
-        guard !unsafe else {
+        guard value.utf8AllSatisfy({ $0 > 0x20 && $0 != 0x7F }) else {
             throw NIOHTTP2Errors.invalidPseudoHeaderValue(name: name, value: value)
         }
         return value

@@ -538,3 +538,12 @@ enum HTTP1Syntax {
         }
     }
 }
+
+extension String {
+    /// Whether every UTF-8 byte of the string satisfies `predicate`: over its contiguous UTF-8 when it has one
+    /// (a decoded field always has), where the view's iterator costs several times more per byte.
+    @inlinable
+    public func utf8AllSatisfy(_ predicate: (UInt8) -> Bool) -> Bool {
+        self.utf8.withContiguousStorageIfAvailable { $0.allSatisfy(predicate) } ?? self.utf8.allSatisfy(predicate)
+    }
+}

@@ -27,11 +27,7 @@ extension HTTPRequestHead {
     }
 
     static func isValidRequestTarget(_ target: String) -> Bool {
-        target.utf8.withContiguousStorageIfAvailable(Self.isValidRequestTarget) ?? Self.isValidRequestTarget(target.utf8)
-    }
-
-    private static func isValidRequestTarget(_ bytes: some Sequence<UInt8>) -> Bool {
-        bytes.allSatisfy { byte in
+        target.utf8AllSatisfy { byte in
             switch byte {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
                 UInt8(ascii: "0")...UInt8(ascii: "9"),
@@ -93,13 +89,9 @@ extension HTTPHeaders {
     /// tokens (RFC 9110 section 5.6.2), values hold no control byte but HTAB (RFC 9110 section 5.5: CR, LF
     /// and NUL are dangerous, the other controls are refused as well).
     public var areValidToSend: Bool {
-        func isValidValue(_ bytes: some Sequence<UInt8>) -> Bool {
-            bytes.allSatisfy { $0 == UInt8(ascii: "\t") || ($0 > 0x1F && $0 != 0x7F) }
-        }
         for (name, value) in self {
             guard ProxyHeaders.isToken(name) else { return false }
-            // Over the contiguous UTF-8 (a decoded field always has it): the view's iterator costs more per byte.
-            guard value.utf8.withContiguousStorageIfAvailable(isValidValue) ?? isValidValue(value.utf8) else {
+            guard value.utf8AllSatisfy({ $0 == UInt8(ascii: "\t") || ($0 > 0x1F && $0 != 0x7F) }) else {
                 return false
             }
         }

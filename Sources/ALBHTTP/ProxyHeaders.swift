@@ -275,17 +275,11 @@ public enum ProxyHeaders {
     /// A non-empty token (RFC 9110 section 5.6.2): header names here, methods and names on the wire too. On the
     /// string's contiguous UTF-8 where it has one.
     static func isToken(_ name: String) -> Bool {
-        func check(_ bytes: some Collection<UInt8>) -> Bool {
-            !bytes.isEmpty && bytes.allSatisfy(HTTP1Syntax.isTokenChar)
-        }
-        return name.utf8.withContiguousStorageIfAvailable { check($0) } ?? check(name.utf8)
+        !name.isEmpty && name.utf8AllSatisfy(HTTP1Syntax.isTokenChar)
     }
 
     private static func isSafeValue(_ value: String) -> Bool {
-        func check(_ bytes: some Sequence<UInt8>) -> Bool {
-            !bytes.contains { $0 == 0 || $0 == 0x0A || $0 == 0x0D }
-        }
-        return value.utf8.withContiguousStorageIfAvailable { check($0) } ?? check(value.utf8)
+        value.utf8AllSatisfy { $0 != 0 && $0 != 0x0A && $0 != 0x0D }
     }
 
     /// The request sent to a backend: HTTP/1.1 keep-alive, hop-by-hop headers removed, framing kept
