@@ -130,6 +130,10 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
         func received(_ part: consuming HTTPClientResponsePart) {
             self.handler.deliver(consume part, context: self.context)
         }
+
+        func received(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary) {
+            self.handler.deliver(.head(head), summary: summary, context: self.context)
+        }
     }
 
     private func showDecoderWrittenHeads() {
@@ -176,18 +180,21 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
     private func send(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
-            guard head.isValidToSend else {
+            // The fields are checked as they are encoded.
+            let (framed, chunked) = head.framedForHTTP1()
+            guard framed.hasValidRequestLineToSend,
+                let bytes = self.headBuffer.map({ $0.http1RequestHead(framed) })
+                    ?? context.channel.allocator.http1RequestHead(framed)
+            else {
                 self.refuseToSend(promise: promise, context: context)
                 return
             }
-            let (framed, chunked) = head.framedForHTTP1()
             if self.decoding {
                 self.writtenWhileDecoding.append(framed)
             } else {
                 self.decoder.expectResponse(to: framed)
             }
             self.body.start(chunked: chunked)
-            let bytes = self.headBuffer?.http1RequestHead(framed) ?? context.channel.allocator.http1RequestHead(framed)
             context.write(Self.wrapOutbound(.byteBuffer(bytes)), promise: promise)
         case .body(let part):
             self.body.write(part, promise: promise, context: context)

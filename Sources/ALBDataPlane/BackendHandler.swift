@@ -4,7 +4,9 @@ import NIOHTTP1
 
 /// What a backend connection reports to the client-side exchange that currently uses it.
 protocol BackendConnectionDelegate: AnyObject {
-    func backendRead(_ part: consuming HTTPClientResponsePart)
+    /// A response part; with a head, what its decoder learnt of its fields when there is one (an HTTP/1
+    /// connection's), nil otherwise.
+    func backendRead(_ part: consuming HTTPClientResponsePart, summary: HTTP1HeadSummary?)
     func backendReadComplete()
     func backendWritabilityChanged(isWritable: Bool)
     func backendClosed()
@@ -83,12 +85,13 @@ class BackendHandler: RemovableChannelHandler {
 
     /// A response part for the delegate. With none (an idle connection in a pool), the backend spoke out of
     /// turn: a protocol violation, and the connection cannot be reused.
-    final func deliver(_ part: consuming HTTPClientResponsePart, context: ChannelHandlerContext) {
+    final func deliver(_ part: consuming HTTPClientResponsePart, summary: HTTP1HeadSummary? = nil,
+                       context: ChannelHandlerContext) {
         guard let delegate = self.delegate else {
             context.close(promise: nil)
             return
         }
-        delegate.backendRead(consume part)
+        delegate.backendRead(consume part, summary: summary)
     }
 
     // MARK: - Used by the proxy (same event loop)

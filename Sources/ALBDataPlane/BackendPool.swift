@@ -62,8 +62,11 @@ final class BackendPool {
                     if server.useTLS {
                         try channel.pipeline.syncOperations.addHandler(try BackendTLS.handler(for: server.host))
                     }
-                    try channel.pipeline.syncOperations.addHandler(BackendHTTP1Handler(
-                        decoder: StrictHTTPResponseDecoder(fieldTexts: memory?.fieldTexts), headBuffer: memory?.heads))
+                    // The proxy drops the hop-by-hop fields of every response it relays: the decoder leaves
+                    // them out for it.
+                    let decoder = StrictHTTPResponseDecoder(fieldTexts: memory?.fieldTexts, leavesOutHopByHop: true)
+                    try channel.pipeline.syncOperations.addHandler(
+                        BackendHTTP1Handler(decoder: decoder, headBuffer: memory?.heads))
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)

@@ -265,12 +265,13 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         return true
     }
 
-    func backendRead(_ part: consuming HTTPClientResponsePart) {
+    func backendRead(_ part: consuming HTTPClientResponsePart, summary: HTTP1HeadSummary?) {
         guard let backend, !isFinished else { return }
         switch consume part {
         case .head(let head):
             let headersValid = backend.deliversCheckedFields || ProxyHeaders.areValid(head.headers)
-            switch machine.receiveResponseHead(status: head.status, isKeepAlive: ProxyHeaders.isKeepAlive(head),
+            let isKeepAlive = summary?.isKeepAlive(version: head.version) ?? ProxyHeaders.isKeepAlive(head)
+            switch machine.receiveResponseHead(status: head.status, isKeepAlive: isKeepAlive,
                                                headersValid: headersValid) {
             case .refuse(let status):
                 respondWithError(status)
@@ -279,7 +280,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
                 respondWithError(.badGateway)
             case .relay:
                 let (clientHead, _) = ProxyHeaders.clientResponseHead(
-                    from: consume head, requestMethod: requestHead.method, requestVersion: requestHead.version,
+                    from: consume head, summary: summary, requestMethod: requestHead.method, requestVersion: requestHead.version,
                     keepAlive: true, framing: .http2)
                 var fields: [HTTP3HeaderField] = []
                 fields.reserveCapacity(clientHead.headers.count + 1)

@@ -412,12 +412,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
     }
 
-    func backendRead(_ part: consuming HTTPClientResponsePart) {
+    func backendRead(_ part: consuming HTTPClientResponsePart, summary: HTTP1HeadSummary?) {
         guard let backend = self.backend, let exchange = self.exchange, let context = self.context else { return }
         switch consume part {
         case .head(let head):
             switch exchange.machine.receiveResponseHead(
-                status: head.status, isKeepAlive: ProxyHeaders.isKeepAlive(head),
+                status: head.status,
+                isKeepAlive: summary?.isKeepAlive(version: head.version) ?? ProxyHeaders.isKeepAlive(head),
                 headersValid: backend.deliversCheckedFields || ProxyHeaders.areValid(head.headers),
                 acceptsWebSocket: exchange.machine.askedToUpgrade && WebSocketHandshake.isAccepted(head)) {
             case .refuse(let status):
@@ -429,6 +430,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             case .relay(let keepAlive):
                 let (clientHead, closeAfter) = ProxyHeaders.clientResponseHead(
                     from: consume head,
+                    summary: summary,
                     requestMethod: exchange.head.method,
                     requestVersion: exchange.head.version,
                     keepAlive: keepAlive,

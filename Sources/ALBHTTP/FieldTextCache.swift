@@ -39,12 +39,12 @@ public final class FieldTextCache {
     }
 
     /// The text of `bytes` (UTF-8; invalid sequences become U+FFFD, as `String(decoding:as:)` makes them).
-    /// Inlined: most fields are short, and for them this is `String(decoding:as:)` at the caller with one compare
-    /// before it (a call per field cost more than the cache saved, callgrind).
+    /// Inlined: most fields are short, and for them this is ``Swift/String/init(shortUTF8:)`` at the caller with one
+    /// compare before it (a call per field cost more than the cache saved, callgrind).
     @inline(__always)
     func text(_ bytes: UnsafeRawBufferPointer) -> String {
         guard bytes.count > Self.inlineLength, bytes.count <= Self.maximumLength, let base = bytes.baseAddress else {
-            return String(decoding: bytes, as: UTF8.self)
+            return String(shortUTF8: bytes)
         }
         return self.keptText(base, count: bytes.count)
     }

@@ -386,9 +386,11 @@ public enum ProxyHeaders {
     /// The response head sent to the client, with framing set explicitly (the edge's response encoder
     /// does not add framing): `Content-Length` kept; otherwise chunked for HTTP/1.1 clients, or
     /// close-delimited for HTTP/1.0 clients (then `closeAfter` is true). Bodyless responses
-    /// (HEAD, 1xx, 204, 304) carry no transfer coding.
+    /// (HEAD, 1xx, 204, 304) carry no transfer coding. `summary` is what the backend's decoder learnt of
+    /// the head's fields, if it had one: the fields are then not searched again.
     public static func clientResponseHead(
         from backend: consuming HTTPResponseHead,
+        summary: HTTP1HeadSummary? = nil,
         requestMethod: HTTPMethod,
         requestVersion: HTTPVersion,
         keepAlive: Bool,
@@ -396,7 +398,9 @@ public enum ProxyHeaders {
     ) -> (head: HTTPResponseHead, closeAfter: Bool) {
         // The backend's head, edited in place: a caller that hands it over (`consume`) pays no copy.
         var head = backend
-        Self.removeHopByHop(from: &head.headers)
+        if summary?.hopByHopLeftOut != true {
+            Self.removeHopByHop(from: &head.headers)
+        }
         if framing == .http2 {
             // The stream frames the body; a `Content-Length` from the backend stays as information.
             if head.version != requestVersion { head.version = requestVersion }
@@ -405,7 +409,8 @@ public enum ProxyHeaders {
         let code = head.status.code
         let bodyless = requestMethod == .HEAD || (100..<200).contains(code) || code == 204 || code == 304
         var keepAlive = keepAlive
-        if !bodyless && !head.headers.contains(name: "content-length") {
+        let hasLength = summary.map { $0.present.contains(.contentLength) } ?? head.headers.contains(name: "content-length")
+        if !bodyless && !hasLength {
             if requestVersion.minor >= 1 {
                 head.headers.add(name: "transfer-encoding", value: "chunked")
             } else {

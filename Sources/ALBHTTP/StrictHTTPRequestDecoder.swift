@@ -148,21 +148,14 @@ public struct StrictHTTPRequestDecoder {
         let parsed: (String, String, Int)? = buffer.withUnsafeReadableBytes { all in
             let bytes = UnsafeRawBufferPointer(rebasing: all[0..<length])
             guard let firstSpace = bytes.firstIndex(of: UInt8(ascii: " ")), firstSpace > 0 else { return nil }
-            guard bytes[0..<firstSpace].allSatisfy(HTTP1Syntax.isTokenChar) else { return nil }
+            guard HTTP1Syntax.areTokenChars(UnsafeRawBufferPointer(rebasing: bytes[0..<firstSpace])) else { return nil }
             let targetStart = firstSpace + 1
             guard let secondSpace = bytes[targetStart...].firstIndex(of: UInt8(ascii: " ")),
                 secondSpace > targetStart
             else { return nil }
             guard bytes[targetStart..<secondSpace].allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else { return nil }
-            let versionBytes = bytes[(secondSpace + 1)...]
-            let minor: Int
-            if versionBytes.elementsEqual("HTTP/1.1".utf8) {
-                minor = 1
-            } else if versionBytes.elementsEqual("HTTP/1.0".utf8) {
-                minor = 0
-            } else {
-                return nil
-            }
+            let version = UnsafeRawBufferPointer(rebasing: bytes[(secondSpace + 1)...])
+            guard version.count == 8, let minor = HTTP1Syntax.http1MinorVersion(startOf: version) else { return nil }
             let method = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[0..<firstSpace]), as: UTF8.self)
             let target = String(
                 decoding: UnsafeRawBufferPointer(rebasing: bytes[targetStart..<secondSpace]),
@@ -177,13 +170,11 @@ public struct StrictHTTPRequestDecoder {
     }
 
     private mutating func finishHead(into output: some HTTPRequestDecoderOutput) throws {
-        var headers = HTTPHeaders(self.fields)
+        var summary = self.lines.summary
+        let framing = try HTTP1BodyFraming.of(&self.fields, summary: &summary)
+        let headers = HTTPHeaders(self.fields)
         self.fields = []
-        let framing = try HTTP1BodyFraming.of(&headers)
-        var hosts = 0  // counted in place: `headers["host"]` would allocate an array per request
-        for (name, _) in headers where name.utf8.count == 4 && ProxyHeaders.equalsIgnoringASCIICase(name.utf8, lowercased: "host".utf8) {
-            hosts += 1
-        }
+        let hosts = summary.hosts
         if hosts > 1 || (hosts == 0 && self.version.minor >= 1) {
             throw HTTPEdgeError.badRequest("missing or duplicate Host")
         }
@@ -193,7 +184,7 @@ public struct StrictHTTPRequestDecoder {
             next = .body
         }
         let head = HTTPRequestHead(version: self.version, method: self.method, uri: self.uri, headers: headers)
-        if WebSocketHandshake.isRequested(head) {
+        if summary.present.contains(.upgrade), WebSocketHandshake.isRequested(head) {
             if let reason = WebSocketHandshake.refusal(head) {
                 throw HTTPEdgeError.badRequest(reason)
             }

@@ -64,10 +64,19 @@ public struct StrictHTTPResponseDecoder {
     /// The fields of the head being read, with room reserved as NIO's decoder reserves it.
     private var fields: [(String, String)] = []
 
-    /// - Parameter fieldTexts: the event loop's recent field texts, to take repeated ones from (nil: none).
-    public init(limits: Limits = Self.defaultLimits, fieldTexts: FieldTextCache? = nil) {
+    /// Whether heads other than a `101`'s come without their hop-by-hop fields (``HTTP1HeadSummary/hopByHopLeftOut``
+    /// says when they did), for a proxy that would drop them anyway.
+    private let leavesOutHopByHop: Bool
+
+    /// - Parameters:
+    ///   - fieldTexts: the event loop's recent field texts, to take repeated ones from (nil: none).
+    ///   - leavesOutHopByHop: whether heads other than a `101`'s come without the hop-by-hop fields
+    ///     ``ProxyHeaders/removeHopByHop(from:)`` would take out, where the decoder can tell them by position
+    ///     (``HTTP1HeadSummary/hopByHopLeftOut``). Their facts are in the summary either way.
+    public init(limits: Limits = Self.defaultLimits, fieldTexts: FieldTextCache? = nil, leavesOutHopByHop: Bool = false) {
         self.limits = limits
         self.lines = HTTP1LineReader(fieldTexts: fieldTexts)
+        self.leavesOutHopByHop = leavesOutHopByHop
     }
 
     /// A request head was written: the next response not yet paired answers it.
@@ -142,14 +151,9 @@ public struct StrictHTTPResponseDecoder {
     private mutating func parseStatusLine(_ buffer: ByteBuffer, length: Int) throws {
         let parsed: (minor: Int, status: Int)? = buffer.withUnsafeReadableBytes { all in
             let bytes = UnsafeRawBufferPointer(rebasing: all[0..<length])
-            guard bytes.count >= 12, bytes.prefix(7).elementsEqual("HTTP/1.".utf8), bytes[8] == UInt8(ascii: " ")
+            guard bytes.count >= 12, let minor = HTTP1Syntax.http1MinorVersion(startOf: bytes),
+                bytes[8] == UInt8(ascii: " ")
             else { return nil }
-            let minor: Int
-            switch bytes[7] {
-            case UInt8(ascii: "1"): minor = 1
-            case UInt8(ascii: "0"): minor = 0
-            default: return nil
-            }
             var status = 0
             for byte in bytes[9..<12] {
                 guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { return nil }
@@ -157,7 +161,7 @@ public struct StrictHTTPResponseDecoder {
             }
             guard status >= 100 else { return nil }
             if bytes.count > 12 {
-                guard bytes[12] == UInt8(ascii: " "), bytes[13...].allSatisfy(HTTP1Syntax.isFieldValueChar) else {
+                guard bytes[12] == UInt8(ascii: " "), HTTP1Syntax.areFieldValueChars(UnsafeRawBufferPointer(rebasing: bytes[13...])) else {
                     return nil
                 }
             }
@@ -169,24 +173,32 @@ public struct StrictHTTPResponseDecoder {
     }
 
     private mutating func finishHead(into output: some HTTPResponseDecoderOutput) throws {
-        var headers = HTTPHeaders(self.fields)
-        self.fields = []
+        var summary = self.lines.summary
         // Checked whatever the status: a response whose framing is refused is refused even when bodiless.
-        let framing = try HTTP1BodyFraming.of(&headers)
+        let framing = try HTTP1BodyFraming.of(&self.fields, summary: &summary)
         if self.status < 200 && self.status != 101 {
             // Informational: dropped, and the request still waits for its final response.
+            self.fields = []
             self.state = .idle
             return
         }
         let method = self.requests.removeFirst()
-        let head = HTTPResponseHead(version: self.version, status: HTTPResponseStatus(statusCode: self.status),
-                                    headers: consume headers)
         if self.status == 101 {
+            // Whole: the switch is read from its `Upgrade` and `Connection` fields.
+            let head = HTTPResponseHead(version: self.version, status: .switchingProtocols,
+                                        headers: HTTPHeaders(self.fields))
+            self.fields = []
             self.state = .handedOff
-            output.received(.head(head))
+            output.received(head: head, summary: summary)
             output.received(.end(nil))
             return
         }
+        if self.leavesOutHopByHop {
+            summary.leaveOutHopByHop(from: &self.fields)
+        }
+        let head = HTTPResponseHead(version: self.version, status: HTTPResponseStatus(statusCode: self.status),
+                                    headers: HTTPHeaders(self.fields))
+        self.fields = []
         var next = State.idle
         let bodiless = method == .HEAD || method == .CONNECT || self.status == 204 || self.status == 304
         if !bodiless, let body = framing.body(unframed: .untilClose) {
@@ -194,8 +206,8 @@ public struct StrictHTTPResponseDecoder {
             next = .body
         }
         self.state = next
-        // Handed over whole: the proxy edits the fields in place (`ProxyHeaders.removeHopByHop`) without a copy.
-        output.received(.head(consume head))
+        // Handed over whole: the proxy edits the fields in place without a copy.
+        output.received(head: consume head, summary: summary)
         if case .idle = next {
             output.received(.end(nil))
         }
@@ -208,4 +220,12 @@ extension StrictHTTPResponseDecoder: Sendable {}
 /// Where a ``StrictHTTPResponseDecoder`` delivers what it decodes, as it decodes it.
 public protocol HTTPResponseDecoderOutput: HTTP1PartOutput where Head == HTTPResponseHead {
     func received(_ part: consuming HTTPClientResponsePart)
+    /// A head, with what its fields said (by default passed on as a part, the summary dropped).
+    func received(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary)
+}
+
+extension HTTPResponseDecoderOutput {
+    public func received(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary) {
+        self.received(.head(head))
+    }
 }

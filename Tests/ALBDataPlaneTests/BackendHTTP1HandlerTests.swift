@@ -1,3 +1,4 @@
+import ALBHTTP
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -20,7 +21,7 @@ final class BackendHTTP1HandlerTests: XCTestCase {
         var closes = 0
         var requestOnEnd: HTTPRequestHead?
 
-        func backendRead(_ part: HTTPClientResponsePart) {
+        func backendRead(_ part: HTTPClientResponsePart, summary: HTTP1HeadSummary?) {
             switch part {
             case .head(let head): self.statuses.append(head.status.code); self.bodies.append("")
             case .body(let body): self.bodies[self.bodies.count - 1] += String(buffer: body)

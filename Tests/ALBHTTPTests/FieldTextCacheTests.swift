@@ -97,4 +97,33 @@ final class FieldTextCacheTests: XCTestCase {
             XCTAssertEqual(try decodeAll(request, decoder: &cached, byteByByte: true).parts, expected)
         }
     }
+
+    /// Short texts are copied whole, longer ones decoded: either way the string is the one
+    /// `String(decoding:as:)` makes, invalid UTF-8 (obs-text a field value may carry) repaired alike.
+    func testShortTextsAreTheStringsDecodingMakes() {
+        let samples: [[UInt8]] = [
+            [], Array("keep-alive".utf8), Array("fifteen bytes!!".utf8), Array("sixteen bytes!!!".utf8),
+            Array("caf\u{E9}".utf8), [0x61, 0xFF, 0x62], [0xC3], [0x80, 0x80], Array(repeating: 0xE9, count: 15),
+            Array(repeating: 0xE9, count: 16),
+        ]
+        for bytes in samples {
+            bytes.withUnsafeBytes { raw in
+                let made = String(shortUTF8: raw)
+                let decoded = String(decoding: raw, as: UTF8.self)
+                XCTAssertEqual(made, decoded, "\(bytes)")
+                XCTAssertEqual(Array(made.utf8), Array(decoded.utf8), "\(bytes)")
+            }
+        }
+    }
+
+    func testHTTP1VersionsAreReadFromTheirFirstEightBytes() {
+        func minor(_ text: String) -> Int? {
+            Array(text.utf8).withUnsafeBytes { HTTP1Syntax.http1MinorVersion(startOf: $0) }
+        }
+        XCTAssertEqual(minor("HTTP/1.1"), 1)
+        XCTAssertEqual(minor("HTTP/1.0 200 OK"), 0)
+        for refused in ["HTTP/1.2", "HTTP/2.0", "http/1.1", "HTTP/1.", "HTTP 1.1", "", "XTTP/1.1"] {
+            XCTAssertNil(minor(refused), refused)
+        }
+    }
 }

@@ -23,10 +23,10 @@ final class HeadEncodingBufferTests: XCTestCase {
         XCTAssertEqual(self.storageAddress(second), address)
     }
 
-    func testAHeadStillWaitingToBeWrittenIsNeverOverwritten() {
+    func testAHeadStillWaitingToBeWrittenIsNeverOverwritten() throws {
         let heads = HeadEncodingBuffer()
         let pending = heads.http1ResponseHead(self.response)
-        let next = heads.http1RequestHead(self.request)
+        let next = try XCTUnwrap(heads.http1RequestHead(self.request))
         XCTAssertEqual(String(buffer: pending), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
         XCTAssertEqual(String(buffer: next), "GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
         XCTAssertNotEqual(self.storageAddress(pending), self.storageAddress(next))
@@ -70,5 +70,32 @@ final class HeadEncodingBufferTests: XCTestCase {
             text += bytes.readString(length: bytes.readableBytes) ?? ""
         }
         XCTAssertEqual(text, (0..<3).map { "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Index: \($0)\r\n\r\n\($0)" }.joined())
+    }
+
+    /// A request head is refused exactly when ``HTTPHeaders/areValidToSend`` refuses its fields, checked on
+    /// the copied bytes: each byte value in a name, and in values long enough for the word-at-a-time check with
+    /// the byte at every position, and the memory is still used for the next head.
+    func testARequestHeadIsRefusedExactlyWhenItsFieldsMayNotBeSent() {
+        let heads = HeadEncodingBuffer()
+        var cases: [HTTPHeaders] = [["": "v"], ["x-ok": "obs-text \u{E9} and\ttab"]]
+        for byte in UInt8(0)...UInt8(255) {
+            let text = String(decoding: [byte], as: UTF8.self)
+            cases.append(["x\(text)y": "v"])
+            for position in [0, 5, 7, 8, 15, 16, 19] {
+                var value = Array("0123456789abcdefghij".utf8)
+                value[position] = byte
+                cases.append(["x-value": String(decoding: value, as: UTF8.self)])
+            }
+        }
+        var refused = 0
+        for fields in cases {
+            let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: fields)
+            let encoded = heads.http1RequestHead(head)
+            XCTAssertEqual(encoded != nil, fields.areValidToSend, "\(fields)")
+            XCTAssertEqual(ByteBufferAllocator().http1RequestHead(head) != nil, fields.areValidToSend, "\(fields)")
+            if encoded == nil { refused += 1 }
+        }
+        XCTAssertGreaterThan(refused, 200, "control bytes, DEL and non-token name bytes are refused")
+        XCTAssertEqual(heads.http1RequestHead(self.request).map { String(buffer: $0) }, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
     }
 }

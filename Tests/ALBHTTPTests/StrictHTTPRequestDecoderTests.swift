@@ -165,6 +165,10 @@ final class StrictHTTPRequestDecoderTests: XCTestCase {
 
     func testMalformedRequestLinesAreRefused() {
         assertBadRequest("GET / HTTP/2.0\r\nHost: h\r\n\r\n")
+        assertBadRequest("GET / HTTP/1.2\r\nHost: h\r\n\r\n")
+        assertBadRequest("GET / http/1.1\r\nHost: h\r\n\r\n")
+        assertBadRequest("GET / HTTP/1.10\r\nHost: h\r\n\r\n")
+        assertBadRequest("GET / HTTP/1.\r\nHost: h\r\n\r\n")
         assertBadRequest("GET  / HTTP/1.1\r\nHost: h\r\n\r\n")
         assertBadRequest("GET / x HTTP/1.1\r\nHost: h\r\n\r\n")
         assertBadRequest("G(T / HTTP/1.1\r\nHost: h\r\n\r\n")
