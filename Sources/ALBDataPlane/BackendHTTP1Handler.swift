@@ -132,7 +132,7 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
         }
 
         func received(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary) {
-            self.handler.deliver(.head(head), summary: summary, context: self.context)
+            self.handler.deliver(.head(consume head), summary: summary, context: self.context)
         }
     }
 

@@ -174,6 +174,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     public func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
+        self.writeHeldHead(context: context)
         self.removing = true
         self.disarm()
         context.eventLoop.assumeIsolated().execute {
@@ -197,6 +198,16 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
             return
         }
         self.errorsStageWrite(Self.unwrapOutboundIn(data), promise: promise, context: context)
+    }
+
+    public func flush(context: ChannelHandlerContext) {
+        self.writeHeldHead(context: context)
+        context.flush()
+    }
+
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        self.writeHeldHead(context: context)
+        context.close(mode: mode, promise: promise)
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -365,15 +376,59 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
                                 context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
+            self.writeHeldHead(context: context)
             self.body.start(chunked: head.version.major == 1 && head.version.minor >= 1
                 && head.headers.first(name: "transfer-encoding") == "chunked")
-            let bytes = self.headBuffer?.http1ResponseHead(head) ?? context.channel.allocator.http1ResponseHead(head)
-            context.write(Self.wrapOutbound(.byteBuffer(bytes)), promise: promise)
+            guard let heads = self.headBuffer else {
+                context.write(Self.wrapOutbound(.byteBuffer(context.channel.allocator.http1ResponseHead(head))),
+                              promise: promise)
+                return
+            }
+            self.heldHead = HeldHead(head: head, promise: promise, heads: heads)
         case .body(let data):
+            if let held = self.heldHead {
+                self.heldHead = nil
+                if !self.body.isChunked, case .byteBuffer(let bytes) = data,
+                    bytes.readableBytes <= Self.bodyBytesWrittenWithTheHead, held.promise == nil || promise == nil
+                {
+                    let both = held.heads.http1ResponseHead(held.head, body: bytes)
+                    context.write(Self.wrapOutbound(.byteBuffer(both)), promise: promise ?? held.promise)
+                    return
+                }
+                held.write(context: context)
+            }
             self.body.write(data, promise: promise, context: context)
         case .end(let trailers):
+            self.writeHeldHead(context: context)
             self.body.end(trailers, promise: promise, context: context)
         }
+    }
+
+    /// A response head not written yet: held until the first part of its body, so that a small body goes out
+    /// in the same buffer (one write and one iovec where there were two, one TLS record), or until anything
+    /// else is written, flushed or closed. Only heads encoded into the loop's memory are held (the body is
+    /// copied in after the head there, allocating nothing).
+    private struct HeldHead {
+        let head: HTTPResponseHead
+        let promise: EventLoopPromise<Void>?
+        let heads: HeadEncodingBuffer
+
+        func write(context: ChannelHandlerContext) {
+            context.write(HTTP1ConnectionHandler.wrapOutbound(.byteBuffer(self.heads.http1ResponseHead(self.head))),
+                          promise: self.promise)
+        }
+    }
+
+    private var heldHead: HeldHead?
+
+    /// A body part up to this size is copied in after its head (callgrind: a write costs NIO about 1,000
+    /// instructions, a copy of 2 KiB about a tenth of that); a larger one is written as it is.
+    static let bodyBytesWrittenWithTheHead = 2048
+
+    private func writeHeldHead(context: ChannelHandlerContext) {
+        guard let held = self.heldHead else { return }
+        self.heldHead = nil
+        held.write(context: context)
     }
 
     // MARK: Pipelining stage

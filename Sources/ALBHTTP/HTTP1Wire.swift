@@ -199,8 +199,12 @@ extension ByteBufferAllocator {
 }
 
 extension HeadEncodingBuffer {
-    func http1ResponseHead(_ head: HTTPResponseHead) -> ByteBuffer {
-        self.encode { $0.writeHTTP1ResponseHead(head) }
+    /// The head, and the first bytes of its body after it when given (copied).
+    func http1ResponseHead(_ head: HTTPResponseHead, body: ByteBuffer? = nil) -> ByteBuffer {
+        self.encode { buffer in
+            buffer.writeHTTP1ResponseHead(head)
+            if let body { buffer.writeImmutableBuffer(body) }
+        }
     }
 
     /// Nil when a field may not go on the wire.
@@ -285,6 +289,9 @@ public struct HTTP1BodyWriter {
     public mutating func start(chunked: Bool) {
         self.chunked = chunked
     }
+
+    /// The message being written has a chunked body.
+    public var isChunked: Bool { self.chunked }
 
     /// A body part. The chunk itself is not copied: its size line and CRLF go around it. An empty part is not
     /// framed (it would end the body) but still written, so its promise completes in order.

@@ -72,6 +72,84 @@ final class HeadEncodingBufferTests: XCTestCase {
         XCTAssertEqual(text, (0..<3).map { "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Index: \($0)\r\n\r\n\($0)" }.joined())
     }
 
+    /// A connection handler on a shared head buffer, with one request read, and what it writes.
+    private func servingConnection(_ heads: HeadEncodingBuffer) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(
+            HTTP1ConnectionHandler(headerTimeout: .seconds(5), idleTimeout: { .seconds(60) }, headBuffer: heads))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+        XCTAssertNotNil(try channel.readInbound(as: HTTPServerRequestPart.self))
+        XCTAssertNotNil(try channel.readInbound(as: HTTPServerRequestPart.self))
+        return channel
+    }
+
+    /// Each buffer the socket was given, as text.
+    private func writes(_ channel: EmbeddedChannel) throws -> [String] {
+        var writes: [String] = []
+        while let data = try channel.readOutbound(as: IOData.self) {
+            guard case .byteBuffer(let buffer) = data else { return writes + ["(file region)"] }
+            writes.append(String(buffer: buffer))
+        }
+        return writes
+    }
+
+    /// A small body goes out in the head's buffer: one write where there were two.
+    func testASmallBodyIsWrittenWithItsHead() throws {
+        let channel = try self.servingConnection(HeadEncodingBuffer())
+        channel.write(HTTPServerResponsePart.head(self.response), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ok"))), promise: nil)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        XCTAssertEqual(try self.writes(channel), ["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
+    }
+
+    /// A large body, a chunked one, a head with no body part, and a head flushed before its body: the head
+    /// goes out on its own, first, and nothing is lost or reordered.
+    func testOtherwiseTheHeadIsWrittenFirstOnItsOwn() throws {
+        let large = String(repeating: "b", count: HTTP1ConnectionHandler.bodyBytesWrittenWithTheHead + 1)
+        var channel = try self.servingConnection(HeadEncodingBuffer())
+        var head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "\(large.utf8.count)"])
+        channel.write(HTTPServerResponsePart.head(head), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: large))), promise: nil)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        XCTAssertEqual(try self.writes(channel), ["HTTP/1.1 200 OK\r\nContent-Length: 2049\r\n\r\n", large])
+
+        channel = try self.servingConnection(HeadEncodingBuffer())
+        head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Transfer-Encoding": "chunked"])
+        channel.write(HTTPServerResponsePart.head(head), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ok"))), promise: nil)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        XCTAssertEqual(try self.writes(channel).joined(),
+                       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+
+        channel = try self.servingConnection(HeadEncodingBuffer())
+        head = HTTPResponseHead(version: .http1_1, status: .noContent)
+        channel.write(HTTPServerResponsePart.head(head), promise: nil)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        XCTAssertEqual(try self.writes(channel), ["HTTP/1.1 204 No Content\r\n\r\n"])
+
+        channel = try self.servingConnection(HeadEncodingBuffer())
+        channel.writeAndFlush(HTTPServerResponsePart.head(self.response), promise: nil)
+        XCTAssertEqual(try self.writes(channel), ["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"],
+                       "a flush writes a held head: a body arriving later does not hold it back")
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ok"))), promise: nil)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        XCTAssertEqual(try self.writes(channel), ["ok"])
+    }
+
+    /// The promises of a held head and of the body written with it both complete.
+    func testPromisesOfAHeadWrittenWithItsBodyComplete() throws {
+        let channel = try self.servingConnection(HeadEncodingBuffer())
+        let headWritten = channel.eventLoop.makePromise(of: Void.self)
+        let bodyWritten = channel.eventLoop.makePromise(of: Void.self)
+        channel.write(HTTPServerResponsePart.head(self.response), promise: headWritten)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ok"))), promise: bodyWritten)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        XCTAssertNoThrow(try headWritten.futureResult.wait())
+        XCTAssertNoThrow(try bodyWritten.futureResult.wait())
+        XCTAssertEqual(try self.writes(channel).joined(), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    }
+
     /// A request head is refused exactly when ``HTTPHeaders/areValidToSend`` refuses its fields, checked on
     /// the copied bytes: each byte value in a name, and in values long enough for the word-at-a-time check with
     /// the byte at every position, and the memory is still used for the next head.
