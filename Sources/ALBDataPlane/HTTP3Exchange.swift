@@ -280,8 +280,8 @@ final class HTTP3Exchange: BackendConnectionDelegate {
                 respondWithError(.badGateway)
             case .relay:
                 let (clientHead, _) = ProxyHeaders.clientResponseHead(
-                    from: consume head, summary: summary, requestMethod: requestHead.method, requestVersion: requestHead.version,
-                    keepAlive: true, framing: .http2)
+                    from: consume head, summary: summary, requestMethod: requestHead.method,
+                    requestVersion: requestHead.version, keepAlive: true, framing: .http2)
                 var fields: [HTTP3HeaderField] = []
                 fields.reserveCapacity(clientHead.headers.count + 1)
                 for (name, value) in clientHead.headers where !Self.connectionSpecific(name) {

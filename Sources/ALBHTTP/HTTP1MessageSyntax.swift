@@ -473,9 +473,6 @@ enum HTTP1Syntax {
     /// Whether `text` is `lowercased` in any case (`lowercased` is ASCII lowercase). On the text's contiguous
     /// UTF-8 (a decoded field always has it) without an iterator per byte, and the length compared first.
     static func equalsIgnoringASCIICase(_ text: String, _ lowercased: StaticString) -> Bool {
-        // The length first, outside the closure: most names asked about differ in it (callgrind: 53 instructions
-        // a call when the closure came first).
-        guard text.utf8.count == lowercased.utf8CodeUnitCount else { return false }
         let expected = UnsafeBufferPointer(start: lowercased.utf8Start, count: lowercased.utf8CodeUnitCount)
         let contiguous = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
             guard bytes.count == expected.count else { return false }
