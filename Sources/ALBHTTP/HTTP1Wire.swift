@@ -293,20 +293,36 @@ public struct HTTP1BodyWriter {
     /// The message being written has a chunked body.
     public var isChunked: Bool { self.chunked }
 
-    /// A body part. The chunk itself is not copied: its size line and CRLF go around it. An empty part is not
-    /// framed (it would end the body) but still written, so its promise completes in order.
+    /// A body part. A chunk of up to ``copiedChunkBytes`` goes out as one buffer with its size line and CRLF
+    /// (one write where there were three, and no more allocations: the size line had a buffer of its own); a
+    /// larger one is not copied, its size line and CRLF go around it. An empty part is not framed (it would end
+    /// the body) but still written, so its promise completes in order.
     public func write(_ part: IOData, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         guard self.chunked && part.readableBytes > 0 else {
             context.write(NIOAny(part), promise: promise)
             return
         }
+        let size = String(part.readableBytes, radix: 16)
+        if case .byteBuffer(let bytes) = part, bytes.readableBytes <= Self.copiedChunkBytes {
+            var chunk = context.channel.allocator.buffer(capacity: size.utf8.count + bytes.readableBytes + 4)
+            chunk.writeString(size)
+            chunk.writeStaticString("\r\n")
+            chunk.writeImmutableBuffer(bytes)
+            chunk.writeStaticString("\r\n")
+            context.write(NIOAny(IOData.byteBuffer(chunk)), promise: promise)
+            return
+        }
         var sizeLine = context.channel.allocator.buffer(capacity: 18)
-        sizeLine.writeString(String(part.readableBytes, radix: 16))
+        sizeLine.writeString(size)
         sizeLine.writeStaticString("\r\n")
         context.write(NIOAny(IOData.byteBuffer(sizeLine)), promise: nil)
         context.write(NIOAny(part), promise: nil)
         context.write(NIOAny(IOData.byteBuffer(Self.crlf)), promise: promise)
     }
+
+    /// Chunks up to this size are copied into one buffer with their framing: a write costs NIO about 1,000
+    /// instructions (callgrind), a 2 KiB copy about a tenth of that.
+    static let copiedChunkBytes = 2048
 
     /// The end of the message: the last chunk and the trailers when chunked (trailers are dropped
     /// otherwise, as HTTP/1 has no place for them), else nothing, with the promise completed in order.

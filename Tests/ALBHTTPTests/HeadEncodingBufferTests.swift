@@ -137,6 +137,22 @@ final class HeadEncodingBufferTests: XCTestCase {
         XCTAssertEqual(try self.writes(channel), ["ok"])
     }
 
+    /// A small chunk goes out as one buffer with its size line and CRLF; a large one is framed around,
+    /// not copied.
+    func testASmallChunkIsOneWriteWithItsFraming() throws {
+        let channel = try self.servingConnection(HeadEncodingBuffer())
+        let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Transfer-Encoding": "chunked"])
+        let large = String(repeating: "b", count: HTTP1BodyWriter.copiedChunkBytes + 1)
+        channel.write(HTTPServerResponsePart.head(head), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ok"))), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: large))), promise: nil)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        XCTAssertEqual(try self.writes(channel), [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "2\r\nok\r\n", "801\r\n", large, "\r\n",
+            "0\r\n\r\n",
+        ])
+    }
+
     /// The promises of a held head and of the body written with it both complete.
     func testPromisesOfAHeadWrittenWithItsBodyComplete() throws {
         let channel = try self.servingConnection(HeadEncodingBuffer())
