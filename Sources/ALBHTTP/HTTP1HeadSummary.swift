@@ -34,33 +34,22 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
         /// candidates, compared byte by byte only then.
         static func of(_ name: UnsafeRawBufferPointer) -> Names? {
             switch name.count {
-            case 2: return Self.matches(name, "te") ? .te : nil
-            case 4: return Self.matches(name, "host") ? .host : nil
-            case 5: return Self.matches(name, "close") ? .close : nil
+            case 2: return HTTP1Syntax.equalsIgnoringASCIICase(name, "te") ? .te : nil
+            case 4: return HTTP1Syntax.equalsIgnoringASCIICase(name, "host") ? .host : nil
+            case 5: return HTTP1Syntax.equalsIgnoringASCIICase(name, "close") ? .close : nil
             case 7:
-                if Self.matches(name, "trailer") { return .trailer }
-                return Self.matches(name, "upgrade") ? .upgrade : nil
+                if HTTP1Syntax.equalsIgnoringASCIICase(name, "trailer") { return .trailer }
+                return HTTP1Syntax.equalsIgnoringASCIICase(name, "upgrade") ? .upgrade : nil
             case 10:
-                if Self.matches(name, "connection") { return .connection }
-                return Self.matches(name, "keep-alive") ? .keepAlive : nil
-            case 14: return Self.matches(name, "content-length") ? .contentLength : nil
-            case 16: return Self.matches(name, "proxy-connection") ? .proxyConnection : nil
-            case 17: return Self.matches(name, "transfer-encoding") ? .transferEncoding : nil
+                if HTTP1Syntax.equalsIgnoringASCIICase(name, "connection") { return .connection }
+                return HTTP1Syntax.equalsIgnoringASCIICase(name, "keep-alive") ? .keepAlive : nil
+            case 14: return HTTP1Syntax.equalsIgnoringASCIICase(name, "content-length") ? .contentLength : nil
+            case 16: return HTTP1Syntax.equalsIgnoringASCIICase(name, "proxy-connection") ? .proxyConnection : nil
+            case 17: return HTTP1Syntax.equalsIgnoringASCIICase(name, "transfer-encoding") ? .transferEncoding : nil
             default: return nil
             }
         }
 
-        /// `bytes` is `lowercased` (of the same length) in any case.
-        static func matches(_ bytes: UnsafeRawBufferPointer, _ lowercased: StaticString) -> Bool {
-            let expected = UnsafeRawBufferPointer(start: lowercased.utf8Start, count: lowercased.utf8CodeUnitCount)
-            for index in 0..<expected.count {
-                let byte = bytes[index]
-                if (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) != expected[index] {
-                    return false
-                }
-            }
-            return true
-        }
     }
 
     /// What `Content-Length` and `Transfer-Encoding` said, for ``HTTP1BodyFraming/of(_:summary:)`` to judge.
@@ -78,7 +67,7 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
 
         mutating func readTransferEncoding(_ value: UnsafeRawBufferPointer) {
             self.transferEncodings += 1
-            self.isChunked = value.count == 7 && Names.matches(value, "chunked")
+            self.isChunked = HTTP1Syntax.equalsIgnoringASCIICase(value, "chunked")
         }
 
         mutating func readContentLength(_ value: UnsafeRawBufferPointer) {
@@ -180,10 +169,10 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
     }
 
     private mutating func readConnectionOption(_ option: UnsafeRawBufferPointer) {
-        if option.count == 5, Names.matches(option, "close") {
+        if HTTP1Syntax.equalsIgnoringASCIICase(option, "close") {
             self.connectionKeepsAlive = false
             self.connectionListsClose = true
-        } else if option.count == 10, Names.matches(option, "keep-alive") {
+        } else if HTTP1Syntax.equalsIgnoringASCIICase(option, "keep-alive") {
             self.connectionKeepsAlive = self.connectionKeepsAlive == nil
         } else if Names.of(option).map({ Names.hopByHop.contains($0) }) != true {
             self.connectionNamesOtherFields = true

@@ -473,18 +473,24 @@ enum HTTP1Syntax {
     /// Whether `text` is `lowercased` in any case (`lowercased` is ASCII lowercase). On the text's contiguous
     /// UTF-8 (a decoded field always has it) without an iterator per byte, and the length compared first.
     static func equalsIgnoringASCIICase(_ text: String, _ lowercased: StaticString) -> Bool {
-        let expected = UnsafeBufferPointer(start: lowercased.utf8Start, count: lowercased.utf8CodeUnitCount)
-        let contiguous = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
-            guard bytes.count == expected.count else { return false }
-            for index in 0..<bytes.count {
-                let byte = bytes[index]
-                if (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) != expected[index] {
-                    return false
-                }
-            }
-            return true
+        let contiguous = text.utf8.withContiguousStorageIfAvailable { bytes in
+            Self.equalsIgnoringASCIICase(UnsafeRawBufferPointer(bytes), lowercased)
         }
+        let expected = UnsafeBufferPointer(start: lowercased.utf8Start, count: lowercased.utf8CodeUnitCount)
         return contiguous ?? ProxyHeaders.equalsIgnoringASCIICase(text.utf8, lowercased: expected)
+    }
+
+    /// Whether `bytes` are `lowercased` (ASCII lowercase) in any case, the lengths compared first.
+    static func equalsIgnoringASCIICase(_ bytes: UnsafeRawBufferPointer, _ lowercased: StaticString) -> Bool {
+        let expected = UnsafeRawBufferPointer(start: lowercased.utf8Start, count: lowercased.utf8CodeUnitCount)
+        guard bytes.count == expected.count else { return false }
+        for index in 0..<expected.count {
+            let byte = bytes[index]
+            if (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) != expected[index] {
+                return false
+            }
+        }
+        return true
     }
 
     /// The minor version of the `HTTP/1.1` or `HTTP/1.0` that `bytes` start with, or nil: the first eight bytes

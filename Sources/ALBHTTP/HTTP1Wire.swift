@@ -96,10 +96,7 @@ extension HTTPHeaders {
     /// and NUL are dangerous, the other controls are refused as well).
     public var areValidToSend: Bool {
         for (name, value) in self {
-            guard ProxyHeaders.isToken(name) else { return false }
-            guard value.utf8AllSatisfy({ $0 == UInt8(ascii: "\t") || ($0 > 0x1F && $0 != 0x7F) }) else {
-                return false
-            }
+            guard ProxyHeaders.isToken(name), value.utf8AllSatisfy(HTTP1Syntax.isFieldValueChar) else { return false }
         }
         return true
     }
@@ -281,24 +278,21 @@ extension UnsafeMutableRawBufferPointer {
 /// trailers, or nothing. Each write keeps its promise, completed in order with the writes around it.
 public struct HTTP1BodyWriter {
     /// The message being written has a chunked body.
-    private var chunked = false
+    public private(set) var isChunked = false
 
     public init() {}
 
     /// A new message starts, with a head that made its body chunked or not.
     public mutating func start(chunked: Bool) {
-        self.chunked = chunked
+        self.isChunked = chunked
     }
-
-    /// The message being written has a chunked body.
-    public var isChunked: Bool { self.chunked }
 
     /// A body part. A chunk of up to ``copiedChunkBytes`` goes out as one buffer with its size line and CRLF
     /// (one write where there were three, and no more allocations: the size line had a buffer of its own); a
     /// larger one is not copied, its size line and CRLF go around it. An empty part is not framed (it would end
     /// the body) but still written, so its promise completes in order.
     public func write(_ part: IOData, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
-        guard self.chunked && part.readableBytes > 0 else {
+        guard self.isChunked && part.readableBytes > 0 else {
             context.write(NIOAny(part), promise: promise)
             return
         }
@@ -327,8 +321,8 @@ public struct HTTP1BodyWriter {
     /// The end of the message: the last chunk and the trailers when chunked (trailers are dropped
     /// otherwise, as HTTP/1 has no place for them), else nothing, with the promise completed in order.
     public mutating func end(_ trailers: HTTPHeaders?, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
-        if self.chunked {
-            self.chunked = false
+        if self.isChunked {
+            self.isChunked = false
             var lastChunk = context.channel.allocator.buffer(capacity: trailers == nil ? 5 : 256)
             lastChunk.writeStaticString("0\r\n")
             lastChunk.writeHTTP1Fields(trailers ?? HTTPHeaders())  // ends with the empty line
