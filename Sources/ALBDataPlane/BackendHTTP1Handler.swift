@@ -60,7 +60,7 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if self.refused { return }
-        self.unread.append(Self.unwrapInboundIn(data))
+        self.unread.append(self.unwrapInboundIn(data))
         self.decodeUnread(context: context)
     }
 
@@ -174,7 +174,7 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
             context.write(data, promise: promise)
             return
         }
-        self.send(Self.unwrapOutboundIn(data), promise: promise, context: context)
+        self.send(self.unwrapOutboundIn(data), promise: promise, context: context)
     }
 
     private func send(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {

@@ -152,6 +152,6 @@ final class BackendHTTP2StreamHandler: BackendHandler, ChannelDuplexHandler {
     typealias OutboundOut = HTTPClientRequestPart
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.deliver(Self.unwrapInboundIn(data), context: context)
+        self.deliver(self.unwrapInboundIn(data), context: context)
     }
 }

@@ -17,12 +17,12 @@ final class ByteCountingHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.state.counters.receivedBytes &+= Self.unwrapInboundIn(data).readableBytes
+        self.state.counters.receivedBytes &+= self.unwrapInboundIn(data).readableBytes
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        self.state.counters.sentBytes &+= Self.unwrapOutboundIn(data).readableBytes
+        self.state.counters.sentBytes &+= self.unwrapOutboundIn(data).readableBytes
         context.write(data, promise: promise)
     }
 }

@@ -96,7 +96,7 @@ final class HTTP2ConnectionManager: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .ping(Self.drainPing, ack: true) = Self.unwrapInboundIn(data).payload {
+        if case .ping(Self.drainPing, ack: true) = self.unwrapInboundIn(data).payload {
             self.finishDrain(context: context)
         }
         context.fireChannelRead(data)

@@ -37,7 +37,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     init() {}
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch Self.unwrapInboundIn(data) {
+        switch self.unwrapInboundIn(data) {
         case .headers(let headers):
             if self.headReceived {
                 self.headReceived = false
@@ -72,7 +72,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch Self.unwrapOutboundIn(data) {
+        switch self.unwrapOutboundIn(data) {
         case .head(let head):
             self.sendHeldBody(context: context)
             let block = HTTP2Heads.headerBlock(status: head.status, fields: head.headers)

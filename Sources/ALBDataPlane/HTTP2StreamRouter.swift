@@ -49,7 +49,7 @@ final class HTTP2StreamRouter: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = Self.unwrapInboundIn(data)
+        let frame = self.unwrapInboundIn(data)
         let streamID = frame.streamID
         guard streamID != .rootStream else { return }
         self.inRead = true

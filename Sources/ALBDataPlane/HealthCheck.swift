@@ -311,7 +311,7 @@ private final class StatusLineReader: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let head) = Self.unwrapInboundIn(data) {
+        if case .head(let head) = self.unwrapInboundIn(data) {
             self.status.succeed(Int(head.status.code))
             context.close(promise: nil)
         }

@@ -54,14 +54,14 @@ final class LastRequestGate: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if !self.quiesced, case .head = Self.unwrapInboundIn(data) {
+        if !self.quiesced, case .head = self.unwrapInboundIn(data) {
             self.quiesce(context: context)
         }
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if !self.quiesced, case .head(let head) = Self.unwrapOutboundIn(data), head.status.code >= 200 {
+        if !self.quiesced, case .head(let head) = self.unwrapOutboundIn(data), head.status.code >= 200 {
             self.quiesce(context: context)
         }
         context.write(data, promise: promise)

@@ -165,7 +165,7 @@ final class ServerHelloObserver: ChannelOutboundHandler, RemovableChannelHandler
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if !self.seen {
             self.seen = true
-            if let suite = CipherSuiteName.chosenBy(serverHelloRecord: Self.unwrapOutboundIn(data)) {
+            if let suite = CipherSuiteName.chosenBy(serverHelloRecord: self.unwrapOutboundIn(data)) {
                 self.facts.cipher = CipherSuiteName.of(suite)
             }
         }

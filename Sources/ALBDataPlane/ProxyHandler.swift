@@ -155,7 +155,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closed else { return }
-        switch Self.unwrapInboundIn(data) {
+        switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.requestHead(head, context: context)
         case .body(let buffer):

@@ -197,7 +197,7 @@ public final class TunnelEnd: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.tunnel?.relay(Self.unwrapInboundIn(data), from: self.side, now: context.eventLoop.now)
+        self.tunnel?.relay(self.unwrapInboundIn(data), from: self.side, now: context.eventLoop.now)
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {

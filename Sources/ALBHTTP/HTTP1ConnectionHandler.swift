@@ -169,7 +169,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if self.refused { return }
-        self.unread.append(Self.unwrapInboundIn(data))
+        self.unread.append(self.unwrapInboundIn(data))
         self.decodeUnread(context: context)
     }
 
@@ -197,7 +197,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
             context.write(data, promise: promise)
             return
         }
-        self.errorsStageWrite(Self.unwrapOutboundIn(data), promise: promise, context: context)
+        self.errorsStageWrite(self.unwrapOutboundIn(data), promise: promise, context: context)
     }
 
     public func flush(context: ChannelHandlerContext) {

@@ -143,7 +143,7 @@ public final class ResponseCompressionHandler: ChannelDuplexHandler, RemovableCh
     public var isCompressing: Bool { self.encoder != nil }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head(let head) = Self.unwrapInboundIn(data) {
+        if case .head(let head) = self.unwrapInboundIn(data) {
             self.requests.append(CompressionRequest(head))
         }
         context.fireChannelRead(data)
@@ -159,7 +159,7 @@ public final class ResponseCompressionHandler: ChannelDuplexHandler, RemovableCh
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch Self.unwrapOutboundIn(data) {
+        switch self.unwrapOutboundIn(data) {
         case .head(var head):
             // An informational head (100 Continue) precedes the response of the same request.
             guard head.status.code >= 200 else {

@@ -37,7 +37,7 @@ public final class TickFlushCoalescer: ChannelOutboundHandler, RemovableChannelH
     public init() {}
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard case .byteBuffer(let bytes) = Self.unwrapOutboundIn(data), bytes.readableBytes < Self.gatherLimit else {
+        guard case .byteBuffer(let bytes) = self.unwrapOutboundIn(data), bytes.readableBytes < Self.gatherLimit else {
             self.sendGathered(context: context)
             context.write(data, promise: promise)
             return

@@ -60,7 +60,7 @@ final class AdminHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch Self.unwrapInboundIn(data) {
+        switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.request = head
         case .body:

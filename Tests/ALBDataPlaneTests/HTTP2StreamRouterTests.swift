@@ -21,7 +21,7 @@ final class HTTP2StreamRouterTests: XCTestCase {
         var context: ChannelHandlerContext?
 
         func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) { self.frames.append(Self.unwrapInboundIn(data)) }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { self.frames.append(self.unwrapInboundIn(data)) }
         func channelReadComplete(context: ChannelHandlerContext) { self.readCompletes += 1 }
         func channelInactive(context: ChannelHandlerContext) { self.inactive = true }
 

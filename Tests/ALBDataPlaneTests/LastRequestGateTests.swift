@@ -19,7 +19,7 @@ final class LastRequestGateTests: XCTestCase {
         func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            if case .head(let head) = Self.unwrapInboundIn(data) { self.uris.append(head.uri) }
+            if case .head(let head) = self.unwrapInboundIn(data) { self.uris.append(head.uri) }
         }
 
         func writeHead() {

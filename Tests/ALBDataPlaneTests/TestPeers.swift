@@ -67,7 +67,7 @@ final class BackendResponder: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch Self.unwrapInboundIn(data) {
+        switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.head = head
             self.bodyBytes = 0
@@ -135,7 +135,7 @@ final class ClientCollector: ChannelInboundHandler {
     init(queue: ResponseQueue) { self.queue = queue }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch Self.unwrapInboundIn(data) {
+        switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.head = head
             self.body = ""
@@ -219,7 +219,7 @@ final class RawCollector: ChannelInboundHandler, Sendable {
     var received: String { self.text.withLockedValue { $0 } }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let chunk = String(buffer: Self.unwrapInboundIn(data))
+        let chunk = String(buffer: self.unwrapInboundIn(data))
         self.text.withLockedValue { $0 += chunk }
     }
 }

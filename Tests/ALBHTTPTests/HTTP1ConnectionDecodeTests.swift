@@ -18,7 +18,7 @@ final class HTTP1ConnectionDecodeTests: XCTestCase {
         var bytesOnFirstHead: ByteBuffer?
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            switch Self.unwrapInboundIn(data) {
+            switch self.unwrapInboundIn(data) {
             case .head(let head):
                 self.uris.append(head.uri)
                 if let bytes = self.bytesOnFirstHead {

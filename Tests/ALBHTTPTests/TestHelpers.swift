@@ -98,7 +98,7 @@ final class TestResponder: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch Self.unwrapInboundIn(data) {
+        switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.heads.append(head)
             if self.respondAtHead { self.respond() }

@@ -27,7 +27,7 @@ final class HandshakeTests: XCTestCase {
         typealias OutboundIn = ByteBuffer
         var bytes: ByteBuffer?
         func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-            if self.bytes == nil { self.bytes = Self.unwrapOutboundIn(data) }
+            if self.bytes == nil { self.bytes = self.unwrapOutboundIn(data) }
             context.write(data, promise: promise)
         }
     }
