@@ -377,7 +377,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         _ = machine.respondWithError(status, close: false)
         loopState.counters.countResponse(status: machine.status, clientProtocol: .http3)
         let bodyText = EdgeResponse.body(for: status)
-        let sendsBody = requestHead.method != .HEAD
+        let sendsBody = !requestHead.method.isHEAD
         let fields = [HTTP3HeaderField(name: "content-type", value: "text/plain; charset=utf-8"),
                       HTTP3HeaderField(name: "content-length", value: String(bodyText.utf8.count))]
         connection.respond(streamID: streamID, status: Int(status.code), fields: fields, endStream: !sendsBody)

@@ -92,7 +92,7 @@ final class LastRequestGate: ChannelDuplexHandler, RemovableChannelHandler {
         if let connection = try? pipeline.handler(type: HTTP1ConnectionHandler.self) {
             let window = max(deadline - channel.eventLoop.now, .zero)
             do {
-                try pipeline.addHandler(LastRequestGate(window: window), position: .after(connection))
+                try connection.addHandlerAfter(LastRequestGate(window: window))
             } catch {
                 pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
             }

@@ -120,7 +120,7 @@ struct ProxyExchange {
 
     /// Whether the request may go to a backend at all: the balancer is asked only then, so a refused
     /// request does not move the weighted round robin.
-    var mayReachBackend: Bool { self.method != .CONNECT }
+    var mayReachBackend: Bool { !self.method.isCONNECT }
 
     /// When the request times out unless body bytes keep flowing.
     var deadline: NIODeadline { self.lastProgress + self.requestTimeout }
@@ -133,7 +133,7 @@ struct ProxyExchange {
     mutating func receiveHead(serverAvailable: Bool, hasBody: Bool, expectsContinue: Bool,
                               upgradeRequested: Bool) -> HeadDecision {
         self.askedToUpgrade = upgradeRequested
-        if self.method == .CONNECT {
+        if self.method.isCONNECT {
             // A reverse proxy opens no tunnels, and the bytes after such a head are not HTTP.
             return .respond(.notImplemented, close: true)
         }

@@ -33,7 +33,7 @@ import Darwin
 /// becomes a ``ByteTunnel`` after the `101`; an h2c preface (``HTTP2PrefaceEvent``) turns the connection
 /// into an HTTP/2 one.
 final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, BackendConnectionDelegate,
-    SharedDeadlineTimerClient {
+    SharedDeadlineTimerClient, HTTP1DirectApplication {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -93,6 +93,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private let runtime: ListenerRuntime
     private let loopState: ListenerLoopState
     private var context: ChannelHandlerContext?
+    /// The HTTP/1 connection handler right before this one while the two call each other directly
+    /// (``HTTP1DirectApplication``); nil: response parts go through the pipeline (an HTTP/2 stream, a
+    /// compressor or a gate in between).
+    private var edge: HTTP1ConnectionHandler?
     private var exchange: Exchange?
     /// The backend connection of the current exchange while it forwards.
     private var backend: BackendHandler?
@@ -149,13 +153,23 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.edge?.detachApplication()
         self.abandonExchange()
         self.context = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.requestPartArrived(self.unwrapInboundIn(data), context: context)
+    }
+
+    func requestPartArrived(_ part: HTTPServerRequestPart) {
+        guard let context = self.context else { return }
+        self.requestPartArrived(part, context: context)
+    }
+
+    private func requestPartArrived(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         guard !self.closed else { return }
-        switch self.unwrapInboundIn(data) {
+        switch part {
         case .head(let head):
             self.requestHead(head, context: context)
         case .body(let buffer):
@@ -163,6 +177,32 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         case .end(let trailers):
             self.requestEnd(trailers)
         }
+    }
+
+    func writesDirectly(to connection: HTTP1ConnectionHandler?) {
+        self.edge = connection
+    }
+
+    /// Writes a response part to the client: to the connection handler directly when attached, otherwise
+    /// through the pipeline. `flush`: and flushes.
+    private func writeToClient(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>? = nil, flush: Bool = false,
+                               context: ChannelHandlerContext) {
+        if let edge = self.edge {
+            edge.write(part, promise: promise)
+            if flush { edge.flush() }
+        } else if flush {
+            context.writeAndFlush(Self.wrapOutbound(part), promise: promise)
+        } else {
+            context.write(Self.wrapOutbound(part), promise: promise)
+        }
+    }
+
+    /// Writes the response's end and flushes, then closes the connection once it is written.
+    private func writeEndThenClose(_ trailers: HTTPHeaders?, context: ChannelHandlerContext,
+                                   close: @escaping (ChannelHandlerContext) -> Void) {
+        let written = context.eventLoop.makePromise(of: Void.self)
+        self.writeToClient(.end(trailers), promise: written, flush: true, context: context)
+        written.futureResult.assumeIsolated().whenComplete { _ in close(context) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -285,7 +325,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             if sendContinue {
                 // Answer the expectation here (the backend's 100 would not be relayed) and do not pass it on.
                 exchange.backendHead?.headers.remove(name: "expect")
-                context.writeAndFlush(Self.wrapOutbound(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+                self.writeToClient(.head(HTTPResponseHead(version: .http1_1, status: .continue)), flush: true, context: context)
             }
             self.armRequestTimer(deadline: exchange.machine.deadline, context: context)
             self.clientReadsPaused = true
@@ -425,8 +465,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 self.respondWithError(status, close: false)
             case .switchProtocols:
                 self.loopState.counters.countResponse(status: 101, framing: self.framing)
-                context.writeAndFlush(Self.wrapOutbound(.head(WebSocketHandshake.switchingProtocolsHead(from: head))),
-                                      promise: nil)
+                self.writeToClient(.head(WebSocketHandshake.switchingProtocolsHead(from: head)), flush: true, context: context)
             case .relay(let keepAlive):
                 let (clientHead, closeAfter) = ProxyHeaders.clientResponseHead(
                     from: consume head,
@@ -450,11 +489,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 if self.framing == .http2 {
                     self.heldTrailers = Self.takeGRPCStatus(from: &relayed.headers)
                 }
-                context.write(Self.wrapOutbound(.head(relayed)), promise: nil)
+                self.writeToClient(.head(relayed), context: context)
             }
         case .body(let buffer):
             exchange.machine.receiveResponseBody(bytes: buffer.readableBytes)
-            context.write(Self.wrapOutbound(.body(.byteBuffer(buffer))), promise: nil)
+            self.writeToClient(.body(.byteBuffer(buffer)), context: context)
             if !context.channel.isWritable {
                 backend.pauseReads()
             }
@@ -480,19 +519,21 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             self.heldTrailers = nil
             if end.closeClient {
                 self.closed = true
-                context.writeAndFlush(Self.wrapOutbound(.end(trailers))).assumeIsolated().whenComplete { _ in
-                    context.close(promise: nil)
-                }
+                self.writeEndThenClose(trailers, context: context) { $0.close(promise: nil) }
             } else {
                 self.resumeClientReads()
                 // May deliver the next pipelined request re-entrantly: the exchange is already gone.
-                context.writeAndFlush(Self.wrapOutbound(.end(trailers)), promise: nil)
+                self.writeToClient(.end(trailers), flush: true, context: context)
             }
         }
     }
 
     func backendReadComplete() {
-        self.context?.flush()
+        if let edge = self.edge {
+            edge.flush()
+        } else {
+            self.context?.flush()
+        }
     }
 
     func backendWritabilityChanged(isWritable: Bool) {
@@ -643,25 +684,23 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         let keepAlive = exchange.machine.respondWithError(status, close: close)
         self.loopState.counters.countResponse(status: exchange.machine.status, framing: self.framing)
         let head = EdgeResponse.head(for: status, version: exchange.head.version, close: !keepAlive, framing: self.framing)
-        context.write(Self.wrapOutbound(.head(head)), promise: nil)
-        if exchange.head.method != .HEAD {
+        self.writeToClient(.head(head), context: context)
+        if !exchange.head.method.isHEAD {
             var body = context.channel.allocator.buffer(capacity: 32)
             body.writeString(EdgeResponse.body(for: status))
             exchange.machine.responseBytes = body.readableBytes
-            context.write(Self.wrapOutbound(.body(.byteBuffer(body))), promise: nil)
+            self.writeToClient(.body(.byteBuffer(body)), context: context)
         }
         self.finishExchange()
         if keepAlive || self.framing == .http2 {
             // An HTTP/2 stream ends with its response; the connection and its other streams go on.
             self.resumeClientReads()
-            context.writeAndFlush(Self.wrapOutbound(.end(nil)), promise: nil)
+            self.writeToClient(.end(nil), flush: true, context: context)
         } else {
             self.closed = true
             // Keep draining the unread request body (dropped while closed) while lingering.
             self.resumeClientReads()
-            context.writeAndFlush(Self.wrapOutbound(.end(nil))).assumeIsolated().whenComplete { _ in
-                context.closeLingering()
-            }
+            self.writeEndThenClose(nil, context: context) { $0.closeLingering() }
         }
     }
 

@@ -56,19 +56,24 @@ extension ChannelPipeline.SynchronousOperations {
     ///    closes; writes the response bytes, framed as the proxy said: it frames every response itself)
     /// 2. ``ResponseCompressionHandler``, only when `options.compression` is set: after the connection
     ///    handler it sees one exchange at a time, and the edge's own short error responses skip it
-    /// 3. `application`: the proxy
+    /// 3. `application`: the proxy. When it is an ``HTTP1DirectApplication`` and nothing sits between it
+    ///    and the connection handler (no compressor), the two call each other directly.
     public func configureEdgeHTTPPipeline(
         options: EdgePipelineOptions,
         application: some ChannelHandler
     ) throws {
-        try self.addHandler(HTTP1ConnectionHandler(
+        let connection = HTTP1ConnectionHandler(
             decoder: StrictHTTPRequestDecoder(limits: options.limits, acceptsHTTP2Preface: options.acceptsHTTP2Preface,
                                               fieldTexts: options.memory?.fieldTexts),
-            headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout, headBuffer: options.memory?.heads))
+            headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout, headBuffer: options.memory?.heads)
+        try self.addHandler(connection)
         if let compression = options.compression {
             try self.addHandler(compression.makeHandler())
         }
         try self.addHandler(application)
+        if options.compression == nil, let direct = application as? HTTP1DirectApplication {
+            connection.attachDirectly(direct)
+        }
     }
 }
 

@@ -588,6 +588,24 @@ enum HTTP1Syntax {
     }
 }
 
+extension HTTPMethod {
+    // Case tests for the methods the proxy treats apart. `==` on `HTTPMethod` compares the two `rawValue`
+    // strings (the standard library's operator for `RawRepresentable` types wins over the synthesised one),
+    // about 100 instructions a compare (callgrind: eight `rawValue`s a proxied GET); a case match is a few.
+
+    @inlinable public var isGET: Bool { if case .GET = self { true } else { false } }
+    @inlinable public var isHEAD: Bool { if case .HEAD = self { true } else { false } }
+    @inlinable public var isCONNECT: Bool { if case .CONNECT = self { true } else { false } }
+
+    /// `POST`, `PUT` or `PATCH`: the methods whose requests carry a body by convention.
+    @inlinable public var conventionallyHasBody: Bool {
+        switch self {
+        case .POST, .PUT, .PATCH: true
+        default: false
+        }
+    }
+}
+
 extension String {
     /// The text of UTF-8 `bytes`, invalid sequences repaired as `String(decoding:as:)` repairs them. A text of
     /// up to 15 bytes (held inline in the string) is copied in whole and checked for ASCII once, at about half

@@ -318,7 +318,7 @@ public enum ProxyHeaders {
         } else if chunked {
             fields.append(("transfer-encoding", "chunked"))
         } else if !fields.contains(where: { isNamed($0, "content-length") }),
-            client.method == .POST || client.method == .PUT || client.method == .PATCH
+            client.method.conventionallyHasBody
         {
             // An HTTP/1 request without either has no body; an HTTP/2 stream may carry one without
             // announcing its length: send it chunked.
@@ -407,7 +407,7 @@ public enum ProxyHeaders {
             return (head, false)
         }
         let code = head.status.code
-        let bodyless = requestMethod == .HEAD || (100..<200).contains(code) || code == 204 || code == 304
+        let bodyless = requestMethod.isHEAD || (100..<200).contains(code) || code == 204 || code == 304
         var keepAlive = keepAlive
         let hasLength = summary.map { $0.present.contains(.contentLength) } ?? head.headers.contains(name: "content-length")
         if !bodyless && !hasLength {

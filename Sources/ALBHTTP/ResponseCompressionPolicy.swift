@@ -46,7 +46,7 @@ public struct CompressionRequest: Sendable, Equatable {
         for (name, value) in head.headers where ProxyHeaders.equalsIgnoringASCIICase(name.utf8, lowercased: "accept-encoding".utf8) {
             acceptEncoding.append(value)
         }
-        self.init(accepted: ResponseCompressionPolicy.accepted(acceptEncoding), isHEAD: head.method == .HEAD,
+        self.init(accepted: ResponseCompressionPolicy.accepted(acceptEncoding), isHEAD: head.method.isHEAD,
                   version: head.version)
     }
 }

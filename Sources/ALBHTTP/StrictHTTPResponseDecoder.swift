@@ -200,7 +200,7 @@ public struct StrictHTTPResponseDecoder {
                                     headers: HTTPHeaders(self.fields))
         self.fields = []
         var next = State.idle
-        let bodiless = method == .HEAD || method == .CONNECT || self.status == 204 || self.status == 304
+        let bodiless = method.isHEAD || method.isCONNECT || self.status == 204 || self.status == 304
         if !bodiless, let body = framing.body(unframed: .untilClose) {
             self.body = body
             next = .body

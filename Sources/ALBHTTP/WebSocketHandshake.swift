@@ -20,7 +20,7 @@ public enum WebSocketHandshake {
     /// without a body, one `Sec-WebSocket-Key` that is 16 bytes in base64, `Sec-WebSocket-Version: 13`
     /// (RFC 6455 section 4.1). The reason is for the log, not the client.
     public static func refusal(_ head: HTTPRequestHead) -> String? {
-        if head.method != .GET { return "WebSocket upgrade with a method other than GET" }
+        if !head.method.isGET { return "WebSocket upgrade with a method other than GET" }
         if head.headers.contains(name: "transfer-encoding")
             || head.headers[canonicalForm: "content-length"].contains(where: { $0 != "0" })
         {

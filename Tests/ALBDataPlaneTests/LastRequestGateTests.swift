@@ -7,35 +7,54 @@ import XCTest
 @testable import ALBDataPlane
 
 /// The gate a takeover puts on the old process's HTTP/1 connections, on an embedded channel that holds the
-/// connection handler and a responder the test drives (the proxy's place).
+/// connection handler and a responder the test drives (the proxy's place: called by the connection handler
+/// directly until the gate goes between them).
 final class LastRequestGateTests: XCTestCase {
     /// Records request heads and answers only when told to.
-    private final class Responder: ChannelInboundHandler {
+    private final class Responder: ChannelInboundHandler, HTTP1DirectApplication {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         var uris: [String] = []
         private var context: ChannelHandlerContext?
+        private var connection: HTTP1ConnectionHandler?
 
         func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+        func writesDirectly(to connection: HTTP1ConnectionHandler?) { self.connection = connection }
+
+        func requestPartArrived(_ part: HTTPServerRequestPart) {
+            if case .head(let head) = part { self.uris.append(head.uri) }
+        }
+
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            if case .head(let head) = self.unwrapInboundIn(data) { self.uris.append(head.uri) }
+            self.requestPartArrived(self.unwrapInboundIn(data))
         }
 
         func writeHead() {
-            self.context?.writeAndFlush(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok))), promise: nil)
+            self.writeAndFlush(.head(HTTPResponseHead(version: .http1_1, status: .ok)))
         }
 
         func writeEnd() {
-            self.context?.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+            self.writeAndFlush(.end(nil))
+        }
+
+        private func writeAndFlush(_ part: HTTPServerResponsePart) {
+            if let connection {
+                connection.write(part, promise: nil)
+                connection.flush()
+            } else {
+                self.context?.writeAndFlush(Self.wrapOutboundOut(part), promise: nil)
+            }
         }
     }
 
     private func connection() throws -> (EmbeddedChannel, Responder) {
         let responder = Responder()
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(HTTP1ConnectionHandler(headerTimeout: .seconds(60), idleTimeout: { .seconds(60) }))
+        let connection = HTTP1ConnectionHandler(headerTimeout: .seconds(60), idleTimeout: { .seconds(60) })
+        try channel.pipeline.syncOperations.addHandler(connection)
         try channel.pipeline.syncOperations.addHandler(responder)
+        connection.attachDirectly(responder)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return (channel, responder)
     }

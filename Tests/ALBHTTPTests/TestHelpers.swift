@@ -82,8 +82,10 @@ func outboundText(_ channel: EmbeddedChannel) throws -> String {
     return text
 }
 
-/// Answers every complete request with "200 ok" (or holds responses when `autoRespond` is off).
-final class TestResponder: ChannelInboundHandler {
+/// Answers every complete request with "200 ok" (or holds responses when `autoRespond` is off). Called
+/// directly by the connection handler when the pipeline attaches it (as the proxy is), through the pipeline
+/// otherwise.
+final class TestResponder: ChannelInboundHandler, HTTP1DirectApplication {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -93,12 +95,33 @@ final class TestResponder: ChannelInboundHandler {
     var heads: [HTTPRequestHead] = []
     var ends = 0
     var errors: [Error] = []
+    /// Parts that came by direct call, and through the pipeline.
+    var directParts = 0
+    var pipelineParts = 0
     private var context: ChannelHandlerContext?
+    private(set) var connection: HTTP1ConnectionHandler?
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.connection?.detachApplication()
+        self.context = nil
+    }
+
+    func writesDirectly(to connection: HTTP1ConnectionHandler?) { self.connection = connection }
+
+    func requestPartArrived(_ part: HTTPServerRequestPart) {
+        self.directParts += 1
+        self.received(part)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch self.unwrapInboundIn(data) {
+        self.pipelineParts += 1
+        self.received(self.unwrapInboundIn(data))
+    }
+
+    private func received(_ part: HTTPServerRequestPart) {
+        switch part {
         case .head(let head):
             self.heads.append(head)
             if self.respondAtHead { self.respond() }
@@ -117,9 +140,18 @@ final class TestResponder: ChannelInboundHandler {
         guard let context else { return }
         var headers = HTTPHeaders()
         headers.add(name: "content-length", value: String(body.utf8.count))
-        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
-        context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+        self.write(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)), context: context)
+        self.write(.body(.byteBuffer(ByteBuffer(string: body))), context: context)
+        self.write(.end(nil), context: context)
+        if let connection { connection.flush() } else { context.flush() }
+    }
+
+    private func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext) {
+        if let connection {
+            connection.write(part, promise: nil)
+        } else {
+            context.write(Self.wrapOutboundOut(part), promise: nil)
+        }
     }
 }
 
@@ -127,7 +159,8 @@ func makeEdgeChannel(
     responder: TestResponder,
     limits: StrictHTTPRequestDecoder.Limits = .init(),
     headerTimeout: TimeAmount = .seconds(10),
-    idleTimeout: TimeAmount = .seconds(15)
+    idleTimeout: TimeAmount = .seconds(15),
+    direct: Bool = true
 ) throws -> EmbeddedChannel {
     let channel = EmbeddedChannel()
     try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
@@ -135,5 +168,8 @@ func makeEdgeChannel(
         options: EdgePipelineOptions(limits: limits, headerTimeout: headerTimeout, idleTimeout: { idleTimeout }),
         application: responder
     )
+    if !direct {
+        try channel.pipeline.syncOperations.handler(type: HTTP1ConnectionHandler.self).detachApplication()
+    }
     return channel
 }
