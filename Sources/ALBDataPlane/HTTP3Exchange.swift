@@ -71,7 +71,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         self.listenerPort = listenerPort
         self.authority = head.authority
         var headers = HTTPHeaders(head.fields.map { ($0.name, $0.value) })
-        if !head.authority.isEmpty && !headers.contains(name: "host") {
+        if !head.authority.isEmpty && !headers.contains(lowercased: "host") {
             headers.add(name: "host", value: head.authority)
         }
         // HTTP/3 in, HTTP/1.1 out: ProxyHeaders frames a body of unannounced length as chunked for a

@@ -658,7 +658,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private var heldTrailers: HTTPHeaders?
 
     private static func takeGRPCStatus(from headers: inout HTTPHeaders) -> HTTPHeaders? {
-        guard headers.contains(name: "grpc-status") else { return nil }
+        guard headers.contains(lowercased: "grpc-status") else { return nil }
         var trailers = HTTPHeaders()
         for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
             for value in headers[name] { trailers.add(name: name, value: value) }
@@ -763,7 +763,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 clientIP: exchange.clientIP,
                 clientPort: self.peerPort,
                 method: exchange.head.method.rawValue,
-                host: exchange.head.headers.first(name: "host") ?? "",
+                host: exchange.head.headers.first(lowercased: "host") ?? "",
                 path: exchange.head.uri,
                 status: exchange.machine.status,
                 requestBytes: exchange.machine.requestBytes,
@@ -803,8 +803,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     /// Whether the request announces a body (so its end does not follow the head at once).
     private static func hasBody(_ head: HTTPRequestHead) -> Bool {
-        if head.headers.contains(name: "transfer-encoding") { return true }
-        guard let length = head.headers.first(name: "content-length") else { return false }
+        if head.headers.contains(lowercased: "transfer-encoding") { return true }
+        guard let length = head.headers.first(lowercased: "content-length") else { return false }
         return length != "0"
     }
 

@@ -438,7 +438,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         case .head(let head):
             self.writeHeldHead(context: context)
             self.body.start(chunked: head.version.major == 1 && head.version.minor >= 1
-                && head.headers.first(name: "transfer-encoding") == "chunked")
+                && head.headers.first(lowercased: "transfer-encoding") == "chunked")
             guard self.headBuffer != nil else {
                 context.write(Self.wrapOutbound(.byteBuffer(context.channel.allocator.http1ResponseHead(head))),
                               promise: promise)

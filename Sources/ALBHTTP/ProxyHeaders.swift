@@ -259,7 +259,7 @@ public enum ProxyHeaders {
     /// Whether `Expect` lists `100-continue` (in any case). Looks for the field first, so the usual
     /// request, without one, allocates nothing.
     public static func expectsContinue(_ headers: HTTPHeaders) -> Bool {
-        guard headers.contains(name: "expect") else { return false }
+        guard headers.contains(lowercased: "expect") else { return false }
         return headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
     }
 
@@ -302,7 +302,7 @@ public enum ProxyHeaders {
         backendSpeaksHTTP2: Bool = false
     ) -> HTTPRequestHead {
         let chunked =
-            client.headers.contains(name: "transfer-encoding")
+            client.headers.contains(lowercased: "transfer-encoding")
             && client.headers[canonicalForm: "transfer-encoding"].last?.lowercased() == "chunked"
         // gRPC needs `te: trailers` end to end; HTTP/2 allows that one value (RFC 9113 section 8.2.2).
         let trailers = backendSpeaksHTTP2 && client.headers[canonicalForm: "te"].contains { $0.lowercased() == "trailers" }
@@ -317,9 +317,7 @@ public enum ProxyHeaders {
             if trailers { fields.append(("te", "trailers")) }
         } else if chunked {
             fields.append(("transfer-encoding", "chunked"))
-        } else if !fields.contains(where: { isNamed($0, "content-length") }),
-            client.method.conventionallyHasBody
-        {
+        } else if client.method.conventionallyHasBody, !fields.contains(where: { isNamed($0, "content-length") }) {
             // An HTTP/1 request without either has no body; an HTTP/2 stream may carry one without
             // announcing its length: send it chunked.
             fields.append(client.version.major >= 2 ? ("transfer-encoding", "chunked") : ("content-length", "0"))
@@ -346,7 +344,7 @@ public enum ProxyHeaders {
         if options.xForwardedPort {
             set("X-Forwarded-Port", "x-forwarded-port", String(forwarding.listenerPort))
         }
-        if options.xForwardedHost, let host = client.headers.first(name: "host") {
+        if options.xForwardedHost, let host = client.headers.first(lowercased: "host") {
             set("X-Forwarded-Host", "x-forwarded-host", host)
         }
         if options.xForwardedClientSrcPort {
@@ -409,7 +407,7 @@ public enum ProxyHeaders {
         let code = head.status.code
         let bodyless = requestMethod.isHEAD || (100..<200).contains(code) || code == 204 || code == 304
         var keepAlive = keepAlive
-        let hasLength = summary.map { $0.present.contains(.contentLength) } ?? head.headers.contains(name: "content-length")
+        let hasLength = summary.map { $0.present.contains(.contentLength) } ?? head.headers.contains(lowercased: "content-length")
         if !bodyless && !hasLength {
             if requestVersion.minor >= 1 {
                 head.headers.add(name: "transfer-encoding", value: "chunked")

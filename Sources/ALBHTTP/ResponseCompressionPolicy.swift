@@ -91,14 +91,14 @@ public enum ResponseCompressionPolicy {
         guard code >= 200, code != 204, code != 206, code != 304 else { return .untouched }
         let headers = response.headers
         guard let length = Self.contentLength(headers), length > Self.minimumLength else { return .untouched }
-        guard !headers.contains(name: "content-encoding"), !Self.forbidsTransform(headers) else { return .untouched }
+        guard !headers.contains(lowercased: "content-encoding"), !Self.forbidsTransform(headers) else { return .untouched }
         guard !request.isHEAD, request.version.major >= 2 || (request.version.major == 1 && request.version.minor >= 1) else {
             return CompressionDecision(coding: nil, vary: true)
         }
         if request.accepted.brotli {
             return CompressionDecision(coding: .brotli, vary: true)
         }
-        if request.accepted.gzip, Self.gzipApplies(to: headers.first(name: "content-type")) {
+        if request.accepted.gzip, Self.gzipApplies(to: headers.first(lowercased: "content-type")) {
             return CompressionDecision(coding: .gzip, vary: true)
         }
         return CompressionDecision(coding: nil, vary: true)
@@ -120,7 +120,7 @@ public enum ResponseCompressionPolicy {
         if requestVersion.major < 2 {
             head.headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
         }
-        if let etag = head.headers.first(name: "etag"), !etag.hasPrefix("W/") {
+        if let etag = head.headers.first(lowercased: "etag"), !etag.hasPrefix("W/") {
             head.headers.replaceOrAdd(name: "etag", value: "W/" + etag)
         }
     }
@@ -180,7 +180,7 @@ public enum ResponseCompressionPolicy {
 
     /// `Cache-Control` has the `no-transform` directive (RFC 9111 section 5.2.2.6).
     static func forbidsTransform(_ headers: HTTPHeaders) -> Bool {
-        guard headers.contains(name: "cache-control") else { return false }
+        guard headers.contains(lowercased: "cache-control") else { return false }
         return headers[canonicalForm: "cache-control"].contains { $0.lowercased() == "no-transform" }
     }
 
@@ -192,7 +192,7 @@ public enum ResponseCompressionPolicy {
     }
 
     static func varyCoversAcceptEncoding(_ headers: HTTPHeaders) -> Bool {
-        guard headers.contains(name: "vary") else { return false }
+        guard headers.contains(lowercased: "vary") else { return false }
         return headers[canonicalForm: "vary"].contains {
             let token = $0.lowercased()
             return token == "*" || token == "accept-encoding"

@@ -11,7 +11,7 @@ public enum WebSocketHandshake {
     /// `Connection` listing `upgrade` (RFC 9110 section 7.8: an `Upgrade` that `Connection` does not name
     /// is not in effect). Looks for `Upgrade` first, so the usual request allocates nothing.
     public static func isRequested(_ head: HTTPRequestHead) -> Bool {
-        guard head.version == .http1_1, head.headers.contains(name: "upgrade") else { return false }
+        guard head.version == .http1_1, head.headers.contains(lowercased: "upgrade") else { return false }
         return Self.lists(head.headers, "upgrade", token: "websocket")
             && Self.lists(head.headers, "connection", token: "upgrade")
     }
@@ -21,7 +21,7 @@ public enum WebSocketHandshake {
     /// (RFC 6455 section 4.1). The reason is for the log, not the client.
     public static func refusal(_ head: HTTPRequestHead) -> String? {
         if !head.method.isGET { return "WebSocket upgrade with a method other than GET" }
-        if head.headers.contains(name: "transfer-encoding")
+        if head.headers.contains(lowercased: "transfer-encoding")
             || head.headers[canonicalForm: "content-length"].contains(where: { $0 != "0" })
         {
             return "WebSocket upgrade with a body"

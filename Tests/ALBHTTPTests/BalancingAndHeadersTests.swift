@@ -224,3 +224,39 @@ final class ProxyHeadersTests: XCTestCase {
         }
     }
 }
+
+final class HeaderLookupTests: XCTestCase {
+    /// The proxy's lookups answer as NIO's `first(name:)` and `contains(name:)` do, for names of the same
+    /// length, in any case, repeated and absent.
+    func testLookupsByLowercaseNameAnswerAsNIOs() {
+        let headers = HTTPHeaders([
+            ("Content-Type", "text/plain"), ("Content-LENGTH", "5"), ("content-length", "6"),
+            ("X-Content-Length", "7"), ("Expect", "100-continue"), ("Upgrade", "websocket"), ("Date", "today"),
+        ])
+        for name in ["content-length", "content-type", "expect", "upgrade", "date", "transfer-encoding", "host",
+                     "x-content-length", "content-lengt", "content-lengthx"] {
+            XCTAssertEqual(Self.first(headers, name), headers.first(name: name), name)
+            XCTAssertEqual(Self.first(headers, name) != nil, headers.contains(name: name), name)
+        }
+        XCTAssertEqual(headers.first(lowercased: "content-length"), "5", "the first of two")
+        XCTAssertNil(HTTPHeaders().first(lowercased: "host"))
+        XCTAssertTrue(headers.contains(lowercased: "upgrade"))
+        XCTAssertFalse(headers.contains(lowercased: "host"))
+    }
+
+    // The lookups take a StaticString: the names above, spelled out.
+    private static func first(_ headers: HTTPHeaders, _ name: String) -> String? {
+        switch name {
+        case "content-length": headers.first(lowercased: "content-length")
+        case "content-type": headers.first(lowercased: "content-type")
+        case "expect": headers.first(lowercased: "expect")
+        case "upgrade": headers.first(lowercased: "upgrade")
+        case "date": headers.first(lowercased: "date")
+        case "transfer-encoding": headers.first(lowercased: "transfer-encoding")
+        case "host": headers.first(lowercased: "host")
+        case "x-content-length": headers.first(lowercased: "x-content-length")
+        case "content-lengt": headers.first(lowercased: "content-lengt")
+        default: headers.first(lowercased: "content-lengthx")
+        }
+    }
+}
