@@ -10,6 +10,11 @@ import NIOHTTP2
 /// arrives (each stream's own window bounds what a stream holds, and a slot gives that back as its pipeline
 /// reads), in steps of half the default window.
 ///
+/// Header blocks: nio-http2's handler runs without its own validation of them (see ``HTTP2InboundBlock``), so
+/// the router checks each block that arrives before a slot sees it: a request's before its stream is opened,
+/// trailers on an open stream. A block that fails resets its stream with `PROTOCOL_ERROR` (and a slot serving
+/// the stream hears the error), as nio-http2 does.
+///
 /// On the connection's event loop only.
 final class HTTP2StreamRouter: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
@@ -63,10 +68,26 @@ final class HTTP2StreamRouter: ChannelInboundHandler {
         let slot: HTTP2StreamSlot
         if let known = self.open[streamID] {
             slot = known
+            if case .headers(let trailers) = frame.payload {
+                do {
+                    try HTTP2InboundBlock.validateTrailers(trailers.headers)
+                } catch {
+                    known.streamError(error)
+                    self.refuse(streamID)
+                    return
+                }
+            }
         } else {
             // Only a HEADERS frame opens a stream; anything else names one that is over (a late WINDOW_UPDATE,
             // PRIORITY or RST_STREAM), which nio-http2 has dealt with.
-            guard case .headers = frame.payload, let fresh = self.slotForNewStream(context: context) else { return }
+            guard case .headers(let request) = frame.payload else { return }
+            do {
+                try HTTP2InboundBlock.validateRequest(request.headers)
+            } catch {
+                self.refuse(streamID)
+                return
+            }
+            guard let fresh = self.slotForNewStream(context: context) else { return }
             fresh.open(streamID)
             self.open[streamID] = fresh
             slot = fresh
@@ -164,6 +185,14 @@ final class HTTP2StreamRouter: ChannelInboundHandler {
         self.open[streamID] = nil
         self.write(HTTP2Frame(streamID: streamID, payload: .rstStream(.cancel)), promise: nil)
         self.flush()
+    }
+
+    /// A malformed header block arrived on the stream (``HTTP2InboundBlock``): it is reset with `PROTOCOL_ERROR`
+    /// (RFC 9113 section 8.1.1), flushed with the read's other writes. A slot serving it closes when nio-http2
+    /// reports the closing.
+    private func refuse(_ streamID: HTTP2StreamID) {
+        self.write(HTTP2Frame(streamID: streamID, payload: .rstStream(.protocolError)), promise: nil)
+        self.needsFlush = true
     }
 
     func slotClosed(_ slot: HTTP2StreamSlot) {

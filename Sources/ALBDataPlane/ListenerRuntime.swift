@@ -285,6 +285,9 @@ final class ListenerRuntime: Sendable {
                         facts: TLSConnectionFacts?) throws {
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         connection.initialSettings = Self.http2Settings
+        // The router checks the blocks clients send (HTTP2InboundBlock); nio-http2's switch would check the
+        // proxy's own response blocks as well, at several times the cost.
+        connection.headerBlockValidation = .disabled
         // One request timer for all the connection's streams; the manager stops it when the connection goes.
         let requestTimer = SharedDeadlineTimer()
         let manager = HTTP2ConnectionManager(requestTimer: requestTimer) { [snapshot = self.snapshot] in

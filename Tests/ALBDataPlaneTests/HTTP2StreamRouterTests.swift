@@ -16,6 +16,7 @@ final class HTTP2StreamRouterTests: XCTestCase {
         var frames: [HTTP2Frame.FramePayload] = []
         var readCompletes = 0
         var inactive = false
+        var errors: [Error] = []
         var holdingReads = false
         var heldRead = false
         var context: ChannelHandlerContext?
@@ -24,6 +25,7 @@ final class HTTP2StreamRouterTests: XCTestCase {
         func channelRead(context: ChannelHandlerContext, data: NIOAny) { self.frames.append(self.unwrapInboundIn(data)) }
         func channelReadComplete(context: ChannelHandlerContext) { self.readCompletes += 1 }
         func channelInactive(context: ChannelHandlerContext) { self.inactive = true }
+        func errorCaught(context: ChannelHandlerContext, error: Error) { self.errors.append(error) }
 
         func read(context: ChannelHandlerContext) {
             if self.holdingReads { self.heldRead = true } else { context.read() }
@@ -128,6 +130,30 @@ final class HTTP2StreamRouterTests: XCTestCase {
         XCTAssertTrue(recorders[0].inactive, "its handlers never saw the request end")
         try request(3)
         XCTAssertEqual(recorders.count, 2)
+    }
+
+    func testAMalformedRequestBlockResetsItsStreamAndOpensNoPipeline() throws {
+        let headers = HPACKHeaders([(":method", "GET"), (":scheme", "https"), (":path", "/"), ("Host", "a")])
+        try self.channel.writeInbound(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: headers, endStream: true))))
+        let frames = try written()
+        XCTAssertEqual(frames.map(\.streamID), [HTTP2StreamID(1)])
+        guard case .rstStream(let code) = frames.first?.payload else { return XCTFail("a reset expected") }
+        XCTAssertEqual(code, .protocolError)
+        XCTAssertTrue(recorders.isEmpty, "no pipeline saw the request")
+        try request(3)
+        XCTAssertEqual(recorders.count, 1, "the next stream is served")
+    }
+
+    func testMalformedTrailersResetTheStreamAndItsPipelineHearsWhy() throws {
+        try request(1, endStream: false)
+        let trailers = HPACKHeaders([("grpc-status", "0"), (":path", "/again")])
+        try self.channel.writeInbound(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: trailers, endStream: true))))
+        guard case .rstStream(let code) = try written().first?.payload else { return XCTFail("a reset expected") }
+        XCTAssertEqual(code, .protocolError)
+        XCTAssertEqual(recorders[0].frames.count, 1, "the trailers were not delivered")
+        XCTAssertEqual(recorders[0].errors.count, 1)
+        closed(1, reason: .protocolError)
+        XCTAssertTrue(recorders[0].inactive)
     }
 
     func testClosingAStreamsPipelineResetsTheStream() throws {

@@ -144,3 +144,73 @@ def test_bodies_larger_than_the_windows_flow_both_ways(alb, backends, tmp_path):
                           url + "/big?n=3145728"], capture_output=True, text=True, timeout=90)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "big").read_bytes() == b"x" * 3145728
+
+
+def _literal_block(fields):
+    """An HPACK block of literal fields without indexing, names and values as they are (no Huffman)."""
+    block = b""
+    for name, value in fields:
+        name, value = name.encode(), value.encode()
+        assert len(name) < 127 and len(value) < 127
+        block += b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+    return block
+
+
+def _frame(kind, flags, stream, payload):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _frames(data):
+    """The complete frames in `data`, as (type, flags, stream, payload), and the rest."""
+    frames = []
+    while len(data) >= 9:
+        length = int.from_bytes(data[:3], "big")
+        if len(data) < 9 + length:
+            break
+        frames.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF, data[9:9 + length]))
+        data = data[9 + length:]
+    return frames, data
+
+
+def test_a_malformed_request_block_resets_its_stream_and_the_connection_serves_on(alb, backends):
+    """RFC 9113 section 8.2: a block with a connection-specific field, a capital in a name, a CR in a value or a
+    pseudo-header after the fields is malformed: its stream is reset with PROTOCOL_ERROR, the request never reaches
+    a backend, and the connection's next stream is answered."""
+    port = serve(alb, backends)
+    request = [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/")]
+    malformed = [
+        request + [("connection", "close")],
+        request + [("transfer-encoding", "chunked")],
+        request + [("X-Capital", "1")],
+        request + [("x-split", "a\r\nx-injected: 1")],
+        [(":method", "GET"), ("accept", "*/*"), (":scheme", "http"), (":authority", "a"), (":path", "/")],
+        request + [("te", "gzip")],
+    ]
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    s.sendall(PREFACE + EMPTY_SETTINGS)
+    stream = 1
+    for fields in malformed:
+        s.sendall(_frame(0x1, 0x5, stream, _literal_block(fields)))  # HEADERS, END_STREAM | END_HEADERS
+        stream += 2
+    s.sendall(_frame(0x1, 0x5, stream, _literal_block(request)))
+    resets, answered, data = {}, None, b""
+    while answered is None:
+        chunk = s.recv(65536)
+        assert chunk, "the connection closed: %r" % resets
+        frames, data = _frames(data + chunk)
+        for kind, _, sid, payload in frames:
+            if kind == 0x3:  # RST_STREAM
+                resets[sid] = int.from_bytes(payload[:4], "big")
+            elif kind == 0x1 and sid == stream:
+                answered = payload
+            elif kind == 0x7:  # GOAWAY
+                raise AssertionError("GOAWAY: %r" % payload)
+    s.close()
+    assert resets == {sid: 0x1 for sid in range(1, stream, 2)}, resets  # PROTOCOL_ERROR each
+    assert answered[:1] == b"\x88", answered  # `:status: 200`, indexed
+    # Only the well-formed request reached the proxy (and a backend).
+    log = alb.root / "access.log"
+    wait_for(lambda: log.exists() and log.read_text().strip(), timeout=5, what="access log line")
+    time.sleep(0.5)
+    assert len(log.read_text().splitlines()) == 1, log.read_text()

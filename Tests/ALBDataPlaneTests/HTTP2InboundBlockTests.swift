@@ -1,0 +1,144 @@
+import NIOCore
+import NIOEmbedded
+import NIOHPACK
+import NIOHTTP2
+import XCTest
+
+@testable import ALBDataPlane
+
+/// ``HTTP2InboundBlock`` against nio-http2's own validation, which the listener switches off: each block goes from
+/// a nio-http2 client that checks nothing to a nio-http2 server that validates, and its verdict, ours and the
+/// one expected must agree.
+final class HTTP2InboundBlockTests: XCTestCase {
+    private static let base: [(String, String)] = [
+        (":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "/"),
+    ]
+
+    private static let requests: [(fields: [(String, String)], valid: Bool)] = [
+        (base, true),
+        (base + [("accept", "*/*"), ("user-agent", "t/1"), ("x_y.z~!#$%&'*+-^`|", "1")], true),
+        (base + [("te", "trailers")], true),
+        (base + [("cookie", "a=b; \tc=d"), ("x-obs", "caf\u{e9}")], true),
+        ([(":method", "CONNECT"), (":authority", "a:443")], true),
+        // Not a name of HPACK's static table, which the client's encoder would match in any case and send lowercase.
+        (base + [("X-Custom", "x")], false),
+        (base + [("x y", "1")], false),
+        (base + [("x\u{7f}", "1")], false),
+        (base + [("x:y", "1")], false),
+        (base + [("connection", "close")], false),
+        (base + [("keep-alive", "1")], false),
+        (base + [("proxy-connection", "x")], false),
+        (base + [("transfer-encoding", "chunked")], false),
+        (base + [("upgrade", "h2c")], false),
+        (base + [("te", "gzip")], false),
+        (base + [("te", "Trailers")], false),
+        (base + [("x", "a\rb")], false),
+        (base + [("x", "a\nb")], false),
+        (base + [("x", "a\u{0}b")], false),
+        ([(":method", "GET"), ("accept", "x"), (":scheme", "https"), (":path", "/")], false),
+        (base + [(":path", "/again")], false),
+        ([(":foo", "1")] + base, false),
+        ([(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"), (":authority", "a"),
+          (":path", "/")], false),
+        ([(":method", "GET"), (":authority", "a"), (":path", "/")], false),
+        ([(":method", "GET"), (":scheme", "https"), (":authority", "a")], false),
+        ([(":scheme", "https"), (":authority", "a"), (":path", "/")], false),
+        ([(":method", "GET"), (":scheme", "https"), (":path", "")], false),
+        ([(":method", "GET"), (":scheme", "https"), (":path", "/a b")], false),
+        ([(":method", "GET"), (":scheme", "https"), (":authority", "a\u{1}"), (":path", "/")], false),
+        (base + [(":status", "200")], false),
+        ([(":method", "CONNECT"), (":authority", "a:443"), (":path", "/")], false),
+        ([(":method", "CONNECT")], false),
+        ([(":", "x")] + base, false),
+    ]
+
+    private static let trailers: [(fields: [(String, String)], valid: Bool)] = [
+        ([("grpc-status", "0"), ("grpc-message", "ok")], true),
+        ([("te", "gzip")], true),
+        ([(":path", "/")], false),
+        ([("connection", "x")], false),
+        ([("X-Upper", "1")], false),
+        ([("a", "b\r")], false),
+    ]
+
+    func testRequestBlocksAreJudgedAsNIOHTTP2JudgesThem() throws {
+        for (fields, valid) in Self.requests {
+            let block = HPACKHeaders(fields)
+            let ours = (try? HTTP2InboundBlock.validateRequest(block)) != nil
+            XCTAssertEqual(ours, valid, "\(fields)")
+            XCTAssertEqual(try Self.nioAccepts(block, asTrailers: false), valid, "nio-http2 on \(fields)")
+        }
+        // A pseudo-header in capitals (nio-http2's client encoder would send it lowercase, as above).
+        XCTAssertThrowsError(try HTTP2InboundBlock.validateRequest(
+            HPACKHeaders([(":Method", "GET"), (":scheme", "https"), (":path", "/")])))
+    }
+
+    func testTrailerBlocksAreJudgedAsNIOHTTP2JudgesThem() throws {
+        for (fields, valid) in Self.trailers {
+            let block = HPACKHeaders(fields)
+            let ours = (try? HTTP2InboundBlock.validateTrailers(block)) != nil
+            XCTAssertEqual(ours, valid, "\(fields)")
+            XCTAssertEqual(try Self.nioAccepts(block, asTrailers: true), valid, "nio-http2 on \(fields)")
+        }
+    }
+
+    /// Whether a nio-http2 server with its validation on passes `block` on: as a request's headers, or as the
+    /// trailers of a request it took.
+    private static func nioAccepts(_ block: HPACKHeaders, asTrailers: Bool) throws -> Bool {
+        var unchecked = NIOHTTP2Handler.ConnectionConfiguration()
+        unchecked.headerBlockValidation = .disabled
+        unchecked.contentLengthValidation = .disabled
+        let client = EmbeddedChannel()
+        try client.pipeline.syncOperations.addHandler(
+            NIOHTTP2Handler(mode: .client, connectionConfiguration: unchecked, streamConfiguration: .init()))
+        let server = EmbeddedChannel()
+        try server.pipeline.syncOperations.addHandler(
+            NIOHTTP2Handler(mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()))
+        defer {
+            _ = try? client.finish()
+            _ = try? server.finish()
+        }
+        try client.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try Self.exchangeBytes(client, server)
+
+        var sent = [block]
+        if asTrailers {
+            sent.insert(HPACKHeaders(Self.base), at: 0)
+        }
+        for (index, headers) in sent.enumerated() {
+            let last = index == sent.count - 1
+            client.write(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: headers, endStream: asTrailers == last))),
+                         promise: nil)
+            client.flush()
+            do {
+                try Self.exchangeBytes(client, server)
+            } catch {
+                return false  // nio-http2's stream error, fired in the server's pipeline
+            }
+        }
+        var headerFrames = 0
+        while let frame = try server.readInbound(as: HTTP2Frame.self) {
+            if case .headers = frame.payload, frame.streamID == 1 { headerFrames += 1 }
+        }
+        return headerFrames == sent.count
+    }
+
+    /// Moves bytes between the two until neither has anything more to send.
+    private static func exchangeBytes(_ client: EmbeddedChannel, _ server: EmbeddedChannel) throws {
+        var moved = true
+        while moved {
+            moved = false
+            while let data = try client.readOutbound(as: IOData.self) {
+                guard case .byteBuffer(let bytes) = data else { continue }
+                moved = true
+                try server.writeInbound(bytes)
+            }
+            while let data = try server.readOutbound(as: IOData.self) {
+                guard case .byteBuffer(let bytes) = data else { continue }
+                moved = true
+                try client.writeInbound(bytes)
+            }
+        }
+    }
+}
