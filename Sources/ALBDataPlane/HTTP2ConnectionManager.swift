@@ -103,11 +103,11 @@ final class HTTP2ConnectionManager: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let created = event as? NIOHTTP2StreamCreatedEvent {
+        if let created = exactly(event, NIOHTTP2StreamCreatedEvent.self) {
             self.streamOpened(created.streamID)
-        } else if let closed = event as? StreamClosedEvent {
+        } else if let closed = exactly(event, StreamClosedEvent.self) {
             self.streamClosed(closed.streamID)
-        } else if event is ChannelShouldQuiesceEvent {
+        } else if exactly(event, ChannelShouldQuiesceEvent.self) != nil {
             self.quiesce(context: context)
         }
         context.fireUserInboundEventTriggered(event)

@@ -244,14 +244,15 @@ enum HTTP2Heads {
             bytes.contains { $0 &- UInt8(ascii: "A") < 26 }
         } ?? true
         guard hasUppercase else { return name }
-        return String(unsafeUninitializedCapacity: name.utf8.count) { target in
-            var count = 0
-            for byte in name.utf8 {
-                target[count] = byte &- UInt8(ascii: "A") < 26 ? byte | 0x20 : byte
-                count += 1
+        return name.utf8.withContiguousStorageIfAvailable { bytes in
+            String(unsafeUninitializedCapacity: bytes.count) { target in
+                for index in 0..<bytes.count {
+                    let byte = bytes[index]
+                    target[index] = byte &- UInt8(ascii: "A") < 26 ? byte | 0x20 : byte
+                }
+                return bytes.count
             }
-            return count
-        }
+        } ?? name.lowercased()
     }
 
     private static func set(_ slot: inout String?, name: String, to value: String) throws {

@@ -122,7 +122,7 @@ final class HTTP2StreamRouter: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let closed = event as? StreamClosedEvent, let slot = self.open.removeValue(forKey: closed.streamID) {
+        if let closed = exactly(event, StreamClosedEvent.self), let slot = self.open.removeValue(forKey: closed.streamID) {
             slot.streamClosed(reason: closed.reason)
             if slot.isReusable {
                 if self.idle.count < Self.maximumIdleSlots {
