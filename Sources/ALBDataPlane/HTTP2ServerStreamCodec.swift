@@ -21,7 +21,10 @@ import NIOHTTP2
 /// part is held until whatever is written next: the end (no trailers) goes out with it as one DATA frame
 /// carrying `END_STREAM`, as nginx and HAProxy answer; anything else, or a flush, sends it on as before. A held
 /// part therefore never outlives the flush that would have sent it.
-final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler {
+///
+/// The proxy right after it, with no compressor between, is called directly both ways (``attachDirectly(_:)``,
+/// ``DirectExchangeTransport``), as an HTTP/1 connection's handler calls it.
+final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, DirectExchangeTransport {
     typealias InboundIn = HTTP2Frame.FramePayload
     typealias InboundOut = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -33,15 +36,45 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     private var headReceived = false
     /// The last body part written and not yet sent, with its write's promise.
     private var heldBody: (data: IOData, promise: EventLoopPromise<Void>?)?
+    /// The handler right after this one when it takes request parts by direct call; nil: through the pipeline.
+    private var application: DirectExchangeApplication?
+    private var context: ChannelHandlerContext?
 
     init() {}
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    /// From now on request parts go to `application`, the handler right after this one, by direct call, and it
+    /// writes its response parts with ``write(_:promise:)`` and ``flush()``: until either leaves the pipeline.
+    func attachDirectly(_ application: DirectExchangeApplication) {
+        self.detachApplication()
+        self.application = application
+        application.writesDirectly(to: self)
+    }
+
+    func detachApplication() {
+        guard let application = self.application else { return }
+        self.application = nil
+        application.writesDirectly(to: nil)
+    }
+
+    /// A request part on to the application: directly when attached.
+    private func pass(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        if let application = self.application {
+            application.requestPartArrived(part)
+        } else {
+            context.fireChannelRead(Self.wrapInbound(part))
+        }
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
         case .headers(let headers):
             if self.headReceived {
                 self.headReceived = false
-                context.fireChannelRead(Self.wrapInbound(.end(HTTP2Heads.fields(of: headers.headers))))
+                self.pass(.end(HTTP2Heads.fields(of: headers.headers)), context: context)
                 return
             }
             self.headReceived = !headers.endStream
@@ -52,19 +85,19 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
                 context.fireErrorCaught(error)
                 return
             }
-            context.fireChannelRead(Self.wrapInbound(.head(head)))
+            self.pass(.head(head), context: context)
             if headers.endStream {
-                context.fireChannelRead(Self.wrapInbound(.end(nil)))
+                self.pass(.end(nil), context: context)
             }
         case .data(let data):
             // nio-http2 reads the network into byte buffers; a file region never arrives.
             guard case .byteBuffer(let bytes) = data.data else { return }
             if bytes.readableBytes > 0 || !data.endStream {
-                context.fireChannelRead(Self.wrapInbound(.body(bytes)))
+                self.pass(.body(bytes), context: context)
             }
             if data.endStream {
                 self.headReceived = false
-                context.fireChannelRead(Self.wrapInbound(.end(nil)))
+                self.pass(.end(nil), context: context)
             }
         default:
             break  // nothing else reaches a stream's HTTP/1 side
@@ -72,7 +105,26 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch self.unwrapOutboundIn(data) {
+        self.write(self.unwrapOutboundIn(data), promise: promise, context: context)
+    }
+
+    /// A response part from the attached application.
+    func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?) {
+        guard let context = self.context else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        self.write(part, promise: promise, context: context)
+    }
+
+    /// A flush from the attached application.
+    func flush() {
+        guard let context = self.context else { return }
+        self.flush(context: context)
+    }
+
+    private func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             self.sendHeldBody(context: context)
             let block = HTTP2Heads.headerBlock(status: head.status, fields: head.headers)
@@ -110,6 +162,8 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.detachApplication()
+        self.context = nil
         self.failHeldBody()
     }
 

@@ -297,13 +297,17 @@ final class ListenerRuntime: Sendable {
         let compressesNow = { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.compression }
         let router = HTTP2StreamRouter(compressesNow: compressesNow) { slot in
             let pipeline = slot.pipeline.syncOperations
-            try pipeline.addHandler(HTTP2ServerStreamCodec())
+            let codec = HTTP2ServerStreamCodec()
+            try pipeline.addHandler(codec)
             if slot.compresses {
                 try pipeline.addHandler(self.compressionOptions(loopState).makeHandler())
             }
-            try pipeline.addHandler(
-                ProxyHandler(runtime: self, loopState: loopState, scheme: scheme, framing: .http2, tlsFacts: facts,
-                             endpoints: endpoints, requestTimer: requestTimer))
+            let proxy = ProxyHandler(runtime: self, loopState: loopState, scheme: scheme, framing: .http2,
+                                     tlsFacts: facts, endpoints: endpoints, requestTimer: requestTimer)
+            try pipeline.addHandler(proxy)
+            if !slot.compresses {
+                codec.attachDirectly(proxy)
+            }
         }
         let pipeline = channel.pipeline.syncOperations
         // Below the HTTP/2 handler, so that the streams answered in one tick leave in one write.

@@ -33,7 +33,7 @@ import Darwin
 /// becomes a ``ByteTunnel`` after the `101`; an h2c preface (``HTTP2PrefaceEvent``) turns the connection
 /// into an HTTP/2 one.
 final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, BackendConnectionDelegate,
-    SharedDeadlineTimerClient, HTTP1DirectApplication {
+    SharedDeadlineTimerClient, DirectExchangeApplication {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -93,10 +93,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private let runtime: ListenerRuntime
     private let loopState: ListenerLoopState
     private var context: ChannelHandlerContext?
-    /// The HTTP/1 connection handler right before this one while the two call each other directly
-    /// (``HTTP1DirectApplication``); nil: response parts go through the pipeline (an HTTP/2 stream, a
-    /// compressor or a gate in between).
-    private var edge: HTTP1ConnectionHandler?
+    /// The transport's handler right before this one (an HTTP/1 connection's, an HTTP/2 stream's codec) while the
+    /// two call each other directly (``DirectExchangeApplication``); nil: response parts go through the pipeline
+    /// (a compressor or a gate in between).
+    private var edge: (any DirectExchangeTransport)?
     private var exchange: Exchange?
     /// The backend connection of the current exchange while it forwards.
     private var backend: BackendHandler?
@@ -179,11 +179,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
     }
 
-    func writesDirectly(to connection: HTTP1ConnectionHandler?) {
-        self.edge = connection
+    func writesDirectly(to transport: (any DirectExchangeTransport)?) {
+        self.edge = transport
     }
 
-    /// Writes a response part to the client: to the connection handler directly when attached, otherwise
+    /// Writes a response part to the client: to the transport's handler directly when attached, otherwise
     /// through the pipeline. `flush`: and flushes.
     private func writeToClient(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>? = nil, flush: Bool = false,
                                context: ChannelHandlerContext) {

@@ -56,7 +56,7 @@ extension ChannelPipeline.SynchronousOperations {
     ///    closes; writes the response bytes, framed as the proxy said: it frames every response itself)
     /// 2. ``ResponseCompressionHandler``, only when `options.compression` is set: after the connection
     ///    handler it sees one exchange at a time, and the edge's own short error responses skip it
-    /// 3. `application`: the proxy. When it is an ``HTTP1DirectApplication`` and nothing sits between it
+    /// 3. `application`: the proxy. When it is an ``DirectExchangeApplication`` and nothing sits between it
     ///    and the connection handler (no compressor), the two call each other directly.
     public func configureEdgeHTTPPipeline(
         options: EdgePipelineOptions,
@@ -71,7 +71,7 @@ extension ChannelPipeline.SynchronousOperations {
             try self.addHandler(compression.makeHandler())
         }
         try self.addHandler(application)
-        if options.compression == nil, let direct = application as? HTTP1DirectApplication {
+        if options.compression == nil, let direct = application as? DirectExchangeApplication {
             connection.attachDirectly(direct)
         }
     }

@@ -69,7 +69,7 @@ import NIOHTTP1
 /// elsewhere) still pass through the pipeline; everything runs on the event loop in the order it is called,
 /// so parts and events keep their order. A handler put between the two ends the direct calls: it is put
 /// there with ``addHandlerAfter(_:)``.
-public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler, DirectExchangeTransport {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = HTTPServerRequestPart
     public typealias OutboundIn = HTTPServerResponsePart
@@ -137,7 +137,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     // MARK: Direct calls
     /// The handler right after this one, when it takes request parts by direct call; nil: they go through
     /// the pipeline.
-    private var application: HTTP1DirectApplication?
+    private var application: DirectExchangeApplication?
     /// This handler's context while it is in a pipeline: where the application's direct writes go on from.
     private var context: ChannelHandlerContext?
 
@@ -224,7 +224,7 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     /// From now on request parts go to `application` by direct call, and it writes its response parts with
     /// ``write(_:promise:)`` and ``flush()``. Only for the handler right after this one, added to the same
     /// pipeline; until either leaves the pipeline or ``addHandlerAfter(_:)`` puts another between them.
-    public func attachDirectly(_ application: HTTP1DirectApplication) {
+    public func attachDirectly(_ application: DirectExchangeApplication) {
         self.detachApplication()
         self.application = application
         application.writesDirectly(to: self)
@@ -680,13 +680,3 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
 
 @available(*, unavailable)
 extension HTTP1ConnectionHandler: Sendable {}
-
-/// An application handler that takes request parts from the ``HTTP1ConnectionHandler`` right before it by
-/// direct call, and writes its response parts to it the same way (see ``HTTP1ConnectionHandler``, "Direct
-/// calls"). Both happen on the event loop, with the application's own context where it needs one.
-public protocol HTTP1DirectApplication: AnyObject {
-    /// A request part, where `channelRead` would have brought it.
-    func requestPartArrived(_ part: HTTPServerRequestPart)
-    /// Response parts go to `connection` by direct call from now on; nil: through the pipeline again.
-    func writesDirectly(to connection: HTTP1ConnectionHandler?)
-}

@@ -1,3 +1,4 @@
+import ALBHTTP
 import NIOCore
 import NIOEmbedded
 import NIOHPACK
@@ -197,6 +198,45 @@ final class HTTP2ServerStreamCodecTests: XCTestCase {
         }
         XCTAssertEqual(String(buffer: body), "abc")
         XCTAssertEqual(trailers?["grpc-timeout"], ["1S"])
+    }
+
+    /// Takes request parts by direct call and answers through the codec directly, as the proxy does.
+    private final class DirectApplication: ChannelInboundHandler, DirectExchangeApplication {
+        typealias InboundIn = HTTPServerRequestPart
+        var parts: [HTTPServerRequestPart] = []
+        var pipelineParts = 0
+        var transport: (any DirectExchangeTransport)?
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { self.pipelineParts += 1 }
+        func requestPartArrived(_ part: HTTPServerRequestPart) { self.parts.append(part) }
+        func writesDirectly(to transport: (any DirectExchangeTransport)?) { self.transport = transport }
+    }
+
+    func testAnAttachedApplicationGetsTheRequestAndAnswersDirectly() throws {
+        let channel = EmbeddedChannel()
+        let codec = HTTP2ServerStreamCodec()
+        let application = DirectApplication()
+        try channel.pipeline.syncOperations.addHandler(codec)
+        try channel.pipeline.syncOperations.addHandler(application)
+        codec.attachDirectly(application)
+        let request = HPACKHeaders([(":method", "POST"), (":scheme", "https"), (":authority", "a"), (":path", "/up")])
+        try channel.writeInbound(HTTP2Frame.FramePayload.headers(.init(headers: request)))
+        try channel.writeInbound(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(buffer("abc")), endStream: true)))
+        XCTAssertEqual(application.parts.count, 3, "head, body, end")
+        XCTAssertEqual(application.pipelineParts, 0)
+        guard case .head(let head) = application.parts.first else { return XCTFail("a head first") }
+        XCTAssertEqual(head.uri, "/up")
+        let transport = try XCTUnwrap(application.transport)
+        transport.write(.head(HTTPResponseHead(version: .http2, status: .ok)), promise: nil)
+        transport.write(.body(.byteBuffer(buffer("done"))), promise: nil)
+        transport.write(.end(nil), promise: nil)
+        transport.flush()
+        XCTAssertEqual(try sent(on: channel), [
+            .headers([":status": "200"], endStream: false),
+            .data("done", endStream: true),
+        ])
+        _ = try channel.pipeline.syncOperations.removeHandler(codec)
+        XCTAssertNil(application.transport, "the codec lets go when it leaves")
     }
 
     func testResponseFieldNamesAreLowercasedAndConnectionSpecificOnesDropped() {

@@ -11,16 +11,16 @@ import XCTest
 /// directly until the gate goes between them).
 final class LastRequestGateTests: XCTestCase {
     /// Records request heads and answers only when told to.
-    private final class Responder: ChannelInboundHandler, HTTP1DirectApplication {
+    private final class Responder: ChannelInboundHandler, DirectExchangeApplication {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         var uris: [String] = []
         private var context: ChannelHandlerContext?
-        private var connection: HTTP1ConnectionHandler?
+        private var connection: (any DirectExchangeTransport)?
 
         func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
-        func writesDirectly(to connection: HTTP1ConnectionHandler?) { self.connection = connection }
+        func writesDirectly(to connection: (any DirectExchangeTransport)?) { self.connection = connection }
 
         func requestPartArrived(_ part: HTTPServerRequestPart) {
             if case .head(let head) = part { self.uris.append(head.uri) }

@@ -4,7 +4,7 @@ import NIOEmbedded
 import NIOHTTP1
 import XCTest
 
-/// The connection handler and the application after it calling each other directly (``HTTP1DirectApplication``),
+/// The connection handler and the application after it calling each other directly (``DirectExchangeApplication``),
 /// and the pipeline taking over whenever a handler sits between them.
 final class DirectApplicationTests: XCTestCase {
     func testNeighboursCallEachOtherDirectlyBothWays() throws {
@@ -79,11 +79,11 @@ final class DirectApplicationTests: XCTestCase {
     /// The two hold each other while attached: the connection handler lets go when it leaves the pipeline,
     /// whatever the application does.
     func testNeitherHandlerOutlivesTheChannel() throws {
-        final class Application: ChannelInboundHandler, HTTP1DirectApplication {
+        final class Application: ChannelInboundHandler, DirectExchangeApplication {
             typealias InboundIn = HTTPServerRequestPart
-            var connection: HTTP1ConnectionHandler?
+            var connection: (any DirectExchangeTransport)?
             func requestPartArrived(_ part: HTTPServerRequestPart) {}
-            func writesDirectly(to connection: HTTP1ConnectionHandler?) { self.connection = connection }
+            func writesDirectly(to connection: (any DirectExchangeTransport)?) { self.connection = connection }
         }
         weak var application: Application?
         weak var connection: HTTP1ConnectionHandler?
@@ -95,7 +95,7 @@ final class DirectApplicationTests: XCTestCase {
                 application: strongApplication)
             XCTAssertNotNil(strongApplication.connection)
             application = strongApplication
-            connection = strongApplication.connection
+            connection = strongApplication.connection as? HTTP1ConnectionHandler
             _ = try channel.finish()
         }()
         XCTAssertNil(application)

@@ -85,7 +85,7 @@ func outboundText(_ channel: EmbeddedChannel) throws -> String {
 /// Answers every complete request with "200 ok" (or holds responses when `autoRespond` is off). Called
 /// directly by the connection handler when the pipeline attaches it (as the proxy is), through the pipeline
 /// otherwise.
-final class TestResponder: ChannelInboundHandler, HTTP1DirectApplication {
+final class TestResponder: ChannelInboundHandler, DirectExchangeApplication {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -99,7 +99,7 @@ final class TestResponder: ChannelInboundHandler, HTTP1DirectApplication {
     var directParts = 0
     var pipelineParts = 0
     private var context: ChannelHandlerContext?
-    private(set) var connection: HTTP1ConnectionHandler?
+    private(set) var connection: (any DirectExchangeTransport)?
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
@@ -108,7 +108,7 @@ final class TestResponder: ChannelInboundHandler, HTTP1DirectApplication {
         self.context = nil
     }
 
-    func writesDirectly(to connection: HTTP1ConnectionHandler?) { self.connection = connection }
+    func writesDirectly(to connection: (any DirectExchangeTransport)?) { self.connection = connection }
 
     func requestPartArrived(_ part: HTTPServerRequestPart) {
         self.directParts += 1
