@@ -96,7 +96,9 @@ final class HTTP2ConnectionManager: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .ping(Self.drainPing, ack: true) = self.unwrapInboundIn(data).payload {
+        // Only an announced drain waits for a frame (its PING's ack): otherwise frames pass unopened, as taking
+        // one out of its `NIOAny` is a run-time cast.
+        if case .announced = self.drain, case .ping(Self.drainPing, ack: true) = self.unwrapInboundIn(data).payload {
             self.finishDrain(context: context)
         }
         context.fireChannelRead(data)
