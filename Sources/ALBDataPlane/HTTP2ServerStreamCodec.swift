@@ -262,32 +262,39 @@ enum HTTP2Heads {
     /// without the connection-specific ones (section 8.2.2: the hop-by-hop fields and those `Connection` names,
     /// taken out by ``ProxyHeaders/removeHopByHop(from:)``). The proxy's response heads have none of those
     /// already (``ProxyHeaders/clientResponseHead(from:requestMethod:requestVersion:keepAlive:framing:)``), so
-    /// that is a guard, not the usual path.
+    /// that is a guard, not the usual path: the block is built in the same pass that looks for them, and built
+    /// again only if one turns up.
     static func headerBlock(status: HTTPResponseStatus, fields: HTTPHeaders) -> HPACKHeaders {
-        var block = HPACKHeaders()
-        block.reserveCapacity(fields.count + 1)
         let code = Int(status.code)
-        block.add(name: ":status", value: code == 200 ? "200" : String(code))
-        Self.append(fields, to: &block)
-        return block
+        return Self.block(status: code == 200 ? "200" : String(code), fields: fields)
     }
 
     /// Trailers' block: the fields, as in a head.
     static func trailerBlock(fields: HTTPHeaders) -> HPACKHeaders {
-        var block = HPACKHeaders()
-        block.reserveCapacity(fields.count)
-        Self.append(fields, to: &block)
-        return block
+        Self.block(status: nil, fields: fields)
     }
 
-    private static func append(_ fields: HTTPHeaders, to block: inout HPACKHeaders) {
-        var crossing = fields
-        if fields.contains(where: { ProxyHeaders.isHopByHop($0.name) }) {
-            ProxyHeaders.removeHopByHop(from: &crossing)
+    private static func block(status: String?, fields: HTTPHeaders) -> HPACKHeaders {
+        if let block = Self.block(status: status, fields: fields, stoppingAtHopByHop: true) {
+            return block
         }
-        for (name, value) in crossing {
+        var crossing = fields
+        ProxyHeaders.removeHopByHop(from: &crossing)
+        return Self.block(status: status, fields: crossing, stoppingAtHopByHop: false) ?? HPACKHeaders()
+    }
+
+    /// The block; nil as soon as a field turns out to be hop-by-hop when `stoppingAtHopByHop` (never otherwise).
+    private static func block(status: String?, fields: HTTPHeaders, stoppingAtHopByHop: Bool) -> HPACKHeaders? {
+        var block = HPACKHeaders()
+        block.reserveCapacity(fields.count + 1)
+        if let status {
+            block.add(name: ":status", value: status)
+        }
+        for (name, value) in fields {
+            if stoppingAtHopByHop && ProxyHeaders.isHopByHop(name) { return nil }
             block.add(name: Self.lowercased(name), value: value)
         }
+        return block
     }
 
     /// `name` in lowercase, without a new string when it is already (the names the proxy sets). A field name is a

@@ -32,6 +32,21 @@ final class HeadEncodingBufferTests: XCTestCase {
         XCTAssertNotEqual(self.storageAddress(pending), self.storageAddress(next))
     }
 
+    /// Heads around the size of a head's own buffer (512 bytes), a byte more each time: each is encoded whole,
+    /// the buffer growing when it must.
+    func testHeadsOfEverySizeAroundTheFirstRoomAreEncodedWhole() throws {
+        let allocator = ByteBufferAllocator()
+        for length in 380...560 {
+            let value = String(repeating: "v", count: length)
+            let response = HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([("A", "1"), ("X-Long", value)]))
+            XCTAssertEqual(String(buffer: allocator.http1ResponseHead(response)),
+                           "HTTP/1.1 200 OK\r\nA: 1\r\nX-Long: \(value)\r\n\r\n", "\(length)")
+            let request = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: HTTPHeaders([("Host", "h"), ("X-Long", value)]))
+            let encoded = try XCTUnwrap(allocator.http1RequestHead(request))
+            XCTAssertEqual(String(buffer: encoded), "GET / HTTP/1.1\r\nHost: h\r\nX-Long: \(value)\r\n\r\n", "\(length)")
+        }
+    }
+
     func testALargeHeadIsEncodedWholeAndItsMemoryIsNotKept() {
         let heads = HeadEncodingBuffer()
         var large = self.response
