@@ -189,11 +189,17 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                                context: ChannelHandlerContext) {
         if let edge = self.edge {
             edge.write(part, promise: promise)
-            if flush { edge.flush() }
-        } else if flush {
-            context.writeAndFlush(Self.wrapOutbound(part), promise: promise)
         } else {
             context.write(Self.wrapOutbound(part), promise: promise)
+        }
+        if flush { self.flushClient(context: context) }
+    }
+
+    private func flushClient(context: ChannelHandlerContext) {
+        if let edge = self.edge {
+            edge.flush()
+        } else {
+            context.flush()
         }
     }
 
@@ -529,11 +535,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     func backendReadComplete() {
-        if let edge = self.edge {
-            edge.flush()
-        } else {
-            self.context?.flush()
-        }
+        guard let context = self.context else { return }
+        self.flushClient(context: context)
     }
 
     func backendWritabilityChanged(isWritable: Bool) {

@@ -56,7 +56,7 @@ extension ChannelPipeline.SynchronousOperations {
     ///    closes; writes the response bytes, framed as the proxy said: it frames every response itself)
     /// 2. ``ResponseCompressionHandler``, only when `options.compression` is set: after the connection
     ///    handler it sees one exchange at a time, and the edge's own short error responses skip it
-    /// 3. `application`: the proxy. When it is an ``DirectExchangeApplication`` and nothing sits between it
+    /// 3. `application`: the proxy. When it is a ``DirectExchangeApplication`` and nothing sits between it
     ///    and the connection handler (no compressor), the two call each other directly.
     public func configureEdgeHTTPPipeline(
         options: EdgePipelineOptions,

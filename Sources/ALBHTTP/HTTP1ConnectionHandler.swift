@@ -63,12 +63,9 @@ import NIOHTTP1
 /// last chunk with the trailers.
 ///
 /// **Direct calls**: an application handler right after this one may take its request parts and give its
-/// response parts by direct call (``attachDirectly(_:)``) instead of through the pipeline, where each part is
-/// wrapped in a `NIOAny`, passed hop by hop and cast back (callgrind: about 800 instructions a part, five
-/// parts a proxied request). Events other than parts (read-complete, errors, user events, flushes from
-/// elsewhere) still pass through the pipeline; everything runs on the event loop in the order it is called,
-/// so parts and events keep their order. A handler put between the two ends the direct calls: it is put
-/// there with ``addHandlerAfter(_:)``.
+/// response parts by direct call (``attachDirectly(_:)``, ``DirectExchangeTransport``: why, in
+/// DirectExchange.swift) instead of through the pipeline. A handler put between the two ends the direct calls:
+/// it is put there with ``addHandlerAfter(_:)``.
 public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler, DirectExchangeTransport {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = HTTPServerRequestPart
