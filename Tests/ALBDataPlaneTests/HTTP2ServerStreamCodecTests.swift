@@ -235,7 +235,7 @@ final class HTTP2ServerStreamCodecTests: XCTestCase {
             .headers([":status": "200"], endStream: false),
             .data("done", endStream: true),
         ])
-        _ = try channel.pipeline.syncOperations.removeHandler(codec)
+        _ = channel.pipeline.syncOperations.removeHandler(codec)
         XCTAssertNil(application.transport, "the codec lets go when it leaves")
     }
 
