@@ -1,3 +1,4 @@
+import ALBHTTP
 import NIOHPACK
 import NIOHTTP2
 
@@ -59,7 +60,7 @@ enum HTTP2InboundBlock {
             if regularFieldsBegan {
                 throw NIOHTTP2Errors.pseudoHeaderAfterRegularHeader(name)
             }
-            guard Self.all(value, { $0 > 0x20 && $0 != 0x7F }) else {
+            guard value.utf8AllSatisfy({ $0 > 0x20 && $0 != 0x7F }) else {
                 throw NIOHTTP2Errors.invalidPseudoHeaderValue(name: name, value: value)
             }
             let pseudoHeader: PseudoHeaders
@@ -111,7 +112,7 @@ enum HTTP2InboundBlock {
         if forbidden {
             throw NIOHTTP2Errors.forbiddenHeaderField(name: name, value: value)
         }
-        guard Self.all(value, { $0 != 0x00 && $0 != 0x0A && $0 != 0x0D }) else {
+        guard value.utf8AllSatisfy({ $0 != 0x00 && $0 != 0x0A && $0 != 0x0D }) else {
             throw NIOHTTP2Errors.invalidHTTP2HeaderFieldValue(name: name, value: value)
         }
     }
@@ -126,10 +127,6 @@ enum HTTP2InboundBlock {
             for index in start..<bytes.count where !table[Int(bytes[index])] { return false }
             return true
         } ?? name.utf8.dropFirst(start).allSatisfy { table[Int($0)] }
-    }
-
-    private static func all(_ text: String, _ predicate: (UInt8) -> Bool) -> Bool {
-        text.utf8.withContiguousStorageIfAvailable { $0.allSatisfy(predicate) } ?? text.utf8.allSatisfy(predicate)
     }
 
     /// The bytes of an HTTP/2 field name (RFC 9110's `tchar` without `A`-`Z`, RFC 9113 section 8.2.1).

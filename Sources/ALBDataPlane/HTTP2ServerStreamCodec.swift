@@ -301,19 +301,19 @@ enum HTTP2Heads {
     /// token, ASCII only, so its bytes are lowered where they are copied: `String.lowercased()`, which handles all
     /// of Unicode, cost about 180 instructions a name (callgrind), a backend's `Content-Type` and its like.
     private static func lowercased(_ name: String) -> String {
-        let hasUppercase = name.utf8.withContiguousStorageIfAvailable { bytes in
-            bytes.contains { $0 &- UInt8(ascii: "A") < 26 }
-        } ?? true
-        guard hasUppercase else { return name }
-        return name.utf8.withContiguousStorageIfAvailable { bytes in
-            String(unsafeUninitializedCapacity: bytes.count) { target in
+        // One look at the bytes: nil inside when they hold no capital.
+        let lowered = name.utf8.withContiguousStorageIfAvailable { bytes -> String? in
+            guard bytes.contains(where: { $0 &- UInt8(ascii: "A") < 26 }) else { return nil }
+            return String(unsafeUninitializedCapacity: bytes.count) { target in
                 for index in 0..<bytes.count {
                     let byte = bytes[index]
                     target[index] = byte &- UInt8(ascii: "A") < 26 ? byte | 0x20 : byte
                 }
                 return bytes.count
             }
-        } ?? name.lowercased()
+        }
+        guard let lowered else { return name.lowercased() }
+        return lowered ?? name
     }
 
     private static func set(_ slot: inout String?, name: String, to value: String) throws {
