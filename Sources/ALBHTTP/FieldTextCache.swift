@@ -31,20 +31,21 @@ public final class FieldTextCache {
     static let setCount = 1 << FieldTextCache.setBits
     /// Texts up to this long are kept: the 128 slots hold at most 32 KiB per event loop.
     static let maximumLength = 256
-    /// The longest UTF-8 a `String` stores inline on 64-bit platforms.
-    static let inlineLength = 15
+    /// ``SmallASCIIText/layoutMatches``, read once.
+    private let packsSmallText = SmallASCIIText.layoutMatches
 
     public init() {
         self.slots = Array(repeating: nil, count: 2 * Self.setCount)
     }
 
     /// The text of `bytes` (UTF-8; invalid sequences become U+FFFD, as `String(decoding:as:)` makes them).
-    /// Inlined: most fields are short, and for them this is ``Swift/String/init(shortUTF8:)`` at the caller with one
-    /// compare before it (a call per field cost more than the cache saved, callgrind).
+    /// Most fields are short, and for them this is one compare and the packing of ``SmallASCIIText``.
     @inline(__always)
     func text(_ bytes: UnsafeRawBufferPointer) -> String {
-        guard bytes.count > Self.inlineLength, bytes.count <= Self.maximumLength, let base = bytes.baseAddress else {
-            return String(shortUTF8: bytes)
+        guard bytes.count > SmallASCIIText.capacity, bytes.count <= Self.maximumLength, let base = bytes.baseAddress
+        else {
+            if self.packsSmallText, let small = SmallASCIIText.string(bytes, layoutChecked: ()) { return small }
+            return String(decoding: bytes, as: UTF8.self)
         }
         return self.keptText(base, count: bytes.count)
     }
