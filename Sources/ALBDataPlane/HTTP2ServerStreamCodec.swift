@@ -23,7 +23,9 @@ import NIOHTTP2
 /// part therefore never outlives the flush that would have sent it.
 ///
 /// The proxy right after it, with no compressor between, is called directly both ways (``attachDirectly(_:)``,
-/// ``DirectExchangeTransport``), as an HTTP/1 connection's handler calls it.
+/// ``DirectExchangeTransport``), as an HTTP/1 connection's handler calls it. So is the stream's slot in front of
+/// it (``HTTP2StreamSlot/attachCodec(_:)``): frames arrive by ``frameArrived(_:)`` and leave by the slot's
+/// `write`, not through the pipeline's head.
 final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, DirectExchangeTransport {
     typealias InboundIn = HTTP2Frame.FramePayload
     typealias InboundOut = HTTPServerRequestPart
@@ -39,8 +41,21 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     /// The handler right after this one when it takes request parts by direct call; nil: through the pipeline.
     private var application: DirectExchangeApplication?
     private var context: ChannelHandlerContext?
+    /// The slot this codec is the first handler of, when attached: frames are written to it directly.
+    private var slot: HTTP2StreamSlot?
 
     init() {}
+
+    /// Set by the slot (``HTTP2StreamSlot/attachCodec(_:)``): nil writes through the pipeline again.
+    func writesDirectly(to slot: HTTP2StreamSlot?) {
+        self.slot = slot
+    }
+
+    /// A frame from the attached slot.
+    func frameArrived(_ payload: HTTP2Frame.FramePayload) {
+        guard let context = self.context else { return }
+        self.read(payload, context: context)
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -70,7 +85,11 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch self.unwrapInboundIn(data) {
+        self.read(self.unwrapInboundIn(data), context: context)
+    }
+
+    private func read(_ payload: HTTP2Frame.FramePayload, context: ChannelHandlerContext) {
+        switch payload {
         case .headers(let headers):
             if self.headReceived {
                 self.headReceived = false
@@ -128,7 +147,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         case .head(let head):
             self.sendHeldBody(context: context)
             let block = HTTP2Heads.headerBlock(status: head.status, fields: head.headers)
-            context.write(Self.wrapOutbound(.headers(.init(headers: block))), promise: promise)
+            self.send(.headers(.init(headers: block)), promise: promise, context: context)
         case .body(let body):
             self.sendHeldBody(context: context)
             self.heldBody = (body, promise)
@@ -142,17 +161,29 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
             } else {
                 last = .init(data: .byteBuffer(context.channel.allocator.buffer(capacity: 0)), endStream: true)
             }
-            context.write(Self.wrapOutbound(.data(last)), promise: promise)
+            self.send(.data(last), promise: promise, context: context)
         case .end(let trailers?):
             self.sendHeldBody(context: context)
             let block = HTTP2Heads.trailerBlock(fields: trailers)
-            context.write(Self.wrapOutbound(.headers(.init(headers: block, endStream: true))), promise: promise)
+            self.send(.headers(.init(headers: block, endStream: true)), promise: promise, context: context)
         }
     }
 
     func flush(context: ChannelHandlerContext) {
         self.sendHeldBody(context: context)
-        context.flush()
+        if let slot = self.slot {
+            slot.flush0()
+        } else {
+            context.flush()
+        }
+    }
+
+    private func send(_ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        if let slot = self.slot {
+            slot.write(payload, promise: promise)
+        } else {
+            context.write(Self.wrapOutbound(payload), promise: promise)
+        }
     }
 
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
@@ -162,6 +193,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.slot?.detachCodec()
         self.detachApplication()
         self.context = nil
         self.failHeldBody()
@@ -170,7 +202,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     private func sendHeldBody(context: ChannelHandlerContext) {
         guard let held = self.heldBody else { return }
         self.heldBody = nil
-        context.write(Self.wrapOutbound(.data(.init(data: held.data))), promise: held.promise)
+        self.send(.data(.init(data: held.data)), promise: held.promise, context: context)
     }
 
     private func failHeldBody() {

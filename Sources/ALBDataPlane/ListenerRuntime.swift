@@ -299,6 +299,7 @@ final class ListenerRuntime: Sendable {
             let pipeline = slot.pipeline.syncOperations
             let codec = HTTP2ServerStreamCodec()
             try pipeline.addHandler(codec)
+            slot.attachCodec(codec)
             if slot.compresses {
                 try pipeline.addHandler(self.compressionOptions(loopState).makeHandler())
             }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOHPACK
+import NIOHTTP1
 import NIOHTTP2
 import XCTest
 
@@ -178,6 +179,87 @@ final class HTTP2StreamRouterTests: XCTestCase {
         XCTAssertEqual(recorders[0].frames.count, 4)
         XCTAssertEqual(try written().map(\.windowIncrement), [40000])
         XCTAssertGreaterThan(recorders[0].readCompletes, 1, "delivered outside a connection read, the read ends at once")
+    }
+
+    /// A slot's pipeline as a listener builds it: the stream codec first, attached to the slot, and an
+    /// application after it. Frames reach the codec, and its frames reach the connection, without passing the
+    /// pipeline's head: a handler put in front of the codec (which a listener never does) sees none of them.
+    func testAnAttachedCodecTakesAndSendsItsStreamsFramesDirectly() throws {
+        final class Application: ChannelInboundHandler {
+            typealias InboundIn = HTTPServerRequestPart
+            typealias OutboundOut = HTTPServerResponsePart
+            var uris: [String] = []
+            var ends = 0
+            func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+                switch self.unwrapInboundIn(data) {
+                case .head(let head): self.uris.append(head.uri)
+                case .body: break
+                case .end:
+                    self.ends += 1
+                    context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http2, status: .ok))), promise: nil)
+                    context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
+                    context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+                }
+            }
+        }
+        final class Watcher: ChannelDuplexHandler {
+            typealias InboundIn = NIOAny
+            typealias OutboundIn = NIOAny
+            var seen = 0
+            func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+                self.seen += 1
+                context.fireChannelRead(data)
+            }
+            func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+                self.seen += 1
+                context.write(data, promise: promise)
+            }
+        }
+        let channel = EmbeddedChannel()
+        var applications: [Application] = []
+        let watcher = Watcher()
+        let router = HTTP2StreamRouter(compressesNow: { false }) { slot in
+            let codec = HTTP2ServerStreamCodec()
+            try slot.pipeline.syncOperations.addHandler(codec)
+            slot.attachCodec(codec)
+            try slot.pipeline.syncOperations.addHandler(watcher, position: .first)
+            let application = Application()
+            applications.append(application)
+            try slot.pipeline.syncOperations.addHandler(application)
+        }
+        try channel.pipeline.syncOperations.addHandler(router)
+        func request(_ id: Int, path: String) throws {
+            let headers = HPACKHeaders([(":method", "POST"), (":scheme", "https"), (":authority", "a"), (":path", path)])
+            try channel.writeInbound(HTTP2Frame(streamID: HTTP2StreamID(id), payload: .headers(.init(headers: headers))))
+            try channel.writeInbound(HTTP2Frame(streamID: HTTP2StreamID(id), payload: .data(
+                .init(data: .byteBuffer(ByteBuffer(string: "up")), endStream: true))))
+        }
+        func sent() throws -> [String] {
+            var frames: [String] = []
+            while let frame = try channel.readOutbound(as: HTTP2Frame.self) {
+                switch frame.payload {
+                case .headers(let headers):
+                    frames.append("\(frame.streamID) headers \(headers.headers.first(name: ":status") ?? "")")
+                case .data(let data):
+                    guard case .byteBuffer(let bytes) = data.data else { continue }
+                    frames.append("\(frame.streamID) data \(String(buffer: bytes)) end \(data.endStream)")
+                default:
+                    continue
+                }
+            }
+            return frames
+        }
+        try request(1, path: "/first")
+        XCTAssertEqual(try sent(), ["HTTP2StreamID(1) headers 200", "HTTP2StreamID(1) data ok end true"])
+        channel.pipeline.fireUserInboundEventTriggered(StreamClosedEvent(streamID: 1, reason: nil))
+        try request(3, path: "/second")
+        XCTAssertEqual(try sent(), ["HTTP2StreamID(3) headers 200", "HTTP2StreamID(3) data ok end true"],
+                       "the reused pipeline writes as the stream it serves now")
+        XCTAssertEqual(applications.count, 1)
+        XCTAssertEqual(applications.first?.uris, ["/first", "/second"])
+        XCTAssertEqual(applications.first?.ends, 2)
+        XCTAssertEqual(watcher.seen, 0, "nothing went through the pipeline's head")
+        _ = try? channel.finish()
     }
 
     func testTheConnectionClosingEndsEveryPipeline() throws {
