@@ -13,7 +13,8 @@ import NIOHTTP2
 /// Header blocks: nio-http2's handler runs without its own validation of them (see ``HTTP2InboundBlock``), so
 /// the router checks each block that arrives before a slot sees it: a request's before its stream is opened,
 /// trailers on an open stream. A block that fails resets its stream with `PROTOCOL_ERROR` (and a slot serving
-/// the stream hears the error), as nio-http2 does.
+/// the stream hears the error), as nio-http2 does. So does a request whose DATA goes past the length its
+/// `content-length` declares, or ends short of it: the frame that shows it is not delivered.
 ///
 /// On the connection's event loop only.
 final class HTTP2StreamRouter: ChannelInboundHandler {
@@ -68,27 +69,41 @@ final class HTTP2StreamRouter: ChannelInboundHandler {
         let slot: HTTP2StreamSlot
         if let known = self.open[streamID] {
             slot = known
-            if case .headers(let trailers) = frame.payload {
-                do {
+            do {
+                switch frame.payload {
+                case .headers(let trailers):
                     try HTTP2InboundBlock.validateTrailers(trailers.headers)
-                } catch {
-                    known.streamError(error)
-                    self.refuse(streamID)
-                    return
+                    guard known.requestBodyArrived(0, endStream: trailers.endStream) else {
+                        throw NIOHTTP2Errors.contentLengthViolated()
+                    }
+                case .data(let data):
+                    guard known.requestBodyArrived(data.data.readableBytes, endStream: data.endStream) else {
+                        throw NIOHTTP2Errors.contentLengthViolated()
+                    }
+                default:
+                    break
                 }
+            } catch {
+                known.streamError(error)
+                self.refuse(streamID)
+                return
             }
         } else {
             // Only a HEADERS frame opens a stream; anything else names one that is over (a late WINDOW_UPDATE,
             // PRIORITY or RST_STREAM), which nio-http2 has dealt with.
             guard case .headers(let request) = frame.payload else { return }
+            let contentLength: Int?
             do {
-                try HTTP2InboundBlock.validateRequest(request.headers)
+                contentLength = try HTTP2InboundBlock.validateRequest(request.headers)
+                if request.endStream, let contentLength, contentLength > 0 {
+                    throw NIOHTTP2Errors.contentLengthViolated()
+                }
             } catch {
                 self.refuse(streamID)
                 return
             }
             guard let fresh = self.slotForNewStream(context: context) else { return }
-            fresh.open(streamID)
+            fresh.open(streamID, contentLength: contentLength)
             self.open[streamID] = fresh
             slot = fresh
         }

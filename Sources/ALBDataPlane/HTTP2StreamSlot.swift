@@ -50,6 +50,8 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
     /// DATA bytes delivered and not yet given back to the client as stream window (none once the client ended
     /// the stream: its last frame's bytes are not given back).
     private var creditToReturn = 0
+    /// Request body bytes the stream's `content-length` still allows; nil when the request declared none.
+    private var requestBytesAllowed: Int?
     private var uncountedResponseBytes = HTTP2StreamSlot.bufferedLimit
     private var bufferedResponseBytes = 0
     private var closed = false
@@ -112,10 +114,21 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
         self.pipeline.read()
     }
 
-    func open(_ streamID: HTTP2StreamID) {
+    /// The slot serves `streamID` from now on, a request declaring `contentLength` body bytes (nil: none declared).
+    func open(_ streamID: HTTP2StreamID, contentLength: Int?) {
         self.streamID = streamID
+        self.requestBytesAllowed = contentLength
         self.creditToReturn = 0
         self.uncountedResponseBytes = Self.bufferedLimit
+    }
+
+    /// Counts `bytes` of request body (trailers: none) against the declared `content-length`: false when they go
+    /// past it, or the stream ends short of it (RFC 9113 section 8.1.1: the request is malformed).
+    func requestBodyArrived(_ bytes: Int, endStream: Bool) -> Bool {
+        guard let allowed = self.requestBytesAllowed else { return true }
+        guard bytes <= allowed else { return false }
+        self.requestBytesAllowed = allowed - bytes
+        return !endStream || bytes == allowed
     }
 
     /// A frame of the stream arrived: delivered now if the pipeline is reading, else when it reads.

@@ -288,6 +288,9 @@ final class ListenerRuntime: Sendable {
         // The router checks the blocks clients send (HTTP2InboundBlock); nio-http2's switch would check the
         // proxy's own response blocks as well, at several times the cost.
         connection.headerBlockValidation = .disabled
+        // So does it check a request's DATA against its `content-length`; nio-http2's check of both ways looked
+        // the field up in every block.
+        connection.contentLengthValidation = .disabled
         // One request timer for all the connection's streams; the manager stops it when the connection goes.
         let requestTimer = SharedDeadlineTimer()
         let manager = HTTP2ConnectionManager(requestTimer: requestTimer) { [snapshot = self.snapshot] in

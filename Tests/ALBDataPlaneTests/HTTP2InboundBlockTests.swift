@@ -62,10 +62,27 @@ final class HTTP2InboundBlockTests: XCTestCase {
     ]
 
     func testRequestBlocksAreJudgedAsNIOHTTP2JudgesThem() throws {
-        try Self.judge(Self.requests, asTrailers: false, ours: HTTP2InboundBlock.validateRequest)
+        try Self.judge(Self.requests, asTrailers: false, ours: { _ = try HTTP2InboundBlock.validateRequest($0) })
         // A pseudo-header in capitals (nio-http2's client encoder would send it lowercase, as above).
         XCTAssertThrowsError(try HTTP2InboundBlock.validateRequest(
             HPACKHeaders([(":Method", "GET"), (":scheme", "https"), (":path", "/")])))
+    }
+
+    func testARequestsContentLengthIsReadWhereItsBlockIsChecked() throws {
+        let request = [(":method", "POST"), (":scheme", "https"), (":authority", "a"), (":path", "/")]
+        func length(_ values: [String]) throws -> Int? {
+            try HTTP2InboundBlock.validateRequest(HPACKHeaders(request + values.map { ("content-length", $0) }))
+        }
+        XCTAssertNil(try length([]))
+        XCTAssertEqual(try length(["0"]), 0)
+        XCTAssertEqual(try length(["1024"]), 1024)
+        XCTAssertEqual(try length(["5", "5"]), 5, "repeated, the same")
+        XCTAssertEqual(try length(["999999999999999999"]), 999_999_999_999_999_999)
+        for malformed in [[""], ["-1"], ["+5"], ["5 "], ["5, 5"], ["0x10"], ["1000000000000000000"], ["5", "6"]] {
+            XCTAssertThrowsError(try length(malformed), "\(malformed)")
+        }
+        XCTAssertNoThrow(try HTTP2InboundBlock.validateTrailers(HPACKHeaders([("content-length", "x")])),
+                         "a trailer's content-length frames nothing")
     }
 
     func testTrailerBlocksAreJudgedAsNIOHTTP2JudgesThem() throws {

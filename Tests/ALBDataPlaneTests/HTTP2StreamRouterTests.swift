@@ -181,6 +181,55 @@ final class HTTP2StreamRouterTests: XCTestCase {
         XCTAssertGreaterThan(recorders[0].readCompletes, 1, "delivered outside a connection read, the read ends at once")
     }
 
+    /// RFC 9113 section 8.1.1: DATA that goes past the request's `content-length`, or a stream that ends short
+    /// of it, makes the request malformed: the frame that shows it is not delivered, the stream is reset with
+    /// `PROTOCOL_ERROR` and its pipeline hears why. A request that keeps to its length is delivered whole.
+    func testARequestBodyIsHeldToItsContentLength() throws {
+        func post(_ id: Int, length: String, endStream: Bool = false) throws {
+            let headers = HPACKHeaders([(":method", "POST"), (":scheme", "https"), (":authority", "a"), (":path", "/"),
+                                        ("content-length", length)])
+            try self.channel.writeInbound(HTTP2Frame(streamID: HTTP2StreamID(id),
+                                                     payload: .headers(.init(headers: headers, endStream: endStream))))
+        }
+        func resetCode() throws -> HTTP2ErrorCode? {
+            for frame in try written() { if case .rstStream(let code) = frame.payload { return code } }
+            return nil
+        }
+        try post(1, length: "10")
+        try data(1, bytes: 6)
+        try data(1, bytes: 4, endStream: true)
+        XCTAssertNil(try resetCode())
+        XCTAssertEqual(recorders[0].frames.count, 3, "the head and both DATA frames")
+        closed(1)
+
+        try post(3, length: "10")
+        try data(3, bytes: 6)
+        try data(3, bytes: 6)
+        XCTAssertEqual(try resetCode(), .protocolError, "past the length")
+        XCTAssertEqual(recorders[0].frames.count, 5, "the DATA going past it was not delivered")
+        XCTAssertEqual(recorders[0].errors.count, 1)
+        closed(3, reason: .protocolError)
+
+        try post(5, length: "10")
+        try data(5, bytes: 6, endStream: true)
+        XCTAssertEqual(try resetCode(), .protocolError, "short of the length")
+        XCTAssertEqual(recorders.count, 2)
+        XCTAssertEqual(recorders[1].frames.count, 1, "only the head")
+        closed(5, reason: .protocolError)
+
+        try post(7, length: "3", endStream: true)
+        XCTAssertEqual(try resetCode(), .protocolError, "a length but no DATA")
+        try post(9, length: "3x")
+        XCTAssertEqual(try resetCode(), .protocolError, "a malformed length")
+        XCTAssertEqual(recorders.count, 2, "neither reached a pipeline")
+
+        try post(11, length: "2")
+        try data(11, bytes: 2)
+        let trailers = HPACKHeaders([("grpc-status", "0")])
+        try self.channel.writeInbound(HTTP2Frame(streamID: 11, payload: .headers(.init(headers: trailers, endStream: true))))
+        XCTAssertNil(try resetCode(), "trailers after the whole body")
+    }
+
     /// A slot's pipeline as a listener builds it: the stream codec first, attached to the slot, and an
     /// application after it. Frames reach the codec, and its frames reach the connection, without passing the
     /// pipeline's head: a handler put in front of the codec (which a listener never does) sees none of them.

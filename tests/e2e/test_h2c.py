@@ -214,3 +214,38 @@ def test_a_malformed_request_block_resets_its_stream_and_the_connection_serves_o
     wait_for(lambda: log.exists() and log.read_text().strip(), timeout=5, what="access log line")
     time.sleep(0.5)
     assert len(log.read_text().splitlines()) == 1, log.read_text()
+
+
+def test_a_request_body_that_breaks_its_content_length_resets_its_stream(alb, backends):
+    """RFC 9113 section 8.1.1: DATA past the request's content-length, a stream that ends short of it, or a length
+    without a body makes the request malformed: its stream is reset with PROTOCOL_ERROR (no more of it reaches the
+    backend), and the connection's next stream, which keeps to its length, is echoed whole."""
+    port = serve(alb, backends)
+
+    def post(length):
+        return _literal_block([(":method", "POST"), (":scheme", "http"), (":authority", "a"), (":path", "/echo"),
+                               ("content-length", length)])
+
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    s.sendall(PREFACE + EMPTY_SETTINGS)
+    s.sendall(_frame(0x1, 0x4, 1, post("3")) + _frame(0x0, 0x1, 1, b"abcdef"))  # past it
+    s.sendall(_frame(0x1, 0x4, 3, post("10")) + _frame(0x0, 0x1, 3, b"abc"))  # short of it
+    s.sendall(_frame(0x1, 0x5, 5, post("3")))  # a length, then END_STREAM on the head
+    s.sendall(_frame(0x1, 0x4, 7, post("3")) + _frame(0x0, 0x1, 7, b"abc"))
+    resets, echoed, ended, data = {}, b"", False, b""
+    while not ended:
+        chunk = s.recv(65536)
+        assert chunk, "the connection closed: %r" % resets
+        frames, data = _frames(data + chunk)
+        for kind, flags, sid, payload in frames:
+            if kind == 0x3:  # RST_STREAM
+                resets[sid] = int.from_bytes(payload[:4], "big")
+            elif kind == 0x0 and sid == 7:
+                echoed += payload
+                ended = bool(flags & 0x1)
+            elif kind == 0x7:  # GOAWAY
+                raise AssertionError("GOAWAY: %r" % payload)
+    s.close()
+    assert resets == {1: 0x1, 3: 0x1, 5: 0x1}, resets  # PROTOCOL_ERROR each
+    assert echoed == b"abc"
