@@ -3,7 +3,14 @@
 /// closed) through every handler after it, and each `as?` that failed cost a run-time cast of a few hundred
 /// instructions (callgrind: about 3,000 a proxied HTTP/2 request). For structs and final classes only, which have
 /// no subtypes the compare would miss.
+///
+/// A match is taken out of the existential without a cast too: passing `event` to a generic function opens it
+/// (SE-0352), and a value whose type is `T` is reinterpreted as one. `as?` cost about 250 instructions for a
+/// match (callgrind), two a stream in the connection manager.
 @inline(__always)
 func exactly<T>(_ event: Any, _: T.Type) -> T? {
-    type(of: event) == T.self ? event as? T : nil
+    func opened<Actual>(_ value: Actual) -> T? {
+        Actual.self == T.self ? unsafeBitCast(value, to: T.self) : nil
+    }
+    return opened(event)
 }
