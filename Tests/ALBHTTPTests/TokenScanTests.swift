@@ -1,0 +1,57 @@
+@testable import ALBHTTP
+import XCTest
+
+/// The word-at-a-time token scan must agree with the byte-at-a-time definition (RFC 9110 section 5.6.2) on every
+/// byte at every position of a word and in the tail after the last whole word.
+final class TokenScanTests: XCTestCase {
+    private func byteAtATime(_ bytes: [UInt8]) -> Int {
+        bytes.firstIndex { !HTTP1Syntax.isTokenChar($0) } ?? bytes.count
+    }
+
+    private func scanned(_ bytes: [UInt8]) -> Int {
+        bytes.withUnsafeBytes { HTTP1Syntax.tokenPrefixLength($0) }
+    }
+
+    func testEveryByteAtEveryPositionEndsTheNameWhereTheDefinitionDoes() {
+        for length in [1, 7, 8, 9, 15, 16, 17, 24] {
+            for position in 0..<length {
+                for byte in 0...255 {
+                    var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: length)
+                    bytes[position] = UInt8(byte)
+                    XCTAssertEqual(self.scanned(bytes), self.byteAtATime(bytes), "byte \(byte) at \(position) of \(length)")
+                }
+            }
+        }
+    }
+
+    func testTheLettersDigitsAndDashesMaskIsExactForEveryByte() {
+        for byte in 0...255 {
+            let word = UInt64(byte) << 24 | 0x6161_6161_0000_6161  // the byte at 3, a NUL at 2, letters elsewhere
+            let mask = HTTP1Syntax.lettersDigitsAndDashes(word)
+            let expected: Bool = switch UInt8(byte) {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"): true
+            default: false
+            }
+            XCTAssertEqual(mask >> 31 & 1 == 1, expected, "byte \(byte)")
+            XCTAssertEqual(mask & 0x80_0000, 0, "the NUL next to it")
+            XCTAssertEqual(mask & 0x80, 0x80, "a letter")
+        }
+    }
+
+    func testRealNamesAndMixes() {
+        var generator = SystemRandomNumberGenerator()
+        let names = ["Content-Type: text/html", "X-Forwarded-For:1", "ETag:", "a_b.c~d|e^f`g!h#i$j%k&l'm*n+o: x",
+                     "Accept-Encoding : gzip", "Host\u{7F}: x", "Caf\u{E9}: x", "Sec-WebSocket-Extensions: x"]
+        for name in names {
+            let bytes = Array(name.utf8)
+            XCTAssertEqual(self.scanned(bytes), self.byteAtATime(bytes), name)
+        }
+        for _ in 0..<2000 {
+            let bytes = (0..<Int.random(in: 0...40, using: &generator)).map { _ in
+                UInt8.random(in: 0x20...0x7E, using: &generator)
+            }
+            XCTAssertEqual(self.scanned(bytes), self.byteAtATime(bytes), "\(bytes)")
+        }
+    }
+}
