@@ -1,4 +1,5 @@
 import NIOCore
+import NIOEmbedded
 import XCTest
 
 @testable import ALBDataPlane
@@ -13,6 +14,26 @@ final class ServerGroupsTests: DataPlaneTestCase {
         ListenerConfig(name: name, loadBalancerName: "lb", bindHost: "127.0.0.1", port: 0, idleTimeout: .seconds(30),
                        requestTimeout: requestTimeout,
                        groups: [BackendGroup(name: "g", weight: groupWeight, servers: servers)])
+    }
+
+    /// A loop's pools are per server key; the last one asked for is remembered, but never past the pool's
+    /// retirement (a server gone from every group, then back, gets a new pool).
+    func testALoopsPoolIsFoundAgainAndARetiredOneIsNot() {
+        let loop = EmbeddedEventLoop()
+        let pools = BackendPools(eventLoop: loop)
+        let server = BackendServer(host: "127.0.0.1", port: 1)
+        let first = BalancedServer(server)
+        let pool = pools.pool(for: first)
+        XCTAssertTrue(pools.pool(for: first) === pool)
+        let sameServerNewConfiguration = BalancedServer(server)
+        XCTAssertTrue(pools.pool(for: sameServerNewConfiguration) === pool, "by key, not by the configuration's object")
+        let other = BalancedServer(BackendServer(host: "127.0.0.1", port: 2))
+        XCTAssertFalse(pools.pool(for: other) === pool)
+        XCTAssertTrue(pools.pool(for: first) === pool)
+        pools.retain([other.poolKey], drainTimeout: .seconds(1))
+        XCTAssertFalse(pools.pool(for: first) === pool, "the retired pool is not handed out again")
+        pools.closeAll()
+        _ = try? loop.syncShutdownGracefully()
     }
 
     func testListenersForwardingToOneGroupShareItsRoundRobinAndItsConnections() async throws {
