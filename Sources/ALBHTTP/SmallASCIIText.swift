@@ -27,14 +27,22 @@ public enum SmallASCIIText {
         return unsafeBitCast(words, to: String.self)
     }
 
+    /// The two words of `text` and its length when it is held inline and is ASCII (the bytes in memory order from
+    /// the first word; the second word's last byte is not text), nil for any other string. For a caller that read
+    /// ``layoutMatches`` and found it true.
+    @inlinable @inline(__always)
+    public static func inlineWords(_ text: String, layoutChecked: Void) -> (UInt64, UInt64, Int)? {
+        let (first, second) = unsafeBitCast(text, to: (UInt64, UInt64).self)
+        // The top four bits say immortal, ASCII, small and not foreign: no other form has them.
+        guard second >> 60 == 0xE else { return nil }
+        return (first, second, Int(truncatingIfNeeded: (second >> 56) & 0xF))
+    }
+
     /// `text` with its ASCII capitals lowered, when it is held inline and is ASCII (a field name nearly always):
     /// the bytes are lowered in place in the string's two words, eight at a time. Nil for any other string.
     @inlinable
     public static func lowercased(_ text: String) -> String? {
-        guard Self.layoutMatches else { return nil }
-        let (first, second) = unsafeBitCast(text, to: (UInt64, UInt64).self)
-        // The top four bits say immortal, ASCII, small and not foreign: no other form has them.
-        guard second >> 60 == 0xE else { return nil }
+        guard Self.layoutMatches, let (first, second, _) = Self.inlineWords(text, layoutChecked: ()) else { return nil }
         let discriminator = second & (0xFF << 56)
         let lowered = (Self.lowered(first), Self.lowered(second & ~(0xFF << 56)) | discriminator)
         return unsafeBitCast(lowered, to: String.self)

@@ -47,6 +47,28 @@ final class HeadEncodingBufferTests: XCTestCase {
         }
     }
 
+    /// Short texts are stored as their strings' two words, 16 bytes whatever their length: with a short text of
+    /// every length last, in heads ending around the buffer's first room, each head is whole and exact, and a
+    /// head still waiting to be written is untouched by the next one.
+    func testShortTextsOfEveryLengthEndHeadsExactly() throws {
+        let heads = HeadEncodingBuffer()
+        for padding in stride(from: 420, through: 520, by: 7) {
+            for count in 0...15 {
+                let short = String(repeating: "s", count: count)
+                let fill = String(repeating: "f", count: padding)
+                let response = HTTPResponseHead(version: .http1_1, status: .ok,
+                                                headers: HTTPHeaders([("X-Fill", fill), ("X", short)]))
+                let pending = heads.http1ResponseHead(response)
+                let request = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/" + short,
+                                              headers: HTTPHeaders([("X-Fill", fill), (short.isEmpty ? "E" : short, short)]))
+                let next = try XCTUnwrap(heads.http1RequestHead(request))
+                XCTAssertEqual(String(buffer: pending), "HTTP/1.1 200 OK\r\nX-Fill: \(fill)\r\nX: \(short)\r\n\r\n")
+                XCTAssertEqual(String(buffer: next), "GET /\(short) HTTP/1.1\r\nX-Fill: \(fill)\r\n"
+                                   + "\(short.isEmpty ? "E" : short): \(short)\r\n\r\n")
+            }
+        }
+    }
+
     func testALargeHeadIsEncodedWholeAndItsMemoryIsNotKept() {
         let heads = HeadEncodingBuffer()
         var large = self.response
