@@ -1,3 +1,4 @@
+import ALBHTTP
 import NIOCore
 import NIOHTTP1
 
@@ -111,7 +112,7 @@ struct ProxyExchange {
         self.phase = .acquiring
         self.method = head.method
         self.version = head.version
-        self.clientKeepAlive = head.isKeepAlive
+        self.clientKeepAlive = ProxyHeaders.isKeepAlive(head.headers, version: head.version)
         self.started = started
         self.lastProgress = started
         self.requestTimeout = requestTimeout
