@@ -513,18 +513,52 @@ enum HTTP1Syntax {
     }
 
     /// Whether `bytes` are `lowercased` (ASCII lowercase) in any case, the lengths compared first. Always inlined:
-    /// as a call from the decoders' name switch it cost about 500 instructions a request (callgrind).
+    /// as a call from the decoders' name switch it cost about 500 instructions a request (callgrind). Eight bytes
+    /// at a time (the last word overlapping the one before it), four at a time below eight: byte by byte it cost
+    /// about 40 instructions a field name.
     @inline(__always)
     static func equalsIgnoringASCIICase(_ bytes: UnsafeRawBufferPointer, _ lowercased: StaticString) -> Bool {
-        let expected = UnsafeRawBufferPointer(start: lowercased.utf8Start, count: lowercased.utf8CodeUnitCount)
-        guard bytes.count == expected.count else { return false }
-        for index in 0..<expected.count {
-            let byte = bytes[index]
-            if (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) != expected[index] {
+        let count = lowercased.utf8CodeUnitCount
+        guard bytes.count == count else { return false }
+        guard let base = bytes.baseAddress else { return true }
+        let expected = UnsafeRawPointer(lowercased.utf8Start)
+        func word(_ pointer: UnsafeRawPointer, _ offset: Int) -> UInt64 {
+            UInt64(littleEndian: pointer.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+        }
+        func half(_ pointer: UnsafeRawPointer, _ offset: Int) -> UInt64 {
+            UInt64(UInt32(littleEndian: pointer.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+        }
+        if count >= 8 {
+            var offset = 0
+            while offset + 8 <= count {
+                guard Self.lowercasedASCII(word(base, offset)) == word(expected, offset) else { return false }
+                offset += 8
+            }
+            return offset == count || Self.lowercasedASCII(word(base, count - 8)) == word(expected, count - 8)
+        }
+        if count >= 4 {
+            return Self.lowercasedASCII(half(base, 0)) == half(expected, 0)
+                && Self.lowercasedASCII(half(base, count - 4)) == half(expected, count - 4)
+        }
+        for index in 0..<count {
+            let byte = UInt64(base.load(fromByteOffset: index, as: UInt8.self))
+            guard Self.lowercasedASCII(byte) == UInt64(expected.load(fromByteOffset: index, as: UInt8.self)) else {
                 return false
             }
         }
         return true
+    }
+
+    /// Each ASCII capital of `word` lowered; every other byte (those from 0x80 too) as it is. Worked on the low
+    /// seven bits of each byte, so no sum carries into the next: adding 0x3F sets a byte's top bit from `A` (0x41)
+    /// up, adding 0x25 from `[` (0x5B) up.
+    @inline(__always)
+    static func lowercasedASCII(_ word: UInt64) -> UInt64 {
+        let sevenBits = word & 0x7F7F_7F7F_7F7F_7F7F
+        let fromA = sevenBits &+ 0x3F3F_3F3F_3F3F_3F3F
+        let pastZ = sevenBits &+ 0x2525_2525_2525_2525
+        let capitals = fromA & ~pastZ & ~word & 0x8080_8080_8080_8080
+        return word | capitals >> 2
     }
 
     /// The minor version of the `HTTP/1.1` or `HTTP/1.0` that `bytes` start with, or nil: the first eight bytes

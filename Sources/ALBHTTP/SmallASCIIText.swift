@@ -40,22 +40,12 @@ public enum SmallASCIIText {
 
     /// `text` with its ASCII capitals lowered, when it is held inline and is ASCII (a field name nearly always):
     /// the bytes are lowered in place in the string's two words, eight at a time. Nil for any other string.
-    @inlinable
     public static func lowercased(_ text: String) -> String? {
         guard Self.layoutMatches, let (first, second, _) = Self.inlineWords(text, layoutChecked: ()) else { return nil }
         let discriminator = second & (0xFF << 56)
-        let lowered = (Self.lowered(first), Self.lowered(second & ~(0xFF << 56)) | discriminator)
+        let lowered = (HTTP1Syntax.lowercasedASCII(first),
+                       HTTP1Syntax.lowercasedASCII(second & ~(0xFF << 56)) | discriminator)
         return unsafeBitCast(lowered, to: String.self)
-    }
-
-    /// Each ASCII byte of `word` (all below 0x80) lowered. Adding 0x3F sets a byte's top bit from `A` (0x41) up,
-    /// adding 0x25 sets it from `[` (0x5B) up; no sum carries into the next byte, as both stay below 0x100.
-    @inlinable @inline(__always)
-    static func lowered(_ word: UInt64) -> UInt64 {
-        let fromA = word &+ 0x3F3F_3F3F_3F3F_3F3F
-        let pastZ = word &+ 0x2525_2525_2525_2525
-        let capitals = fromA & ~pastZ & 0x8080_8080_8080_8080
-        return word | capitals >> 2
     }
 
     /// The two words of a small ASCII string of `bytes` (at most 15), or nil when a byte is not ASCII. The

@@ -55,3 +55,51 @@ final class TokenScanTests: XCTestCase {
         }
     }
 }
+
+/// The word-at-a-time case-insensitive compare must agree with the byte-at-a-time one for every byte value at
+/// every position of every length the decoders compare (names up to `proxy-connection`, values like `close`).
+final class CaseInsensitiveCompareTests: XCTestCase {
+    private func byteAtATime(_ bytes: [UInt8], _ expected: String) -> Bool {
+        let target = Array(expected.utf8)
+        return bytes.count == target.count && zip(bytes, target).allSatisfy { byte, wanted in
+            (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 == wanted : byte == wanted
+        }
+    }
+
+    func testEveryByteAtEveryPositionOfEveryLength() {
+        let targets: [StaticString] = ["", "te", "host", "close", "upgrade", "trailer", "keep-alive", "connection",
+                                       "content-length", "proxy-connection", "transfer-encoding", "chunked"]
+        for target in targets {
+            let text = target.description
+            let count = target.utf8CodeUnitCount
+            for position in 0..<max(count, 1) {
+                for byte in 0...255 {
+                    var bytes = Array(text.utf8)
+                    if count > 0 { bytes[position] = UInt8(byte) } else { bytes = [UInt8(byte)] }
+                    let ours = bytes.withUnsafeBytes { HTTP1Syntax.equalsIgnoringASCIICase($0, target) }
+                    XCTAssertEqual(ours, self.byteAtATime(bytes, text), "\(text): byte \(byte) at \(position)")
+                }
+            }
+            let upper = Array(text.uppercased().utf8)
+            XCTAssertTrue(upper.withUnsafeBytes { HTTP1Syntax.equalsIgnoringASCIICase($0, target) }, text)
+            let longer = Array((text + "x").utf8)
+            XCTAssertFalse(longer.withUnsafeBytes { HTTP1Syntax.equalsIgnoringASCIICase($0, target) }, text)
+        }
+    }
+
+    func testLoweringAWordLowersCapitalsOnly() {
+        // `A`, `Z`, `@`, `[`, `` ` ``, `{` and 0x80 around the byte at position 5.
+        let around: [UInt8] = [0x80, 0x7B, 0x60, 0x5B, 0x40, 0, 0x5A, 0x41]
+        let aroundLowered: [UInt8] = [0x80, 0x7B, 0x60, 0x5B, 0x40, 0, 0x7A, 0x61]
+        func word(_ bytes: [UInt8]) -> UInt64 {
+            bytes.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        }
+        for byte in 0...255 {
+            var bytes = around
+            bytes[5] = UInt8(byte)
+            var expected = aroundLowered
+            expected[5] = (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(UInt8(byte)) ? UInt8(byte) | 0x20 : UInt8(byte)
+            XCTAssertEqual(HTTP1Syntax.lowercasedASCII(word(bytes)), word(expected), "byte \(byte)")
+        }
+    }
+}
