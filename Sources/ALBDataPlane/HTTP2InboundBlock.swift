@@ -9,7 +9,7 @@ import NIOHTTP2
 /// (`headerBlockValidation`), and its checks (a `Substring` per name, five string compares per field, an
 /// option set per pseudo-header) cost about 2,000 instructions a field: 26,000 of the 163,000 a proxied
 /// HTTP/2 request took (callgrind), 16,000 of them on the response blocks the proxy makes itself
-/// (``HTTP2Heads/headerBlock(status:fields:)``: lowercase names from a strict decoder, no connection-specific
+/// (``HTTP2Heads/headerBlock(status:fields:scratch:)``: lowercase names from a strict decoder, no connection-specific
 /// field). So a server connection runs with that switch off and ``HTTP2StreamRouter`` checks what arrives
 /// with this, before a stream is opened for it; a block that fails resets its stream with `PROTOCOL_ERROR`,
 /// as nio-http2 does.

@@ -24,8 +24,8 @@ import NIOHTTP2
 ///
 /// The proxy right after it, with no compressor between, is called directly both ways (``attachDirectly(_:)``,
 /// ``DirectExchangeTransport``), as an HTTP/1 connection's handler calls it. So is the stream's slot in front of
-/// it (``HTTP2StreamSlot/attachCodec(_:)``): frames arrive by ``frameArrived(_:)`` and leave by the slot's
-/// `write`, not through the pipeline's head.
+/// it (``HTTP2StreamSlot/attachCodec(_:)``): frames arrive by ``frameArrived(_:)`` and leave by
+/// ``HTTP2StreamSlot/writeFrame(_:promise:)``, not through the pipeline's head.
 final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandler, DirectExchangeTransport {
     typealias InboundIn = HTTP2Frame.FramePayload
     typealias InboundOut = HTTPServerRequestPart
@@ -43,8 +43,12 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     private var context: ChannelHandlerContext?
     /// The slot this codec is the first handler of, when attached: frames are written to it directly.
     private var slot: HTTP2StreamSlot?
+    /// Where response blocks are assembled (the event loop's).
+    private let blockScratch: HTTP2BlockScratch
 
-    init() {}
+    init(blockScratch: HTTP2BlockScratch = HTTP2BlockScratch()) {
+        self.blockScratch = blockScratch
+    }
 
     /// Set by the slot (``HTTP2StreamSlot/attachCodec(_:)``): nil writes through the pipeline again.
     func writesDirectly(to slot: HTTP2StreamSlot?) {
@@ -146,7 +150,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         switch part {
         case .head(let head):
             self.sendHeldBody(context: context)
-            let block = HTTP2Heads.headerBlock(status: head.status, fields: head.headers)
+            let block = HTTP2Heads.headerBlock(status: head.status, fields: head.headers, scratch: self.blockScratch)
             self.send(.headers(.init(headers: block)), promise: promise, context: context)
         case .body(let body):
             self.sendHeldBody(context: context)
@@ -164,7 +168,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
             self.send(.data(last), promise: promise, context: context)
         case .end(let trailers?):
             self.sendHeldBody(context: context)
-            let block = HTTP2Heads.trailerBlock(fields: trailers)
+            let block = HTTP2Heads.trailerBlock(fields: trailers, scratch: self.blockScratch)
             self.send(.headers(.init(headers: block, endStream: true)), promise: promise, context: context)
         }
     }
@@ -180,7 +184,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 
     private func send(_ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         if let slot = self.slot {
-            slot.write(payload, promise: promise)
+            slot.writeFrame(payload, promise: promise)
         } else {
             context.write(Self.wrapOutbound(payload), promise: promise)
         }
@@ -223,6 +227,17 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 
 @available(*, unavailable)
 extension HTTP2ServerStreamCodec: Sendable {}
+
+/// The array a response's header block is assembled in, one per event loop and kept with its capacity, so that
+/// a block costs one allocation (its own) and not two. Loop-confined; taken and given back within one call.
+final class HTTP2BlockScratch {
+    fileprivate var pairs: [(String, String)] = []
+
+    init() {}
+}
+
+@available(*, unavailable)
+extension HTTP2BlockScratch: Sendable {}
 
 /// HTTP/2 header blocks to and from the HTTP/1 heads the proxy works with, each in one pass over the fields.
 enum HTTP2Heads {
@@ -296,31 +311,39 @@ enum HTTP2Heads {
     /// already (``ProxyHeaders/clientResponseHead(from:requestMethod:requestVersion:keepAlive:framing:)``), so
     /// that is a guard, not the usual path: the block is built in the same pass that looks for them, and built
     /// again only if one turns up.
-    static func headerBlock(status: HTTPResponseStatus, fields: HTTPHeaders) -> HPACKHeaders {
+    static func headerBlock(status: HTTPResponseStatus, fields: HTTPHeaders,
+                            scratch: HTTP2BlockScratch = HTTP2BlockScratch()) -> HPACKHeaders {
         let code = Int(status.code)
-        return Self.block(status: code == 200 ? "200" : String(code), fields: fields)
+        return Self.block(status: code == 200 ? "200" : String(code), fields: fields, scratch: scratch)
     }
 
     /// Trailers' block: the fields, as in a head.
-    static func trailerBlock(fields: HTTPHeaders) -> HPACKHeaders {
-        Self.block(status: nil, fields: fields)
+    static func trailerBlock(fields: HTTPHeaders, scratch: HTTP2BlockScratch = HTTP2BlockScratch()) -> HPACKHeaders {
+        Self.block(status: nil, fields: fields, scratch: scratch)
     }
 
-    private static func block(status: String?, fields: HTTPHeaders) -> HPACKHeaders {
-        if let block = Self.block(status: status, fields: fields, stoppingAtHopByHop: true) {
+    private static func block(status: String?, fields: HTTPHeaders, scratch: HTTP2BlockScratch) -> HPACKHeaders {
+        if let block = Self.block(status: status, fields: fields, stoppingAtHopByHop: true, scratch: scratch) {
             return block
         }
         var crossing = fields
         ProxyHeaders.removeHopByHop(from: &crossing)
-        return Self.block(status: status, fields: crossing, stoppingAtHopByHop: false) ?? HPACKHeaders()
+        return Self.block(status: status, fields: crossing, stoppingAtHopByHop: false, scratch: scratch) ?? HPACKHeaders()
     }
 
     /// The block; nil as soon as a field turns out to be hop-by-hop when `stoppingAtHopByHop` (never otherwise).
     /// Made from an array of the pairs: `HPACKHeaders.add` checks that each name is ASCII by iterating its UTF-8
     /// view (about 100 instructions a name, callgrind), which the array's initialiser does not, and these names are
-    /// tokens from the strict decoder or the proxy's own.
-    private static func block(status: String?, fields: HTTPHeaders, stoppingAtHopByHop: Bool) -> HPACKHeaders? {
+    /// tokens from the strict decoder or the proxy's own. The pairs go into `scratch`'s array, kept with its
+    /// capacity, so the block's own array is the only one allocated.
+    private static func block(status: String?, fields: HTTPHeaders, stoppingAtHopByHop: Bool,
+                              scratch: HTTP2BlockScratch) -> HPACKHeaders? {
         var pairs: [(String, String)] = []
+        swap(&pairs, &scratch.pairs)
+        defer {
+            pairs.removeAll(keepingCapacity: true)
+            swap(&pairs, &scratch.pairs)
+        }
         pairs.reserveCapacity(fields.count + 1)
         if let status {
             pairs.append((":status", status))

@@ -249,11 +249,12 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
     }
 
     func write0(_ data: NIOAny, promise: EventLoopPromise<Void>?) {
-        self.write(self.unwrapData(data, as: HTTP2Frame.FramePayload.self), promise: promise)
+        self.writeFrame(self.unwrapData(data, as: HTTP2Frame.FramePayload.self), promise: promise)
     }
 
-    /// A frame of the stream to the connection: from the pipeline's head, or from the attached codec.
-    func write(_ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?) {
+    /// A frame of the stream to the connection: from the pipeline's head, or from the attached codec. (Not an
+    /// overload of `Channel.write`, which goes through the pipeline.)
+    func writeFrame(_ payload: HTTP2Frame.FramePayload, promise: EventLoopPromise<Void>?) {
         guard let streamID = self.streamID, let router = self.router else {
             promise?.fail(ChannelError.ioOnClosedChannel)
             return

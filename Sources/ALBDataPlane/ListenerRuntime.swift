@@ -55,6 +55,8 @@ final class ListenerLoopState {
     /// Responses this listener compresses at once on this loop (docs/decisions.md: memory per stream).
     let compressionBudget = CompressionBudget(limit: ListenerLoopState.concurrentCompressions)
     static let concurrentCompressions = 64
+    /// Where this loop's HTTP/2 streams assemble their response blocks.
+    let http2BlockScratch = HTTP2BlockScratch()
 
     init(eventLoop: EventLoop, accessLog: AccessLog?, pools: BackendPools, detailedMetrics: Bool = true) {
         self.eventLoop = eventLoop
@@ -300,7 +302,7 @@ final class ListenerRuntime: Sendable {
         let compressesNow = { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.compression }
         let router = HTTP2StreamRouter(compressesNow: compressesNow) { slot in
             let pipeline = slot.pipeline.syncOperations
-            let codec = HTTP2ServerStreamCodec()
+            let codec = HTTP2ServerStreamCodec(blockScratch: loopState.http2BlockScratch)
             try pipeline.addHandler(codec)
             slot.attachCodec(codec)
             if slot.compresses {

@@ -247,4 +247,18 @@ final class HTTP2ServerStreamCodecTests: XCTestCase {
         XCTAssertEqual(block.map { $0.name }, [":status", "content-type", "x-long-custom-field-name", "etag"])
         XCTAssertEqual(block.first(name: ":status"), "404")
     }
+
+    /// Blocks assembled one after another in one loop's scratch array each hold their own fields only, the one
+    /// rebuilt without its connection-specific fields too.
+    func testBlocksMadeInOneScratchArrayAreIndependent() {
+        let scratch = HTTP2BlockScratch()
+        let first = HTTP2Heads.headerBlock(status: .ok, fields: HTTPHeaders([("A", "1"), ("B", "2"), ("C", "3")]),
+                                           scratch: scratch)
+        let second = HTTP2Heads.headerBlock(status: .created, fields: HTTPHeaders([("Upgrade", "x"), ("D", "4")]),
+                                            scratch: scratch)
+        let trailers = HTTP2Heads.trailerBlock(fields: HTTPHeaders([("Grpc-Status", "0")]), scratch: scratch)
+        XCTAssertEqual(first.map { "\($0.name)=\($0.value)" }, [":status=200", "a=1", "b=2", "c=3"])
+        XCTAssertEqual(second.map { "\($0.name)=\($0.value)" }, [":status=201", "d=4"])
+        XCTAssertEqual(trailers.map { "\($0.name)=\($0.value)" }, ["grpc-status=0"])
+    }
 }
