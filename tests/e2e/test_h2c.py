@@ -160,6 +160,24 @@ def _frame(kind, flags, stream, payload):
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
 
 
+def _read_frames(s, done):
+    """Reads frames from `s` until `done(kind, flags, stream, payload)` is true for one (the rest of that read is
+    still taken in); returns each RST_STREAM's error code by stream. A GOAWAY or a closed connection fails."""
+    resets, data, finished = {}, b"", False
+    while not finished:
+        chunk = s.recv(65536)
+        assert chunk, "the connection closed: %r" % resets
+        frames, data = _frames(data + chunk)
+        for kind, flags, sid, payload in frames:
+            if kind == 0x3:  # RST_STREAM
+                resets[sid] = int.from_bytes(payload[:4], "big")
+            elif kind == 0x7:  # GOAWAY
+                raise AssertionError("GOAWAY: %r" % payload)
+            elif done(kind, flags, sid, payload):
+                finished = True
+    return resets
+
+
 def _frames(data):
     """The complete frames in `data`, as (type, flags, stream, payload), and the rest."""
     frames = []
@@ -194,18 +212,16 @@ def test_a_malformed_request_block_resets_its_stream_and_the_connection_serves_o
         s.sendall(_frame(0x1, 0x5, stream, _literal_block(fields)))  # HEADERS, END_STREAM | END_HEADERS
         stream += 2
     s.sendall(_frame(0x1, 0x5, stream, _literal_block(request)))
-    resets, answered, data = {}, None, b""
-    while answered is None:
-        chunk = s.recv(65536)
-        assert chunk, "the connection closed: %r" % resets
-        frames, data = _frames(data + chunk)
-        for kind, _, sid, payload in frames:
-            if kind == 0x3:  # RST_STREAM
-                resets[sid] = int.from_bytes(payload[:4], "big")
-            elif kind == 0x1 and sid == stream:
-                answered = payload
-            elif kind == 0x7:  # GOAWAY
-                raise AssertionError("GOAWAY: %r" % payload)
+    answered = []
+
+    def answer(kind, flags, sid, payload):
+        if kind == 0x1 and sid == stream:
+            answered.append(payload)
+            return True
+        return False
+
+    resets = _read_frames(s, answer)
+    answered = answered[0]
     s.close()
     assert resets == {sid: 0x1 for sid in range(1, stream, 2)}, resets  # PROTOCOL_ERROR each
     assert answered[:1] == b"\x88", answered  # `:status: 200`, indexed
@@ -233,19 +249,16 @@ def test_a_request_body_that_breaks_its_content_length_resets_its_stream(alb, ba
     s.sendall(_frame(0x1, 0x4, 3, post("10")) + _frame(0x0, 0x1, 3, b"abc"))  # short of it
     s.sendall(_frame(0x1, 0x5, 5, post("3")))  # a length, then END_STREAM on the head
     s.sendall(_frame(0x1, 0x4, 7, post("3")) + _frame(0x0, 0x1, 7, b"abc"))
-    resets, echoed, ended, data = {}, b"", False, b""
-    while not ended:
-        chunk = s.recv(65536)
-        assert chunk, "the connection closed: %r" % resets
-        frames, data = _frames(data + chunk)
-        for kind, flags, sid, payload in frames:
-            if kind == 0x3:  # RST_STREAM
-                resets[sid] = int.from_bytes(payload[:4], "big")
-            elif kind == 0x0 and sid == 7:
-                echoed += payload
-                ended = bool(flags & 0x1)
-            elif kind == 0x7:  # GOAWAY
-                raise AssertionError("GOAWAY: %r" % payload)
+    echoed = []
+
+    def echo(kind, flags, sid, payload):
+        if kind == 0x0 and sid == 7:
+            echoed.append(payload)
+            return bool(flags & 0x1)  # END_STREAM
+        return False
+
+    resets = _read_frames(s, echo)
+    echoed = b"".join(echoed)
     s.close()
     assert resets == {1: 0x1, 3: 0x1, 5: 0x1}, resets  # PROTOCOL_ERROR each
     assert echoed == b"abc"
