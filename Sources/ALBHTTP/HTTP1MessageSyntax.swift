@@ -572,10 +572,11 @@ enum HTTP1Syntax {
         }
     }
 
-    /// `HTTP/1.1` and `HTTP/1.0` as little-endian words (`H` = 0x48 in the lowest byte).
     /// Room a head's writer asks for past all it writes: a short text is stored as its string's two words, 16
     /// bytes whatever its length (``SmallASCIIText/inlineWords(_:layoutChecked:)``).
     static let inlineTextSlack = 16
+
+    /// `HTTP/1.1` and `HTTP/1.0` as little-endian words (`H` = 0x48 in the lowest byte).
     static let http11: UInt64 = 0x312E_312F_5054_5448
     static let http10: UInt64 = 0x302E_312F_5054_5448
 
