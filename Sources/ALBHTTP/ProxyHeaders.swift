@@ -98,9 +98,45 @@ public enum ProxyHeaders {
     /// Never removed because `Connection` names them: that would change the request's framing or target.
     static let protected: Set<String> = ["host", "content-length", "transfer-encoding"]
 
-    /// The position of `name` in ``forwarding`` (any case), without allocating.
-    static func forwardingIndex(_ name: String) -> Int? {
-        Self.index(of: name, in: Self.forwarding, lengths: Self.forwardingLengths)
+    /// What becomes of a field of some name on its way through the proxy.
+    enum Crossing: Equatable {
+        /// It crosses.
+        case crosses
+        /// `Connection`: hop-by-hop, and it may name more fields that are.
+        case connection
+        /// One of the other ``hopByHop`` fields.
+        case hopByHop
+        /// One of the ``forwarding`` fields: it crosses only from a trusted proxy.
+        case forwarding
+    }
+
+    /// What becomes of a field named `name` (any case): ``hopByHop`` and ``forwarding`` as one switch on the
+    /// name's length, then a compare for each name of that length. Most names have a length none of them has;
+    /// a look-up in each list cost about 90 instructions a field (callgrind), most of a field's way through
+    /// ``fieldsPassedOn(_:keepForwarding:extra:)``. `ProxyHeadersTests` holds the switch to the two lists.
+    static func crossing(_ name: String) -> Crossing {
+        func named(_ lowercased: StaticString) -> Bool { HTTP1Syntax.equalsIgnoringASCIICase(name, lowercased) }
+        switch name.utf8.count {
+        case 2: return named("te") ? .hopByHop : .crosses
+        case 6: return named("slb-id") ? .forwarding : .crosses
+        case 7: return named("trailer") || named("upgrade") ? .hopByHop : .crosses
+        case 10:
+            if named("connection") { return .connection }
+            return named("keep-alive") ? .hopByHop : .crosses
+        case 15: return named("x-forwarded-for") ? .forwarding : .crosses
+        case 16:
+            if named("proxy-connection") { return .hopByHop }
+            return named("x-forwarded-port") || named("x-forwarded-host") ? .forwarding : .crosses
+        case 17:
+            if named("transfer-encoding") { return .hopByHop }
+            return named("x-forwarded-proto") ? .forwarding : .crosses
+        case 26: return named("x-forwarded-client-srcport") ? .forwarding : .crosses
+        case 31: return named("x-forwarded-clientcert-issuerdn") ? .forwarding : .crosses
+        case 32: return named("x-forwarded-clientcert-subjectdn") ? .forwarding : .crosses
+        case 34: return named("x-forwarded-clientcert-fingerprint") ? .forwarding : .crosses
+        case 35: return named("x-forwarded-clientcert-clientverify") ? .forwarding : .crosses
+        default: return .crosses
+        }
     }
 
     /// The fields of `headers` that cross the proxy, copied in one pass into storage sized for `extra` more:
@@ -117,12 +153,12 @@ public enum ProxyHeaders {
         var fields: [(String, String)] = []
         fields.reserveCapacity(headers.count + extra)
         for (name, value) in headers {
-            if let hopByHop = Self.hopByHopIndex(name) {
-                if hopByHop == 0 { Self.appendFieldsNamed(inConnection: value, to: &named) }
-                continue
+            switch Self.crossing(name) {
+            case .crosses: fields.append((name, value))
+            case .connection: Self.appendFieldsNamed(inConnection: value, to: &named)
+            case .hopByHop: continue
+            case .forwarding: if keepForwarding { fields.append((name, value)) }
             }
-            if !keepForwarding && Self.forwardingIndex(name) != nil { continue }
-            fields.append((name, value))
         }
         named.removeAll { Self.protected.contains($0) }
         if !named.isEmpty {
@@ -184,18 +220,18 @@ public enum ProxyHeaders {
         }
     }
 
-    /// Bit n is set when some name in ``forwarding`` is n bytes long (all are shorter than 64).
-    private static let forwardingLengths: UInt64 = Self.forwarding.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
-
     /// Bit n is set when some name in ``hopByHop`` is n bytes long (all are shorter than 64).
     private static let hopByHopLengths: UInt64 = Self.hopByHop.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
 
-    /// The position of `name` in ``hopByHop`` (any case), without allocating.
     /// Whether `name` (any case) is a hop-by-hop field, without allocating.
     public static func isHopByHop(_ name: String) -> Bool {
-        Self.hopByHopIndex(name) != nil
+        switch Self.crossing(name) {
+        case .connection, .hopByHop: return true
+        case .crosses, .forwarding: return false
+        }
     }
 
+    /// The position of `name` in ``hopByHop`` (any case), without allocating.
     static func hopByHopIndex(_ name: some StringProtocol) -> Int? {
         Self.index(of: name, in: Self.hopByHop, lengths: Self.hopByHopLengths)
     }

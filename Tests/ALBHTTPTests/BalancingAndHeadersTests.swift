@@ -225,6 +225,41 @@ final class ProxyHeadersTests: XCTestCase {
     }
 }
 
+final class FieldCrossingTests: XCTestCase {
+    /// The lists' answer, as the switch must give it.
+    private func listed(_ name: String) -> ProxyHeaders.Crossing {
+        let lowered = name.lowercased()
+        if lowered == "connection" { return .connection }
+        if ProxyHeaders.hopByHop.contains(lowered) { return .hopByHop }
+        if ProxyHeaders.forwarding.contains(lowered) { return .forwarding }
+        return .crosses
+    }
+
+    /// Every listed name in three cases, each one byte off in every position, and others of every length from 0
+    /// to 40 (the lists' lengths among them): the switch answers as the lists do.
+    func testTheSwitchOnLengthAnswersAsTheHopByHopAndForwardingLists() {
+        var names: [String] = []
+        for listed in ProxyHeaders.hopByHop + ProxyHeaders.forwarding {
+            names += [listed, listed.uppercased(), listed.prefix(1).uppercased() + listed.dropFirst()]
+            for position in listed.indices {
+                var changed = listed
+                changed.replaceSubrange(position...position, with: listed[position] == "x" ? "y" : "x")
+                names.append(changed)
+            }
+            names += [listed + "s", String(listed.dropLast())]
+        }
+        for length in 0...40 {
+            names.append(String(repeating: "a", count: length))
+            names.append(String(repeating: "-", count: length))
+        }
+        names += ["Host", "User-Agent", "Accept-Encoding", "Content-Length", "Content-Type", "Accept"]
+        for name in names {
+            XCTAssertEqual(ProxyHeaders.crossing(name), self.listed(name), name)
+            XCTAssertEqual(ProxyHeaders.isHopByHop(name), ProxyHeaders.hopByHopIndex(name) != nil, name)
+        }
+    }
+}
+
 final class HeaderLookupTests: XCTestCase {
     /// The proxy's lookups answer as NIO's `first(name:)` and `contains(name:)` do, for names of the same
     /// length, in any case, repeated and absent.
