@@ -108,11 +108,13 @@ struct ProxyExchange {
     var status = 0
     var upstreamStatus: Int?
 
-    init(head: HTTPRequestHead, started: NIODeadline, requestTimeout: TimeAmount, requestBytes: Int) {
+    /// - Parameter clientKeepAlive: whether the request keeps its connection, when the caller knows already.
+    init(head: HTTPRequestHead, clientKeepAlive: Bool? = nil, started: NIODeadline, requestTimeout: TimeAmount,
+         requestBytes: Int) {
         self.phase = .acquiring
         self.method = head.method
         self.version = head.version
-        self.clientKeepAlive = ProxyHeaders.isKeepAlive(head.headers, version: head.version)
+        self.clientKeepAlive = clientKeepAlive ?? ProxyHeaders.isKeepAlive(head.headers, version: head.version)
         self.started = started
         self.lastProgress = started
         self.requestTimeout = requestTimeout

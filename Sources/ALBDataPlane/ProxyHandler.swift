@@ -285,9 +285,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             ?? self.peerIP
         let logging = self.loopState.accessLog != nil
         // Well formed (the decoder refused a malformed one); HTTP/2 streams carry no `Upgrade`.
-        let webSocket = self.framing == .http1 && WebSocketHandshake.isRequested(head)
+        let fields = ProxyHeaders.RequestFieldSummary(head.headers)
+        let webSocket = self.framing == .http1 && fields.asksForWebSocket(head)
         self.nextExchangeID &+= 1
-        let machine = ProxyExchange(head: head, started: context.eventLoop.now,
+        let machine = ProxyExchange(head: head, clientKeepAlive: fields.isKeepAlive(head), started: context.eventLoop.now,
                                     requestTimeout: snapshot.config.requestTimeout,
                                     requestBytes: logging ? Self.estimatedSize(of: head) : 0)
         let exchange = Exchange(id: self.nextExchangeID, head: head, clientIP: clientIP,
@@ -311,7 +312,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                     clientCertificate: self.clientCertificate
                 ),
                 options: snapshot.forwardedHeaders,
-                backendSpeaksHTTP2: server.server.useHTTP2
+                backendSpeaksHTTP2: server.server.useHTTP2,
+                summary: fields
             )
             if webSocket && !server.server.useHTTP2 {
                 WebSocketHandshake.addUpgradeFields(to: &backendHead.headers)
@@ -319,8 +321,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             exchange.backendHead = backendHead
         }
         let decision = exchange.machine.receiveHead(
-            serverAvailable: server != nil, hasBody: Self.hasBody(head),
-            expectsContinue: head.version.minor >= 1 && ProxyHeaders.expectsContinue(head.headers),
+            serverAvailable: server != nil, hasBody: fields.hasBody,
+            expectsContinue: head.version.minor >= 1 && fields.expectsContinue(head),
             upgradeRequested: webSocket)
         switch decision {
         case .respond(let status, let close):
@@ -805,12 +807,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     /// Whether the request announces a body (so its end does not follow the head at once).
-    private static func hasBody(_ head: HTTPRequestHead) -> Bool {
-        if head.headers.contains(lowercased: "transfer-encoding") { return true }
-        guard let length = head.headers.first(lowercased: "content-length") else { return false }
-        return length != "0"
-    }
-
     private static func estimatedSize(of head: HTTPRequestHead) -> Int {
         var size = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
         for (name, value) in head.headers {

@@ -260,6 +260,45 @@ final class FieldCrossingTests: XCTestCase {
     }
 }
 
+final class RequestFieldSummaryTests: XCTestCase {
+    /// Every combination of the fields the summary reads (none, one, two of a kind, in other cases, with
+    /// neighbours of the same lengths) over HTTP/1.0, 1.1 and 2: its answers are the field-by-field look-ups'.
+    func testTheSummaryAnswersAsTheLookUpsDo() {
+        let choices: [[(String, String)]] = [
+            [], [("Connection", "close")], [("connection", "keep-alive")], [("CONNECTION", "Upgrade, keep-alive")],
+            [("Connection", "close"), ("Connection", "keep-alive")], [("Collection", "close")],
+        ]
+        let others: [[(String, String)]] = [
+            [], [("Upgrade", "websocket")], [("Expect", "100-continue")], [("EXPECT", "100-CONTINUE, x")],
+            [("Expect", "other")], [("Accept", "100-continue")], [("Transfer-Encoding", "chunked")],
+            [("Transfer-Encoding", "gzip, chunked")], [("Content-Length", "0")], [("content-length", "12")],
+            [("Content-Length", "0"), ("Content-Length", "5")], [("Content-Length", "5"), ("Content-Length", "0")],
+            [("Content-Lengths", "5")], [("Upgrade", "websocket"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                                         ("Sec-WebSocket-Version", "13")],
+        ]
+        for version in [HTTPVersion.http1_0, .http1_1, HTTPVersion(major: 2, minor: 0)] {
+            for method in [HTTPMethod.GET, .POST] {
+                for connection in choices {
+                    for other in others {
+                        let headers = HTTPHeaders([("Host", "h")] + connection + other)
+                        let head = HTTPRequestHead(version: version, method: method, uri: "/", headers: headers)
+                        let summary = ProxyHeaders.RequestFieldSummary(headers)
+                        let context = "\(version) \(method) \(headers)"
+                        XCTAssertEqual(summary.isKeepAlive(head),
+                                       ProxyHeaders.isKeepAlive(headers, version: version), context)
+                        XCTAssertEqual(summary.expectsContinue(head), ProxyHeaders.expectsContinue(headers), context)
+                        XCTAssertEqual(summary.asksForWebSocket(head), WebSocketHandshake.isRequested(head), context)
+                        XCTAssertEqual(summary.hasTransferEncoding, headers.contains(name: "transfer-encoding"), context)
+                        let hasBody = headers.contains(name: "transfer-encoding")
+                            || (headers.first(name: "content-length").map { $0 != "0" } ?? false)
+                        XCTAssertEqual(summary.hasBody, hasBody, context)
+                    }
+                }
+            }
+        }
+    }
+}
+
 final class HeaderLookupTests: XCTestCase {
     /// The proxy's lookups answer as NIO's `first(name:)` and `contains(name:)` do, for names of the same
     /// length, in any case, repeated and absent.
