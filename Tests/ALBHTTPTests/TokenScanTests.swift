@@ -56,6 +56,26 @@ final class TokenScanTests: XCTestCase {
     }
 }
 
+/// The word-at-a-time check of a field value must agree with the byte-at-a-time definition (RFC 9110 section 5.5)
+/// for every byte at every position of every length from 0 to 25: whole words, the overlapping last word, the two
+/// halves of a value of four to seven bytes, and the bytes of a shorter one.
+final class FieldValueScanTests: XCTestCase {
+    func testEveryByteAtEveryPositionOfEveryLengthIsJudgedAsTheDefinitionJudgesIt() {
+        for length in 0...25 {
+            let clean = [UInt8](repeating: UInt8(ascii: "v"), count: length)
+            XCTAssertTrue(clean.withUnsafeBytes { HTTP1Syntax.areFieldValueChars($0) }, "length \(length)")
+            for position in 0..<length {
+                for byte in 0...255 {
+                    var bytes = clean
+                    bytes[position] = UInt8(byte)
+                    XCTAssertEqual(bytes.withUnsafeBytes { HTTP1Syntax.areFieldValueChars($0) },
+                                   HTTP1Syntax.isFieldValueChar(UInt8(byte)), "byte \(byte) at \(position) of \(length)")
+                }
+            }
+        }
+    }
+}
+
 /// The word-at-a-time case-insensitive compare must agree with the byte-at-a-time one for every byte value at
 /// every position of every length the decoders compare (names up to `proxy-connection`, values like `close`).
 final class CaseInsensitiveCompareTests: XCTestCase {
