@@ -69,6 +69,27 @@ final class HeadEncodingBufferTests: XCTestCase {
         }
     }
 
+    /// Heads of 1 to 60 fields, in a head's own buffer (512 bytes) and in the loop's head memory, so that the
+    /// room first at hand is outgrown after any field: the head is written whole, and a request with a field
+    /// that may not be sent is refused at every size.
+    func testAHeadThatOutgrowsTheRoomAtHandAfterAnyFieldIsWrittenWholeOrRefused() {
+        let allocator = ByteBufferAllocator()
+        let heads = HeadEncodingBuffer()
+        for count in 1...60 {
+            let fields = (0..<count).map { ("X-Field-\($0)", String(repeating: "v", count: 12)) }
+            let lines = fields.map { "\($0.0): \($0.1)\r\n" }.joined()
+            let response = HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders(fields))
+            XCTAssertEqual(String(buffer: allocator.http1ResponseHead(response)), "HTTP/1.1 200 OK\r\n\(lines)\r\n")
+            XCTAssertEqual(String(buffer: heads.http1ResponseHead(response)), "HTTP/1.1 200 OK\r\n\(lines)\r\n")
+            let request = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: HTTPHeaders(fields))
+            XCTAssertEqual(allocator.http1RequestHead(request).map { String(buffer: $0) }, "GET / HTTP/1.1\r\n\(lines)\r\n")
+            var refused = request
+            refused.headers.add(name: "X-Bad", value: "a\u{01}b")
+            XCTAssertNil(allocator.http1RequestHead(refused), "\(count) fields")
+            XCTAssertNil(heads.http1RequestHead(refused), "\(count) fields")
+        }
+    }
+
     func testALargeHeadIsEncodedWholeAndItsMemoryIsNotKept() {
         let heads = HeadEncodingBuffer()
         var large = self.response
