@@ -285,10 +285,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             ?? self.peerIP
         let logging = self.loopState.accessLog != nil
         // Well formed (the decoder refused a malformed one); HTTP/2 streams carry no `Upgrade`.
-        let fields = ProxyHeaders.RequestFieldSummary(head.headers)
-        let webSocket = self.framing == .http1 && fields.asksForWebSocket(head)
+        let fieldSummary = ProxyHeaders.RequestFieldSummary(head.headers)
+        let webSocket = self.framing == .http1 && fieldSummary.asksForWebSocket(head)
         self.nextExchangeID &+= 1
-        let machine = ProxyExchange(head: head, clientKeepAlive: fields.isKeepAlive(head), started: context.eventLoop.now,
+        let machine = ProxyExchange(head: head, clientKeepAlive: fieldSummary.isKeepAlive(head), started: context.eventLoop.now,
                                     requestTimeout: snapshot.config.requestTimeout,
                                     requestBytes: logging ? Self.estimatedSize(of: head) : 0)
         let exchange = Exchange(id: self.nextExchangeID, head: head, clientIP: clientIP,
@@ -313,7 +313,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 ),
                 options: snapshot.forwardedHeaders,
                 backendSpeaksHTTP2: server.server.useHTTP2,
-                summary: fields
+                summary: fieldSummary
             )
             if webSocket && !server.server.useHTTP2 {
                 WebSocketHandshake.addUpgradeFields(to: &backendHead.headers)
@@ -321,8 +321,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             exchange.backendHead = backendHead
         }
         let decision = exchange.machine.receiveHead(
-            serverAvailable: server != nil, hasBody: fields.hasBody,
-            expectsContinue: head.version.minor >= 1 && fields.expectsContinue(head),
+            serverAvailable: server != nil, hasBody: fieldSummary.hasBody,
+            expectsContinue: head.version.minor >= 1 && fieldSummary.expectsContinue(head),
             upgradeRequested: webSocket)
         switch decision {
         case .respond(let status, let close):
@@ -806,7 +806,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         self.exchange = nil
     }
 
-    /// Whether the request announces a body (so its end does not follow the head at once).
     private static func estimatedSize(of head: HTTPRequestHead) -> Int {
         var size = head.method.rawValue.utf8.count + head.uri.utf8.count + 12
         for (name, value) in head.headers {

@@ -113,7 +113,7 @@ public enum ProxyHeaders {
     /// What becomes of a field named `name` (any case): ``hopByHop`` and ``forwarding`` as one switch on the
     /// name's length, then a compare for each name of that length. Most names have a length none of them has;
     /// a look-up in each list cost about 90 instructions a field (callgrind), most of a field's way through
-    /// ``fieldsPassedOn(_:keepForwarding:extra:)``. `ProxyHeadersTests` holds the switch to the two lists.
+    /// ``fieldsPassedOn(_:keepForwarding:extra:)``. `FieldCrossingTests` holds the switch to the two lists.
     static func crossing(_ name: String) -> Crossing {
         func named(_ lowercased: StaticString) -> Bool { HTTP1Syntax.equalsIgnoringASCIICase(name, lowercased) }
         switch name.utf8.count {
@@ -390,6 +390,9 @@ public enum ProxyHeaders {
     /// - `X-Forwarded-Proto`, `-Port`, `-Host`, `-Client-srcport`: a trusted proxy's value is kept (it
     ///   saw the original request); otherwise the listener's own.
     /// - `SLB-ID`: always this load balancer's name.
+    ///
+    /// `summary`: the request's ``RequestFieldSummary`` when the caller has it, so that its fields are not
+    /// searched again for a transfer coding.
     public static func backendRequestHead(
         from client: HTTPRequestHead,
         forwarding: ForwardingContext,
