@@ -156,11 +156,10 @@ public struct StrictHTTPRequestDecoder {
             guard bytes[targetStart..<secondSpace].allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else { return nil }
             let version = UnsafeRawBufferPointer(rebasing: bytes[(secondSpace + 1)...])
             guard version.count == 8, let minor = HTTP1Syntax.http1MinorVersion(startOf: version) else { return nil }
-            let method = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[0..<firstSpace]), as: UTF8.self)
-            let target = String(
-                decoding: UnsafeRawBufferPointer(rebasing: bytes[targetStart..<secondSpace]),
-                as: UTF8.self
-            )
+            // Both are ASCII (checked above): up to 15 bytes, the method always and a short target, are packed
+            // inline without the standard library's validation (about 100 instructions less each, callgrind).
+            let method = String(shortUTF8: UnsafeRawBufferPointer(rebasing: bytes[0..<firstSpace]))
+            let target = String(shortUTF8: UnsafeRawBufferPointer(rebasing: bytes[targetStart..<secondSpace]))
             return (method, target, minor)
         }
         guard let (method, target, minor) = parsed else { throw HTTPEdgeError.badRequest("malformed request line") }

@@ -175,6 +175,33 @@ final class StrictHTTPRequestDecoderTests: XCTestCase {
         assertBadRequest("GET /\u{1} HTTP/1.1\r\nHost: h\r\n\r\n")
     }
 
+    func testMethodsAndTargetsOfEveryLengthAreReadAsSent() throws {
+        // Up to 15 bytes a text is packed inline, longer ones are stored: both sides of that edge, for the
+        // method (NIO's named methods, an extension method, one in lowercase) and the target.
+        let methods = ["GET", "PUT", "HEAD", "POST", "PATCH", "TRACE", "DELETE", "OPTIONS", "PROPFIND", "M-SEARCH",
+                       "get", "VERSION-CONTROL", "A-VERY-LONG-METHOD1", "X"]
+        let targets = (1...40).map { "/" + String(repeating: "a", count: $0 - 1) } + ["/~a-b_c.d?e=f&g=%20#", "*"]
+        for method in methods {
+            for target in targets {
+                let parts = try decode("\(method) \(target) HTTP/1.1\r\nHost: h\r\n\r\n")
+                guard case .head(let head) = parts.first else { return XCTFail("no head for \(method) \(target)") }
+                XCTAssertEqual(head.method, HTTPMethod(rawValue: method))
+                XCTAssertEqual(head.method.rawValue, method)
+                XCTAssertEqual(head.uri, target)
+                XCTAssertEqual(Array(head.uri.utf8), Array(target.utf8))
+            }
+        }
+    }
+
+    func testEmptyLinesBeforeARequestAreSkippedAndABareCRIsRefused() throws {
+        for byteByByte in [false, true] {
+            let parts = try decode("\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\n\r\n\r\nGET /y HTTP/1.1\r\nHost: h\r\n\r\n",
+                                   byteByByte: byteByByte)
+            XCTAssertEqual(parts.compactMap { if case .head(let head) = $0 { head.uri } else { nil } }, ["/x", "/y"])
+        }
+        assertBadRequest("\rGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    }
+
     func testHostIsRequiredOnceOnHTTP11() throws {
         assertBadRequest("GET / HTTP/1.1\r\n\r\n")
         assertBadRequest("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
