@@ -93,6 +93,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private let runtime: ListenerRuntime
     private let loopState: ListenerLoopState
     private var context: ChannelHandlerContext?
+    /// The context's channel while the handler is in its pipeline: asked whether it is writable after every
+    /// response body part, which through `context.channel` costs a trip through the pipeline and a retain.
+    private var channel: Channel?
     /// The transport's handler right before this one (an HTTP/1 connection's, an HTTP/2 stream's codec) while the
     /// two call each other directly (``DirectExchangeApplication``); nil: response parts go through the pipeline
     /// (a compressor or a gate in between).
@@ -147,6 +150,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.channel = context.channel
         if self.endpoints == nil {
             self.endpoints = ClientEndpoints(of: context.channel)
         }
@@ -156,6 +160,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         self.edge?.detachApplication()
         self.abandonExchange()
         self.context = nil
+        self.channel = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -442,7 +447,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         guard let backend else { return }
         backend.delegate = self
         self.backend = backend
-        if let head = exchange.backendHead {
+        // Taken, not copied: nothing sends it again, and the write path then holds its only reference.
+        if let head = exchange.backendHead.take() {
             backend.write(.head(head))
         }
         let queued = exchange.queued
@@ -502,7 +508,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         case .body(let buffer):
             exchange.machine.receiveResponseBody(bytes: buffer.readableBytes)
             self.writeToClient(.body(.byteBuffer(buffer)), context: context)
-            if !context.channel.isWritable {
+            if self.channel?.isWritable == false {
                 backend.pauseReads()
             }
         case .end(let trailers):
@@ -578,7 +584,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         self.cancelRequestTimer()
         _ = self.tlsVersion  // read while the handler can still reach the TLS handler
         let tunnel = ByteTunnel(
-            idleTimeout: { [snapshot = self.runtime.snapshot] in snapshot.load(ordering: .relaxed).config.idleTimeout },
+            idleTimeout: { [runtime = self.runtime] in runtime.idleTimeout },
             onClose: { totals in
                 exchange.machine.requestBytes += totals.bytesFromClient
                 exchange.machine.responseBytes += totals.bytesFromBackend
