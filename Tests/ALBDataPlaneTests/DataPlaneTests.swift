@@ -516,10 +516,11 @@ final class DataPlaneTests: DataPlaneTestCase {
         let closed = await waitForClose(client.channel, timeout: .seconds(3))
         XCTAssertTrue(closed)
 
-        // An update applies to the next idle period of existing connections.
+        // An update applies to the next idle period of existing connections: this one was opened under the
+        // 500 ms timeout and is idle again after a request made under the new one.
+        let second = try await self.client(address)
         config.idleTimeout = .seconds(30)
         try dataPlane.update(config)
-        let second = try await self.client(address)
         _ = try await second.request(.GET, "/")
         try await Task.sleep(nanoseconds: 800_000_000)
         XCTAssertTrue(second.channel.isActive)
