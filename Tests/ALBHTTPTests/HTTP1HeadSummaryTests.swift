@@ -51,6 +51,14 @@ final class HTTP1HeadSummaryTests: XCTestCase {
             "Connection: Content-Length, Host\r\nHost: backend\r\n",
             "Content-Length: 0\r\nContent-Length: 0\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n",
             "Content-Length: 0, 0\r\nConnection: close\r\n",
+            // One option, no comma: read whole rather than split.
+            "Connection: KEEP-ALIVE\r\n",
+            "Connection: x-private\r\nX-Private: secret\r\n",
+            "Connection: Upgrade\r\nUpgrade: h2c\r\n",
+            "Connection: keep alive\r\n",
+            "Connection:\r\n",
+            "Connection:   \r\nKeep-Alive: timeout=5\r\n",
+            "Connection: Close\r\nClose: reserved\r\n",
         ]
         var responses: [String] = []
         for version in ["HTTP/1.1", "HTTP/1.0"] {
