@@ -127,14 +127,12 @@ struct HTTP1LineReader {
     /// The next line of the section, or nil until it is complete. Counts against `limit` together with the
     /// section's lines before it.
     mutating func nextSectionLine(_ buffer: ByteBuffer, limit: Int) throws -> Line? {
-        try self.nextLine(buffer, used: self.sectionBytes, limit: limit) {
-            HTTP1SyntaxError.tooLarge("more than \(limit) bytes")
-        }
+        try self.nextLine(buffer, used: self.sectionBytes, limit: limit, overLimit: Self.sectionTooLarge)
     }
 
     /// A chunk-size line, which counts against no section.
     mutating func nextChunkLine(_ buffer: ByteBuffer, limit: Int) throws -> Line? {
-        try self.nextLine(buffer, used: 0, limit: limit) { HTTP1SyntaxError.malformed("chunk size line too long") }
+        try self.nextLine(buffer, used: 0, limit: limit) { _ in HTTP1SyntaxError.malformed("chunk size line too long") }
     }
 
     /// Consumes a line of the section.
@@ -151,19 +149,28 @@ struct HTTP1LineReader {
 
     /// Consumes the field lines of a header section as they arrive, into `fields`: true once its empty line is
     /// read.
+    ///
+    /// Every complete line at hand is read through one view of the buffer's bytes, consumed when the view ends:
+    /// a view of its own for each line and each field retained and released the buffer's storage each time,
+    /// and the field went into the array straight from the parse (through ``FieldLine`` each cost two more
+    /// retains and releases of its strings; callgrind).
     mutating func readFields(_ buffer: inout ByteBuffer, into fields: inout [(String, String)],
                              limits: HTTP1HeadLimits) throws -> Bool {
-        // The field goes from the parse straight into the array: through ``FieldLine`` each cost two more
-        // retains and releases of its strings (callgrind).
-        while let line = try self.nextSectionLine(buffer, limit: limits.maxHeaderBytes) {
-            if line.content == 0 {
-                self.consume(&buffer, line)
-                return true
+        var consumed = 0
+        defer { buffer.moveReaderIndex(forwardBy: consumed) }
+        return try buffer.withUnsafeReadableBytes { bytes in
+            while let line = try self.nextLine(in: bytes, from: consumed, used: self.sectionBytes,
+                                               limit: limits.maxHeaderBytes, overLimit: Self.sectionTooLarge) {
+                if line.content > 0 {
+                    let content = UnsafeRawBufferPointer(rebasing: bytes[consumed..<consumed + line.content])
+                    fields.append(try self.parseField(content, maxCount: limits.maxHeaderCount))
+                }
+                consumed += line.total
+                self.sectionBytes += line.total
+                if line.content == 0 { return true }
             }
-            fields.append(try self.parseField(buffer, length: line.content, maxCount: limits.maxHeaderCount))
-            self.consume(&buffer, line)
+            return false
         }
-        return false
     }
 
     /// Consumes the next field line of a header or trailer section, or the empty line after it; nil until
@@ -174,82 +181,97 @@ struct HTTP1LineReader {
             self.consume(&buffer, line)
             return .endOfSection
         }
-        let (name, value) = try self.parseField(buffer, length: line.content, maxCount: limits.maxHeaderCount)
+        let (name, value) = try buffer.withUnsafeReadableBytes { bytes in
+            try self.parseField(UnsafeRawBufferPointer(rebasing: bytes[0..<line.content]), maxCount: limits.maxHeaderCount)
+        }
         self.consume(&buffer, line)
         return .field(name: name, value: value)
     }
 
-    /// Finds the next CRLF-terminated line without consuming it. Refuses a bare LF, a CR inside the
-    /// line, and lines that would take the section past `limit` (checked before the line is complete,
-    /// so an endless line is refused as soon as it crosses the limit).
+    private static func sectionTooLarge(_ limit: Int) -> HTTP1SyntaxError {
+        HTTP1SyntaxError.tooLarge("more than \(limit) bytes")
+    }
+
+    /// Finds the next CRLF-terminated line without consuming it. See ``nextLine(in:from:used:limit:overLimit:)``.
     private mutating func nextLine(
         _ buffer: ByteBuffer,
         used: Int,
         limit: Int,
-        overLimit: () -> HTTP1SyntaxError
+        overLimit: (Int) -> HTTP1SyntaxError
     ) throws -> Line? {
-        let start = self.scanned
-        // memchr: a head is a few hundred bytes per message, scanned for LF and then CR on every line.
-        let found: Int? = buffer.withUnsafeReadableBytes { bytes in
-            guard start < bytes.count, let base = bytes.baseAddress,
-                let hit = memchr(base + start, Int32(Self.lf), bytes.count - start)
-            else { return nil }
-            return base.distance(to: UnsafeRawPointer(hit))
+        try buffer.withUnsafeReadableBytes { bytes in
+            try self.nextLine(in: bytes, from: 0, used: used, limit: limit, overLimit: overLimit)
         }
-        guard let lf = found else {
-            self.scanned = buffer.readableBytes
-            if used + buffer.readableBytes > limit { throw overLimit() }
+    }
+
+    /// Finds the next CRLF-terminated line of `bytes`, starting at `start`, without consuming it. Refuses a
+    /// bare LF, a CR inside the line, and lines that would take the section past `limit` (checked before the
+    /// line is complete, so an endless line is refused as soon as it crosses the limit).
+    private mutating func nextLine(
+        in bytes: UnsafeRawBufferPointer,
+        from start: Int,
+        used: Int,
+        limit: Int,
+        overLimit: (Int) -> HTTP1SyntaxError
+    ) throws -> Line? {
+        let available = bytes.count - start
+        let scanned = self.scanned
+        // memchr: a head is a few hundred bytes per message, scanned for LF and then CR on every line.
+        guard scanned < available, let base = bytes.baseAddress,
+            let hit = memchr(base + start + scanned, Int32(Self.lf), available - scanned)
+        else {
+            self.scanned = available
+            if used + available > limit { throw overLimit(limit) }
             return nil
         }
+        let lineStart = base + start
+        let lf = lineStart.distance(to: UnsafeRawPointer(hit))
         self.scanned = 0
         let total = lf + 1
-        if used + total > limit { throw overLimit() }
-        let hasBareCR: Bool? = buffer.withUnsafeReadableBytes { bytes in
-            guard lf >= 1, bytes[lf - 1] == Self.cr, let base = bytes.baseAddress else { return nil }
-            return memchr(base, Int32(Self.cr), lf - 1) != nil
+        if used + total > limit { throw overLimit(limit) }
+        guard lf >= 1, lineStart.load(fromByteOffset: lf - 1, as: UInt8.self) == Self.cr else {
+            throw HTTP1SyntaxError.malformed("bare LF")
         }
-        guard let bareCR = hasBareCR else { throw HTTP1SyntaxError.malformed("bare LF") }
-        if bareCR { throw HTTP1SyntaxError.malformed("bare CR") }
+        if memchr(lineStart, Int32(Self.cr), lf - 1) != nil { throw HTTP1SyntaxError.malformed("bare CR") }
         return Line(content: lf - 1, total: total)
     }
 
-    /// One field line (`name: value`, RFC 9112 section 5): a token for a name, no whitespace before the
-    /// colon, no obsolete line folding, a value of visible characters, spaces and tabs, trimmed.
-    private mutating func parseField(_ buffer: ByteBuffer, length: Int, maxCount: Int) throws -> (name: String, value: String) {
+    /// One field line (`name: value`, RFC 9112 section 5), `bytes` without its CRLF: a token for a name, no
+    /// whitespace before the colon, no obsolete line folding, a value of visible characters, spaces and tabs,
+    /// trimmed.
+    private mutating func parseField(_ bytes: UnsafeRawBufferPointer, maxCount: Int) throws -> (name: String, value: String) {
         self.fieldCount += 1
         if self.fieldCount > maxCount {
             throw HTTP1SyntaxError.tooLarge("more than \(maxCount) fields")
         }
         // One pass over the line's bytes by pointer: through slices and `allSatisfy` this took about 500
         // instructions a field (callgrind), more than the rest of the line reader.
-        return try buffer.withUnsafeReadableBytes { all -> (String, String) in
-            guard length > 0, length <= all.count, let base = all.baseAddress else {
-                throw HTTP1SyntaxError.malformed("malformed header field name")
-            }
-            let bytes = UnsafeRawBufferPointer(start: base, count: length)  // bounds checked in debug builds only
-            if HTTP1Syntax.isWhitespace(bytes[0]) {
-                throw HTTP1SyntaxError.malformed("obsolete line folding")
-            }
-            // The name runs to the first byte that is not a token character, which must be the colon.
-            let colon = HTTP1Syntax.tokenPrefixLength(bytes)
-            guard colon > 0, colon < length, bytes[colon] == UInt8(ascii: ":") else {
-                throw HTTP1SyntaxError.malformed("malformed header field name")
-            }
-            var valueStart = colon + 1
-            var valueEnd = length
-            while valueStart < valueEnd, HTTP1Syntax.isWhitespace(bytes[valueStart]) { valueStart += 1 }
-            while valueEnd > valueStart, HTTP1Syntax.isWhitespace(bytes[valueEnd - 1]) { valueEnd -= 1 }
-            let name = UnsafeRawBufferPointer(start: base, count: colon)
-            let value = UnsafeRawBufferPointer(start: base + valueStart, count: valueEnd - valueStart)
-            guard HTTP1Syntax.areFieldValueChars(value) else {
-                throw HTTP1SyntaxError.malformed("invalid character in header field value")
-            }
-            self.summary.read(position: self.fieldCount - 1, name: name, value: value)
-            if let texts = self.fieldTexts {
-                return (texts.text(name), texts.text(value))
-            }
-            return (String(shortUTF8: name), String(shortUTF8: value))
+        let length = bytes.count
+        guard length > 0, let base = bytes.baseAddress else {
+            throw HTTP1SyntaxError.malformed("malformed header field name")
         }
+        if HTTP1Syntax.isWhitespace(bytes[0]) {
+            throw HTTP1SyntaxError.malformed("obsolete line folding")
+        }
+        // The name runs to the first byte that is not a token character, which must be the colon.
+        let colon = HTTP1Syntax.tokenPrefixLength(bytes)
+        guard colon > 0, colon < length, bytes[colon] == UInt8(ascii: ":") else {
+            throw HTTP1SyntaxError.malformed("malformed header field name")
+        }
+        var valueStart = colon + 1
+        var valueEnd = length
+        while valueStart < valueEnd, HTTP1Syntax.isWhitespace(bytes[valueStart]) { valueStart += 1 }
+        while valueEnd > valueStart, HTTP1Syntax.isWhitespace(bytes[valueEnd - 1]) { valueEnd -= 1 }
+        let name = UnsafeRawBufferPointer(start: base, count: colon)
+        let value = UnsafeRawBufferPointer(start: base + valueStart, count: valueEnd - valueStart)
+        guard HTTP1Syntax.areFieldValueChars(value) else {
+            throw HTTP1SyntaxError.malformed("invalid character in header field value")
+        }
+        self.summary.read(position: self.fieldCount - 1, name: name, value: value)
+        if let texts = self.fieldTexts {
+            return (texts.text(name), texts.text(value))
+        }
+        return (String(shortUTF8: name), String(shortUTF8: value))
     }
 }
 
