@@ -50,6 +50,13 @@ public final class FieldTextCache {
         return self.keptText(base, count: bytes.count)
     }
 
+    /// The texts of a field's name and value, in one call: the caller's reference to the cache is not retained
+    /// across two (about 40 instructions a field, callgrind).
+    @inline(never)
+    func texts(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> (String, String) {
+        (self.text(name), self.text(value))
+    }
+
     private func keptText(_ base: UnsafeRawPointer, count: Int) -> String {
         let bytes = UnsafeRawBufferPointer(start: base, count: count)
         let set = Self.set(base, count: count)

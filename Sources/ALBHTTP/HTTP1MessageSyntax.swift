@@ -158,12 +158,14 @@ struct HTTP1LineReader {
                              limits: HTTP1HeadLimits) throws -> Bool {
         var consumed = 0
         defer { buffer.moveReaderIndex(forwardBy: consumed) }
+        // Taken once: read from `self` in each field's parse, the cache was retained and released a field.
+        let texts = self.fieldTexts
         return try buffer.withUnsafeReadableBytes { bytes in
             while let line = try self.nextLine(in: bytes, from: consumed, used: self.sectionBytes,
                                                limit: limits.maxHeaderBytes, overLimit: Self.sectionTooLarge) {
                 if line.content > 0 {
                     let content = UnsafeRawBufferPointer(rebasing: bytes[consumed..<consumed + line.content])
-                    fields.append(try self.parseField(content, maxCount: limits.maxHeaderCount))
+                    fields.append(try self.parseField(content, texts: texts, maxCount: limits.maxHeaderCount))
                 }
                 consumed += line.total
                 self.sectionBytes += line.total
@@ -182,7 +184,8 @@ struct HTTP1LineReader {
             return .endOfSection
         }
         let (name, value) = try buffer.withUnsafeReadableBytes { bytes in
-            try self.parseField(UnsafeRawBufferPointer(rebasing: bytes[0..<line.content]), maxCount: limits.maxHeaderCount)
+            try self.parseField(UnsafeRawBufferPointer(rebasing: bytes[0..<line.content]), texts: self.fieldTexts,
+                                maxCount: limits.maxHeaderCount)
         }
         self.consume(&buffer, line)
         return .field(name: name, value: value)
@@ -238,8 +241,9 @@ struct HTTP1LineReader {
 
     /// One field line (`name: value`, RFC 9112 section 5), `bytes` without its CRLF: a token for a name, no
     /// whitespace before the colon, no obsolete line folding, a value of visible characters, spaces and tabs,
-    /// trimmed.
-    private mutating func parseField(_ bytes: UnsafeRawBufferPointer, maxCount: Int) throws -> (name: String, value: String) {
+    /// trimmed. Its texts come from `texts` when there is a cache.
+    private mutating func parseField(_ bytes: UnsafeRawBufferPointer, texts: FieldTextCache?,
+                                     maxCount: Int) throws -> (name: String, value: String) {
         self.fieldCount += 1
         if self.fieldCount > maxCount {
             throw HTTP1SyntaxError.tooLarge("more than \(maxCount) fields")
@@ -268,10 +272,8 @@ struct HTTP1LineReader {
             throw HTTP1SyntaxError.malformed("invalid character in header field value")
         }
         self.summary.read(position: self.fieldCount - 1, name: name, value: value)
-        if let texts = self.fieldTexts {
-            return (texts.text(name), texts.text(value))
-        }
-        return (String(shortUTF8: name), String(shortUTF8: value))
+        // Optional chaining borrows the cache; binding it (`if let`) retained and released it a field.
+        return texts?.texts(name: name, value: value) ?? (String(shortUTF8: name), String(shortUTF8: value))
     }
 }
 
