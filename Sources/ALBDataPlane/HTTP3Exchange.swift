@@ -301,7 +301,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
             writer?.connectionNeedsWrite(connection)
         case .end:
             let end = machine.receiveResponseEnd()
-            if let server { loopState.observeUpstream(server.metricsKey, started: machine.started) }
+            if let server { loopState.observeUpstream(server, started: machine.started) }
             backend.delegate = nil
             self.backend = nil
             giveBackCredit()

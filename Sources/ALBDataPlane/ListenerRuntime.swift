@@ -88,9 +88,11 @@ final class ListenerLoopState {
     }
 
     /// A server's answer, from the request head to the end of its response (``detailedMetrics`` only).
-    func observeUpstream(_ key: UpstreamKey, started: NIODeadline) {
+    /// Takes the server, not its key: passing the key copied its two strings (about 170 instructions a
+    /// response) also when detailed metrics are off.
+    func observeUpstream(_ server: BalancedServer, started: NIODeadline) {
         guard self.detailedMetrics else { return }
-        self.counters.observeUpstream(key, self.eventLoop.now - started)
+        self.counters.observeUpstream(server.metricsKey, self.eventLoop.now - started)
     }
 
     func flushLog() {

@@ -514,7 +514,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         case .end(let trailers):
             let end = exchange.machine.receiveResponseEnd()
             if let server = exchange.server {
-                self.loopState.observeUpstream(server.metricsKey, started: exchange.machine.started)
+                self.loopState.observeUpstream(server, started: exchange.machine.started)
             }
             if end.tunnel {
                 self.startTunnel(exchange, backend: backend, context: context)
