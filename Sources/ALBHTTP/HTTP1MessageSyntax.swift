@@ -158,7 +158,7 @@ struct HTTP1LineReader {
                              limits: HTTP1HeadLimits) throws -> Bool {
         var consumed = 0
         defer { buffer.moveReaderIndex(forwardBy: consumed) }
-        // Taken once: read from `self` in each field's parse, the cache was retained and released a field.
+        // Read once for the loop and borrowed by each field's parse (see `parseField`).
         let texts = self.fieldTexts
         return try buffer.withUnsafeReadableBytes { bytes in
             while let line = try self.nextLine(in: bytes, from: consumed, used: self.sectionBytes,
