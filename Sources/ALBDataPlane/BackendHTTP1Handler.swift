@@ -42,8 +42,9 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
     /// The input ended while a decode ran: the decoder hears of it once that decode is over.
     private var inputEnded = false
     private var endFed = false
-    /// Request heads written while a decode ran, for the decoder before its next step.
-    private var writtenWhileDecoding: [HTTPRequestHead] = []
+    /// Request heads written while a decode ran, for the decoder before its next step, each with whether its
+    /// response's field lines are relayed.
+    private var writtenWhileDecoding: [(head: HTTPRequestHead, relayingFieldLines: Bool)] = []
     /// The framing of the request body being written.
     private var body = HTTP1BodyWriter()
     /// The event loop's memory for request heads; nil: each head gets a buffer of its own.
@@ -134,12 +135,16 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
         func received(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary) {
             self.handler.deliver(.head(consume head), summary: summary, context: self.context)
         }
+
+        func received(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines) {
+            self.handler.deliver(head: head, summary: summary, fieldLines: fieldLines, context: self.context)
+        }
     }
 
     private func showDecoderWrittenHeads() {
         guard !self.writtenWhileDecoding.isEmpty else { return }
-        for head in self.writtenWhileDecoding {
-            self.decoder.expectResponse(to: head)
+        for (head, relaying) in self.writtenWhileDecoding {
+            self.decoder.expectResponse(to: head, relayingFieldLines: relaying)
         }
         self.writtenWhileDecoding.removeAll(keepingCapacity: true)
     }
@@ -168,6 +173,11 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
         self.send(part, promise: nil, context: context)
     }
 
+    override func write(_ head: HTTPRequestHead, relayingResponseFieldLines: Bool) {
+        guard let context = self.context else { return }
+        self.send(.head(head), relayingResponseFieldLines: relayingResponseFieldLines, promise: nil, context: context)
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if self.removing {
             // A tunnel's bytes, written before this handler is out of the pipeline.
@@ -177,7 +187,8 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
         self.send(self.unwrapOutboundIn(data), promise: promise, context: context)
     }
 
-    private func send(_ part: HTTPClientRequestPart, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+    private func send(_ part: HTTPClientRequestPart, relayingResponseFieldLines: Bool = false,
+                      promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
             // The fields are checked as they are encoded.
@@ -190,9 +201,9 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
                 return
             }
             if self.decoding {
-                self.writtenWhileDecoding.append(framed)
+                self.writtenWhileDecoding.append((framed, relayingResponseFieldLines))
             } else {
-                self.decoder.expectResponse(to: framed)
+                self.decoder.expectResponse(to: framed, relayingFieldLines: relayingResponseFieldLines)
             }
             self.body.start(chunked: chunked)
             context.write(Self.wrapOutbound(.byteBuffer(bytes)), promise: promise)

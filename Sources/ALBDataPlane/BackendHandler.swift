@@ -7,9 +7,20 @@ protocol BackendConnectionDelegate: AnyObject {
     /// A response part; with a head, what its decoder learnt of its fields when there is one (an HTTP/1
     /// connection's), nil otherwise.
     func backendRead(_ part: consuming HTTPClientResponsePart, summary: HTTP1HeadSummary?)
+    /// A head whose request asked for its field lines (``BackendHandler/write(_:relayingResponseFieldLines:)``):
+    /// `head` has no fields, `fieldLines` has them. By default they are put back in the head.
+    func backendRead(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines)
     func backendReadComplete()
     func backendWritabilityChanged(isWritable: Bool)
     func backendClosed()
+}
+
+extension BackendConnectionDelegate {
+    func backendRead(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines) {
+        var head = head
+        head.headers = fieldLines.headers
+        self.backendRead(.head(head), summary: summary)
+    }
 }
 
 /// The last handler of a backend connection's pipeline, and what the pool, the exchanges and their
@@ -100,6 +111,15 @@ class BackendHandler: RemovableChannelHandler {
         delegate.backendRead(consume part, summary: summary)
     }
 
+    final func deliver(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines,
+                       context: ChannelHandlerContext) {
+        guard let delegate = self.delegate else {
+            context.close(promise: nil)
+            return
+        }
+        delegate.backendRead(head: head, summary: summary, fieldLines: fieldLines)
+    }
+
     // MARK: - Used by the proxy (same event loop)
 
     final var isActive: Bool { self.channel?.isActive ?? false }
@@ -109,6 +129,13 @@ class BackendHandler: RemovableChannelHandler {
     /// bytes itself.
     func write(_ part: HTTPClientRequestPart) {
         self.context?.write(NIOAny(part), promise: nil)
+    }
+
+    /// A request head whose response's fields the delegate relays unchanged to an HTTP/1 client: an HTTP/1
+    /// connection then delivers them as lines (``BackendConnectionDelegate/backendRead(head:summary:fieldLines:)``),
+    /// others as fields.
+    func write(_ head: HTTPRequestHead, relayingResponseFieldLines: Bool) {
+        self.write(.head(head))
     }
 
     final func flush() {

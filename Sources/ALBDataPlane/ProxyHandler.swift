@@ -449,7 +449,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         self.backend = backend
         // Taken, not copied: nothing sends it again, and the write path then holds its only reference.
         if let head = exchange.backendHead.take() {
-            backend.write(.head(head))
+            backend.write(head, relayingResponseFieldLines: self.relaysFieldLines(of: exchange))
         }
         let queued = exchange.queued
         exchange.queued = []
@@ -466,79 +466,120 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
     }
 
+    /// Whether the response's fields go to the client as the lines the backend sent (``HTTP1FieldLines``): when
+    /// nothing reads or edits them on the way, an HTTP/1 client attached by direct call (no compression stage),
+    /// no `Alt-Svc` to set and no WebSocket upgrade to check.
+    private func relaysFieldLines(of exchange: Exchange) -> Bool {
+        self.framing == .http1 && self.edge != nil && exchange.altSvc == nil && !exchange.machine.askedToUpgrade
+    }
+
+    func backendRead(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines) {
+        guard let exchange = self.exchange, self.relaysFieldLines(of: exchange) else {
+            // Asked for before the client's transport changed: the fields are read after all.
+            var head = head
+            head.headers = fieldLines.headers
+            self.backendRead(.head(head), summary: summary)
+            return
+        }
+        self.backendReadHead(head, summary: summary, fieldLines: fieldLines)
+    }
+
     func backendRead(_ part: consuming HTTPClientResponsePart, summary: HTTP1HeadSummary?) {
-        guard let backend = self.backend, let exchange = self.exchange, let context = self.context else { return }
         switch consume part {
         case .head(let head):
-            switch exchange.machine.receiveResponseHead(
-                status: head.status,
-                isKeepAlive: summary?.isKeepAlive(version: head.version) ?? ProxyHeaders.isKeepAlive(head),
-                headersValid: backend.deliversCheckedFields || ProxyHeaders.areValid(head.headers),
-                acceptsWebSocket: exchange.machine.askedToUpgrade && WebSocketHandshake.isAccepted(head)) {
-            case .refuse(let status):
-                self.respondWithError(status, close: false)
-            case .switchProtocols:
-                self.loopState.counters.countResponse(status: 101, framing: self.framing)
-                self.writeToClient(.head(WebSocketHandshake.switchingProtocolsHead(from: head)), flush: true, context: context)
-            case .relay(let keepAlive):
-                let (clientHead, closeAfter) = ProxyHeaders.clientResponseHead(
-                    from: consume head,
-                    summary: summary,
-                    requestMethod: exchange.head.method,
-                    requestVersion: exchange.head.version,
-                    keepAlive: keepAlive,
-                    framing: self.framing
-                )
-                exchange.machine.closeClientAfterResponse(closeAfter)
-                self.loopState.counters.countResponse(status: exchange.machine.status, framing: self.framing)
-                var relayed = clientHead
-                if let cookie = exchange.setCookie {
-                    relayed.headers.add(name: "set-cookie", value: cookie)
-                }
-                if let altSvc = exchange.altSvc {
-                    // The load balancer's QUIC listener is the alternative: a backend's own would name a
-                    // service clients cannot reach through it.
-                    relayed.headers.replaceOrAdd(name: "alt-svc", value: altSvc)
-                }
-                if self.framing == .http2 {
-                    self.heldTrailers = Self.takeGRPCStatus(from: &relayed.headers)
-                }
-                self.writeToClient(.head(relayed), context: context)
-            }
+            self.backendReadHead(head, summary: summary, fieldLines: nil)
         case .body(let buffer):
-            exchange.machine.receiveResponseBody(bytes: buffer.readableBytes)
-            self.writeToClient(.body(.byteBuffer(buffer)), context: context)
-            if self.channel?.isWritable == false {
-                backend.pauseReads()
-            }
+            self.backendReadBody(buffer)
         case .end(let trailers):
-            let end = exchange.machine.receiveResponseEnd()
-            if let server = exchange.server {
-                self.loopState.observeUpstream(server, started: exchange.machine.started)
+            self.backendReadEnd(trailers)
+        }
+    }
+
+    /// A response head; its fields in `fieldLines` when the backend relays them as lines (`head` then has none).
+    private func backendReadHead(_ head: consuming HTTPResponseHead, summary: HTTP1HeadSummary?,
+                                 fieldLines: HTTP1FieldLines?) {
+        guard let backend = self.backend, let exchange = self.exchange, let context = self.context else { return }
+        switch exchange.machine.receiveResponseHead(
+            status: head.status,
+            isKeepAlive: summary?.isKeepAlive(version: head.version) ?? ProxyHeaders.isKeepAlive(head),
+            headersValid: backend.deliversCheckedFields || ProxyHeaders.areValid(head.headers),
+            acceptsWebSocket: exchange.machine.askedToUpgrade && WebSocketHandshake.isAccepted(head)) {
+        case .refuse(let status):
+            self.respondWithError(status, close: false)
+        case .switchProtocols:
+            self.loopState.counters.countResponse(status: 101, framing: self.framing)
+            self.writeToClient(.head(WebSocketHandshake.switchingProtocolsHead(from: head)), flush: true, context: context)
+        case .relay(let keepAlive):
+            let (clientHead, closeAfter) = ProxyHeaders.clientResponseHead(
+                from: consume head,
+                summary: summary,
+                requestMethod: exchange.head.method,
+                requestVersion: exchange.head.version,
+                keepAlive: keepAlive,
+                framing: self.framing
+            )
+            exchange.machine.closeClientAfterResponse(closeAfter)
+            self.loopState.counters.countResponse(status: exchange.machine.status, framing: self.framing)
+            var relayed = clientHead
+            if let cookie = exchange.setCookie {
+                relayed.headers.add(name: "set-cookie", value: cookie)
             }
-            if end.tunnel {
-                self.startTunnel(exchange, backend: backend, context: context)
-                return
+            if let altSvc = exchange.altSvc {
+                // The load balancer's QUIC listener is the alternative: a backend's own would name a
+                // service clients cannot reach through it.
+                relayed.headers.replaceOrAdd(name: "alt-svc", value: altSvc)
             }
-            // Give the backend connection back first.
-            backend.delegate = nil
-            self.backend = nil
-            if end.reuseBackend, let pool = exchange.pool {
-                pool.release(backend)
-            } else {
-                backend.close()
+            if self.framing == .http2 {
+                self.heldTrailers = Self.takeGRPCStatus(from: &relayed.headers)
             }
-            self.finishExchange()
-            let trailers = trailers ?? self.heldTrailers
-            self.heldTrailers = nil
-            if end.closeClient {
-                self.closed = true
-                self.writeEndThenClose(trailers, context: context) { $0.close(promise: nil) }
-            } else {
-                self.resumeClientReads()
-                // May deliver the next pipelined request re-entrantly: the exchange is already gone.
-                self.writeToClient(.end(trailers), flush: true, context: context)
+            if let fieldLines {
+                if let edge = self.edge {
+                    edge.write(head: relayed, fieldLines: fieldLines, promise: nil)
+                    return
+                }
+                relayed.headers = fieldLines.headers(followedBy: relayed.headers)
             }
+            self.writeToClient(.head(relayed), context: context)
+        }
+    }
+
+    private func backendReadBody(_ buffer: ByteBuffer) {
+        guard let backend = self.backend, let exchange = self.exchange, let context = self.context else { return }
+        exchange.machine.receiveResponseBody(bytes: buffer.readableBytes)
+        self.writeToClient(.body(.byteBuffer(buffer)), context: context)
+        if self.channel?.isWritable == false {
+            backend.pauseReads()
+        }
+    }
+
+    private func backendReadEnd(_ trailers: HTTPHeaders?) {
+        guard let backend = self.backend, let exchange = self.exchange, let context = self.context else { return }
+        let end = exchange.machine.receiveResponseEnd()
+        if let server = exchange.server {
+            self.loopState.observeUpstream(server, started: exchange.machine.started)
+        }
+        if end.tunnel {
+            self.startTunnel(exchange, backend: backend, context: context)
+            return
+        }
+        // Give the backend connection back first.
+        backend.delegate = nil
+        self.backend = nil
+        if end.reuseBackend, let pool = exchange.pool {
+            pool.release(backend)
+        } else {
+            backend.close()
+        }
+        self.finishExchange()
+        let trailers = trailers ?? self.heldTrailers
+        self.heldTrailers = nil
+        if end.closeClient {
+            self.closed = true
+            self.writeEndThenClose(trailers, context: context) { $0.close(promise: nil) }
+        } else {
+            self.resumeClientReads()
+            // May deliver the next pipelined request re-entrantly: the exchange is already gone.
+            self.writeToClient(.end(trailers), flush: true, context: context)
         }
     }
 

@@ -13,10 +13,21 @@ import NIOHTTP1
 public protocol DirectExchangeTransport: AnyObject {
     /// A response part, as `write(context:data:promise:)` would have brought it.
     func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?)
+    /// A response head whose backend fields come as the lines they arrived in (``HTTP1FieldLines``), before
+    /// `head`'s own. Only an HTTP/1 transport writes them as they are: by default they become fields again.
+    func write(head: HTTPResponseHead, fieldLines: HTTP1FieldLines, promise: EventLoopPromise<Void>?)
     /// A flush, as `flush(context:)` would have brought it.
     func flush()
     /// Ends the direct calls both ways: parts go through the pipeline again.
     func detachApplication()
+}
+
+extension DirectExchangeTransport {
+    public func write(head: HTTPResponseHead, fieldLines: HTTP1FieldLines, promise: EventLoopPromise<Void>?) {
+        var head = head
+        head.headers = fieldLines.headers(followedBy: head.headers)
+        self.write(.head(head), promise: promise)
+    }
 }
 
 /// An application handler that takes request parts from the transport handler right before it by direct call,

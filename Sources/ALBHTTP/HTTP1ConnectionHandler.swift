@@ -78,32 +78,34 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     // MARK: Decode stage state
     private var decoder: StrictHTTPRequestDecoder
     private var unread = PendingInput()
+    // (Its flags are declared after `headDeadline`, below.)
+
+    // MARK: Timeouts stage state
+    private let headerTimeout: TimeAmount
+    private let idleTimeout: () -> TimeAmount
+    private var timer = LazyDeadlineTimer()
+    /// Request parts as they arrive, response ends as they are written.
+    private var arrivedHeads = 0
+    private var arrivedEnds = 0
+    private var writtenResponseEnds = 0
+    // Fields are laid out in the order declared, each at its alignment, and every byte of this class is held by
+    // each idle connection: the flags come after the fields that leave room behind them (an optional deadline or
+    // head is 9 or 17 bytes, with 7 to the next word), in place of padding.
+    /// When the head now arriving times out; nil while no head is arriving.
+    private var headDeadline: NIODeadline?
+    // Decode stage flags.
     /// A decode is running: a read arriving meanwhile (re-entrantly) only queues its bytes.
     private var decoding = false
     /// The decoder refused the input; nothing more is decoded.
     private var refused = false
     /// Leaving the pipeline after a hand-off: bytes are held for the replacement, the rest passes through.
     private var removing = false
-
-    // MARK: Timeouts stage state
-    private let headerTimeout: TimeAmount
-    private let idleTimeout: () -> TimeAmount
-    private var timer = LazyDeadlineTimer()
-    /// When the head now arriving times out; nil while no head is arriving.
-    private var headDeadline: NIODeadline?
     /// When the connection times out for idleness; nil while it is busy.
     private var idleDeadline: NIODeadline?
-    /// Request parts as they arrive, response ends as they are written.
-    private var arrivedHeads = 0
-    private var arrivedEnds = 0
-    private var writtenResponseEnds = 0
 
     // MARK: Pipelining stage state: the exchange being served
     private var servedRequestOpen = false
     private var servedResponseOpen = false
-    /// Parts waiting for the current exchange; nil when none (never empty). Allocated when a part first has
-    /// to wait and dropped once drained, so an idle keep-alive connection holds no queue storage.
-    private var buffered: CircularBuffer<HTTPServerRequestPart>?
     private var readPending = false
     private var quiescing = false
     /// Quiescing, but the request the client connected for (or whose head is arriving) is still to be
@@ -113,11 +115,14 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     /// written (an edge error for a request pipelined behind it, say), or the client would read a response
     /// after the one that told it the connection ends.
     private var closedAfterResponse = false
+    /// Parts waiting for the current exchange; nil when none (never empty). Allocated when a part first has
+    /// to wait and dropped once drained, so an idle keep-alive connection holds no queue storage.
+    private var buffered: CircularBuffer<HTTPServerRequestPart>?
 
     // MARK: Errors stage state: the exchange as the application sees it
+    private var pendingError: HTTPEdgeError?
     private var errorsResponseOpen = false
     private var errorsRequestOpen = false
-    private var pendingError: HTTPEdgeError?
     private var responseStarted = false
     /// The request still arriving already has its complete response (an early response).
     private var answeredEarly = false
@@ -126,8 +131,17 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     private var closing = false
 
     // MARK: Wire stage state
-    /// The framing of the response body being written.
+    /// A response head not written yet: held until the first part of its body, so that a small body goes out
+    /// in the same buffer (one write and one iovec where there were two, one TLS record), or until anything
+    /// else is written, flushed or closed. Only with the loop's head memory (`headBuffer`), where the body is
+    /// copied in after the head allocating nothing. Kept apart from its lines and promise, not as one optional
+    /// tuple or struct: each look at that went through the runtime's value witnesses, about 150 instructions a
+    /// response (callgrind).
+    private var heldHead: HTTPResponseHead?
+    /// The framing of the response body being written (a flag: in the room the optional head leaves).
     private var body = HTTP1BodyWriter()
+    private var heldFieldLines: HTTP1FieldLines?
+    private var heldPromise: EventLoopPromise<Void>?
     /// The event loop's memory for response heads (``HTTP1LoopMemory``); nil: each head gets a buffer of its own.
     private let headBuffer: HeadEncodingBuffer?
 
@@ -249,6 +263,16 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
             return
         }
         self.errorsStageWrite(part, promise: promise, context: context)
+    }
+
+    /// A response head whose backend fields are `fieldLines`, relayed as bytes; `head` has the proxy's own.
+    public func write(head: HTTPResponseHead, fieldLines: HTTP1FieldLines, promise: EventLoopPromise<Void>?) {
+        guard let context = self.context else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        // Beside the head through the stages: the parts they pass are NIO's, whose head has no room for them.
+        self.errorsStageWrite(.head(head), fieldLines: fieldLines, promise: promise, context: context)
     }
 
     /// A flush from the attached application.
@@ -418,18 +442,21 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     /// Counts response ends for the idle timeout.
-    private func timeoutsStageWrite(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?,
+    private func timeoutsStageWrite(_ part: HTTPServerResponsePart, fieldLines: HTTP1FieldLines? = nil,
+                                    promise: EventLoopPromise<Void>?,
                                     context: ChannelHandlerContext) {
         if case .end = part {
             self.writtenResponseEnds += 1
             if self.isIdle { self.becameIdle(context: context) }
         }
-        self.wireStageWrite(part, promise: promise, context: context)
+        self.wireStageWrite(part, fieldLines: fieldLines, promise: promise, context: context)
     }
 
     // MARK: Wire stage
 
-    private func wireStageWrite(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?,
+    /// `fieldLines`: with a head, the backend's fields as lines (``write(head:fieldLines:promise:)``).
+    private func wireStageWrite(_ part: HTTPServerResponsePart, fieldLines: HTTP1FieldLines?,
+                                promise: EventLoopPromise<Void>?,
                                 context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
@@ -437,19 +464,20 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
             self.body.start(chunked: head.version.major == 1 && head.version.minor >= 1
                 && head.headers.first(lowercased: "transfer-encoding") == "chunked")
             guard self.headBuffer != nil else {
-                context.write(Self.wrapOutbound(.byteBuffer(context.channel.allocator.http1ResponseHead(head))),
-                              promise: promise)
+                let bytes = context.channel.allocator.http1ResponseHead(head, fieldLines: fieldLines)
+                context.write(Self.wrapOutbound(.byteBuffer(bytes)), promise: promise)
                 return
             }
-            self.heldHead = (head, promise)
+            self.heldHead = head
+            self.heldFieldLines = fieldLines
+            self.heldPromise = promise
         case .body(let data):
-            if let held = self.heldHead, let heads = self.headBuffer, !self.body.isChunked,
+            if self.heldHead != nil, let heads = self.headBuffer, !self.body.isChunked,
                 case .byteBuffer(let bytes) = data, bytes.readableBytes <= Self.bodyBytesWrittenWithTheHead,
-                held.promise == nil || promise == nil
+                self.heldPromise == nil || promise == nil, let head = self.heldHead.take()
             {
-                self.heldHead = nil
-                let both = heads.http1ResponseHead(held.head, body: bytes)
-                context.write(Self.wrapOutbound(.byteBuffer(both)), promise: promise ?? held.promise)
+                let both = heads.http1ResponseHead(head, fieldLines: self.heldFieldLines.take(), body: bytes)
+                context.write(Self.wrapOutbound(.byteBuffer(both)), promise: promise ?? self.heldPromise.take())
                 return
             }
             self.writeHeldHead(context: context)
@@ -460,20 +488,15 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         }
     }
 
-    /// A response head not written yet: held until the first part of its body, so that a small body goes out
-    /// in the same buffer (one write and one iovec where there were two, one TLS record), or until anything
-    /// else is written, flushed or closed. Only with the loop's head memory (`headBuffer`), where the body is
-    /// copied in after the head allocating nothing.
-    private var heldHead: (head: HTTPResponseHead, promise: EventLoopPromise<Void>?)?
 
     /// A body part up to this size is copied in after its head (callgrind: a write costs NIO about 1,000
     /// instructions, a copy of 2 KiB about a tenth of that); a larger one is written as it is.
     static let bodyBytesWrittenWithTheHead = 2048
 
     private func writeHeldHead(context: ChannelHandlerContext) {
-        guard let held = self.heldHead, let heads = self.headBuffer else { return }
-        self.heldHead = nil
-        context.write(Self.wrapOutbound(.byteBuffer(heads.http1ResponseHead(held.head))), promise: held.promise)
+        guard self.heldHead != nil, let heads = self.headBuffer, let head = self.heldHead.take() else { return }
+        let bytes = heads.http1ResponseHead(head, fieldLines: self.heldFieldLines.take())
+        context.write(Self.wrapOutbound(.byteBuffer(bytes)), promise: self.heldPromise.take())
     }
 
     // MARK: Pipelining stage
@@ -499,7 +522,8 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
         }
     }
 
-    private func pipeliningStageWrite(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?,
+    private func pipeliningStageWrite(_ part: HTTPServerResponsePart, fieldLines: HTTP1FieldLines? = nil,
+                                      promise: EventLoopPromise<Void>?,
                                       context: ChannelHandlerContext) {
         if self.closedAfterResponse {
             promise?.fail(ChannelError.outputClosed)
@@ -509,11 +533,11 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
             // The connection closes after this response: say so, so the client does not send another
             // request on it (a reload or drain, as nginx does for its old workers).
             head.headers.replaceOrAdd(name: "connection", value: "close")
-            self.timeoutsStageWrite(.head(head), promise: promise, context: context)
+            self.timeoutsStageWrite(.head(head), fieldLines: fieldLines, promise: promise, context: context)
             return
         }
         guard case .end = part else {
-            self.timeoutsStageWrite(part, promise: promise, context: context)
+            self.timeoutsStageWrite(part, fieldLines: fieldLines, promise: promise, context: context)
             return
         }
         self.servedResponseOpen = false
@@ -605,14 +629,15 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     /// The first outbound stage.
-    private func errorsStageWrite(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?,
+    private func errorsStageWrite(_ part: HTTPServerResponsePart, fieldLines: HTTP1FieldLines? = nil,
+                                  promise: EventLoopPromise<Void>?,
                                   context: ChannelHandlerContext) {
         switch part {
         case .head(let head) where !(100..<200).contains(head.status.code) || head.status.code == 101:
             self.responseStarted = true
-            self.pipeliningStageWrite(part, promise: promise, context: context)
+            self.pipeliningStageWrite(part, fieldLines: fieldLines, promise: promise, context: context)
         case .head, .body:
-            self.pipeliningStageWrite(part, promise: promise, context: context)
+            self.pipeliningStageWrite(part, fieldLines: fieldLines, promise: promise, context: context)
         case .end:
             self.errorsResponseOpen = false
             self.responseStarted = false

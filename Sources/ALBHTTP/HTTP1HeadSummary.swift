@@ -72,6 +72,9 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
         /// Some `Content-Length` was a list (`5, 5`).
         var lengthIsList = false
 
+        /// The lengths, if valid and equal, are folded into one field (``HTTP1BodyFraming/of(_:summary:)``).
+        var foldsLengths: Bool { self.contentLengths > 1 || self.lengthIsList }
+
         mutating func readTransferEncoding(_ value: UnsafeRawBufferPointer) {
             self.transferEncodings += 1
             self.isChunked = HTTP1Syntax.equalsIgnoringASCIICase(value, "chunked")
@@ -149,7 +152,7 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
     /// Leaves the hop-by-hop fields out of `fields` (the section's fields, as read) when that is all
     /// ``ProxyHeaders/removeHopByHop(from:)`` would take out: by position, without comparing a name.
     mutating func leaveOutHopByHop(from fields: inout [(String, String)]) {
-        guard self.positionsKnown, !self.connectionNamesMoreFields else { return }
+        guard self.canLeaveOutHopByHop else { return }
         var positions = self.hopByHopPositions
         while positions != 0 {
             let last = 63 - positions.leadingZeroBitCount
@@ -158,6 +161,20 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
         }
         self.hopByHopPositions = 0
         self.hopByHopLeftOut = true
+    }
+
+    /// The hop-by-hop fields can be left out by their positions: all of them are marked, and `Connection` names
+    /// no other field.
+    var canLeaveOutHopByHop: Bool { self.positionsKnown && !self.connectionNamesMoreFields }
+
+    /// As ``leaveOutHopByHop(from:)-([(String,String)])``, from a head's lines; false, with nothing left out, when
+    /// the positions cannot tell (the fields must then be searched).
+    mutating func leaveOutHopByHop(from lines: inout HTTP1FieldLines) -> Bool {
+        guard self.canLeaveOutHopByHop else { return false }
+        lines.leaveOut(positions: self.hopByHopPositions)
+        self.hopByHopPositions = 0
+        self.hopByHopLeftOut = true
+        return true
     }
 
     /// Takes in a `Connection` field's value (trimmed, as a parsed field's is): each comma-separated option,

@@ -57,12 +57,24 @@ public struct StrictHTTPResponseDecoder {
     private var state: State = .idle
     private var lines = HTTP1LineReader()
     private var body = HTTP1BodyDecoder(.untilClose)
-    /// The methods of the requests written and not answered yet, oldest first.
-    private var requests = CircularBuffer<HTTPMethod>(initialCapacity: 4)
+    /// A request written and not answered yet.
+    private struct ExpectedResponse {
+        var method: HTTPMethod
+        /// Its response's fields are kept as lines (``HTTP1FieldLines``), not made into strings.
+        var relaysFieldLines: Bool
+    }
+
+    /// The requests written and not answered yet, oldest first.
+    private var requests = CircularBuffer<ExpectedResponse>(initialCapacity: 4)
     private var version = HTTPVersion.http1_1
     private var status = 0
     /// The fields of the head being read, with room reserved as NIO's decoder reserves it.
     private var fields: [(String, String)] = []
+    /// The lines of the head being read, when its request asked for them instead of `fields`.
+    private var fieldLines: HTTP1FieldLines?
+    /// The memory the last head's lines were kept in, cleared and used again for the next head's: by then the
+    /// proxy has usually copied them out (if not, the buffer's copy-on-write gives the next head new memory).
+    private var fieldLineMemory: ByteBuffer?
 
     /// Whether heads other than a `101`'s come without their hop-by-hop fields (``HTTP1HeadSummary/hopByHopLeftOut``
     /// says when they did), for a proxy that would drop them anyway.
@@ -80,8 +92,12 @@ public struct StrictHTTPResponseDecoder {
     }
 
     /// A request head was written: the next response not yet paired answers it.
-    public mutating func expectResponse(to head: HTTPRequestHead) {
-        self.requests.append(head.method)
+    /// - Parameter relayingFieldLines: that response's fields are to be kept as the lines they arrived in
+    ///   (``HTTP1FieldLines``), delivered with an empty head by ``HTTPResponseDecoderOutput/received(head:summary:fieldLines:)``,
+    ///   for a proxy that relays them unchanged. A head whose hop-by-hop fields cannot be left out by position,
+    ///   whose equal `Content-Length`s are folded into one, or a `101`'s, comes with its fields as strings all the same.
+    public mutating func expectResponse(to head: HTTPRequestHead, relayingFieldLines: Bool = false) {
+        self.requests.append(ExpectedResponse(method: head.method, relaysFieldLines: relayingFieldLines))
     }
 
     /// A `101` ended HTTP on this connection: nothing more is decoded.
@@ -100,9 +116,15 @@ public struct StrictHTTPResponseDecoder {
             case .skippedEmptyLine: return .continue
             case .messageStarts: break
             }
-            guard !self.requests.isEmpty else { throw HTTP1SyntaxError.malformed("a response without a request") }
+            guard let request = self.requests.first else { throw HTTP1SyntaxError.malformed("a response without a request") }
             self.lines.startSection()
-            self.fields.reserveCapacity(16)
+            if request.relaysFieldLines {
+                var memory = self.fieldLineMemory.take() ?? ByteBuffer()
+                memory.clear()
+                self.fieldLines = HTTP1FieldLines(bytes: memory)
+            } else {
+                self.fields.reserveCapacity(16)
+            }
             self.state = .statusLine
             return .continue
 
@@ -116,7 +138,14 @@ public struct StrictHTTPResponseDecoder {
             return .continue
 
         case .headers:
-            guard try self.lines.readFields(&buffer, into: &self.fields, limits: self.limits) else { return .needMoreData }
+            if var lines = self.fieldLines.take() {
+                // Taken out while read into, so that its buffer stays uniquely referenced.
+                let complete = try self.lines.readFields(&buffer, into: &lines, limits: self.limits)
+                self.fieldLines = lines
+                guard complete else { return .needMoreData }
+            } else {
+                guard try self.lines.readFields(&buffer, into: &self.fields, limits: self.limits) else { return .needMoreData }
+            }
             try self.finishHead(into: output)
             return .continue
 
@@ -174,6 +203,14 @@ public struct StrictHTTPResponseDecoder {
 
     private mutating func finishHead(into output: some HTTPResponseDecoderOutput) throws {
         var summary = self.lines.summary
+        var relayed = self.fieldLines.take()
+        if let lines = relayed, self.status < 200 || summary.framing.foldsLengths || !summary.canLeaveOutHopByHop {
+            // Read and edited as fields after all (see `expectResponse(to:relayingFieldLines:)`); a 1xx's are
+            // checked, then dropped.
+            self.fields = lines.fields(texts: self.lines.fieldTexts)
+            self.fieldLineMemory = lines.bytes
+            relayed = nil
+        }
         // Checked whatever the status: a response whose framing is refused is refused even when bodiless.
         let framing = try HTTP1BodyFraming.of(&self.fields, summary: &summary)
         if self.status < 200 && self.status != 101 {
@@ -182,7 +219,7 @@ public struct StrictHTTPResponseDecoder {
             self.state = .idle
             return
         }
-        let method = self.requests.removeFirst()
+        let method = self.requests.removeFirst().method
         if self.status == 101 {
             // Whole: the switch is read from its `Upgrade` and `Connection` fields.
             let head = HTTPResponseHead(version: self.version, status: .switchingProtocols,
@@ -193,12 +230,7 @@ public struct StrictHTTPResponseDecoder {
             output.received(.end(nil))
             return
         }
-        if self.leavesOutHopByHop {
-            summary.leaveOutHopByHop(from: &self.fields)
-        }
-        let head = HTTPResponseHead(version: self.version, status: HTTPResponseStatus(statusCode: self.status),
-                                    headers: HTTPHeaders(self.fields))
-        self.fields = []
+        let status = HTTPResponseStatus(statusCode: self.status)
         var next = State.idle
         let bodiless = method.isHEAD || method.isCONNECT || self.status == 204 || self.status == 304
         if !bodiless, let body = framing.body(unframed: .untilClose) {
@@ -206,8 +238,22 @@ public struct StrictHTTPResponseDecoder {
             next = .body
         }
         self.state = next
-        // Handed over whole: the proxy edits the fields in place without a copy.
-        output.received(head: consume head, summary: summary)
+        if var lines = relayed.take() {
+            // Whatever `leavesOutHopByHop` says: the lines are relayed as they are, so these cannot stay.
+            _ = summary.leaveOutHopByHop(from: &lines)
+            // Kept after the lines were edited in place: kept before, the edit would have copied them.
+            self.fieldLineMemory = lines.bytes
+            output.received(head: HTTPResponseHead(version: self.version, status: status), summary: summary,
+                            fieldLines: lines)
+        } else {
+            if self.leavesOutHopByHop {
+                summary.leaveOutHopByHop(from: &self.fields)
+            }
+            let head = HTTPResponseHead(version: self.version, status: status, headers: HTTPHeaders(self.fields))
+            self.fields = []
+            // Handed over whole: the proxy edits the fields in place without a copy.
+            output.received(head: consume head, summary: summary)
+        }
         if case .idle = next {
             output.received(.end(nil))
         }
@@ -222,10 +268,20 @@ public protocol HTTPResponseDecoderOutput: HTTP1PartOutput where Head == HTTPRes
     func received(_ part: consuming HTTPClientResponsePart)
     /// A head, with what its fields said (by default passed on as a part, the summary dropped).
     func received(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary)
+    /// A head whose request asked for its field lines (``StrictHTTPResponseDecoder/expectResponse(to:relayingFieldLines:)``):
+    /// `head` has no fields, `fieldLines` has them without the hop-by-hop ones (``HTTP1HeadSummary/hopByHopLeftOut``).
+    /// By default the fields are put back in the head, for an output that does not relay lines.
+    func received(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines)
 }
 
 extension HTTPResponseDecoderOutput {
     public func received(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary) {
         self.received(.head(head))
+    }
+
+    public func received(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines) {
+        var head = head
+        head.headers = fieldLines.headers
+        self.received(head: head, summary: summary)
     }
 }

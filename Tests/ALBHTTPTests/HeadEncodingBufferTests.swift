@@ -195,6 +195,53 @@ final class HeadEncodingBufferTests: XCTestCase {
         XCTAssertEqual(try self.writes(channel), ["ok"])
     }
 
+    /// The backend fields of `response` (a whole response head) as lines, as the decoder relays them.
+    private func fieldLines(_ response: String) throws -> HTTP1FieldLines {
+        final class Lines: HTTPResponseDecoderOutput {
+            var lines: HTTP1FieldLines?
+            func received(_ part: HTTPClientResponsePart) {}
+            func received(head: HTTPResponseHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines) {
+                self.lines = fieldLines
+            }
+        }
+        var decoder = StrictHTTPResponseDecoder()
+        decoder.expectResponse(to: self.request, relayingFieldLines: true)
+        var bytes = ByteBuffer(string: response)
+        let output = Lines()
+        while try decoder.decode(&bytes, into: output) == .continue {}
+        return try XCTUnwrap(output.lines)
+    }
+
+    /// A head relayed with the backend's lines: the status line, the lines as they came, the head's own fields,
+    /// the empty line; with a small body in the same write, and on its own when the body comes later, held or
+    /// not (no loop memory); `connection: close` after the lines when the connection drains.
+    func testARelayedHeadIsItsStatusLineTheBackendsLinesAndItsOwnFields() throws {
+        let lines = try self.fieldLines("HTTP/1.1 200 OK\r\nServer:  x \r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n")
+        var head = HTTPResponseHead(version: .http1_1, status: .ok)
+        head.headers.add(name: "set-cookie", value: "s=1")
+        for heads in [HeadEncodingBuffer(), nil] {
+            let channel = EmbeddedChannel()
+            let handler = HTTP1ConnectionHandler(headerTimeout: .seconds(5), idleTimeout: { .seconds(60) }, headBuffer: heads)
+            try channel.pipeline.syncOperations.addHandler(handler)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            for drain in [false, true] {
+                try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))
+                XCTAssertNotNil(try channel.readInbound(as: HTTPServerRequestPart.self))
+                XCTAssertNotNil(try channel.readInbound(as: HTTPServerRequestPart.self))
+                if drain { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+                handler.write(head: head, fieldLines: lines, promise: nil)
+                handler.write(.body(.byteBuffer(ByteBuffer(string: "ok"))), promise: nil)
+                handler.write(.end(nil), promise: nil)
+                handler.flush()
+                let close = drain ? "connection: close\r\n" : ""
+                let expected = "HTTP/1.1 200 OK\r\nServer:  x \r\nContent-Length: 2\r\nset-cookie: s=1\r\n\(close)\r\n"
+                // (The end of a response on a draining connection is an empty write of its own.)
+                XCTAssertEqual(try self.writes(channel).filter { !$0.isEmpty }, heads == nil ? [expected, "ok"] : [expected + "ok"])
+            }
+            _ = try? channel.finish()
+        }
+    }
+
     /// A small chunk goes out as one buffer with its size line and CRLF; a large one is framed around,
     /// not copied.
     func testASmallChunkIsOneWriteWithItsFraming() throws {

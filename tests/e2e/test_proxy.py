@@ -142,3 +142,86 @@ def test_error_for_a_large_unread_body_reaches_the_client(alb, backends):
     assert response.status == 503
     assert response.getheader("Connection") == "close"
     assert "Service Unavailable" in response.read().decode()
+
+
+class ScriptedBackend:
+    """A backend answering each request with the response its path names, bytes exactly as written here, on
+    keep-alive connections."""
+    RESPONSES = {
+        "/plain": b"HTTP/1.1 200 OK\r\nServer:  scripted \r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+                  b"X-A: 1\r\nContent-Length: 2\r\nUpgrade: h2c\r\n\r\nok",
+        "/named": b"HTTP/1.1 200 OK\r\nConnection: x-private\r\nX-Private: secret\r\nX-B: 2\r\nContent-Length: 2\r\n\r\nok",
+        "/chunked": b"HTTP/1.1 200 OK\r\nX-C: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        "/folded": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-D: 4\r\nContent-Length: 2\r\n\r\nok",
+        "/bytes": b"HTTP/1.1 200 OK\r\nX-E: caf\xe9 \xff\r\nContent-Length: 2\r\n\r\nok",
+    }
+
+    def __init__(self):
+        import socket
+        import threading
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        data = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, data = data.split(b"\r\n\r\n", 1)
+                path = head.split(b" ")[1].decode()
+                conn.sendall(self.RESPONSES[path])
+
+    def close(self):
+        self.listener.close()
+
+
+def response_head(port, path, version="1.1", extra=""):
+    """The head (status line and fields, as bytes) of the answer to one GET."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(("GET %s HTTP/%s\r\nHost: x\r\n%s\r\n" % (path, version, extra)).encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    return data.split(b"\r\n\r\n")[0].split(b"\r\n")
+
+
+def test_backend_response_fields_reach_the_client_without_the_hop_by_hop_ones(serving):
+    backend = ScriptedBackend()
+    try:
+        port = serving([(backend.port, 100)])
+        for _ in range(2):  # the second time on a pooled backend connection
+            # As sent, spaces and all, in order, without `Connection`, `Keep-Alive` and `Upgrade`.
+            assert response_head(port, "/plain") == [
+                b"HTTP/1.1 200 OK", b"Server:  scripted ", b"X-A: 1", b"Content-Length: 2"]
+            # A field `Connection` names goes too.
+            assert response_head(port, "/named") == [b"HTTP/1.1 200 OK", b"X-B: 2", b"Content-Length: 2"]
+            # The backend's chunked framing is the proxy's own again.
+            assert response_head(port, "/chunked") == [b"HTTP/1.1 200 OK", b"X-C: 3", b"transfer-encoding: chunked"]
+            # Equal lengths are sent as one.
+            assert response_head(port, "/folded") == [b"HTTP/1.1 200 OK", b"X-D: 4", b"content-length: 2"]
+            # Bytes beyond ASCII (obs-text) pass as they came.
+            assert response_head(port, "/bytes") == [b"HTTP/1.1 200 OK", b"X-E: caf\xe9 \xff", b"Content-Length: 2"]
+            # An HTTP/1.0 client asking to keep the connection is told it is kept, after the backend's fields.
+            assert response_head(port, "/plain", "1.0", "Connection: keep-alive\r\n") == [
+                b"HTTP/1.0 200 OK", b"Server:  scripted ", b"X-A: 1", b"Content-Length: 2", b"connection: keep-alive"]
+    finally:
+        backend.close()
