@@ -12,13 +12,13 @@ import Darwin
 /// client as bytes instead of being made into `HTTPHeaders` strings and encoded again.
 ///
 /// Why: behind nginx, making a response's fields into strings, encoding them again and destroying their array
-/// (through the runtime's generic tuple destroy) cost about 4,000 instructions a proxied request (callgrind),
-/// a tenth of alb's own. The lines are relayed only where nothing reads or edits the backend's fields: an
+/// (through the runtime's generic tuple destroy) cost about 2,900 of a proxied request's 40,000 instructions
+/// (callgrind, docs/benchmarks.md). The lines are relayed only where nothing reads or edits the backend's fields: an
 /// HTTP/1 client attached by direct call (no compression stage), no `Alt-Svc` to set, no WebSocket upgrade
 /// (``StrictHTTPResponseDecoder/expectResponse(to:relayingFieldLines:)``). The proxy's own fields
 /// (`transfer-encoding`, `connection`, a sticky session's `set-cookie`) follow them, as they follow the
-/// backend's fields in a parsed head. Unlike a parsed head, a value that is not valid UTF-8 reaches the client
-/// as the backend sent it, not with U+FFFD in its place: as nginx and HAProxy relay it.
+/// backend's fields in a parsed head. Unlike a parsed head, a value keeps its bytes as sent: the spaces around
+/// it, and bytes that are not valid UTF-8 (not replaced by U+FFFD), as nginx and HAProxy pass those on.
 public struct HTTP1FieldLines {
     /// The lines, each with its CRLF; no empty line after the last. Nothing else is kept: a connection handler
     /// holds a head's lines until its body comes, and every byte of it counts against an idle connection.
@@ -68,7 +68,7 @@ public struct HTTP1FieldLines {
             var start = 0
             for index in memory.indices where memory[index] == UInt8(ascii: "\n") {
                 // `name:` OWS value OWS CR LF, checked when the line was read.
-                let line = UnsafeRawBufferPointer(rebasing: memory[start..<index - 1])
+                let line = UnsafeRawBufferPointer(rebasing: memory[start..<max(start, index - 1)])
                 start = index + 1
                 guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
                 var valueStart = colon + 1

@@ -201,6 +201,12 @@ public struct StrictHTTPResponseDecoder {
         self.status = status
     }
 
+    /// Keeps a head's line memory for the next head, unless a large head made it large: a pooled connection
+    /// would hold it for nothing (``HeadEncodingBuffer/keptCapacity``, as the loop's head memory does).
+    private mutating func keepFieldLineMemory(_ memory: ByteBuffer) {
+        self.fieldLineMemory = memory.capacity <= HeadEncodingBuffer.keptCapacity ? memory : nil
+    }
+
     private mutating func finishHead(into output: some HTTPResponseDecoderOutput) throws {
         var summary = self.lines.summary
         var relayed = self.fieldLines.take()
@@ -208,7 +214,7 @@ public struct StrictHTTPResponseDecoder {
             // Read and edited as fields after all (see `expectResponse(to:relayingFieldLines:)`); a 1xx's are
             // checked, then dropped.
             self.fields = lines.fields(texts: self.lines.fieldTexts)
-            self.fieldLineMemory = lines.bytes
+            self.keepFieldLineMemory(lines.bytes)
             relayed = nil
         }
         // Checked whatever the status: a response whose framing is refused is refused even when bodiless.
@@ -242,7 +248,7 @@ public struct StrictHTTPResponseDecoder {
             // Whatever `leavesOutHopByHop` says: the lines are relayed as they are, so these cannot stay.
             _ = summary.leaveOutHopByHop(from: &lines)
             // Kept after the lines were edited in place: kept before, the edit would have copied them.
-            self.fieldLineMemory = lines.bytes
+            self.keepFieldLineMemory(lines.bytes)
             output.received(head: HTTPResponseHead(version: self.version, status: status), summary: summary,
                             fieldLines: lines)
         } else {
