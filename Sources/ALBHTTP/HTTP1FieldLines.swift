@@ -71,12 +71,8 @@ public struct HTTP1FieldLines {
                 let line = UnsafeRawBufferPointer(rebasing: memory[start..<max(start, index - 1)])
                 start = index + 1
                 guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
-                var valueStart = colon + 1
-                var valueEnd = line.count
-                while valueStart < valueEnd, HTTP1Syntax.isWhitespace(line[valueStart]) { valueStart += 1 }
-                while valueEnd > valueStart, HTTP1Syntax.isWhitespace(line[valueEnd - 1]) { valueEnd -= 1 }
                 let name = UnsafeRawBufferPointer(rebasing: line[..<colon])
-                let value = UnsafeRawBufferPointer(rebasing: line[valueStart..<valueEnd])
+                let value = UnsafeRawBufferPointer(rebasing: line[HTTP1Syntax.withoutWhitespace(line, colon + 1, line.count)])
                 fields.append(texts?.texts(name: name, value: value)
                     ?? (String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
             }
@@ -85,7 +81,7 @@ public struct HTTP1FieldLines {
     }
 
     /// The fields as a head's: for a consumer that reads or edits them after all.
-    public var headers: HTTPHeaders { HTTPHeaders(self.fields()) }
+    public var headers: HTTPHeaders { self.headers(followedBy: HTTPHeaders()) }
 
     /// The fields as a head's, `own` after them (the proxy's, as a relayed head has them).
     public func headers(followedBy own: HTTPHeaders) -> HTTPHeaders {

@@ -167,14 +167,14 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
     /// no other field.
     var canLeaveOutHopByHop: Bool { self.positionsKnown && !self.connectionNamesMoreFields }
 
-    /// As ``leaveOutHopByHop(from:)-([(String,String)])``, from a head's lines; false, with nothing left out, when
-    /// the positions cannot tell (the fields must then be searched).
-    mutating func leaveOutHopByHop(from lines: inout HTTP1FieldLines) -> Bool {
-        guard self.canLeaveOutHopByHop else { return false }
+    /// As ``leaveOutHopByHop(from:)-([(String,String)])``, from a head's lines; nothing is left out when the
+    /// positions cannot tell (the caller, which relays lines only when ``canLeaveOutHopByHop``, has the fields
+    /// searched then).
+    mutating func leaveOutHopByHop(from lines: inout HTTP1FieldLines) {
+        guard self.canLeaveOutHopByHop else { return }
         lines.leaveOut(positions: self.hopByHopPositions)
         self.hopByHopPositions = 0
         self.hopByHopLeftOut = true
-        return true
     }
 
     /// Takes in a `Connection` field's value (trimmed, as a parsed field's is): each comma-separated option,
@@ -191,12 +191,9 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
         while start <= value.count {
             var end = start
             while end < value.count, value[end] != UInt8(ascii: ",") { end += 1 }
-            var first = start
-            var last = end
-            while first < last, HTTP1Syntax.isWhitespace(value[first]) { first += 1 }
-            while last > first, HTTP1Syntax.isWhitespace(value[last - 1]) { last -= 1 }
-            if first < last {
-                self.readConnectionOption(UnsafeRawBufferPointer(rebasing: value[first..<last]))
+            let option = HTTP1Syntax.withoutWhitespace(value, start, end)
+            if !option.isEmpty {
+                self.readConnectionOption(UnsafeRawBufferPointer(rebasing: value[option]))
             }
             start = end + 1
         }

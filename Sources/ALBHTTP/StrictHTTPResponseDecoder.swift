@@ -246,7 +246,7 @@ public struct StrictHTTPResponseDecoder {
         self.state = next
         if var lines = relayed.take() {
             // Whatever `leavesOutHopByHop` says: the lines are relayed as they are, so these cannot stay.
-            _ = summary.leaveOutHopByHop(from: &lines)
+            summary.leaveOutHopByHop(from: &lines)
             // Kept after the lines were edited in place: kept before, the edit would have copied them.
             self.keepFieldLineMemory(lines.bytes)
             output.received(head: HTTPResponseHead(version: self.version, status: status), summary: summary,
