@@ -178,6 +178,22 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
         self.send(.head(head), relayingResponseFieldLines: relayingResponseFieldLines, promise: nil, context: context)
     }
 
+    override func write(_ head: HTTPRequestHead, fieldLines: HTTP1FieldLines, leavingOut leftOut: UInt64, chunked: Bool,
+                        relayingResponseFieldLines: Bool) {
+        guard let context = self.context else { return }
+        // Framed by the proxy already (the lines' `Content-Length`, or its own `Transfer-Encoding`); only its own
+        // fields are checked as they are encoded, the lines were as they were read.
+        guard head.hasValidRequestLineToSend,
+            let bytes = self.headBuffer.map({ $0.http1RequestHead(head, fieldLines: fieldLines, leavingOut: leftOut) })
+                ?? context.channel.allocator.http1RequestHead(head, fieldLines: fieldLines, leavingOut: leftOut)
+        else {
+            self.refuseToSend(promise: nil, context: context)
+            return
+        }
+        self.sendHead(bytes, of: head, chunked: chunked, relayingResponseFieldLines: relayingResponseFieldLines,
+                      promise: nil, context: context)
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if self.removing {
             // A tunnel's bytes, written before this handler is out of the pipeline.
@@ -200,13 +216,8 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
                 self.refuseToSend(promise: promise, context: context)
                 return
             }
-            if self.decoding {
-                self.writtenWhileDecoding.append((framed, relayingResponseFieldLines))
-            } else {
-                self.decoder.expectResponse(to: framed, relayingFieldLines: relayingResponseFieldLines)
-            }
-            self.body.start(chunked: chunked)
-            context.write(Self.wrapOutbound(.byteBuffer(bytes)), promise: promise)
+            self.sendHead(bytes, of: framed, chunked: chunked, relayingResponseFieldLines: relayingResponseFieldLines,
+                          promise: promise, context: context)
         case .body(let part):
             self.body.write(part, promise: promise, context: context)
         case .end(let trailers):
@@ -216,6 +227,18 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
             }
             self.body.end(trailers, promise: promise, context: context)
         }
+    }
+
+    /// Writes a request head's `bytes`; its response is the next one expected.
+    private func sendHead(_ bytes: ByteBuffer, of head: HTTPRequestHead, chunked: Bool, relayingResponseFieldLines: Bool,
+                          promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        if self.decoding {
+            self.writtenWhileDecoding.append((head, relayingResponseFieldLines))
+        } else {
+            self.decoder.expectResponse(to: head, relayingFieldLines: relayingResponseFieldLines)
+        }
+        self.body.start(chunked: chunked)
+        context.write(Self.wrapOutbound(.byteBuffer(bytes)), promise: promise)
     }
 
     private func refuseToSend(promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {

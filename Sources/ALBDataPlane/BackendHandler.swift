@@ -138,6 +138,16 @@ class BackendHandler: RemovableChannelHandler {
         self.write(.head(head))
     }
 
+    /// A request head whose client fields are `fieldLines` but those at the positions set in `leftOut`, before the
+    /// head's own (``ProxyHeaders/backendRequestHead(from:passingOn:summary:forwarding:options:)``), its body
+    /// `chunked` or not: an HTTP/1 connection writes the lines as they are, others make them fields.
+    func write(_ head: HTTPRequestHead, fieldLines: HTTP1FieldLines, leavingOut leftOut: UInt64, chunked: Bool,
+               relayingResponseFieldLines: Bool) {
+        var head = head
+        head.headers = fieldLines.headers(leavingOut: leftOut, followedBy: head.headers)
+        self.write(head, relayingResponseFieldLines: relayingResponseFieldLines)
+    }
+
     final func flush() {
         self.context?.flush()
     }

@@ -14,6 +14,10 @@ final class ListenerSnapshot: AtomicReference, Sendable {
     let forwardedHeaders: ForwardedHeaderOptions
     let balancer: Balancer
     let transport: ListenerTransport
+    /// The proxy reads a request's fields beyond what its decoder summarises: the client IP from a trusted
+    /// proxy's `X-Forwarded-For`, a sticky session's cookie. Otherwise an HTTP/1 request's fields go to the
+    /// backend as the lines the client sent (``ProxyHeaders/backendRequestHead(from:passingOn:summary:forwarding:options:)``).
+    var readsRequestFields: Bool { self.clientIPResolver != nil || self.balancer.hasStickyGroups }
 
     /// `groups`: the data plane's shared server groups (nil in tests of a listener alone).
     init(config: ListenerConfig, groups: ServerGroups? = nil) throws {

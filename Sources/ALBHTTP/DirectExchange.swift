@@ -36,6 +36,29 @@ extension DirectExchangeTransport {
 public protocol DirectExchangeApplication: AnyObject {
     /// A request part, where `channelRead` would have brought it.
     func requestPartArrived(_ part: HTTPServerRequestPart)
+    /// Whether the next request head may come with its fields as the lines the client sent
+    /// (``requestHeadArrived(_:summary:fieldLines:)``): asked by an HTTP/1 transport as each head starts.
+    var takesRequestFieldLines: Bool { get }
+    /// A request head whose fields are `fieldLines` (`head` has none): all of them as the client sent them, what
+    /// the transport's decoder learnt of them in `summary`. By default they become the head's fields.
+    func requestHeadArrived(_ head: HTTPRequestHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines)
     /// Response parts go to `transport` by direct call from now on; nil: through the pipeline again.
     func writesDirectly(to transport: (any DirectExchangeTransport)?)
+}
+
+extension DirectExchangeApplication {
+    public var takesRequestFieldLines: Bool { false }
+
+    public func requestHeadArrived(_ head: HTTPRequestHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines) {
+        self.requestPartArrived(.head(head.withFields(of: fieldLines)))
+    }
+}
+
+extension HTTPRequestHead {
+    /// The head with `fieldLines` as its fields (a head whose fields came as lines, for a consumer that reads them).
+    public func withFields(of fieldLines: HTTP1FieldLines) -> HTTPRequestHead {
+        var head = self
+        head.headers = fieldLines.headers
+        return head
+    }
 }

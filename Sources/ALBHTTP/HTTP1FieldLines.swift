@@ -7,18 +7,20 @@ import Glibc
 import Darwin
 #endif
 
-/// A response head's field lines as the backend sent them (`name: value` and its CRLF each, checked by the
-/// strict decoder), for a head that goes to an HTTP/1 client with its fields unchanged: they are copied to the
-/// client as bytes instead of being made into `HTTPHeaders` strings and encoded again.
+/// A head's field lines as its sender wrote them (`name: value` and its CRLF each, checked by a strict decoder), for
+/// a head passed on with its fields unchanged: they are copied as bytes instead of being made into `HTTPHeaders`
+/// strings and encoded again.
 ///
 /// Why: behind nginx, making a response's fields into strings, encoding them again and destroying their array
 /// (through the runtime's generic tuple destroy) cost about 2,900 of a proxied request's 40,000 instructions
-/// (callgrind, docs/benchmarks.md). The lines are relayed only where nothing reads or edits the backend's fields: an
-/// HTTP/1 client attached by direct call (no compression stage), no `Alt-Svc` to set, no WebSocket upgrade
-/// (``StrictHTTPResponseDecoder/expectResponse(to:relayingFieldLines:)``). The proxy's own fields
-/// (`transfer-encoding`, `connection`, a sticky session's `set-cookie`) follow them, as they follow the
-/// backend's fields in a parsed head. Unlike a parsed head, a value keeps its bytes as sent: the spaces around
-/// it, and bytes that are not valid UTF-8 (not replaced by U+FFFD), as nginx and HAProxy pass those on.
+/// (callgrind, docs/benchmarks.md), and a request's about 1,500 of 37,000. Only where nothing reads or edits the
+/// fields: a response to an HTTP/1 client attached by direct call (no compression stage), no `Alt-Svc` to set, no
+/// WebSocket upgrade (``StrictHTTPResponseDecoder/expectResponse(to:relayingFieldLines:)``); a request to an HTTP/1
+/// backend from a listener that reads none of its fields (``HTTPRequestDecoderOutput/takesFieldLines``,
+/// ``ProxyHeaders/linesLeftOut(of:summary:)``). The proxy's own fields follow the lines, as they follow the
+/// sender's fields in a parsed head. Unlike a parsed head, a value keeps its bytes as sent: the spaces around it,
+/// and bytes that are not valid UTF-8 (not replaced by U+FFFD), as nginx and HAProxy pass those on. A response's
+/// lines are copied into memory its decoder uses again; a request's are a slice of the connection's input.
 public struct HTTP1FieldLines {
     /// The lines, each with its CRLF; no empty line after the last. Nothing else is kept: a connection handler
     /// holds a head's lines until its body comes, and every byte of it counts against an idle connection.
@@ -37,27 +39,47 @@ public struct HTTP1FieldLines {
     /// Leaves out the lines at the positions set in `positions` (bit i: line i), moving the later lines up.
     mutating func leaveOut(positions: UInt64) {
         guard positions != 0 else { return }
-        // Lines are looked for up to the last one left out; those after it move up in one piece.
-        let last = 63 - positions.leadingZeroBitCount
         let kept = self.bytes.withUnsafeMutableReadableBytes { memory -> Int in
             guard let base = memory.baseAddress else { return 0 }
-            var read = 0
-            var written = 0
+            return Self.copy(from: UnsafeRawBufferPointer(memory), to: base, leavingOut: positions)
+        }
+        self.bytes.moveWriterIndex(to: self.bytes.readerIndex + kept)
+    }
+
+    /// Copies the lines to `target` except those at the positions set in `positions` (bit i: line i), as
+    /// ``leaveOut(positions:)`` leaves them; returns how many bytes it wrote.
+    func copy(to target: UnsafeMutableRawPointer, leavingOut positions: UInt64) -> Int {
+        self.bytes.withUnsafeReadableBytes { Self.copy(from: $0, to: target, leavingOut: positions) }
+    }
+
+    /// The lines of `source` to `target` (which may be `source` itself: the lines move up), leaving out those
+    /// at the positions set in `positions`.
+    private static func copy(from source: UnsafeRawBufferPointer, to target: UnsafeMutableRawPointer,
+                             leavingOut positions: UInt64) -> Int {
+        guard let base = source.baseAddress else { return 0 }
+        var read = 0
+        var written = 0
+        if positions != 0 {
+            // Lines are looked for up to the last one left out; those after it move in one piece.
+            let last = 63 - positions.leadingZeroBitCount
             for line in 0...last {
                 // Every line ends in CRLF and holds no LF before it (the decoder checked them).
-                guard let lf = memchr(base + read, Int32(UInt8(ascii: "\n")), memory.count - read) else { break }
-                let length = base.distance(to: UnsafeMutableRawPointer(lf)) - read + 1
+                guard let lf = memchr(base + read, Int32(UInt8(ascii: "\n")), source.count - read) else { break }
+                let length = base.distance(to: UnsafeRawPointer(lf)) - read + 1
                 if positions & (1 << UInt64(line)) == 0 {
-                    if written != read { memmove(base + written, base + read, length) }
+                    if target + written != UnsafeMutableRawPointer(mutating: base + read) {
+                        memmove(target + written, base + read, length)
+                    }
                     written += length
                 }
                 read += length
             }
-            let rest = memory.count - read
-            if rest > 0 && written != read { memmove(base + written, base + read, rest) }
-            return written + rest
         }
-        self.bytes.moveWriterIndex(to: self.bytes.readerIndex + kept)
+        let rest = source.count - read
+        if rest > 0 && target + written != UnsafeMutableRawPointer(mutating: base + read) {
+            memmove(target + written, base + read, rest)
+        }
+        return written + rest
     }
 
     /// The fields, as a decoder makes them from the same lines (names as sent, values without the spaces and
@@ -78,6 +100,33 @@ public struct HTTP1FieldLines {
             }
         }
         return fields
+    }
+
+    /// The value of the first field named `name` (given in lowercase), in any case, without the spaces and tabs
+    /// around it: ``HTTPHeaders/first(lowercased:)`` on the lines, for the one field a caller reads (`Host`).
+    public func first(lowercased name: StaticString) -> String? {
+        self.bytes.withUnsafeReadableBytes { memory -> String? in
+            let length = name.utf8CodeUnitCount
+            var start = 0
+            while start < memory.count {
+                // Every line is `name:` OWS value OWS CR LF, checked when it was read.
+                guard let lf = memory[start...].firstIndex(of: UInt8(ascii: "\n")) else { return nil }
+                let line = UnsafeRawBufferPointer(rebasing: memory[start..<lf - 1])
+                start = lf + 1
+                guard line.count > length, line[length] == UInt8(ascii: ":"),
+                    HTTP1Syntax.equalsIgnoringASCIICase(UnsafeRawBufferPointer(rebasing: line[..<length]), name)
+                else { continue }
+                return String(decoding: line[HTTP1Syntax.withoutWhitespace(line, length + 1, line.count)], as: UTF8.self)
+            }
+            return nil
+        }
+    }
+
+    /// The fields but those at the positions set in `leftOut` (bit i: line i), as a head's, `own` after them.
+    public func headers(leavingOut leftOut: UInt64, followedBy own: HTTPHeaders) -> HTTPHeaders {
+        var lines = self
+        lines.leaveOut(positions: leftOut)
+        return lines.headers(followedBy: own)
     }
 
     /// The fields as a head's: for a consumer that reads or edits them after all.

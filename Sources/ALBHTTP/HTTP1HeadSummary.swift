@@ -31,6 +31,10 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
         /// A field named `Close` (reserved, RFC 9110 section 18.4): `Connection: close` names it too.
         public static let close = Names(rawValue: 1 << 8)
         public static let host = Names(rawValue: 1 << 9)
+        public static let expect = Names(rawValue: 1 << 10)
+        /// One of ``ProxyHeaders``' forwarding fields (`X-Forwarded-For`, `SLB-ID`, ...): a request's are passed
+        /// on only from a trusted proxy.
+        public static let forwarding = Names(rawValue: 1 << 11)
 
         public static let hopByHop: Names = [
             .connection, .keepAlive, .proxyConnection, .te, .trailer, .upgrade, .transferEncoding,
@@ -57,6 +61,28 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
             }
         }
 
+        /// Which of the names only a request's fields are asked about `name` is: `Expect`, and the forwarding
+        /// fields (`X-Forwarded-...`, `SLB-ID`). Apart from ``of(_:)``, so that a response's fields are not compared
+        /// with them (in one switch, they also kept it from being inlined: about 250 instructions a request more).
+        @inline(never)
+        static func ofRequestOnly(_ name: UnsafeRawBufferPointer) -> Names? {
+            switch name.count {
+            case 6:
+                if HTTP1Syntax.equalsIgnoringASCIICase(name, "expect") { return .expect }
+                return HTTP1Syntax.equalsIgnoringASCIICase(name, "slb-id") ? .forwarding : nil
+            case 15: return HTTP1Syntax.equalsIgnoringASCIICase(name, "x-forwarded-for") ? .forwarding : nil
+            case 16:
+                return HTTP1Syntax.equalsIgnoringASCIICase(name, "x-forwarded-port")
+                    || HTTP1Syntax.equalsIgnoringASCIICase(name, "x-forwarded-host") ? .forwarding : nil
+            case 17: return HTTP1Syntax.equalsIgnoringASCIICase(name, "x-forwarded-proto") ? .forwarding : nil
+            case 26: return HTTP1Syntax.equalsIgnoringASCIICase(name, "x-forwarded-client-srcport") ? .forwarding : nil
+            case 31: return HTTP1Syntax.equalsIgnoringASCIICase(name, "x-forwarded-clientcert-issuerdn") ? .forwarding : nil
+            case 32: return HTTP1Syntax.equalsIgnoringASCIICase(name, "x-forwarded-clientcert-subjectdn") ? .forwarding : nil
+            case 34: return HTTP1Syntax.equalsIgnoringASCIICase(name, "x-forwarded-clientcert-fingerprint") ? .forwarding : nil
+            case 35: return HTTP1Syntax.equalsIgnoringASCIICase(name, "x-forwarded-clientcert-clientverify") ? .forwarding : nil
+            default: return nil
+            }
+        }
     }
 
     /// What `Content-Length` and `Transfer-Encoding` said, for ``HTTP1BodyFraming/of(_:summary:)`` to judge.
@@ -107,13 +133,22 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
     var connectionListsClose = false
     /// The decoder left the hop-by-hop fields out of the head it delivered (it was asked to, and could).
     public internal(set) var hopByHopLeftOut = false
-    /// Bit i: the section's field i is hop-by-hop (fields from 64 on are not marked: see `positionsKnown`).
-    private var hopByHopPositions: UInt64 = 0
-    /// Whether `hopByHopPositions` marks every hop-by-hop field where it stands: false past 64 fields, or once
+    /// Bit i: the section's field i is hop-by-hop (fields from 32 on are not marked: see `positionsKnown`). 32 bits
+    /// each, not 64: the summary is part of every connection's decoder, idle or not.
+    private var hopByHopPositions: UInt32 = 0
+    /// Bit i: the section's field i is a forwarding field (``Names/forwarding``), likewise.
+    private var forwardingPositions: UInt32 = 0
+    /// Whether `hopByHopPositions` marks every hop-by-hop field where it stands: false past 32 fields, or once
     /// the fields were rearranged (equal `Content-Length`s folded into one).
     var positionsKnown = true
+    /// A request's head (``init(readsRequest:)``).
+    private(set) var readsRequest = false
 
-    public init() {}
+    /// `readsRequest`: the section is a request's head, whose fields are also looked at for
+    /// ``Names/ofRequestOnly(_:)``.
+    public init(readsRequest: Bool = false) {
+        self.readsRequest = readsRequest
+    }
 
     /// Some field `Connection` names, beyond the hop-by-hop ones, must be dropped as well: the slow way,
     /// ``ProxyHeaders/removeHopByHop(from:)``, finds which.
@@ -131,7 +166,7 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
     /// parse with ``Names/of(_:)``: as two calls a field they cost about 55 instructions a field more (callgrind).
     @inline(__always)
     mutating func read(position: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        guard let known = Names.of(name) else { return }
+        guard let known = Names.of(name) ?? (self.readsRequest ? Names.ofRequestOnly(name) : nil) else { return }
         self.present.insert(known)
         switch known {
         case .connection: self.readConnection(value)
@@ -141,8 +176,14 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
         default: break
         }
         if Names.hopByHop.contains(known) {
-            if position < 64 {
-                self.hopByHopPositions |= 1 << UInt64(position)
+            if position < 32 {
+                self.hopByHopPositions |= 1 << UInt32(position)
+            } else {
+                self.positionsKnown = false
+            }
+        } else if known == .forwarding {
+            if position < 32 {
+                self.forwardingPositions |= 1 << UInt32(position)
             } else {
                 self.positionsKnown = false
             }
@@ -155,9 +196,9 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
         guard self.canLeaveOutHopByHop else { return }
         var positions = self.hopByHopPositions
         while positions != 0 {
-            let last = 63 - positions.leadingZeroBitCount
+            let last = 31 - positions.leadingZeroBitCount
             fields.remove(at: last)
-            positions &= ~(1 << UInt64(last))
+            positions &= ~(1 << UInt32(last))
         }
         self.hopByHopPositions = 0
         self.hopByHopLeftOut = true
@@ -171,10 +212,26 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
     /// positions cannot tell (the caller, which relays lines only when ``canLeaveOutHopByHop``, has the fields
     /// searched then).
     mutating func leaveOutHopByHop(from lines: inout HTTP1FieldLines) {
+        self.leaveOut(from: &lines, forwarding: false)
+    }
+
+    /// The positions of the fields ``leaveOut(from:forwarding:)`` would leave out, or nil when it could not tell.
+    public func positionsLeftOut(forwarding: Bool) -> UInt64? {
+        guard self.canLeaveOutHopByHop else { return nil }
+        return UInt64(self.hopByHopPositions | (forwarding ? self.forwardingPositions : 0))
+    }
+
+    /// As ``leaveOutHopByHop(from:)-(HTTP1FieldLines)``, and the forwarding fields too when `forwarding`: what a
+    /// request's fields lose on their way to a backend when its client is not a trusted proxy.
+    public mutating func leaveOut(from lines: inout HTTP1FieldLines, forwarding: Bool) {
         guard self.canLeaveOutHopByHop else { return }
-        lines.leaveOut(positions: self.hopByHopPositions)
+        lines.leaveOut(positions: UInt64(self.hopByHopPositions | (forwarding ? self.forwardingPositions : 0)))
         self.hopByHopPositions = 0
         self.hopByHopLeftOut = true
+        if forwarding {
+            self.forwardingPositions = 0
+            self.present.remove(.forwarding)
+        }
     }
 
     /// Takes in a `Connection` field's value (trimmed, as a parsed field's is): each comma-separated option,

@@ -83,6 +83,9 @@ struct HTTP1LineReader {
     /// How far the current, unfinished line has been scanned for LF.
     private var scanned = 0
     private var fieldCount = 0
+    /// Field lines read and checked but left in the input until the section ends (``readFieldLines(_:limits:)``):
+    /// the bytes they take from its start.
+    private var linesHeld = 0
     /// What the current section's fields said so far.
     private(set) var summary = HTTP1HeadSummary()
     /// Where field names and values longer than a `String` holds inline come from when they repeat.
@@ -116,12 +119,13 @@ struct HTTP1LineReader {
         return .skippedEmptyLine
     }
 
-    /// A new head or trailer section begins.
-    mutating func startSection() {
+    /// A new head or trailer section begins; `request`: a request's head.
+    mutating func startSection(request: Bool = false) {
         self.sectionBytes = 0
         self.fieldCount = 0
         self.scanned = 0
-        self.summary = HTTP1HeadSummary()
+        self.linesHeld = 0
+        self.summary = HTTP1HeadSummary(readsRequest: request)
     }
 
     /// The next line of the section, or nil until it is complete. Counts against `limit` together with the
@@ -202,6 +206,33 @@ struct HTTP1LineReader {
             lines.append(UnsafeRawBufferPointer(rebasing: bytes[0..<end]))
             return false
         }
+    }
+
+    /// As ``readFields(_:into:limits:)``, each field checked and summarised the same way, but the lines stay in
+    /// `buffer`, unconsumed, until the empty line after them arrives: then they come back as one slice of it (no
+    /// copy, no string) and are consumed with the empty line. Nil until then. A client connection so holds nothing
+    /// of its own for a head between reads: the lines wait in its unread input, as an unfinished line does.
+    mutating func readFieldLines(_ buffer: inout ByteBuffer, limits: HTTP1HeadLimits) throws -> HTTP1FieldLines? {
+        var end = self.linesHeld
+        let complete = try buffer.withUnsafeReadableBytes { bytes -> Bool in
+            while let line = try self.nextLine(in: bytes, from: end, used: self.sectionBytes,
+                                               limit: limits.maxHeaderBytes, overLimit: Self.sectionTooLarge) {
+                self.sectionBytes += line.total
+                if line.content == 0 { return true }
+                _ = try self.checkField(UnsafeRawBufferPointer(rebasing: bytes[end..<end + line.content]),
+                                        maxCount: limits.maxHeaderCount)
+                end += line.total
+            }
+            return false
+        }
+        guard complete else {
+            self.linesHeld = end
+            return nil
+        }
+        self.linesHeld = 0
+        guard let lines = buffer.readSlice(length: end) else { throw HTTP1SyntaxError.malformed("field lines lost") }
+        buffer.moveReaderIndex(forwardBy: 2)  // the empty line
+        return HTTP1FieldLines(bytes: lines)
     }
 
     /// Consumes the next field line of a header or trailer section, or the empty line after it; nil until
@@ -767,6 +798,7 @@ extension HTTPMethod {
     @inlinable public var isGET: Bool { if case .GET = self { true } else { false } }
     @inlinable public var isHEAD: Bool { if case .HEAD = self { true } else { false } }
     @inlinable public var isCONNECT: Bool { if case .CONNECT = self { true } else { false } }
+    @inlinable public var isTRACE: Bool { if case .TRACE = self { true } else { false } }
 
     /// `POST`, `PUT` or `PATCH`: the methods whose requests carry a body by convention.
     @inlinable public var conventionallyHasBody: Bool {

@@ -313,6 +313,19 @@ public enum ProxyHeaders {
         private var hasExpect = false
         /// The first `Content-Length`'s value.
         private var contentLength: String?
+        /// What a strict decoder's summary says of `Connection`, when the summary is what this was made of.
+        private var keepAlive: Bool?
+
+        /// The same answers from what a strict decoder learnt of the fields as it read them.
+        public init(_ summary: HTTP1HeadSummary, version: HTTPVersion) {
+            self.hasConnection = summary.present.contains(.connection)
+            self.hasUpgrade = summary.present.contains(.upgrade)
+            self.hasTransferEncoding = summary.present.contains(.transferEncoding)
+            self.hasExpect = summary.present.contains(.expect)
+            // Valid and equal when there are several (the decoder refused others): its text does not matter here.
+            self.contentLength = summary.framing.length.map { $0 == 0 ? "0" : "1" }
+            self.keepAlive = summary.isKeepAlive(version: version)
+        }
 
         public init(_ headers: HTTPHeaders) {
             for (name, value) in headers {
@@ -334,6 +347,7 @@ public enum ProxyHeaders {
 
         /// ``ProxyHeaders/isKeepAlive(_:version:)`` of the request `head` (whose fields these are).
         public func isKeepAlive(_ head: HTTPRequestHead) -> Bool {
+            if let keepAlive = self.keepAlive { return keepAlive }
             guard self.hasConnection else { return head.version.major == 1 && head.version.minor >= 1 }
             return ProxyHeaders.isKeepAlive(head.headers, version: head.version)
         }
@@ -411,21 +425,37 @@ public enum ProxyHeaders {
         // Room for every header the listener may add below.
         let trusted = forwarding.peerIsTrustedProxy
         var fields = Self.fieldsPassedOn(client.headers, keepForwarding: trusted, extra: 12)
-        func isNamed(_ field: (String, String), _ lowercased: String) -> Bool {
-            Self.equalsIgnoringASCIICase(field.0.utf8, lowercased: lowercased.utf8)
-        }
         if backendSpeaksHTTP2 {
             // The backend's stream frames the body: no HTTP/1 framing header goes out.
             if trailers { fields.append(("te", "trailers")) }
         } else if chunked {
             fields.append(("transfer-encoding", "chunked"))
-        } else if client.method.conventionallyHasBody, !fields.contains(where: { isNamed($0, "content-length") }) {
+        } else if client.method.conventionallyHasBody, !fields.contains(where: { Self.isNamed($0, "content-length") }) {
             // An HTTP/1 request without either has no body; an HTTP/2 stream may carry one without
             // announcing its length: send it chunked.
             fields.append(client.version.major >= 2 ? ("transfer-encoding", "chunked") : ("content-length", "0"))
         }
-        // The forwarding fields below: a client's were left out above unless it is a trusted proxy, so only a
-        // trusted proxy's are looked for.
+        let host = options.xForwardedHost ? client.headers.first(lowercased: "host") : nil
+        Self.addForwardingFields(to: &fields, trusted: trusted, clientHost: host, forwarding: forwarding, options: options)
+        let headers = HTTPHeaders(fields)
+        // The client's head with new fields: its method, target and version storage is shared, not copied.
+        var head = client
+        head.headers = headers
+        if head.version != .http1_1 { head.version = .http1_1 }
+        return head
+    }
+
+    private static func isNamed(_ field: (String, String), _ lowercased: String) -> Bool {
+        Self.equalsIgnoringASCIICase(field.0.utf8, lowercased: lowercased.utf8)
+    }
+
+    /// Appends the forwarding fields the listener sets (``backendRequestHead(from:forwarding:options:backendSpeaksHTTP2:summary:)``
+    /// says how) to `fields`, the client's fields that cross: a client's own forwarding fields are among them
+    /// only when it is a trusted proxy, so only a trusted proxy's are looked for. `clientHost`: the request's
+    /// `Host`, when `X-Forwarded-Host` is set.
+    @inline(__always)  // called once a request from either caller: outlined, it cost HTTP/2 about 90 instructions more
+    private static func addForwardingFields(to fields: inout [(String, String)], trusted: Bool, clientHost: String?,
+                                            forwarding: ForwardingContext, options: ForwardedHeaderOptions) {
         /// Sets `name` (`lowercased` in lowercase) to `value`; a trusted proxy's own value stays when
         /// `keepTrusted`, and is replaced otherwise.
         func set(_ name: String, _ lowercased: String, _ value: String, keepTrusted: Bool = true) {
@@ -446,7 +476,7 @@ public enum ProxyHeaders {
         if options.xForwardedPort {
             set("X-Forwarded-Port", "x-forwarded-port", String(forwarding.listenerPort))
         }
-        if options.xForwardedHost, let host = client.headers.first(lowercased: "host") {
+        if options.xForwardedHost, let host = clientHost {
             set("X-Forwarded-Host", "x-forwarded-host", host)
         }
         if options.xForwardedClientSrcPort {
@@ -455,8 +485,8 @@ public enum ProxyHeaders {
         if options.slbId {
             set("SLB-ID", "slb-id", forwarding.loadBalancerName, keepTrusted: false)
         }
-        // A client's own X-Forwarded-Clientcert-* went with the other forwarding headers above (unless it is a
-        // trusted proxy); the listener's handshake sets them.
+        // A client's own X-Forwarded-Clientcert-* went with the other forwarding headers (unless it is a trusted
+        // proxy); the listener's handshake sets them.
         if let certificate = forwarding.clientCertificate {
             if options.clientCertSubjectDN {
                 set("X-Forwarded-Clientcert-subjectdn", "x-forwarded-clientcert-subjectdn", certificate.subjectDN,
@@ -475,12 +505,43 @@ public enum ProxyHeaders {
                     keepTrusted: false)
             }
         }
-        let headers = HTTPHeaders(fields)
-        // The client's head with new fields: its method, target and version storage is shared, not copied.
+    }
+
+    /// Which of a request's lines (bit i: line i) do not go to the backend with
+    /// ``backendRequestHead(from:passingOn:summary:forwarding:options:)``, the hop-by-hop and forwarding fields, when its fields came as lines (`summary` being what its
+    /// decoder learnt of them) and can be passed on by leaving out lines and adding fields, nothing more; nil
+    /// when they cannot: hop-by-hop fields cannot be told by position or `Connection` names others, equal lengths
+    /// are to be folded into one, an `Expect` or `Upgrade` is to be handled, or the method is `TRACE` (whose
+    /// framing fields go). Asked before anything reads the fields: if nil, they are made fields.
+    public static func linesLeftOut(of client: HTTPRequestHead, summary: HTTP1HeadSummary) -> UInt64? {
+        guard !summary.framing.foldsLengths, !summary.present.contains(.expect), !summary.present.contains(.upgrade),
+            !client.method.isTRACE
+        else { return nil }
+        return summary.positionsLeftOut(forwarding: true)
+    }
+
+    /// The request sent to an HTTP/1 backend when the client's fields go as the lines it sent (``HTTP1FieldLines``),
+    /// from a client that is not a trusted proxy: its request line and the proxy's own fields, which follow the lines
+    /// but those ``linesLeftOut(of:summary:)`` names (the hop-by-hop and forwarding fields). With them, the same
+    /// fields in the same order as ``backendRequestHead(from:forwarding:options:backendSpeaksHTTP2:summary:)`` makes
+    /// of the same request's fields. `chunked`: the body goes chunked (the client's was).
+    public static func backendRequestHead(from client: HTTPRequestHead, passingOn fieldLines: HTTP1FieldLines,
+                                          summary: HTTP1HeadSummary, forwarding: ForwardingContext,
+                                          options: ForwardedHeaderOptions) -> (head: HTTPRequestHead, chunked: Bool) {
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(8)  // one allocation for a framing field and those the listener may add
+        let chunked = summary.framing.transferEncodings > 0
+        if chunked {
+            fields.append(("transfer-encoding", "chunked"))
+        } else if client.method.conventionallyHasBody, !summary.present.contains(.contentLength) {
+            fields.append(("content-length", "0"))
+        }
+        let host = options.xForwardedHost ? fieldLines.first(lowercased: "host") : nil
+        Self.addForwardingFields(to: &fields, trusted: false, clientHost: host, forwarding: forwarding, options: options)
         var head = client
-        head.headers = headers
+        head.headers = HTTPHeaders(fields)
         if head.version != .http1_1 { head.version = .http1_1 }
-        return head
+        return (head, chunked)
     }
 
     /// The response head sent to the client, with framing set explicitly (the edge's response encoder

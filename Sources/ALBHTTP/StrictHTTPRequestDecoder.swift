@@ -58,6 +58,9 @@ public struct StrictHTTPRequestDecoder {
     /// No request has started on this connection yet (only the first may be an HTTP/2 preface).
     private var firstRequest = true
     private var state: State = .idle
+    /// The head being read keeps its fields as lines (``HTTPRequestDecoderOutput/takesFieldLines``), not `fields`.
+    /// (Declared among the other one-byte fields: the struct is part of every connection handler.)
+    private var readsLines = false
     private var lines = HTTP1LineReader()
     private var body = HTTP1BodyDecoder(.chunkSize)
     private var method = HTTPMethod.GET
@@ -105,8 +108,11 @@ public struct StrictHTTPRequestDecoder {
             case .skippedEmptyLine: return .continue
             case .messageStarts: break
             }
-            self.lines.startSection()
-            self.fields.reserveCapacity(16)  // one allocation for the usual head, as NIO's decoder reserves it
+            self.lines.startSection(request: true)
+            self.readsLines = output.takesFieldLines
+            if !self.readsLines {
+                self.fields.reserveCapacity(16)  // one allocation for the usual head, as NIO's decoder reserves it
+            }
             self.state = .requestLine
             output.requestHeadStarted()
             return .continue
@@ -128,8 +134,13 @@ public struct StrictHTTPRequestDecoder {
             return .continue
 
         case .headers:
-            guard try self.lines.readFields(&buffer, into: &self.fields, limits: self.limits) else { return .needMoreData }
-            try self.finishHead(into: output)
+            if self.readsLines {
+                guard let lines = try self.lines.readFieldLines(&buffer, limits: self.limits) else { return .needMoreData }
+                try self.finishHead(lines: lines, into: output)
+            } else {
+                guard try self.lines.readFields(&buffer, into: &self.fields, limits: self.limits) else { return .needMoreData }
+                try self.finishHead(lines: nil, into: output)
+            }
             return .continue
 
         case .body:
@@ -168,11 +179,16 @@ public struct StrictHTTPRequestDecoder {
         self.version = HTTPVersion(major: 1, minor: minor)
     }
 
-    private mutating func finishHead(into output: some HTTPRequestDecoderOutput) throws {
+    /// `lines`: the head's fields as lines, when it was read so.
+    private mutating func finishHead(lines: HTTP1FieldLines?, into output: some HTTPRequestDecoderOutput) throws {
         var summary = self.lines.summary
+        var relayed = lines
+        if let lines, summary.framing.foldsLengths || !summary.canLeaveOutHopByHop || summary.present.contains(.upgrade) {
+            // Read and edited as fields after all (see `HTTPRequestDecoderOutput.takesFieldLines`).
+            self.fields = lines.fields(texts: self.lines.fieldTexts)
+            relayed = nil
+        }
         let framing = try HTTP1BodyFraming.of(&self.fields, summary: &summary)
-        let headers = HTTPHeaders(self.fields)
-        self.fields = []
         let hosts = summary.hosts
         if hosts > 1 || (hosts == 0 && self.version.minor >= 1) {
             throw HTTPEdgeError.badRequest("missing or duplicate Host")
@@ -182,6 +198,16 @@ public struct StrictHTTPRequestDecoder {
             self.body = body
             next = .body
         }
+        if let lines = relayed {
+            self.firstRequest = false
+            self.state = next
+            output.received(head: HTTPRequestHead(version: self.version, method: self.method, uri: self.uri, headers: HTTPHeaders()),
+                            summary: summary, fieldLines: lines)
+            if case .idle = next { output.received(.end(nil)) }
+            return
+        }
+        let headers = HTTPHeaders(self.fields)
+        self.fields = []
         let head = HTTPRequestHead(version: self.version, method: self.method, uri: self.uri, headers: headers)
         if summary.present.contains(.upgrade), WebSocketHandshake.isRequested(head) {
             if let reason = WebSocketHandshake.refusal(head) {
@@ -210,4 +236,21 @@ public protocol HTTPRequestDecoderOutput: HTTP1PartOutput where Head == HTTPRequ
     /// handed off, with the preface unread.
     func receivedHTTP2Preface()
     func received(_ part: HTTPServerRequestPart)
+    /// Whether the next head's fields are to be kept as the lines they arrived in (``HTTP1FieldLines``), for an
+    /// output that passes them on unchanged; asked as each head starts. A head with an `Upgrade`, equal
+    /// `Content-Length`s to fold into one or hop-by-hop fields that cannot be told by position comes with its
+    /// fields as strings all the same.
+    var takesFieldLines: Bool { get }
+    /// A head whose fields came as lines (``takesFieldLines``): `head` has none, `fieldLines` all of them as sent,
+    /// the hop-by-hop and forwarding ones included (``HTTP1HeadSummary`` says where they are). By default the
+    /// fields are put back in the head.
+    func received(head: HTTPRequestHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines)
+}
+
+extension HTTPRequestDecoderOutput {
+    public var takesFieldLines: Bool { false }
+
+    public func received(head: HTTPRequestHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines) {
+        self.received(.head(head.withFields(of: fieldLines)))
+    }
 }

@@ -47,6 +47,35 @@ final class DirectApplicationTests: XCTestCase {
         XCTAssertFalse(pipeline.active)
     }
 
+    /// An application that takes request fields as lines gets the same heads: as lines when they go to it at once,
+    /// as fields when a head has to wait behind the response before it (pipelining), or goes through the pipeline.
+    func testHeadsWithTheirFieldsAsLinesAreTheSameHeads() throws {
+        func run(lines: Bool, direct: Bool = true) throws -> (heads: [HTTPRequestHead], withLines: Int, text: String) {
+            let responder = TestResponder()
+            responder.takesRequestFieldLines = lines
+            responder.autoRespond = false
+            let channel = try makeEdgeChannel(responder: responder, direct: direct)
+            try channel.writeInbound(ByteBuffer(string: "GET /1 HTTP/1.1\r\nHost: h\r\nX-A:  a \r\n\r\n"
+                                                + "GET /2 HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n"))
+            responder.respond(body: "one")
+            responder.respond(body: "two")
+            try channel.writeInbound(ByteBuffer(string: "POST /3 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi"))
+            responder.respond(body: "three")
+            let text = try outboundText(channel)
+            _ = try? channel.finish()
+            return (responder.heads, responder.headsWithLines, text)
+        }
+        let withLines = try run(lines: true)
+        let withFields = try run(lines: false)
+        XCTAssertEqual(withLines.heads, withFields.heads)
+        XCTAssertEqual(withLines.heads.map(\.uri), ["/1", "/2", "/3"])
+        XCTAssertEqual(withLines.heads.first?.headers.first(name: "x-a"), "a")
+        XCTAssertEqual(withLines.text, withFields.text)
+        XCTAssertEqual(withLines.withLines, 2, "the pipelined head waited as fields")
+        XCTAssertEqual(withFields.withLines, 0)
+        XCTAssertEqual(try run(lines: true, direct: false).withLines, 0, "through the pipeline the fields are read")
+    }
+
     func testAHandlerAddedAfterTheConnectionSeesEveryPart() throws {
         let responder = TestResponder()
         let channel = try makeEdgeChannel(responder: responder)

@@ -22,7 +22,16 @@ func decodeAll(
     decoder: inout StrictHTTPRequestDecoder,
     byteByByte: Bool = false
 ) throws -> DecodedOutput {
-    let output = DecodedOutput()
+    try decodeAll(input, decoder: &decoder, into: DecodedOutput(), byteByByte: byteByByte)
+}
+
+/// The same, into any output.
+func decodeAll<Output: HTTPRequestDecoderOutput>(
+    _ input: String,
+    decoder: inout StrictHTTPRequestDecoder,
+    into output: Output,
+    byteByByte: Bool = false
+) throws -> Output {
     var unread = ByteBuffer()
     let bytes = Array(input.utf8)
     for read in byteByByte ? bytes.map({ [$0] }) : [bytes] {
@@ -113,6 +122,16 @@ final class TestResponder: ChannelInboundHandler, DirectExchangeApplication {
     func requestPartArrived(_ part: HTTPServerRequestPart) {
         self.directParts += 1
         self.received(part)
+    }
+
+    /// Whether heads may come with their fields as lines; how many did (their fields are recorded in `heads`).
+    var takesRequestFieldLines = false
+    var headsWithLines = 0
+
+    func requestHeadArrived(_ head: HTTPRequestHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines) {
+        XCTAssertTrue(head.headers.isEmpty, "a head with lines has no fields of its own")
+        self.headsWithLines += 1
+        self.requestPartArrived(.head(head.withFields(of: fieldLines)))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

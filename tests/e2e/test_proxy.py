@@ -184,8 +184,14 @@ class ScriptedBackend:
                         return
                     data += chunk
                 head, data = data.split(b"\r\n\r\n", 1)
-                path = head.split(b" ")[1].decode()
-                conn.sendall(self.RESPONSES[path])
+                data = self.answer(conn, head, data)
+                if data is None:
+                    return
+
+    def answer(self, conn, head, data):
+        """Answers the request `head` (bytes); returns what was read beyond it and its body, or None to close."""
+        conn.sendall(self.RESPONSES[head.split(b" ")[1].decode()])
+        return data
 
     def close(self):
         self.listener.close()
@@ -202,6 +208,109 @@ def response_head(port, path, version="1.1", extra=""):
             assert chunk, data
             data += chunk
     return data.split(b"\r\n\r\n")[0].split(b"\r\n")
+
+
+class RecordingBackend(ScriptedBackend):
+    """A backend that keeps each request head it reads (bytes as received) and answers 200 with a short body."""
+    def __init__(self):
+        self.heads = []
+        super().__init__()
+
+    def answer(self, conn, head, data):
+        lines = head.split(b"\r\n")
+        self.heads.append(lines)
+        length = next((int(l.split(b":")[1]) for l in lines if l.lower().startswith(b"content-length:")), 0)
+        if any(l.lower() == b"transfer-encoding: chunked" for l in lines):
+            while not data.endswith(b"0\r\n\r\n"):
+                data += conn.recv(65536)
+            data = b""
+        else:
+            while len(data) < length:
+                data += conn.recv(65536)
+            data = data[length:]
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return data
+
+
+class ClosingBackend(RecordingBackend):
+    """Answers the first request on each connection and keeps it open, then closes it on reading the next one,
+    unanswered: what a backend whose keep-alive timeout ends just as the proxy reuses the connection does."""
+    def __init__(self):
+        self.answered = set()
+        super().__init__()
+
+    def answer(self, conn, head, data):
+        if conn.fileno() in self.answered:
+            self.heads.append(head.split(b"\r\n"))
+            self.answered.discard(conn.fileno())
+            return None
+        self.answered.add(conn.fileno())
+        return super().answer(conn, head, data)
+
+
+def request_on_one_connection(port, *requests):
+    """Sends each raw request on one keep-alive connection, reading each answer (200, two bytes) before the next."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        for request in requests:
+            s.sendall(request)
+            data = b""
+            while not (b"\r\n\r\n" in data and data.endswith(b"ok")):
+                chunk = s.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert data.startswith((b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK")), data
+
+
+def test_client_request_fields_reach_the_backend_as_sent_without_the_hop_by_hop_and_forwarding_ones(alb, serving):
+    backend = RecordingBackend()
+    try:
+        port = serving([(backend.port, 100)])
+        request_on_one_connection(
+            port,
+            # As sent, spaces and bytes beyond ASCII and all, in order, without `Connection`, `Keep-Alive`, `TE`
+            # and the forwarding fields a client may not set; the proxy's `X-Forwarded-For` last.
+            b"GET /a HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive\r\nX-Note:  spaced \r\n"
+            b"X-Forwarded-For: 10.6.6.6\r\nKeep-Alive: timeout=5\r\nX-Raw: caf\xe9\r\nSLB-ID: spoofed\r\nTE: trailers\r\n\r\n",
+            # A chunked body's framing is the proxy's own again; a length stays as sent.
+            b"POST /b HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\nX-B: 2\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            b"PUT /c HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nhi",
+            # A field `Connection` names goes too (the fields are read for it).
+            b"GET /d HTTP/1.1\r\nHost: example.com\r\nConnection: x-private\r\nX-Private: secret\r\nX-D: 4\r\n\r\n",
+            # HTTP/1.0 goes on as HTTP/1.1; a POST without a body says so.
+            b"POST /e HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        )
+        assert backend.heads == [
+            [b"GET /a HTTP/1.1", b"Host: example.com", b"X-Note:  spaced ", b"X-Raw: caf\xe9",
+             b"X-Forwarded-For: 127.0.0.1"],
+            [b"POST /b HTTP/1.1", b"Host: example.com", b"X-B: 2", b"transfer-encoding: chunked",
+             b"X-Forwarded-For: 127.0.0.1"],
+            [b"PUT /c HTTP/1.1", b"Host: example.com", b"Content-Length: 2", b"X-Forwarded-For: 127.0.0.1"],
+            [b"GET /d HTTP/1.1", b"Host: example.com", b"X-D: 4", b"X-Forwarded-For: 127.0.0.1"],
+            [b"POST /e HTTP/1.1", b"content-length: 0", b"X-Forwarded-For: 127.0.0.1"],
+        ]
+        # The access log still names each request's host.
+        log = alb.root / "access.log"
+        records = wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 5
+                           and [json.loads(line) for line in log.read_text().splitlines()], what="five log records")
+        assert [(r["path"], r["host"]) for r in records] == [
+            ("/a", "example.com"), ("/b", "example.com"), ("/c", "example.com"), ("/d", "example.com"), ("/e", "")]
+    finally:
+        backend.close()
+
+
+def test_a_request_on_a_pooled_connection_the_backend_closed_is_sent_again_on_a_fresh_one(serving):
+    backend = ClosingBackend()
+    try:
+        port = serving([(backend.port, 100)], request_timeout=5)
+        request = b"GET /again HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\n\r\n"
+        # On one client connection (one event loop, so one pool): the backend connection the first went on is
+        # pooled, and closed on reading the second, which the proxy sends again on a fresh one, head and all.
+        request_on_one_connection(port, request, request)
+        expected = [b"GET /again HTTP/1.1", b"Host: example.com", b"X-A: 1", b"X-Forwarded-For: 127.0.0.1"]
+        assert backend.heads == [expected] * 3
+    finally:
+        backend.close()
 
 
 def test_backend_response_fields_reach_the_client_without_the_hop_by_hop_ones(serving):
