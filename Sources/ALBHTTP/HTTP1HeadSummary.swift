@@ -212,26 +212,18 @@ public struct HTTP1HeadSummary: Sendable, Equatable {
     /// positions cannot tell (the caller, which relays lines only when ``canLeaveOutHopByHop``, has the fields
     /// searched then).
     mutating func leaveOutHopByHop(from lines: inout HTTP1FieldLines) {
-        self.leaveOut(from: &lines, forwarding: false)
-    }
-
-    /// The positions of the fields ``leaveOut(from:forwarding:)`` would leave out, or nil when it could not tell.
-    public func positionsLeftOut(forwarding: Bool) -> UInt64? {
-        guard self.canLeaveOutHopByHop else { return nil }
-        return UInt64(self.hopByHopPositions | (forwarding ? self.forwardingPositions : 0))
-    }
-
-    /// As ``leaveOutHopByHop(from:)-(HTTP1FieldLines)``, and the forwarding fields too when `forwarding`: what a
-    /// request's fields lose on their way to a backend when its client is not a trusted proxy.
-    public mutating func leaveOut(from lines: inout HTTP1FieldLines, forwarding: Bool) {
-        guard self.canLeaveOutHopByHop else { return }
-        lines.leaveOut(positions: UInt64(self.hopByHopPositions | (forwarding ? self.forwardingPositions : 0)))
+        guard let positions = self.positionsLeftOut(forwarding: false) else { return }
+        lines.leaveOut(positions: positions)
         self.hopByHopPositions = 0
         self.hopByHopLeftOut = true
-        if forwarding {
-            self.forwardingPositions = 0
-            self.present.remove(.forwarding)
-        }
+    }
+
+    /// The positions (bit i: field i) of the hop-by-hop fields, and of the forwarding ones too when `forwarding`
+    /// (what a request's fields lose on their way to a backend when its client is not a trusted proxy); nil when
+    /// the positions cannot tell (``canLeaveOutHopByHop``).
+    func positionsLeftOut(forwarding: Bool) -> UInt64? {
+        guard self.canLeaveOutHopByHop else { return nil }
+        return UInt64(self.hopByHopPositions | (forwarding ? self.forwardingPositions : 0))
     }
 
     /// Takes in a `Connection` field's value (trimmed, as a parsed field's is): each comma-separated option,

@@ -311,8 +311,8 @@ public enum ProxyHeaders {
         /// Some `Transfer-Encoding` field.
         public private(set) var hasTransferEncoding = false
         private var hasExpect = false
-        /// The first `Content-Length`'s value.
-        private var contentLength: String?
+        /// Whether the first `Content-Length` says `0`; nil without one.
+        private var firstLengthIsZero: Bool?
         /// What a strict decoder's summary says of `Connection`, when the summary is what this was made of.
         private var keepAlive: Bool?
 
@@ -322,8 +322,8 @@ public enum ProxyHeaders {
             self.hasUpgrade = summary.present.contains(.upgrade)
             self.hasTransferEncoding = summary.present.contains(.transferEncoding)
             self.hasExpect = summary.present.contains(.expect)
-            // Valid and equal when there are several (the decoder refused others): its text does not matter here.
-            self.contentLength = summary.framing.length.map { $0 == 0 ? "0" : "1" }
+            // Valid, and equal when there are several (the decoder refused others).
+            self.firstLengthIsZero = summary.framing.length.map { $0 == 0 }
             self.keepAlive = summary.isKeepAlive(version: version)
         }
 
@@ -334,8 +334,8 @@ public enum ProxyHeaders {
                 case 7: self.hasUpgrade = self.hasUpgrade || HTTP1Syntax.equalsIgnoringASCIICase(name, "upgrade")
                 case 10:
                     self.hasConnection = self.hasConnection || HTTP1Syntax.equalsIgnoringASCIICase(name, "connection")
-                case 14 where self.contentLength == nil && HTTP1Syntax.equalsIgnoringASCIICase(name, "content-length"):
-                    self.contentLength = value
+                case 14 where self.firstLengthIsZero == nil && HTTP1Syntax.equalsIgnoringASCIICase(name, "content-length"):
+                    self.firstLengthIsZero = value == "0"
                 case 17:
                     self.hasTransferEncoding = self.hasTransferEncoding
                         || HTTP1Syntax.equalsIgnoringASCIICase(name, "transfer-encoding")
@@ -354,7 +354,7 @@ public enum ProxyHeaders {
 
         /// The request has a body: a transfer coding, or a length other than `0`.
         public var hasBody: Bool {
-            self.hasTransferEncoding || (self.contentLength.map { $0 != "0" } ?? false)
+            self.hasTransferEncoding || self.firstLengthIsZero == false
         }
 
         /// ``ProxyHeaders/expectsContinue(_:)`` of `head`'s fields.
@@ -508,11 +508,12 @@ public enum ProxyHeaders {
     }
 
     /// Which of a request's lines (bit i: line i) do not go to the backend with
-    /// ``backendRequestHead(from:passingOn:summary:forwarding:options:)``, the hop-by-hop and forwarding fields, when its fields came as lines (`summary` being what its
-    /// decoder learnt of them) and can be passed on by leaving out lines and adding fields, nothing more; nil
-    /// when they cannot: hop-by-hop fields cannot be told by position or `Connection` names others, equal lengths
-    /// are to be folded into one, an `Expect` or `Upgrade` is to be handled, or the method is `TRACE` (whose
-    /// framing fields go). Asked before anything reads the fields: if nil, they are made fields.
+    /// ``backendRequestHead(from:passingOn:summary:forwarding:options:)``, the hop-by-hop and forwarding fields,
+    /// when its fields came as lines (`summary` being what its decoder learnt of them) and can be passed on by
+    /// leaving out lines and adding fields, nothing more; nil when they cannot: hop-by-hop fields cannot be told
+    /// by position or `Connection` names others, equal lengths are to be folded into one, an `Expect` or `Upgrade`
+    /// is to be handled, or the method is `TRACE` (whose framing fields go). Asked before anything reads the
+    /// fields: if nil, they are made fields.
     public static func linesLeftOut(of client: HTTPRequestHead, summary: HTTP1HeadSummary) -> UInt64? {
         guard !summary.framing.foldsLengths, !summary.present.contains(.expect), !summary.present.contains(.upgrade),
             !client.method.isTRACE
