@@ -82,22 +82,30 @@ public struct HTTP1FieldLines {
         return written + rest
     }
 
-    /// The fields, as a decoder makes them from the same lines (names as sent, values without the spaces and
-    /// tabs around them).
-    public func fields(texts: FieldTextCache? = nil) -> [(String, String)] {
-        var fields: [(String, String)] = []
+    /// Each line, without its CRLF, to `body` until it returns false.
+    private func forEachLine(_ body: (UnsafeRawBufferPointer) -> Bool) {
         self.bytes.withUnsafeReadableBytes { memory in
             var start = 0
             for index in memory.indices where memory[index] == UInt8(ascii: "\n") {
                 // `name:` OWS value OWS CR LF, checked when the line was read.
                 let line = UnsafeRawBufferPointer(rebasing: memory[start..<max(start, index - 1)])
                 start = index + 1
-                guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
-                let name = UnsafeRawBufferPointer(rebasing: line[..<colon])
-                let value = UnsafeRawBufferPointer(rebasing: line[HTTP1Syntax.withoutWhitespace(line, colon + 1, line.count)])
-                fields.append(texts?.texts(name: name, value: value)
-                    ?? (String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+                if !body(line) { return }
             }
+        }
+    }
+
+    /// The fields, as a decoder makes them from the same lines (names as sent, values without the spaces and
+    /// tabs around them).
+    public func fields(texts: FieldTextCache? = nil) -> [(String, String)] {
+        var fields: [(String, String)] = []
+        self.forEachLine { line in
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return true }
+            let name = UnsafeRawBufferPointer(rebasing: line[..<colon])
+            let value = UnsafeRawBufferPointer(rebasing: line[HTTP1Syntax.withoutWhitespace(line, colon + 1, line.count)])
+            fields.append(texts?.texts(name: name, value: value)
+                ?? (String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+            return true
         }
         return fields
     }
@@ -105,21 +113,16 @@ public struct HTTP1FieldLines {
     /// The value of the first field named `name` (given in lowercase), in any case, without the spaces and tabs
     /// around it: ``HTTPHeaders/first(lowercased:)`` on the lines, for the one field a caller reads (`Host`).
     public func first(lowercased name: StaticString) -> String? {
-        self.bytes.withUnsafeReadableBytes { memory -> String? in
-            let length = name.utf8CodeUnitCount
-            var start = 0
-            while start < memory.count {
-                // Every line is `name:` OWS value OWS CR LF, checked when it was read.
-                guard let lf = memory[start...].firstIndex(of: UInt8(ascii: "\n")) else { return nil }
-                let line = UnsafeRawBufferPointer(rebasing: memory[start..<lf - 1])
-                start = lf + 1
-                guard line.count > length, line[length] == UInt8(ascii: ":"),
-                    HTTP1Syntax.equalsIgnoringASCIICase(UnsafeRawBufferPointer(rebasing: line[..<length]), name)
-                else { continue }
-                return String(decoding: line[HTTP1Syntax.withoutWhitespace(line, length + 1, line.count)], as: UTF8.self)
-            }
-            return nil
+        let length = name.utf8CodeUnitCount
+        var value: String?
+        self.forEachLine { line in
+            guard line.count > length, line[length] == UInt8(ascii: ":"),
+                HTTP1Syntax.equalsIgnoringASCIICase(UnsafeRawBufferPointer(rebasing: line[..<length]), name)
+            else { return true }
+            value = String(decoding: line[HTTP1Syntax.withoutWhitespace(line, length + 1, line.count)], as: UTF8.self)
+            return false
         }
+        return value
     }
 
     /// The fields but those at the positions set in `leftOut` (bit i: line i), as a head's, `own` after them.
