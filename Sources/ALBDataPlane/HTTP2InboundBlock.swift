@@ -55,15 +55,21 @@ enum HTTP2InboundBlock {
         var regularFieldsBegan = false
         var isConnect = false
         var contentLength: Int?
+        let inline = SmallASCIIText.layoutMatches
         for (name, value, _) in block {
-            let isPseudo = name.utf8.first == UInt8(ascii: ":")
-            guard Self.isLowercaseToken(name, droppingFirst: isPseudo) else {
+            // Nearly every name is held inline (15 bytes at most): checked and told apart on its two words.
+            let words = inline ? InlineFieldName(name) : nil
+            let isPseudo = words?.startsWithColon ?? (name.utf8.first == UInt8(ascii: ":"))
+            let isToken = words.map {
+                SmallASCIIText.isLowercaseToken(first: $0.first, second: $0.second, count: $0.count, from: isPseudo ? 1 : 0)
+            } ?? Self.isLowercaseToken(name, droppingFirst: isPseudo)
+            guard isToken else {
                 throw NIOHTTP2Errors.invalidHTTP2HeaderFieldName(name)
             }
             guard isPseudo else {
                 regularFieldsBegan = true
-                try Self.checkRegularField(name: name, value: value, isRequest: isRequest)
-                if isRequest, name.utf8.count == 14, name == "content-length" {
+                try Self.checkRegularField(name: name, words: words, value: value, isRequest: isRequest)
+                if isRequest, words.map({ $0 == .contentLength }) ?? (name.utf8.count == 14 && name == "content-length") {
                     guard let length = Self.length(value) else { throw NIOHTTP2Errors.contentLengthHeaderMalformedValue() }
                     if let earlier = contentLength, earlier != length { throw NIOHTTP2Errors.contentLengthHeadersMismatch() }
                     contentLength = length
@@ -77,14 +83,14 @@ enum HTTP2InboundBlock {
                 throw NIOHTTP2Errors.invalidPseudoHeaderValue(name: name, value: value)
             }
             let pseudoHeader: PseudoHeaders
-            switch name {
-            case ":path": pseudoHeader = .path
-            case ":method": pseudoHeader = .method
-            case ":scheme": pseudoHeader = .scheme
-            case ":authority": pseudoHeader = .authority
-            case ":status": pseudoHeader = .status
-            case ":protocol": throw NIOHTTP2Errors.unsupportedPseudoHeader(name)
-            default: throw NIOHTTP2Errors.unknownPseudoHeader(name)
+            switch PseudoHeaderName(name, words: words) {
+            case .path?: pseudoHeader = .path
+            case .method?: pseudoHeader = .method
+            case .scheme?: pseudoHeader = .scheme
+            case .authority?: pseudoHeader = .authority
+            case .status?: pseudoHeader = .status
+            case .protocol?: throw NIOHTTP2Errors.unsupportedPseudoHeader(name)
+            case nil: throw NIOHTTP2Errors.unknownPseudoHeader(name)
             }
             if seen.contains(pseudoHeader) {
                 throw NIOHTTP2Errors.duplicatePseudoHeader(name)
@@ -124,16 +130,26 @@ enum HTTP2InboundBlock {
     }
 
     /// A field that is not a pseudo-header: not connection-specific (RFC 9113 section 8.2.2), and a value
-    /// without NUL, LF or CR (section 8.2.1).
-    private static func checkRegularField(name: String, value: String, isRequest: Bool) throws {
+    /// without NUL, LF or CR (section 8.2.1). `words`: the name's inline form, when it has one (names are
+    /// compared as those words then; `proxy-connection` and `transfer-encoding` are too long to have one).
+    private static func checkRegularField(name: String, words: InlineFieldName?, value: String,
+                                          isRequest: Bool) throws {
         let forbidden: Bool
-        switch name.utf8.count {
-        case 2: forbidden = isRequest && name == "te" && value != "trailers"
-        case 7: forbidden = name == "upgrade"
-        case 10: forbidden = name == "connection" || name == "keep-alive"
-        case 16: forbidden = name == "proxy-connection"
-        case 17: forbidden = name == "transfer-encoding"
-        default: forbidden = false
+        if let words {
+            switch words {
+            case .te: forbidden = isRequest && value != "trailers"
+            case .upgrade, .connection, .keepAlive: forbidden = true
+            default: forbidden = false
+            }
+        } else {
+            switch name.utf8.count {
+            case 2: forbidden = isRequest && name == "te" && value != "trailers"
+            case 7: forbidden = name == "upgrade"
+            case 10: forbidden = name == "connection" || name == "keep-alive"
+            case 16: forbidden = name == "proxy-connection"
+            case 17: forbidden = name == "transfer-encoding"
+            default: forbidden = false
+            }
         }
         if forbidden {
             throw NIOHTTP2Errors.forbiddenHeaderField(name: name, value: value)
@@ -160,6 +176,84 @@ enum HTTP2InboundBlock {
         switch byte {
         case 0x21, 0x23...0x27, 0x2A, 0x2B, 0x2D, 0x2E, 0x30...0x39, 0x5E...0x7A, 0x7C, 0x7E: true
         default: false
+        }
+    }
+}
+
+/// A field name in its inline form (``SmallASCIIText``: a small ASCII string's two words, the only form two equal
+/// names of up to 15 bytes can have), so that telling names apart is comparing two integers where comparing the
+/// strings called the standard library's compare for each name that did not match (about 22 instructions each,
+/// callgrind).
+struct InlineFieldName: Equatable {
+    let first: UInt64
+    let second: UInt64
+
+    /// `name`'s words when it is held inline, nil otherwise. For callers that found
+    /// ``SmallASCIIText/layoutMatches`` true.
+    @inline(__always)
+    init?(_ name: String) {
+        guard let (first, second, _) = SmallASCIIText.inlineWords(name, layoutChecked: ()) else { return nil }
+        self.first = first
+        self.second = second
+    }
+
+    /// A known name's words; nothing equals them when the layout check failed (no caller has words then).
+    private init(known name: String) {
+        guard SmallASCIIText.layoutMatches, let (first, second, _) = SmallASCIIText.inlineWords(name, layoutChecked: ())
+        else {
+            (self.first, self.second) = (0, 0)
+            return
+        }
+        (self.first, self.second) = (first, second)
+    }
+
+    /// The name's length in bytes.
+    var count: Int { Int(truncatingIfNeeded: (self.second >> 56) & 0xF) }
+
+    var startsWithColon: Bool { self.first & 0xFF == UInt64(UInt8(ascii: ":")) }
+
+    static let path = InlineFieldName(known: ":path")
+    static let method = InlineFieldName(known: ":method")
+    static let scheme = InlineFieldName(known: ":scheme")
+    static let authority = InlineFieldName(known: ":authority")
+    static let status = InlineFieldName(known: ":status")
+    static let `protocol` = InlineFieldName(known: ":protocol")
+    static let contentLength = InlineFieldName(known: "content-length")
+    static let host = InlineFieldName(known: "host")
+    // The connection-specific names short enough to be held inline (`proxy-connection` and `transfer-encoding` are not).
+    static let te = InlineFieldName(known: "te")
+    static let upgrade = InlineFieldName(known: "upgrade")
+    static let connection = InlineFieldName(known: "connection")
+    static let keepAlive = InlineFieldName(known: "keep-alive")
+}
+
+/// The pseudo-header fields nio-http2 knows.
+enum PseudoHeaderName {
+    case path, method, scheme, authority, status, `protocol`
+
+    /// Which one `name` is, nil for none; `words`: its inline form, when it has one.
+    @inline(__always)
+    init?(_ name: String, words: InlineFieldName?) {
+        if let words {
+            switch words {
+            case .path: self = .path
+            case .method: self = .method
+            case .scheme: self = .scheme
+            case .authority: self = .authority
+            case .status: self = .status
+            case .protocol: self = .protocol
+            default: return nil
+            }
+            return
+        }
+        switch name {
+        case ":path": self = .path
+        case ":method": self = .method
+        case ":scheme": self = .scheme
+        case ":authority": self = .authority
+        case ":status": self = .status
+        case ":protocol": self = .protocol
+        default: return nil
         }
     }
 }

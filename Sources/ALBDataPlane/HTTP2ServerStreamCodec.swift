@@ -45,6 +45,11 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     private var slot: HTTP2StreamSlot?
     /// Where response blocks are assembled (the event loop's).
     private let blockScratch: HTTP2BlockScratch
+    /// A gRPC "trailers-only" answer (an error with no message) arrives from a gRPC backend as one HEADERS frame
+    /// that carries the status and ends the stream; through the HTTP/1 parts it becomes a head and an empty end.
+    /// Sent on as such, the client would read headers, then an empty DATA frame, and no status. So the status
+    /// fields move from the head to the trailers, a form every gRPC client reads: held here until the end.
+    private var heldGRPCStatus: HTTPHeaders?
 
     init(blockScratch: HTTP2BlockScratch = HTTP2BlockScratch()) {
         self.blockScratch = blockScratch
@@ -140,6 +145,24 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         self.write(part, promise: promise, context: context)
     }
 
+    /// A response head whose backend fields come as lines: its block is made from them directly
+    /// (``HTTP2Heads/headerBlock(status:lines:followedBy:scratch:)``), unless one is a gRPC status.
+    func write(head: HTTPResponseHead, fieldLines: HTTP1FieldLines, promise: EventLoopPromise<Void>?) {
+        guard let context = self.context else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        guard let block = HTTP2Heads.headerBlock(status: head.status, lines: fieldLines, followedBy: head.headers,
+                                                 scratch: self.blockScratch) else {
+            var head = head
+            head.headers = fieldLines.headers(followedBy: head.headers)
+            self.write(.head(head), promise: promise, context: context)
+            return
+        }
+        self.sendHeldBody(context: context)
+        self.send(.headers(.init(headers: block)), promise: promise, context: context)
+    }
+
     /// A flush from the attached application.
     func flush() {
         guard let context = self.context else { return }
@@ -148,13 +171,18 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 
     private func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         switch part {
-        case .head(let head):
+        case .head(var head):
             self.sendHeldBody(context: context)
+            self.heldGRPCStatus = Self.takeGRPCStatus(from: &head.headers)
             let block = HTTP2Heads.headerBlock(status: head.status, fields: head.headers, scratch: self.blockScratch)
             self.send(.headers(.init(headers: block)), promise: promise, context: context)
         case .body(let body):
             self.sendHeldBody(context: context)
             self.heldBody = (body, promise)
+        case .end(nil) where self.heldGRPCStatus != nil:
+            let status = self.heldGRPCStatus
+            self.heldGRPCStatus = nil
+            self.write(.end(status), promise: promise, context: context)
         case .end(nil):
             let last: HTTP2Frame.FramePayload.Data
             var promise = promise
@@ -167,6 +195,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
             }
             self.send(.data(last), promise: promise, context: context)
         case .end(let trailers?):
+            self.heldGRPCStatus = nil
             self.sendHeldBody(context: context)
             let block = HTTP2Heads.trailerBlock(fields: trailers, scratch: self.blockScratch)
             self.send(.headers(.init(headers: block, endStream: true)), promise: promise, context: context)
@@ -215,6 +244,16 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         held.promise?.fail(ChannelError.ioOnClosedChannel)
     }
 
+    private static func takeGRPCStatus(from headers: inout HTTPHeaders) -> HTTPHeaders? {
+        guard headers.contains(lowercased: "grpc-status") else { return nil }
+        var trailers = HTTPHeaders()
+        for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+            for value in headers[name] { trailers.add(name: name, value: value) }
+            headers.remove(name: name)
+        }
+        return trailers
+    }
+
     /// One promise for a write that carries two parts: nil when neither part's writer asked.
     private static func combined(_ first: EventLoopPromise<Void>?,
                                  _ second: EventLoopPromise<Void>?) -> EventLoopPromise<Void>? {
@@ -231,9 +270,27 @@ extension HTTP2ServerStreamCodec: Sendable {}
 /// The array a response's header block is assembled in, one per event loop and kept with its capacity, so that
 /// a block costs one allocation (its own) and not two. Loop-confined; taken and given back within one call.
 final class HTTP2BlockScratch {
-    fileprivate var pairs: [(String, String)] = []
+    private var pairs: [(String, String)] = []
+    /// The loop's texts of fields decoded lately, for blocks made from a backend's lines.
+    let fieldTexts: FieldTextCache?
 
-    init() {}
+    init(fieldTexts: FieldTextCache? = nil) {
+        self.fieldTexts = fieldTexts
+    }
+
+    /// `body` with the array, empty; taken back emptied, its capacity kept. Emptied one pair at a time from the
+    /// end: `removeAll(keepingCapacity:)` destroys the pairs through the runtime's generic tuple witness, about 95
+    /// instructions a pair (callgrind); this loop is specialised.
+    @inline(__always)
+    func withPairs<Result>(_ body: (inout [(String, String)]) -> Result) -> Result {
+        var pairs: [(String, String)] = []
+        swap(&pairs, &self.pairs)
+        defer {
+            while pairs.popLast() != nil {}
+            swap(&pairs, &self.pairs)
+        }
+        return body(&pairs)
+    }
 }
 
 @available(*, unavailable)
@@ -256,21 +313,28 @@ enum HTTP2Heads {
         var fields: [(String, String)] = []
         // Room for the two fields that may go in front: an HTTP/2 request names its host in `:authority`.
         fields.reserveCapacity(block.count + 2)
+        let inline = SmallASCIIText.layoutMatches
         for (name, value, _) in block {
-            guard name.utf8.first == UInt8(ascii: ":") else {
-                switch name.utf8.count {
-                case 4 where name == "host": hasHost = true
-                case 14 where name == "content-length": hasContentLength = true
-                default: break
+            // Told apart on the words of their inline form, when they have one (``InlineFieldName``).
+            let words = inline ? InlineFieldName(name) : nil
+            guard words?.startsWithColon ?? (name.utf8.first == UInt8(ascii: ":")) else {
+                if let words {
+                    if words == .host { hasHost = true } else if words == .contentLength { hasContentLength = true }
+                } else {
+                    switch name.utf8.count {
+                    case 4 where name == "host": hasHost = true
+                    case 14 where name == "content-length": hasContentLength = true
+                    default: break
+                    }
                 }
                 fields.append((name, value))
                 continue
             }
-            switch name {
-            case ":method": try Self.set(&method, name: name, to: value)
-            case ":path": try Self.set(&path, name: name, to: value)
-            case ":scheme": try Self.set(&scheme, name: name, to: value)
-            case ":authority": try Self.set(&authority, name: name, to: value)
+            switch PseudoHeaderName(name, words: words) {
+            case .method?: try Self.set(&method, name: name, to: value)
+            case .path?: try Self.set(&path, name: name, to: value)
+            case .scheme?: try Self.set(&scheme, name: name, to: value)
+            case .authority?: try Self.set(&authority, name: name, to: value)
             default: break  // `:protocol` (extended CONNECT) is not read here
             }
         }
@@ -313,8 +377,30 @@ enum HTTP2Heads {
     /// again only if one turns up.
     static func headerBlock(status: HTTPResponseStatus, fields: HTTPHeaders,
                             scratch: HTTP2BlockScratch = HTTP2BlockScratch()) -> HPACKHeaders {
+        Self.block(status: Self.statusText(status), fields: fields, scratch: scratch)
+    }
+
+    /// A response head's block from its backend's field lines (without their hop-by-hop ones:
+    /// ``HTTP1HeadSummary/hopByHopLeftOut``) followed by `fields` (the proxy's own): ``headerBlock(status:fields:scratch:)``
+    /// without the `HTTPHeaders` the lines would have been made into, their array and its destruction. Nil when a
+    /// line is a `grpc-status`, which a block of fields moves to the trailers (``HTTP2ServerStreamCodec``).
+    static func headerBlock(status: HTTPResponseStatus, lines: HTTP1FieldLines, followedBy fields: HTTPHeaders,
+                            scratch: HTTP2BlockScratch) -> HPACKHeaders? {
+        scratch.withPairs { pairs in
+            pairs.append((":status", Self.statusText(status)))
+            guard lines.appendLowercasedFields(to: &pairs, texts: scratch.fieldTexts, stoppingAt: "grpc-status") else {
+                return nil
+            }
+            for (name, value) in fields where !ProxyHeaders.isHopByHop(name) {
+                pairs.append((Self.lowercased(name), value))
+            }
+            return HPACKHeaders(pairs)
+        }
+    }
+
+    private static func statusText(_ status: HTTPResponseStatus) -> String {
         let code = Int(status.code)
-        return Self.block(status: code == 200 ? "200" : String(code), fields: fields, scratch: scratch)
+        return code == 200 ? "200" : String(code)
     }
 
     /// Trailers' block: the fields, as in a head.
@@ -338,23 +424,17 @@ enum HTTP2Heads {
     /// capacity, so the block's own array is the only one allocated.
     private static func block(status: String?, fields: HTTPHeaders, stoppingAtHopByHop: Bool,
                               scratch: HTTP2BlockScratch) -> HPACKHeaders? {
-        var pairs: [(String, String)] = []
-        swap(&pairs, &scratch.pairs)
-        defer {
-            // One at a time from the end: `removeAll(keepingCapacity:)` destroys the pairs through the runtime's
-            // generic tuple witness, about 95 instructions a pair (callgrind); this loop is specialised.
-            while pairs.popLast() != nil {}
-            swap(&pairs, &scratch.pairs)
+        scratch.withPairs { pairs in
+            pairs.reserveCapacity(fields.count + 1)
+            if let status {
+                pairs.append((":status", status))
+            }
+            for (name, value) in fields {
+                if stoppingAtHopByHop && ProxyHeaders.isHopByHop(name) { return nil }
+                pairs.append((Self.lowercased(name), value))
+            }
+            return HPACKHeaders(pairs)
         }
-        pairs.reserveCapacity(fields.count + 1)
-        if let status {
-            pairs.append((":status", status))
-        }
-        for (name, value) in fields {
-            if stoppingAtHopByHop && ProxyHeaders.isHopByHop(name) { return nil }
-            pairs.append((Self.lowercased(name), value))
-        }
-        return HPACKHeaders(pairs)
     }
 
     /// `name` in lowercase. A field name is a token, ASCII only: a short one (nearly all) is lowered inside the

@@ -60,13 +60,14 @@ final class ListenerLoopState {
     let compressionBudget = CompressionBudget(limit: ListenerLoopState.concurrentCompressions)
     static let concurrentCompressions = 64
     /// Where this loop's HTTP/2 streams assemble their response blocks.
-    let http2BlockScratch = HTTP2BlockScratch()
+    let http2BlockScratch: HTTP2BlockScratch
 
     init(eventLoop: EventLoop, accessLog: AccessLog?, pools: BackendPools, detailedMetrics: Bool = true) {
         self.eventLoop = eventLoop
         self.detailedMetrics = detailedMetrics
         self.accessLog = accessLog.map { AccessLogBuffer(log: $0, eventLoop: eventLoop) }
         self.pools = pools
+        self.http2BlockScratch = HTTP2BlockScratch(fieldTexts: pools.http1Memory.fieldTexts)
     }
 
     /// A group by weight, then a server in it by the group's scheduler (`Sch` hashes `clientIP`). Groups

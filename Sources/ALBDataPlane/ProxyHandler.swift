@@ -520,10 +520,11 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     /// Whether the response's fields go to the client as the lines the backend sent (``HTTP1FieldLines``): when
-    /// nothing reads or edits them on the way, an HTTP/1 client attached by direct call (no compression stage),
-    /// no `Alt-Svc` to set and no WebSocket upgrade to check.
+    /// nothing reads or edits them on the way, a client attached by direct call (an HTTP/1 connection, or an
+    /// HTTP/2 stream's codec, which makes its block from them: no compression stage), no `Alt-Svc` to set and no
+    /// WebSocket upgrade to check.
     private func relaysFieldLines(of exchange: Exchange) -> Bool {
-        self.framing == .http1 && self.edge != nil && exchange.altSvc == nil && !exchange.machine.askedToUpgrade
+        self.edge != nil && exchange.altSvc == nil && !exchange.machine.askedToUpgrade
     }
 
     func backendRead(head: consuming HTTPResponseHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines) {
@@ -582,9 +583,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 // service clients cannot reach through it.
                 relayed.headers.replaceOrAdd(name: "alt-svc", value: altSvc)
             }
-            if self.framing == .http2 {
-                self.heldTrailers = Self.takeGRPCStatus(from: &relayed.headers)
-            }
             if let fieldLines {
                 if let edge = self.edge {
                     edge.write(head: relayed, fieldLines: fieldLines, promise: nil)
@@ -624,8 +622,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             backend.close()
         }
         self.finishExchange()
-        let trailers = trailers ?? self.heldTrailers
-        self.heldTrailers = nil
         if end.closeClient {
             self.closed = true
             self.writeEndThenClose(trailers, context: context) { $0.close(promise: nil) }
@@ -756,22 +752,6 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
     }
 
-    /// A gRPC "trailers-only" answer (an error with no message) arrives as one HEADERS frame that carries
-    /// the status and ends the stream; through the HTTP/1 codecs it becomes a head and an empty end. Sent
-    /// on as such, the client would read headers, then an empty DATA frame, and no status. So the status
-    /// fields move from the head to the trailers, a form every gRPC client reads.
-    private var heldTrailers: HTTPHeaders?
-
-    private static func takeGRPCStatus(from headers: inout HTTPHeaders) -> HTTPHeaders? {
-        guard headers.contains(lowercased: "grpc-status") else { return nil }
-        var trailers = HTTPHeaders()
-        for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
-            for value in headers[name] { trailers.add(name: name, value: value) }
-            headers.remove(name: name)
-        }
-        return trailers
-    }
-
     // MARK: - Responses and bookkeeping
 
     /// Answers the current exchange with a short error response. Keeps the connection only if the
@@ -830,14 +810,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     /// after the handshake) and kept in the connection's facts, which an HTTP/2 connection's streams share.
     private var clientCertificate: ClientCertificateInfo? {
         guard let facts = self.tlsFacts else { return nil }
-        if case .some(let known) = facts.clientCertificate { return known }
-        var found: ClientCertificateInfo?
+        if facts.clientCertificateLookedUp { return facts.clientCertificate }
+        facts.clientCertificateLookedUp = true
         if self.runtime.snapshot.load(ordering: .relaxed).config.tls?.verifiesClients == true,
            let peer = self.tlsHandler?.peerCertificate {
-            found = ClientCertificateInfo(verified: peer)
+            facts.clientCertificate = ClientCertificateInfo(verified: peer)
         }
-        facts.clientCertificate = .some(found)
-        return found
+        return facts.clientCertificate
     }
 
     /// "TLSv1.3" and so on on a TLS connection, else "". Looked up when the first exchange is logged: the

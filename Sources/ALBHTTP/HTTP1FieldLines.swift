@@ -110,6 +110,63 @@ public struct HTTP1FieldLines {
         return fields
     }
 
+    /// The fields with their names in lowercase (as an HTTP/2 header block has them, RFC 9113 section 8.2.1),
+    /// appended to `pairs`: for a response relayed to an HTTP/2 client, without an `HTTPHeaders` in between.
+    /// Values as ``fields(texts:)`` makes them. Returns false as soon as a field named `stop` turns up (given
+    /// in lowercase, at most 15 bytes), with `pairs` holding the fields before it.
+    ///
+    /// A short name (nearly all) is lowered in the two words of its inline form; a longer one in a copy on the
+    /// stack, its text from `texts`. Each line's end and colon are found by `memchr`, not a loop over its bytes.
+    public func appendLowercasedFields(to pairs: inout [(String, String)], texts: FieldTextCache?,
+                                       stoppingAt stop: StaticString) -> Bool {
+        let inline = SmallASCIIText.layoutMatches
+        let stopWords = inline ? stop.withUTF8Buffer { SmallASCIIText.words(UnsafeRawBufferPointer($0)) } : nil
+        return self.bytes.withUnsafeReadableBytes { memory -> Bool in
+            guard let base = memory.baseAddress else { return true }
+            var start = 0
+            while start < memory.count,
+                  let lf = memchr(base + start, Int32(UInt8(ascii: "\n")), memory.count - start) {
+                let end = base.distance(to: UnsafeRawPointer(lf))
+                // `name:` OWS value OWS CR LF, checked when the line was read.
+                let line = UnsafeRawBufferPointer(rebasing: memory[start..<max(start, end - 1)])
+                start = end + 1
+                guard let lineBase = line.baseAddress,
+                      let colonAt = memchr(lineBase, Int32(UInt8(ascii: ":")), line.count) else { continue }
+                let colon = lineBase.distance(to: UnsafeRawPointer(colonAt))
+                let name = UnsafeRawBufferPointer(rebasing: line[..<colon])
+                let value = UnsafeRawBufferPointer(rebasing: line[HTTP1Syntax.withoutWhitespace(line, colon + 1, line.count)])
+                let lowered: String
+                if inline, name.count <= SmallASCIIText.capacity, let (first, second) = SmallASCIIText.words(name) {
+                    let discriminator = second & (0xFF << 56)
+                    let words = (HTTP1Syntax.lowercasedASCII(first),
+                                 HTTP1Syntax.lowercasedASCII(second & ~(0xFF << 56)) | discriminator)
+                    if let stopWords, words == stopWords { return false }
+                    lowered = SmallASCIIText.string(words: words)
+                } else {
+                    lowered = Self.lowercased(name, texts: texts)
+                    if !inline, lowered.utf8.elementsEqual(UnsafeRawBufferPointer(start: stop.utf8Start,
+                                                                                  count: stop.utf8CodeUnitCount)) {
+                        return false
+                    }
+                }
+                pairs.append((lowered, texts?.text(value) ?? String(decoding: value, as: UTF8.self)))
+            }
+            return true
+        }
+    }
+
+    /// A name of more than 15 bytes in lowercase, lowered in a copy on the stack.
+    private static func lowercased(_ name: UnsafeRawBufferPointer, texts: FieldTextCache?) -> String {
+        withUnsafeTemporaryAllocation(byteCount: name.count, alignment: 1) { copy in
+            for index in 0..<name.count {
+                let byte = name[index]
+                copy[index] = byte &- UInt8(ascii: "A") < 26 ? byte | 0x20 : byte
+            }
+            let lowered = UnsafeRawBufferPointer(copy)
+            return texts?.text(lowered) ?? String(decoding: lowered, as: UTF8.self)
+        }
+    }
+
     /// The value of the first field named `name` (given in lowercase), in any case, without the spaces and tabs
     /// around it: ``HTTPHeaders/first(lowercased:)`` on the lines, for the one field a caller reads (`Host`).
     public func first(lowercased name: StaticString) -> String? {

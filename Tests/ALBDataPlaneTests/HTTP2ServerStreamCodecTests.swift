@@ -239,6 +239,97 @@ final class HTTP2ServerStreamCodecTests: XCTestCase {
         XCTAssertNil(application.transport, "the codec lets go when it leaves")
     }
 
+    /// A backend's response head as its decoder hands it over for a relay: no fields, the lines without the
+    /// hop-by-hop ones.
+    private final class LinesOutput: HTTPResponseDecoderOutput {
+        var head: (HTTPResponseHead, HTTP1FieldLines?)?
+        func received(_ part: HTTPClientResponsePart) {
+            if case .head(let head) = part { self.head = (head, nil) }
+        }
+        func received(head: HTTPResponseHead, summary: HTTP1HeadSummary, fieldLines: HTTP1FieldLines) {
+            self.head = (head, fieldLines)
+        }
+    }
+
+    private func relayedLines(_ response: String) throws -> (HTTPResponseHead, HTTP1FieldLines) {
+        var decoder = StrictHTTPResponseDecoder(leavesOutHopByHop: true)
+        decoder.expectResponse(to: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/"), relayingFieldLines: true)
+        var bytes = ByteBuffer(string: response)
+        let output = LinesOutput()
+        while try decoder.decode(&bytes, into: output) == .continue {}
+        let (head, lines) = try XCTUnwrap(output.head)
+        return (head, try XCTUnwrap(lines))
+    }
+
+    private func fieldsOfHeaders(on channel: EmbeddedChannel) throws -> [[String]] {
+        var blocks: [[String]] = []
+        while let payload = try channel.readOutbound(as: HTTP2Frame.FramePayload.self) {
+            if case .headers(let headers) = payload {
+                blocks.append(headers.headers.map { "\($0.name)=\($0.value)" + ($0.indexable == .indexable ? "" : " (not indexed)") })
+            }
+        }
+        return blocks
+    }
+
+    /// A head relayed as its backend's lines becomes the same header block as the head with those fields: names in
+    /// lowercase, values without the spaces around them, the proxy's own fields after the lines.
+    func testAHeadRelayedAsLinesMakesTheBlockItsFieldsMake() throws {
+        let response = "HTTP/1.1 404 Not Found\r\nServer: nginx\r\nConnection: keep-alive\r\nContent-Type:  text/html \r\n"
+            + "X-A-Rather-Long-Field-Name: 1\r\nLast-Modified: Tue, 24 Nov 2026 10:00:00 GMT\r\nContent-Length: 0\r\n\r\n"
+        let (backendHead, lines) = try self.relayedLines(response)
+        var own = HTTPResponseHead(version: .http2, status: backendHead.status)
+        own.headers.add(name: "set-cookie", value: "SERVERID=a")
+
+        let asLines = EmbeddedChannel()
+        let codec = HTTP2ServerStreamCodec(blockScratch: HTTP2BlockScratch(fieldTexts: FieldTextCache()))
+        try asLines.pipeline.syncOperations.addHandler(codec)
+        codec.write(head: own, fieldLines: lines, promise: nil)
+        codec.flush()
+        let asFields = try self.makeChannel()
+        var head = own
+        head.headers = lines.headers(followedBy: own.headers)
+        try asFields.writeOutbound(HTTPServerResponsePart.head(head))
+
+        let expected = [":status=404", "server=nginx", "content-type=text/html", "x-a-rather-long-field-name=1",
+                        "last-modified=Tue, 24 Nov 2026 10:00:00 GMT", "content-length=0", "set-cookie=SERVERID=a"]
+        XCTAssertEqual(try self.fieldsOfHeaders(on: asLines), [expected])
+        XCTAssertEqual(try self.fieldsOfHeaders(on: asFields), [expected])
+    }
+
+    /// A gRPC "trailers-only" answer's status moves from the head to the trailers, whether the head came as fields
+    /// or as lines; an answer with trailers of its own keeps them.
+    func testAGRPCStatusInTheHeadMovesToTheTrailers() throws {
+        let (backendHead, lines) = try self.relayedLines(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\nGrpc-Status: 5\r\ngrpc-message: not found\r\n"
+            + "Content-Length: 0\r\n\r\n")
+        for asLines in [true, false] {
+            let channel = try self.makeChannel()
+            let codec = try channel.pipeline.syncOperations.handler(type: HTTP2ServerStreamCodec.self)
+            let own = HTTPResponseHead(version: .http2, status: backendHead.status)
+            if asLines {
+                codec.write(head: own, fieldLines: lines, promise: nil)
+            } else {
+                var head = own
+                head.headers = lines.headers
+                try channel.writeOutbound(HTTPServerResponsePart.head(head))
+            }
+            try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+            XCTAssertEqual(try self.fieldsOfHeaders(on: channel), [
+                [":status=200", "content-type=application/grpc", "content-length=0"],
+                ["grpc-status=5", "grpc-message=not found"],
+            ], asLines ? "lines" : "fields")
+        }
+        // Held for one response only: the next one on the same codec ends as its own end says.
+        let channel = try self.makeChannel()
+        var head = HTTPResponseHead(version: .http2, status: .ok)
+        head.headers.add(name: "grpc-status", value: "0")
+        try channel.writeOutbound(HTTPServerResponsePart.head(head))
+        try channel.writeOutbound(HTTPServerResponsePart.end(HTTPHeaders([("grpc-status", "1")])))
+        try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http2, status: .ok)))
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        XCTAssertEqual(try self.fieldsOfHeaders(on: channel), [[":status=200"], ["grpc-status=1"], [":status=200"]])
+    }
+
     func testResponseFieldNamesAreLowercasedAndConnectionSpecificOnesDropped() {
         let block = HTTP2Heads.headerBlock(status: .notFound, fields: HTTPHeaders([
             ("Content-Type", "text/plain"), ("X-Long-Custom-Field-Name", "1"), ("Connection", "x-hop, Keep-Alive"),

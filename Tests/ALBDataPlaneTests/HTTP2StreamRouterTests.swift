@@ -112,6 +112,28 @@ final class HTTP2StreamRouterTests: XCTestCase {
         XCTAssertEqual(recorders.map(\.frames.count), [1, 1])
     }
 
+    /// A burst of concurrent streams leaves its pipelines behind for the next burst, up to
+    /// ``HTTP2StreamRouter/maximumIdleSlots``; those beyond are closed.
+    func testABurstsPipelinesServeTheNextBurstUpToTheIdleLimit() throws {
+        let limit = HTTP2StreamRouter.maximumIdleSlots
+        func burst(of count: Int, from first: Int) throws {
+            let ids = (0..<count).map { first + 2 * $0 }
+            for id in ids { try request(id) }
+            for id in ids { closed(id) }
+        }
+        try burst(of: 10, from: 1)
+        XCTAssertEqual(recorders.count, 10)
+        try burst(of: 10, from: 21)
+        XCTAssertEqual(recorders.count, 10, "ten streams at a time (h2load -m10, a browser's page) build no pipeline again")
+        XCTAssertFalse(recorders.contains { $0.inactive })
+
+        try burst(of: limit + 4, from: 41)
+        XCTAssertEqual(recorders.count, limit + 4)
+        XCTAssertEqual(recorders.filter(\.inactive).count, 4, "no more than \(limit) are kept")
+        try burst(of: limit, from: 101)
+        XCTAssertEqual(recorders.count, limit + 4)
+    }
+
     func testAResetStreamEndsItsPipelineAndTheNextStreamGetsANewOne() throws {
         try request(1, endStream: false)
         closed(1, reason: .cancel)

@@ -171,6 +171,42 @@ final class HTTP1HeadSummaryTests: XCTestCase {
         XCTAssertEqual(none?.headers.count, 0)
     }
 
+    /// For an HTTP/2 client the lines become the pairs of a header block: the fields the lines hold, in order,
+    /// names in lowercase (short ones and those over 15 bytes), values as the fields have them, with the loop's
+    /// texts or without; a `grpc-status` in any case stops them (its block is made from fields).
+    func testLinesBecomeLowercasePairsUntilAGRPCStatus() throws {
+        let texts = FieldTextCache()
+        var relayed = 0
+        let extra = "X-A-Rather-Long-Field-Name:  Mixed Case Value \r\nETag: \"abc\"\r\nX-Ascii-Beyond: caf\u{E9}\r\n"
+        for input in Self.responses.map({ $0.replacingOccurrences(of: "X-End: 1\r\n", with: "X-End: 1\r\n" + extra) }) {
+            let (_, _, decoded) = try self.decodeHead(input, relayingFieldLines: true)
+            guard let lines = decoded else { continue }
+            relayed += 1
+            let expected = lines.headers.map { "\($0.name.lowercased()): \($0.value)" }
+            for cache in [nil, texts, texts] {
+                var pairs: [(String, String)] = [(":status", "200")]
+                XCTAssertTrue(lines.appendLowercasedFields(to: &pairs, texts: cache, stoppingAt: "grpc-status"))
+                XCTAssertEqual(pairs.dropFirst().map { "\($0.0): \($0.1)" }, expected, input.debugDescription)
+                XCTAssertEqual(pairs.first?.0, ":status")
+            }
+        }
+        XCTAssertGreaterThan(relayed, Self.responses.count / 2)
+        for name in ["grpc-status", "Grpc-Status", "GRPC-STATUS"] {
+            let (_, _, decoded) = try self.decodeHead(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\n\(name): 5\r\nX-After: 1\r\nContent-Length: 0\r\n\r\n",
+                relayingFieldLines: true)
+            var pairs: [(String, String)] = []
+            XCTAssertFalse(try XCTUnwrap(decoded).appendLowercasedFields(to: &pairs, texts: texts, stoppingAt: "grpc-status"))
+            XCTAssertEqual(pairs.map { "\($0.0): \($0.1)" }, ["content-type: application/grpc"], name)
+        }
+        // A name that only starts like it does not stop them.
+        let (_, _, decoded) = try self.decodeHead("HTTP/1.1 200 OK\r\ngrpc-status-x: 1\r\nContent-Length: 0\r\n\r\n",
+                                                  relayingFieldLines: true)
+        var pairs: [(String, String)] = []
+        XCTAssertTrue(try XCTUnwrap(decoded).appendLowercasedFields(to: &pairs, texts: nil, stoppingAt: "grpc-status"))
+        XCTAssertEqual(pairs.map { $0.0 }, ["grpc-status-x", "content-length"])
+    }
+
     /// A `101` is never relayed as lines: the switch is read from its fields.
     func testASwitchIsNotRelayedAsLines() throws {
         let input = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"

@@ -200,6 +200,16 @@ def test_http2_is_offered_by_alpn_and_proxied_to_http1_backends(alb, backends, c
     port, backend = serve_https(alb, backends, certs)
     run = curl(port, "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", cafile=certs["main"][0])
     assert run.stdout == "2 200", run.stdout + run.stderr
+    # The backend's fields reach the HTTP/2 client in order, names in lowercase, values as sent (made straight
+    # from the backend's lines); twice, the second time with the loop's field texts warm.
+    for _ in range(2):
+        run = curl(port, "--http2", "-s", "-D", "-", "-o", "/dev/null", cafile=certs["main"][0])
+        lines = [line.strip() for line in run.stdout.splitlines() if line.strip()]
+        assert lines[0] == "HTTP/2 200", run.stdout + run.stderr
+        names = [line.split(":", 1)[0] for line in lines[1:]]
+        assert names == ["server", "date", "content-type", "content-length", "x-backend"], run.stdout
+        assert lines[1].startswith("server: demo-backend Python/"), run.stdout
+        assert lines[3:] == ["content-type: text/plain", "content-length: 5", "x-backend: b1"], run.stdout
     run = curl(port, "--http2", "-d", "hello over h2", "-H", "Content-Type: text/plain", cafile=certs["main"][0])
     # POST /  on the demo backend echoes the body back (streamed chunked from an HTTP/2 DATA stream).
     assert run.stdout == "hello over h2", run.stdout + run.stderr
