@@ -134,6 +134,27 @@ final class HTTP2StreamRouterTests: XCTestCase {
         XCTAssertEqual(recorders.count, limit + 4)
     }
 
+    /// As many streams as the listener allows at once, closing in no particular order: each frame reaches its own
+    /// stream's pipeline, and a closed stream's id finds none.
+    func testEachOfManyOpenStreamsGetsItsOwnFramesWhateverOrderTheyCloseIn() throws {
+        let ids = (0..<128).map { 1 + 2 * $0 }
+        for id in ids { try request(id, endStream: false) }
+        XCTAssertEqual(recorders.count, 128)
+        var order = ids
+        order.shuffle()
+        for (step, id) in order.enumerated() {
+            try data(id, bytes: 3, endStream: true)
+            let recorder = recorders[(id - 1) / 2]
+            XCTAssertEqual(recorder.frames.count, 2, "stream \(id): its head, then its body with the end")
+            closed(id)
+            if step.isMultiple(of: 7) {
+                // A late frame for a stream that closed reaches nobody.
+                try data(id, bytes: 1, endStream: true)
+                XCTAssertEqual(recorder.frames.count, 2, "stream \(id) after its close")
+            }
+        }
+    }
+
     func testAResetStreamEndsItsPipelineAndTheNextStreamGetsANewOne() throws {
         try request(1, endStream: false)
         closed(1, reason: .cancel)
