@@ -58,6 +58,30 @@ final class SmallASCIITextTests: XCTestCase {
         XCTAssertEqual(SmallASCIIText.lowercased("X-AZ@[`{"), "x-az@[`{")
     }
 
+    /// The lowercase-token check on a name's words says what a check of each byte says (a token character, not
+    /// `A`-`Z`), for every ASCII byte at every place of every length, from the first byte or the second.
+    func testTheLowercaseTokenCheckOnTheWordsMatchesOneByteAtATime() throws {
+        func isLowercaseTokenByte(_ byte: UInt8) -> Bool {
+            HTTP1Syntax.isTokenChar(byte) && !(UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+        }
+        for count in 0...SmallASCIIText.capacity {
+            for place in 0..<max(count, 1) {
+                for byte in UInt8(0)..<128 {
+                    var bytes = Array(repeating: UInt8(ascii: "a"), count: count)
+                    if count > 0 { bytes[place] = byte }
+                    let text = String(decoding: bytes, as: UTF8.self)
+                    let (first, second, length) = try XCTUnwrap(SmallASCIIText.inlineWords(text, layoutChecked: ()))
+                    XCTAssertEqual(length, count)
+                    for start in [0, 1] {
+                        let expected = count > start && bytes[start...].allSatisfy(isLowercaseTokenByte)
+                        XCTAssertEqual(SmallASCIIText.isLowercaseToken(first: first, second: second, count: count, from: start),
+                                       expected, "\(bytes) from \(start)")
+                    }
+                }
+            }
+        }
+    }
+
     func testLoweringInPlaceLeavesOtherStringsToTheCaller() {
         XCTAssertNil(SmallASCIIText.lowercased("Content-Security-Policy"), "held in storage")
         XCTAssertNil(SmallASCIIText.lowercased("Caf\u{E9}"), "not ASCII")
