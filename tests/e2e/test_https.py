@@ -200,8 +200,8 @@ def test_http2_is_offered_by_alpn_and_proxied_to_http1_backends(alb, backends, c
     port, backend = serve_https(alb, backends, certs)
     run = curl(port, "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", cafile=certs["main"][0])
     assert run.stdout == "2 200", run.stdout + run.stderr
-    # The backend's fields reach the HTTP/2 client in order, names in lowercase, values as sent (made straight
-    # from the backend's lines); twice, the second time with the loop's field texts warm.
+    # The backend's fields reach the HTTP/2 client in order, names in lowercase, values as a parsed head has them
+    # (the block is made straight from the backend's lines); twice, the second time with the loop's field texts warm.
     for _ in range(2):
         run = curl(port, "--http2", "-s", "-D", "-", "-o", "/dev/null", cafile=certs["main"][0])
         lines = [line.strip() for line in run.stdout.splitlines() if line.strip()]
