@@ -136,10 +136,8 @@ public struct HTTP1FieldLines {
                 let name = UnsafeRawBufferPointer(rebasing: line[..<colon])
                 let value = UnsafeRawBufferPointer(rebasing: line[HTTP1Syntax.withoutWhitespace(line, colon + 1, line.count)])
                 let lowered: String
-                if inline, name.count <= SmallASCIIText.capacity, let (first, second) = SmallASCIIText.words(name) {
-                    let discriminator = second & (0xFF << 56)
-                    let words = (HTTP1Syntax.lowercasedASCII(first),
-                                 HTTP1Syntax.lowercasedASCII(second & ~(0xFF << 56)) | discriminator)
+                if inline, name.count <= SmallASCIIText.capacity, let words = SmallASCIIText.words(name) {
+                    let words = SmallASCIIText.lowercased(words: words)
                     if let stopWords, words == stopWords { return false }
                     lowered = SmallASCIIText.string(words: words)
                 } else {

@@ -52,10 +52,15 @@ public enum SmallASCIIText {
     /// the bytes are lowered in place in the string's two words, eight at a time. Nil for any other string.
     public static func lowercased(_ text: String) -> String? {
         guard Self.layoutMatches, let (first, second, _) = Self.inlineWords(text, layoutChecked: ()) else { return nil }
-        let discriminator = second & (0xFF << 56)
-        let lowered = (HTTP1Syntax.lowercasedASCII(first),
-                       HTTP1Syntax.lowercasedASCII(second & ~(0xFF << 56)) | discriminator)
-        return Self.string(words: lowered)
+        return Self.string(words: Self.lowercased(words: (first, second)))
+    }
+
+    /// An inline form's two words with the text's ASCII capitals lowered, eight bytes at a time; the second word's
+    /// last byte (the discriminator, not text) as it was.
+    @inline(__always)
+    static func lowercased(words: (UInt64, UInt64)) -> (UInt64, UInt64) {
+        let discriminator = words.1 & (0xFF << 56)
+        return (HTTP1Syntax.lowercasedASCII(words.0), HTTP1Syntax.lowercasedASCII(words.1 & ~(0xFF << 56)) | discriminator)
     }
 
     /// Whether the text whose inline words are `first` and `second` (``inlineWords(_:layoutChecked:)``), from byte
