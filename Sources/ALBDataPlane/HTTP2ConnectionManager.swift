@@ -2,8 +2,9 @@ import ALBHTTP
 import NIOCore
 import NIOHTTP2
 
-/// The life of an HTTP/2 connection around its streams, on the connection channel right after nio-http2's
-/// handler, whose events tell each stream's opening and closing:
+/// The life of an HTTP/2 connection around its streams, on the connection channel after the
+/// ``HTTP2StreamRouter``, which tells it of each stream's opening and closing (nio-http2's events of them end
+/// there):
 /// - Idle: a connection with no open stream for the listener's idle timeout is closed after a `GOAWAY` with
 ///   `NO_ERROR`, as the HTTP/1 pipeline closes a keep-alive connection idle between requests. A stream in
 ///   progress, however long, keeps it open (the seed: the idle timeout does not apply to HTTP/2 requests;
@@ -105,11 +106,7 @@ final class HTTP2ConnectionManager: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let created = exactly(event, NIOHTTP2StreamCreatedEvent.self) {
-            self.streamOpened(created.streamID)
-        } else if let closed = exactly(event, StreamClosedEvent.self) {
-            self.streamClosed(closed.streamID)
-        } else if exactly(event, ChannelShouldQuiesceEvent.self) != nil {
+        if exactly(event, ChannelShouldQuiesceEvent.self) != nil {
             self.quiesce(context: context)
         }
         context.fireUserInboundEventTriggered(event)

@@ -318,7 +318,7 @@ final class ListenerRuntime: Sendable {
         }
         let endpoints = ClientEndpoints(of: channel)
         let compressesNow = { [snapshot = self.snapshot] in snapshot.load(ordering: .relaxed).config.compression }
-        let router = HTTP2StreamRouter(compressesNow: compressesNow) { slot in
+        let router = HTTP2StreamRouter(compressesNow: compressesNow, connection: manager) { slot in
             let pipeline = slot.pipeline.syncOperations
             let codec = HTTP2ServerStreamCodec(blockScratch: loopState.http2BlockScratch)
             try pipeline.addHandler(codec)
@@ -338,8 +338,8 @@ final class ListenerRuntime: Sendable {
         try pipeline.addHandler(TickFlushCoalescer())
         try pipeline.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection,
                                                 streamConfiguration: NIOHTTP2Handler.StreamConfiguration()))
-        try pipeline.addHandler(manager)
         try pipeline.addHandler(router)
+        try pipeline.addHandler(manager)
     }
 
     /// Stops accepting: closes the listening socket, unless it was handed to a successor. A QUIC socket

@@ -9,12 +9,14 @@ final class HTTP2ConnectionManagerTests: XCTestCase {
     private func makeChannel(idleTimeout: TimeAmount = .seconds(60)) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         let manager = HTTP2ConnectionManager { idleTimeout }
+        // As a listener's connection has it: the router, which tells the manager of the streams, then the manager.
+        try channel.pipeline.syncOperations.addHandler(HTTP2StreamRouter(compressesNow: { false }, connection: manager) { _ in })
         try channel.pipeline.syncOperations.addHandler(manager)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
     }
 
-    /// As nio-http2's handler tells of streams: user events, in the pipeline after it.
+    /// As nio-http2's handler tells of streams: user events, in the pipeline after it (the router's place).
     private func open(_ id: Int, on channel: EmbeddedChannel) {
         channel.pipeline.fireUserInboundEventTriggered(
             NIOHTTP2StreamCreatedEvent(streamID: HTTP2StreamID(id), localInitialWindowSize: 65535,

@@ -354,6 +354,32 @@ final class HTTP2StreamRouterTests: XCTestCase {
         _ = try? channel.finish()
     }
 
+    func testAStreamsEventsEndAtTheRouterAndTheConnectionsFramesAndOtherEventsPassOn() throws {
+        /// After the router, as the connection manager is.
+        final class After: ChannelInboundHandler {
+            typealias InboundIn = HTTP2Frame
+            var events: [String] = []
+            var frames: [HTTP2Frame.FramePayload] = []
+            func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) { self.events.append("\(type(of: event))") }
+            func channelRead(context: ChannelHandlerContext, data: NIOAny) { self.frames.append(self.unwrapInboundIn(data).payload) }
+        }
+        let after = After()
+        try self.channel.pipeline.syncOperations.addHandler(after)
+        try request(1)
+        self.channel.pipeline.fireUserInboundEventTriggered(
+            NIOHTTP2StreamCreatedEvent(streamID: 1, localInitialWindowSize: 65535, remoteInitialWindowSize: 65535))
+        self.channel.pipeline.fireUserInboundEventTriggered(
+            NIOHTTP2WindowUpdatedEvent(streamID: 1, inboundWindowSize: 65535, outboundWindowSize: 64000))
+        closed(1)
+        self.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        try self.channel.writeInbound(HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2PingData(withInteger: 7), ack: true)))
+        XCTAssertEqual(after.events, ["ChannelShouldQuiesceEvent"])
+        XCTAssertEqual(after.frames.count, 1)
+        guard case .ping(let data, ack: true)? = after.frames.first else { return XCTFail("\(after.frames)") }
+        XCTAssertEqual(data, HTTP2PingData(withInteger: 7))
+        XCTAssertEqual(self.recorders.first?.frames.count, 1, "the stream's own frame went to its pipeline only")
+    }
+
     func testTheConnectionClosingEndsEveryPipeline() throws {
         try request(1, endStream: false)
         try request(3)
