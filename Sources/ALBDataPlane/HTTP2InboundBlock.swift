@@ -220,6 +220,7 @@ struct InlineFieldName: Equatable {
     static let `protocol` = InlineFieldName(known: ":protocol")
     static let contentLength = InlineFieldName(known: "content-length")
     static let host = InlineFieldName(known: "host")
+    static let cookie = InlineFieldName(known: "cookie")
     // The connection-specific names short enough to be held inline (`proxy-connection` and `transfer-encoding` are not).
     static let te = InlineFieldName(known: "te")
     static let upgrade = InlineFieldName(known: "upgrade")

@@ -296,13 +296,33 @@ final class HTTP2BlockScratch {
 @available(*, unavailable)
 extension HTTP2BlockScratch: Sendable {}
 
+/// The `cookie` fields of an HTTP/2 or HTTP/3 request on their way to an HTTP/1 head: one field, the values joined by
+/// `"; "` where the first stood (RFC 9113 section 8.2.3, RFC 9114 section 4.2.1). A client may send one field per
+/// cookie (the table compresses each on its own), and an HTTP/1.1 request carries one `Cookie` field (RFC 6265
+/// section 5.4), which is what nginx and HAProxy send on.
+struct CookieFields {
+    /// Where the first `cookie` field is in the fields.
+    private var firstAt: Int?
+
+    /// Adds a `cookie` field's value to `fields`: the first as a field, a later one to it.
+    mutating func add(_ value: String, to fields: inout [(String, String)]) {
+        if let first = self.firstAt {
+            fields[first].1.append("; ")
+            fields[first].1.append(value)
+        } else {
+            self.firstAt = fields.count
+            fields.append(("cookie", value))
+        }
+    }
+}
+
 /// HTTP/2 header blocks to and from the HTTP/1 heads the proxy works with, each in one pass over the fields.
 enum HTTP2Heads {
     /// A request's head from its header block, as nio-http2's codec reads it: version 2.0; `Host` from
     /// `:authority` unless the block has one; for a method that may carry a body (not GET, HEAD, DELETE, CONNECT
     /// or TRACE) without `content-length`, `content-length: 0` if the stream ends with the head, else
-    /// `transfer-encoding: chunked`, so the HTTP/1 side knows the framing. Throws nio-http2's errors for a
-    /// missing, repeated or unsafe pseudo-header field.
+    /// `transfer-encoding: chunked`, so the HTTP/1 side knows the framing; `cookie` fields joined into one
+    /// (``CookieFields``). Throws nio-http2's errors for a missing, repeated or unsafe pseudo-header field.
     static func requestHead(from block: HPACKHeaders, endStream: Bool) throws -> HTTPRequestHead {
         var method: String?
         var path: String?
@@ -310,6 +330,7 @@ enum HTTP2Heads {
         var authority: String?
         var hasHost = false
         var hasContentLength = false
+        var cookies = CookieFields()
         var fields: [(String, String)] = []
         // Room for the two fields that may go in front: an HTTP/2 request names its host in `:authority`.
         fields.reserveCapacity(block.count + 2)
@@ -318,16 +339,23 @@ enum HTTP2Heads {
             // Told apart on the words of their inline form, when they have one (``InlineFieldName``).
             let words = inline ? InlineFieldName(name) : nil
             guard words?.startsWithColon ?? (name.utf8.first == UInt8(ascii: ":")) else {
+                let isCookie: Bool
                 if let words {
+                    isCookie = words == .cookie
                     if words == .host { hasHost = true } else if words == .contentLength { hasContentLength = true }
                 } else {
+                    isCookie = name.utf8.count == 6 && name == "cookie"
                     switch name.utf8.count {
                     case 4 where name == "host": hasHost = true
                     case 14 where name == "content-length": hasContentLength = true
                     default: break
                     }
                 }
-                fields.append((name, value))
+                if isCookie {
+                    cookies.add(value, to: &fields)
+                } else {
+                    fields.append((name, value))
+                }
                 continue
             }
             switch PseudoHeaderName(name, words: words) {

@@ -70,7 +70,17 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         self.clientPort = connection.remoteAddress.port ?? 0
         self.listenerPort = listenerPort
         self.authority = head.authority
-        var headers = HTTPHeaders(head.fields.map { ($0.name, $0.value) })
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(head.fields.count + 1)
+        var cookies = CookieFields()
+        for field in head.fields {
+            if field.name == "cookie" {
+                cookies.add(field.value, to: &fields)
+            } else {
+                fields.append((field.name, field.value))
+            }
+        }
+        var headers = HTTPHeaders(fields)
         if !head.authority.isEmpty && !headers.contains(lowercased: "host") {
             headers.add(name: "host", value: head.authority)
         }

@@ -171,6 +171,18 @@ final class HTTP2ServerStreamCodecTests: XCTestCase {
         XCTAssertFalse(get.headers.contains(name: "transfer-encoding"), "GET announces no body")
     }
 
+    func testCookieFieldsBecomeOneFieldWhereTheFirstStood() throws {
+        let head = try requestHead(pseudo + [("accept", "*/*"), ("cookie", "a=1"), ("x-one", "1"), ("cookie", "b=2"),
+                                             ("cookie", "c=3"), ("x-two", "2")], endStream: true)
+        XCTAssertEqual(head.headers.map { "\($0.name): \($0.value)" },
+                       ["host: example.com", "content-length: 0", "accept: */*", "cookie: a=1; b=2; c=3", "x-one: 1",
+                        "x-two: 2"])
+        let one = try requestHead(pseudo + [("cookie", "a=1"), ("x-one", "1")], endStream: true)
+        XCTAssertEqual(one.headers["cookie"], ["a=1"])
+        let none = try requestHead(pseudo, endStream: true)
+        XCTAssertFalse(none.headers.contains(name: "cookie"))
+    }
+
     func testAHostFieldIsKeptAndNotDoubled() throws {
         let head = try requestHead(pseudo + [("host", "other.example")], endStream: true)
         XCTAssertEqual(head.headers["host"], ["other.example"])

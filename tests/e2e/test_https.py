@@ -189,9 +189,9 @@ def test_garbage_instead_of_a_client_hello_disturbs_nobody(alb, backends, certs)
     assert tls_get(port, "main.example.com", certs["main"][0])[0] == 200
 
 
-def curl(port, *args, server_name="main.example.com", cafile=None):
+def curl(port, *args, server_name="main.example.com", cafile=None, path="/"):
     run = subprocess.run(["curl", "-sS", "--max-time", "10", "--resolve", "%s:%d:127.0.0.1" % (server_name, port),
-                          "--cacert", str(cafile), *args, "https://%s:%d/" % (server_name, port)],
+                          "--cacert", str(cafile), *args, "https://%s:%d%s" % (server_name, port, path)],
                          capture_output=True, text=True, timeout=20)
     return run
 
@@ -224,6 +224,18 @@ def test_http2_is_offered_by_alpn_and_proxied_to_http1_backends(alb, backends, c
         "  protocol: HTTPS\n", "  protocol: HTTPS\n  http2: false\n"))
     wait_for(lambda: curl(port, "--http2", "-o", "/dev/null", "-w", "%{http_version}",
                           cafile=certs["main"][0]).stdout == "1.1", what="HTTP/1.1 only")
+
+
+def test_an_http2_requests_cookie_fields_reach_the_backend_as_one_field(alb, backends, certs):
+    # curl sends each -H Cookie as a field of its own over HTTP/2, as browsers may; an HTTP/1.1 request carries one
+    # (RFC 9113 section 8.2.3), in the place of the first.
+    port, _ = serve_https(alb, backends, certs)
+    run = curl(port, "--http2", "-H", "Cookie: a=1", "-H", "Accept: */*", "-H", "Cookie: b=2", "-d", "",
+               path="/headers", cafile=certs["main"][0])
+    fields = json.loads(run.stdout)
+    assert [value for name, value in fields if name == "cookie"] == ["a=1; b=2"], fields
+    names = [name for name, _ in fields]
+    assert names.index("cookie") < names.index("accept"), fields
 
 
 def test_a_client_that_stalls_in_the_handshake_is_closed_by_the_header_timeout(alb, backends, certs):

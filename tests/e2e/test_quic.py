@@ -417,6 +417,17 @@ def test_a_renamed_quic_listener_takes_the_socket_over_and_serves_on(alb, quic_l
     assert line["listener"] == "h3b"
 
 
+def test_cookie_fields_reach_the_backend_as_one_cookie_field(quic_listener):
+    # An HTTP/3 client may send a field per cookie; an HTTP/1.1 request carries one (RFC 9114 section 4.2.1).
+    port, _ = quic_listener
+    extra = [(b"cookie", b"a=1"), (b"accept", b"*/*"), (b"cookie", b"b=2")]
+    status, _, body = run(on_connection(port, lambda c, a: c.request(a, "POST", "/headers", body=b"", extra=extra)))
+    assert status == 200
+    fields = json.loads(body)
+    assert [value for name, value in fields if name == "cookie"] == ["a=1; b=2"], fields
+    assert [name for name, _ in fields].index("cookie") < [name for name, _ in fields].index("accept"), fields
+
+
 def test_a_request_the_client_resets_is_abandoned_and_the_connection_goes_on(quic_listener):
     port, log_path = quic_listener
 
