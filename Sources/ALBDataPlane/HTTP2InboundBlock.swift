@@ -29,7 +29,16 @@ import NIOHTTP2
 ///   has `:method` and `:authority` only; trailers have no pseudo-header;
 /// - a request's `content-length` is digits only (at most 18; nio-http2 also takes a sign), and every
 ///   `content-length` of a block says the same.
+///
+/// And one nio-http2 does not make: a request with both `:authority` and `host` has them equal (ASCII case aside).
+/// RFC 9113 section 8.3.1 forbids a client to send them different, tells a server to treat such a request as
+/// malformed, and forbids deciding the target from `host` when `:authority` is there; the proxy routes and
+/// forwards by `Host`, which an HTTP/2 request would otherwise choose apart from the authority the client named.
+/// nginx answers such a request 400; here it is malformed as the other failures are.
 enum HTTP2InboundBlock {
+    /// A request whose `host` field names another authority than its `:authority` (RFC 9113 section 8.3.1).
+    struct HostDiffersFromAuthority: Error {}
+
     /// Checks a request's header block; returns the length its `content-length` declares, if it has one.
     @discardableResult
     static func validateRequest(_ block: HPACKHeaders) throws -> Int? {
@@ -55,6 +64,7 @@ enum HTTP2InboundBlock {
         var regularFieldsBegan = false
         var isConnect = false
         var contentLength: Int?
+        var authority: String?
         let inline = SmallASCIIText.layoutMatches
         for (name, value, _) in block {
             // Nearly every name is held inline (15 bytes at most): checked and told apart on its two words.
@@ -69,6 +79,11 @@ enum HTTP2InboundBlock {
             guard isPseudo else {
                 regularFieldsBegan = true
                 try Self.checkRegularField(name: name, words: words, value: value, isRequest: isRequest)
+                // Pseudo-headers come first: a request's `:authority`, if it has one, is known here.
+                if let authority, words.map({ $0 == .host }) ?? (name.utf8.count == 4 && name == "host"),
+                   !hostMatchesAuthority(value, authority) {
+                    throw HostDiffersFromAuthority()
+                }
                 if isRequest, words.map({ $0 == .contentLength }) ?? (name.utf8.count == 14 && name == "content-length") {
                     guard let length = Self.length(value) else { throw NIOHTTP2Errors.contentLengthHeaderMalformedValue() }
                     if let earlier = contentLength, earlier != length { throw NIOHTTP2Errors.contentLengthHeadersMismatch() }
@@ -87,7 +102,9 @@ enum HTTP2InboundBlock {
             case .path?: pseudoHeader = .path
             case .method?: pseudoHeader = .method
             case .scheme?: pseudoHeader = .scheme
-            case .authority?: pseudoHeader = .authority
+            case .authority?:
+                pseudoHeader = .authority
+                authority = value
             case .status?: pseudoHeader = .status
             case .protocol?: throw NIOHTTP2Errors.unsupportedPseudoHeader(name)
             case nil: throw NIOHTTP2Errors.unknownPseudoHeader(name)
@@ -177,6 +194,14 @@ enum HTTP2InboundBlock {
         case 0x21, 0x23...0x27, 0x2A, 0x2B, 0x2D, 0x2E, 0x30...0x39, 0x5E...0x7A, 0x7C, 0x7E: true
         default: false
         }
+    }
+}
+
+/// Whether a request's `host` field names the authority its `:authority` names: the same text, ASCII case aside
+/// (RFC 9113 section 8.3.1 for HTTP/2, RFC 9114 section 4.3.1 for HTTP/3, which says they MUST be the same).
+func hostMatchesAuthority(_ host: String, _ authority: String) -> Bool {
+    host.utf8.elementsEqual(authority.utf8) { a, b in
+        (a &- UInt8(ascii: "A") < 26 ? a | 0x20 : a) == (b &- UInt8(ascii: "A") < 26 ? b | 0x20 : b)
     }
 }
 

@@ -53,6 +53,10 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
             case .head(let streamID, let head):
                 guard exchanges[key]?[streamID] == nil else { continue }  // trailers are not a new request
                 refreshOwner()
+                if head.hostDiffersFromAuthority {
+                    refuse(streamID: streamID, head: head, with: .badRequest, on: record.connection, writer: writer)
+                    continue
+                }
                 let exchange = HTTP3Exchange(connection: record.connection, streamID: streamID, head: head,
                                              writer: writer, runtime: runtime, loopState: loopState,
                                              listenerPort: runtime.boundPort.load(ordering: .relaxed))
@@ -60,7 +64,8 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
                 exchange.start(bodyFollows: !head.endsStream)
             case .headTooLarge(let streamID):
                 refreshOwner()
-                refuseHead(streamID: streamID, on: record.connection, writer: writer)
+                refuse(streamID: streamID, head: nil, with: .requestHeaderFieldsTooLarge, on: record.connection,
+                       writer: writer)
             case .body(let streamID, let bytes):
                 exchanges[key]?[streamID]?.requestBody(bytes)
             case .end(let streamID):
@@ -95,10 +100,11 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
         }
     }
 
-    /// A header section over the edge limits: 431 with the usual short body, as the HTTP/1 edge answers;
-    /// the rest of the request is not read.
-    private func refuseHead(streamID: Int64, on connection: QUICConnection, writer: QUICConnectionWriter) {
-        let status = HTTPResponseStatus.requestHeaderFieldsTooLarge
+    /// A request the listener answers itself, with the usual short body, as the HTTP/1 edge answers; the rest of
+    /// it is not read: 431 for a header section over the edge limits (`head` nil: its fields were not kept), 400 for
+    /// a malformed one (a `host` naming another authority than `:authority`, RFC 9114 section 4.3.1).
+    private func refuse(streamID: Int64, head: HTTP3RequestHead?, with status: HTTPResponseStatus,
+                        on connection: QUICConnection, writer: QUICConnectionWriter) {
         loopState.counters.totalRequests &+= 1
         loopState.counters.countResponse(status: Int(status.code), clientProtocol: .http3)
         loopState.counters.countEdgeRefusal(status: Int(status.code))
@@ -114,8 +120,8 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
         loopState.accessLog?.append(AccessLogRecord(
             time: HTTP3Exchange.wallClock(), listener: runtime.name, protocol: "HTTP/3",
             clientIP: connection.remoteAddress.ipAddress ?? "", clientPort: connection.remoteAddress.port ?? 0,
-            method: "", host: "", path: "", status: Int(status.code), requestBytes: 0,
-            responseBytes: body.utf8.count, upstream: "", upstreamStatus: nil, durationMs: 0, tlsVersion: "TLSv1.3"))
+            method: head?.method ?? "", host: head?.authority ?? "", path: head?.path ?? "",
+            status: Int(status.code), requestBytes: 0, responseBytes: body.utf8.count, upstream: "", upstreamStatus: nil, durationMs: 0, tlsVersion: "TLSv1.3"))
     }
 
     func closeAll() {
@@ -132,3 +138,11 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
 
 @available(*, unavailable)
 extension HTTP3ProxyRouter: Sendable {}
+
+extension HTTP3RequestHead {
+    /// A `host` field names another authority than `:authority`: malformed (RFC 9114 section 4.3.1: both MUST hold
+    /// the same value when both are present). nghttp3 checks each field's form, not the two against each other.
+    var hostDiffersFromAuthority: Bool {
+        !self.authority.isEmpty && self.fields.contains { $0.name == "host" && !hostMatchesAuthority($0.value, self.authority) }
+    }
+}

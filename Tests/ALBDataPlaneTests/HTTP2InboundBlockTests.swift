@@ -85,6 +85,31 @@ final class HTTP2InboundBlockTests: XCTestCase {
                          "a trailer's content-length frames nothing")
     }
 
+    /// Beyond nio-http2: RFC 9113 section 8.3.1, a `host` that names another authority than `:authority`.
+    func testARequestWhoseHostDiffersFromItsAuthorityIsMalformed() throws {
+        let pseudo = [(":method", "GET"), (":scheme", "https"), (":authority", "example.com:8443"), (":path", "/")]
+        func judge(_ fields: [(String, String)]) -> Bool {
+            do {
+                try HTTP2InboundBlock.validateRequest(HPACKHeaders(fields))
+                return true
+            } catch {
+                return false
+            }
+        }
+        XCTAssertTrue(judge(pseudo))
+        XCTAssertTrue(judge(pseudo + [("host", "example.com:8443")]))
+        XCTAssertTrue(judge(pseudo + [("host", "EXAMPLE.com:8443")]), "a host name's case does not matter")
+        XCTAssertFalse(judge(pseudo + [("host", "other.example")]))
+        XCTAssertFalse(judge(pseudo + [("host", "example.com")]), "compared as sent: the port is part of it")
+        XCTAssertFalse(judge(pseudo + [("host", "example.com:8443"), ("host", "other.example")]))
+        XCTAssertThrowsError(try HTTP2InboundBlock.validateRequest(HPACKHeaders(pseudo + [("host", "other.example")]))) {
+            XCTAssertTrue($0 is HTTP2InboundBlock.HostDiffersFromAuthority, "\($0)")
+        }
+        let withoutAuthority = [(":method", "GET"), (":scheme", "https"), (":path", "/"), ("host", "other.example")]
+        XCTAssertTrue(judge(withoutAuthority), "a host alone names the authority")
+        XCTAssertNoThrow(try HTTP2InboundBlock.validateTrailers(HPACKHeaders([("host", "other.example")])))
+    }
+
     func testTrailerBlocksAreJudgedAsNIOHTTP2JudgesThem() throws {
         try Self.judge(Self.trailers, asTrailers: true, ours: HTTP2InboundBlock.validateTrailers)
     }

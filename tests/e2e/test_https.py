@@ -238,6 +238,22 @@ def test_an_http2_requests_cookie_fields_reach_the_backend_as_one_field(alb, bac
     assert names.index("cookie") < names.index("accept"), fields
 
 
+def test_an_http2_request_whose_host_names_another_authority_is_refused(alb, backends, certs):
+    # RFC 9113 section 8.3.1: the proxy routes and forwards by Host, which must not choose a target apart from
+    # :authority. nghttp sends :authority from the URL and -H host as a field of its own.
+    port, _ = serve_https(alb, backends, certs)
+    url = "https://127.0.0.1:%d/" % port
+
+    def nghttp(host):
+        return subprocess.run(["nghttp", "-v", "-H", "host: " + host, url], capture_output=True, text=True, timeout=20)
+
+    refused = nghttp("other.example")
+    assert "recv RST_STREAM" in refused.stdout and "PROTOCOL_ERROR" in refused.stdout, refused.stdout
+    assert ":status: 200" not in refused.stdout, refused.stdout
+    same = nghttp("127.0.0.1:%d" % port)
+    assert "recv (stream_id=13) :status: 200" in same.stdout, same.stdout
+
+
 def test_a_client_that_stalls_in_the_handshake_is_closed_by_the_header_timeout(alb, backends, certs):
     import time
     port, backend = serve_https(alb, backends, certs)

@@ -428,6 +428,20 @@ def test_cookie_fields_reach_the_backend_as_one_cookie_field(quic_listener):
     assert [name for name, _ in fields].index("cookie") < [name for name, _ in fields].index("accept"), fields
 
 
+def test_a_request_whose_host_names_another_authority_is_refused_with_400(quic_listener):
+    # RFC 9114 section 4.3.1: :authority and Host, when both are sent, MUST hold the same value.
+    port, _ = quic_listener
+
+    async def work(client, authority):
+        refused = await client.request(authority, "GET", "/", extra=[(b"host", b"other.example")])
+        same = await client.request(authority, "GET", "/", extra=[(b"host", authority.upper().encode())])
+        return refused, same
+
+    refused, same = run(on_connection(port, work))
+    assert refused[0] == 400, refused
+    assert same[0] == 200 and same[2] == b"b1 /\n", same
+
+
 def test_a_request_the_client_resets_is_abandoned_and_the_connection_goes_on(quic_listener):
     port, log_path = quic_listener
 
