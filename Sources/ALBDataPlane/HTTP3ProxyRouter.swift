@@ -121,7 +121,8 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
             time: HTTP3Exchange.wallClock(), listener: runtime.name, protocol: "HTTP/3",
             clientIP: connection.remoteAddress.ipAddress ?? "", clientPort: connection.remoteAddress.port ?? 0,
             method: head?.method ?? "", host: head?.authority ?? "", path: head?.path ?? "",
-            status: Int(status.code), requestBytes: 0, responseBytes: body.utf8.count, upstream: "", upstreamStatus: nil, durationMs: 0, tlsVersion: "TLSv1.3"))
+            status: Int(status.code), requestBytes: 0, responseBytes: body.utf8.count, upstream: "",
+            upstreamStatus: nil, durationMs: 0, tlsVersion: "TLSv1.3"))
     }
 
     func closeAll() {
