@@ -30,14 +30,19 @@ import NIOHTTP2
 /// - a request's `content-length` is digits only (at most 18; nio-http2 also takes a sign), and every
 ///   `content-length` of a block says the same.
 ///
-/// And one nio-http2 does not make: a request with both `:authority` and `host` has them equal (ASCII case aside).
-/// RFC 9113 section 8.3.1 forbids a client to send them different, tells a server to treat such a request as
-/// malformed, and forbids deciding the target from `host` when `:authority` is there; the proxy routes and
-/// forwards by `Host`, which an HTTP/2 request would otherwise choose apart from the authority the client named.
-/// nginx answers such a request 400; here it is malformed as the other failures are.
+/// And two nio-http2 does not make. A request's `:path` starts with `/` or is the `*` of an `OPTIONS` (RFC 9113
+/// section 8.3.1; nio-http2 takes any that is not empty), as the HTTP/1 decoder holds a request target to its
+/// forms: a path the listener routes by one way and a backend reads another (`x`, `../x`) must not pass. And a
+/// request with both `:authority` and `host` has them equal (ASCII case aside): RFC 9113 section 8.3.1 forbids a
+/// client to send them different, tells a server to treat such a request as malformed, and forbids deciding the
+/// target from `host` when `:authority` is there; the proxy routes and forwards by `Host`, which an HTTP/2 request
+/// would otherwise choose apart from the authority the client named. nginx answers such a request 400; here it is
+/// malformed as the other failures are.
 enum HTTP2InboundBlock {
     /// A request whose `host` field names another authority than its `:authority` (RFC 9113 section 8.3.1).
     struct HostDiffersFromAuthority: Error {}
+    /// A request whose `:path` is neither a path (`/...`) nor the `*` of an `OPTIONS` (RFC 9113 section 8.3.1).
+    struct InvalidPath: Error {}
 
     /// Checks a request's header block; returns the length its `content-length` declares, if it has one.
     @discardableResult
@@ -65,6 +70,8 @@ enum HTTP2InboundBlock {
         var isConnect = false
         var contentLength: Int?
         var authority: String?
+        var isOptions = false
+        var pathIsAsterisk = false
         let inline = SmallASCIIText.layoutMatches
         for (name, value, _) in block {
             // Nearly every name is held inline (15 bytes at most): checked and told apart on its two words.
@@ -115,9 +122,19 @@ enum HTTP2InboundBlock {
             seen.insert(pseudoHeader)
             if pseudoHeader == .method {
                 isConnect = value == "CONNECT"
-            } else if pseudoHeader == .path, value.isEmpty {
-                throw NIOHTTP2Errors.emptyPathHeader()
+                isOptions = value == "OPTIONS"
+            } else if pseudoHeader == .path {
+                guard let first = value.utf8.first else { throw NIOHTTP2Errors.emptyPathHeader() }
+                // RFC 9113 section 8.3.1: a path (`/...`), or `*` for an `OPTIONS`; nothing a backend could read as
+                // another path than the one the listener routes by (`x`, `../x`).
+                if first != UInt8(ascii: "/") {
+                    guard value == "*" else { throw InvalidPath() }
+                    pathIsAsterisk = true
+                }
             }
+        }
+        if pathIsAsterisk && !isOptions {
+            throw InvalidPath()
         }
         let allowed: PseudoHeaders
         let mandatory: PseudoHeaders

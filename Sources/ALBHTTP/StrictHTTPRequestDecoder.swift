@@ -61,6 +61,9 @@ public struct StrictHTTPRequestDecoder {
     /// The head being read keeps its fields as lines (``HTTPRequestDecoderOutput/takesFieldLines``), not `fields`.
     /// (Declared among the other one-byte fields: the struct is part of every connection handler.)
     private var readsLines = false
+    /// The request line's target is in absolute form (`http://host/path`): passed on in origin form, its
+    /// authority as the `Host` (``finishHead(lines:into:)``).
+    private var targetIsAbsolute = false
     private var lines = HTTP1LineReader()
     private var body = HTTP1BodyDecoder(.chunkSize)
     private var method = HTTPMethod.GET
@@ -156,7 +159,7 @@ public struct StrictHTTPRequestDecoder {
     // MARK: - Request line and fields
 
     private mutating func parseRequestLine(_ buffer: ByteBuffer, length: Int) throws {
-        let parsed: (String, String, Int)? = buffer.withUnsafeReadableBytes { all in
+        let parsed: (String, String, Int, TargetForm)? = buffer.withUnsafeReadableBytes { all in
             let bytes = UnsafeRawBufferPointer(rebasing: all[0..<length])
             guard let firstSpace = bytes.firstIndex(of: UInt8(ascii: " ")), firstSpace > 0 else { return nil }
             guard HTTP1Syntax.areTokenChars(UnsafeRawBufferPointer(rebasing: bytes[0..<firstSpace])) else { return nil }
@@ -167,23 +170,55 @@ public struct StrictHTTPRequestDecoder {
             guard bytes[targetStart..<secondSpace].allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) else { return nil }
             let version = UnsafeRawBufferPointer(rebasing: bytes[(secondSpace + 1)...])
             guard version.count == 8, let minor = HTTP1Syntax.http1MinorVersion(startOf: version) else { return nil }
+            let methodBytes = UnsafeRawBufferPointer(rebasing: bytes[0..<firstSpace])
+            let targetBytes = UnsafeRawBufferPointer(rebasing: bytes[targetStart..<secondSpace])
             // Both are ASCII (checked above): up to 15 bytes, the method always and a short target, are packed
             // inline without the standard library's validation (about 100 instructions less each, callgrind).
-            let method = String(shortUTF8: UnsafeRawBufferPointer(rebasing: bytes[0..<firstSpace]))
-            let target = String(shortUTF8: UnsafeRawBufferPointer(rebasing: bytes[targetStart..<secondSpace]))
-            return (method, target, minor)
+            let method = String(shortUTF8: methodBytes)
+            let target = String(shortUTF8: targetBytes)
+            return (method, target, minor, TargetForm.of(targetBytes, method: methodBytes))
         }
-        guard let (method, target, minor) = parsed else { throw HTTPEdgeError.badRequest("malformed request line") }
+        guard let (method, target, minor, form) = parsed else { throw HTTPEdgeError.badRequest("malformed request line") }
+        guard form != .invalid else { throw HTTPEdgeError.badRequest("invalid request target") }
         self.method = HTTPMethod(rawValue: method)
         self.uri = target
+        self.targetIsAbsolute = form == .absolute
         self.version = HTTPVersion(major: 1, minor: minor)
+    }
+
+    /// The four forms of a request target (RFC 9112 section 3.2); anything else is refused, as nginx refuses it:
+    /// a target the proxy routes by one path and a backend reads as another (`x`, `../x`) must not pass.
+    enum TargetForm: Equatable {
+        /// `/path?query`, the usual form.
+        case origin
+        /// `http://authority/path?query` (or `https`), which a server must accept (section 3.2.2).
+        case absolute
+        /// `host:port`, for `CONNECT` only (the proxy does not tunnel: answered as any `CONNECT` is).
+        case authority
+        /// `*`, for `OPTIONS` only.
+        case asterisk
+        case invalid
+
+        static func of(_ target: UnsafeRawBufferPointer, method: UnsafeRawBufferPointer) -> TargetForm {
+            if target.first == UInt8(ascii: "/") { return .origin }
+            if target.count == 1, target[0] == UInt8(ascii: "*") {
+                return Self.isExactly(method, "OPTIONS") ? .asterisk : .invalid
+            }
+            if Self.isExactly(method, "CONNECT") { return .authority }
+            return AbsoluteTarget(target) != nil ? .absolute : .invalid
+        }
+
+        private static func isExactly(_ bytes: UnsafeRawBufferPointer, _ text: StaticString) -> Bool {
+            bytes.elementsEqual(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        }
     }
 
     /// `lines`: the head's fields as lines, when it was read so.
     private mutating func finishHead(lines: HTTP1FieldLines?, into output: some HTTPRequestDecoderOutput) throws {
         var summary = self.lines.summary
         var relayed = lines
-        if let lines, summary.framing.foldsLengths || !summary.canLeaveOutHopByHop || summary.present.contains(.upgrade) {
+        if let lines, summary.framing.foldsLengths || !summary.canLeaveOutHopByHop || summary.present.contains(.upgrade)
+            || self.targetIsAbsolute {
             // Read and edited as fields after all (see `HTTPRequestDecoderOutput.takesFieldLines`).
             self.fields = lines.fields(texts: self.lines.fieldTexts)
             relayed = nil
@@ -192,6 +227,10 @@ public struct StrictHTTPRequestDecoder {
         let hosts = summary.hosts
         if hosts > 1 || (hosts == 0 && self.version.minor >= 1) {
             throw HTTPEdgeError.badRequest("missing or duplicate Host")
+        }
+        if self.targetIsAbsolute {
+            self.targetIsAbsolute = false
+            self.passOnInOriginForm()
         }
         var next: State = .idle
         if let body = framing.body(unframed: nil) {
@@ -222,6 +261,65 @@ public struct StrictHTTPRequestDecoder {
         case .idle, .handedOff: output.received(.end(nil))
         default: break
         }
+    }
+}
+
+extension StrictHTTPRequestDecoder {
+    /// An absolute-form target's request as the proxy passes it on: RFC 9112 section 3.2.2 has a server take the
+    /// target's authority and ignore `Host`, so the target's authority becomes the only `Host` field (first, as
+    /// an HTTP/2 request's `:authority` does) and the target its path and query (`/` when it has none; `*` for an
+    /// `OPTIONS`, section 3.2.4). Routing, the access log and the backend all see that one authority.
+    private mutating func passOnInOriginForm() {
+        var uri = self.uri
+        let parts: (authority: String, path: String)? = uri.withUTF8 { storage in
+            let bytes = UnsafeRawBufferPointer(storage)
+            guard let target = AbsoluteTarget(bytes) else { return nil }
+            return (String(decoding: UnsafeRawBufferPointer(rebasing: bytes[target.authority]), as: UTF8.self),
+                    String(decoding: UnsafeRawBufferPointer(rebasing: bytes[target.pathAndQuery]), as: UTF8.self))
+        }
+        guard let (authority, pathAndQuery) = parts else { return }  // checked as the request line was read
+        var path = pathAndQuery
+        if path.isEmpty {
+            path = self.method == .OPTIONS ? "*" : "/"
+        } else if path.utf8.first == UInt8(ascii: "?") {
+            path = "/" + path
+        }
+        self.uri = path
+        self.fields.removeAll { HTTP1Syntax.equalsIgnoringASCIICase($0.0, "host") }
+        self.fields.insert(("Host", authority), at: 0)
+    }
+}
+
+/// An absolute-form request target's parts: `http` or `https` (any case), `://`, an authority that is not empty
+/// and has no userinfo (RFC 9110 section 4.2.4: its presence is an error), then the path and query, if any.
+struct AbsoluteTarget {
+    /// Byte offsets into the target.
+    let authority: Range<Int>
+    let pathAndQuery: Range<Int>
+
+    init?(_ target: UnsafeRawBufferPointer) {
+        let schemeEnd: Int
+        func starts(with scheme: StaticString) -> Bool {
+            let count = scheme.utf8CodeUnitCount
+            return target.count > count
+                && HTTP1Syntax.equalsIgnoringASCIICase(UnsafeRawBufferPointer(rebasing: target[0..<count]), scheme)
+        }
+        if starts(with: "http://") {
+            schemeEnd = 7
+        } else if starts(with: "https://") {
+            schemeEnd = 8
+        } else {
+            return nil
+        }
+        var end = schemeEnd
+        while end < target.count, target[end] != UInt8(ascii: "/"), target[end] != UInt8(ascii: "?"),
+              target[end] != UInt8(ascii: "#") {
+            if target[end] == UInt8(ascii: "@") { return nil }
+            end += 1
+        }
+        guard end > schemeEnd else { return nil }
+        self.authority = schemeEnd..<end
+        self.pathAndQuery = end..<target.count
     }
 }
 

@@ -110,6 +110,28 @@ final class HTTP2InboundBlockTests: XCTestCase {
         XCTAssertNoThrow(try HTTP2InboundBlock.validateTrailers(HPACKHeaders([("host", "other.example")])))
     }
 
+    /// Beyond nio-http2: RFC 9113 section 8.3.1, a `:path` is a path, or the `*` of an `OPTIONS`.
+    func testARequestsPathIsAPathOrTheAsteriskOfAnOptions() throws {
+        func judge(_ method: String, _ path: String) -> Bool {
+            do {
+                try HTTP2InboundBlock.validateRequest(HPACKHeaders([(":method", method), (":scheme", "https"),
+                                                                    (":authority", "a"), (":path", path)]))
+                return true
+            } catch {
+                return false
+            }
+        }
+        XCTAssertTrue(judge("GET", "/"))
+        XCTAssertTrue(judge("GET", "/a/../b?c"))
+        XCTAssertTrue(judge("OPTIONS", "*"))
+        XCTAssertTrue(judge("OPTIONS", "/x"))
+        for path in ["x", "../x", "?a", "*x", "http://h/x"] {
+            XCTAssertFalse(judge("GET", path), path)
+        }
+        XCTAssertFalse(judge("GET", "*"))
+        XCTAssertFalse(judge("options", "*"), "methods are case-sensitive")
+    }
+
     func testTrailerBlocksAreJudgedAsNIOHTTP2JudgesThem() throws {
         try Self.judge(Self.trailers, asTrailers: true, ours: HTTP2InboundBlock.validateTrailers)
     }

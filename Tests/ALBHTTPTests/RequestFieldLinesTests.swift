@@ -34,6 +34,17 @@ final class RequestFieldLinesTests: XCTestCase {
         return try decodeAll(input, decoder: &decoder, into: LinesOutput(takesFieldLines: takesFieldLines), byteByByte: byteByByte)
     }
 
+    func testAnAbsoluteFormTargetsFieldsComeAsFieldsWithItsAuthorityAsTheHost() throws {
+        for byteByByte in [false, true] {
+            let output = try decodeHeads("GET http://other.example/x HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n",
+                                         takesFieldLines: true, byteByByte: byteByByte)
+            let head = try XCTUnwrap(output.heads.first)
+            XCTAssertNil(head.lines, "the Host is edited: not passed on as sent")
+            XCTAssertEqual(head.head.uri, "/x")
+            XCTAssertEqual(head.head.headers.map { "\($0.name): \($0.value)" }, ["Host: other.example", "Accept: */*"])
+        }
+    }
+
     private static let forwarding = ForwardingContext(
         clientIP: "192.0.2.7", clientPort: 40_000, listenerPort: 8080, scheme: "https", loadBalancerName: "alb-1",
         clientCertificate: ClientCertificateInfo(subjectDN: "CN=client", issuerDN: "CN=ca", fingerprint: "ab12", verify: "SUCCESS"))

@@ -180,7 +180,7 @@ final class StrictHTTPRequestDecoderTests: XCTestCase {
         // method (NIO's named methods, an extension method, one in lowercase) and the target.
         let methods = ["GET", "PUT", "HEAD", "POST", "PATCH", "TRACE", "DELETE", "OPTIONS", "PROPFIND", "M-SEARCH",
                        "get", "VERSION-CONTROL", "A-VERY-LONG-METHOD1", "X"]
-        let targets = (1...40).map { "/" + String(repeating: "a", count: $0 - 1) } + ["/~a-b_c.d?e=f&g=%20#", "*"]
+        let targets = (1...40).map { "/" + String(repeating: "a", count: $0 - 1) } + ["/~a-b_c.d?e=f&g=%20#"]
         for method in methods {
             for target in targets {
                 let parts = try decode("\(method) \(target) HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -191,6 +191,44 @@ final class StrictHTTPRequestDecoderTests: XCTestCase {
                 XCTAssertEqual(Array(head.uri.utf8), Array(target.utf8))
             }
         }
+    }
+
+    func testRequestTargetsAreHeldToTheirFourForms() throws {
+        func target(_ requestLine: String) throws -> String? {
+            let parts = try decode("\(requestLine)\r\nHost: h\r\n\r\n")
+            guard case .head(let head) = parts.first else { return nil }
+            return head.uri
+        }
+        for refused in ["GET x HTTP/1.1", "GET ../x HTTP/1.1", "GET ?a HTTP/1.1", "GET example.com:80 HTTP/1.1",
+                        "GET * HTTP/1.1", "options * HTTP/1.1", "GET http:///x HTTP/1.1", "GET http:// HTTP/1.1",
+                        "GET http://user@h/x HTTP/1.1", "GET ftp://h/x HTTP/1.1", "GET http:/h/x HTTP/1.1",
+                        "GET \\h/x HTTP/1.1"] {
+            XCTAssertEqual(decodeError("\(refused)\r\nHost: h\r\n\r\n"), .badRequest("invalid request target"), refused)
+        }
+        XCTAssertEqual(try target("OPTIONS * HTTP/1.1"), "*")
+        XCTAssertEqual(try target("CONNECT example.com:443 HTTP/1.1"), "example.com:443", "answered as any CONNECT is")
+        XCTAssertEqual(try target("GET //h/x HTTP/1.1"), "//h/x", "an origin-form path that starts with two slashes")
+    }
+
+    func testAnAbsoluteFormTargetIsPassedOnInOriginFormWithItsAuthorityAsTheHost() throws {
+        func head(_ request: String) throws -> HTTPRequestHead? {
+            for byteByByte in [false, true] {
+                let parts = try decode(request, byteByByte: byteByByte)
+                guard case .head(let head) = parts.first else { return nil }
+                if !byteByByte { return head }
+            }
+            return nil
+        }
+        let full = try XCTUnwrap(head("GET hTTp://Other.Example:8080/p/q?r=1 HTTP/1.1\r\nX-A: 1\r\nHost: a\r\nX-B: 2\r\n\r\n"))
+        XCTAssertEqual(full.uri, "/p/q?r=1")
+        XCTAssertEqual(full.headers.map { "\($0.name): \($0.value)" }, ["Host: Other.Example:8080", "X-A: 1", "X-B: 2"])
+        XCTAssertEqual(try head("GET https://h HTTP/1.1\r\nHost: h\r\n\r\n")?.uri, "/")
+        XCTAssertEqual(try head("GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n")?.uri, "/?q=1")
+        XCTAssertEqual(try head("OPTIONS http://h HTTP/1.1\r\nHost: h\r\n\r\n")?.uri, "*")
+        let old = try XCTUnwrap(head("GET http://h/x HTTP/1.0\r\n\r\n"))
+        XCTAssertEqual(old.headers["host"], ["h"], "HTTP/1.0 needs no Host; the target's becomes it")
+        XCTAssertEqual(decodeError("GET http://h/x HTTP/1.1\r\n\r\n"), .badRequest("missing or duplicate Host"),
+                       "an HTTP/1.1 request sends Host all the same (RFC 9112 section 3.2)")
     }
 
     func testEmptyLinesBeforeARequestAreSkippedAndABareCRIsRefused() throws {

@@ -68,6 +68,26 @@ def test_connect_is_refused_by_the_proxy_with_a_framed_answer(alb, backends):
     assert headers["connection"] == "close"
 
 
+def test_request_targets_are_held_to_their_forms_and_an_absolute_one_names_the_host(alb, backends):
+    # RFC 9112 section 3.2: a target the listener would route by one path and a backend could read as another
+    # (`x`, `../x`) is refused 400, as nginx refuses it; an absolute-form target is passed on in origin form, its
+    # authority as the only Host (section 3.2.2: a server takes the target's authority, not Host).
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    for target in (b"x", b"../x", b"*", b"example.com:80", b"http://user@h/x"):
+        status, _, _ = response_parts(raw(port, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n", timeout=5))
+        assert status == "HTTP/1.1 400 Bad Request", (target, status)
+    answer = raw(port, b"POST http://Other.Example:8080/headers HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n"
+                       b"Connection: close\r\n\r\n", timeout=5)
+    status, _, body = response_parts(answer)
+    assert status == "HTTP/1.1 200 OK", answer
+    fields = json.loads(body)
+    assert [value for name, value in fields if name == "host"] == ["Other.Example:8080"], fields
+
+
 def through_canned_backend(alb, backend_answer, request):
     """What a client sending `request` to a listener gets (until the close) when the listener's one backend
     answers `backend_answer`, and how many seconds that took."""
