@@ -339,14 +339,19 @@ enum HTTP2Heads {
             // Told apart on the words of their inline form, when they have one (``InlineFieldName``).
             let words = inline ? InlineFieldName(name) : nil
             guard words?.startsWithColon ?? (name.utf8.first == UInt8(ascii: ":")) else {
-                let isCookie: Bool
+                var isCookie = false
                 if let words {
-                    isCookie = words == .cookie
-                    if words == .host { hasHost = true } else if words == .contentLength { hasContentLength = true }
+                    if words == .host {
+                        hasHost = true
+                    } else if words == .contentLength {
+                        hasContentLength = true
+                    } else if words == .cookie {
+                        isCookie = true
+                    }
                 } else {
-                    isCookie = name.utf8.count == 6 && name == "cookie"
                     switch name.utf8.count {
                     case 4 where name == "host": hasHost = true
+                    case 6 where name == "cookie": isCookie = true
                     case 14 where name == "content-length": hasContentLength = true
                     default: break
                     }
