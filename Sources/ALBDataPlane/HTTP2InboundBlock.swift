@@ -30,19 +30,23 @@ import NIOHTTP2
 /// - a request's `content-length` is digits only (at most 18; nio-http2 also takes a sign), and every
 ///   `content-length` of a block says the same.
 ///
-/// And two nio-http2 does not make. A request's `:path` starts with `/` or is the `*` of an `OPTIONS` (RFC 9113
+/// And three nio-http2 does not make. A request's `:path` starts with `/` or is the `*` of an `OPTIONS` (RFC 9113
 /// section 8.3.1; nio-http2 takes any that is not empty), as the HTTP/1 decoder holds a request target to its
 /// forms: a path the listener routes by one way and a backend reads another (`x`, `../x`) must not pass. And a
 /// request with both `:authority` and `host` has them equal (ASCII case aside): RFC 9113 section 8.3.1 forbids a
 /// client to send them different, tells a server to treat such a request as malformed, and forbids deciding the
 /// target from `host` when `:authority` is there; the proxy routes and forwards by `Host`, which an HTTP/2 request
 /// would otherwise choose apart from the authority the client named. nginx answers such a request 400; here it is
-/// malformed as the other failures are.
+/// malformed as the other failures are. And the authority (`:authority`, or `host` without it) is of ``HostSyntax``'s
+/// form, as an HTTP/1 request's `Host` is.
 enum HTTP2InboundBlock {
     /// A request whose `host` field names another authority than its `:authority` (RFC 9113 section 8.3.1).
     struct HostDiffersFromAuthority: Error {}
     /// A request whose `:path` is neither a path (`/...`) nor the `*` of an `OPTIONS` (RFC 9113 section 8.3.1).
     struct InvalidPath: Error {}
+    /// A request whose `:authority`, or `host` without one, is not of ``HostSyntax``'s form (RFC 9113 section 8.3.1
+    /// forbids userinfo in `:authority`; the rest as an HTTP/1 request's `Host` is held to it).
+    struct InvalidAuthority: Error {}
 
     /// Checks a request's header block; returns the length its `content-length` declares, if it has one.
     @discardableResult
@@ -87,9 +91,13 @@ enum HTTP2InboundBlock {
                 regularFieldsBegan = true
                 try Self.checkRegularField(name: name, words: words, value: value, isRequest: isRequest)
                 // Pseudo-headers come first: a request's `:authority`, if it has one, is known here.
-                if let authority, words.map({ $0 == .host }) ?? (name.utf8.count == 4 && name == "host"),
-                   !hostMatchesAuthority(value, authority) {
-                    throw HostDiffersFromAuthority()
+                if isRequest, words.map({ $0 == .host }) ?? (name.utf8.count == 4 && name == "host") {
+                    // With an `:authority` (checked already) `host` must name the same; without, it is the authority.
+                    if let authority {
+                        guard hostMatchesAuthority(value, authority) else { throw HostDiffersFromAuthority() }
+                    } else if !HostSyntax.isValid(value) {
+                        throw InvalidAuthority()
+                    }
                 }
                 if isRequest, words.map({ $0 == .contentLength }) ?? (name.utf8.count == 14 && name == "content-length") {
                     guard let length = Self.length(value) else { throw NIOHTTP2Errors.contentLengthHeaderMalformedValue() }
@@ -111,6 +119,7 @@ enum HTTP2InboundBlock {
             case .scheme?: pseudoHeader = .scheme
             case .authority?:
                 pseudoHeader = .authority
+                guard HostSyntax.isValid(value) else { throw InvalidAuthority() }
                 authority = value
             case .status?: pseudoHeader = .status
             case .protocol?: throw NIOHTTP2Errors.unsupportedPseudoHeader(name)

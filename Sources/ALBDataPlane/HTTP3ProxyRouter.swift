@@ -53,7 +53,7 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
             case .head(let streamID, let head):
                 guard exchanges[key]?[streamID] == nil else { continue }  // trailers are not a new request
                 refreshOwner()
-                if head.hostDiffersFromAuthority {
+                if head.hasMalformedAuthority {
                     refuse(streamID: streamID, head: head, with: .badRequest, on: record.connection, writer: writer)
                     continue
                 }
@@ -141,9 +141,15 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
 extension HTTP3ProxyRouter: Sendable {}
 
 extension HTTP3RequestHead {
-    /// A `host` field names another authority than `:authority`: malformed (RFC 9114 section 4.3.1: both MUST hold
-    /// the same value when both are present). nghttp3 checks each field's form, not the two against each other.
-    var hostDiffersFromAuthority: Bool {
-        !self.authority.isEmpty && self.fields.contains { $0.name == "host" && !hostMatchesAuthority($0.value, self.authority) }
+    /// The request's authority is malformed: `:authority`, or a `host` field without one, is not of ``HostSyntax``'s
+    /// form (as an HTTP/1 request's `Host` is held to it), or a `host` field names another authority than
+    /// `:authority` (RFC 9114 section 4.3.1: both MUST hold the same value when both are present). nghttp3 checks
+    /// each field's characters, not the two against each other.
+    var hasMalformedAuthority: Bool {
+        if self.authority.isEmpty {
+            return self.fields.contains { $0.name == "host" && !HostSyntax.isValid($0.value) }
+        }
+        return !HostSyntax.isValid(self.authority)
+            || self.fields.contains { $0.name == "host" && !hostMatchesAuthority($0.value, self.authority) }
     }
 }

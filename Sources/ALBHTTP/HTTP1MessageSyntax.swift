@@ -342,7 +342,7 @@ struct HTTP1LineReader {
         guard HTTP1Syntax.areFieldValueChars(value) else {
             throw HTTP1SyntaxError.malformed("invalid character in header field value")
         }
-        self.summary.read(position: self.fieldCount - 1, name: name, value: value)
+        try self.summary.read(position: self.fieldCount - 1, name: name, value: value)
         return (name, value)
     }
 }

@@ -291,7 +291,8 @@ extension StrictHTTPRequestDecoder {
 }
 
 /// An absolute-form request target's parts: `http` or `https` (any case), `://`, an authority that is not empty
-/// and has no userinfo (RFC 9110 section 4.2.4: its presence is an error), then the path and query, if any.
+/// and of ``HostSyntax``'s form (so without userinfo: RFC 9110 section 4.2.4 makes its presence an error), then the
+/// path and query, if any.
 struct AbsoluteTarget {
     /// Byte offsets into the target.
     let authority: Range<Int>
@@ -314,10 +315,11 @@ struct AbsoluteTarget {
         var end = schemeEnd
         while end < target.count, target[end] != UInt8(ascii: "/"), target[end] != UInt8(ascii: "?"),
               target[end] != UInt8(ascii: "#") {
-            if target[end] == UInt8(ascii: "@") { return nil }
             end += 1
         }
-        guard end > schemeEnd else { return nil }
+        guard end > schemeEnd, HostSyntax.isValid(UnsafeRawBufferPointer(rebasing: target[schemeEnd..<end])) else {
+            return nil
+        }
         self.authority = schemeEnd..<end
         self.pathAndQuery = end..<target.count
     }

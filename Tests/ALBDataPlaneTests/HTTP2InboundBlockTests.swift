@@ -110,6 +110,32 @@ final class HTTP2InboundBlockTests: XCTestCase {
         XCTAssertNoThrow(try HTTP2InboundBlock.validateTrailers(HPACKHeaders([("host", "other.example")])))
     }
 
+    /// Beyond nio-http2: the authority (`:authority`, or `host` without one) is of ``HostSyntax``'s form, as an
+    /// HTTP/1 request's `Host` is; userinfo in `:authority` is forbidden by RFC 9113 section 8.3.1.
+    func testARequestsAuthorityIsHeldToTheFormOfAHost() throws {
+        let base = [(":method", "GET"), (":scheme", "https"), (":path", "/")]
+        func error(_ fields: [(String, String)]) -> Error? {
+            do {
+                try HTTP2InboundBlock.validateRequest(HPACKHeaders(base + fields))
+                return nil
+            } catch {
+                return error
+            }
+        }
+        for good in ["example.com", "example.com:8443", "127.0.0.1:80", "[::1]:443"] {
+            XCTAssertNil(error([(":authority", good)]), good)
+            XCTAssertNil(error([("host", good)]), good)
+        }
+        for bad in ["a/b", "user@example.com", "example.com:x", "a..b", "[::1", "a\\b"] {
+            XCTAssertTrue(error([(":authority", bad)]) is HTTP2InboundBlock.InvalidAuthority, bad)
+            XCTAssertTrue(error([("host", bad)]) is HTTP2InboundBlock.InvalidAuthority, bad)
+        }
+        XCTAssertNotNil(error([(":authority", "a b")]), "a space in a pseudo-header's value: nio-http2's rule")
+        XCTAssertTrue(error([("host", "a b")]) is HTTP2InboundBlock.InvalidAuthority)
+        XCTAssertNoThrow(try HTTP2InboundBlock.validateTrailers(HPACKHeaders([("host", "a/b")])),
+                         "a trailer's host names nothing")
+    }
+
     /// Beyond nio-http2: RFC 9113 section 8.3.1, a `:path` is a path, or the `*` of an `OPTIONS`.
     func testARequestsPathIsAPathOrTheAsteriskOfAnOptions() throws {
         func judge(_ method: String, _ path: String) -> Bool {

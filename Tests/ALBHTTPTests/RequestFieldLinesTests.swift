@@ -45,6 +45,15 @@ final class RequestFieldLinesTests: XCTestCase {
         }
     }
 
+    func testAnInvalidHostIsRefusedOnTheLinesPathToo() {
+        for byteByByte in [false, true] {
+            XCTAssertThrowsError(try decodeHeads("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", takesFieldLines: true,
+                                                 byteByByte: byteByByte)) {
+                XCTAssertEqual($0 as? HTTPEdgeError, .badRequest("invalid Host"))
+            }
+        }
+    }
+
     private static let forwarding = ForwardingContext(
         clientIP: "192.0.2.7", clientPort: 40_000, listenerPort: 8080, scheme: "https", loadBalancerName: "alb-1",
         clientCertificate: ClientCertificateInfo(subjectDN: "CN=client", issuerDN: "CN=ca", fingerprint: "ab12", verify: "SUCCESS"))
@@ -185,7 +194,7 @@ final class RequestFieldLinesTests: XCTestCase {
 
     /// Each name a request's summary marks as forwarding is one of ``ProxyHeaders/forwarding``, and every one of
     /// those is marked, in any case; a response's are not looked at for them.
-    func testTheSummaryMarksExactlyTheForwardingFields() {
+    func testTheSummaryMarksExactlyTheForwardingFields() throws {
         for name in ProxyHeaders.forwarding {
             for spelling in [name, name.uppercased()] {
                 let marked = Array(spelling.utf8).withUnsafeBytes { HTTP1HeadSummary.Names.ofRequestOnly($0) }
@@ -197,10 +206,10 @@ final class RequestFieldLinesTests: XCTestCase {
             XCTAssertNotEqual(marked, .forwarding, name)
         }
         var summary = HTTP1HeadSummary()
-        Array("x-forwarded-for".utf8).withUnsafeBytes { summary.read(position: 0, name: $0, value: UnsafeRawBufferPointer(start: nil, count: 0)) }
+        try Array("x-forwarded-for".utf8).withUnsafeBytes { try summary.read(position: 0, name: $0, value: UnsafeRawBufferPointer(start: nil, count: 0)) }
         XCTAssertFalse(summary.present.contains(.forwarding))
         summary = HTTP1HeadSummary(readsRequest: true)
-        Array("x-forwarded-for".utf8).withUnsafeBytes { summary.read(position: 0, name: $0, value: UnsafeRawBufferPointer(start: nil, count: 0)) }
+        try Array("x-forwarded-for".utf8).withUnsafeBytes { try summary.read(position: 0, name: $0, value: UnsafeRawBufferPointer(start: nil, count: 0)) }
         XCTAssertTrue(summary.present.contains(.forwarding))
     }
 }

@@ -210,6 +210,26 @@ final class StrictHTTPRequestDecoderTests: XCTestCase {
         XCTAssertEqual(try target("GET //h/x HTTP/1.1"), "//h/x", "an origin-form path that starts with two slashes")
     }
 
+    /// A request's `Host`, and an absolute-form target's authority, are of ``HostSyntax``'s form: 400 otherwise, as
+    /// nginx answers "client sent invalid host header".
+    func testAHostIsHeldToTheFormOfAnAuthority() throws {
+        for host in ["example.com", "Example.COM:8080", "127.0.0.1:19700", "[::1]:443", ""] {
+            let parts = try decode("GET / HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+            guard case .head(let head) = parts.first else { return XCTFail(host) }
+            XCTAssertEqual(head.headers["host"], [host])
+        }
+        for host in ["a/b", "user@example.com", "example.com:x", "a..b", "[::1", "::1", "a\\b", "a?b"] {
+            XCTAssertEqual(decodeError("GET / HTTP/1.1\r\nX-A: 1\r\nHost: \(host)\r\n\r\n"), .badRequest("invalid Host"), host)
+        }
+        // In a target `/` and `?` end the authority: `http://a/b/x` is `a` and a path.
+        for authority in ["user@example.com", "example.com:x", "a..b", "[::1", "::1", "a\\b"] {
+            XCTAssertEqual(decodeError("GET http://\(authority)/x HTTP/1.1\r\nHost: h\r\n\r\n"),
+                           .badRequest("invalid request target"), authority)
+        }
+        XCTAssertEqual(decodeError("GET / HTTP/1.0\r\nHost: a/b\r\n\r\n"), .badRequest("invalid Host"),
+                       "an HTTP/1.0 request needs no Host, but one it sends is held to the form")
+    }
+
     func testAnAbsoluteFormTargetIsPassedOnInOriginFormWithItsAuthorityAsTheHost() throws {
         func head(_ request: String) throws -> HTTPRequestHead? {
             for byteByByte in [false, true] {

@@ -88,6 +88,23 @@ def test_request_targets_are_held_to_their_forms_and_an_absolute_one_names_the_h
     assert [value for name, value in fields if name == "host"] == ["Other.Example:8080"], fields
 
 
+def test_a_host_outside_the_form_of_an_authority_is_refused_with_400(alb, backends):
+    # RFC 9110 section 7.2: Host is uri-host [":" port]. The listener routes by it and the backend may make a path,
+    # a virtual host or a cache key of it: `a/b`, `user@a`, `a..b` are refused 400, as nginx refuses them.
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    for host in (b"a/b", b"user@example.com", b"example.com:x", b"a..b", b"[::1"):
+        status, _, _ = response_parts(raw(port, b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", timeout=5))
+        assert status == "HTTP/1.1 400 Bad Request", (host, status)
+    for host in (b"Example.COM:8080", b"[::1]:443", b"127.0.0.1"):
+        answer = raw(port, b"GET /x HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n", timeout=5)
+        status, _, body = response_parts(answer)
+        assert (status, body) == ("HTTP/1.1 200 OK", b"b1 /x\n"), (host, answer)
+
+
 def through_canned_backend(alb, backend_answer, request):
     """What a client sending `request` to a listener gets (until the close) when the listener's one backend
     answers `backend_answer`, and how many seconds that took."""

@@ -254,6 +254,23 @@ def test_an_http2_request_whose_host_names_another_authority_is_refused(alb, bac
     assert re.search(r"recv \(stream_id=\d+\) :status: 200", same.stdout), same.stdout
 
 
+def test_an_http2_request_whose_authority_is_not_of_the_form_of_a_host_is_refused(alb, backends, certs):
+    # As an HTTP/1 request's Host: uri-host [":" port], and no userinfo in :authority (RFC 9113 section 8.3.1).
+    port, _ = serve_https(alb, backends, certs)
+    url = "https://127.0.0.1:%d/" % port
+
+    def nghttp(*headers):
+        args = ["nghttp", "-v"] + ["-H" + header for header in headers] + [url]
+        return subprocess.run(args, capture_output=True, text=True, timeout=20)
+
+    for authority in ("a/b", "user@127.0.0.1", "a..b"):
+        refused = nghttp(":authority: " + authority)
+        assert "recv RST_STREAM" in refused.stdout and "PROTOCOL_ERROR" in refused.stdout, (authority, refused.stdout)
+        assert ":status: 200" not in refused.stdout, refused.stdout
+    good = nghttp(":authority: Main.Example.com:%d" % port)
+    assert re.search(r"recv \(stream_id=\d+\) :status: 200", good.stdout), good.stdout
+
+
 def test_a_client_that_stalls_in_the_handshake_is_closed_by_the_header_timeout(alb, backends, certs):
     import time
     port, backend = serve_https(alb, backends, certs)

@@ -442,6 +442,21 @@ def test_a_request_whose_host_names_another_authority_is_refused_with_400(quic_l
     assert same[0] == 200 and same[2] == b"b1 /\n", same
 
 
+def test_a_request_whose_authority_is_not_of_the_form_of_a_host_is_refused_with_400(quic_listener):
+    # As an HTTP/1 request's Host: uri-host [":" port]. nghttp3 checks the characters only: it resets a stream whose
+    # :authority holds a `/` and drops a `host` field that holds one, but passes userinfo, `..` and a bad port.
+    port, _ = quic_listener
+
+    async def work(client, authority):
+        answers = [await client.request(bad, "GET", "/") for bad in ("user@" + authority, "a..b", "a:x", "[::1")]
+        answers.append(await client.request(authority, "GET", "/ok"))
+        return answers
+
+    answers = run(on_connection(port, work))
+    assert [answer[0] for answer in answers[:4]] == [400, 400, 400, 400], answers
+    assert answers[4][0] == 200 and answers[4][2] == b"b1 /ok\n", answers
+
+
 def test_a_request_the_client_resets_is_abandoned_and_the_connection_goes_on(quic_listener):
     port, log_path = quic_listener
 
