@@ -5,10 +5,11 @@
 ///
 /// Why it is checked: the listener routes by this value and passes it on to the backend as `Host`, where it may
 /// name a directory, a virtual host or a cache key. A value outside the grammar (`a/b`, `a b`, `user@a`, `a:x`)
-/// would be read one way here and another there. nginx answers such a request 400 ("client sent invalid host
-/// header"), and so does the proxy. Beyond the grammar, a name with two dots in a row (`a..b`) is refused as
-/// nginx refuses it: no host is named so, and `..` is a parent directory to a backend that makes a path of it.
-/// An empty value is allowed, as RFC 9110 allows it for a target without an authority.
+/// would be read one way here and another there. nginx answers 400 ("client sent invalid host header") to a host
+/// with a `/`, a space or a control byte, and takes userinfo, `?`, `#`, `\` or a port that is not a number; the
+/// proxy holds the whole grammar. Beyond it, a name with two dots in a row (`a..b`) is refused as nginx refuses it:
+/// no host is named so, and `..` is a parent directory to a backend that makes a path of it. An empty value is
+/// allowed, as RFC 9110 allows it for a target without an authority (nginx refuses it).
 public enum HostSyntax {
     /// The unreserved characters and sub-delimiters (RFC 3986 sections 2.2 and 2.3: letters, digits,
     /// `-._~!$&'()*+,;=`) as two bit sets, bytes 0-63 and 64-127.

@@ -223,6 +223,11 @@ public struct StrictHTTPRequestDecoder {
             self.fields = lines.fields(texts: self.lines.fieldTexts)
             relayed = nil
         }
+        // RFC 9112 section 6.1: an HTTP/1.0 message with `Transfer-Encoding` has faulty framing (HTTP/1.0 has no
+        // chunked coding, and a server before it may have read the body by another rule). nginx answers 400.
+        if summary.framing.transferEncodings > 0 && self.version.minor == 0 {
+            throw HTTPEdgeError.badRequest("Transfer-Encoding in an HTTP/1.0 request")
+        }
         let framing = try HTTP1BodyFraming.of(&self.fields, summary: &summary)
         let hosts = summary.hosts
         if hosts > 1 || (hosts == 0 && self.version.minor >= 1) {

@@ -230,6 +230,18 @@ final class StrictHTTPRequestDecoderTests: XCTestCase {
                        "an HTTP/1.0 request needs no Host, but one it sends is held to the form")
     }
 
+    /// RFC 9112 section 6.1: an HTTP/1.0 request with `Transfer-Encoding` has faulty framing; nginx answers 400 too.
+    func testAnHTTP10RequestWithTransferEncodingIsRefused() throws {
+        for coding in ["chunked", "gzip"] {
+            XCTAssertEqual(decodeError("POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: \(coding)\r\n\r\n0\r\n\r\n"),
+                           .badRequest("Transfer-Encoding in an HTTP/1.0 request"), coding)
+        }
+        let parts = try decode("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        XCTAssertEqual(parts.count, 2, "the same request in HTTP/1.1 passes: \(parts)")
+        XCTAssertEqual(try decode("POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\nok").count, 3,
+                       "an HTTP/1.0 body framed by its length passes")
+    }
+
     func testAnAbsoluteFormTargetIsPassedOnInOriginFormWithItsAuthorityAsTheHost() throws {
         func head(_ request: String) throws -> HTTPRequestHead? {
             for byteByByte in [false, true] {

@@ -105,6 +105,22 @@ def test_a_host_outside_the_form_of_an_authority_is_refused_with_400(alb, backen
         assert (status, body) == ("HTTP/1.1 200 OK", b"b1 /x\n"), (host, answer)
 
 
+def test_an_http10_request_with_transfer_encoding_is_refused_and_the_connection_closed(alb, backends):
+    # RFC 9112 section 6.1: HTTP/1.0 has no chunked coding; such a message's framing is faulty (a desync vector
+    # between servers that read it by different rules). nginx answers 400 as well.
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    answer = raw(port, b"POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nGET /\r\n0\r\n\r\n",
+                 timeout=5)
+    status, headers, _ = response_parts(answer)
+    assert status == "HTTP/1.1 400 Bad Request", answer
+    assert headers["connection"] == "close"
+    assert answer.count(b"HTTP/1.") == 1, answer
+
+
 def through_canned_backend(alb, backend_answer, request):
     """What a client sending `request` to a listener gets (until the close) when the listener's one backend
     answers `backend_answer`, and how many seconds that took."""
