@@ -9,9 +9,10 @@ import NIOHTTP1
 /// them: a hop and a `NIOAny` cast each, on every request.
 ///
 /// Writing:
-/// - A head or trailers that may not go on the wire (``HTTPRequestHead/isValidToSend``: NIO's validator's
-///   rules) fail their write with `HTTPParserError.invalidHeaderToken` and close the connection: nothing of
-///   that request reaches the backend.
+/// - A head or trailers that may not go on the wire (``HTTPRequestHead/isValidToSend``: a target of visible
+///   ASCII, a token for a method, NIO's validator's rules for fields) fail their write with
+///   `HTTPParserError.invalidHeaderToken` and close the connection: nothing of that request reaches the backend,
+///   and the exchange hears the close (a 502), also when it comes before NIO's `channelActive` (``BackendHandler``).
 /// - The head is framed as NIO's encoder frames it (``HTTPRequestHead/framedForHTTP1()``) and written in one
 ///   buffer; body parts and the end follow, chunked when the head says so (``HTTP1BodyWriter``).
 ///

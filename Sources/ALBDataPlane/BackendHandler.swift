@@ -81,6 +81,20 @@ class BackendHandler: RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.connectionEnded()
+    }
+
+    /// Where a connection that closes before it is fully active ends: NIO then fires no `channelInactive`, only
+    /// this. That happens when the exchange closes it from inside the connect's completion (a head refused as it
+    /// is written: ``BackendHTTP1Handler``), which runs before NIO's `channelActive`; the exchange waited for an
+    /// answer until its timeout before.
+    func channelUnregistered(context: ChannelHandlerContext) {
+        self.connectionEnded()
+        context.fireChannelUnregistered()
+    }
+
+    /// The connection closed: out of its pool, and its exchange told, once.
+    private func connectionEnded() {
         self.idleIn?.remove(self)
         self.idleIn = nil
         let delegate = self.delegate

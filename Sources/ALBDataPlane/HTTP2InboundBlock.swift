@@ -30,9 +30,11 @@ import NIOHTTP2
 /// - a request's `content-length` is digits only (at most 18; nio-http2 also takes a sign), and every
 ///   `content-length` of a block says the same.
 ///
-/// And three nio-http2 does not make. A request's `:path` starts with `/` or is the `*` of an `OPTIONS` (RFC 9113
+/// And four nio-http2 does not make. A request's `:path` starts with `/` or is the `*` of an `OPTIONS` (RFC 9113
 /// section 8.3.1; nio-http2 takes any that is not empty), as the HTTP/1 decoder holds a request target to its
-/// forms: a path the listener routes by one way and a backend reads another (`x`, `../x`) must not pass. And a
+/// forms: a path the listener routes by one way and a backend reads another (`x`, `../x`) must not pass. Its bytes
+/// and the `:method` are what an HTTP/1 request line may carry to the backend: the path visible ASCII, the method a
+/// token (nio-http2 takes any byte above space but DEL in both; such a request could not be sent on). And a
 /// request with both `:authority` and `host` has them equal (ASCII case aside): RFC 9113 section 8.3.1 forbids a
 /// client to send them different, tells a server to treat such a request as malformed, and forbids deciding the
 /// target from `host` when `:authority` is there; the proxy routes and forwards by `Host`, which an HTTP/2 request
@@ -42,8 +44,11 @@ import NIOHTTP2
 enum HTTP2InboundBlock {
     /// A request whose `host` field names another authority than its `:authority` (RFC 9113 section 8.3.1).
     struct HostDiffersFromAuthority: Error {}
-    /// A request whose `:path` is neither a path (`/...`) nor the `*` of an `OPTIONS` (RFC 9113 section 8.3.1).
+    /// A request whose `:path` is neither a path (`/...`) nor the `*` of an `OPTIONS` (RFC 9113 section 8.3.1), or
+    /// holds a byte outside visible ASCII (as an HTTP/1 request target may not).
     struct InvalidPath: Error {}
+    /// A request whose `:method` is not a token (RFC 9110 section 9.1).
+    struct InvalidMethod: Error {}
     /// A request whose `:authority`, or `host` without one, is not of ``HostSyntax``'s form (RFC 9113 section 8.3.1
     /// forbids userinfo in `:authority`; the rest as an HTTP/1 request's `Host` is held to it).
     struct InvalidAuthority: Error {}
@@ -130,10 +135,13 @@ enum HTTP2InboundBlock {
             }
             seen.insert(pseudoHeader)
             if pseudoHeader == .method {
+                guard ProxyHeaders.isToken(value) else { throw InvalidMethod() }
                 isConnect = value == "CONNECT"
                 isOptions = value == "OPTIONS"
             } else if pseudoHeader == .path {
                 guard let first = value.utf8.first else { throw NIOHTTP2Errors.emptyPathHeader() }
+                // Bytes of 0x80 and above: the check above took out control bytes, space and DEL.
+                guard value.utf8AllSatisfy({ $0 < 0x80 }) else { throw InvalidPath() }
                 // RFC 9113 section 8.3.1: a path (`/...`), or `*` for an `OPTIONS`; nothing a backend could read as
                 // another path than the one the listener routes by (`x`, `../x`).
                 if first != UInt8(ascii: "/") {

@@ -53,7 +53,7 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
             case .head(let streamID, let head):
                 guard exchanges[key]?[streamID] == nil else { continue }  // trailers are not a new request
                 refreshOwner()
-                if head.hasMalformedAuthority {
+                if head.hasMalformedAuthority || !head.pathIsVisibleASCII {
                     refuse(streamID: streamID, head: head, with: .badRequest, on: record.connection, writer: writer)
                     continue
                 }
@@ -145,6 +145,12 @@ extension HTTP3RequestHead {
     /// form (as an HTTP/1 request's `Host` is held to it), or a `host` field names another authority than
     /// `:authority` (RFC 9114 section 4.3.1: both MUST hold the same value when both are present). nghttp3 checks
     /// each field's characters, not the two against each other.
+    /// The path is visible ASCII, as an HTTP/1 request target is and its backend request line must be (nghttp3
+    /// takes bytes of 0x80 and above).
+    var pathIsVisibleASCII: Bool {
+        self.path.utf8AllSatisfy { $0 &- 0x21 < 0x5E }
+    }
+
     var hasMalformedAuthority: Bool {
         if self.authority.isEmpty {
             return self.fields.contains { $0.name == "host" && !HostSyntax.isValid($0.value) }

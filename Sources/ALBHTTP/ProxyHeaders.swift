@@ -386,7 +386,7 @@ public enum ProxyHeaders {
 
     /// A non-empty token (RFC 9110 section 5.6.2): header names here, methods and names on the wire too. On the
     /// string's contiguous UTF-8 where it has one.
-    static func isToken(_ name: String) -> Bool {
+    public static func isToken(_ name: String) -> Bool {
         !name.isEmpty && name.utf8AllSatisfy(HTTP1Syntax.isTokenChar)
     }
 

@@ -151,9 +151,14 @@ final class HTTP2InboundBlockTests: XCTestCase {
         XCTAssertTrue(judge("GET", "/a/../b?c"))
         XCTAssertTrue(judge("OPTIONS", "*"))
         XCTAssertTrue(judge("OPTIONS", "/x"))
-        for path in ["x", "../x", "?a", "*x", "http://h/x"] {
+        for path in ["x", "../x", "?a", "*x", "http://h/x", "/caf\u{e9}"] {
             XCTAssertFalse(judge("GET", path), path)
         }
+        XCTAssertTrue(judge("GET", "/a?q={\"b\"}|^`<>\\"), "visible ASCII, as an HTTP/1 target may carry")
+        for method in ["G(T", "G:T", "G\"T", "GÉT"] {
+            XCTAssertFalse(judge(method, "/"), "a method is a token: \(method)")
+        }
+        XCTAssertTrue(judge("PURGE", "/"))
         XCTAssertFalse(judge("GET", "*"))
         XCTAssertFalse(judge("options", "*"), "methods are case-sensitive")
     }

@@ -88,6 +88,22 @@ def test_request_targets_are_held_to_their_forms_and_an_absolute_one_names_the_h
     assert [value for name, value in fields if name == "host"] == ["Other.Example:8080"], fields
 
 
+def test_targets_with_what_browsers_leave_unencoded_reach_the_backend(alb, backends):
+    # `{`, `}`, `|`, `^`, `` ` ``, `"`, `<`, `>`, `\` are visible ASCII outside RFC 3986's URI characters. Browsers send
+    # some of them unencoded in a query (WHATWG URL), nginx and HAProxy pass them all, and none can split a request.
+    # Until the thirteenth session the backend writer refused them after the edge had taken them: no answer at all.
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    answer = raw(port, b'GET /a{b}|c^d`e?q="x"<y>\\z HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n', timeout=10)
+    status, _, body = response_parts(answer)
+    assert (status, body) == ("HTTP/1.1 200 OK", b"b1 /a{b}|c^d`e\n"), answer
+    status, _, _ = response_parts(raw(port, "GET /caf\u00e9 HTTP/1.1\r\nHost: h\r\n\r\n".encode(), timeout=10))
+    assert status == "HTTP/1.1 400 Bad Request", "bytes above ASCII are refused at the edge, as before"
+
+
 def test_a_host_outside_the_form_of_an_authority_is_refused_with_400(alb, backends):
     # RFC 9110 section 7.2: Host is uri-host [":" port]. The listener routes by it and the backend may make a path,
     # a virtual host or a cache key of it: `a/b`, `user@a`, `a..b` are refused 400, as nginx refuses them.

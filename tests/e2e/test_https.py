@@ -271,6 +271,23 @@ def test_an_http2_request_whose_authority_is_not_of_the_form_of_a_host_is_refuse
     assert re.search(r"recv \(stream_id=\d+\) :status: 200", good.stdout), good.stdout
 
 
+def test_an_http2_request_line_is_one_an_http1_backend_can_take(alb, backends, certs):
+    # The path is visible ASCII (browsers' unencoded `{`, `|`, `^` included) and the method a token, as an HTTP/1
+    # request line carries them: a byte above ASCII or a method that is no token resets the stream (nio-http2 takes
+    # both, and such a request then waited for its timeout: the backend writer refused it).
+    port, _ = serve_https(alb, backends, certs)
+
+    def nghttp(header):
+        return subprocess.run(["nghttp", "-v", "-H", header, "https://127.0.0.1:%d/" % port],
+                              capture_output=True, text=True, timeout=20)
+
+    passed = nghttp(':path: /a{b}|c^d`e?q="x"<y>\\z')
+    assert re.search(r"recv \(stream_id=\d+\) :status: 200", passed.stdout) and "b1 /a{b}|c^d`e" in passed.stdout, passed.stdout
+    for header in (":path: /caf\u00e9", ":method: G(T"):
+        refused = nghttp(header)
+        assert "recv RST_STREAM" in refused.stdout and "PROTOCOL_ERROR" in refused.stdout, (header, refused.stdout)
+
+
 def test_a_client_that_stalls_in_the_handshake_is_closed_by_the_header_timeout(alb, backends, certs):
     import time
     port, backend = serve_https(alb, backends, certs)

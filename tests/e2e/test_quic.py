@@ -457,6 +457,19 @@ def test_a_request_whose_authority_is_not_of_the_form_of_a_host_is_refused_with_
     assert answers[4][0] == 200 and answers[4][2] == b"b1 /ok\n", answers
 
 
+def test_a_path_is_one_an_http1_backend_can_take(quic_listener):
+    # Visible ASCII passes (browsers' unencoded `{`, `|`, `^` included); a byte above ASCII is answered 400 (nghttp3
+    # takes it, and such a request then waited for its timeout: the backend writer refused it).
+    port, _ = quic_listener
+
+    async def work(client, authority):
+        return [await client.request(authority, "GET", path) for path in ('/a{b}|c^d`e?q="x"<y>\\z', "/caf\u00e9")]
+
+    passed, refused = run(on_connection(port, work))
+    assert passed[0] == 200 and passed[2] == b"b1 /a{b}|c^d`e\n", passed
+    assert refused[0] == 400, refused
+
+
 def test_a_request_the_client_resets_is_abandoned_and_the_connection_goes_on(quic_listener):
     port, log_path = quic_listener
 
