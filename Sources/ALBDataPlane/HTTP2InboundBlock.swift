@@ -22,7 +22,8 @@ import NIOHTTP2
 /// - a name is a lowercase token (RFC 9110 section 5.6.2 without `A`-`Z`), after the colon for a pseudo-header;
 /// - pseudo-headers come before the other fields, each at most once, known ones only; `:protocol` (extended
 ///   CONNECT, RFC 8441) is refused, as the listener does not offer it;
-/// - a pseudo-header's value holds no control byte, space or DEL; any other value no NUL, LF or CR;
+/// - a pseudo-header's value holds no control byte, space or DEL; any other value no NUL, LF or CR (here no control
+///   byte but HTAB, as an HTTP/1 field value);
 /// - `connection`, `proxy-connection`, `keep-alive`, `transfer-encoding` and `upgrade` are refused, and a
 ///   request's `te` may only say `trailers`;
 /// - a request has `:method`, `:scheme` and `:path` (not empty), and may have `:authority`; a `CONNECT`
@@ -205,7 +206,9 @@ enum HTTP2InboundBlock {
         if forbidden {
             throw NIOHTTP2Errors.forbiddenHeaderField(name: name, value: value)
         }
-        guard value.utf8AllSatisfy({ $0 != 0x00 && $0 != 0x0A && $0 != 0x0D }) else {
+        // RFC 9113 section 8.2.1 forbids NUL, LF and CR; the other control bytes (but HTAB) are no field value either
+        // (RFC 9110 section 5.5), and an HTTP/1 backend could not be sent them.
+        guard ProxyHeaders.isFieldValue(value) else {
             throw NIOHTTP2Errors.invalidHTTP2HeaderFieldValue(name: name, value: value)
         }
     }

@@ -390,6 +390,13 @@ public enum ProxyHeaders {
         !name.isEmpty && name.utf8AllSatisfy(HTTP1Syntax.isTokenChar)
     }
 
+    /// A field value an HTTP/1 message may carry: VCHAR, obs-text, SP and HTAB (RFC 9110 section 5.5), no other
+    /// control byte. What the HTTP/1 edge takes and the backend writer sends; HTTP/2 and HTTP/3 framing allow more.
+    public static func isFieldValue(_ value: String) -> Bool {
+        value.utf8.withContiguousStorageIfAvailable { HTTP1Syntax.areFieldValueChars(UnsafeRawBufferPointer($0)) }
+            ?? value.utf8.allSatisfy(HTTP1Syntax.isFieldValueChar)
+    }
+
     private static func isSafeValue(_ value: String) -> Bool {
         value.utf8AllSatisfy { $0 != 0 && $0 != 0x0A && $0 != 0x0D }
     }

@@ -85,6 +85,19 @@ final class HTTP2InboundBlockTests: XCTestCase {
                          "a trailer's content-length frames nothing")
     }
 
+    /// Beyond nio-http2: a field value holds no control byte but HTAB (RFC 9110 section 5.5), as an HTTP/1 one, which
+    /// is what the backend is sent; nio-http2 refuses NUL, LF and CR only.
+    func testFieldValuesAreThoseAnHTTP1MessageMayCarry() throws {
+        let base = [(":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "/")]
+        for value in ["a\u{1}b", "a\u{7f}b", "\u{1b}[31m", "a\u{1f}"] {
+            XCTAssertThrowsError(try HTTP2InboundBlock.validateRequest(HPACKHeaders(base + [("x", value)])), value.debugDescription)
+            XCTAssertThrowsError(try HTTP2InboundBlock.validateTrailers(HPACKHeaders([("x", value)])), value.debugDescription)
+        }
+        for value in ["a\tb", "caf\u{e9}", "a b", "", String(repeating: "v", count: 40) + "\u{7e}"] {
+            XCTAssertNoThrow(try HTTP2InboundBlock.validateRequest(HPACKHeaders(base + [("x", value)])), value.debugDescription)
+        }
+    }
+
     /// Beyond nio-http2: RFC 9113 section 8.3.1, a `host` that names another authority than `:authority`.
     func testARequestWhoseHostDiffersFromItsAuthorityIsMalformed() throws {
         let pseudo = [(":method", "GET"), (":scheme", "https"), (":authority", "example.com:8443"), (":path", "/")]

@@ -271,10 +271,10 @@ def test_an_http2_request_whose_authority_is_not_of_the_form_of_a_host_is_refuse
     assert re.search(r"recv \(stream_id=\d+\) :status: 200", good.stdout), good.stdout
 
 
-def test_an_http2_request_line_is_one_an_http1_backend_can_take(alb, backends, certs):
-    # The path is visible ASCII (browsers' unencoded `{`, `|`, `^` included) and the method a token, as an HTTP/1
-    # request line carries them: a byte above ASCII or a method that is no token resets the stream (nio-http2 takes
-    # both, and such a request then waited for its timeout: the backend writer refused it).
+def test_an_http2_request_is_one_an_http1_backend_can_take(alb, backends, certs):
+    # The path is visible ASCII (browsers' unencoded `{`, `|`, `^` included), the method a token and the field values
+    # free of control bytes but HTAB, as an HTTP/1 request carries them: anything else resets the stream (nio-http2
+    # takes them; such a request then waited for its timeout, or got a 502: the backend writer refused it).
     port, _ = serve_https(alb, backends, certs)
 
     def nghttp(header):
@@ -283,7 +283,7 @@ def test_an_http2_request_line_is_one_an_http1_backend_can_take(alb, backends, c
 
     passed = nghttp(':path: /a{b}|c^d`e?q="x"<y>\\z')
     assert re.search(r"recv \(stream_id=\d+\) :status: 200", passed.stdout) and "b1 /a{b}|c^d`e" in passed.stdout, passed.stdout
-    for header in (":path: /caf\u00e9", ":method: G(T"):
+    for header in (":path: /caf\u00e9", ":method: G(T", "x-a: a\x01b", "x-a: a\x7fb"):
         refused = nghttp(header)
         assert "recv RST_STREAM" in refused.stdout and "PROTOCOL_ERROR" in refused.stdout, (header, refused.stdout)
 
