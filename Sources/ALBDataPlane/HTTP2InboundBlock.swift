@@ -40,8 +40,8 @@ import NIOHTTP2
 /// client to send them different, tells a server to treat such a request as malformed, and forbids deciding the
 /// target from `host` when `:authority` is there; the proxy routes and forwards by `Host`, which an HTTP/2 request
 /// would otherwise choose apart from the authority the client named. nginx answers such a request 400; here it is
-/// malformed as the other failures are. And the authority (`:authority`, or `host` without it) is of ``HostSyntax``'s
-/// form, as an HTTP/1 request's `Host` is.
+/// malformed as the other failures are. And a request has an authority (`:authority`, or `host` without it), not
+/// empty and of ``HostSyntax``'s form, as an HTTP/1.1 request's `Host` is.
 enum HTTP2InboundBlock {
     /// A request whose `host` field names another authority than its `:authority` (RFC 9113 section 8.3.1).
     struct HostDiffersFromAuthority: Error {}
@@ -50,8 +50,9 @@ enum HTTP2InboundBlock {
     struct InvalidPath: Error {}
     /// A request whose `:method` is not a token (RFC 9110 section 9.1).
     struct InvalidMethod: Error {}
-    /// A request whose `:authority`, or `host` without one, is not of ``HostSyntax``'s form (RFC 9113 section 8.3.1
-    /// forbids userinfo in `:authority`; the rest as an HTTP/1 request's `Host` is held to it).
+    /// A request without an authority, or whose `:authority` (or `host` without one) is empty or not of
+    /// ``HostSyntax``'s form (RFC 9113 section 8.3.1 asks for one, not empty and without userinfo; the rest as an
+    /// HTTP/1 request's `Host` is held to it).
     struct InvalidAuthority: Error {}
 
     /// Checks a request's header block; returns the length its `content-length` declares, if it has one.
@@ -80,6 +81,7 @@ enum HTTP2InboundBlock {
         var isConnect = false
         var contentLength: Int?
         var authority: String?
+        var hasHost = false
         var isOptions = false
         var pathIsAsterisk = false
         let inline = SmallASCIIText.layoutMatches
@@ -101,9 +103,10 @@ enum HTTP2InboundBlock {
                     // With an `:authority` (checked already) `host` must name the same; without, it is the authority.
                     if let authority {
                         guard hostMatchesAuthority(value, authority) else { throw HostDiffersFromAuthority() }
-                    } else if !HostSyntax.isValid(value) {
+                    } else if value.isEmpty || !HostSyntax.isValid(value) {
                         throw InvalidAuthority()
                     }
+                    hasHost = true
                 }
                 if isRequest, words.map({ $0 == .contentLength }) ?? (name.utf8.count == 14 && name == "content-length") {
                     guard let length = Self.length(value) else { throw NIOHTTP2Errors.contentLengthHeaderMalformedValue() }
@@ -125,7 +128,7 @@ enum HTTP2InboundBlock {
             case .scheme?: pseudoHeader = .scheme
             case .authority?:
                 pseudoHeader = .authority
-                guard HostSyntax.isValid(value) else { throw InvalidAuthority() }
+                guard !value.isEmpty, HostSyntax.isValid(value) else { throw InvalidAuthority() }
                 authority = value
             case .status?: pseudoHeader = .status
             case .protocol?: throw NIOHTTP2Errors.unsupportedPseudoHeader(name)
@@ -165,6 +168,11 @@ enum HTTP2InboundBlock {
         }
         guard allowed.isSuperset(of: seen), mandatory.isSubset(of: seen) else {
             throw NIOHTTP2Errors.invalidPseudoHeaders(block)
+        }
+        // RFC 9113 section 8.3.1: an `http` or `https` request names its authority, by `:authority` or `host`, and
+        // neither is empty (an HTTP/1.1 request without `Host` is answered 400 likewise).
+        if isRequest && !seen.contains(.authority) && !hasHost {
+            throw InvalidAuthority()
         }
         return contentLength
     }

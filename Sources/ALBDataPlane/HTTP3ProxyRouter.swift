@@ -141,19 +141,25 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
 extension HTTP3ProxyRouter: Sendable {}
 
 extension HTTP3RequestHead {
-    /// The request's authority is malformed: `:authority`, or a `host` field without one, is not of ``HostSyntax``'s
-    /// form (as an HTTP/1 request's `Host` is held to it), or a `host` field names another authority than
-    /// `:authority` (RFC 9114 section 4.3.1: both MUST hold the same value when both are present). nghttp3 checks
-    /// each field's characters, not the two against each other.
     /// The path is visible ASCII, as an HTTP/1 request target is and its backend request line must be (nghttp3
     /// takes bytes of 0x80 and above).
     var pathIsVisibleASCII: Bool {
         self.path.utf8AllSatisfy { $0 &- 0x21 < 0x5E }
     }
 
+    /// The request's authority is missing or malformed: neither `:authority` nor a `host` field names one (RFC 9114
+    /// section 4.3.1: an `https` request has one of them, not empty), or it is not of ``HostSyntax``'s form (as an
+    /// HTTP/1 request's `Host` is held to it), or a `host` field names another authority than `:authority` (section
+    /// 4.3.1: both MUST hold the same value when both are present). nghttp3 checks each field's characters, not the
+    /// two against each other.
     var hasMalformedAuthority: Bool {
         if self.authority.isEmpty {
-            return self.fields.contains { $0.name == "host" && !HostSyntax.isValid($0.value) }
+            var hosts = 0
+            for field in self.fields where field.name == "host" {
+                guard !field.value.isEmpty, HostSyntax.isValid(field.value) else { return true }
+                hosts += 1
+            }
+            return hosts == 0
         }
         return !HostSyntax.isValid(self.authority)
             || self.fields.contains { $0.name == "host" && !hostMatchesAuthority($0.value, self.authority) }

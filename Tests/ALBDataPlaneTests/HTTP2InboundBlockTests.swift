@@ -123,8 +123,9 @@ final class HTTP2InboundBlockTests: XCTestCase {
         XCTAssertNoThrow(try HTTP2InboundBlock.validateTrailers(HPACKHeaders([("host", "other.example")])))
     }
 
-    /// Beyond nio-http2: the authority (`:authority`, or `host` without one) is of ``HostSyntax``'s form, as an
-    /// HTTP/1 request's `Host` is; userinfo in `:authority` is forbidden by RFC 9113 section 8.3.1.
+    /// Beyond nio-http2: the authority (`:authority`, or `host` without one) is there, not empty, and of
+    /// ``HostSyntax``'s form, as an HTTP/1.1 request's `Host` is; userinfo in `:authority` is forbidden by RFC 9113
+    /// section 8.3.1.
     func testARequestsAuthorityIsHeldToTheFormOfAHost() throws {
         let base = [(":method", "GET"), (":scheme", "https"), (":path", "/")]
         func error(_ fields: [(String, String)]) -> Error? {
@@ -145,6 +146,10 @@ final class HTTP2InboundBlockTests: XCTestCase {
         }
         XCTAssertNotNil(error([(":authority", "a b")]), "a space in a pseudo-header's value: nio-http2's rule")
         XCTAssertTrue(error([("host", "a b")]) is HTTP2InboundBlock.InvalidAuthority)
+        // RFC 9113 section 8.3.1: an authority there is, and not empty.
+        XCTAssertTrue(error([]) is HTTP2InboundBlock.InvalidAuthority, "neither :authority nor host")
+        XCTAssertTrue(error([(":authority", "")]) is HTTP2InboundBlock.InvalidAuthority)
+        XCTAssertTrue(error([("host", "")]) is HTTP2InboundBlock.InvalidAuthority)
         XCTAssertNoThrow(try HTTP2InboundBlock.validateTrailers(HPACKHeaders([("host", "a/b")])),
                          "a trailer's host names nothing")
     }
