@@ -411,6 +411,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     private func requestEnd(_ trailers: HTTPHeaders?) {
         guard let exchange = self.exchange else { return }
+        let trailers = trailers.flatMap(ProxyHeaders.requestTrailersToForward)
         let queue = exchange.machine.queuesRequestParts
         switch exchange.machine.receiveEnd() {
         case .forward:

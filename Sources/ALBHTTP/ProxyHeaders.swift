@@ -223,6 +223,28 @@ public enum ProxyHeaders {
         }
     }
 
+    /// A client's request trailers as the proxy passes them on: without the fields RFC 9110 section 6.5.1 forbids
+    /// in trailers (framing, routing, request modifiers, authentication, how to process the content), the
+    /// hop-by-hop ones and the proxy's forwarding fields; nil when none is left. A backend that merges trailers into
+    /// the header section (section 6.5.2 forbids it, some do) would otherwise take a `Host`, a `Content-Length` or
+    /// an `X-Forwarded-For` the client sent after the body, past the checks the head went through. nginx passes no
+    /// request trailers at all; those a backend may use (a checksum, a status) pass.
+    public static func requestTrailersToForward(_ trailers: HTTPHeaders) -> HTTPHeaders? {
+        var kept: [(String, String)] = []
+        for (name, value) in trailers {
+            if Self.crossing(name) != .crosses { continue }
+            switch name.lowercased() {
+            case "content-length", "host", "expect", "max-forwards", "cache-control", "pragma", "range", "if-match",
+                 "if-none-match", "if-modified-since", "if-unmodified-since", "if-range", "authorization",
+                 "proxy-authorization", "cookie", "content-encoding", "content-type", "content-range":
+                continue
+            default:
+                kept.append((name, value))
+            }
+        }
+        return kept.isEmpty ? nil : HTTPHeaders(kept)
+    }
+
     /// Bit n is set when some name in ``hopByHop`` is n bytes long (all are shorter than 64).
     private static let hopByHopLengths: UInt64 = Self.hopByHop.reduce(0) { $0 | 1 << UInt64($1.utf8.count) }
 

@@ -192,6 +192,19 @@ final class ProxyHeadersTests: XCTestCase {
         }
     }
 
+    /// RFC 9110 section 6.5.1: a request's trailers lose what may not be a trailer (framing, routing, modifiers,
+    /// authentication, content processing), the hop-by-hop fields and the forwarding ones; the rest keep their order.
+    func testRequestTrailersLoseWhatMayNotBeATrailer() {
+        let trailers = HTTPHeaders([
+            ("X-Checksum", "abc"), ("Content-Length", "99"), ("HOST", "evil"), ("Transfer-Encoding", "x"),
+            ("Connection", "close"), ("X-Forwarded-For", "6.6.6.6"), ("Authorization", "Basic x"), ("cookie", "a=b"),
+            ("Content-Type", "text/plain"), ("Expect", "100-continue"), ("X-Status", "ok"),
+        ])
+        XCTAssertEqual(ProxyHeaders.requestTrailersToForward(trailers).map { Array($0.map { "\($0.name): \($0.value)" }) },
+                       ["X-Checksum: abc", "X-Status: ok"])
+        XCTAssertNil(ProxyHeaders.requestTrailersToForward(HTTPHeaders([("content-length", "1"), ("slb-id", "x")])))
+    }
+
     func testHopByHopFieldsAreLeftOutIgnoringCaseAndOtherFieldsKeepTheirOrder() {
         /// The names that cross the proxy: copied for a request, removed in place from a response (the two
         /// must agree when forwarding fields are kept).

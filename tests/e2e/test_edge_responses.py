@@ -127,6 +127,45 @@ def test_an_http10_request_with_transfer_encoding_is_refused_and_the_connection_
     assert answer.count(b"HTTP/1.") == 1, answer
 
 
+def test_request_trailers_reach_the_backend_without_what_may_not_be_a_trailer(alb):
+    # RFC 9110 section 6.5.1: a Host, a Content-Length or an X-Forwarded-For sent after the body would pass the checks
+    # the head went through, at a backend that merges trailers into the head. The others pass.
+    received = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while not data.endswith(b"\r\n\r\n") or b"\r\n0\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            received.append(data)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        port = free_port()
+        alb.write("web.yaml", manifest_set(port, [(server.getsockname()[1], 100)]))
+        alb.start()
+        alb.wait_state("web", "Running")
+        answer = raw(port, b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                           b"3\r\nabc\r\n0\r\nContent-Length: 99\r\nHost: evil\r\nX-Forwarded-For: 6.6.6.6\r\n"
+                           b"X-Checksum: abc\r\n\r\n", timeout=10)
+        thread.join(10)
+    finally:
+        server.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK"), answer
+    trailers = received[0].split(b"\r\n0\r\n", 1)[1]
+    assert trailers == b"X-Checksum: abc\r\n\r\n", received[0]
+
+
 def through_canned_backend(alb, backend_answer, request):
     """What a client sending `request` to a listener gets (until the close) when the listener's one backend
     answers `backend_answer`, and how many seconds that took."""
