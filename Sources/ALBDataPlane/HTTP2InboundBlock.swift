@@ -1,5 +1,6 @@
 import ALBHTTP
 import NIOHPACK
+import NIOHTTP1
 import NIOHTTP2
 
 /// The checks nio-http2 makes of the header blocks a client sends (RFC 9113 sections 8.2 and 8.3), made by the
@@ -144,8 +145,7 @@ enum HTTP2InboundBlock {
                 isOptions = value == "OPTIONS"
             } else if pseudoHeader == .path {
                 guard let first = value.utf8.first else { throw NIOHTTP2Errors.emptyPathHeader() }
-                // Bytes of 0x80 and above: the check above took out control bytes, space and DEL.
-                guard value.utf8AllSatisfy({ $0 < 0x80 }) else { throw InvalidPath() }
+                guard HTTPRequestHead.isValidRequestTarget(value) else { throw InvalidPath() }
                 // RFC 9113 section 8.3.1: a path (`/...`), or `*` for an `OPTIONS`; nothing a backend could read as
                 // another path than the one the listener routes by (`x`, `../x`).
                 if first != UInt8(ascii: "/") {

@@ -53,7 +53,8 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
             case .head(let streamID, let head):
                 guard exchanges[key]?[streamID] == nil else { continue }  // trailers are not a new request
                 refreshOwner()
-                if head.hasMalformedAuthority || !head.pathIsVisibleASCII {
+                // A path as an HTTP/1 target may carry it (nghttp3 takes bytes of 0x80 and above).
+                if head.hasMalformedAuthority || !HTTPRequestHead.isValidRequestTarget(head.path) {
                     refuse(streamID: streamID, head: head, with: .badRequest, on: record.connection, writer: writer)
                     continue
                 }
@@ -102,7 +103,7 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
 
     /// A request the listener answers itself, with the usual short body, as the HTTP/1 edge answers; the rest of
     /// it is not read: 431 for a header section over the edge limits (`head` nil: its fields were not kept), 400 for
-    /// a malformed one (a `host` naming another authority than `:authority`, RFC 9114 section 4.3.1).
+    /// a malformed one (its authority, ``HTTP3RequestHead/hasMalformedAuthority``, or its path).
     private func refuse(streamID: Int64, head: HTTP3RequestHead?, with status: HTTPResponseStatus,
                         on connection: QUICConnection, writer: QUICConnectionWriter) {
         loopState.counters.totalRequests &+= 1
@@ -141,12 +142,6 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
 extension HTTP3ProxyRouter: Sendable {}
 
 extension HTTP3RequestHead {
-    /// The path is visible ASCII, as an HTTP/1 request target is and its backend request line must be (nghttp3
-    /// takes bytes of 0x80 and above).
-    var pathIsVisibleASCII: Bool {
-        self.path.utf8AllSatisfy { $0 &- 0x21 < 0x5E }
-    }
-
     /// The request's authority is missing or malformed: neither `:authority` nor a `host` field names one (RFC 9114
     /// section 4.3.1: an `https` request has one of them, not empty), or it is not of ``HostSyntax``'s form (as an
     /// HTTP/1 request's `Host` is held to it), or a `host` field names another authority than `:authority` (section

@@ -31,11 +31,12 @@ extension HTTPRequestHead {
         Self.isValidRequestTarget(self.uri) && Self.isValidMethod(self.method)
     }
 
-    /// Visible ASCII, as the edge's decoder reads a target (and holds it to its forms). Not RFC 3986's URI
+    /// Visible ASCII, as the edge's decoder reads a target (and holds it to its forms), and as the HTTP/2 and HTTP/3
+    /// edges hold a path to, so that what an edge takes can be sent on. Not RFC 3986's URI
     /// characters alone (NIO's `NIOHTTPRequestHeadersValidator`, this rule until the thirteenth session): browsers
     /// send `{`, `}`, `|`, `^` and `` ` `` in a query unencoded (the WHATWG URL standard's query percent-encode
     /// set leaves them), nginx and HAProxy pass them, and none of them can split a request.
-    static func isValidRequestTarget(_ target: String) -> Bool {
+    public static func isValidRequestTarget(_ target: String) -> Bool {
         !target.isEmpty && target.utf8AllSatisfy { $0 &- 0x21 < 0x5E }
     }
 

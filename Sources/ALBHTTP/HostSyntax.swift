@@ -87,10 +87,7 @@ public enum HostSyntax {
 
     /// Whether `text` is an authority of that form.
     public static func isValid(_ text: String) -> Bool {
-        if let answer = text.utf8.withContiguousStorageIfAvailable({ Self.isValid(UnsafeRawBufferPointer($0)) }) {
-            return answer
-        }
-        var copy = text
-        return copy.withUTF8 { Self.isValid(UnsafeRawBufferPointer($0)) }
+        var text = text  // `withUTF8` copies only a string without contiguous UTF-8 (a bridged one)
+        return text.withUTF8 { Self.isValid(UnsafeRawBufferPointer($0)) }
     }
 }
