@@ -11,6 +11,7 @@ import NIOHTTP1
 /// - an invalid chunk size or chunk extension, chunk data not followed by CRLF;
 /// - obsolete line folding, a bare CR or a bare LF, whitespace before the colon;
 /// - CTL characters (NUL included) in the status line, field names or values;
+/// - `Transfer-Encoding` in an `HTTP/1.0` response (RFC 9112 section 6.1: faulty framing);
 /// - a status line other than `HTTP/1.1` or `HTTP/1.0`, a three-digit status of at least 100 and an optional
 ///   reason phrase;
 /// - a response when no request is waiting for one.
@@ -216,6 +217,12 @@ public struct StrictHTTPResponseDecoder {
             self.fields = lines.fields(texts: self.lines.fieldTexts)
             self.keepFieldLineMemory(lines.bytes)
             relayed = nil
+        }
+        // RFC 9112 section 6.1: an HTTP/1.0 message with `Transfer-Encoding` has faulty framing. Read as chunked,
+        // a client or cache behind another HTTP/1.0 hop would take the body by another rule; refused (a 502), as
+        // the request side refuses it (a 400).
+        if summary.framing.transferEncodings > 0 && self.version.minor == 0 {
+            throw HTTP1SyntaxError.malformed("Transfer-Encoding in an HTTP/1.0 response")
         }
         // Checked whatever the status: a response whose framing is refused is refused even when bodiless.
         let framing = try HTTP1BodyFraming.of(&self.fields, summary: &summary)

@@ -86,10 +86,11 @@ final class HTTP2InboundBlockTests: XCTestCase {
     }
 
     /// Beyond nio-http2: a field value holds no control byte but HTAB (RFC 9110 section 5.5), as an HTTP/1 one, which
-    /// is what the backend is sent; nio-http2 refuses NUL, LF and CR only.
+    /// is what the backend is sent, and neither starts nor ends with SP or HTAB (RFC 9113 section 8.2.1); nio-http2
+    /// refuses NUL, LF and CR only.
     func testFieldValuesAreThoseAnHTTP1MessageMayCarry() throws {
         let base = [(":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "/")]
-        for value in ["a\u{1}b", "a\u{7f}b", "\u{1b}[31m", "a\u{1f}"] {
+        for value in ["a\u{1}b", "a\u{7f}b", "\u{1b}[31m", "a\u{1f}", " a", "a ", "\ta", "a\t", " "] {
             XCTAssertThrowsError(try HTTP2InboundBlock.validateRequest(HPACKHeaders(base + [("x", value)])), value.debugDescription)
             XCTAssertThrowsError(try HTTP2InboundBlock.validateTrailers(HPACKHeaders([("x", value)])), value.debugDescription)
         }

@@ -99,7 +99,10 @@ final class HTTP1HeadSummaryTests: XCTestCase {
             for extra in fields {
                 let framing = extra.contains("Content-Length: 0") ? "" : "Content-Length: 0\r\n"
                 responses.append("\(version) 200 OK\r\nServer: test\r\n\(extra)X-End: 1\r\n\(framing)\r\n")
-                responses.append("\(version) 200 OK\r\nTransfer-Encoding: chunked\r\n\(extra)X-End: 1\r\n\r\n0\r\n\r\n")
+                if version == "HTTP/1.1" {
+                    // An HTTP/1.0 response with `Transfer-Encoding` is refused (RFC 9112 section 6.1).
+                    responses.append("\(version) 200 OK\r\nTransfer-Encoding: chunked\r\n\(extra)X-End: 1\r\n\r\n0\r\n\r\n")
+                }
             }
         }
         return responses.filter { !($0.contains("Transfer-Encoding") && $0.contains("Content-Length")) }

@@ -198,6 +198,8 @@ final class StrictHTTPResponseDecoderTests: XCTestCase {
             ("tab before colon", ok + "Content-Length\t: 5\r\n\r\nhello"),
             ("no colon", ok + "Content-Length 5\r\n\r\nhello"),
             ("empty name", ok + ": v\r\nContent-Length: 0\r\n\r\n"),
+            ("HTTP/1.0 chunked", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            ("HTTP/1.0 204 chunked", "HTTP/1.0 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n"),
             ("HTTP/2.0", "HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"),
             ("HTTP/1.2", "HTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n"),
             ("lower-case version", "http/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),

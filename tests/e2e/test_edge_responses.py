@@ -198,7 +198,10 @@ def test_unsolicited_switching_protocols_becomes_502(alb):
     b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n",
     b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n",
-], ids=["both-lengths", "differing-lengths", "gzip-chunked", "obs-fold", "bare-lf", "space-before-colon"])
+    # RFC 9112 section 6.1: HTTP/1.0 has no chunked coding, so the framing is faulty.
+    b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+], ids=["both-lengths", "differing-lengths", "gzip-chunked", "obs-fold", "bare-lf", "space-before-colon",
+        "http10-chunked"])
 def test_a_backend_response_that_could_be_split_or_smuggled_becomes_502(alb, answer):
     """The backend side's strict decoder refuses the response before any of it reaches the client."""
     relayed, _ = through_canned_backend(alb, answer, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
