@@ -188,6 +188,15 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         abandon()
     }
 
+    /// The request's body disagreed with its `content-length`; the connection reset the stream. Logged 400, the
+    /// answer the HTTP/1 edge gives such a request, unless a response had begun.
+    func requestMalformed() {
+        guard !isFinished else { return }
+        if machine.status == 0 { machine.status = 400 }
+        writer?.connectionNeedsWrite(connection)
+        abandon()
+    }
+
     /// The stream or the whole connection is gone.
     func streamGone() {
         guard !isFinished else { return }

@@ -73,6 +73,8 @@ final class HTTP3ProxyRouter: HTTP3RequestRouter {
                 exchanges[key]?[streamID]?.requestEnd()
             case .reset(let streamID, _):
                 exchanges[key]?[streamID]?.clientAbandoned()
+            case .malformed(let streamID):
+                exchanges[key]?[streamID]?.requestMalformed()
             case .writable(let streamID):
                 exchanges[key]?[streamID]?.responseWritable()
             case .closed(let streamID):

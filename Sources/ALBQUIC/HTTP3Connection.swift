@@ -115,15 +115,34 @@ final class HTTP3Connection {
     /// framing (DATA payloads come back through ``consume(streamID:bytes:)``). Returns false on a fatal error
     /// (``fatalError`` says which).
     func read(streamID: Int64, data: UnsafePointer<UInt8>?, count: Int, fin: Bool) -> Bool {
+        // The stream's record may be made during the read (its header section in the same packet as its body).
+        let unconsumedBefore = streams[streamID]?.unconsumed ?? 0
         let consumed = nghttp3_conn_read_stream(http3, streamID, data, count, fin ? 1 : 0)
         guard consumed >= 0 else {
             let code = Int32(truncatingIfNeeded: consumed)
+            if code == NGHTTP3_ERR_MALFORMED_HTTP_MESSAGING, let stream = streams[streamID] {
+                refuseMalformedBody(stream, readBytes: count, delivered: stream.unconsumed - unconsumedBefore)
+                return true
+            }
             fatalError = (nghttp3_err_infer_quic_app_error_code(code), Self.reason(code))
             return false
         }
         ngtcp2_conn_extend_max_stream_offset(quic, streamID, UInt64(consumed))
         ngtcp2_conn_extend_max_offset(quic, UInt64(consumed))
         return true
+    }
+
+    /// nghttp3 resets a stream whose header section is malformed itself, but reports a body that disagrees with
+    /// its `content-length` as an error of the whole read. RFC 9114 section 4.1.2 makes it a stream error: the
+    /// stream is reset with H3_MESSAGE_ERROR and the connection's other requests go on (ngtcp2's example server
+    /// closes the connection instead, which section 8 allows). nghttp3 ignores the stream's later bytes; the
+    /// bytes of this read that were not delivered as body get their connection credit back now, those that were
+    /// when the stream closes.
+    private func refuseMalformedBody(_ stream: Stream, readBytes: Int, delivered: Int) {
+        _ = nghttp3_conn_shutdown_stream_read(http3, stream.id)
+        if readBytes > delivered { ngtcp2_conn_extend_max_offset(quic, UInt64(readBytes - delivered)) }
+        reset(streamID: stream.id, code: UInt64(NGHTTP3_H3_MESSAGE_ERROR))
+        events.append(.malformed(streamID: stream.id))
     }
 
     func consume(streamID: Int64, bytes: Int) {

@@ -53,6 +53,9 @@ public enum HTTP3StreamEvent: Equatable, Sendable {
     case end(streamID: Int64)
     /// The client abandoned the request (RESET_STREAM or STOP_SENDING) with this HTTP/3 error code.
     case reset(streamID: Int64, code: UInt64)
+    /// The request's body disagreed with its `content-length` (longer, or shorter when the stream ended): a
+    /// malformed request, which the connection has reset with H3_MESSAGE_ERROR (RFC 9114 section 4.1.2).
+    case malformed(streamID: Int64)
     /// The response's buffered bytes fell below ``QUICConnection/responseBufferLowWater``: more may be read
     /// from the backend.
     case writable(streamID: Int64)

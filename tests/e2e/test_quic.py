@@ -76,7 +76,8 @@ class H3Client(QuicConnectionProtocol):
 
     def quic_event_received(self, event):
         if isinstance(event, StreamReset) and event.stream_id in self.waiting:
-            self.waiting.pop(event.stream_id).set_exception(ConnectionResetError("stream %d reset" % event.stream_id))
+            self.waiting.pop(event.stream_id).set_exception(
+                ConnectionResetError("stream %d reset with 0x%x" % (event.stream_id, event.error_code)))
             return
         for h3_event in self.h3.handle_event(event):
             if not isinstance(h3_event, (HeadersReceived, DataReceived)):
@@ -505,6 +506,31 @@ def test_a_request_the_client_resets_is_abandoned_and_the_connection_goes_on(qui
                     if log_path.exists() else [], timeout=5, what="access log line")[0]
     assert line["status"] == 499
     assert line["protocol"] == "HTTP/3"
+
+
+def test_a_body_that_disagrees_with_its_content_length_resets_its_stream_and_the_connection_goes_on(quic_listener):
+    # RFC 9114 section 4.1.2: a malformed request is a stream error (H3_MESSAGE_ERROR). nghttp3 reports it as an error
+    # of the whole read; until the fourteenth session that closed the connection, and every other request on it.
+    port, log_path = quic_listener
+
+    async def work(client, authority):
+        outcomes = []
+        for path, body, length in (("/longer", b"hello", b"3"), ("/shorter", b"abc", b"10")):
+            try:
+                await asyncio.wait_for(client.request(authority, "POST", path, body=body, length=False,
+                                                      extra=[(b"content-length", length)]), 10)
+                outcomes.append("answered")
+            except ConnectionResetError as error:
+                outcomes.append(str(error))
+        outcomes.append(await client.request(authority, "GET", "/after-malformed"))
+        return outcomes
+
+    longer, shorter, after = run(on_connection(port, work))
+    assert longer.endswith("reset with 0x10e") and shorter.endswith("reset with 0x10e"), (longer, shorter)
+    assert (after[0], after[2]) == (200, b"b1 /after-malformed\n")
+    lines = wait_for(lambda: [json.loads(l) for l in log_path.read_text().splitlines() if '"/longer"' in l or '"/shorter"' in l]
+                     if log_path.exists() else [], timeout=5, what="access log lines")
+    assert sorted((line["path"], line["status"]) for line in lines) == [("/longer", 400), ("/shorter", 400)], lines
 
 
 def test_a_rotated_certificate_serves_new_connections_in_place(alb, quic_listener, tmp_path):
