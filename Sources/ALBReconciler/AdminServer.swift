@@ -82,21 +82,40 @@ final class AdminHandler: ChannelInboundHandler {
         }
     }
 
+    /// A request NIO's decoder refused was answered 400 (`Connection: close`) by NIO's protocol error handler
+    /// before this; nothing more can be read from the connection, so it closes.
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
     /// The content type of `/metrics`: the Prometheus text format, version 0.0.4.
     static let metricsType = "text/plain; version=0.0.4; charset=utf-8"
 
+    /// Writes the response, then closes the connection when the request did not ask to keep it (HTTP/1.0
+    /// without `Connection: keep-alive`, or `Connection: close`): a probe written as `printf ... | nc` reads to
+    /// the close.
     private static func respond(head: HTTPRequestHead, status: HTTPResponseStatus, type: String, body: Data,
                                 context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: type)
         headers.add(name: "content-length", value: String(body.count))
         headers.add(name: "cache-control", value: "no-store")
+        let keepAlive = head.isKeepAlive
+        if !keepAlive {
+            headers.add(name: "connection", value: "close")
+        } else if head.version.minor == 0 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
         context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
                       promise: nil)
         if head.method != .HEAD {
             context.write(Self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
         }
-        context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+        let written = context.writeAndFlush(Self.wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let context = NIOLoopBound(context, eventLoop: context.eventLoop)
+            written.whenComplete { _ in context.value.close(promise: nil) }
+        }
     }
 
     /// The whole answer to a request, as a pure function of the published state (unit-tested).

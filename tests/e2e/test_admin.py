@@ -56,6 +56,37 @@ def test_healthz_readyz_and_status(alb, backends):
     assert alb.process.wait(timeout=20) == 0
 
 
+def test_the_admin_endpoint_closes_a_connection_the_client_did_not_keep(alb, backends):
+    # HTTP/1.0 without keep-alive, `Connection: close`, or a request NIO's decoder refuses: answered, then closed, so a
+    # probe that reads to the close (`printf ... | nc`, HTTP/1.0 health checkers) gets its answer at once. Until the
+    # fourteenth session the connection stayed open until the client gave up.
+    admin = free_port()
+    alb.write("web.yaml", manifest_set(free_port(), [(backends.start("b1"), 100)]))
+    alb.start("--admin", "127.0.0.1:%d" % admin)
+    wait_for(lambda: fetch(admin, "/healthz")[0] == 200, what="admin endpoint up")
+    for request, status in ((b"GET /healthz HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK"),
+                            (b"HEAD /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", b"HTTP/1.1 200 OK"),
+                            (b"GET /nothing HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", b"HTTP/1.1 404 Not Found"),
+                            (b"POST /readyz HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+                             b"HTTP/1.1 405 Method Not Allowed"),
+                            (b"garbage\r\n\r\n", b"HTTP/1.1 400 Bad Request")):
+        started = time.monotonic()
+        answer = raw(admin, request, timeout=10)
+        assert answer.startswith(status), (request, answer)
+        assert b"\r\nconnection: close\r\n" in answer.lower(), (request, answer)
+        assert time.monotonic() - started < 5, ("closed only by the client's timeout", request)
+    # Keep-alive (HTTP/1.1 by default, HTTP/1.0 when asked) keeps the connection for the next request.
+    with socket.create_connection(("127.0.0.1", admin), timeout=5) as connection:
+        connection.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        time.sleep(0.3)
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        answered = b""
+        while answered.count(b"ok\n") < 2:
+            answered += connection.recv(65536)
+    assert answered.startswith(b"HTTP/1.0 200 OK") and b"connection: keep-alive" in answered, answered
+    assert b"HTTP/1.1 200 OK" in answered, answered
+
+
 def test_a_remote_admin_address_needs_allow_remote(tmp_path):
     (tmp_path / "m").mkdir()
     run = subprocess.run([ALB, "reconcile", str(tmp_path / "m"), "--status-dir", str(tmp_path / "s"),
