@@ -35,9 +35,10 @@ extension HTTPRequestHead {
     /// edges hold a path to, so that what an edge takes can be sent on. Not RFC 3986's URI
     /// characters alone (NIO's `NIOHTTPRequestHeadersValidator`, this rule until the thirteenth session): browsers
     /// send `{`, `}`, `|`, `^` and `` ` `` in a query unencoded (the WHATWG URL standard's query percent-encode
-    /// set leaves them), nginx and HAProxy pass them, and none of them can split a request.
+    /// set leaves them), nginx and HAProxy pass them, and none of them can split a request. But not `#`: a target
+    /// has no fragment (RFC 9112 section 3.2), and backends that cut it there and those that do not read two paths.
     public static func isValidRequestTarget(_ target: String) -> Bool {
-        !target.isEmpty && target.utf8AllSatisfy { $0 &- 0x21 < 0x5E }
+        !target.isEmpty && target.utf8AllSatisfy { $0 &- 0x21 < 0x5E && $0 != UInt8(ascii: "#") }
     }
 
     static func isValidMethod(_ method: HTTPMethod) -> Bool {

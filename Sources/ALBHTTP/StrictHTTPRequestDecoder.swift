@@ -200,6 +200,9 @@ public struct StrictHTTPRequestDecoder {
         case invalid
 
         static func of(_ target: UnsafeRawBufferPointer, method: UnsafeRawBufferPointer) -> TargetForm {
+            // No form has a fragment (RFC 9112 section 3.2): a backend that cuts the target at `#` reads another
+            // path than one that does not (HAProxy refuses it since CVE-2023-45539: `/index.html#.png`).
+            if target.contains(UInt8(ascii: "#")) { return .invalid }
             if target.first == UInt8(ascii: "/") { return .origin }
             if target.count == 1, target[0] == UInt8(ascii: "*") {
                 return Self.isExactly(method, "OPTIONS") ? .asterisk : .invalid

@@ -258,6 +258,7 @@ final class BackendHTTP1HandlerTests: XCTestCase {
             HTTPRequestHead(version: .http1_1, method: .GET, uri: "/\r\nGET /x", headers: HTTPHeaders()),
             HTTPRequestHead(version: .http1_1, method: .GET, uri: "/caf\u{e9}", headers: HTTPHeaders()),
             HTTPRequestHead(version: .http1_1, method: .GET, uri: "/a\u{7f}", headers: HTTPHeaders()),
+            HTTPRequestHead(version: .http1_1, method: .GET, uri: "/a#b", headers: HTTPHeaders()),
             HTTPRequestHead(version: .http1_1, method: .RAW(value: "GE T"), uri: "/", headers: HTTPHeaders()),
         ]
         for head in bad {
@@ -271,13 +272,13 @@ final class BackendHTTP1HandlerTests: XCTestCase {
             _ = try? channel.finish()
         }
         // Visible ASCII passes, what browsers send unencoded in a query (`{`, `|`, `^`, ...) included.
-        let fine = HTTPRequestHead(version: .http1_1, method: .RAW(value: "PURGE"), uri: "/a%20b?c=[d]&e=~f#g{|}^`\"<>\\",
+        let fine = HTTPRequestHead(version: .http1_1, method: .RAW(value: "PURGE"), uri: "/a%20b?c=[d]&e=~f&g{|}^`\"<>\\",
                                    headers: HTTPHeaders([("X-Tab", "a\tb"), ("X-Utf8", "caf\u{e9}")]))
         let (channel, recorder, _) = try self.connection()
         try channel.writeOutbound(HTTPClientRequestPart.head(fine))
         XCTAssertEqual(recorder.closes, 0)
         XCTAssertEqual(try self.written(channel),
-                       "PURGE /a%20b?c=[d]&e=~f#g{|}^`\"<>\\ HTTP/1.1\r\nX-Tab: a\tb\r\nX-Utf8: caf\u{e9}\r\n\r\n")
+                       "PURGE /a%20b?c=[d]&e=~f&g{|}^`\"<>\\ HTTP/1.1\r\nX-Tab: a\tb\r\nX-Utf8: caf\u{e9}\r\n\r\n")
         _ = try? channel.finish()
     }
 

@@ -79,7 +79,7 @@ def test_request_targets_are_held_to_their_forms_and_an_absolute_one_names_the_h
     # (`x`, `../x`) is refused 400, as nginx refuses it; an absolute-form target is passed on in origin form, its
     # authority as the only Host (section 3.2.2: a server takes the target's authority, not Host).
     port = serve_one_backend(alb, backends)
-    for target in (b"x", b"../x", b"*", b"example.com:80", b"http://user@h/x"):
+    for target in (b"x", b"../x", b"*", b"example.com:80", b"http://user@h/x", b"/index.html#.png"):
         status, _, _ = response_parts(raw(port, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n", timeout=5))
         assert status == "HTTP/1.1 400 Bad Request", (target, status)
     answer = raw(port, b"POST http://Other.Example:8080/headers HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n"

@@ -472,14 +472,15 @@ def test_a_request_is_one_an_http1_backend_can_take(quic_listener):
     port, _ = quic_listener
 
     async def work(client, authority):
-        answers = [await client.request(authority, "GET", path) for path in ('/a{b}|c^d`e?q="x"<y>\\z', "/caf\u00e9")]
+        answers = [await client.request(authority, "GET", path)
+                   for path in ('/a{b}|c^d`e?q="x"<y>\\z', "/caf\u00e9", "/index.html#.png")]
         answers.append(await client.request(authority, "GET", "/headers", extra=[(b"x-a", b"a\x01b"), (b"x-b", b"1"),
                                                                                 (b"x-c", b"c ")]))
         return answers
 
-    passed, refused, control = run(on_connection(port, work))
+    passed, refused, fragment, control = run(on_connection(port, work))
     assert passed[0] == 200 and passed[2] == b"b1 /a{b}|c^d`e\n", passed
-    assert refused[0] == 400, refused
+    assert refused[0] == 400 and fragment[0] == 400, (refused, fragment)
     fields = json.loads(control[2])
     assert control[0] == 200 and "x-a" not in fields and "x-c" not in fields and fields["x-b"] == "1", control
 
