@@ -67,7 +67,11 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
     }
 
     override func channelInactive(context: ChannelHandlerContext) {
-        if !self.removing {
+        if self.removing {
+            // A backend that sends its `101`, a frame and its close at once: the frame reaches the tunnel's end
+            // before the close does (it would relay nothing after it).
+            self.passOnHeldBytes(context: context)
+        } else {
             self.inputEnded = true
             self.feedEndOfInput(context: context)
         }
@@ -94,9 +98,13 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .some(.inputClosed) = event as? ChannelEvent, !self.removing {
-            self.inputEnded = true
-            self.feedEndOfInput(context: context)
+        if case .some(.inputClosed) = event as? ChannelEvent {
+            if self.removing {
+                self.passOnHeldBytes(context: context)
+            } else {
+                self.inputEnded = true
+                self.feedEndOfInput(context: context)
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -268,10 +276,15 @@ final class BackendHTTP1Handler: BackendHandler, ChannelDuplexHandler {
         self.removing = true
         self.releaseReads()
         context.eventLoop.assumeIsolated().execute {
-            if !self.refused, self.decoder.hasHandedOff, let rest = self.unread.take(), rest.readableBytes > 0 {
-                context.fireChannelRead(NIOAny(rest))
-            }
+            self.passOnHeldBytes(context: context)
             context.leavePipeline(removalToken: removalToken)
+        }
+    }
+
+    /// The bytes the backend sent after its `101`, to the tunnel's end that took this handler's place; once.
+    private func passOnHeldBytes(context: ChannelHandlerContext) {
+        if !self.refused, self.decoder.hasHandedOff, let rest = self.unread.take(), rest.readableBytes > 0 {
+            context.fireChannelRead(NIOAny(rest))
         }
     }
 }

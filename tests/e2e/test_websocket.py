@@ -199,6 +199,51 @@ def test_a_refused_upgrade_is_relayed_and_nothing_behind_it_is_forwarded(alb, ws
         plain.server_close()
 
 
+def test_what_a_backend_sends_behind_its_101_reaches_the_client_when_it_closes_at_once(alb):
+    # A server that refuses after the handshake (auth, policy) sends its 101, a close frame saying why, and closes,
+    # often in one write. Until the fourteenth session the close reached the tunnel before those bytes did: the client
+    # got the 101 and then the close, without the frame (a 1006 instead of the server's code and reason).
+    import base64
+    import hashlib
+    close_frame = bytes([0x88, 13]) + (1008).to_bytes(2, "big") + b"auth failed"
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(32)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    head += data
+                key = re.search(rb"(?i)sec-websocket-key: *(\S+)", head)
+                if not key:
+                    continue
+                accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + close_frame)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        port = free_port()
+        alb.write("web.yaml", manifest_set(port, [(server.getsockname()[1], 100)]))
+        alb.start()
+        alb.wait_state("web", "Running")
+        for attempt in range(20):
+            answer = raw(port, upgrade_request("/policy"), timeout=10)
+            assert answer.startswith(b"HTTP/1.1 101 "), answer
+            assert answer.split(b"\r\n\r\n", 1)[1] == close_frame, (attempt, answer)
+    finally:
+        server.close()
+
+
 def test_the_listener_idle_timeout_closes_a_silent_tunnel_but_not_a_busy_one(alb, ws_backend):
     port = serve_ws(alb, ws_backend, idle=2)
     with connect("ws://127.0.0.1:%d/busy" % port, ping_interval=None) as busy, \
