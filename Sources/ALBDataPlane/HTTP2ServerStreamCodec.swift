@@ -45,10 +45,14 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     private var slot: HTTP2StreamSlot?
     /// Where response blocks are assembled (the event loop's).
     private let blockScratch: HTTP2BlockScratch
-    /// A gRPC "trailers-only" answer (an error with no message) arrives from a gRPC backend as one HEADERS frame
-    /// that carries the status and ends the stream; through the HTTP/1 parts it becomes a head and an empty end.
-    /// Sent on as such, the client would read headers, then an empty DATA frame, and no status. So the status
-    /// fields move from the head to the trailers, a form every gRPC client reads: held here until the end.
+    /// A gRPC "Trailers-Only" answer (an error, or a stream with no message) arrives from a gRPC backend as one
+    /// HEADERS frame that carries the status and ends the stream; through the HTTP/1 parts it becomes a head (with
+    /// the `content-length: 0` nio-http2's translation adds) and an empty end. Sent on as such, the client would
+    /// read headers, then an empty DATA frame, and no status. So a head with a `grpc-status` is held until the
+    /// next part: the end makes it one HEADERS frame that ends the stream again, the form the backend sent, so its
+    /// other fields stay trailing metadata (an error's details); a body (no gRPC backend sends one after a
+    /// status) sends it on with the status fields moved to the trailers (``heldGRPCStatus``).
+    private var heldTrailersOnlyHead: (head: HTTPResponseHead, promise: EventLoopPromise<Void>?)?
     private var heldGRPCStatus: HTTPHeaders?
 
     init(blockScratch: HTTP2BlockScratch = HTTP2BlockScratch()) {
@@ -171,14 +175,26 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 
     private func write(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         switch part {
-        case .head(var head):
+        case .head(let head):
             self.sendHeldBody(context: context)
-            self.heldGRPCStatus = Self.takeGRPCStatus(from: &head.headers)
+            if head.headers.contains(lowercased: "grpc-status") {
+                self.heldTrailersOnlyHead = (head, promise)
+                return
+            }
             let block = HTTP2Heads.headerBlock(status: head.status, fields: head.headers, scratch: self.blockScratch)
             self.send(.headers(.init(headers: block)), promise: promise, context: context)
         case .body(let body):
+            self.sendHeldHead(context: context)
             self.sendHeldBody(context: context)
             self.heldBody = (body, promise)
+        case .end(nil) where self.heldTrailersOnlyHead != nil:
+            guard let (head, headPromise) = self.heldTrailersOnlyHead else { return }
+            self.heldTrailersOnlyHead = nil
+            var fields = head.headers
+            fields.remove(name: "content-length")
+            let block = HTTP2Heads.headerBlock(status: head.status, fields: fields, scratch: self.blockScratch)
+            self.send(.headers(.init(headers: block, endStream: true)), promise: Self.combined(headPromise, promise),
+                      context: context)
         case .end(nil) where self.heldGRPCStatus != nil:
             let status = self.heldGRPCStatus
             self.heldGRPCStatus = nil
@@ -195,6 +211,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
             }
             self.send(.data(last), promise: promise, context: context)
         case .end(let trailers?):
+            self.sendHeldHead(context: context)
             self.heldGRPCStatus = nil
             self.sendHeldBody(context: context)
             let block = HTTP2Heads.trailerBlock(fields: trailers, scratch: self.blockScratch)
@@ -203,6 +220,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func flush(context: ChannelHandlerContext) {
+        self.sendHeldHead(context: context)
         self.sendHeldBody(context: context)
         if let slot = self.slot {
             slot.flush0()
@@ -221,6 +239,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         // As an unflushed write is failed when its channel closes.
+        self.failHeldHead()
         self.failHeldBody()
         context.close(mode: mode, promise: promise)
     }
@@ -229,7 +248,23 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
         self.slot?.detachCodec()
         self.detachApplication()
         self.context = nil
+        self.failHeldHead()
         self.failHeldBody()
+    }
+
+    /// A held head with a gRPC status that the end did not follow: sent on, its status fields moved to the trailers.
+    private func sendHeldHead(context: ChannelHandlerContext) {
+        guard var (head, promise) = self.heldTrailersOnlyHead else { return }
+        self.heldTrailersOnlyHead = nil
+        self.heldGRPCStatus = Self.takeGRPCStatus(from: &head.headers)
+        let block = HTTP2Heads.headerBlock(status: head.status, fields: head.headers, scratch: self.blockScratch)
+        self.send(.headers(.init(headers: block)), promise: promise, context: context)
+    }
+
+    private func failHeldHead() {
+        guard let held = self.heldTrailersOnlyHead else { return }
+        self.heldTrailersOnlyHead = nil
+        held.promise?.fail(ChannelError.ioOnClosedChannel)
     }
 
     private func sendHeldBody(context: ChannelHandlerContext) {

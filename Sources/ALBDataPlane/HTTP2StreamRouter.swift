@@ -217,10 +217,11 @@ final class HTTP2StreamRouter: ChannelInboundHandler {
         }
     }
 
-    /// The pipeline gave up on its stream: it is reset (nio-http2 reports the closing, the slot is gone by then).
-    func reset(_ streamID: HTTP2StreamID) {
+    /// The pipeline gave up on its stream: it is reset with `code` (nio-http2 reports the closing, the slot is gone
+    /// by then).
+    func reset(_ streamID: HTTP2StreamID, code: HTTP2ErrorCode) {
         self.open.remove(streamID)
-        self.write(HTTP2Frame(streamID: streamID, payload: .rstStream(.cancel)), promise: nil)
+        self.write(HTTP2Frame(streamID: streamID, payload: .rstStream(code)), promise: nil)
         self.flush()
     }
 

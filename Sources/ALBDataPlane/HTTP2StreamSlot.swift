@@ -55,6 +55,8 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
     private var uncountedResponseBytes = HTTP2StreamSlot.bufferedLimit
     private var bufferedResponseBytes = 0
     private var closed = false
+    /// The response's last frame (`END_STREAM`) was written: a reset after it only stops the request's body.
+    private var responseEnded = false
     /// Whether the pipeline compresses (built so): a slot is reused only while that still matches the listener.
     let compresses: Bool
     /// The pipeline's first handler, when it is the stream's codec attached by ``attachCodec(_:)``: frames reach it,
@@ -117,6 +119,7 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
     /// The slot serves `streamID` from now on, a request declaring `contentLength` body bytes (nil: none declared).
     func open(_ streamID: HTTP2StreamID, contentLength: Int?) {
         self.streamID = streamID
+        self.responseEnded = false
         self.requestBytesAllowed = contentLength
         self.creditToReturn = 0
         self.uncountedResponseBytes = Self.bufferedLimit
@@ -205,7 +208,10 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
         self.closed = true
         if let streamID = self.streamID {
             self.streamID = nil
-            self.router?.reset(streamID)
+            // After a complete response, NO_ERROR asks the client to stop sending the request (RFC 9113 section
+            // 8.1); before it, the response failed on this side (a backend that closed or went silent mid-response):
+            // INTERNAL_ERROR, as nginx sends. CANCEL would tell the client it had cancelled (gRPC: CANCELLED).
+            self.router?.reset(streamID, code: self.responseEnded ? .noError : .internalError)
         }
         self.router?.slotClosed(self)
         self.router = nil
@@ -260,9 +266,11 @@ final class HTTP2StreamSlot: Channel, ChannelCore, @unchecked Sendable {
             return
         }
         guard case .data(let data) = payload else {
+            if case .headers(let headers) = payload, headers.endStream { self.responseEnded = true }
             router.write(HTTP2Frame(streamID: streamID, payload: payload), promise: promise)
             return
         }
+        if data.endStream { self.responseEnded = true }
         let bytes = data.data.readableBytes
         if bytes <= self.uncountedResponseBytes {
             self.uncountedResponseBytes -= bytes

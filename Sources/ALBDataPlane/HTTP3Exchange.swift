@@ -291,7 +291,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
             let headersValid = backend.deliversCheckedFields || ProxyHeaders.areValid(head.headers)
             let isKeepAlive = summary?.isKeepAlive(version: head.version) ?? ProxyHeaders.isKeepAlive(head)
             switch machine.receiveResponseHead(status: head.status, isKeepAlive: isKeepAlive,
-                                               headersValid: headersValid) {
+                                               headersValid: headersValid, now: loopState.eventLoop.now) {
             case .refuse(let status):
                 respondWithError(status)
             case .switchProtocols:
@@ -312,7 +312,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
                 writer?.connectionNeedsWrite(connection)
             }
         case .body(let buffer):
-            machine.receiveResponseBody(bytes: buffer.readableBytes)
+            machine.receiveResponseBody(bytes: buffer.readableBytes, now: loopState.eventLoop.now)
             connection.sendBody(streamID: streamID, buffer)
             if connection.bufferedResponseBytes(streamID: streamID) > Self.responseHighWater {
                 backend.pauseReads()
@@ -349,14 +349,18 @@ final class HTTP3Exchange: BackendConnectionDelegate {
             backend = nil
             respondWithError(status)
         case .closeClient:
-            // The response head went out: the response cannot be completed, the stream is reset.
             backend = nil
-            connection.reset(streamID: streamID, code: QUICConnection.h3InternalError)
-            writer?.connectionNeedsWrite(connection)
-            finish()
+            resetMidResponse()
         case .none:
             break
         }
+    }
+
+    /// The response head went out: the response cannot be completed, the stream is reset.
+    private func resetMidResponse() {
+        connection.reset(streamID: streamID, code: QUICConnection.h3InternalError)
+        writer?.connectionNeedsWrite(connection)
+        finish()
     }
 
     // MARK: - Time, errors, the end
@@ -378,6 +382,15 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         switch machine.timerFired(now: loopState.eventLoop.now) {
         case .rearm: armTimer()
         case .respond(let status): respondWithError(status)
+        case .abortResponse:
+            // The backend went silent mid-response for the request timeout.
+            machine.abortResponse()
+            if let backend {
+                backend.delegate = nil
+                backend.close()
+                self.backend = nil
+            }
+            resetMidResponse()
         case .none: break
         }
     }

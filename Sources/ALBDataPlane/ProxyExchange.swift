@@ -80,6 +80,10 @@ struct ProxyExchange {
     enum TimerAction: Equatable {
         case rearm(NIODeadline)
         case respond(HTTPResponseStatus)
+        /// The response head went out and the backend then sent nothing for the request timeout: the response
+        /// cannot be completed. Close the backend connection and end the client's response as a failure (close
+        /// an HTTP/1 connection, reset a stream).
+        case abortResponse
         case none
     }
 
@@ -192,9 +196,11 @@ struct ProxyExchange {
     }
 
     /// `acceptsWebSocket`: the head is a `101` that names `websocket` (``WebSocketHandshake/isAccepted(_:)``).
+    /// `now`: from here the request timeout measures the backend's silence between reads of the response.
     mutating func receiveResponseHead(status: HTTPResponseStatus, isKeepAlive: Bool, headersValid: Bool,
-                                      acceptsWebSocket: Bool = false) -> ResponseHeadDecision {
+                                      acceptsWebSocket: Bool = false, now: NIODeadline) -> ResponseHeadDecision {
         guard headersValid else { return .refuse(.badGateway) }
+        self.lastProgress = now
         self.upstreamStatus = Int(status.code)
         if status == .switchingProtocols {
             // Any other 101, relayed, would leave the client waiting for a protocol that never starts.
@@ -216,8 +222,9 @@ struct ProxyExchange {
         self.closeClientAfterResponse = close
     }
 
-    mutating func receiveResponseBody(bytes: Int) {
+    mutating func receiveResponseBody(bytes: Int, now: NIODeadline) {
         self.responseBytes += bytes
+        self.lastProgress = now
     }
 
     mutating func receiveResponseEnd() -> ResponseEnd {
@@ -245,15 +252,23 @@ struct ProxyExchange {
 
     // MARK: - Time and errors
 
+    /// The request timeout bounds the wait for the response head (504), and then the backend's silence between
+    /// reads of the response body, as nginx's `proxy_read_timeout` does: a backend that stops mid-response would
+    /// otherwise hold the client, its connection and its server's count of requests in flight forever.
     mutating func timerFired(now: NIODeadline) -> TimerAction {
-        guard !self.responseHeadSent else { return .none }
         switch self.phase {
         case .acquiring, .forwarding: break
         case .rejecting, .finished: return .none
         }
-        // Body bytes still flowing to the backend extend the deadline.
+        guard !self.switchedProtocols else { return .none }  // a tunnel has its own idle timeout
+        // Body bytes still flowing (the request's to the backend, then the response's from it) extend the deadline.
         if self.deadline > now { return .rearm(self.deadline) }
-        return .respond(.gatewayTimeout)
+        return self.responseHeadSent ? .abortResponse : .respond(.gatewayTimeout)
+    }
+
+    /// The response was cut short by the proxy (``TimerAction/abortResponse``).
+    mutating func abortResponse() {
+        self.phase = .finished
     }
 
     /// The exchange is answered with an error by the proxy itself; returns whether the client

@@ -558,7 +558,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             status: head.status,
             isKeepAlive: summary?.isKeepAlive(version: head.version) ?? ProxyHeaders.isKeepAlive(head),
             headersValid: backend.deliversCheckedFields || ProxyHeaders.areValid(head.headers),
-            acceptsWebSocket: exchange.machine.askedToUpgrade && WebSocketHandshake.isAccepted(head)) {
+            acceptsWebSocket: exchange.machine.askedToUpgrade && WebSocketHandshake.isAccepted(head),
+            now: context.eventLoop.now) {
         case .refuse(let status):
             self.respondWithError(status, close: false)
         case .switchProtocols:
@@ -597,7 +598,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     private func backendReadBody(_ buffer: ByteBuffer) {
         guard let backend = self.backend, let exchange = self.exchange, let context = self.context else { return }
-        exchange.machine.receiveResponseBody(bytes: buffer.readableBytes)
+        exchange.machine.receiveResponseBody(bytes: buffer.readableBytes, now: context.eventLoop.now)
         self.writeToClient(.body(.byteBuffer(buffer)), context: context)
         if self.channel?.isWritable == false {
             backend.pauseReads()
@@ -655,9 +656,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             self.respondWithError(status, close: false)
         case .closeClient:
             self.backend = nil
-            self.finishExchange()
-            self.closed = true
-            self.context?.close(promise: nil)
+            self.endClientMidResponse()
         case .none:
             break
         }
@@ -748,12 +747,34 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             self.armRequestTimer(deadline: deadline, context: context)
         case .respond(let status):
             self.respondWithError(status, close: false)
+        case .abortResponse:
+            exchange.machine.abortResponse()
+            self.abortResponse()
         case .none:
             break
         }
     }
 
     // MARK: - Responses and bookkeeping
+
+    /// The backend went silent mid-response for the request timeout: its connection closes, and so does the
+    /// client's response (``endClientMidResponse()``).
+    private func abortResponse() {
+        if let backend = self.backend {
+            backend.delegate = nil
+            backend.close()
+            self.backend = nil
+        }
+        self.endClientMidResponse()
+    }
+
+    /// A response whose head went out cannot be completed: closing the client connection tells an HTTP/1 client
+    /// (its framing is left unfinished), and resets an HTTP/2 stream (`INTERNAL_ERROR`, ``HTTP2StreamSlot``).
+    private func endClientMidResponse() {
+        self.finishExchange()
+        self.closed = true
+        self.context?.close(promise: nil)
+    }
 
     /// Answers the current exchange with a short error response. Keeps the connection only if the
     /// exchange says so; otherwise `Connection: close`. The answer to a `HEAD` has the same head and

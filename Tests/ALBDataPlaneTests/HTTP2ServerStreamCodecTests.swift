@@ -308,12 +308,14 @@ final class HTTP2ServerStreamCodecTests: XCTestCase {
         XCTAssertEqual(try self.fieldsOfHeaders(on: asFields), [expected])
     }
 
-    /// A gRPC "trailers-only" answer's status moves from the head to the trailers, whether the head came as fields
-    /// or as lines; an answer with trailers of its own keeps them.
-    func testAGRPCStatusInTheHeadMovesToTheTrailers() throws {
+    /// A gRPC "Trailers-Only" answer (a head with the status, then the end) goes out as the backend sent it: one
+    /// HEADERS frame that ends the stream, without the `content-length: 0` of the HTTP/1 translation, so the client
+    /// reads its other fields as trailing metadata; whether the head came as fields or as lines. An answer with
+    /// trailers of its own keeps them, the head's status moved to them.
+    func testAGRPCTrailersOnlyAnswerStaysOneBlockThatEndsTheStream() throws {
         let (backendHead, lines) = try self.relayedLines(
             "HTTP/1.1 200 OK\r\nContent-Type: application/grpc\r\nGrpc-Status: 5\r\ngrpc-message: not found\r\n"
-            + "Content-Length: 0\r\n\r\n")
+            + "X-Why: because\r\nContent-Length: 0\r\n\r\n")
         for asLines in [true, false] {
             let channel = try self.makeChannel()
             let codec = try channel.pipeline.syncOperations.handler(type: HTTP2ServerStreamCodec.self)
@@ -323,14 +325,28 @@ final class HTTP2ServerStreamCodecTests: XCTestCase {
             } else {
                 var head = own
                 head.headers = lines.headers
-                try channel.writeOutbound(HTTPServerResponsePart.head(head))
+                // Unflushed, as the proxy writes a head and flushes at the end of the backend's read.
+                channel.write(HTTPServerResponsePart.head(head), promise: nil)
             }
+            XCTAssertNil(try channel.readOutbound(as: HTTP2Frame.FramePayload.self), "held until the next part")
             try channel.writeOutbound(HTTPServerResponsePart.end(nil))
-            XCTAssertEqual(try self.fieldsOfHeaders(on: channel), [
-                [":status=200", "content-type=application/grpc", "content-length=0"],
-                ["grpc-status=5", "grpc-message=not found"],
-            ], asLines ? "lines" : "fields")
+            guard case .headers(let only) = try channel.readOutbound(as: HTTP2Frame.FramePayload.self) else {
+                return XCTFail("no HEADERS")
+            }
+            XCTAssertTrue(only.endStream)
+            XCTAssertEqual(only.headers.map { "\($0.name)=\($0.value)" },
+                           [":status=200", "content-type=application/grpc", "grpc-status=5", "grpc-message=not found",
+                            "x-why=because"], asLines ? "lines" : "fields")
+            XCTAssertNil(try channel.readOutbound(as: HTTP2Frame.FramePayload.self), "nothing after it")
         }
+        // A body after such a head (no gRPC backend sends one) sends the head on, its status in the trailers.
+        let bodied = try self.makeChannel()
+        var statusHead = HTTPResponseHead(version: .http2, status: .ok)
+        statusHead.headers.add(name: "grpc-status", value: "0")
+        try bodied.writeOutbound(HTTPServerResponsePart.head(statusHead))
+        try bodied.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "m"))))
+        try bodied.writeOutbound(HTTPServerResponsePart.end(nil))
+        XCTAssertEqual(try self.fieldsOfHeaders(on: bodied), [[":status=200"], ["grpc-status=0"]])
         // Held for one response only: the next one on the same codec ends as its own end says.
         let channel = try self.makeChannel()
         var head = HTTPResponseHead(version: .http2, status: .ok)

@@ -94,20 +94,29 @@ final class ProxyExchangeTests: XCTestCase {
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(18)), .respond(.gatewayTimeout))
     }
 
-    func testNoTimeoutOnceTheResponseHeadIsSent() {
-        var machine = forwardingGet()
-        XCTAssertEqual(machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true),
-                       .relay(keepAlive: true))
+    /// After the head the timeout measures the backend's silence between reads (nginx's `proxy_read_timeout`): a
+    /// slow response that keeps coming is not cut, one that stops for the timeout is ended.
+    func testOnceTheResponseHeadIsSentTheTimeoutBoundsTheBackendsSilence() {
+        var machine = forwardingGet()  // a 60 s request timeout from t0
+        XCTAssertEqual(machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true,
+                                                   now: t0 + .seconds(59)), .relay(keepAlive: true))
+        XCTAssertEqual(machine.timerFired(now: t0 + .seconds(60)), .rearm(t0 + .seconds(119)), "measured from the head")
+        machine.receiveResponseBody(bytes: 100, now: t0 + .seconds(118))
+        XCTAssertEqual(machine.timerFired(now: t0 + .seconds(119)), .rearm(t0 + .seconds(178)))
+        XCTAssertEqual(machine.timerFired(now: t0 + .seconds(178)), .abortResponse)
+        machine.abortResponse()
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(3600)), .none)
+        XCTAssertEqual(machine.backendClosed(), .none, "ended: the backend's close is no news")
+        XCTAssertEqual(machine.status, 200, "logged with the status that went out")
     }
 
     func testAnUnsolicited101AndInvalidHeadersAre502() {
         var unsolicited = forwardingGet()
-        XCTAssertEqual(unsolicited.receiveResponseHead(status: .switchingProtocols, isKeepAlive: true, headersValid: true),
+        XCTAssertEqual(unsolicited.receiveResponseHead(status: .switchingProtocols, isKeepAlive: true, headersValid: true, now: t0),
                        .refuse(.badGateway))
         XCTAssertEqual(unsolicited.upstreamStatus, 101, "logged as what the backend sent")
         var invalid = forwardingGet()
-        XCTAssertEqual(invalid.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: false), .refuse(.badGateway))
+        XCTAssertEqual(invalid.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: false, now: t0), .refuse(.badGateway))
     }
 
     /// A WebSocket upgrade whose request has ended and reached a backend.
@@ -123,7 +132,7 @@ final class ProxyExchangeTests: XCTestCase {
     func testAnAcceptedUpgradeBecomesATunnelOnceThe101Ends() {
         var machine = forwardingUpgrade()
         XCTAssertEqual(machine.receiveResponseHead(status: .switchingProtocols, isKeepAlive: true, headersValid: true,
-                                                   acceptsWebSocket: true), .switchProtocols)
+                                                   acceptsWebSocket: true, now: t0), .switchProtocols)
         XCTAssertEqual(machine.status, 101)
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(3600)), .none, "no request timeout in a tunnel")
         XCTAssertEqual(machine.receiveResponseEnd(), .init(reuseBackend: false, closeClient: false, tunnel: true))
@@ -132,13 +141,13 @@ final class ProxyExchangeTests: XCTestCase {
     func testA101NotNamingWebSocketIsA502() {
         var machine = forwardingUpgrade()
         XCTAssertEqual(machine.receiveResponseHead(status: .switchingProtocols, isKeepAlive: true, headersValid: true,
-                                                   acceptsWebSocket: false), .refuse(.badGateway))
+                                                   acceptsWebSocket: false, now: t0), .refuse(.badGateway))
     }
 
     func testARefusedUpgradeIsRelayedAndTheClientConnectionCloses() {
         // Nothing behind the upgrade request was read as HTTP: the connection cannot go on.
         var machine = forwardingUpgrade()
-        XCTAssertEqual(machine.receiveResponseHead(status: .forbidden, isKeepAlive: true, headersValid: true),
+        XCTAssertEqual(machine.receiveResponseHead(status: .forbidden, isKeepAlive: true, headersValid: true, now: t0),
                        .relay(keepAlive: false))
         XCTAssertEqual(machine.receiveResponseEnd(), .init(reuseBackend: true, closeClient: true))
         var failed = forwardingUpgrade()
@@ -151,8 +160,8 @@ final class ProxyExchangeTests: XCTestCase {
 
     func testACompleteKeepAliveExchangeReusesBothConnections() {
         var machine = forwardingGet()
-        _ = machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true)
-        machine.receiveResponseBody(bytes: 100)
+        _ = machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true, now: t0)
+        machine.receiveResponseBody(bytes: 100, now: t0)
         XCTAssertEqual(machine.receiveResponseEnd(), .init(reuseBackend: true, closeClient: false))
         XCTAssertEqual(machine.responseBytes, 100)
     }
@@ -161,7 +170,7 @@ final class ProxyExchangeTests: XCTestCase {
         var machine = exchange(.POST)
         _ = machine.receiveHead(serverAvailable: true, hasBody: true, expectsContinue: false, upgradeRequested: false)
         _ = machine.backendAcquired(success: true, reused: false, fromCallback: true)
-        XCTAssertEqual(machine.receiveResponseHead(status: .payloadTooLarge, isKeepAlive: true, headersValid: true),
+        XCTAssertEqual(machine.receiveResponseHead(status: .payloadTooLarge, isKeepAlive: true, headersValid: true, now: t0),
                        .relay(keepAlive: false))
         XCTAssertEqual(machine.receiveResponseEnd(), .init(reuseBackend: false, closeClient: true))
         XCTAssertEqual(machine.receiveBody(bytes: 10, now: t0), .none, "nothing more is forwarded")
@@ -172,7 +181,7 @@ final class ProxyExchangeTests: XCTestCase {
         _ = machine.receiveHead(serverAvailable: true, hasBody: false, expectsContinue: false, upgradeRequested: false)
         _ = machine.receiveEnd()
         _ = machine.backendAcquired(success: true, reused: false, fromCallback: false)
-        XCTAssertEqual(machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true),
+        XCTAssertEqual(machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true, now: t0),
                        .relay(keepAlive: false))
     }
 
@@ -198,7 +207,7 @@ final class ProxyExchangeTests: XCTestCase {
 
     func testABackendClosingMidResponseClosesTheClient() {
         var machine = forwardingGet()
-        _ = machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true)
+        _ = machine.receiveResponseHead(status: .ok, isKeepAlive: true, headersValid: true, now: t0)
         XCTAssertEqual(machine.backendClosed(), .closeClient)
         XCTAssertEqual(machine.backendClosed(), .none)
     }

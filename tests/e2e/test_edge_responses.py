@@ -235,3 +235,89 @@ def test_client_x_forwarded_proto_is_stripped_unless_from_a_trusted_proxy(alb, b
     seen = json.loads(get(trusted, "/headers", headers=spoofed)[1])
     assert seen["X-Forwarded-Proto"] == "https" and seen["X-Forwarded-Host"] == "evil"
     assert seen["X-Forwarded-For"] == "203.0.113.9, 203.0.113.9"
+
+
+def start_stalling_backend(steps):
+    """A backend that answers each request with `steps`, a list of (bytes, seconds to wait after them), then holds
+    the connection open until alb closes it; `closed` records, per connection, how many seconds after its answer
+    began alb closed it (None while open)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    closed = []
+
+    def handle(conn):
+        with conn:
+            conn.recv(65536)
+            began = time.monotonic()
+            index = len(closed)
+            closed.append(None)
+            for data, pause in steps:
+                conn.sendall(data)
+                time.sleep(pause)
+            conn.settimeout(30)
+            try:
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                return
+            closed[index] = time.monotonic() - began
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, closed
+
+
+def test_a_backend_silent_mid_response_for_the_request_timeout_ends_the_response_and_a_slow_one_does_not(alb):
+    # The request timeout bounds the backend's silence between reads of the response, as nginx's
+    # proxy_read_timeout does: until the fourteenth session a backend that stopped mid-body held the client (and
+    # both connections) forever. HTTP/1: the client connection closes with the body short of its length; h2c: the
+    # stream is reset with INTERNAL_ERROR. A backend that keeps sending, slower than the timeout in total, is not cut.
+    import subprocess
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n"
+    stalling, stalled_closes = start_stalling_backend([(head + b"a" * 10000, 0)])
+    slow, _ = start_stalling_backend([(head, 0.8)] + [(b"b" * 4000, 0.8)] * 5)
+    try:
+        stalled_port, slow_port = free_port(), free_port()
+        alb.write("web.yaml", manifest_set(stalled_port, [(stalling.getsockname()[1], 100)], request_timeout=2))
+        alb.write("slow.yaml", manifest_set(slow_port, [(slow.getsockname()[1], 100)], listener="slow",
+                                            group="slowpool", request_timeout=2).split("---\n", 1)[1])
+        alb.start()
+        alb.wait_state("web", "Running")
+        alb.wait_state("slow", "Running")
+
+        started = time.monotonic()
+        answer = raw(stalled_port, b"GET /stall HTTP/1.1\r\nHost: h\r\n\r\n", timeout=20)
+        took = time.monotonic() - started
+        status, headers, body = response_parts(answer)
+        assert status == "HTTP/1.1 200 OK" and len(body) == 10000, (status, len(body))
+        assert 1.5 < took < 6, took
+        assert wait_for_value(lambda: stalled_closes[0]) is not None, "the backend connection was closed too"
+
+        run = subprocess.run(["nghttp", "-v", "http://127.0.0.1:%d/stall" % stalled_port],
+                             capture_output=True, text=True, timeout=30)
+        assert "recv RST_STREAM" in run.stdout and "INTERNAL_ERROR" in run.stdout, run.stdout[-2000:]
+
+        answer = raw(slow_port, b"GET /slow HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", timeout=20)
+        status, _, body = response_parts(answer)
+        assert status == "HTTP/1.1 200 OK" and body == b"b" * 20000, (status, len(body))
+    finally:
+        stalling.close()
+        slow.close()
+
+
+def wait_for_value(read, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = read()
+        if value is not None:
+            return value
+        time.sleep(0.05)
+    return None

@@ -29,6 +29,7 @@ class Echo(grpc.GenericRpcHandler):
             return grpc.stream_stream_rpc_method_handler(stream, identity, identity)
         if details.method == "/echo.Echo/Missing":
             def missing(request, context):
+                context.set_trailing_metadata((("x-why", "because"),))
                 context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
             return grpc.unary_unary_rpc_method_handler(missing, identity, identity)
         return None
@@ -70,3 +71,58 @@ def test_grpc_unary_streaming_trailers_and_errors_pass_through(alb, certs, grpc_
             missing(b"?", timeout=10)
         assert failure.value.code() == grpc.StatusCode.NOT_FOUND
         assert failure.value.details() == "no such thing"
+        # A "Trailers-Only" answer stays one HEADERS frame that ends the stream: its metadata stays trailing (until
+        # the fourteenth session it became initial metadata, with a `content-length: 0` of the HTTP/1 translation).
+        assert ("x-why", "because") in tuple(failure.value.trailing_metadata())
+        assert all(name not in ("x-why", "content-length") for name, _ in failure.value.initial_metadata())
+
+
+DYING_SERVER = """
+import os, sys
+from concurrent import futures
+import grpc
+
+class Dying(grpc.GenericRpcHandler):
+    def service(self, details):
+        def stream(request, context):
+            for index in range(3):
+                yield b"m%d" % index
+            os._exit(3)
+        return grpc.unary_stream_rpc_method_handler(stream, lambda b: b, lambda b: b)
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+server.add_generic_rpc_handlers((Dying(),))
+print(server.add_insecure_port("127.0.0.1:0"), flush=True)
+server.start()
+server.wait_for_termination(60)
+"""
+
+
+def test_a_grpc_backend_that_dies_mid_stream_is_an_internal_error_not_a_cancel(alb, certs):
+    # The stream is reset with INTERNAL_ERROR, which gRPC clients report as INTERNAL; until the fourteenth session it
+    # was CANCEL, which they report as CANCELLED, as if the caller had cancelled (retry policies and dashboards read
+    # it so). nginx sends INTERNAL_ERROR too.
+    import subprocess
+    import sys
+    backend = subprocess.Popen([sys.executable, "-c", DYING_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        backend_port = int(backend.stdout.readline())
+        port = free_port()
+        alb.write("web.yaml", https_set(port, backend_port, {"main": certs["main"]}).replace(
+            "metadata: {name: pool}\nspec:\n", "metadata: {name: pool}\nspec:\n  protocol: gRPC\n"))
+        alb.start()
+        alb.wait_state("web", "Running")
+        credentials = grpc.ssl_channel_credentials(root_certificates=certs["main"][0].read_bytes())
+        options = (("grpc.ssl_target_name_override", "main.example.com"),)
+        received = []
+        with grpc.secure_channel("127.0.0.1:%d" % port, credentials, options=options) as channel:
+            stream = channel.unary_stream("/dying.Dying/Stream", request_serializer=identity,
+                                          response_deserializer=identity)
+            with pytest.raises(grpc.RpcError) as failure:
+                for message in stream(b"go", timeout=20):
+                    received.append(message)
+        assert failure.value.code() == grpc.StatusCode.INTERNAL, (failure.value.code(), failure.value.details())
+        assert received == [b"m0", b"m1", b"m2"]
+    finally:
+        backend.kill()
+        backend.wait()

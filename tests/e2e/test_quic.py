@@ -6,6 +6,7 @@ import os
 import re
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -599,6 +600,32 @@ def test_a_backend_failing_after_the_response_head_resets_the_stream(alb, tmp_pa
         assert run(on_connection(port, work, timeout=20))
     finally:
         stop()
+
+
+def test_a_backend_silent_mid_response_for_the_request_timeout_resets_the_stream(alb, tmp_path):
+    # The request timeout bounds the backend's silence between reads of the response (nginx's proxy_read_timeout):
+    # the stream is reset with H3_INTERNAL_ERROR. Until the fourteenth session the client waited forever.
+    from test_edge_responses import start_stalling_backend
+    backend, _ = start_stalling_backend([(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10, 0)])
+    try:
+        cert, key = make_cert(tmp_path, "main", ["localhost"])
+        port = free_udp_port()
+        alb.write("set.yaml", quic_set(port, backend.getsockname()[1], cert, key, request_timeout=2))
+        alb.start()
+        alb.wait_state("h3", "Running")
+
+        async def work(client, authority):
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(client.request(authority, "GET", "/stalled"), 15)
+                return "answered", 0
+            except ConnectionResetError as error:
+                return str(error), time.monotonic() - started
+
+        outcome, took = run(on_connection(port, work, timeout=30))
+        assert outcome.endswith("reset with 0x102") and 1.5 < took < 6, (outcome, took)
+    finally:
+        backend.close()
 
 
 def test_a_backend_slower_than_the_request_timeout_is_504(alb, backends, tmp_path):
