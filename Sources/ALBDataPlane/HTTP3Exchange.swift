@@ -245,6 +245,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         }
         if case .failure = result, !reused, let failed = server {
             loopState.counters.countConnectFailure(failed.metricsKey)
+            failed.connectFailed(now: loopState.eventLoop.now)
             if routeToAnotherServer(failed) {
                 acquireBackend(allowIdle: true, connectTimeout: connectTimeout)
                 return

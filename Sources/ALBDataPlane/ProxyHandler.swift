@@ -479,6 +479,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         }
         if case .failure = result, !reused, let failed = exchange.server {
             self.loopState.counters.countConnectFailure(failed.metricsKey)
+            failed.connectFailed(now: self.loopState.eventLoop.now)
         }
         if case .failure = result, !reused, self.routeToAnotherServer(exchange) {
             self.acquireBackend(exchange, allowIdle: true)

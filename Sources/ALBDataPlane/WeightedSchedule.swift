@@ -1,5 +1,6 @@
 import ALBHTTP
 import Atomics
+import NIOCore
 
 /// A smooth weighted round robin shared by every event loop of a listener.
 ///
@@ -49,7 +50,14 @@ final class BalancedServer: Sendable {
     let stickyValue: String?
     let stickySetCookie: String?
 
-    init(_ server: BackendServer, countsRequests: Bool = false, group: String = "", stickyCookieTimeout: Int? = nil) {
+    /// Until when (`NIODeadline` uptime nanoseconds) a failed connect keeps the server out of rotation; 0: in it.
+    private let downUntil = ManagedAtomic<UInt64>(0)
+    /// The group's count of servers marked down, which a pick reads first (``PassiveFailures``).
+    private let groupFailures: PassiveFailures
+
+    init(_ server: BackendServer, countsRequests: Bool = false, group: String = "", stickyCookieTimeout: Int? = nil,
+         failures: PassiveFailures = PassiveFailures()) {
+        self.groupFailures = failures
         self.server = server
         self.address = server.address
         self.poolKey = server.poolKey
@@ -75,6 +83,40 @@ final class BalancedServer: Sendable {
     func requestFinished() {
         self.inFlight?.wrappingDecrement(ordering: .relaxed)
     }
+
+    /// A connect to this server failed (refused, reset or timed out): out of rotation for
+    /// ``PassiveFailures/failTimeout``, so that the requests after this one do not each wait for it.
+    func connectFailed(now: NIODeadline) {
+        let until = now.uptimeNanoseconds &+ PassiveFailures.failTimeout
+        if self.downUntil.exchange(until, ordering: .relaxed) == 0 {
+            self.groupFailures.marked.wrappingIncrement(ordering: .relaxed)
+        }
+    }
+
+    /// Whether a failed connect keeps the server out of rotation at `now`; a mark that has run out is cleared.
+    func isDown(now: UInt64) -> Bool {
+        let until = self.downUntil.load(ordering: .relaxed)
+        guard until != 0 else { return false }
+        if now < until { return true }
+        if self.downUntil.compareExchange(expected: until, desired: 0, ordering: .relaxed).exchanged {
+            self.groupFailures.marked.wrappingDecrement(ordering: .relaxed)
+        }
+        return false
+    }
+}
+
+/// Passive failure marking, nginx's default `max_fails=1 fail_timeout=10s`: a server whose connect failed is
+/// skipped by the group's picks for ten seconds, then tried again by the next pick that comes to it. Without it,
+/// a server that drops connection attempts made every request the rotation sent to it wait for the connect
+/// timeout before its retry. When every server is marked, the picks ignore the marks (better a try than a 503).
+/// One count per group, read with one relaxed load per pick: nothing else is read while no server is marked.
+final class PassiveFailures: Sendable {
+    static let failTimeout: UInt64 = 10_000_000_000
+
+    /// Servers of the group marked down, some perhaps run out and not yet cleared.
+    let marked = ManagedAtomic<Int>(0)
+
+    init() {}
 }
 
 /// A group by weight, then a server within it by the group's scheduler: the balancing of one configuration
@@ -142,6 +184,7 @@ final class GroupScheduler: Sendable {
     private let tieCursor = ManagedAtomic<Int>(0)
     /// Each server's health when the group is checked (nil: no checks, every server in rotation).
     private let health: [ServerHealth]?
+    private let failures = PassiveFailures()
 
     init(_ group: BackendGroup, health: (HealthKey) -> ServerHealth? = { _ in nil }) {
         var definition = group
@@ -153,8 +196,10 @@ final class GroupScheduler: Sendable {
         }
         self.health = checked?.count == group.servers.count ? checked : nil
         let counted = group.scheduling == .weightedLeastRequests
+        let failures = self.failures
         self.servers = group.servers.map {
-            BalancedServer($0, countsRequests: counted, group: group.name, stickyCookieTimeout: group.stickyCookieTimeout)
+            BalancedServer($0, countsRequests: counted, group: group.name, stickyCookieTimeout: group.stickyCookieTimeout,
+                           failures: failures)
         }
         self.weights = group.servers.map(\.weight)
         self.roundRobin = WeightedSchedule(zip(self.servers, self.weights).map { (element: $0, weight: $1) })
@@ -174,23 +219,36 @@ final class GroupScheduler: Sendable {
     /// The server a sticky cookie names, if it is in this group, in rotation and not `excluding`; a `Wlc`
     /// group counts it like a pick.
     func server(stickyValue: Substring, excluding: BackendServer?) -> BalancedServer? {
+        let now = self.failures.marked.load(ordering: .relaxed) > 0 ? NIODeadline.now().uptimeNanoseconds : nil
         guard let index = self.servers.firstIndex(where: { $0.stickyValue.map { $0[...] == stickyValue } ?? false }),
-              self.usable(index, excluding: excluding) else { return nil }
+              self.usable(index, excluding: excluding, now: now) else { return nil }
         let server = self.servers[index]
         server.requestStarted()
         return server
     }
 
-    /// Servers out of rotation: the one a retry avoids, and those their checks found unhealthy.
-    private func usable(_ index: Int, excluding: BackendServer?) -> Bool {
+    /// Servers out of rotation: the one a retry avoids, those their checks found unhealthy, and, given `now`,
+    /// those a failed connect marked down (``PassiveFailures``).
+    private func usable(_ index: Int, excluding: BackendServer?, now: UInt64?) -> Bool {
         if let health = self.health, !health[index].inRotation { return false }
+        if let now, self.servers[index].isDown(now: now) { return false }
         return excluding == nil || self.servers[index].server != excluding
     }
 
     func pick(clientIP: String, excluding: BackendServer? = nil) -> BalancedServer? {
+        guard self.failures.marked.load(ordering: .relaxed) > 0 else {
+            return self.pick(clientIP: clientIP, excluding: excluding, now: nil)
+        }
+        // Some server is marked down: picked without it, unless no other is left.
+        return self.pick(clientIP: clientIP, excluding: excluding, now: NIODeadline.now().uptimeNanoseconds)
+            ?? self.pick(clientIP: clientIP, excluding: excluding, now: nil)
+    }
+
+    /// `now`: leave out the servers a failed connect marked down (nil: take no notice of the marks).
+    private func pick(clientIP: String, excluding: BackendServer?, now: UInt64?) -> BalancedServer? {
         let health = self.health
-        func usable(_ index: Int) -> Bool { self.usable(index, excluding: excluding) }
-        let everyServerUsable = excluding == nil && (health?.allSatisfy(\.inRotation) ?? true)
+        func usable(_ index: Int) -> Bool { self.usable(index, excluding: excluding, now: now) }
+        let everyServerUsable = excluding == nil && now == nil && (health?.allSatisfy(\.inRotation) ?? true)
         switch self.scheduling {
         case .weightedRoundRobin:
             guard !everyServerUsable else { return self.roundRobin.next() }

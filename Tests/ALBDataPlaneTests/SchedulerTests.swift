@@ -1,3 +1,4 @@
+import NIOCore
 import XCTest
 
 @testable import ALBDataPlane
@@ -98,6 +99,36 @@ final class SchedulerTests: XCTestCase {
         let twoGroups = Balancer([BackendGroup(name: "one", servers: [a]), BackendGroup(name: "two", servers: [b])])
         for _ in 0..<4 {
             XCTAssertEqual(try XCTUnwrap(twoGroups.pickBalanced(clientIP: "", excluding: a)).server, b)
+        }
+    }
+}
+
+extension SchedulerTests {
+    /// nginx's `max_fails=1 fail_timeout=10s`: a server whose connect failed is skipped by every scheduler's picks
+    /// for ten seconds (so the requests after it do not each wait for its connect timeout), then picked again; with
+    /// every server marked the marks are ignored rather than answering 503.
+    func testAServerWhoseConnectFailedIsOutOfRotationForTenSeconds() throws {
+        let dead = BackendServer(host: "127.0.0.1", port: 9001), live = BackendServer(host: "127.0.0.1", port: 9002)
+        for scheduling in [Scheduling.weightedRoundRobin, .weightedLeastRequests, .sourceIPHash] {
+            let group = GroupScheduler(BackendGroup(name: "g", servers: [dead, live], scheduling: scheduling))
+            func picks(_ count: Int) -> [BackendServer] {
+                (0..<count).compactMap { index -> BackendServer? in
+                    let picked = group.pick(clientIP: "10.0.0.\(index)")
+                    picked?.requestFinished()
+                    return picked?.server
+                }
+            }
+            XCTAssertTrue(picks(20).contains(dead), "\(scheduling)")
+            let marked = try XCTUnwrap(group.pick(clientIP: "10.0.0.1", excluding: live))
+            marked.requestFinished()
+            XCTAssertEqual(marked.server, dead)
+            marked.connectFailed(now: NIODeadline.now())
+            XCTAssertEqual(Set(picks(20)), [live], "\(scheduling): marked down")
+            let onlyLeft = group.pick(clientIP: "10.0.0.1", excluding: live)
+            onlyLeft?.requestFinished()
+            XCTAssertEqual(onlyLeft?.server, dead, "\(scheduling): the only server left is tried despite its mark")
+            marked.connectFailed(now: NIODeadline.now() - TimeAmount.seconds(11))
+            XCTAssertTrue(picks(20).contains(dead), "\(scheduling): back after ten seconds")
         }
     }
 }

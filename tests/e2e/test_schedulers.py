@@ -63,6 +63,39 @@ def test_a_refused_connect_is_retried_once_on_another_server(alb, backends):
     assert {a[2]["X-Backend"] for a in answers} == {"b1"}
 
 
+def test_a_server_that_drops_connects_is_out_of_rotation_after_one_failure(alb, backends):
+    # nginx's max_fails=1 fail_timeout=10s: after its connect timed out once, the black-holed server is skipped for
+    # ten seconds. Until the fourteenth session each request round robin sent it waited the 5 s connect timeout.
+    import socket
+    import time
+    blackhole = socket.socket()  # a full accept queue drops new SYNs: connecting hangs like a dead host
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    backlog = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(blackhole.getsockname())
+        backlog.append(s)
+    try:
+        alive = backends.start("b1")
+        port = free_port()
+        alb.write("web.yaml", manifest_set(port, [(blackhole.getsockname()[1], 100), (alive, 100)], request_timeout=30))
+        alb.start()
+        alb.wait_state("web", "Running")
+        durations = []
+        for _ in range(6):
+            started = time.monotonic()
+            answer = get(port, timeout=20)
+            durations.append(time.monotonic() - started)
+            assert answer[0] == 200 and answer[2]["X-Backend"] == "b1", answer
+        assert sum(1 for seconds in durations if seconds > 4) <= 1, durations
+    finally:
+        for s in backlog:
+            s.close()
+        blackhole.close()
+
+
 def test_with_every_server_refusing_the_retry_gives_up_with_502(alb, backends):
     port = free_port()
     alb.write("web.yaml", manifest_set(port, [(free_port(), 100), (free_port(), 100)]))
