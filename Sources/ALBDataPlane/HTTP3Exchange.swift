@@ -292,7 +292,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
             let headersValid = backend.deliversCheckedFields || ProxyHeaders.areValid(head.headers)
             let isKeepAlive = summary?.isKeepAlive(version: head.version) ?? ProxyHeaders.isKeepAlive(head)
             switch machine.receiveResponseHead(status: head.status, isKeepAlive: isKeepAlive,
-                                               headersValid: headersValid, now: loopState.eventLoop.now) {
+                                               headersValid: headersValid) {
             case .refuse(let status):
                 respondWithError(status)
             case .switchProtocols:
@@ -313,7 +313,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
                 writer?.connectionNeedsWrite(connection)
             }
         case .body(let buffer):
-            machine.receiveResponseBody(bytes: buffer.readableBytes, now: loopState.eventLoop.now)
+            machine.receiveResponseBody(bytes: buffer.readableBytes)
             connection.sendBody(streamID: streamID, buffer)
             if connection.bufferedResponseBytes(streamID: streamID) > Self.responseHighWater {
                 backend.pauseReads()
@@ -333,7 +333,10 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         }
     }
 
-    func backendReadComplete() {}
+    func backendReadComplete() {
+        guard !isFinished else { return }
+        machine.backendReadComplete(now: loopState.eventLoop.now)
+    }
 
     func backendWritabilityChanged(isWritable: Bool) {
         if isWritable { giveCreditIfWritable() }

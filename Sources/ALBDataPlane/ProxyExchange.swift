@@ -94,6 +94,8 @@ struct ProxyExchange {
     let started: NIODeadline
     let requestTimeout: TimeAmount
     private(set) var lastProgress: NIODeadline
+    /// Some of the response arrived since ``lastProgress`` was last set from it (``backendReadComplete(now:)``).
+    private var responseProgressed = false
     private(set) var requestEnded = false
     private(set) var responseHeadSent = false
     private(set) var backendKeepAlive = false
@@ -196,11 +198,12 @@ struct ProxyExchange {
     }
 
     /// `acceptsWebSocket`: the head is a `101` that names `websocket` (``WebSocketHandshake/isAccepted(_:)``).
-    /// `now`: from here the request timeout measures the backend's silence between reads of the response.
+    /// From here the request timeout measures the backend's silence between reads of the response
+    /// (``backendReadComplete(now:)``).
     mutating func receiveResponseHead(status: HTTPResponseStatus, isKeepAlive: Bool, headersValid: Bool,
-                                      acceptsWebSocket: Bool = false, now: NIODeadline) -> ResponseHeadDecision {
+                                      acceptsWebSocket: Bool = false) -> ResponseHeadDecision {
         guard headersValid else { return .refuse(.badGateway) }
-        self.lastProgress = now
+        self.responseProgressed = true
         self.upstreamStatus = Int(status.code)
         if status == .switchingProtocols {
             // Any other 101, relayed, would leave the client waiting for a protocol that never starts.
@@ -222,9 +225,18 @@ struct ProxyExchange {
         self.closeClientAfterResponse = close
     }
 
-    mutating func receiveResponseBody(bytes: Int, now: NIODeadline) {
+    mutating func receiveResponseBody(bytes: Int) {
         self.responseBytes += bytes
-        self.lastProgress = now
+        self.responseProgressed = true
+    }
+
+    /// The backend's read is over: if it carried some of the response, the silence the request timeout bounds
+    /// starts now. Read once a read rather than at each part: a small response has ended by then, and its
+    /// exchange asks for no time at all.
+    mutating func backendReadComplete(now: @autoclosure () -> NIODeadline) {
+        guard self.responseProgressed else { return }
+        self.responseProgressed = false
+        self.lastProgress = now()
     }
 
     mutating func receiveResponseEnd() -> ResponseEnd {
@@ -261,6 +273,7 @@ struct ProxyExchange {
         case .rejecting, .finished: return .none
         }
         guard !self.switchedProtocols else { return .none }  // a tunnel has its own idle timeout
+        self.backendReadComplete(now: now)  // (a read's end always comes first; this only makes sure)
         // Body bytes still flowing (the request's to the backend, then the response's from it) extend the deadline.
         if self.deadline > now { return .rearm(self.deadline) }
         return self.responseHeadSent ? .abortResponse : .respond(.gatewayTimeout)

@@ -559,8 +559,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             status: head.status,
             isKeepAlive: summary?.isKeepAlive(version: head.version) ?? ProxyHeaders.isKeepAlive(head),
             headersValid: backend.deliversCheckedFields || ProxyHeaders.areValid(head.headers),
-            acceptsWebSocket: exchange.machine.askedToUpgrade && WebSocketHandshake.isAccepted(head),
-            now: context.eventLoop.now) {
+            acceptsWebSocket: exchange.machine.askedToUpgrade && WebSocketHandshake.isAccepted(head)) {
         case .refuse(let status):
             self.respondWithError(status, close: false)
         case .switchProtocols:
@@ -599,7 +598,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     private func backendReadBody(_ buffer: ByteBuffer) {
         guard let backend = self.backend, let exchange = self.exchange, let context = self.context else { return }
-        exchange.machine.receiveResponseBody(bytes: buffer.readableBytes, now: context.eventLoop.now)
+        exchange.machine.receiveResponseBody(bytes: buffer.readableBytes)
         self.writeToClient(.body(.byteBuffer(buffer)), context: context)
         if self.channel?.isWritable == false {
             backend.pauseReads()
@@ -637,6 +636,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     func backendReadComplete() {
         guard let context = self.context else { return }
+        self.exchange?.machine.backendReadComplete(now: context.eventLoop.now)
         self.flushClient(context: context)
     }
 

@@ -236,9 +236,11 @@ final class GroupScheduler: Sendable {
     }
 
     func pick(clientIP: String, excluding: BackendServer? = nil) -> BalancedServer? {
-        guard self.failures.marked.load(ordering: .relaxed) > 0 else {
-            return self.pick(clientIP: clientIP, excluding: excluding, now: nil)
+        let marked = self.failures.marked.load(ordering: .relaxed) > 0
+        if !marked, excluding == nil, self.scheduling == .weightedRoundRobin, self.health?.allSatisfy(\.inRotation) ?? true {
+            return self.roundRobin.next()  // the usual pick, in one step
         }
+        guard marked else { return self.pick(clientIP: clientIP, excluding: excluding, now: nil) }
         // Some server is marked down: picked without it, unless no other is left.
         return self.pick(clientIP: clientIP, excluding: excluding, now: NIODeadline.now().uptimeNanoseconds)
             ?? self.pick(clientIP: clientIP, excluding: excluding, now: nil)

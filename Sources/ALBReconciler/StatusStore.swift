@@ -28,7 +28,38 @@ public final class StatusStore: @unchecked Sendable {
     }
 
     public func path(for id: ResourceID) -> FilePath {
-        folder(for: id.kind).appending("\(id.name).yaml")
+        folder(for: id.kind).appending(Self.fileName(for: id.name))
+    }
+
+    /// `NAME.yaml` for a valid name (SPEC: `S/<kind>s/<name>.yaml`). An invalid resource has a status too (it says
+    /// why), but its name may hold `/`, `..` or anything else: every byte but a-z, A-Z, 0-9, `-` and `_` is
+    /// percent-encoded, so no name reaches outside its folder or names a hidden or temporary file, and a long one
+    /// is cut and told apart by a hash. (The name a status belongs to is read from the file, not its name.)
+    static func fileName(for name: String) -> String {
+        let kept = name.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"): true
+            default: false
+            }
+        }
+        if kept && !name.isEmpty && name.utf8.count <= 128 { return name + ".yaml" }
+        var encoded = name.isEmpty ? "%" : ""
+        for byte in name.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
+                encoded.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                encoded += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        if encoded.utf8.count > 128 {
+            // FNV-1a of the whole name: the cut names of two long names stay apart.
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            encoded = String(decoding: encoded.utf8.prefix(100), as: UTF8.self) + "~" + String(hash, radix: 16)
+        }
+        return encoded + ".yaml"
     }
 
     func folder(for kind: ResourceKind) -> FilePath {
@@ -228,4 +259,10 @@ public struct StatusWriteError: Error, CustomStringConvertible {
     public var path: String
     public var errno: Int32
     public var description: String { "cannot write \(path): \(String(cString: strerror(errno)))" }
+}
+
+private extension String {
+    func leftPadded(to length: Int) -> String {
+        String(repeating: "0", count: max(0, length - self.count)) + self
+    }
 }

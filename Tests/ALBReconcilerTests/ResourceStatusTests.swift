@@ -100,6 +100,33 @@ final class ResourceStatusTests: XCTestCase {
         XCTAssertTrue(StatusStore(directory: folder.path).loadAll().isEmpty)
     }
 
+    /// An invalid resource's name may be anything: its status file stays in its kind's folder whatever the name
+    /// (a `../../victim` once overwrote, then deleted, a file outside the status directory), is found again by
+    /// `loadAll`, and is removed from there.
+    func testAStatusFileStaysInItsFolderWhateverTheName() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("alb-status-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let folder = root.appendingPathComponent("status")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let victim = root.appendingPathComponent("victim.yaml")
+        try "important: data\n".write(to: victim, atomically: true, encoding: .utf8)
+        let store = StatusStore(directory: folder.path)
+        let names = ["../../victim", "../status/listeners/web", "..", ".", "", "a/b", ".hidden", ".x.tmp", "Web",
+                     "caf\u{e9}", "%2E%2E", String(repeating: "x/", count: 200), String(repeating: "y", count: 300)]
+        for name in names {
+            XCTAssertTrue(try store.write(ResourceStatus(id: ResourceID(kind: .listener, name: name), source: "a.yaml:1")), name)
+        }
+        XCTAssertEqual(try String(contentsOf: victim, encoding: .utf8), "important: data\n")
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("listeners").path)
+        XCTAssertEqual(files.count, names.count, "one file each, none shared: \(files)")
+        XCTAssertTrue(files.allSatisfy { !$0.hasPrefix(".") && $0.utf8.count < 255 && !$0.contains("/") }, "\(files)")
+        XCTAssertEqual(Set(StatusStore(directory: folder.path).loadAll().keys.map(\.name)), Set(names))
+        for name in names { store.remove(ResourceID(kind: .listener, name: name)) }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.appendingPathComponent("listeners").path), [])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: victim.path))
+        XCTAssertEqual(StatusStore.fileName(for: "web"), "web.yaml", "a valid name is the file's name (SPEC)")
+    }
+
     func testCountersAloneAreTheStatsAndEachServersRequests() {
         var listener = ResourceStatus(id: ResourceID(kind: .listener, name: "web"), source: "a.yaml:1")
         listener.stats = ListenerStats()
