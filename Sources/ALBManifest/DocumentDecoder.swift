@@ -407,7 +407,20 @@ struct DocumentDecoder {
             reader.error("\(spec.childPath(key)): must not be empty", at: node)
             return nil
         }
+        guard !Self.looksLikePEMContent(text) else {
+            // Pasting the PEM itself is a common slip. Taken for a path, a private key would be echoed by every
+            // message and file that names the path (status, `alb plan`, errors): refused, and never repeated.
+            reader.error("\(spec.childPath(key)): must be the path of a PEM file, not its content (the value is "
+                         + "not shown: it may be a private key)", at: node)
+            return nil
+        }
         return ManifestPath.resolve(text, relativeTo: manifestPath)
+    }
+
+    /// PEM armour, a line break, or more than any usable path (PATH_MAX is 4096; a key's base64 alone is longer
+    /// than 1,000 bytes).
+    static func looksLikePEMContent(_ text: String) -> Bool {
+        text.utf8.count > 1024 || text.contains("-----") || text.contains(where: \.isNewline)
     }
 
     private mutating func decodeSecurityPolicy(_ node: Node) -> SecurityPolicySpec? {

@@ -206,6 +206,20 @@ final class DecodingTests: XCTestCase {
         ])
     }
 
+    /// The PEM pasted in place of a path: refused, and the key is repeated by no message (nor kept anywhere, so no
+    /// status file, `alb plan` or error names it as a path).
+    func testAPEMPastedForAPathIsRefusedWithoutShowingIt() {
+        let key = "-----BEGIN PRIVATE KEY-----\n    MIIEvAIBADANBgkqhkiG9w0BAQEFAASC\n    -----END PRIVATE KEY-----"
+        let text = Fixture.doc("Certificate", "c", "type: Server\ncertificate: c.pem\nprivateKey: |\n    \(key)")
+            + "---\n" + Fixture.doc("Certificate", "d", "{type: Server, certificate: c.pem, privateKey: \"MIIE\(String(repeating: "A", count: 1600))\"}")
+        let result = load(("c.yaml", text), withBase: false)
+        assertDiagnostics(result, [
+            "c.yaml:8:15: error: spec.privateKey: must be the path of a PEM file, not its content (the value is not shown: it may be a private key)",
+            "c.yaml:18:50: error: spec.privateKey: must be the path of a PEM file, not its content (the value is not shown: it may be a private key)",
+        ])
+        XCTAssertFalse(result.diagnostics.contains { $0.description.contains("MIIE") })
+    }
+
     func testSecurityPolicyRules() {
         let text = Fixture.doc("SecurityPolicy", "p", "tlsVersions: [TLSv1.2, SSLv3]\nciphers: [AES128-SHA, RC4-MD5]")
             + "---\n" + Fixture.doc("SecurityPolicy", "q", "tlsVersions: []\nciphers: []")

@@ -2,7 +2,7 @@
 import subprocess
 import time
 
-from conftest import ALB, free_port, line_of, manifest_set
+from conftest import ALB, free_port, line_of, manifest_set, wait_for
 
 
 def validate(directory):
@@ -64,3 +64,36 @@ def test_huge_file_is_refused(tmp_path):
     result = validate(tmp_path)
     assert result.returncode == 1
     assert "huge.yaml:1:1: error:" in result.stdout
+
+
+def test_a_private_key_pasted_for_its_path_is_refused_and_never_repeated(tmp_path, alb):
+    # Until the fourteenth session the PEM was taken for a path: `alb validate`, `alb plan`, status files and their
+    # errors then printed the key.
+    secret = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7secretkeymaterial"
+    text = """apiVersion: alb/v1
+kind: Certificate
+metadata: {name: pasted}
+spec:
+  type: Server
+  certificate: main.pem
+  privateKey: |
+    -----BEGIN PRIVATE KEY-----
+    %s
+    -----END PRIVATE KEY-----
+""" % secret
+    (tmp_path / "cert.yaml").write_text(text)
+    result = validate(tmp_path)
+    assert result.returncode == 1
+    assert "%s:7:15: error: spec.privateKey: must be the path of a PEM file, not its content" % (tmp_path / "cert.yaml") \
+        in result.stdout, result.stdout
+    plan = subprocess.run([ALB, "plan", str(tmp_path), "--status-dir", str(tmp_path.parent / "no-status")],
+                          capture_output=True, text=True, timeout=30)
+    alb.write("cert.yaml", text)
+    alb.start()
+    wait_for(lambda: alb.status_of("Certificate", "pasted"), what="the certificate's status")
+    shown = result.stdout + result.stderr + plan.stdout + plan.stderr + alb.logs() + alb.run_cli(
+        "status", "--status-dir", str(alb.status)).stdout
+    for path in alb.status.rglob("*"):
+        if path.is_file():
+            shown += path.read_text(errors="replace")
+    assert secret not in shown and "BEGIN PRIVATE KEY" not in shown
