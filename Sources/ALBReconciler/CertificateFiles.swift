@@ -63,19 +63,19 @@ public struct CertificateFiles: Sendable {
         }
     }
 
+    /// The file's bytes, read as a manifest is (``ManifestDirectory/readRegularFile(_:limit:)``): a FIFO or a
+    /// device named as a certificate once hung `alb validate` and every reconcile pass, SIGTERM included.
     static func read(_ path: String) -> Result<[UInt8], CertificateProblem> {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist"
-            return .failure(CertificateProblem("\(path) \(reason)"))
-        }
-        defer { try? handle.close() }
-        guard let data = try? handle.read(upToCount: maxFileBytes + 1) else {
-            return .failure(CertificateProblem("\(path) cannot be read"))
-        }
-        if data.count > maxFileBytes {
+        switch ManifestDirectory.readRegularFile(path, limit: maxFileBytes + 1) {
+        case nil:
+            return .failure(CertificateProblem("\(path) does not exist"))
+        case .failure(let problem):
+            return .failure(CertificateProblem("\(path) cannot be read: \(problem.message)"))
+        case .success(let bytes) where bytes.count > maxFileBytes:
             return .failure(CertificateProblem("\(path) is larger than \(maxFileBytes) bytes"))
+        case .success(let bytes):
+            return .success(bytes)
         }
-        return .success([UInt8](data))
     }
 }
 

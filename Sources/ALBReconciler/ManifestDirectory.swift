@@ -139,6 +139,12 @@ public struct ManifestDirectory: Sendable {
     /// At most `maxFileBytes + 1` bytes of a regular file; nil when it no longer exists. Opened without
     /// blocking and checked again after opening: a FIFO swapped in after the walk must not hang a pass.
     static func readManifest(_ path: String) -> Result<[UInt8], ReadProblem>? {
+        readRegularFile(path, limit: ManifestLoader.maxFileBytes + 1)
+    }
+
+    /// At most `limit` bytes of a regular file; nil when it does not exist. Opened without blocking and refused
+    /// unless it is a regular file: a FIFO (or a device) in its place must not hang a pass, or `alb validate`.
+    static func readRegularFile(_ path: String, limit: Int) -> Result<[UInt8], ReadProblem>? {
         let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard descriptor >= 0 else {
             if errno == ENOENT { return nil }
@@ -150,7 +156,6 @@ public struct ManifestDirectory: Sendable {
         guard fileType(info) == S_IFREG else {
             return .failure(ReadProblem(message: "not a regular file (\(describe(type: fileType(info))))"))
         }
-        let limit = ManifestLoader.maxFileBytes + 1
         var bytes = [UInt8](repeating: 0, count: min(limit, max(Int(info.st_size), 0) + 1))
         var count = 0
         while count < bytes.count {

@@ -163,6 +163,17 @@ def test_file_or_special_file_where_a_directory_or_manifest_is_expected(tmp_path
     ]
 
 
+def test_a_certificate_path_that_names_a_fifo_is_an_error_not_a_hang(tmp_path):
+    # Until the fourteenth session reading it blocked: `alb validate` hung, and so did every reconcile pass.
+    (tmp_path / "m1").mkdir()
+    os.mkfifo(tmp_path / "m1" / "cert.pem")
+    (tmp_path / "m1" / "cert.yaml").write_text(
+        "apiVersion: alb/v1\nkind: Certificate\nmetadata: {name: c}\nspec: {type: CA, certificate: cert.pem}\n")
+    result = run_alb(tmp_path, "validate", "m1", timeout=10)
+    assert result.returncode == 1
+    assert "cert.pem cannot be read: not a regular file (a FIFO)" in result.stdout, result.stdout
+
+
 def test_byte_order_mark_is_accepted(tmp_path):
     (tmp_path / "web.yaml").write_bytes(b"\xef\xbb\xbf" + manifest_set(free_port(), [(9001, 100)]).encode())
     result = run_alb(tmp_path, "validate", ".")
