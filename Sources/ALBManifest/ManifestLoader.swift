@@ -37,6 +37,10 @@ public enum ManifestLoader {
                     } else {
                         looseDiagnostics.append(contentsOf: document.diagnostics)
                     }
+                    if document.id.map({ !DocumentDecoder.isValidName($0.name) }) ?? true,
+                       set.unidentifiedDocuments[file.path] == nil, let first = document.diagnostics.first {
+                        set.unidentifiedDocuments[file.path] = first
+                    }
                     documents.append(document)
                 }
             }

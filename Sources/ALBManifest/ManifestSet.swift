@@ -16,6 +16,11 @@ public struct ManifestSet: Sendable {
     public var unparsableFiles: [String: Diagnostic]
     /// File path -> ids its documents define (valid or invalid).
     public var definedBy: [String: Set<ResourceID>]
+    /// File path -> the first problem of a document in it whose identity could not be read: no known `kind`, no
+    /// `metadata.name`, or a name that is no valid name (a typo in it). Which resource such a document meant is
+    /// unknown, so callers keep what the file defined at its last good read, as for an unparsable file: a typo
+    /// in `kind: Listener` must not delete the listener.
+    public var unidentifiedDocuments: [String: Diagnostic] = [:]
     /// Where each (valid or invalid) resource is defined; for duplicates, the first copy.
     public var sources: [ResourceID: SourceLocation]
 

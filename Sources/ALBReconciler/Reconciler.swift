@@ -107,8 +107,8 @@ public actor Reconciler {
         //    invalid now or whose file no longer parses.
         var problems = manifests.invalid
         var desired = manifests.resources
-        for (file, diagnostic) in manifests.unparsableFiles {
-            for id in lastGoodFiles[file] ?? [] where desired[id] == nil {
+        for (file, diagnostic) in manifests.unparsableFiles.merging(manifests.unidentifiedDocuments, uniquingKeysWith: { $1 }) {
+            for id in lastGoodFiles[file] ?? [] where desired[id] == nil && problems[id] == nil {
                 problems[id, default: []].append(diagnostic)
             }
         }
@@ -137,9 +137,10 @@ public actor Reconciler {
             emptyTreeSeenAt = nil
         }
 
-        // Remember what each file defined at its last good parse.
+        // Remember what each file defined at its last good parse; while a document of it cannot be identified,
+        // what it defined before too (the one it cannot identify may be one of those).
         for (file, ids) in manifests.definedBy where manifests.unparsableFiles[file] == nil {
-            lastGoodFiles[file] = ids
+            lastGoodFiles[file] = manifests.unidentifiedDocuments[file] == nil ? ids : ids.union(lastGoodFiles[file] ?? [])
         }
         for file in lastGoodFiles.keys where !files.contains(where: { $0.path == file }) {
             lastGoodFiles[file] = nil

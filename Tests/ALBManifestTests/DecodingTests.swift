@@ -220,6 +220,16 @@ final class DecodingTests: XCTestCase {
         XCTAssertFalse(result.diagnostics.contains { $0.description.contains("MIIE") })
     }
 
+    /// A document whose kind or name cannot be read marks its file, so the reconciler keeps what the file defined
+    /// before (a typo must not delete a resource); a valid file, or one whose problems are in `spec`, is not marked.
+    func testFilesWithADocumentThatCannotBeIdentifiedAreMarked() {
+        let set = load(("kind.yaml", Fixture.doc("Listnr", "a", "{}")),
+                       ("name.yaml", Fixture.doc("Certificate", "Bad_Name", "{type: CA, certificate: a.pem}")),
+                       ("spec.yaml", Fixture.doc("Certificate", "ok", "{type: CA, certificate: \"\"}")))
+        XCTAssertEqual(Set(set.unidentifiedDocuments.keys), ["kind.yaml", "name.yaml"])
+        XCTAssertTrue(set.unidentifiedDocuments["kind.yaml"]?.message.contains("Listnr") ?? false)
+    }
+
     func testSecurityPolicyRules() {
         let text = Fixture.doc("SecurityPolicy", "p", "tlsVersions: [TLSv1.2, SSLv3]\nciphers: [AES128-SHA, RC4-MD5]")
             + "---\n" + Fixture.doc("SecurityPolicy", "q", "tlsVersions: []\nciphers: []")

@@ -158,6 +158,30 @@ def test_unparsable_file_deletes_nothing(alb, backends):
     assert alb.status_of("Listener", "web")["state"] == "Running"
 
 
+def test_a_typo_in_a_documents_kind_or_name_deletes_nothing(alb, backends):
+    # Which resource such a document meant cannot be known, so its file keeps what it defined at its last good read,
+    # as an unparsable file does. Until the fourteenth session the listener was deleted a second later.
+    b1 = backends.start("b1")
+    port = free_port()
+    good = manifest_set(port, [(b1, 100)])
+    alb.write("web.yaml", good)
+    alb.start()
+    alb.wait_state("web", "Running")
+    for typo in (good.replace("kind: Listener", "kind: Listner"), good.replace("name: web}", "name: Web}"),
+                 good.replace("metadata: {name: web}", "metadata: {nam: web}")):
+        assert typo != good
+        alb.write("web.yaml", typo)
+        wait_for(lambda: alb.condition("Listener", "web", "Valid")["status"] == "False", what="the typo reported")
+        time.sleep(2.5)  # past the window in which a vanished resource is kept anyway
+        assert get(port)[0] == 200, typo
+        assert alb.status_of("Listener", "web")["state"] == "Running"
+        alb.write("web.yaml", good)
+        wait_for(lambda: alb.condition("Listener", "web", "Valid")["status"] == "True", what="fixed")
+    # Deleting the document for real still deletes the listener.
+    alb.write("web.yaml", good.rsplit("---\n", 1)[0])
+    wait_for(lambda: refused(port), timeout=15, what="listener removed")
+
+
 def test_port_taken_by_another_process_fails_then_recovers(alb, backends):
     b1 = backends.start("b1")
     blocker = __import__("socket").socket()
