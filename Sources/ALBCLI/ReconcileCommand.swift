@@ -13,8 +13,9 @@ struct ReconcileCommand: AsyncParsableCommand {
         discussion: """
             Writes one status file per resource under the status directory and appends every action to \
             STATUS/events.log. With --watch, changes under the manifest directory are applied within a second. \
-            SIGHUP forces a full reconcile; SIGTERM or SIGINT stops accepting, drains in-flight requests \
-            (up to --drain-timeout seconds) and exits 0.
+            SIGHUP forces a full reconcile; SIGUSR1 reopens the access log (after logrotate moved it); \
+            SIGTERM or SIGINT stops accepting, drains in-flight requests (up to --drain-timeout seconds) \
+            and exits 0.
 
             Binary upgrade without dropping a connection: run every reconciler with --takeover PATH. A new \
             `alb reconcile --takeover PATH` started while one listens at PATH receives its listening sockets \

@@ -138,25 +138,42 @@ public struct AccessLogRecord: Sendable, Equatable {
 /// (``AccessLogBuffer``) that hands whole batches to this object, which writes them on its own serial
 /// queue. A batch goes out when it passes 32 KiB or 200 ms after its first line, and on stop/shutdown.
 public final class AccessLog: Sendable {
-    private let fd: Int32
+    private let path: String
+    /// The open file; replaced (on the queue) by ``reopen()``.
+    private let fd: ManagedAtomic<Int32>
     private let queue = DispatchQueue(label: "albatross.access-log")
     /// Set (on the queue) by `close()`; later batches are dropped, and the descriptor is closed once.
     private let isClosed = ManagedAtomic<Bool>(false)
 
     /// Opens (creating, appending) the file.
     public init(path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        self.path = path
+        self.fd = ManagedAtomic(try Self.open(path))
+    }
+
+    private static func open(_ path: String) throws -> Int32 {
+        let fd = Glibc_open(path)
         guard fd >= 0 else {
             throw IOError(errnoCode: errno, reason: "open(\(path))")
         }
-        self.fd = fd
+        return fd
+    }
+
+    /// Opens the path again, after the lines queued so far went to the file it had (`logrotate` moved it away:
+    /// SIGUSR1, as for nginx). If the path cannot be opened, the lines go on to the old file.
+    public func reopen() throws {
+        try self.queue.sync {
+            guard !self.isClosed.load(ordering: .acquiring) else { return }
+            let fresh = try Self.open(self.path)
+            _ = closeFile(self.fd.exchange(fresh, ordering: .acquiringAndReleasing))
+        }
     }
 
     /// Queues a batch of complete lines.
     func write(_ bytes: [UInt8]) {
-        let fd = self.fd
         self.queue.async {
             guard !self.isClosed.load(ordering: .acquiring) else { return }
+            let fd = self.fd.load(ordering: .acquiring)
             bytes.withUnsafeBytes { raw in
                 var offset = 0
                 while offset < raw.count {
@@ -180,16 +197,24 @@ public final class AccessLog: Sendable {
     public func close() {
         self.queue.sync {
             if !self.isClosed.exchange(true, ordering: .acquiringAndReleasing) {
-                _ = closeFile(self.fd)
+                _ = closeFile(self.fd.load(ordering: .acquiring))
             }
         }
     }
 
     deinit {
         if !self.isClosed.load(ordering: .acquiring) {
-            _ = closeFile(self.fd)
+            _ = closeFile(self.fd.load(ordering: .acquiring))
         }
     }
+}
+
+private func Glibc_open(_ path: String) -> Int32 {
+    #if canImport(Darwin)
+    return Darwin.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+    #else
+    return Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+    #endif
 }
 
 private func Glibc_write(_ fd: Int32, _ pointer: UnsafeRawPointer?, _ count: Int) -> Int {

@@ -63,10 +63,12 @@ public struct ReconcileService: Sendable, Service {
     }
 
     public func run() async throws {
-        // SIGHUP must not end the process before its source is up (its default action). SIGTERM and SIGINT
-        // keep theirs until the ServiceGroup's sources take them: set to SIG_IGN here, libdispatch on Linux
-        // never delivered them to those sources (measured: the process ignored SIGTERM).
+        // SIGHUP, SIGUSR1 and SIGUSR2 must not end the process before their sources are up (their default
+        // action). SIGTERM and SIGINT keep theirs until the ServiceGroup's sources take them: set to SIG_IGN here,
+        // libdispatch on Linux never delivered them to those sources (measured: the process ignored SIGTERM).
         signal(SIGHUP, SIG_IGN)
+        signal(SIGUSR1, SIG_IGN)
+        signal(SIGUSR2, SIG_IGN)
         if ServiceGroupContext.isRunningInGroup {
             try await self.serve()
             return
@@ -143,12 +145,24 @@ public struct ReconcileService: Sendable, Service {
         // SIGHUP forces a full pass. The same sequence hears SIGTERM and SIGINT (which reach the loop as the
         // ServiceGroup's graceful shutdown) only to say which signal it was in the log and the status files.
         let signalName = NIOLockedValueBox<String?>(nil)
-        let signals = await UnixSignalsSequence(trapping: .sighup, .sigterm, .sigint)
+        // SIGUSR1 reopens the access log after `logrotate` moved it (nginx's convention); USR2 is ignored. By
+        // default both end the process, in-flight requests and all.
+        let signals = await UnixSignalsSequence(trapping: .sighup, .sigterm, .sigint, .sigusr1, .sigusr2)
         var background: [Task<Void, Never>] = []
-        background.append(Task {
+        background.append(Task { [log] in
             for await received in signals {
                 if received == .sighup {
                     continuation.yield(.hangup)
+                } else if received == .sigusr1 {
+                    do {
+                        try accessLog?.reopen()
+                        log.info("SIGUSR1: access log reopened", ["path": options.accessLogPath ?? ""])
+                    } catch {
+                        log.error("SIGUSR1: cannot reopen the access log; lines go on to the old file",
+                                  ["path": options.accessLogPath ?? "", "error": "\(error)"])
+                    }
+                } else if received == .sigusr2 {
+                    log.info("SIGUSR2 ignored")
                 } else {
                     signalName.withLockedValue { $0 = $0 ?? received.description }
                 }

@@ -2,6 +2,7 @@
 import http.client
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -101,10 +102,35 @@ def test_access_log_has_spec_fields(serving, backends, alb):
     assert record["upstream"].startswith("127.0.0.1:")
 
 
+def test_sigusr1_reopens_the_access_log_after_logrotate_moved_it(serving, backends, alb):
+    # nginx's convention, which logrotate's postrotate scripts use. Until the fourteenth session SIGUSR1 (and USR2)
+    # killed the process at once, in-flight requests and all, and nothing made a moved log file be written anew.
+    import signal
+    import threading
+    port = serving([(backends.start("a"), 100)])
+    path = alb.root / "access.log"
+    assert get(port, "/before")[0] == 200
+    wait_for(lambda: '"/before"' in path.read_text(), what="the first line")
+    rotated = alb.root / "access.log.1"
+    path.rename(rotated)
+    slow = {}
+    thread = threading.Thread(target=lambda: slow.update(answer=get(port, "/slow?s=1", timeout=10)))
+    thread.start()
+    time.sleep(0.3)
+    alb.process.send_signal(signal.SIGUSR1)
+    alb.process.send_signal(signal.SIGUSR2)
+    thread.join(10)
+    assert slow["answer"][0] == 200, "the request in flight was answered"
+    wait_for(lambda: path.exists(), what="the log opened again at its path")
+    assert get(port, "/after")[0] == 200
+    wait_for(lambda: '"/after"' in path.read_text(), what="a line in the new file")
+    assert alb.process.poll() is None
+    assert '"/after"' not in rotated.read_text()
+
+
 def test_backend_connect_timeout_is_502_after_five_seconds(alb):
     # A listener whose accept queue is full drops new SYNs, so connecting to it hangs like a dead host.
     import socket
-    import time
     blackhole = socket.socket()
     blackhole.bind(("127.0.0.1", 0))
     blackhole.listen(0)
