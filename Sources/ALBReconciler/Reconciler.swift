@@ -61,6 +61,8 @@ public actor Reconciler {
     var statuses: [ResourceID: ResourceStatus]
     var lastGood: [ResourceID: Resource] = [:]
     var lastGoodFiles: [String: Set<ResourceID>] = [:]
+    /// File-level problems already logged (``reportFileProblems(_:)``), by file.
+    private var reportedFileProblems: [String: String] = [:]
     var listeners: [String: LiveListener] = [:]
     var emptyTreeSeenAt: Date?
     /// When each resource whose document vanished was first missed (see ``keepVanishedResources``).
@@ -173,17 +175,30 @@ public actor Reconciler {
             status.observedGeneration = status.generation
             if let first = diagnostics.first {
                 let message = diagnostics.map(\.formatted).joined(separator: "; ")
+                if status.condition("Valid")?.message != message {
+                    // Once per new problem: the log and events.log say why the manifest was not applied.
+                    let serving = lastGood[id] != nil
+                    log.warning(serving ? "manifest invalid; the last good configuration keeps serving"
+                                        : "manifest invalid; nothing serves it until it is fixed",
+                                ["kind": id.kind.rawValue, "name": id.name, "reason": first.reason.rawValue,
+                                 "error": message])
+                    record(id, action: "invalid", message: message, now: now)
+                }
                 status.setCondition("Valid", false, reason: first.reason.rawValue, message: message, now: now)
                 status.setCondition("Synced", false, reason: first.reason.rawValue, message: message, now: now)
                 status.lastAttempt = LastAttempt(generation: status.generation, error: message,
                                                  at: status.lastAttempt?.generation == status.generation
                                                      ? status.lastAttempt?.at ?? now : now)
             } else {
+                if status.condition("Valid")?.status == false {
+                    log.info("manifest valid again", ["kind": id.kind.rawValue, "name": id.name])
+                }
                 status.setCondition("Valid", true, reason: "Validated", message: "", now: now)
                 lastGood[id] = manifests.resources[id]
             }
             statuses[id] = status
         }
+        reportFileProblems(manifests)
 
         // 4. Non-listener resources apply by being part of the desired state.
         for id in desired.keys where id.kind != .listener {
@@ -619,6 +634,19 @@ public actor Reconciler {
     }
 
     // MARK: - Status
+
+    /// A file that does not parse, or a document whose kind or name cannot be read, belongs to no resource status
+    /// when the file defined nothing before: logged once per new problem, so a broken new file is not silent.
+    private func reportFileProblems(_ manifests: ManifestSet) {
+        var current: [String: String] = [:]
+        for (file, diagnostic) in manifests.unparsableFiles.merging(manifests.unidentifiedDocuments, uniquingKeysWith: { first, _ in first }) {
+            current[file] = diagnostic.formatted
+            if reportedFileProblems[file] != diagnostic.formatted {
+                log.warning("manifest file not applied", ["file": file, "error": diagnostic.formatted])
+            }
+        }
+        reportedFileProblems = current
+    }
 
     private func record(_ id: ResourceID, action: String, from: String? = nil, to: String? = nil, message: String, now: Date) {
         store.event(kind: id.kind, name: id.name, action: action, from: from, to: to, message: message, at: now)

@@ -182,6 +182,25 @@ def test_a_typo_in_a_documents_kind_or_name_deletes_nothing(alb, backends):
     wait_for(lambda: refused(port), timeout=15, what="listener removed")
 
 
+def test_why_a_manifest_was_not_applied_is_logged_and_in_events_once(alb, backends):
+    # Until the fourteenth session only the status file and `alb validate` said it; a broken new file, which
+    # belongs to no resource, said it nowhere.
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)], idle=0))
+    alb.write("broken.yaml", "kind: [\n")
+    alb.start()
+    wait_for(lambda: "manifest invalid" in alb.logs() and "manifest file not applied" in alb.logs(), what="the log lines")
+    logs = alb.logs()
+    assert "spec.idleTimeout: 0 is out of range" in logs and "broken.yaml:2:1: error: invalid YAML" in logs, logs
+    wait_for(lambda: [e for e in alb.events() if e["action"] == "invalid" and e["name"] == "web"], what="the event")
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.wait_state("web", "Running")
+    wait_for(lambda: "manifest valid again" in alb.logs(), what="valid again")
+    logs = alb.logs()
+    assert logs.count("spec.idleTimeout: 0 is out of range") == 1 and logs.count("manifest file not applied") == 1, logs
+
+
 def test_port_taken_by_another_process_fails_then_recovers(alb, backends):
     b1 = backends.start("b1")
     blocker = __import__("socket").socket()
