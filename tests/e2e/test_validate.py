@@ -97,3 +97,21 @@ spec:
         if path.is_file():
             shown += path.read_text(errors="replace")
     assert secret not in shown and "BEGIN PRIVATE KEY" not in shown
+
+
+def test_plan_reports_what_validate_reports_and_says_when_it_plans_against_nothing(tmp_path):
+    # Until the fourteenth session `alb plan` left certificate files unchecked (exit 2 for a change reconcile then
+    # refused) and planned against a mistyped status directory without a word.
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "web.yaml").write_text(manifest_set(free_port(), [(9001, 100)]))
+    (tmp_path / "m" / "cert.yaml").write_text(
+        "apiVersion: alb/v1\nkind: Certificate\nmetadata: {name: c}\nspec: {type: CA, certificate: missing.pem}\n")
+    plan = subprocess.run([ALB, "plan", str(tmp_path / "m"), "--status-dir", str(tmp_path / "sttypo")],
+                          capture_output=True, text=True, timeout=30)
+    assert plan.returncode == 1, plan.stdout + plan.stderr
+    assert "missing.pem does not exist" in plan.stderr
+    assert "holds no live state" in plan.stderr
+    (tmp_path / "afile").write_text("x")
+    plan = subprocess.run([ALB, "plan", str(tmp_path / "m"), "--status-dir", str(tmp_path / "afile")],
+                          capture_output=True, text=True, timeout=30)
+    assert plan.returncode == 1 and "afile: error: " in plan.stderr, plan.stderr
