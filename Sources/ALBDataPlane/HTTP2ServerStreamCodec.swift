@@ -254,11 +254,12 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
 
     /// A held head with a gRPC status that the end did not follow: sent on, its status fields moved to the trailers.
     private func sendHeldHead(context: ChannelHandlerContext) {
-        guard var (head, promise) = self.heldTrailersOnlyHead else { return }
+        guard let held = self.heldTrailersOnlyHead else { return }
         self.heldTrailersOnlyHead = nil
+        var head = held.head
         self.heldGRPCStatus = Self.takeGRPCStatus(from: &head.headers)
         let block = HTTP2Heads.headerBlock(status: head.status, fields: head.headers, scratch: self.blockScratch)
-        self.send(.headers(.init(headers: block)), promise: promise, context: context)
+        self.send(.headers(.init(headers: block)), promise: held.promise, context: context)
     }
 
     private func failHeldHead() {
