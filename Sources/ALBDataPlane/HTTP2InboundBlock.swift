@@ -218,15 +218,9 @@ enum HTTP2InboundBlock {
         // (RFC 9110 section 5.5), and an HTTP/1 backend could not be sent them. It also makes a value that starts or
         // ends with SP or HTAB malformed: an HTTP/1 backend would trim them, so a rule here that matched the value
         // with them would not be reading what the backend reads.
-        guard ProxyHeaders.isFieldValue(value), !Self.hasOuterWhitespace(value) else {
+        guard ProxyHeaders.isTrimmedFieldValue(value) else {
             throw NIOHTTP2Errors.invalidHTTP2HeaderFieldValue(name: name, value: value)
         }
-    }
-
-    private static func hasOuterWhitespace(_ value: String) -> Bool {
-        guard let first = value.utf8.first, let last = value.utf8.last else { return false }
-        return first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") || last == UInt8(ascii: " ")
-            || last == UInt8(ascii: "\t")
     }
 
     /// Whether `name` (after its first byte, when `droppingFirst`) is a token in lowercase: not empty, and every

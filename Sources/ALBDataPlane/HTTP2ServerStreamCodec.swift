@@ -184,7 +184,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
             let block = HTTP2Heads.headerBlock(status: head.status, fields: head.headers, scratch: self.blockScratch)
             self.send(.headers(.init(headers: block)), promise: promise, context: context)
         case .body(let body):
-            self.sendHeldHead(context: context)
+            if self.heldTrailersOnlyHead != nil { self.sendHeldHead(context: context) }
             self.sendHeldBody(context: context)
             self.heldBody = (body, promise)
         case .end(nil) where self.heldTrailersOnlyHead != nil:
@@ -220,7 +220,7 @@ final class HTTP2ServerStreamCodec: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func flush(context: ChannelHandlerContext) {
-        self.sendHeldHead(context: context)
+        if self.heldTrailersOnlyHead != nil { self.sendHeldHead(context: context) }
         self.sendHeldBody(context: context)
         if let slot = self.slot {
             slot.flush0()

@@ -422,6 +422,18 @@ public enum ProxyHeaders {
             ?? value.utf8.allSatisfy(HTTP1Syntax.isFieldValueChar)
     }
 
+    /// ``isFieldValue(_:)``, and neither the first nor the last byte is SP or HTAB (RFC 9113 section 8.2.1: an
+    /// HTTP/1 recipient would read the value trimmed). One pass over the bytes.
+    public static func isTrimmedFieldValue(_ value: String) -> Bool {
+        func check(_ bytes: UnsafeRawBufferPointer) -> Bool {
+            guard let first = bytes.first, let last = bytes.last else { return true }
+            return first != UInt8(ascii: " ") && first != UInt8(ascii: "\t") && last != UInt8(ascii: " ")
+                && last != UInt8(ascii: "\t") && HTTP1Syntax.areFieldValueChars(bytes)
+        }
+        return value.utf8.withContiguousStorageIfAvailable { check(UnsafeRawBufferPointer($0)) }
+            ?? Array(value.utf8).withUnsafeBytes(check)
+    }
+
     private static func isSafeValue(_ value: String) -> Bool {
         value.utf8AllSatisfy { $0 != 0 && $0 != 0x0A && $0 != 0x0D }
     }
