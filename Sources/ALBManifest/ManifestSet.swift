@@ -35,6 +35,12 @@ public struct ManifestSet: Sendable {
         self.sources = sources
     }
 
+    /// Files whose resources stay as they were at the file's last good read, with why: those that do not parse and
+    /// those with a document that cannot be identified (the parse error first).
+    public var filesNotWhollyRead: [String: Diagnostic] {
+        self.unparsableFiles.merging(self.unidentifiedDocuments) { parseError, _ in parseError }
+    }
+
     /// True when nothing at all was reported.
     public var isValid: Bool { diagnostics.isEmpty }
 }

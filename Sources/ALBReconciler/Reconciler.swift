@@ -61,7 +61,8 @@ public actor Reconciler {
     var statuses: [ResourceID: ResourceStatus]
     var lastGood: [ResourceID: Resource] = [:]
     var lastGoodFiles: [String: Set<ResourceID>] = [:]
-    /// File-level problems already logged (``reportFileProblems(_:)``), by file.
+    /// Problems already logged, by resource (step 3 of a pass) and by file (``reportFileProblems(_:)``).
+    private var reportedProblems: [ResourceID: String] = [:]
     private var reportedFileProblems: [String: String] = [:]
     var listeners: [String: LiveListener] = [:]
     var emptyTreeSeenAt: Date?
@@ -109,7 +110,7 @@ public actor Reconciler {
         //    invalid now or whose file no longer parses.
         var problems = manifests.invalid
         var desired = manifests.resources
-        for (file, diagnostic) in manifests.unparsableFiles.merging(manifests.unidentifiedDocuments, uniquingKeysWith: { $1 }) {
+        for (file, diagnostic) in manifests.filesNotWhollyRead {
             for id in lastGoodFiles[file] ?? [] where desired[id] == nil && problems[id] == nil {
                 problems[id, default: []].append(diagnostic)
             }
@@ -176,13 +177,15 @@ public actor Reconciler {
             if let first = diagnostics.first {
                 let message = diagnostics.map(\.formatted).joined(separator: "; ")
                 if status.condition("Valid")?.message != message {
-                    // Once per new problem: the log and events.log say why the manifest was not applied.
-                    let serving = lastGood[id] != nil
-                    log.warning(serving ? "manifest invalid; the last good configuration keeps serving"
-                                        : "manifest invalid; nothing serves it until it is fixed",
+                    record(id, action: "invalid", message: message, now: now)
+                }
+                if reportedProblems[id] != message {
+                    // Once per problem and process: the log says why the manifest was not applied.
+                    reportedProblems[id] = message
+                    log.warning(lastGood[id] != nil ? "manifest invalid; the last good configuration keeps serving"
+                                                    : "manifest invalid; nothing serves it until it is fixed",
                                 ["kind": id.kind.rawValue, "name": id.name, "reason": first.reason.rawValue,
                                  "error": message])
-                    record(id, action: "invalid", message: message, now: now)
                 }
                 status.setCondition("Valid", false, reason: first.reason.rawValue, message: message, now: now)
                 status.setCondition("Synced", false, reason: first.reason.rawValue, message: message, now: now)
@@ -190,7 +193,7 @@ public actor Reconciler {
                                                  at: status.lastAttempt?.generation == status.generation
                                                      ? status.lastAttempt?.at ?? now : now)
             } else {
-                if status.condition("Valid")?.status == false {
+                if reportedProblems.removeValue(forKey: id) != nil {
                     log.info("manifest valid again", ["kind": id.kind.rawValue, "name": id.name])
                 }
                 status.setCondition("Valid", true, reason: "Validated", message: "", now: now)
@@ -198,6 +201,7 @@ public actor Reconciler {
             }
             statuses[id] = status
         }
+        reportedProblems = reportedProblems.filter { allIDs.contains($0.key) }
         reportFileProblems(manifests)
 
         // 4. Non-listener resources apply by being part of the desired state.
@@ -639,7 +643,7 @@ public actor Reconciler {
     /// when the file defined nothing before: logged once per new problem, so a broken new file is not silent.
     private func reportFileProblems(_ manifests: ManifestSet) {
         var current: [String: String] = [:]
-        for (file, diagnostic) in manifests.unparsableFiles.merging(manifests.unidentifiedDocuments, uniquingKeysWith: { first, _ in first }) {
+        for (file, diagnostic) in manifests.filesNotWhollyRead {
             current[file] = diagnostic.formatted
             if reportedFileProblems[file] != diagnostic.formatted {
                 log.warning("manifest file not applied", ["file": file, "error": diagnostic.formatted])
