@@ -26,6 +26,48 @@ def free_port():
         return s.getsockname()[1]
 
 
+def serve_raw(handle, backlog=32):
+    """A loopback TCP server calling `handle(conn)` on a thread of its own for each connection (closed after);
+    the listening socket, which the caller closes."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(backlog)
+
+    def run(conn):
+        with conn:
+            try:
+                handle(conn)
+            except OSError:
+                pass
+
+    def accept():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=run, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server
+
+
+def blackhole():
+    """A listening socket whose accept queue is full, so new SYNs are dropped and connecting to it hangs like
+    a dead host: (the socket, the connections filling its queue), for the caller to close."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    filling = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(hole.getsockname())
+        filling.append(s)
+    time.sleep(0.2)
+    return hole, filling
+
+
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     deadline = time.monotonic() + timeout
     last = None

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import free_port, get, manifest_set, raw
+from conftest import free_port, get, manifest_set, raw, serve_raw
 
 
 def response_parts(data):
@@ -241,38 +241,22 @@ def start_stalling_backend(steps):
     """A backend that answers each request with `steps`, a list of (bytes, seconds to wait after them), then holds
     the connection open until alb closes it; `closed` records, per connection, how many seconds after its answer
     began alb closed it (None while open)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
     closed = []
 
     def handle(conn):
-        with conn:
-            conn.recv(65536)
-            began = time.monotonic()
-            index = len(closed)
-            closed.append(None)
-            for data, pause in steps:
-                conn.sendall(data)
-                time.sleep(pause)
-            conn.settimeout(30)
-            try:
-                while conn.recv(65536):
-                    pass
-            except OSError:
-                return
-            closed[index] = time.monotonic() - began
+        conn.recv(65536)
+        began = time.monotonic()
+        index = len(closed)
+        closed.append(None)
+        for data, pause in steps:
+            conn.sendall(data)
+            time.sleep(pause)
+        conn.settimeout(30)
+        while conn.recv(65536):
+            pass
+        closed[index] = time.monotonic() - began
 
-    def serve():
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return server, closed
+    return serve_raw(handle, backlog=16), closed
 
 
 def test_a_backend_silent_mid_response_for_the_request_timeout_ends_the_response_and_a_slow_one_does_not(alb):

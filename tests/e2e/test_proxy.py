@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import free_port, get, manifest_set, receive_until_close, wait_for
+from conftest import blackhole, free_port, get, manifest_set, receive_until_close, wait_for
 
 
 @pytest.fixture
@@ -129,20 +129,9 @@ def test_sigusr1_reopens_the_access_log_after_logrotate_moved_it(serving, backen
 
 
 def test_backend_connect_timeout_is_502_after_five_seconds(alb):
-    # A listener whose accept queue is full drops new SYNs, so connecting to it hangs like a dead host.
-    import socket
-    blackhole = socket.socket()
-    blackhole.bind(("127.0.0.1", 0))
-    blackhole.listen(0)
-    backlog = []
-    for _ in range(4):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(blackhole.getsockname())
-        backlog.append(s)
-    time.sleep(0.2)
+    hole, backlog = blackhole()
     port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(blackhole.getsockname()[1], 100)], request_timeout=30))
+    alb.write("web.yaml", manifest_set(port, [(hole.getsockname()[1], 100)], request_timeout=30))
     alb.start()
     alb.wait_state("web", "Running")
     started = time.monotonic()
@@ -152,7 +141,7 @@ def test_backend_connect_timeout_is_502_after_five_seconds(alb):
     assert 4.5 <= elapsed <= 8, elapsed
     for s in backlog:
         s.close()
-    blackhole.close()
+    hole.close()
 
 
 def test_error_for_a_large_unread_body_reaches_the_client(alb, backends):

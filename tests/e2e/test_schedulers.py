@@ -2,7 +2,7 @@
 import collections
 import threading
 
-from conftest import free_port, get, manifest_set, wait_for
+from conftest import blackhole, free_port, get, manifest_set, wait_for
 
 
 def with_scheduler(text, scheduler):
@@ -66,21 +66,12 @@ def test_a_refused_connect_is_retried_once_on_another_server(alb, backends):
 def test_a_server_that_drops_connects_is_out_of_rotation_after_one_failure(alb, backends):
     # nginx's max_fails=1 fail_timeout=10s: after its connect timed out once, the black-holed server is skipped for
     # ten seconds. Until the fourteenth session each request round robin sent it waited the 5 s connect timeout.
-    import socket
     import time
-    blackhole = socket.socket()  # a full accept queue drops new SYNs: connecting hangs like a dead host
-    blackhole.bind(("127.0.0.1", 0))
-    blackhole.listen(0)
-    backlog = []
-    for _ in range(4):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(blackhole.getsockname())
-        backlog.append(s)
+    hole, backlog = blackhole()
     try:
         alive = backends.start("b1")
         port = free_port()
-        alb.write("web.yaml", manifest_set(port, [(blackhole.getsockname()[1], 100), (alive, 100)], request_timeout=30))
+        alb.write("web.yaml", manifest_set(port, [(hole.getsockname()[1], 100), (alive, 100)], request_timeout=30))
         alb.start()
         alb.wait_state("web", "Running")
         durations = []
@@ -93,7 +84,7 @@ def test_a_server_that_drops_connects_is_out_of_rotation_after_one_failure(alb, 
     finally:
         for s in backlog:
             s.close()
-        blackhole.close()
+        hole.close()
 
 
 def test_with_every_server_refusing_the_retry_gives_up_with_502(alb, backends):

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.sync.server import serve
 
-from conftest import free_port, manifest_set, raw, stop_process, wait_for
+from conftest import free_port, manifest_set, raw, serve_raw, stop_process, wait_for
 from test_https import https_set, make_cert
 
 
@@ -206,31 +206,22 @@ def test_what_a_backend_sends_behind_its_101_reaches_the_client_when_it_closes_a
     import base64
     import hashlib
     close_frame = bytes([0x88, 13]) + (1008).to_bytes(2, "big") + b"auth failed"
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(32)
 
-    def serve():
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
+    def refuse_after_handshake(conn):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = conn.recv(65536)
+            if not data:
                 return
-            with conn:
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    data = conn.recv(65536)
-                    if not data:
-                        break
-                    head += data
-                key = re.search(rb"(?i)sec-websocket-key: *(\S+)", head)
-                if not key:
-                    continue
-                accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + close_frame)
+            head += data
+        key = re.search(rb"(?i)sec-websocket-key: *(\S+)", head)
+        if not key:
+            return
+        accept = base64.b64encode(hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + close_frame)
 
-    threading.Thread(target=serve, daemon=True).start()
+    server = serve_raw(refuse_after_handshake)
     try:
         port = free_port()
         alb.write("web.yaml", manifest_set(port, [(server.getsockname()[1], 100)]))
