@@ -33,12 +33,14 @@ public struct AccessLogRecord: Sendable, Equatable {
     public var tlsVersion: String
     public var tlsCipher: String
     public var sni: String
+    /// Why the backend side failed ("connect refused", "closed mid-response", ...; ``UpstreamError``), or "".
+    public var upstreamError: String
 
     public init(
         time: Double, listener: String, protocol: String = "HTTP/1.1", clientIP: String, clientPort: Int,
         method: String, host: String, path: String, status: Int, requestBytes: Int, responseBytes: Int,
         upstream: String, upstreamStatus: Int?, durationMs: Double,
-        tlsVersion: String = "", tlsCipher: String = "", sni: String = ""
+        tlsVersion: String = "", tlsCipher: String = "", sni: String = "", upstreamError: String = ""
     ) {
         self.time = time
         self.listener = listener
@@ -57,6 +59,7 @@ public struct AccessLogRecord: Sendable, Equatable {
         self.tlsVersion = tlsVersion
         self.tlsCipher = tlsCipher
         self.sni = sni
+        self.upstreamError = upstreamError
     }
 
     /// One JSON object, keys in SPEC §1 order; `time` is RFC 3339 UTC with milliseconds;
@@ -81,6 +84,7 @@ public struct AccessLogRecord: Sendable, Equatable {
         out += ",\"tls_version\":" + Self.quote(self.tlsVersion)
         out += ",\"tls_cipher\":" + Self.quote(self.tlsCipher)
         out += ",\"sni\":" + Self.quote(self.sni)
+        out += ",\"upstream_error\":" + Self.quote(self.upstreamError)
         out += "}"
         return out
     }

@@ -254,3 +254,16 @@ extension ClientBootstrap {
         return self.connect(host: host, port: port)
     }
 }
+
+extension UpstreamError {
+    /// A failed connect's cause, from the error NIO reports (a timeout, or `ECONNREFUSED` among the addresses tried).
+    static func connect(_ error: Error) -> UpstreamError {
+        if case ChannelError.connectTimeout = error { return .connectTimeout }
+        let refused = { (error: Error) in (error as? IOError)?.errnoCode == ECONNREFUSED }
+        if refused(error) { return .connectRefused }
+        if let failures = error as? NIOConnectionError, failures.connectionErrors.contains(where: { refused($0.error) }) {
+            return .connectRefused
+        }
+        return .connectFailed
+    }
+}

@@ -243,9 +243,10 @@ final class HTTP3Exchange: BackendConnectionDelegate {
             if case .success(let backend) = result { backend.close() }
             return
         }
-        if case .failure = result, !reused, let failed = server {
+        if case .failure(let error) = result, !reused, let failed = server {
             loopState.counters.countConnectFailure(failed.metricsKey)
             failed.connectFailed(now: loopState.eventLoop.now)
+            machine.upstreamError = .connect(error)
             if routeToAnotherServer(failed) {
                 acquireBackend(allowIdle: true, connectTimeout: connectTimeout)
                 return
@@ -463,7 +464,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
             method: requestHead.method.rawValue, host: authority, path: requestHead.uri, status: machine.status,
             requestBytes: machine.requestBytes, responseBytes: machine.responseBytes, upstream: server?.address ?? "",
             upstreamStatus: machine.upstreamStatus, durationMs: Double(elapsed.nanoseconds) / 1_000_000,
-            tlsVersion: "TLSv1.3", tlsCipher: "", sni: ""))
+            tlsVersion: "TLSv1.3", tlsCipher: "", sni: "", upstreamError: machine.upstreamError?.rawValue ?? ""))
     }
 
     /// Unacknowledged response bytes of one stream above which its backend is not read (the connection's

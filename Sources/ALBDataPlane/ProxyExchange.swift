@@ -109,6 +109,8 @@ struct ProxyExchange {
     private(set) var askedToUpgrade = false
     private(set) var switchedProtocols = false
     /// Access-log facts.
+    /// Why the backend side failed, when it did (the access log's `upstream_error`).
+    var upstreamError: UpstreamError?
     var requestBytes: Int
     var responseBytes = 0
     var status = 0
@@ -147,6 +149,7 @@ struct ProxyExchange {
             return .respond(.notImplemented, close: true)
         }
         guard serverAvailable else {
+            self.upstreamError = .noServer
             if hasBody {
                 return .respond(.serviceUnavailable, close: true)  // the body is not read
             }
@@ -191,7 +194,10 @@ struct ProxyExchange {
 
     mutating func backendAcquired(success: Bool, reused: Bool, fromCallback: Bool) -> (respond: HTTPResponseStatus?, flushNow: Bool) {
         guard self.phase == .acquiring else { return (nil, false) }
-        guard success else { return (.badGateway, false) }
+        guard success else {
+            if self.upstreamError == nil { self.upstreamError = .connectFailed }
+            return (.badGateway, false)
+        }
         self.phase = .forwarding
         self.reusedConnection = reused
         return (nil, fromCallback || self.requestEnded)
@@ -202,12 +208,18 @@ struct ProxyExchange {
     /// (``backendReadComplete(now:)``).
     mutating func receiveResponseHead(status: HTTPResponseStatus, isKeepAlive: Bool, headersValid: Bool,
                                       acceptsWebSocket: Bool = false) -> ResponseHeadDecision {
-        guard headersValid else { return .refuse(.badGateway) }
+        guard headersValid else {
+            self.upstreamError = .invalidResponse
+            return .refuse(.badGateway)
+        }
         self.responseProgressed = true
         self.upstreamStatus = Int(status.code)
         if status == .switchingProtocols {
             // Any other 101, relayed, would leave the client waiting for a protocol that never starts.
-            guard self.askedToUpgrade, acceptsWebSocket, self.requestEnded else { return .refuse(.badGateway) }
+            guard self.askedToUpgrade, acceptsWebSocket, self.requestEnded else {
+                self.upstreamError = .invalidResponse
+                return .refuse(.badGateway)
+            }
             self.switchedProtocols = true
             self.status = 101
             self.responseHeadSent = true
@@ -256,9 +268,11 @@ struct ProxyExchange {
             return .retryOnFreshConnection
         }
         if !self.responseHeadSent {
+            self.upstreamError = .closedBeforeResponse
             return .respond(.badGateway)
         }
         self.phase = .finished
+        self.upstreamError = .closedMidResponse
         return .closeClient
     }
 
@@ -276,6 +290,7 @@ struct ProxyExchange {
         self.backendReadComplete(now: now)  // (a read's end always comes first; this only makes sure)
         // Body bytes still flowing (the request's to the backend, then the response's from it) extend the deadline.
         if self.deadline > now { return .rearm(self.deadline) }
+        self.upstreamError = self.responseHeadSent ? .silentMidResponse : .noResponseInTime
         return self.responseHeadSent ? .abortResponse : .respond(.gatewayTimeout)
     }
 
@@ -293,4 +308,26 @@ struct ProxyExchange {
         self.responseHeadSent = true
         return self.clientKeepAlive && self.requestEnded && !close && !self.askedToUpgrade
     }
+}
+
+/// Why an exchange's backend side failed, as the access log's `upstream_error` says it (nginx's error log, HAProxy's
+/// termination flags, Envoy's response flags): empty when nothing failed there.
+enum UpstreamError: String, Sendable {
+    /// No server with a weight above 0 is in rotation (503).
+    case noServer = "no server available"
+    /// The connect was refused (502, after the one retry on another server).
+    case connectRefused = "connect refused"
+    /// The connect timed out (502, after the one retry).
+    case connectTimeout = "connect timed out"
+    case connectFailed = "connect failed"
+    /// The backend closed, reset or sent what is no HTTP/1 response before a response head (502).
+    case closedBeforeResponse = "closed before a valid response head"
+    /// A response head that may not be relayed: a field that cannot go on, an unasked-for `101` (502).
+    case invalidResponse = "invalid response head"
+    /// No response head within the request timeout (504).
+    case noResponseInTime = "no response head within the request timeout"
+    /// The response head went out, then the backend closed or broke its framing.
+    case closedMidResponse = "closed mid-response"
+    /// The response head went out, then nothing came for the request timeout.
+    case silentMidResponse = "silent mid-response for the request timeout"
 }

@@ -477,9 +477,10 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
             }
             return
         }
-        if case .failure = result, !reused, let failed = exchange.server {
+        if case .failure(let error) = result, !reused, let failed = exchange.server {
             self.loopState.counters.countConnectFailure(failed.metricsKey)
             failed.connectFailed(now: self.loopState.eventLoop.now)
+            exchange.machine.upstreamError = .connect(error)
         }
         if case .failure = result, !reused, self.routeToAnotherServer(exchange) {
             self.acquireBackend(exchange, allowIdle: true)
@@ -880,7 +881,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
                 durationMs: Double(elapsed.nanoseconds) / 1_000_000,
                 tlsVersion: self.tlsVersion,
                 tlsCipher: self.tlsFacts?.cipher ?? "",
-                sni: self.tlsFacts?.serverName ?? ""
+                sni: self.tlsFacts?.serverName ?? "",
+                upstreamError: exchange.machine.upstreamError?.rawValue ?? ""
             )
         )
     }

@@ -466,18 +466,20 @@ final class DataPlaneTests: DataPlaneTestCase {
         XCTAssertEqual(Set(object.keys), [
             "time", "listener", "protocol", "client_ip", "client_port", "method", "host", "path", "status",
             "request_bytes", "response_bytes", "upstream", "upstream_status", "duration_ms", "tls_version",
-            "tls_cipher", "sni",
+            "tls_cipher", "sni", "upstream_error",
         ])
+        XCTAssertEqual(object["upstream_error"] as? String, "", "nothing failed")
     }
 
     func testAccessLogRecordJSON() {
         let record = AccessLogRecord(
             time: 1_700_000_000.5, listener: "l\"1", clientIP: "1.2.3.4", clientPort: 5, method: "GET", host: "h",
-            path: "/a\\b", status: 503, requestBytes: 10, responseBytes: 24, upstream: "", upstreamStatus: nil, durationMs: 1.25
+            path: "/a\\b", status: 503, requestBytes: 10, responseBytes: 24, upstream: "", upstreamStatus: nil, durationMs: 1.25,
+            upstreamError: "no server available"
         )
         XCTAssertEqual(
             record.json,
-            #"{"time":"2023-11-14T22:13:20.500Z","listener":"l\"1","protocol":"HTTP/1.1","client_ip":"1.2.3.4","client_port":5,"method":"GET","host":"h","path":"/a\\b","status":503,"request_bytes":10,"response_bytes":24,"upstream":"","upstream_status":null,"duration_ms":1.25,"tls_version":"","tls_cipher":"","sni":""}"#
+            #"{"time":"2023-11-14T22:13:20.500Z","listener":"l\"1","protocol":"HTTP/1.1","client_ip":"1.2.3.4","client_port":5,"method":"GET","host":"h","path":"/a\\b","status":503,"request_bytes":10,"response_bytes":24,"upstream":"","upstream_status":null,"duration_ms":1.25,"tls_version":"","tls_cipher":"","sni":"","upstream_error":"no server available"}"#
         )
     }
 

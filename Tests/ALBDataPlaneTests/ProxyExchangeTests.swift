@@ -92,6 +92,7 @@ final class ProxyExchangeTests: XCTestCase {
         _ = machine.receiveBody(bytes: 1, now: t0 + .seconds(8))
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(10)), .rearm(t0 + .seconds(18)))
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(18)), .respond(.gatewayTimeout))
+        XCTAssertEqual(machine.upstreamError, .noResponseInTime)
     }
 
     /// After the head the timeout measures the backend's silence between reads (nginx's `proxy_read_timeout`): a
@@ -107,6 +108,7 @@ final class ProxyExchangeTests: XCTestCase {
         machine.backendReadComplete(now: t0 + .seconds(119))  // a read without response bytes is no progress
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(119)), .rearm(t0 + .seconds(178)))
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(178)), .abortResponse)
+        XCTAssertEqual(machine.upstreamError, .silentMidResponse)
         machine.abortResponse()
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(3600)), .none)
         XCTAssertEqual(machine.backendClosed(), .none, "ended: the backend's close is no news")

@@ -70,17 +70,30 @@ def test_errors_502_503_504(alb, backends):
     refused_port = free_port()
     port = free_port()
     alb.write("web.yaml", manifest_set(port, [(refused_port, 100)], request_timeout=1))
-    alb.start()
+    alb.start("--access-log", str(alb.root / "access.log"))
     alb.wait_state("web", "Running")
-    status, body, _ = get(port)
+    status, body, _ = get(port, "/refused")
     assert status == 502 and "Bad Gateway" in body
     alb.write("web.yaml", manifest_set(port, [(a, 0)], request_timeout=1))
-    wait_for(lambda: get(port)[0] == 503, what="503 with every weight 0")
-    assert "Service Unavailable" in get(port)[1]
+    wait_for(lambda: get(port, "/none")[0] == 503, what="503 with every weight 0")
+    assert "Service Unavailable" in get(port, "/none")[1]
     alb.write("web.yaml", manifest_set(port, [(a, 100)], request_timeout=1))
     wait_for(lambda: get(port)[0] == 200, what="200 again")
     status, body, _ = get(port, "/slow?s=3")
     assert status == 504 and "Gateway Timeout" in body
+    assert get(port, "/reset")[0] == 502
+    # The access log says why (nginx's error log, HAProxy's termination flags); until the fourteenth session it
+    # said only the status.
+    path = alb.root / "access.log"
+    wanted = {"/refused": "connect refused", "/none": "no server available",
+              "/slow?s=3": "no response head within the request timeout",
+              "/reset": "closed before a valid response head", "/": ""}
+
+    def reasons():
+        records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return {r["path"]: r["upstream_error"] for r in records if r["path"] in wanted}
+    wait_for(lambda: len(reasons()) == len(wanted), what="a line for each")
+    assert reasons() == wanted
 
 
 def test_backend_reset_is_502(serving, backends):
