@@ -389,12 +389,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         case .respond(let status): respondWithError(status)
         case .abortResponse:
             // The backend went silent mid-response for the request timeout.
-            machine.abortResponse()
-            if let backend {
-                backend.delegate = nil
-                backend.close()
-                self.backend = nil
-            }
+            closeBackend()
             resetMidResponse()
         case .none: break
         }
@@ -404,11 +399,7 @@ final class HTTP3Exchange: BackendConnectionDelegate {
     /// connection; the rest of the request is not wanted.
     private func respondWithError(_ status: HTTPResponseStatus) {
         guard !isFinished else { return }
-        if let backend {
-            backend.delegate = nil
-            backend.close()
-            self.backend = nil
-        }
+        closeBackend()
         queued = []
         giveBackCredit()
         _ = machine.respondWithError(status, close: false)
@@ -437,12 +428,17 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         creditHeld = 0
     }
 
-    private func abandon() {
+    /// The exchange lets go of its backend connection, which closes (its response is not wanted).
+    private func closeBackend() {
         if let backend {
             backend.delegate = nil
             backend.close()
             self.backend = nil
         }
+    }
+
+    private func abandon() {
+        closeBackend()
         queued = []
         finish()
     }

@@ -290,13 +290,13 @@ struct ProxyExchange {
         self.backendReadComplete(now: now)  // (a read's end always comes first; this only makes sure)
         // Body bytes still flowing (the request's to the backend, then the response's from it) extend the deadline.
         if self.deadline > now { return .rearm(self.deadline) }
-        self.upstreamError = self.responseHeadSent ? .silentMidResponse : .noResponseInTime
-        return self.responseHeadSent ? .abortResponse : .respond(.gatewayTimeout)
-    }
-
-    /// The response was cut short by the proxy (``TimerAction/abortResponse``).
-    mutating func abortResponse() {
+        guard self.responseHeadSent else {
+            self.upstreamError = .noResponseInTime
+            return .respond(.gatewayTimeout)
+        }
         self.phase = .finished
+        self.upstreamError = .silentMidResponse
+        return .abortResponse
     }
 
     /// The exchange is answered with an error by the proxy itself; returns whether the client

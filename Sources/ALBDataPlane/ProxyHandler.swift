@@ -750,8 +750,9 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
         case .respond(let status):
             self.respondWithError(status, close: false)
         case .abortResponse:
-            exchange.machine.abortResponse()
-            self.abortResponse()
+            // The backend went silent mid-response for the request timeout.
+            self.closeBackend()
+            self.endClientMidResponse()
         case .none:
             break
         }
@@ -759,15 +760,13 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
 
     // MARK: - Responses and bookkeeping
 
-    /// The backend went silent mid-response for the request timeout: its connection closes, and so does the
-    /// client's response (``endClientMidResponse()``).
-    private func abortResponse() {
+    /// The exchange lets go of its backend connection, which closes (its response is not wanted).
+    private func closeBackend() {
         if let backend = self.backend {
             backend.delegate = nil
             backend.close()
             self.backend = nil
         }
-        self.endClientMidResponse()
     }
 
     /// A response whose head went out cannot be completed: closing the client connection tells an HTTP/1 client
@@ -785,11 +784,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     private func respondWithError(_ status: HTTPResponseStatus, close: Bool) {
         guard let exchange = self.exchange, let context = self.context else { return }
         exchange.queued = []
-        if let backend = self.backend {
-            backend.delegate = nil
-            backend.close()
-            self.backend = nil
-        }
+        self.closeBackend()
         let keepAlive = exchange.machine.respondWithError(status, close: close)
         self.loopState.counters.countResponse(status: exchange.machine.status, framing: self.framing)
         let head = EdgeResponse.head(for: status, version: exchange.head.version, close: !keepAlive, framing: self.framing)
@@ -902,11 +897,7 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     /// Drops the exchange without answering (the connection is going away).
     private func abandonExchange() {
         self.cancelRequestTimer()
-        if let backend = self.backend {
-            backend.delegate = nil
-            backend.close()
-            self.backend = nil
-        }
+        self.closeBackend()
         self.exchange = nil
     }
 

@@ -34,15 +34,9 @@ public final class StatusStore: @unchecked Sendable {
     /// `NAME.yaml` for a valid name (SPEC: `S/<kind>s/<name>.yaml`). An invalid resource has a status too (it says
     /// why), but its name may hold `/`, `..` or anything else: every byte but a-z, A-Z, 0-9, `-` and `_` is
     /// percent-encoded, so no name reaches outside its folder or names a hidden or temporary file, and a long one
-    /// is cut and told apart by a hash. (The name a status belongs to is read from the file, not its name.)
+    /// is cut and told apart by a hash. A valid name's bytes are all kept. (The name a status belongs to is read
+    /// from the file, not its name.)
     static func fileName(for name: String) -> String {
-        let kept = name.utf8.allSatisfy { byte in
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"): true
-            default: false
-            }
-        }
-        if kept && !name.isEmpty && name.utf8.count <= 128 { return name + ".yaml" }
         var encoded = name.isEmpty ? "%" : ""
         for byte in name.utf8 {
             switch byte {

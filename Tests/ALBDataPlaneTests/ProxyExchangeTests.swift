@@ -109,7 +109,6 @@ final class ProxyExchangeTests: XCTestCase {
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(119)), .rearm(t0 + .seconds(178)))
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(178)), .abortResponse)
         XCTAssertEqual(machine.upstreamError, .silentMidResponse)
-        machine.abortResponse()
         XCTAssertEqual(machine.timerFired(now: t0 + .seconds(3600)), .none)
         XCTAssertEqual(machine.backendClosed(), .none, "ended: the backend's close is no news")
         XCTAssertEqual(machine.status, 200, "logged with the status that went out")
