@@ -55,7 +55,7 @@ let package = Package(
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
         .target(name: "ALBDataPlane", dependencies: [
-            "ALBHTTP", "ALBTLS", "ALBQUIC",
+            "ALBHTTP", "ALBTLS", "ALBQUIC", "CLinuxEvents",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "NIOHTTP2", package: "swift-nio-http2"),
@@ -79,6 +79,8 @@ let package = Package(
         ], swiftSettings: hotPath),
         // Response compression's C libraries (Debian zlib1g-dev, libbrotli-dev), seen only by the owner
         // classes in ALBHTTP (GzipEncoder, BrotliEncoder).
+        // epoll, eventfd and malloc_trim, which Glibc's Swift module leaves out: only ParkedConnections uses them.
+        .systemLibrary(name: "CLinuxEvents"),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CBrotli", pkgConfig: "libbrotlienc", providers: [.apt(["libbrotli-dev"])]),
         // QUIC (docs/quic.md): Debian's ngtcp2 0.12 (with its GnuTLS crypto helper, linked by the module map)

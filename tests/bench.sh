@@ -5,7 +5,7 @@
 # HTTP/2, idle TLS memory), the HTTP/3 row (tests/bench_http3.py: one QUIC connection of many streams beside one
 # HTTP/2 one), the WebSocket rows (tests/bench_websocket.py: messages per second and CPU per message, direct, alb,
 # nginx), compression rows (tests/bench_compression.py: a 1 MiB JSON response, Brotli and gzip, beside nginx),
-# metrics on vs off (tests/bench_metrics.sh: CPU per request without --admin and with /metrics scraped), then the
+# parking idle connections on vs off (tests/bench_parking.py: CPU per request after an idle period), metrics on vs off (tests/bench_metrics.sh: CPU per request without --admin and with /metrics scraped), then the
 # reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads, user-space instructions per
 # proxied request under valgrind's callgrind beside nginx and HAProxy (tests/bench_instructions.sh), and last the heap
 # allocations per proxied request (tests/bench_allocs.py, needs .build/alloc_counter.so: `make alloc-counter`).
@@ -99,22 +99,28 @@ kill "$relay_pid"; wait "$relay_pid" 2>/dev/null || true; relay_pid=
 # Memory per idle keep-alive connection, 2,000 clients as for the peers above, then 10,000 for alb alone (the
 # peers' configurations cap connections lower). alb is measured in a fresh process each time: after the load
 # above its allocator would hand the idle connections memory the load freed, and RSS would not move (a loaded
-# alb read 0 bytes per connection).
+# alb read 0 bytes per connection). Twice: idle connections on their channels (`--park-idle-after 0`: what a
+# connection idle for less than 5 seconds costs), then parked (the default, read 8 s after the last response).
 kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true
-fresh_alb() {
+fresh_alb() {  # arguments: alb's options beyond the usual
   rm -rf "$work/s"
-  taskset -c 0 .build/release/alb reconcile "$work/m" --status-dir "$work/s" --log-level warning & alb_pid=$!
+  taskset -c 0 .build/release/alb reconcile "$work/m" --status-dir "$work/s" --log-level warning "$@" & alb_pid=$!
   for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:19003/ 2>/dev/null && break; sleep 0.1; done
 }
 for clients in 2000 10000; do
-  fresh_alb
+  fresh_alb --park-idle-after 0
   echo "alb $(python3 tests/bench_idle_memory.py "$alb_pid" 19003 "$clients")"
+  kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true
+  fresh_alb
+  echo "alb parked $(python3 tests/bench_idle_memory.py "$alb_pid" 19003 "$clients" 8)"
   kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true
 done
 fresh_alb
 python3 tests/bench_tls.py .build/release/alb
 python3 tests/bench_http3.py .build/release/alb
 python3 tests/bench_websocket.py .build/release/alb 8 10000
+# What a request after an idle period costs with parking on and off (one park and resume).
+python3 tests/bench_parking.py .build/release/alb 1000 3
 # Compression: a 1 MiB JSON response through alb and through nginx (Brotli filter and gzip), own peers.
 python3 tests/bench_compression.py .build/release/alb
 kill "$alb_pid"; wait "$alb_pid" 2>/dev/null || true; alb_pid=

@@ -36,6 +36,7 @@ extension DataPlane {
         var upstreams = retired.upstreams
         for metrics in await ListenerRuntime.metrics(of: runtimes) {
             byName[metrics.name, default: ListenerMetrics(name: metrics.name)].activeConnections += metrics.activeConnections
+            byName[metrics.name, default: ListenerMetrics(name: metrics.name)].parkedConnections += metrics.parkedConnections
             byName[metrics.name, default: ListenerMetrics(name: metrics.name)].counters += metrics.counters
             for (key, counters) in metrics.counters.upstreams {
                 upstreams[key, default: UpstreamCounters()] += counters

@@ -95,6 +95,7 @@ extension DataPlane {
         }
         let window = min(lastRequestWindow, self.drainTimeout)
         for runtime in serving {
+            await runtime.resumeParked()
             for channel in runtime.openConnections {
                 LastRequestGate.install(on: channel, window: window)
             }

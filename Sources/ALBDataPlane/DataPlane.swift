@@ -45,10 +45,15 @@ public final class DataPlane: Sendable {
     /// Durations and bytes for `/metrics` (``ListenerLoopState/detailedMetrics``); the counters status
     /// files show are kept either way.
     let detailedMetrics: Bool
+    /// Where idle keep-alive connections of plain HTTP listeners wait off their channels; nil: parking is off.
+    let parking: ParkedConnections?
 
+    /// `parkIdleConnectionsAfter`: how long an idle keep-alive connection of a plain HTTP listener keeps its
+    /// channel before its socket is parked (``ParkedConnections``); nil keeps every connection on its channel.
     public init(group: any EventLoopGroup, accessLog: AccessLog?, drainTimeout: TimeAmount = .seconds(30),
-                detailedMetrics: Bool = true) {
+                detailedMetrics: Bool = true, parkIdleConnectionsAfter: TimeAmount? = nil) throws {
         self.detailedMetrics = detailedMetrics
+        self.parking = try parkIdleConnectionsAfter.map { try ParkedConnections(parkingDelay: $0, group: group) }
         self.group = group
         self.accessLog = accessLog
         self.drainTimeout = drainTimeout
@@ -129,7 +134,7 @@ public final class DataPlane: Sendable {
         }
 
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
-                                          detailedMetrics: self.detailedMetrics)
+                                          detailedMetrics: self.detailedMetrics, parking: self.parking)
         let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
         let held = self.acceptingHeld.withLockedValue { $0 }
         let bootstrap = ServerBootstrap(group: self.group)
@@ -183,7 +188,7 @@ public final class DataPlane: Sendable {
             throw DataPlaneError.listenerExists(config.name)
         }
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
-                                          detailedMetrics: self.detailedMetrics)
+                                          detailedMetrics: self.detailedMetrics, parking: self.parking)
         if let certificate = config.quic, certificate != old.quic {
             // The UDP socket's endpoint outlives the instance: it takes the new instance's certificate.
             try self.rotateQUICCertificate(of: previous, to: certificate, listener: config.name)
@@ -310,8 +315,12 @@ public final class DataPlane: Sendable {
             await runtime.closeEverything()
         }
         await self.serverGroups.closeAll()
+        await self.parking?.stop()
         self.accessLog?.flush()
     }
+
+    /// Sockets of idle connections parked now, over every listener (tests and diagnostics).
+    public var parkedConnections: Int { self.parking?.count ?? 0 }
 
     /// Idle pooled backend connections, over all servers and loops (for tests and diagnostics).
     func idleBackendConnections() async -> Int {

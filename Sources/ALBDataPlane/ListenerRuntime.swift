@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOHTTP2
+import NIOPosix
 
 /// An immutable, validated view of a ``ListenerConfig``. Connections and requests read the current
 /// one through an atomic reference; ``DataPlane/update(_:)`` swaps in a new one.
@@ -109,7 +110,7 @@ final class ListenerLoopState {
 extension ListenerLoopState: Sendable {}
 
 /// A running listener: its snapshot, counters, server channel and client connections.
-final class ListenerRuntime: Sendable {
+final class ListenerRuntime: IdleConnectionParking, Sendable {
     let name: String
     let snapshot: ManagedAtomic<ListenerSnapshot>
     /// Connections open now, over every loop: the one listener-wide count, because the connection cap
@@ -137,8 +138,18 @@ final class ListenerRuntime: Sendable {
     /// See ``ListenerLoopState/detailedMetrics``.
     let detailedMetrics: Bool
 
-    init(config: ListenerConfig, accessLog: AccessLog?, groups: ServerGroups, detailedMetrics: Bool = true) throws {
+    /// Where idle plain-HTTP/1 connections' sockets wait off their channels; nil: they keep their channels.
+    private let parking: ParkedConnections?
+    /// Of the open connections (``active``), those parked.
+    private let parked = ManagedAtomic<Int>(0)
+    /// Cleared before the listener's parked sockets are closed or resumed (a drain, a stop, a takeover), so
+    /// that none is parked after.
+    private let parkingAllowed = ManagedAtomic<Bool>(true)
+
+    init(config: ListenerConfig, accessLog: AccessLog?, groups: ServerGroups, detailedMetrics: Bool = true,
+         parking: ParkedConnections? = nil) throws {
         self.detailedMetrics = detailedMetrics
+        self.parking = parking
         self.name = config.name
         self.snapshot = ManagedAtomic(try ListenerSnapshot(config: config, groups: groups))
         self.idleTimeoutNanoseconds = ManagedAtomic(config.idleTimeout.nanoseconds)
@@ -226,7 +237,8 @@ final class ListenerRuntime: Sendable {
 
     /// The child channel initializer: enforces the connection cap, counts, and builds the pipeline.
     /// Nil when this instance is stopping: the socket then offers the connection to its next owner.
-    func initializeConnection(_ channel: Channel) -> EventLoopFuture<Void>? {
+    /// `resumed`: a parked connection back on a channel (already counted, in the cap and the totals).
+    func initializeConnection(_ channel: Channel, resumed: Bool = false) -> EventLoopFuture<Void>? {
         let snapshot = self.snapshot.load(ordering: .acquiring)
         let key = ObjectIdentifier(channel)
         // Registered before `stopping` is read, and `stopping` is set before a drain lists the
@@ -234,18 +246,24 @@ final class ListenerRuntime: Sendable {
         self.connections.withLockedValue { $0[key] = channel }
         if self.stopping.load(ordering: .sequentiallyConsistent) {
             self.connections.withLockedValue { $0[key] = nil }
-            return nil
+            guard resumed else { return nil }
+            // Its listener is going: the client's request meets a closed connection, as it would have had
+            // the drain closed it a moment earlier (the bootstrap closes a channel its initializer failed).
+            self.active.wrappingDecrement(ordering: .relaxed)
+            return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
         }
         // The child initializer runs on the connection's loop: its counters are this loop's.
         let state = self.loopState(for: channel.eventLoop)
-        let active = self.active.wrappingIncrementThenLoad(ordering: .relaxed)
-        if active > snapshot.config.limits.maxConnections {
-            self.active.wrappingDecrement(ordering: .relaxed)
-            state.counters.countRejection(.connectionLimit)
-            self.connections.withLockedValue { $0[key] = nil }
-            return channel.close()
+        if !resumed {
+            let active = self.active.wrappingIncrementThenLoad(ordering: .relaxed)
+            if active > snapshot.config.limits.maxConnections {
+                self.active.wrappingDecrement(ordering: .relaxed)
+                state.counters.countRejection(.connectionLimit)
+                self.connections.withLockedValue { $0[key] = nil }
+                return channel.close()
+            }
+            state.counters.totalConnections &+= 1
         }
-        state.counters.totalConnections &+= 1
         channel.closeFuture.whenComplete { _ in
             self.connections.withLockedValue { $0[key] = nil }
             self.active.wrappingDecrement(ordering: .relaxed)
@@ -258,7 +276,9 @@ final class ListenerRuntime: Sendable {
                 // Plain HTTP listeners serve h2c with prior knowledge; TLS ones negotiate HTTP/2 by ALPN.
                 acceptsHTTP2Preface: snapshot.config.tls == nil,
                 compression: snapshot.config.compression ? self.compressionOptions(state) : nil,
-                memory: state.http1Memory
+                memory: state.http1Memory,
+                // A TLS session lives in its channel: only plain TCP connections park.
+                parking: self.parking != nil && snapshot.config.tls == nil ? self : nil
             )
             if self.detailedMetrics {
                 try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(state: state))
@@ -278,6 +298,57 @@ final class ListenerRuntime: Sendable {
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
+    }
+
+    // MARK: Parking (IdleConnectionParking)
+
+    var parkingDelay: TimeAmount { self.parking?.parkingDelay ?? .zero }
+
+    func park(_ channel: Channel, until idleDeadline: NIODeadline) -> Bool {
+        self.parking?.park(channel, of: self, until: idleDeadline) ?? false
+    }
+
+    /// Whether a connection may park now: not once the listener drains, stops or hands over.
+    var acceptsParking: Bool {
+        self.parkingAllowed.load(ordering: .sequentiallyConsistent) && !self.stopping.load(ordering: .sequentiallyConsistent)
+    }
+
+    /// A parked socket is one of the listener's open connections, as it was on its channel.
+    func countParked() {
+        self.active.wrappingIncrement(ordering: .relaxed)
+        self.parked.wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// A parked socket closed.
+    func uncountParked() {
+        self.active.wrappingDecrement(ordering: .relaxed)
+        self.parked.wrappingDecrement(ordering: .relaxed)
+    }
+
+    /// A parked socket the client sent on: a new channel on `loop` with the listener's current pipeline,
+    /// which reads the request as from a connection just accepted.
+    func resumeParked(_ descriptor: Int32, on loop: EventLoop) -> EventLoopFuture<Channel> {
+        self.parked.wrappingDecrement(ordering: .relaxed)
+        return ClientBootstrap(group: loop)
+            .channelOption(.recvAllocator, value: DataPlane.clientReceiveAllocator)
+            .channelInitializer { channel in
+                self.initializeConnection(channel, resumed: true)
+                    ?? channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
+            }
+            .withConnectedSocket(descriptor)
+    }
+
+    /// No connection parks from now on; the parked ones close (a drain: they are idle).
+    private func closeParked() {
+        self.parkingAllowed.store(false, ordering: .sequentiallyConsistent)
+        self.parking?.closeParked(of: self)
+    }
+
+    /// No connection parks from now on; the parked ones get their channels back (a successor process took
+    /// over: each open connection is offered its last request).
+    func resumeParked() async {
+        self.parkingAllowed.store(false, ordering: .sequentiallyConsistent)
+        await self.parking?.resumeParked(of: self)
     }
 
     /// The compressor's options: on while the current snapshot says so (asked per response), so a listener
@@ -363,8 +434,9 @@ final class ListenerRuntime: Sendable {
         channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
 
-    /// Asks every connection to finish its current exchange and close.
+    /// Asks every connection to finish its current exchange and close; parked (idle) ones close at once.
     func quiesceConnections() {
+        self.closeParked()
         for channel in self.connections.withLockedValue({ Array($0.values) }) {
             channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
@@ -404,7 +476,8 @@ final class ListenerRuntime: Sendable {
             for (index, counters) in counters { totals[index] += counters }
         }
         return zip(runtimes, totals).map { runtime, total in
-            ListenerMetrics(name: runtime.name, activeConnections: runtime.activeConnections, counters: total)
+            ListenerMetrics(name: runtime.name, activeConnections: runtime.activeConnections,
+                            parkedConnections: runtime.parked.load(ordering: .relaxed), counters: total)
         }
     }
 
@@ -422,6 +495,7 @@ final class ListenerRuntime: Sendable {
             }.get()
             await quicSocket.close()
         }
+        self.closeParked()
         let channels = self.connections.withLockedValue { Array($0.values) }
         for channel in channels {
             channel.close(promise: nil)

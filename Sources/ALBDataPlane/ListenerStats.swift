@@ -231,11 +231,15 @@ public struct ListenerLoopCounters: Sendable, Equatable {
 public struct ListenerMetrics: Sendable, Equatable {
     public var name: String
     public var activeConnections: Int
+    /// Of ``activeConnections``, those idle with their sockets parked (``ParkedConnections``).
+    public var parkedConnections: Int
     public var counters: ListenerLoopCounters
 
-    public init(name: String, activeConnections: Int = 0, counters: ListenerLoopCounters = ListenerLoopCounters()) {
+    public init(name: String, activeConnections: Int = 0, parkedConnections: Int = 0,
+                counters: ListenerLoopCounters = ListenerLoopCounters()) {
         self.name = name
         self.activeConnections = activeConnections
+        self.parkedConnections = parkedConnections
         self.counters = counters
     }
 

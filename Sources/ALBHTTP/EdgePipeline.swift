@@ -15,16 +15,20 @@ public struct EdgePipelineOptions {
     public var compression: ResponseCompressionOptions?
     /// What the event loop's HTTP/1 connections share (nil: each head and field text allocated anew).
     public var memory: HTTP1LoopMemory?
+    /// Where an idle connection's socket waits off its channel (nil: a connection keeps its channel while
+    /// it idles). Only for plain TCP: a TLS session lives in its channel.
+    public var parking: IdleConnectionParking?
 
     public init(limits: StrictHTTPRequestDecoder.Limits, headerTimeout: TimeAmount, idleTimeout: @escaping () -> TimeAmount,
                 acceptsHTTP2Preface: Bool = false, compression: ResponseCompressionOptions? = nil,
-                memory: HTTP1LoopMemory? = nil) {
+                memory: HTTP1LoopMemory? = nil, parking: IdleConnectionParking? = nil) {
         self.limits = limits
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
         self.acceptsHTTP2Preface = acceptsHTTP2Preface
         self.compression = compression
         self.memory = memory
+        self.parking = parking
     }
 }
 
@@ -65,7 +69,8 @@ extension ChannelPipeline.SynchronousOperations {
         let connection = HTTP1ConnectionHandler(
             decoder: StrictHTTPRequestDecoder(limits: options.limits, acceptsHTTP2Preface: options.acceptsHTTP2Preface,
                                               fieldTexts: options.memory?.fieldTexts),
-            headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout, headBuffer: options.memory?.heads)
+            headerTimeout: options.headerTimeout, idleTimeout: options.idleTimeout, headBuffer: options.memory?.heads,
+            parking: options.parking)
         try self.addHandler(connection)
         if let compression = options.compression {
             try self.addHandler(compression.makeHandler())

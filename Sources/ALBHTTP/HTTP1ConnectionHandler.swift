@@ -26,6 +26,9 @@ import NIOHTTP1
 /// - Idle: a connection with no request in flight (no head arriving, every request and its response
 ///   finished) for the idle timeout is closed. The idle timeout is asked for each time the connection goes
 ///   idle, so a configuration update applies to existing connections from their next idle period on.
+/// - Parking: with an ``IdleConnectionParking``, a connection idle for its `parkingDelay` (and still idle: nothing
+///   unread, held or buffered) gives its socket to it and its channel closes; the idle timeout goes with the
+///   socket. A connection it does not take keeps its channel until the idle timeout.
 /// Requests in flight are the exchange's to time. A phase that starts records its deadline and arms the
 /// timer only if it would fire too late; a phase that ends clears its deadline and leaves the timer be;
 /// when it fires it acts, re-arms for a later deadline, or stops. Keep-alive traffic then schedules a
@@ -144,6 +147,11 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     private var heldPromise: EventLoopPromise<Void>?
     /// The event loop's memory for response heads (``HTTP1LoopMemory``); nil: each head gets a buffer of its own.
     private let headBuffer: HeadEncodingBuffer?
+    /// Where the socket waits once the connection has idled for a while; nil: it keeps its channel.
+    private let parking: IdleConnectionParking?
+    /// `parking`'s delay (zero without it), kept here: reading it through the existential at every idle start
+    /// retained and released the parking object and called its witness (about 60 instructions a request).
+    private let parkingDelay: TimeAmount
 
     // MARK: Direct calls
     /// The handler right after this one, when it takes request parts by direct call; nil: they go through
@@ -154,9 +162,12 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
 
     /// - Parameter idleTimeout: read whenever the connection becomes idle.
     public init(decoder: StrictHTTPRequestDecoder = StrictHTTPRequestDecoder(), headerTimeout: TimeAmount,
-                idleTimeout: @escaping () -> TimeAmount, headBuffer: HeadEncodingBuffer? = nil) {
+                idleTimeout: @escaping () -> TimeAmount, headBuffer: HeadEncodingBuffer? = nil,
+                parking: IdleConnectionParking? = nil) {
         self.decoder = decoder
         self.headBuffer = headBuffer
+        self.parking = parking
+        self.parkingDelay = parking?.parkingDelay ?? .zero
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
     }
@@ -411,9 +422,10 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     private func becameIdle(context: ChannelHandlerContext) {
-        let deadline = context.eventLoop.now + self.idleTimeout()
+        let now = context.eventLoop.now
+        let deadline = now + self.idleTimeout()
         self.idleDeadline = deadline
-        self.arm(deadline: deadline, context: context)
+        self.arm(deadline: self.parkingDelay == .zero ? deadline : min(deadline, now + self.parkingDelay), context: context)
     }
 
     private func arm(deadline: NIODeadline, context: ChannelHandlerContext) {
@@ -441,13 +453,37 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
                 self.handle(.headerTimeout, context: context)
             }
         } else if let deadline = self.idleDeadline {
-            if deadline > now {
-                self.arm(deadline: deadline, context: context)
-            } else {
-                context.close(promise: nil)
-            }
+            self.idleTimerFired(deadline: deadline, now: now, context: context)
         }
         // Neither: the connection is busy with a request; the timer is armed again when it goes idle.
+    }
+
+    /// The idle phase: the connection closes at its deadline, and is parked (when it has ``parking``) once it
+    /// has idled for the parking delay. The timer may fire before that delay, for an earlier phase's deadline.
+    private func idleTimerFired(deadline: NIODeadline, now: NIODeadline, context: ChannelHandlerContext) {
+        if deadline <= now {
+            context.close(promise: nil)
+            return
+        }
+        if let parking = self.parking {
+            // When the idle period began, as the current idle timeout says (a changed timeout moves it a little).
+            let due = deadline - self.idleTimeout() + self.parkingDelay
+            if now < due {
+                self.arm(deadline: min(due, deadline), context: context)
+                return
+            }
+            // Parked, the channel is closing: its inactive event disarms the timer.
+            if self.isParkable && parking.park(context.channel, until: deadline) { return }
+        }
+        self.arm(deadline: deadline, context: context)
+    }
+
+    /// Nothing of the connection lives in its channel but the socket: no exchange, no bytes held either
+    /// way, no hand-off or close under way.
+    private var isParkable: Bool {
+        self.isIdle && !self.quiescing && !self.removing && !self.refused && !self.closing
+            && !self.closedAfterResponse && self.buffered == nil && self.unread.isEmpty && self.heldHead == nil
+            && self.pendingError == nil
     }
 
     private func disarm() {

@@ -22,6 +22,10 @@ public struct PendingInput {
         self.held = held
     }
 
+    /// Nothing is held.
+    @inlinable
+    public var isEmpty: Bool { self.held == nil }
+
     /// Everything held, for a decode; nothing is held after.
     @inlinable
     public mutating func take() -> ByteBuffer? {

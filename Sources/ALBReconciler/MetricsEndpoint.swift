@@ -135,6 +135,11 @@ enum MetricsText {
         for listener in listeners {
             out.sample("alb_listener_active_connections", [("listener", listener.name)], listener.activeConnections)
         }
+        out.family("alb_listener_parked_connections", "gauge",
+                   "Of the open client connections, the idle ones whose sockets wait off their channels (--park-idle-after).")
+        for listener in listeners {
+            out.sample("alb_listener_parked_connections", [("listener", listener.name)], listener.parkedConnections)
+        }
         out.family("alb_listener_connections_total", "counter", "Client connections accepted (not counting those over the cap).")
         for listener in listeners {
             out.sample("alb_listener_connections_total", [("listener", listener.name)], listener.counters.totalConnections)

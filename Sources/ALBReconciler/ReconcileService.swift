@@ -39,6 +39,9 @@ public struct ReconcileService: Sendable, Service {
         public var admin: (host: String, port: Int)?
         /// `--event-loops`: the data plane's threads; nil for one per CPU the process may run on.
         public var eventLoops: Int?
+        /// `--park-idle-after`: how long an idle keep-alive connection of a plain HTTP listener keeps its
+        /// channel before its socket is parked (``DataPlane``); nil: never.
+        public var parkIdleConnectionsAfter: Duration? = .seconds(5)
 
         public init(manifestDirectory: String, statusDirectory: String, watch: Bool, accessLogPath: String?) {
             self.manifestDirectory = manifestDirectory
@@ -122,9 +125,10 @@ public struct ReconcileService: Sendable, Service {
         raiseOpenFileLimit()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.eventLoops ?? EventLoopCount.available)
         let accessLog = try options.accessLogPath.map { try AccessLog(path: $0) }
-        let dataPlane = DataPlane(group: group, accessLog: accessLog,
-                                  drainTimeout: .seconds(Int64(options.drainTimeout.components.seconds)),
-                                  detailedMetrics: options.admin != nil)
+        let dataPlane = try DataPlane(group: group, accessLog: accessLog,
+                                      drainTimeout: .seconds(Int64(options.drainTimeout.components.seconds)),
+                                      detailedMetrics: options.admin != nil,
+                                      parkIdleConnectionsAfter: options.parkIdleConnectionsAfter.map(TimeAmount.init))
         if predecessor != nil {
             // The predecessor accepts until it has heard `ready`; this process from `done` on.
             dataPlane.holdAccepting()

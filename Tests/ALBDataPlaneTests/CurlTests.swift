@@ -26,7 +26,7 @@ final class CurlTests: XCTestCase {
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let backend = try await TestBackend.start(name: "curl-backend", group: group)
-        let dataPlane = DataPlane(group: group, accessLog: nil)
+        let dataPlane = try DataPlane(group: group, accessLog: nil)
         let address = try await dataPlane.start(
             ListenerConfig(
                 name: "curl",

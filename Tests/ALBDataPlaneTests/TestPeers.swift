@@ -314,8 +314,10 @@ class DataPlaneTestCase: XCTestCase {
     }
 
     /// A data plane on the test's group, shut down after the test.
-    func plane(accessLog: AccessLog? = nil, drainTimeout: TimeAmount = .seconds(30)) throws -> DataPlane {
-        let plane = DataPlane(group: try self.loopGroup, accessLog: accessLog, drainTimeout: drainTimeout)
+    func plane(accessLog: AccessLog? = nil, drainTimeout: TimeAmount = .seconds(30),
+               parkIdleConnectionsAfter: TimeAmount? = nil) throws -> DataPlane {
+        let plane = try DataPlane(group: try self.loopGroup, accessLog: accessLog, drainTimeout: drainTimeout,
+                                  parkIdleConnectionsAfter: parkIdleConnectionsAfter)
         self.planes.append(plane)
         return plane
     }

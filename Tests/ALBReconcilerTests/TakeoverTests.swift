@@ -66,7 +66,7 @@ final class TakeoverHandshakeTests: XCTestCase {
     /// A data plane serving one listener, its status lock, and the takeover listener; the connections
     /// that arrive come out of the returned stream.
     private func oldProcess() async throws -> (DataPlane, String, StatusDirectoryLock, TakeoverListener, AsyncStream<DescriptorChannel>) {
-        let plane = DataPlane(group: try XCTUnwrap(self.group), accessLog: nil, drainTimeout: .milliseconds(200))
+        let plane = try DataPlane(group: try XCTUnwrap(self.group), accessLog: nil, drainTimeout: .milliseconds(200))
         let address = try await plane.start(ListenerConfig(name: "web", bindHost: "127.0.0.1", port: 0, groups: []))
         let lock = try StatusDirectoryLock(directory: self.status)
         let (connections, continuation) = AsyncStream.makeStream(of: DescriptorChannel.self)
