@@ -106,6 +106,7 @@ extension DataPlane {
         for runtime in runtimes {
             await runtime.closeEverything()
         }
+        await self.parking?.stop()
         self.accessLog?.flush()
     }
 }
