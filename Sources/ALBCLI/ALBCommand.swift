@@ -90,7 +90,11 @@ extension ALBCommand {
                 try command.run()
             }
         } catch {
-            exit(withError: error)
+            // SPEC's exit codes are 0, 1 (invalid input or failure) and 2 (plan has changes): a usage error,
+            // which ArgumentParser ends with EX_USAGE (64), is invalid input. The message and usage stay.
+            guard exitCode(for: error).rawValue == 64 else { exit(withError: error) }
+            printError(fullMessage(for: error))
+            exit(withError: ExitCode(1))
         }
     }
 }

@@ -72,14 +72,21 @@ public final class StatusStore: @unchecked Sendable {
         }
     }
 
-    /// Every status file currently on disk (unreadable or foreign files are skipped).
+    /// A status file is a few kilobytes; anything larger is not one of ours.
+    static let largestStatusFile = 1 << 20
+
+    /// Every status file currently on disk (unreadable or foreign files, and anything that is not a regular
+    /// file, are skipped).
     public func loadAll() -> [ResourceID: ResourceStatus] {
         var result: [ResourceID: ResourceStatus] = [:]
         for kind in ResourceKind.allCases {
             let folder = folder(for: kind)
             let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.string)) ?? []
             for name in names where name.hasSuffix(".yaml") && !name.hasPrefix(".") {
-                guard let text = try? String(contentsOfFile: folder.appending(name).string, encoding: .utf8),
+                // Read as manifests are: never blocking (a FIFO named like a status file hung `alb status`).
+                guard case .success(let bytes)? = ManifestDirectory.readRegularFile(folder.appending(name).string,
+                                                                                    limit: Self.largestStatusFile),
+                      case let text = String(decoding: bytes, as: UTF8.self),
                       let status = ResourceStatus.parse(yaml: text), status.id.kind == kind else { continue }
                 result[status.id] = status
                 written[status.id] = (status, text)

@@ -100,6 +100,18 @@ final class ResourceStatusTests: XCTestCase {
         XCTAssertTrue(StatusStore(directory: folder.path).loadAll().isEmpty)
     }
 
+    /// A FIFO named like a status file is skipped, not read: opening it for reading blocked `alb status` (and a
+    /// reconciler starting on the directory) until something wrote to it.
+    func testLoadingStatusFilesSkipsWhatIsNotARegularFile() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("alb-status-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = StatusStore(directory: folder.path)
+        let status = ResourceStatus(id: ResourceID(kind: .listener, name: "web"), source: "a.yaml:1")
+        XCTAssertTrue(try store.write(status))
+        XCTAssertEqual(mkfifo(folder.appendingPathComponent("listeners/pipe.yaml").path, 0o600), 0)
+        XCTAssertEqual(Array(StatusStore(directory: folder.path).loadAll().keys), [status.id])
+    }
+
     /// An invalid resource's name may be anything: its status file stays in its kind's folder whatever the name
     /// (a `../../victim` once overwrote, then deleted, a file outside the status directory), is found again by
     /// `loadAll`, and is removed from there.

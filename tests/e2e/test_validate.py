@@ -115,3 +115,18 @@ def test_plan_reports_what_validate_reports_and_says_when_it_plans_against_nothi
     plan = subprocess.run([ALB, "plan", str(tmp_path / "m"), "--status-dir", str(tmp_path / "afile")],
                           capture_output=True, text=True, timeout=30)
     assert plan.returncode == 1 and "afile: error: " in plan.stderr, plan.stderr
+
+
+def test_usage_errors_exit_1_with_their_message(tmp_path):
+    """SPEC's exit codes are 0, 1 and 2: a command line alb cannot use is invalid input (1, not ArgumentParser's
+    64), said on stderr with the usage; --help still exits 0."""
+    (tmp_path / "m").mkdir()
+    for args, says in [(["frobnicate"], "Unexpected argument 'frobnicate'"),
+                       (["validate", "--no-such-option", str(tmp_path / "m")], "Unknown option '--no-such-option'"),
+                       (["reconcile", "--park-idle-after=-1", str(tmp_path / "m")], "--park-idle-after must not be negative"),
+                       (["reconcile", "--drain-timeout", "soon", str(tmp_path / "m")], "drain-timeout")]:
+        run = subprocess.run([ALB, *args], capture_output=True, text=True, timeout=30)
+        assert run.returncode == 1, (args, run.returncode, run.stderr)
+        assert says in run.stderr and "Usage:" in run.stderr, (args, run.stderr)
+    assert subprocess.run([ALB, "--help"], capture_output=True, text=True, timeout=30).returncode == 0
+    assert subprocess.run([ALB, "reconcile", "--help"], capture_output=True, text=True, timeout=30).returncode == 0
