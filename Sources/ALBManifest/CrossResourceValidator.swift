@@ -197,7 +197,45 @@ struct CrossResourceValidator {
                                    + "\(lb.quotas.listeners) (quotas.listeners)", .quotaExceeded))
             }
         }
+        rejections += Self.sharedAddressConflicts(byInstance) { instance in
+            guard case .loadBalancer(let lb)? = self.valid[ResourceID(kind: .loadBalancer, name: instance)]?.spec else {
+                return nil
+            }
+            return lb.address
+        }
         for rejection in rejections { reject(rejection.0, rejection.1, rejection.2, rejection.3) }
+    }
+
+    /// Listeners of different LoadBalancers with the same address share its ports too: the second bind would
+    /// fail when the reconciler starts it (`BindFailed`), where `alb validate` said nothing. (Different
+    /// addresses that overlap, `0.0.0.0` and `127.0.0.1`, are the data plane's to order, as before.)
+    private static func sharedAddressConflicts(
+        _ byInstance: [String: [Resource]], address: (String) -> String?
+    ) -> [(ResourceID, String, String, DiagnosticReason)] {
+        var placed: [String: [(id: ResourceID, spec: ListenerSpec)]] = [:]
+        var addresses: [String: String] = [:]
+        for (instance, members) in byInstance {
+            guard let bound = address(instance) else { continue }
+            addresses[instance] = bound
+            for resource in members {
+                guard case .listener(let spec) = resource.spec else { continue }
+                placed["\(bound.lowercased()) \(spec.port)", default: []].append((resource.id, spec))
+            }
+        }
+        var rejections: [(ResourceID, String, String, DiagnosticReason)] = []
+        for sharing in placed.values where sharing.count > 1 {
+            for mine in sharing.sorted(by: { $0.id < $1.id }) {
+                for other in sharing where other.spec.loadBalancer != mine.spec.loadBalancer
+                    && Self.conflict(mine.spec.protocol, other.spec.protocol) {
+                    rejections.append((mine.id, "spec.port",
+                                       "port \(mine.spec.port) conflicts with Listener \"\(other.id.name)\" "
+                                       + "(\(other.spec.protocol.rawValue)) on LoadBalancer \"\(other.spec.loadBalancer)\", "
+                                       + "which has the same address \(addresses[other.spec.loadBalancer] ?? "")",
+                                       .portConflict))
+                }
+            }
+        }
+        return rejections
     }
 
     /// Same protocol never shares a port; HTTP and HTTPS (both TCP) do not either; QUIC is UDP.

@@ -167,8 +167,17 @@ public struct ReconcileService: Sendable, Service {
                     }
                 } else if received == .sigusr2 {
                     log.info("SIGUSR2 ignored")
-                } else {
-                    signalName.withLockedValue { $0 = $0 ?? received.description }
+                } else if let first = signalName.withLockedValue({ name -> String? in
+                    defer { name = name ?? received.description }
+                    return name
+                }) {
+                    // A second SIGTERM or SIGINT (Ctrl-C twice, an impatient supervisor): the operator does not
+                    // want to wait for the drain. Exit 1 now: what is in flight is cut, as by SIGKILL, but the lines
+                    // the access log's writer holds are written first.
+                    log.warning("second termination signal: exiting now, without waiting for the drain",
+                                ["first": first, "signal": received.description])
+                    accessLog?.flush()
+                    exit(1)
                 }
             }
         })

@@ -79,6 +79,30 @@ final class CrossResourceTests: XCTestCase {
         XCTAssertTrue(set.diagnostics.allSatisfy { $0.reason == .portConflict })
     }
 
+    /// Two LoadBalancers with one address share its ports: a listener each on 80 could not both bind. The base's
+    /// `lb` listens on 0.0.0.0 (the default); `other` on 0.0.0.0 too, `elsewhere` on 127.0.0.2.
+    func testListenersOfLoadBalancersWithTheSameAddressConflict() {
+        let text = Fixture.doc("LoadBalancer", "other", "address: 0.0.0.0") + "---\n"
+            + Fixture.doc("LoadBalancer", "elsewhere", "address: 127.0.0.2") + "---\n"
+            + Fixture.doc("Listener", "a", Fixture.listenerSpec(port: 80)) + "---\n"
+            + Fixture.doc("Listener", "b", Fixture.listenerSpec(port: 80).replacingOccurrences(of: "lb", with: "other"))
+            + "---\n"
+            + Fixture.doc("Listener", "c", Fixture.listenerSpec(port: 80).replacingOccurrences(of: "lb", with: "elsewhere"))
+            + "---\n"
+            + Fixture.doc("Listener", "q", Fixture.listenerSpec(port: 80, protocol: "QUIC", "certificates: {server: srv}")
+                .replacingOccurrences(of: "lb", with: "other"))
+        let set = load(("l.yaml", text))
+        assertDiagnostics(set, [
+            "l.yaml:22:9: error: spec.port: port 80 conflicts with Listener \"b\" (HTTP) on LoadBalancer \"other\", "
+                + "which has the same address 0.0.0.0",
+            "l.yaml:32:9: error: spec.port: port 80 conflicts with Listener \"a\" (HTTP) on LoadBalancer \"lb\", "
+                + "which has the same address 0.0.0.0",
+        ])
+        XCTAssertTrue(set.diagnostics.allSatisfy { $0.reason == .portConflict })
+        XCTAssertNotNil(set.resources[ResourceID(kind: .listener, name: "c")], "another address: no conflict")
+        XCTAssertNotNil(set.resources[ResourceID(kind: .listener, name: "q")], "QUIC is UDP: no conflict")
+    }
+
     func testQUICAndHTTPSMayShareAPortAndUpgradeLinksThem() {
         let text = Fixture.doc("Listener", "q", Fixture.listenerSpec(port: 443, protocol: "QUIC", "certificates: {server: srv}"))
             + "---\n" + Fixture.doc("Listener", "web", httpsSpec + "\nquicUpgrade: {enabled: true, listener: q}")

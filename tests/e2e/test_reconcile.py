@@ -294,6 +294,26 @@ def test_sigterm_drains_and_exits_zero(alb, backends):
     assert alb.process.wait(timeout=20) == 0
 
 
+def test_a_second_sigterm_exits_at_once_without_waiting_for_the_drain(alb, backends):
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/slow?s=15")  # longer than the test waits, shorter than the 30 s drain
+    time.sleep(0.3)
+    alb.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining before exit" in alb.logs(), what="the drain under way")
+    time.sleep(0.5)
+    assert alb.process.poll() is None, "the first SIGTERM drains: the request is in flight"
+    started = time.monotonic()
+    alb.process.send_signal(signal.SIGTERM)
+    assert alb.process.wait(timeout=10) == 1
+    assert time.monotonic() - started < 5
+    assert "second termination signal: exiting now" in alb.logs()
+
+
 def test_restart_after_kill_restores_listeners_and_generation(alb, backends):
     b1 = backends.start("b1")
     port = free_port()
