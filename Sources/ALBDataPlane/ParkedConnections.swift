@@ -103,11 +103,7 @@ final class ParkedConnections: Sendable {
         let (parked, wakeThread) = self.state.withLockedValue { state -> (Bool, Bool) in
             // Under the lock: a drain marks its listener before it closes the listener's parked sockets
             // (under the lock too), so a socket parked after that cannot be missed.
-            guard !state.stopped, runtime.acceptsParking else { return (false, false) }
-            var event = epoll_event()
-            event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
-            event.data.fd = copy
-            guard epoll_ctl(self.poll, EPOLL_CTL_ADD, copy, &event) == 0 else { return (false, false) }
+            guard !state.stopped, runtime.acceptsParking, self.watch(copy) else { return (false, false) }
             // Counted before the channel's close uncounts it, and before the thread can see the socket.
             runtime.countParked()
             state.parked[copy] = Parked(runtime: runtime, loop: loop, deadline: deadline)
@@ -176,6 +172,14 @@ final class ParkedConnections: Sendable {
         }
     }
 
+    /// Adds `descriptor` to the epoll set: readable (a request) or the peer's close. Under the state's lock.
+    private func watch(_ descriptor: Int32) -> Bool {
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
+        event.data.fd = descriptor
+        return epoll_ctl(self.poll, EPOLL_CTL_ADD, descriptor, &event) == 0
+    }
+
     private func wakeThread() {
         var one: UInt64 = 1
         _ = Glibc.write(self.wake, &one, MemoryLayout<UInt64>.size)
@@ -234,10 +238,7 @@ final class ParkedConnections: Sendable {
         } else if peeked < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
             // Nothing after all (the table's descriptor was reused by a newer socket since the event): park again.
             let again = self.state.withLockedValue { state -> Bool in
-                var event = epoll_event()
-                event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
-                event.data.fd = descriptor
-                guard !state.stopped, epoll_ctl(self.poll, EPOLL_CTL_ADD, descriptor, &event) == 0 else { return false }
+                guard !state.stopped, self.watch(descriptor) else { return false }
                 state.parked[descriptor] = parked
                 return true
             }
