@@ -55,6 +55,7 @@ final class BackendPool {
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: DataPlane.backendReceiveAllocator)
             .channelInitializer { [server = self.server, memory = NIOLoopBound(self.http1Memory, eventLoop: self.eventLoop)] channel in
                 // On this pool's loop, as the bootstrap's group is that loop alone: the loop's memory may be used.
                 let memory = memory.value
