@@ -77,7 +77,7 @@ unit:
 
 e2e: deps
 	swift build --product alb
-	ALB_BIN=$(CURDIR)/.build/debug/alb $(PYTHON) -m pytest -q tests/e2e
+	ALB_BIN=$(CURDIR)/.build/debug/alb $(PYTHON) -m pytest -q -o faulthandler_timeout=300 tests/e2e
 
 # Every example set validates (or, for the deliberately invalid ones, fails exactly as documented).
 examples: deps

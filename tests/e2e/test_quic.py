@@ -118,9 +118,13 @@ def client_configuration():
 
 
 async def on_connection(port, work, timeout=60):
-    async with connect("127.0.0.1", port, configuration=client_configuration(), create_protocol=H3Client,
-                       wait_connected=True) as client:
-        return await asyncio.wait_for(work(client, "127.0.0.1:%d" % port), timeout)
+    """Runs `work` on a new connection; the timeout covers the handshake and the close as well, which wait
+    for alb without a limit of their own."""
+    async def session():
+        async with connect("127.0.0.1", port, configuration=client_configuration(), create_protocol=H3Client,
+                           wait_connected=True) as client:
+            return await work(client, "127.0.0.1:%d" % port)
+    return await asyncio.wait_for(session(), timeout)
 
 
 def run(coroutine):
