@@ -98,6 +98,9 @@ final class BackendPool {
         bootstrap.connect(server: self.server.host, port: self.server.port)
     }
 
+    /// Requests picked for this server on this loop and not yet over.
+    var activeRequests: Int { self.requestsStarted &- self.requestsEnded }
+
     func requestStarted() {
         self.requestsStarted &+= 1
     }

@@ -32,6 +32,12 @@ extension DataPlane {
         await self.serverGroups.load(of: servers)
     }
 
+    /// Requests still in flight to each of `servers` since it left every group, and all it carried since
+    /// (for its group's status while it drains).
+    public func drainingServerLoad(_ servers: [BackendServer]) async -> [ServerLoad] {
+        await self.serverGroups.drainingLoad(of: servers)
+    }
+
     /// Each checked server of `group` with its health, reason and since when (for the group's status).
     public func serverHealth(group: String) -> [ServerHealthReport] {
         self.healthChecker.reports(group: group)

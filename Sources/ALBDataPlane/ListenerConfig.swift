@@ -34,8 +34,8 @@ public struct BackendServer: Sendable, Equatable, Hashable {
         self.useHTTP2 = useHTTP2
     }
 
-    /// Connections are pooled per server and protocol.
-    var poolKey: String {
+    /// The server's identity: connections are pooled per server and protocol.
+    public var poolKey: String {
         if self.useHTTP2 { return "h2c://" + self.address }
         return self.useTLS ? "https://" + self.address : self.address
     }

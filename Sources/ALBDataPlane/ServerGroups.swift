@@ -83,6 +83,22 @@ final class ServerGroups: Sendable {
         }
     }
 
+    /// Requests still in flight to each of `servers` after it left every group (``BackendPools/drainingCounts()``),
+    /// over every loop; zero for a server with none.
+    func drainingLoad(of servers: [BackendServer]) async -> [ServerLoad] {
+        var total: [String: ServerLoad] = [:]
+        for bound in self.loops.withLockedValue({ Array($0.values) }) {
+            let counts = (try? await bound.eventLoop.submit { bound.value.drainingCounts() }.get()) ?? [:]
+            for (key, load) in counts {
+                var sum = total[key] ?? ServerLoad(activeRequests: 0, requests: 0)
+                sum.activeRequests += load.activeRequests
+                sum.requests += load.requests
+                total[key] = sum
+            }
+        }
+        return servers.map { total[$0.poolKey] ?? ServerLoad(activeRequests: 0, requests: 0) }
+    }
+
     /// Idle pooled connections over all loops (for tests and diagnostics).
     func idleConnections() async -> Int {
         var total = 0
@@ -129,12 +145,32 @@ final class BackendPools {
         for (key, pool) in self.pools where !keys.contains(key) {
             pool.retire(drainTimeout: drainTimeout)
             self.pools[key] = nil
+            if pool.activeRequests > 0 { self.draining[key, default: []].append(pool) }
         }
+    }
+
+    /// Retired pools with requests still in flight, by server: their servers show as `Draining` in their
+    /// groups' status until the last request ends (or the drain timeout closes its connection).
+    private var draining: [String: [BackendPool]] = [:]
+
+    /// The requests still in flight on retired pools and all they carried, by server; a pool whose requests
+    /// have all ended is forgotten here.
+    func drainingCounts() -> [String: ServerLoad] {
+        var counts: [String: ServerLoad] = [:]
+        for (key, pools) in self.draining {
+            let left = pools.filter { $0.activeRequests > 0 }
+            self.draining[key] = left.isEmpty ? nil : left
+            guard !left.isEmpty else { continue }
+            counts[key] = ServerLoad(activeRequests: left.reduce(0) { $0 + $1.activeRequests },
+                                     requests: left.reduce(0) { $0 + $1.requestsStarted })
+        }
+        return counts
     }
 
     func closeAll() {
         self.closed = true
         self.lastPicked = nil
+        self.draining = [:]
         for pool in self.pools.values {
             pool.closeAll()
         }

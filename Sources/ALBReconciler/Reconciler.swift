@@ -72,6 +72,9 @@ public actor Reconciler {
     var keySerial = 0
     /// Each server group's servers as last applied, for its status (with their health).
     var groupServers: [String: [ALBDataPlane.BackendServer]] = [:]
+    /// Servers taken out of a group, and when: while requests to them are in flight, the group's status
+    /// lists them as `Draining` (SPEC section 3).
+    var drainingServers: [String: [(server: ALBDataPlane.BackendServer, since: Date)]] = [:]
 
     /// What the admin endpoint (`--admin`) shows, published after each pass and stats refresh.
     public nonisolated let adminState = AdminStateBox()
@@ -221,10 +224,12 @@ public actor Reconciler {
         // Health checks of every server group that has them on, before listeners build their balancers.
         let checked = state.checkedGroups()
         dataPlane.applyHealthChecks(checked)
+        let previousServers = groupServers
         groupServers = [:]
         for (id, resource) in desired where id.kind == .serverGroup {
             if case .serverGroup(let group) = resource.spec { groupServers[id.name] = DesiredState.backendServers(group) }
         }
+        noteRemovedServers(previous: previousServers, now: now)
 
         // 5. Listeners: what each one should do, then the sockets of the whole pass, then the actions.
         var intents: [String: ListenerIntent] = [:]
@@ -727,6 +732,51 @@ public actor Reconciler {
                                                    activeRequests: load.activeRequests, requests: load.requests)
             }
             offset += servers.count
+        }
+        for (group, draining) in await drainingServerStatuses() where result[group] != nil {
+            result[group, default: []] += draining
+        }
+        return result
+    }
+
+    /// Servers that left a group this pass join its draining list; servers back in their group, and the
+    /// lists of groups that are gone, leave it.
+    private func noteRemovedServers(previous: [String: [ALBDataPlane.BackendServer]], now: Date) {
+        for (group, servers) in previous {
+            guard let current = groupServers[group] else { continue }
+            let kept = Set(current.map(\.poolKey))
+            let listed = Set(drainingServers[group]?.map(\.server.poolKey) ?? [])
+            for server in servers where !kept.contains(server.poolKey) && !listed.contains(server.poolKey) {
+                drainingServers[group, default: []].append((server, now))
+            }
+        }
+        for (group, entries) in drainingServers {
+            let current = Set(groupServers[group]?.map(\.poolKey) ?? [])
+            let left = groupServers[group] == nil ? [] : entries.filter { !current.contains($0.server.poolKey) }
+            drainingServers[group] = left.isEmpty ? nil : left
+        }
+    }
+
+    /// The draining servers of each group that still have requests in flight, as their status lists them;
+    /// those with none are done and leave the list. A server still in another group has no retired pool (its
+    /// requests go on counting there), so it leaves at once.
+    private func drainingServerStatuses() async -> [String: [ResourceStatus.ServerStatus]] {
+        guard !drainingServers.isEmpty else { return [:] }
+        let groups = drainingServers.sorted { $0.key < $1.key }
+        let load = await dataPlane.drainingServerLoad(groups.flatMap { $0.value.map(\.server) })
+        var result: [String: [ResourceStatus.ServerStatus]] = [:]
+        var offset = 0
+        for (group, entries) in groups {
+            var left: [(server: ALBDataPlane.BackendServer, since: Date)] = []
+            for (entry, load) in zip(entries, load[offset..<offset + entries.count]) where load.activeRequests > 0 {
+                left.append(entry)
+                result[group, default: []].append(ResourceStatus.ServerStatus(
+                    address: entry.server.host, port: entry.server.port, weight: entry.server.weight, health: "Draining",
+                    reason: "removed from the group: its requests in flight finish, or are closed after the drain timeout",
+                    since: entry.since, activeRequests: load.activeRequests, requests: load.requests))
+            }
+            offset += entries.count
+            drainingServers[group] = left.isEmpty ? nil : left
         }
         return result
     }

@@ -54,7 +54,7 @@ public struct ResourceStatus: Sendable, Equatable {
         public var address: String
         public var port: Int
         public var weight: Int
-        /// Healthy | Unhealthy | Unchecked.
+        /// Healthy | Unhealthy | Unchecked, or Draining: removed from the group with requests still in flight.
         public var health: String
         /// The last failed check's reason ("" when none failed).
         public var reason: String

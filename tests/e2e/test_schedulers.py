@@ -95,16 +95,23 @@ def test_with_every_server_refusing_the_retry_gives_up_with_502(alb, backends):
     assert get(port)[0] == 502
 
 
-def test_replacing_a_server_under_load_fails_nothing_and_its_slow_request_finishes(alb, backends, capsys):
-    import time
-    from conftest import Wrk, wait_for
+def one_server_and_a_slow_request(alb, backends, seconds):
+    """alb forwarding to b1 of two started backends, and a thread (not started) whose request to b1 takes
+    `seconds`: (listener port, b1, b2, the dict its answer goes into, the thread)."""
     b1, b2 = backends.start("b1"), backends.start("b2")
     port = free_port()
     alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
     alb.start()
     alb.wait_state("web", "Running")
     slow = {}
-    slow_request = threading.Thread(target=lambda: slow.update(answer=get(port, "/slow?s=2", timeout=10)))
+    thread = threading.Thread(target=lambda: slow.update(answer=get(port, "/slow?s=%d" % seconds, timeout=seconds + 10)))
+    return port, b1, b2, slow, thread
+
+
+def test_replacing_a_server_under_load_fails_nothing_and_its_slow_request_finishes(alb, backends, capsys):
+    import time
+    from conftest import Wrk, wait_for
+    port, b1, b2, slow, slow_request = one_server_and_a_slow_request(alb, backends, seconds=2)
     load = Wrk(port, 4, connections=8)  # bounded: 4 s
     slow_request.start()
     load.start()
@@ -158,3 +165,31 @@ spec:
     done = wait_for(lambda: (lambda s: s if sum(v["activeRequests"] for v in s.values()) == 0 else None)(servers()),
                     timeout=12, what="no request in flight")
     assert sum(v["requests"] for v in done.values()) == 11
+
+
+def test_a_server_removed_with_a_request_in_flight_shows_draining_until_it_ends(alb, backends):
+    # SPEC section 3: a group's status lists each server with `health` Healthy | Unhealthy | Unchecked | Draining.
+    # Until the sixteenth session a removed server left the status at once, its slow request unseen.
+    import time
+    port, b1, b2, slow, slow_request = one_server_and_a_slow_request(alb, backends, seconds=7)
+    slow_request.start()
+    time.sleep(0.5)  # the slow request is at b1
+    alb.write("web.yaml", manifest_set(port, [(b2, 100)]))
+
+    def servers():
+        return {s["port"]: s for s in (alb.status_of("ServerGroup", "pool") or {}).get("servers", [])}
+
+    draining = wait_for(lambda: (lambda s: s if b1 in s and b2 in s else None)(servers()),
+                        timeout=6, what="the removed server listed beside the new one")
+    assert draining[b1]["health"] == "Draining", draining
+    assert draining[b1]["activeRequests"] == 1 and draining[b1]["requests"] == 1, draining
+    assert "removed from the group" in draining[b1]["reason"]
+    assert draining[b2]["health"] == "Unchecked" and draining[b2]["activeRequests"] == 0, draining
+    events = (alb.status / "events.log").read_text()
+    assert '"to":"Draining"' in events.replace(" ", ""), events
+    slow_request.join(15)
+    assert slow["answer"][0] == 200 and slow["answer"][1].startswith("b1"), slow
+    # The status is refreshed every 5 s: once the request is over, the server is gone from it.
+    after = wait_for(lambda: (lambda s: s if b1 not in s else None)(servers()), timeout=12,
+                     what="the drained server gone from the status")
+    assert list(after) == [b2], after
