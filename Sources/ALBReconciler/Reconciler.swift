@@ -93,6 +93,11 @@ public actor Reconciler {
         self.emptyTreeGrace = emptyTreeGrace
         store.removeStaleTemporaryFiles()
         self.statuses = store.loadAll()
+        // A fresh process knows no file's last good parse, but the status files say which file defined what:
+        // a resource whose file no longer parses is then reported invalid, not silently forgotten.
+        for (id, status) in self.statuses {
+            if let file = status.sourceFile { self.lastGoodFiles[file, default: []].insert(id) }
+        }
     }
 
     // MARK: - The pass
@@ -246,10 +251,12 @@ public actor Reconciler {
                                       valid: problems[id] == nil, now: now)
             if let wake { nextPass = min(nextPass ?? wake, wake) }
         }
-        // Invalid listeners that never served: reported, nothing bound.
+        // Invalid listeners that never served in this process: reported, nothing bound (after a restart the
+        // status file's `live` is the previous process's, which serves nothing now).
         for id in problems.keys where id.kind == .listener && desired[id] == nil {
             guard var status = statuses[id] else { continue }
             status.state = listeners[id.name]?.lifecycle.state.phase ?? .failed
+            if listeners[id.name] == nil { status.live = nil }
             status.setCondition("Ready", false, reason: problems[id]?.first?.reason.rawValue ?? "InvalidSpec",
                                 message: "not serving: the manifest is invalid", now: now)
             statuses[id] = status

@@ -84,6 +84,14 @@ public struct ResourceStatus: Sendable, Equatable {
 
     public func condition(_ type: String) -> Condition? { conditions.first { $0.type == type } }
 
+    /// The manifest file of ``source`` (`file:line`), nil when there is none.
+    public var sourceFile: String? {
+        guard let colon = source.lastIndex(of: ":"), colon > source.startIndex,
+              !source[source.index(after: colon)...].isEmpty,
+              source[source.index(after: colon)...].allSatisfy(\.isNumber) else { return nil }
+        return String(source[..<colon])
+    }
+
     /// Whether this status is `other` but for its counters: a listener's `stats` (present in both) and the
     /// requests in flight and sent of each server (the same servers in the same order). Counters move with
     /// every request; everything else moves only when the reconciler or a health check changes something.

@@ -226,4 +226,17 @@ final class ResourceStatusTests: XCTestCase {
         let text = try onDisk()
         XCTAssertTrue(text.contains("live:\n  boundAddress: \"127.0.0.1:8081\"\n"), text)
     }
+
+    func testSourceFileIsThePathBeforeTheLineNumber() {
+        func file(_ source: String) -> String? {
+            ResourceStatus(id: ResourceID(kind: .listener, name: "web"), source: source).sourceFile
+        }
+        XCTAssertEqual(file("manifests/web.yaml:12"), "manifests/web.yaml")
+        XCTAssertEqual(file("odd:name.yaml:3"), "odd:name.yaml")
+        XCTAssertNil(file(""))
+        XCTAssertNil(file("web.yaml"))
+        XCTAssertNil(file("web.yaml:"))
+        XCTAssertNil(file(":12"))
+        XCTAssertNil(file("web.yaml:1x"))
+    }
 }

@@ -331,6 +331,32 @@ def test_restart_after_kill_restores_listeners_and_generation(alb, backends):
     assert status["live"]["idleTimeout"] == 20
 
 
+def test_after_a_restart_the_resources_of_a_file_that_no_longer_parses_are_reported_not_forgotten(alb, backends):
+    # The status files say which file defined what. Until the sixteenth session a fresh process, knowing no
+    # last good parse, dropped these resources' status files: `alb status` no longer listed the listener.
+    b1 = backends.start("b1")
+    port = free_port()
+    good = manifest_set(port, [(b1, 100)])
+    alb.write("web.yaml", good)
+    alb.start()
+    alb.wait_state("web", "Running")
+    alb.stop()
+    alb.write("web.yaml", good + "    port: [\n")
+    alb.start()
+    status = alb.wait_state("web", "Failed")
+    valid = alb.condition("Listener", "web", "Valid")
+    assert valid["status"] == "False" and valid["reason"] == "ParseError", valid
+    assert "web.yaml" in valid["message"] and "invalid YAML" in valid["message"], valid
+    assert "live" not in status, status  # nothing serves it in this process
+    assert alb.condition("ServerGroup", "pool", "Valid")["reason"] == "ParseError"
+    listed = alb.run_cli("status", "--status-dir", str(alb.status))
+    assert "web" in listed.stdout and "Failed" in listed.stdout, listed.stdout
+    assert refused(port)
+    alb.write("web.yaml", good)
+    alb.wait_state("web", "Running")
+    assert get(port)[0] == 200
+
+
 def test_sighup_forces_reconcile_without_watch(tmp_path, backends):
     b1 = backends.start("b1")
     port = free_port()
