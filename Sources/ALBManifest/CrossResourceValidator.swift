@@ -10,7 +10,7 @@ struct CrossResourceValidator {
     private(set) var sources: [ResourceID: SourceLocation] = [:]
     /// Every id read (valid or not), to tell "does not exist" from "is invalid" and "wrong kind".
     private var known: Set<ResourceID> = []
-    private var locations: [ResourceID: [String: SourceLocation]] = [:]
+    private(set) var locations: [ResourceID: [String: SourceLocation]] = [:]
 
     init(documents: [DecodedDocument]) {
         self.documents = documents

@@ -52,6 +52,7 @@ public enum ManifestLoader {
         set.resources = validator.valid
         set.invalid = validator.invalid
         set.sources = validator.sources
+        set.fieldSources = validator.locations
         let all = looseDiagnostics + validator.invalid.values.flatMap { $0 }
         set.diagnostics = all.sorted { lhs, rhs in
             lhs.location != rhs.location ? lhs.location < rhs.location : lhs.message < rhs.message

@@ -23,6 +23,8 @@ public struct ManifestSet: Sendable {
     public var unidentifiedDocuments: [String: Diagnostic] = [:]
     /// Where each (valid or invalid) resource is defined; for duplicates, the first copy.
     public var sources: [ResourceID: SourceLocation]
+    /// Where each field of each resource is, by path (`spec.privateKey`, `spec.servers[0].port`).
+    public var fieldSources: [ResourceID: [String: SourceLocation]] = [:]
 
     public init(resources: [ResourceID: Resource] = [:], invalid: [ResourceID: [Diagnostic]] = [:],
                 diagnostics: [Diagnostic] = [], unparsableFiles: [String: Diagnostic] = [:],
@@ -39,6 +41,11 @@ public struct ManifestSet: Sendable {
     /// those with a document that cannot be identified (the parse error first).
     public var filesNotWhollyRead: [String: Diagnostic] {
         self.unparsableFiles.merging(self.unidentifiedDocuments) { parseError, _ in parseError }
+    }
+
+    /// Where a field of a resource is, or the resource itself when the field is not in its manifest.
+    public func source(of id: ResourceID, field path: String) -> SourceLocation? {
+        self.fieldSources[id]?[path] ?? self.sources[id]
     }
 
     /// True when nothing at all was reported.

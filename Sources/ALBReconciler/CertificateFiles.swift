@@ -46,11 +46,13 @@ public struct CertificateFiles: Sendable {
                 return .problem(CertificateProblem("\(spec.certificate): \(error)"))
             }
         case .server:
-            guard let keyPath = spec.privateKey else { return .problem(CertificateProblem("no private key file")) }
+            guard let keyPath = spec.privateKey else {
+                return .problem(CertificateProblem("no private key file", file: .privateKey))
+            }
             let key: [UInt8]
             switch read(keyPath) {
             case .success(let bytes): key = bytes
-            case .failure(let problem): return .problem(problem)
+            case .failure(let problem): return .problem(CertificateProblem(problem.message, file: .privateKey))
             }
             do {
                 let certificate = try ServerCertificate(name: name, chainPEM: chain, keyPEM: key, now: now)
@@ -91,7 +93,11 @@ public struct TLSFindings: Sendable {
         func source(_ id: ResourceID) -> String { manifests.sources[id]?.description ?? id.description }
         for (name, loaded) in files.byName.sorted(by: { $0.key < $1.key }) {
             if case .problem(let problem) = loaded {
-                findings.errors.append("\(source(ResourceID(kind: .certificate, name: name))): error: certificate \"\(name)\": \(problem.message)")
+                // At the field naming the file the problem is in.
+                let id = ResourceID(kind: .certificate, name: name)
+                let field = problem.file == .privateKey ? "spec.privateKey" : "spec.certificate"
+                let at = manifests.source(of: id, field: field)?.description ?? source(id)
+                findings.errors.append("\(at): error: certificate \"\(name)\": \(problem.message)")
             }
         }
         let state = DesiredState(resources: manifests.resources)

@@ -6,8 +6,19 @@ import X509
 
 /// Why a certificate cannot be served. The message names the problem and the file, never key material.
 public struct CertificateProblem: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The file a problem is about, so that it can be reported at the manifest field naming it.
+    public enum File: Sendable, Equatable {
+        case certificate, privateKey
+    }
+
     public var message: String
-    public init(_ message: String) { self.message = message }
+    public var file: File
+
+    public init(_ message: String, file: File = .certificate) {
+        self.message = message
+        self.file = file
+    }
+
     public var description: String { message }
 }
 
@@ -56,10 +67,10 @@ public struct ServerCertificate: Sendable {
             key = try NIOSSLPrivateKey(bytes: keyPEM, format: .pem)
         } catch {
             // The error text of a key parser may quote the input: say only what kind of problem it is.
-            throw CertificateProblem("the private key file holds no PEM private key that can be parsed")
+            throw CertificateProblem("the private key file holds no PEM private key that can be parsed", file: .privateKey)
         }
         guard privateKey.publicKey == leaf.publicKey else {
-            throw CertificateProblem("the private key does not match the certificate")
+            throw CertificateProblem("the private key does not match the certificate", file: .privateKey)
         }
         if case .isCertificateAuthority? = try? leaf.extensions.basicConstraints {
             throw CertificateProblem("a CA certificate cannot be used as a server certificate (`openssl req -x509` "

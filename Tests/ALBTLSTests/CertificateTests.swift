@@ -62,6 +62,7 @@ final class CertificateTests: XCTestCase {
             let message = String(describing: error)
             XCTAssertEqual(message, "the private key does not match the certificate")
             XCTAssertFalse(message.contains("PRIVATE KEY"))
+            XCTAssertEqual((error as? CertificateProblem)?.file, .privateKey, "reported at spec.privateKey")
         }
     }
 

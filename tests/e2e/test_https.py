@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import accepted_then_drained, assert_ok_saying_close, free_port, receive_until_close, wait_for
+from conftest import accepted_then_drained, assert_ok_saying_close, free_port, line_of, receive_until_close, wait_for
 
 
 def make_cert(folder, name, names):
@@ -155,6 +155,11 @@ def test_a_bad_key_is_reported_and_the_last_good_certificate_keeps_serving(alb, 
     validate = alb.run_cli("validate", str(alb.manifests))
     assert validate.returncode == 1
     assert 'certificate "main": the private key does not match the certificate' in validate.stdout
+    # At the field naming the key file, not the document's first line.
+    text = (alb.manifests / "web.yaml").read_text()
+    key_line = line_of(text, "privateKey: %s" % certs["shop"][1])
+    key_column = text.splitlines()[key_line - 1].index("privateKey: ") + len("privateKey: ") + 1
+    assert "web.yaml:%d:%d: error" % (key_line, key_column) in validate.stdout, validate.stdout
 
 
 def test_rotating_a_certificate_file_applies_to_the_next_handshake(alb, backends, certs):
