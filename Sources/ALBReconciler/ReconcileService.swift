@@ -106,7 +106,7 @@ public struct ReconcileService: Sendable, Service {
         // With --takeover and a process listening there, its lock and sockets come from it; otherwise the
         // lock is taken here (and refused while another reconciler holds it), as always.
         var predecessor: (client: TakeoverClient, pid: Int32)?
-        let lock: StatusDirectoryLock
+        var lock: StatusDirectoryLock
         var inherited: [TransferableSocket] = []
         if let path = options.takeoverPath, let client = try TakeoverClient.connect(path: path) {
             log.info("taking over from the running reconciler", ["socket": path])
@@ -264,6 +264,7 @@ public struct ReconcileService: Sendable, Service {
                     reason = "takeover failed"
                 }
             case .refreshStats:
+                await reclaimStatusDirectoryIfRemoved(&lock, owned: &ownsLock, reconciler: reconciler)
                 await reconciler.refreshStats()
                 continue
             case .start: reason = "start"
@@ -272,6 +273,7 @@ public struct ReconcileService: Sendable, Service {
             case .retry: reason = "retry"
             case .rescan: reason = "periodic rescan"
             }
+            await reclaimStatusDirectoryIfRemoved(&lock, owned: &ownsLock, reconciler: reconciler)
             let result = await reconciler.pass(reason: reason, counters: counters)
             retryTask?.cancel()
             retryTask = nil
@@ -361,6 +363,25 @@ public struct ReconcileService: Sendable, Service {
     }
 
     /// Listens at the takeover socket (if one was given) and turns each connection into a trigger.
+    /// Takes the status directory back when it was removed under this process (checked before each pass
+    /// and refresh: one `stat`), and writes every status file again.
+    private func reclaimStatusDirectoryIfRemoved(_ lock: inout StatusDirectoryLock, owned: inout Bool,
+                                                 reconciler: Reconciler) async {
+        guard owned else { return }
+        do {
+            guard let fresh = try lock.reacquiredIfRemoved(directory: options.statusDirectory) else { return }
+            lock = fresh
+            log.warning("the status directory was removed; writing it again", ["status": options.statusDirectory])
+            await reconciler.statusDirectoryRemoved()
+        } catch {
+            // Said once: the directory is another reconciler's now (at exit this process leaves its lock alone).
+            owned = false
+            log.error("the status directory was removed and another `alb reconcile` took it; status files here "
+                      + "are no longer kept up to date", ["status": options.statusDirectory,
+                                                          "error": String(describing: error)])
+        }
+    }
+
     private func listenForTakeover(_ continuation: AsyncStream<Trigger>.Continuation) throws -> TakeoverListener? {
         guard let path = options.takeoverPath else { return nil }
         let listener = try TakeoverListener.start(path: path) { channel in
@@ -443,6 +464,19 @@ public struct StatusDirectoryLock: Sendable {
             _ = ftruncate(raw, 0)
             _ = pid.withUnsafeBytes { pwrite(raw, $0.baseAddress, $0.count, 0) }
         }
+    }
+
+    /// When `directory`'s lock file is no longer this lock's (the status directory was deleted, or emptied,
+    /// under this process), the lock on a new one; nil while it is. Throws when another `alb reconcile`
+    /// took the directory meanwhile. A second reconciler could otherwise start on the directory, and
+    /// `alb status` would take it for no reconciler's.
+    func reacquiredIfRemoved(directory: String) throws -> StatusDirectoryLock? {
+        let path = FilePaths.child(".lock", of: directory)
+        if let identity = descriptor.identity, FileIdentity(path: path) == identity { return nil }
+        let fresh = try StatusDirectoryLock(directory: directory)
+        // The old file is unlinked: its lock guards nothing any more.
+        descriptor.close()
+        return fresh
     }
 
     /// A copy for a successor: it holds the same lock.

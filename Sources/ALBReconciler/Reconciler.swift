@@ -677,6 +677,13 @@ public actor Reconciler {
         await writeStatuses()
     }
 
+    /// The status directory was removed and its lock taken again: every status file is written anew (and
+    /// events.log starts again with the next event).
+    public func statusDirectoryRemoved() async {
+        store.directoryWasRemoved()
+        await writeStatuses()
+    }
+
     /// Refreshes listener stats into the status files (called periodically; unchanged files are not written).
     public func refreshStats() async {
         await writeStatuses()

@@ -155,6 +155,17 @@ public final class StatusStore: @unchecked Sendable {
         return onDisk
     }
 
+    /// The status directory was removed under this process (``StatusDirectoryLock/reacquiredIfRemoved(directory:)``):
+    /// forget what was written, the folders made and the open events.log, so the next write puts every file
+    /// back and the next event starts a new events.log.
+    public func directoryWasRemoved() {
+        written = [:]
+        renderedLive = [:]
+        createdFolders = []
+        try? eventsHandle?.close()
+        eventsHandle = nil
+    }
+
     public func remove(_ id: ResourceID) {
         try? FileManager.default.removeItem(atPath: path(for: id).string)
         written[id] = nil

@@ -357,6 +357,28 @@ def test_after_a_restart_the_resources_of_a_file_that_no_longer_parses_are_repor
     assert get(port)[0] == 200
 
 
+def test_a_status_directory_removed_under_the_reconciler_is_written_again_and_still_owned(alb, backends):
+    # Until the sixteenth session only the files of later changes came back: no .lock (so `alb status` refused the
+    # directory and a second `alb reconcile` could start on it), no events.log, no status of unchanged resources.
+    import shutil
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    shutil.rmtree(alb.status)
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)], idle=20))  # any pass notices
+    wait_for(lambda: (alb.status_of("ServerGroup", "pool") or {}).get("conditions"), what="the group's status back")
+    assert alb.wait_state("web", "Running")["live"]["idleTimeout"] == 20
+    listed = alb.run_cli("status", "--status-dir", str(alb.status))
+    assert listed.returncode == 0 and "web" in listed.stdout and "lb" in listed.stdout, listed
+    second = alb.run_cli("reconcile", str(alb.manifests), "--status-dir", str(alb.status))
+    assert second.returncode == 1 and "in use by another" in second.stderr, second
+    assert any(event["action"] == "update" for event in alb.events()), alb.events()
+    assert "the status directory was removed; writing it again" in alb.logs()
+    assert get(port)[0] == 200
+
+
 def test_sighup_forces_reconcile_without_watch(tmp_path, backends):
     b1 = backends.start("b1")
     port = free_port()
