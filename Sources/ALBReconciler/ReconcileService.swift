@@ -362,7 +362,6 @@ public struct ReconcileService: Sendable, Service {
         }
     }
 
-    /// Listens at the takeover socket (if one was given) and turns each connection into a trigger.
     /// Takes the status directory back when it was removed under this process (checked before each pass
     /// and refresh: one `stat`), and writes every status file again.
     private func reclaimStatusDirectoryIfRemoved(_ lock: inout StatusDirectoryLock, owned: inout Bool,
@@ -382,6 +381,7 @@ public struct ReconcileService: Sendable, Service {
         }
     }
 
+    /// Listens at the takeover socket (if one was given) and turns each connection into a trigger.
     private func listenForTakeover(_ continuation: AsyncStream<Trigger>.Continuation) throws -> TakeoverListener? {
         guard let path = options.takeoverPath else { return nil }
         let listener = try TakeoverListener.start(path: path) { channel in
@@ -471,8 +471,9 @@ public struct StatusDirectoryLock: Sendable {
     /// took the directory meanwhile. A second reconciler could otherwise start on the directory, and
     /// `alb status` would take it for no reconciler's.
     func reacquiredIfRemoved(directory: String) throws -> StatusDirectoryLock? {
-        let path = FilePaths.child(".lock", of: directory)
-        if let identity = descriptor.identity, FileIdentity(path: path) == identity { return nil }
+        // A lock whose own file cannot be asked about is left as it is: a new one would refuse against it.
+        guard let identity = descriptor.identity else { return nil }
+        if FileIdentity(path: FilePaths.child(".lock", of: directory)) == identity { return nil }
         let fresh = try StatusDirectoryLock(directory: directory)
         // The old file is unlinked: its lock guards nothing any more.
         descriptor.close()

@@ -781,16 +781,21 @@ public actor Reconciler {
         var result: [String: [ResourceStatus.ServerStatus]] = [:]
         var offset = 0
         for (group, entries) in groups {
-            var left: [(server: ALBDataPlane.BackendServer, since: Date)] = []
-            for (entry, load) in zip(entries, load[offset..<offset + entries.count]) where load.activeRequests > 0 {
-                left.append(entry)
+            var drained: Set<String> = []
+            for (entry, load) in zip(entries, load[offset..<offset + entries.count]) {
+                guard load.activeRequests > 0 else {
+                    drained.insert(entry.server.poolKey)
+                    continue
+                }
                 result[group, default: []].append(ResourceStatus.ServerStatus(
                     address: entry.server.host, port: entry.server.port, weight: entry.server.weight, health: "Draining",
                     reason: "removed from the group: its requests in flight finish, or are closed after the drain timeout",
                     since: entry.since, activeRequests: load.activeRequests, requests: load.requests))
             }
             offset += entries.count
-            drainingServers[group] = left.isEmpty ? nil : left
+            // Only what was found drained leaves: the list may have changed while the data plane was asked.
+            drainingServers[group]?.removeAll { drained.contains($0.server.poolKey) }
+            if drainingServers[group]?.isEmpty == true { drainingServers[group] = nil }
         }
         return result
     }
