@@ -932,8 +932,37 @@ struct ClientEndpoints: Sendable {
 
     init(of channel: Channel) {
         let remote = channel.remoteAddress
-        self.ip = remote?.ipAddress ?? ""
+        self.ip = remote.map(Self.ipText) ?? ""
         self.port = remote?.port ?? 0
         self.listenerPort = channel.localAddress?.port ?? 0
+    }
+
+    /// The address's IP as text, as NIO's `ipAddress` gives it. An IPv4 address is written here: NIO goes
+    /// through `inet_ntop` and a C string, about 1,700 instructions (callgrind), 1.2% of a request on a fresh
+    /// connection.
+    static func ipText(_ address: SocketAddress) -> String {
+        guard case .v4(let v4) = address else { return address.ipAddress ?? "" }
+        let ip = UInt32(bigEndian: v4.address.sin_addr.s_addr)
+        return String(unsafeUninitializedCapacity: 15) { buffer in
+            var length = 0
+            for shift in [24, 16, 8, 0] as [UInt32] {
+                if shift != 24 {
+                    buffer[length] = UInt8(ascii: ".")
+                    length += 1
+                }
+                let octet = (ip >> shift) & 0xFF
+                if octet >= 100 {
+                    buffer[length] = UInt8(ascii: "0") + UInt8(octet / 100)
+                    length += 1
+                }
+                if octet >= 10 {
+                    buffer[length] = UInt8(ascii: "0") + UInt8(octet / 10 % 10)
+                    length += 1
+                }
+                buffer[length] = UInt8(ascii: "0") + UInt8(octet % 10)
+                length += 1
+            }
+            return length
+        }
     }
 }
