@@ -154,7 +154,8 @@ final class HTTP2ConnectionManager: ChannelInboundHandler {
     }
 
     /// What the idle timer calls back (on the connection's event loop).
-    private struct IdleExpiry: NIOScheduledCallbackHandler {
+    // @unchecked: scheduled, called and cancelled on its owner's event loop only (LazyDeadlineTimer).
+    private struct IdleExpiry: NIOScheduledCallbackHandler, @unchecked Sendable {
         let manager: HTTP2ConnectionManager
 
         func handleScheduledCallback(eventLoop: some EventLoop) {

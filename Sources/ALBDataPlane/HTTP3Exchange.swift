@@ -374,7 +374,8 @@ final class HTTP3Exchange: BackendConnectionDelegate {
         timer.arm(at: machine.deadline, on: loopState.eventLoop, handler: TimerExpiry(exchange: self))
     }
 
-    private struct TimerExpiry: NIOScheduledCallbackHandler {
+    // @unchecked: scheduled, called and cancelled on its owner's event loop only (LazyDeadlineTimer).
+    private struct TimerExpiry: NIOScheduledCallbackHandler, @unchecked Sendable {
         let exchange: HTTP3Exchange
         func handleScheduledCallback(eventLoop: some EventLoop) {
             exchange.timerFired()

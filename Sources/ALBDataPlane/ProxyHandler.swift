@@ -731,7 +731,8 @@ final class ProxyHandler: ChannelDuplexHandler, RemovableChannelHandler, Backend
     }
 
     /// What the request timer calls back (on this handler's event loop).
-    private struct RequestTimerExpiry: NIOScheduledCallbackHandler {
+    // @unchecked: scheduled, called and cancelled on its owner's event loop only (LazyDeadlineTimer).
+    private struct RequestTimerExpiry: NIOScheduledCallbackHandler, @unchecked Sendable {
         let handler: ProxyHandler
 
         func handleScheduledCallback(eventLoop: some EventLoop) {

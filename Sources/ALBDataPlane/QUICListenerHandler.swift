@@ -188,7 +188,8 @@ final class QUICListenerHandler: ChannelInboundHandler, QUICConnectionWriter {
                   handler: Expiry(handler: self, context: context))
     }
 
-    private struct Expiry: NIOScheduledCallbackHandler {
+    // @unchecked: scheduled, called and cancelled on its owner's event loop only (LazyDeadlineTimer).
+    private struct Expiry: NIOScheduledCallbackHandler, @unchecked Sendable {
         let handler: QUICListenerHandler
         let context: ChannelHandlerContext
 

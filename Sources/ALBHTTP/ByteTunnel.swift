@@ -111,7 +111,8 @@ public final class ByteTunnel {
 
     // MARK: - Idle timeout
 
-    private struct Expiry: NIOScheduledCallbackHandler {
+    // @unchecked: scheduled, called and cancelled on its owner's event loop only (LazyDeadlineTimer).
+    private struct Expiry: NIOScheduledCallbackHandler, @unchecked Sendable {
         let tunnel: ByteTunnel
 
         func handleScheduledCallback(eventLoop: some EventLoop) {

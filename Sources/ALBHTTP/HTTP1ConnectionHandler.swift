@@ -429,16 +429,21 @@ public final class HTTP1ConnectionHandler: ChannelDuplexHandler, RemovableChanne
     }
 
     private func arm(deadline: NIODeadline, context: ChannelHandlerContext) {
-        self.timer.arm(at: deadline, on: context.eventLoop, handler: Expiry(handler: self, context: context))
+        self.timer.arm(at: deadline, on: context.eventLoop, handler: Expiry(handler: self))
     }
 
-    /// What the timer calls back: the handler and its context (both of this event loop).
-    private struct Expiry: NIOScheduledCallbackHandler {
+    /// What the timer calls back: the handler alone, one reference (a keep-alive request reschedules the
+    /// timer for its head, so copying this is on every request's path), which finds its context itself.
+    // @unchecked: scheduled, called and cancelled on its owner's event loop only (LazyDeadlineTimer).
+    private struct Expiry: NIOScheduledCallbackHandler, @unchecked Sendable {
         let handler: HTTP1ConnectionHandler
-        let context: ChannelHandlerContext
 
         func handleScheduledCallback(eventLoop: some EventLoop) {
-            self.handler.timerFired(context: self.context)
+            guard let context = self.handler.context else {
+                self.handler.timer.fired()  // removed from its pipeline meanwhile: nothing to time out
+                return
+            }
+            self.handler.timerFired(context: context)
         }
     }
 

@@ -68,7 +68,8 @@ public final class SharedDeadlineTimer {
         }
     }
 
-    private struct Expiry: NIOScheduledCallbackHandler {
+    // @unchecked: scheduled, called and cancelled on its owner's event loop only (LazyDeadlineTimer).
+    private struct Expiry: NIOScheduledCallbackHandler, @unchecked Sendable {
         let timer: SharedDeadlineTimer
 
         func handleScheduledCallback(eventLoop: some EventLoop) {
