@@ -7,6 +7,16 @@ import time
 from conftest import ALB, free_port, get, line_of, manifest_set, refused, wait_for
 
 
+def serve_web(alb, backends):
+    """alb running listener "web" on a free port, forwarding to backend "b1": (port, b1's port)."""
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    return port, b1
+
+
 def test_listener_serves_and_reports_running(alb, backends):
     b1, b2 = backends.start("b1"), backends.start("b2")
     port = free_port()
@@ -58,11 +68,7 @@ def test_in_place_update_keeps_keepalive_connection(alb, backends):
 
 
 def test_stop_and_start_pass_through_configuring(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
     held = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     held.request("GET", "/")
     held.getresponse().read()
@@ -117,11 +123,7 @@ def test_deleting_manifest_closes_listener_and_removes_status(alb, backends):
 
 
 def test_invalid_edit_keeps_last_good_configuration(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
     text = manifest_set(70000, [(b1, 100)])
     alb.write("web.yaml", text)
     wait_for(lambda: alb.condition("Listener", "web", "Valid")["status"] == "False", what="Valid False")
@@ -147,11 +149,7 @@ def test_invalid_edit_keeps_last_good_configuration(alb, backends):
 
 
 def test_unparsable_file_deletes_nothing(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
     alb.write("web.yaml", "apiVersion: alb/v1\nkind: [unclosed\n")
     wait_for(lambda: alb.condition("Listener", "web", "Valid")["reason"] == "ParseError", what="ParseError")
     assert get(port)[0] == 200
@@ -161,12 +159,8 @@ def test_unparsable_file_deletes_nothing(alb, backends):
 def test_a_typo_in_a_documents_kind_or_name_deletes_nothing(alb, backends):
     # Which resource such a document meant cannot be known, so its file keeps what it defined at its last good read,
     # as an unparsable file does. Until the fourteenth session the listener was deleted a second later.
-    b1 = backends.start("b1")
-    port = free_port()
-    good = manifest_set(port, [(b1, 100)])
-    alb.write("web.yaml", good)
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
+    good = manifest_set(port, [(b1, 100)])  # what serve_web wrote
     for typo in (good.replace("kind: Listener", "kind: Listner"), good.replace("name: web}", "name: Web}"),
                  good.replace("metadata: {name: web}", "metadata: {nam: web}")):
         assert typo != good
@@ -280,11 +274,7 @@ def test_plan_reports_changes_and_nothing_after_reconcile(alb, backends):
 
 
 def test_sigterm_drains_and_exits_zero(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/slow?s=1")
     time.sleep(0.2)
@@ -295,11 +285,7 @@ def test_sigterm_drains_and_exits_zero(alb, backends):
 
 
 def test_a_second_sigterm_exits_at_once_without_waiting_for_the_drain(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", "/slow?s=15")  # longer than the test waits, shorter than the 30 s drain
     time.sleep(0.3)
@@ -315,11 +301,7 @@ def test_a_second_sigterm_exits_at_once_without_waiting_for_the_drain(alb, backe
 
 
 def test_restart_after_kill_restores_listeners_and_generation(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
     alb.write("web.yaml", manifest_set(port, [(b1, 100)], idle=20))
     wait_for(lambda: alb.status_of("Listener", "web")["generation"] == 2, what="generation 2")
     alb.stop(signal.SIGKILL)
@@ -334,12 +316,8 @@ def test_restart_after_kill_restores_listeners_and_generation(alb, backends):
 def test_after_a_restart_the_resources_of_a_file_that_no_longer_parses_are_reported_not_forgotten(alb, backends):
     # The status files say which file defined what. Until the sixteenth session a fresh process, knowing no
     # last good parse, dropped these resources' status files: `alb status` no longer listed the listener.
-    b1 = backends.start("b1")
-    port = free_port()
-    good = manifest_set(port, [(b1, 100)])
-    alb.write("web.yaml", good)
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
+    good = manifest_set(port, [(b1, 100)])  # what serve_web wrote
     alb.stop()
     alb.write("web.yaml", good + "    port: [\n")
     alb.start()
@@ -361,11 +339,7 @@ def test_a_status_directory_removed_under_the_reconciler_is_written_again_and_st
     # Until the sixteenth session only the files of later changes came back: no .lock (so `alb status` refused the
     # directory and a second `alb reconcile` could start on it), no events.log, no status of unchanged resources.
     import shutil
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
     shutil.rmtree(alb.status)
     alb.write("web.yaml", manifest_set(port, [(b1, 100)], idle=20))  # any pass notices
     wait_for(lambda: (alb.status_of("ServerGroup", "pool") or {}).get("conditions"), what="the group's status back")
@@ -409,11 +383,7 @@ def test_status_dir_inside_manifests_is_refused(tmp_path):
 
 
 def test_second_listener_on_a_taken_port_is_refused_and_the_first_keeps_serving(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
     alb.write("clash.yaml", """\
 apiVersion: alb/v1
 kind: Listener
@@ -434,11 +404,7 @@ spec:
 
 
 def test_hostile_manifest_while_running_is_reported_and_nothing_else_changes(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
     bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
     previous = "a"
     for name in "bcdefghi":
