@@ -10,6 +10,11 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 # ---- build ------------------------------------------------------------------------------------------
 FROM ${SWIFT_IMAGE} AS build
+# The C libraries' headers (compression, QUIC, OpenSSL's libcrypto for RSA keys), as `make deps` installs them.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends zlib1g-dev libbrotli-dev libngtcp2-dev \
+        libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev libssl-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The dependencies first, so a source change does not fetch them again.
 # (Package.resolve[d]: copied when present; the repository does not commit it.)
@@ -18,8 +23,9 @@ RUN swift package resolve
 # Every target's folder must exist for SwiftPM to load the package (tests and fuzz targets included);
 # .dockerignore keeps .build, status and the like out.
 COPY . .
-# The Swift runtime and Foundation linked in: the binary needs only libc, libm, libstdc++ and libgcc_s
-# (readelf -d), all in the slim image. Stripped, it is about 80 MB instead of 150. Cross-module optimisation
+# The Swift runtime and Foundation linked in: beside libc, libm, libstdc++ and libgcc_s (in the slim image) the
+# binary needs the C libraries' run-time packages installed below (readelf -d). Stripped, it is about 80 MB
+# instead of 150. Cross-module optimisation
 # on every module, full link-time optimisation and no run-time exclusivity checks, as the Makefile's release
 # builds (docs/benchmarks.md, docs/decisions.md).
 RUN swift build -c release --product alb --static-swift-stdlib -Xswiftc -cross-module-optimization \
@@ -30,9 +36,11 @@ RUN swift build -c release --product alb --static-swift-stdlib -Xswiftc -cross-m
 
 # ---- runtime ----------------------------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
-# ca-certificates only: alb needs glibc and libstdc++ (already in the slim image) and logs in UTC.
+# alb logs in UTC. Brotli, zlib, ngtcp2, nghttp3 and GnuTLS are linked; libssl3's libcrypto is opened at run
+# time for RSA keys (docs/tls.md).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates zlib1g libbrotli1 libngtcp2-9 \
+        libngtcp2-crypto-gnutls2 libnghttp3-3 libgnutls30 libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 alb \
     && useradd --system --uid 10001 --gid alb --home-dir /var/lib/alb --shell /usr/sbin/nologin alb \

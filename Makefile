@@ -21,6 +21,8 @@ SWIFT_BUILD_FLAGS_release := --static-swift-stdlib $(SWIFT_OPTIMISATION_FLAGS)
 RELEASE_BUILD := swift build -c release $(SWIFT_BUILD_FLAGS_release) --product alb
 PYTHON ?= python3
 DEBIAN_PACKAGES := curl ca-certificates openssl nghttp2-client wrk zlib1g-dev libbrotli-dev
+# OpenSSL's libcrypto for RSA keys' handshake signatures (the CLibcrypto target; docs/decisions.md).
+DEBIAN_PACKAGES += libssl-dev
 # Only `make bench` needs these: nginx's Brotli filter, for the compression row beside alb's; valgrind, for the
 # instructions per request (tests/bench_instructions.sh).
 BENCH_DEBIAN_PACKAGES := nginx libnginx-mod-http-brotli-filter valgrind

@@ -66,12 +66,16 @@ let package = Package(
             .product(name: "Atomics", package: "swift-atomics"),
         ], swiftSettings: hotPath),
         .target(name: "ALBTLS", dependencies: [
-            "ALBHTTP",
+            "ALBHTTP", "ALBOpenSSL",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "X509", package: "swift-certificates"),
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: hotPath),
+        // OpenSSL's libcrypto for RSA private keys only: the headers of Debian's libssl-dev; the library is
+        // opened at run time, not linked (Sources/CLibcrypto/shim.h). ALBOpenSSL owns every pointer.
+        .systemLibrary(name: "CLibcrypto", providers: [.apt(["libssl-dev"])]),
+        .target(name: "ALBOpenSSL", dependencies: ["CLibcrypto"], swiftSettings: hotPath),
         .target(name: "ALBHTTP", dependencies: [
             "CZlib", "CBrotli",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -127,7 +131,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "ALBTLSTests", dependencies: [
-            "ALBTLS",
+            "ALBTLS", "ALBOpenSSL",
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOTLS", package: "swift-nio"),

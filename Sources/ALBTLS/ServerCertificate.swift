@@ -1,5 +1,6 @@
 import Foundation
 import ALBHTTP
+import ALBOpenSSL
 import Crypto
 import NIOSSL
 import X509
@@ -32,6 +33,9 @@ public struct ServerCertificate: Sendable {
     public let name: String
     public let chain: [NIOSSLCertificate]
     public let key: NIOSSLPrivateKey
+    /// For an RSA key, the same key held by OpenSSL for the handshake's signature (`RSAKeyInOpenSSL`); nil
+    /// for other keys, which BoringSSL signs with as fast as OpenSSL would.
+    let openSSLKey: NIOSSLPrivateKey?
     /// Lower-cased DNS names of the leaf's subject alternative names, wildcards (`*.example.com`) kept.
     public let dnsNames: [String]
     public let notValidBefore: Date
@@ -91,6 +95,10 @@ public struct ServerCertificate: Sendable {
         self.name = name
         self.chain = chain
         self.key = key
+        // Only an RSA key is handed to OpenSSL: its first key read and first signature set up about 0.5-0.7 MB of
+        // tables in the process, which a listener of ECDSA keys need not carry.
+        let isRSA = privateKey.supportedSignatureAlgorithms.contains(.sha256WithRSAEncryption)
+        self.openSSLKey = isRSA ? OpenSSLRSAPrivateKey(pem: keyPEM).map { NIOSSLPrivateKey(customPrivateKey: RSAKeyInOpenSSL(key: $0)) } : nil
         self.dnsNames = names
         self.notValidBefore = leaf.notValidBefore
         self.notValidAfter = leaf.notValidAfter

@@ -104,9 +104,14 @@ public struct ServerTLS: Sendable {
     ///   signed, or their handshake fails.
     public init(defaultCertificate: ServerCertificate, additional: [ServerCertificate], policy: TLSPolicy,
                 applicationProtocols: [String], clientCA: CABundle? = nil, identity: String) throws {
+        // RSA keys sign in OpenSSL (`RSAKeyInOpenSSL`). swift-nio-ssl makes the default key's signature schemes
+        // the context's, for every certificate SNI may choose: the default key is OpenSSL's only when every
+        // key is RSA, or an ECDSA certificate chosen by SNI would find no scheme it can sign with.
+        let everyKeyIsRSA = additional.allSatisfy { $0.openSSLKey != nil }
+        let defaultKey = everyKeyIsRSA ? defaultCertificate.openSSLKey ?? defaultCertificate.key : defaultCertificate.key
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: defaultCertificate.chain.map { .certificate($0) },
-            privateKey: .privateKey(defaultCertificate.key))
+            privateKey: .privateKey(defaultKey))
         configuration.minimumTLSVersion = policy.minimum.nio
         configuration.maximumTLSVersion = policy.maximum.nio
         if !policy.ciphers.isEmpty {
@@ -134,7 +139,7 @@ public struct ServerTLS: Sendable {
                 }
                 var override = NIOSSLContextConfigurationOverride()
                 override.certificateChain = chosen.chain.map { .certificate($0) }
-                override.privateKey = .privateKey(chosen.key)
+                override.privateKey = .privateKey(chosen.openSSLKey ?? chosen.key)
                 promise.succeed(override)
             }
         }

@@ -13,11 +13,12 @@ final class TestCertificates {
 
     deinit { try? FileManager.default.removeItem(at: folder) }
 
-    /// A self-signed ECDSA P-256 certificate for `names`; returns (chain PEM, key PEM).
-    func make(_ file: String, names: [String], ca: Bool = false) throws -> (chain: [UInt8], key: [UInt8]) {
+    /// A self-signed certificate for `names`, ECDSA P-256 or RSA 2048; returns (chain PEM, key PEM).
+    func make(_ file: String, names: [String], ca: Bool = false, rsa: Bool = false) throws -> (chain: [UInt8], key: [UInt8]) {
         let cert = folder.appendingPathComponent("\(file).crt").path
         let key = folder.appendingPathComponent("\(file).key").path
-        var arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        let newKey = rsa ? ["-newkey", "rsa:2048"] : ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        var arguments = ["req", "-x509"] + newKey + ["-nodes",
                          "-keyout", key, "-out", cert, "-days", "30", "-subj", "/CN=\(names.first ?? "test")"]
         if !names.isEmpty {
             arguments += ["-addext", "subjectAltName=" + names.map { "DNS:\($0)" }.joined(separator: ",")]

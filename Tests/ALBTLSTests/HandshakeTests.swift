@@ -1,4 +1,4 @@
-import ALBTLS
+@testable import ALBTLS
 import NIOCore
 import NIOEmbedded
 import NIOSSL
@@ -43,8 +43,8 @@ final class HandshakeTests: XCTestCase {
         certificates = nil
     }
 
-    private func load(_ name: String, _ names: [String]) throws -> (ServerCertificate, [UInt8]) {
-        let pem = try certificates.make(name, names: names)
+    private func load(_ name: String, _ names: [String], rsa: Bool = false) throws -> (ServerCertificate, [UInt8]) {
+        let pem = try certificates.make(name, names: names, rsa: rsa)
         return (try ServerCertificate(name: name, chainPEM: pem.chain, keyPEM: pem.key), pem.chain)
     }
 
@@ -95,9 +95,10 @@ final class HandshakeTests: XCTestCase {
     }
 
     private func serverTLS(_ main: ServerCertificate, additional: [ServerCertificate] = [],
-                           versions: [TLSProtocolVersion] = [.tls12, .tls13], clientCA: CABundle? = nil) throws -> ServerTLS {
+                           versions: [TLSProtocolVersion] = [.tls12, .tls13],
+                           ciphers: [String] = ["ECDHE-ECDSA-AES128-GCM-SHA256"], clientCA: CABundle? = nil) throws -> ServerTLS {
         try ServerTLS(defaultCertificate: main, additional: additional,
-                      policy: TLSPolicy(versions: versions, ciphers: ["ECDHE-ECDSA-AES128-GCM-SHA256"]),
+                      policy: TLSPolicy(versions: versions, ciphers: ciphers),
                       applicationProtocols: ["http/1.1"], clientCA: clientCA, identity: "test")
     }
 
@@ -152,5 +153,57 @@ final class HandshakeTests: XCTestCase {
         let anonymous = try handshake(server, serverName: "main.example.com", trust: mainPEM)
         XCTAssertFalse(anonymous.server.completed, "no client certificate, no connection")
         XCTAssertNotNil(anonymous.server.error)
+    }
+
+    // RSA keys sign and decrypt in OpenSSL (RSAKeyInOpenSSL). In each handshake below the client checks the
+    // server's signature against the certificate, so a wrong signature fails it.
+
+    func testAnRSAKeySignsEveryHandshakeKind() throws {
+        let (main, mainPEM) = try load("main", ["main.example.com"], rsa: true)
+        XCTAssertNotNil(main.openSSLKey, "an RSA key is held by OpenSSL")
+        let server = try serverTLS(main, versions: [.tls10, .tls11, .tls12, .tls13],
+                                   ciphers: ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-SHA", "AES128-GCM-SHA256"])
+        let tls13 = try handshake(server, serverName: "main.example.com", trust: mainPEM)
+        XCTAssertTrue(tls13.client.completed, "TLS 1.3, RSA-PSS: \(String(describing: tls13.client.error))")
+        for scheme in [SignatureAlgorithm.rsaPkcs1Sha256, .rsaPssRsaeSha384, .rsaPkcs1Sha512, .rsaPkcs1Sha1] {
+            let tls12 = try handshake(server, serverName: "main.example.com", trust: mainPEM) {
+                $0.maximumTLSVersion = .tlsv12
+                $0.verifySignatureAlgorithms = [scheme]
+            }
+            XCTAssertTrue(tls12.client.completed, "TLS 1.2 signed with \(scheme): \(String(describing: tls12.client.error))")
+        }
+        let keyExchange = FirstWrite()
+        let rsaKeyExchange = try handshake(server, serverName: "main.example.com", trust: mainPEM,
+                                           firstServerWrite: keyExchange) {
+            $0.maximumTLSVersion = .tlsv12
+            $0.cipherSuites = "AES128-GCM-SHA256"
+        }
+        XCTAssertTrue(rsaKeyExchange.client.completed, "TLS 1.2, RSA key exchange: the key decrypts")
+        let chosen = try XCTUnwrap(CipherSuiteName.chosenBy(serverHelloRecord: try XCTUnwrap(keyExchange.bytes)))
+        XCTAssertEqual(CipherSuiteName.of(chosen), "AES128-GCM-SHA256")
+        let tls10 = try handshake(server, serverName: "main.example.com", trust: mainPEM) {
+            $0.minimumTLSVersion = .tlsv1
+            $0.maximumTLSVersion = .tlsv1
+            $0.cipherSuites = "ECDHE-RSA-AES128-SHA"
+        }
+        XCTAssertTrue(tls10.client.completed, "TLS 1.0 signs MD5-SHA1: \(String(describing: tls10.client.error))")
+    }
+
+    func testRSAAndECDSACertificatesMixUnderSNI() throws {
+        let (rsa, rsaPEM) = try load("rsa", ["rsa.example.com"], rsa: true)
+        let (ecdsa, ecdsaPEM) = try load("ecdsa", ["ecdsa.example.com"])
+        XCTAssertNil(ecdsa.openSSLKey, "BoringSSL keeps ECDSA keys")
+        let ciphers = ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"]
+        for server in [try serverTLS(rsa, additional: [ecdsa], ciphers: ciphers),
+                       try serverTLS(ecdsa, additional: [rsa], ciphers: ciphers)] {
+            for maximum in [TLSVersion.tlsv12, .tlsv13] {
+                XCTAssertTrue(try handshake(server, serverName: "rsa.example.com", trust: rsaPEM) {
+                    $0.maximumTLSVersion = maximum
+                }.client.completed)
+                XCTAssertTrue(try handshake(server, serverName: "ecdsa.example.com", trust: ecdsaPEM) {
+                    $0.maximumTLSVersion = maximum
+                }.client.completed)
+            }
+        }
     }
 }

@@ -86,6 +86,46 @@ def test_dockerfile_is_a_two_stage_build_to_a_slim_non_root_runtime(dockerfile):
     assert entrypoint == [["alb"]], "ENTRYPOINT must be the exec form [\"alb\"]"
 
 
+def installed_packages(instructions):
+    """The Debian packages `apt-get install` names in these instructions' RUN lines."""
+    packages = set()
+    for command in (rest for i, rest in instructions if i == "RUN"):
+        for part in command.split("&&"):
+            words = part.split()
+            if words[:2] == ["apt-get", "install"]:
+                packages.update(w for w in words[2:] if not w.startswith("-"))
+    return packages
+
+
+def test_the_image_installs_the_libraries_alb_needs(dockerfile):
+    # Every shared library the binary names (readelf -d) that a Debian package provides must be in the slim
+    # image or installed in its runtime stage, and the build stage must install what `make deps` does for the
+    # C targets. Until the seventeenth session the image had none of the compression and QUIC libraries.
+    slim = {"libc6", "libgcc-s1", "libstdc++6"}
+    runtime = installed_packages(stages(dockerfile)["runtime"])
+    needed = re.findall(r"Shared library: \[(.+?)\]",
+                        subprocess.run(["readelf", "-d", ALB], capture_output=True, text=True, check=True).stdout)
+    missing = []
+    for soname in needed:
+        paths = [line.rsplit(" => ", 1)[1] for line in subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout.splitlines()
+                 if line.strip().startswith(soname + " ") and "x86-64" in line]
+        # By the file's own name: dpkg records /lib or /usr/lib as the package put it, the merged /usr
+        # resolves either way.
+        owner = subprocess.run(["dpkg", "-S", "*/" + Path(paths[0]).resolve().name], capture_output=True,
+                               text=True) if paths else None
+        if owner is None or owner.returncode != 0:
+            continue  # the Swift toolchain's own libraries, linked dynamically into a debug build only
+        package = owner.stdout.split(":", 1)[0].split(",")[0]
+        if package not in slim | runtime:
+            missing.append("%s (%s)" % (soname, package))
+    assert not missing, "the runtime stage does not install: " + ", ".join(missing)
+    assert "libssl3" in runtime, "libcrypto.so.3 is opened at run time for RSA keys (docs/tls.md)"
+    build = installed_packages(stages(dockerfile)["build"])
+    makefile = (REPO / "Makefile").read_text()
+    for package in ("zlib1g-dev", "libbrotli-dev", "libngtcp2-dev", "libnghttp3-dev", "libssl-dev"):
+        assert package in makefile and package in build, package
+
+
 def test_the_image_default_command_is_one_alb_accepts(dockerfile):
     cmd = json.loads([rest for i, rest in stages(dockerfile)["runtime"] if i == "CMD"][0])
     assert cmd[0] == "reconcile" and "--watch" in cmd

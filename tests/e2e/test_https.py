@@ -12,10 +12,11 @@ import pytest
 from conftest import accepted_then_drained, assert_ok_saying_close, free_port, line_of, receive_until_close, wait_for
 
 
-def make_cert(folder, name, names):
-    """A self-signed ECDSA P-256 certificate for `names` (SANs): returns (cert path, key path)."""
+def make_cert(folder, name, names, rsa=False):
+    """A self-signed ECDSA P-256 (or RSA 2048) certificate for `names` (SANs): returns (cert path, key path)."""
     cert, key = folder / (name + ".crt"), folder / (name + ".key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+    new_key = ["-newkey", "rsa:2048"] if rsa else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    subprocess.run(["openssl", "req", "-x509", *new_key, "-nodes",
                     "-keyout", str(key), "-out", str(cert), "-days", "30", "-subj", "/CN=" + names[0],
                     "-addext", "subjectAltName=" + ",".join("DNS:" + n for n in names),
                     "-addext", "basicConstraints=critical,CA:FALSE"],
@@ -125,6 +126,27 @@ def test_https_serves_with_sni_and_forwards_proto(alb, backends, certs):
         tls_get(port, "unknown.example.com", certs["shop"][0])
     headers = json.loads(tls_get(port, "main.example.com", certs["main"][0], "/headers")[1])
     assert headers.get("X-Forwarded-Proto") == "https"
+
+
+def test_an_rsa_certificate_serves_every_handshake_its_policy_allows(alb, backends, certs):
+    # RSA keys sign (and, for TLS 1.2's RSA key exchange, decrypt) in OpenSSL, the rest of TLS runs in
+    # BoringSSL: each client below checks the server's signature, so a wrong one fails its handshake.
+    folder = certs["folder"]
+    certs["main"] = make_cert(folder, "rsa", ["main.example.com"], rsa=True)
+    port, backend = serve_https(alb, backends, certs, ("main", "shop"), policy="tls_cipher_policy_1_0",
+                                additional=["shop"])
+    assert tls_get(port, "main.example.com", certs["main"][0])[:2] == (200, "b1 /\n")
+    assert s_client(port, "-tls1_2", "-sigalgs", "rsa_pss_rsae_sha256")
+    assert s_client(port, "-tls1_2", "-sigalgs", "RSA+SHA384")
+    assert s_client(port, "-tls1_2", "-cipher", "AES128-GCM-SHA256"), "RSA key exchange"
+    assert s_client(port, "-tls1", "-cipher", "ECDHE-RSA-AES128-SHA:@SECLEVEL=0"), "TLS 1.0 signs MD5-SHA1"
+    # An ECDSA certificate chosen by SNI beside the RSA default still signs with its own key.
+    assert tls_get(port, "shop.example.com", certs["shop"][0])[0] == 200
+    assert s_client(port, "-tls1_2", server_name="shop.example.com")
+
+    alb.write("web.yaml", https_set(port, backend, {"main": certs["main"]}, policy="tls_cipher_policy_1_2_strict_with_1_3"))
+    wait_for(lambda: s_client(port, "-tls1_3"), what="TLS 1.3 (RSA-PSS) after the policy change")
+    assert tls_get(port, "main.example.com", certs["main"][0])[0] == 200
 
 
 def test_the_policy_decides_versions_and_ciphers(alb, backends, certs):
