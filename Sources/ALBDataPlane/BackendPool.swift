@@ -54,7 +54,7 @@ final class BackendPool {
         }
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: DataPlane.backendReceiveAllocator)
             .channelInitializer { [server = self.server, memory = NIOLoopBound(self.http1Memory, eventLoop: self.eventLoop)] channel in
                 // On this pool's loop, as the bootstrap's group is that loop alone: the loop's memory may be used.
@@ -136,7 +136,7 @@ final class BackendPool {
         guard self.http2Waiting.count == 1 else { return }  // a connect is under way
         let bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(

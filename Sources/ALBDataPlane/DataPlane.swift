@@ -141,8 +141,9 @@ public final class DataPlane: Sendable {
             .serverChannelOption(.backlog, value: Self.backlog)
             .serverChannelOption(.autoRead, value: !held)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.recvAllocator, value: Self.clientReceiveAllocator)
+            // Accepted sockets inherit it (an inherited listening socket gets it here too); the connection's
+            // other option is set by its initializer (`ListenerRuntime.initializeConnection`).
+            .serverChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 socket.accept(channel)
             }

@@ -280,6 +280,10 @@ final class ListenerRuntime: IdleConnectionParking, Sendable {
                 // A TLS session lives in its channel: only plain TCP connections park.
                 parking: self.parking != nil && snapshot.config.tls == nil ? self : nil
             )
+            // Set here and not as the bootstrap's child option: NIO applies those one by one through a chain of
+            // futures, 18 allocations a connection with the two it had (docs/benchmarks.md). `TCP_NODELAY` needs
+            // no call: accepted sockets inherit it from the listening socket, and a parked one keeps it.
+            try channel.syncOptions?.setOption(.recvAllocator, value: DataPlane.clientReceiveAllocator)
             if self.detailedMetrics {
                 try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(state: state))
             }
@@ -330,7 +334,6 @@ final class ListenerRuntime: IdleConnectionParking, Sendable {
     func resumeParked(_ descriptor: Int32, on loop: EventLoop) -> EventLoopFuture<Channel> {
         self.parked.wrappingDecrement(ordering: .relaxed)
         return ClientBootstrap(group: loop)
-            .channelOption(.recvAllocator, value: DataPlane.clientReceiveAllocator)
             .channelInitializer { channel in
                 self.initializeConnection(channel, resumed: true)
                     ?? channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)

@@ -131,7 +131,9 @@ public struct FileIdentity: Equatable, Hashable, Sendable {
 
 extension OwnedDescriptor {
     /// A non-blocking TCP socket bound to `address` and listening with `backlog`, with `SO_REUSEADDR` as
-    /// NIO's bootstrap sets it. Errors are NIO's `IOError` with the errno, like a bootstrap bind's.
+    /// NIO's bootstrap sets it, and `TCP_NODELAY`, which Linux copies to every socket it accepts (so no
+    /// connection needs a `setsockopt` of its own). Errors are NIO's `IOError` with the errno, like a
+    /// bootstrap bind's.
     static func listeningTCP(on address: SocketAddress, backlog: Int32) throws -> OwnedDescriptor {
         let family: Int32
         switch address {
@@ -145,6 +147,9 @@ extension OwnedDescriptor {
         var one: Int32 = 1
         guard setsockopt(raw, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
             throw IOError(errnoCode: errno, reason: "setsockopt(SO_REUSEADDR)")
+        }
+        guard setsockopt(raw, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            throw IOError(errnoCode: errno, reason: "setsockopt(TCP_NODELAY)")
         }
         let bound = address.withSockAddr { pointer, size in Glibc.bind(raw, pointer, socklen_t(size)) }
         guard bound == 0 else { throw IOError(errnoCode: errno, reason: "bind") }

@@ -1,12 +1,16 @@
 """The HTTP data plane through the real binary, with curl and raw sockets as clients."""
 import http.client
 import json
+import os
+import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import blackhole, free_port, get, manifest_set, receive_until_close, wait_for
+from conftest import ALB, blackhole, free_port, get, manifest_set, receive_until_close, stop_process, wait_for
 
 
 @pytest.fixture
@@ -362,3 +366,39 @@ def test_backend_response_fields_reach_the_client_without_the_hop_by_hop_ones(se
                 b"HTTP/1.0 200 OK", b"Server:  scripted ", b"X-A: 1", b"Content-Length: 2", b"connection: keep-alive"]
     finally:
         backend.close()
+
+
+def test_an_unprivileged_user_runs_alb(backends):
+    # The container image runs alb as uid 10001, and nobody should run a proxy as root. Until the seventeenth
+    # session every client and backend connection asked for SO_DEBUG (`.socketOption(.tcp_nodelay)` is
+    # SOL_SOCKET's option 1, not TCP_NODELAY), which only root may set: as any other user each connection was
+    # reset at once. The tests ran as root and never saw it.
+    backend = backends.start("b1")
+    root = Path(tempfile.mkdtemp(prefix="alb-unprivileged-", dir="/tmp"))
+    process = None
+    try:
+        os.chmod(root, 0o777)  # the status directory is made by alb, as the unprivileged user
+        manifests = root / "manifests"
+        manifests.mkdir()
+        port = free_port()
+        (manifests / "web.yaml").write_text(manifest_set(port, [(backend, 100)]))
+        for path in (manifests, manifests / "web.yaml"):
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        command = [ALB, "reconcile", str(manifests), "--status-dir", str(root / "status")]
+        if os.geteuid() == 0:
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        with open(root / "alb.log", "wb") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=log)
+
+        def answered():
+            try:
+                return get(port)[:2]
+            except OSError:
+                return None
+        assert wait_for(answered, what="an answer through alb run as uid 65534") == (200, "b1 /\n"), \
+            (root / "alb.log").read_text()
+        assert get(port, "/again")[:2] == (200, "b1 /again\n")
+    finally:
+        if process is not None:
+            stop_process(process)
+        shutil.rmtree(root, ignore_errors=True)

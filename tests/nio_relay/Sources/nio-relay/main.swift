@@ -60,12 +60,12 @@ let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let server = try ServerBootstrap(group: group)
     .serverChannelOption(.backlog, value: 1024)
     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+    .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
     .childChannelInitializer { client in
         let clientSide = RelayHandler()
         return client.pipeline.addHandler(clientSide).flatMap {
             ClientBootstrap(group: client.eventLoop)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelInitializer { backend in backend.pipeline.addHandler(RelayHandler(partner: client)) }
                 .connect(host: "127.0.0.1", port: backendPort)
                 .map { backend in clientSide.connect(to: backend) }
