@@ -4,8 +4,8 @@ import CLibcrypto
 ///
 /// Why not BoringSSL, which runs everything else of TLS: on CPUs with AVX-512 IFMA, OpenSSL 3's RSA-2048
 /// private operation takes about half the time of BoringSSL's (`openssl speed rsa2048`: 196 µs a signature
-/// here; BoringSSL's Montgomery multiplication was about 380 µs of each RSA handshake in `perf`). An RSA
-/// handshake is mostly that one operation. docs/decisions.md has the figures.
+/// here), and an RSA handshake is mostly that one operation: BoringSSL's Montgomery multiplication was 56% of
+/// alb's CPU under a load of full RSA handshakes (`perf`). docs/decisions.md has the figures.
 ///
 /// The class owns its `EVP_PKEY` and frees it; no C type leaves this module. Operations take no lock: OpenSSL
 /// allows one key to be used from several threads at once, each operation with a context of its own.

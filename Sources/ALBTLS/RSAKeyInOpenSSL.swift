@@ -9,7 +9,7 @@ import NIOSSL
 struct RSAKeyInOpenSSL: NIOSSLCustomPrivateKey, Hashable {
     let key: OpenSSLRSAPrivateKey
 
-    /// The TLS signature schemes of an RSA key, in BoringSSL's own order of preference (ssl/ssl_privkey.cc),
+    /// The TLS signature schemes of an RSA key, in BoringSSL's own order of preference (`kSignSignatureAlgorithms`, ssl/extensions.cc),
     /// so that a context with this key as its default prefers what it would have preferred with its own.
     /// MD5-SHA1 is TLS 1.0 and 1.1's, which BoringSSL uses without negotiating it.
     static let schemes: [(SignatureAlgorithm, OpenSSLRSAPrivateKey.Digest, OpenSSLRSAPrivateKey.Padding)] = [
