@@ -283,6 +283,17 @@ spec:
 {extra_listener}"""
 
 
+
+def serve_web(alb, backends):
+    """alb running listener "web" on a free port, forwarding to backend "b1": (port, b1's port)."""
+    b1 = backends.start("b1")
+    port = free_port()
+    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
+    alb.start()
+    alb.wait_state("web", "Running")
+    return port, b1
+
+
 class Wrk(threading.Thread):
     """wrk over keep-alive connections for `seconds`; `counts()` parses its summary."""
 

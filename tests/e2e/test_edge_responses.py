@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import free_port, get, manifest_set, raw, serve_raw
+from conftest import free_port, get, manifest_set, raw, serve_raw, serve_web
 
 
 def response_parts(data):
@@ -55,18 +55,8 @@ def start_canned_backend(answer):
     return server.getsockname()[1], lambda: (stop.set(), server.close())
 
 
-def serve_one_backend(alb, backends):
-    """A running listener forwarding to one demo backend named b1; its port."""
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
-    return port
-
-
 def test_connect_is_refused_by_the_proxy_with_a_framed_answer(alb, backends):
-    port = serve_one_backend(alb, backends)
+    port, _ = serve_web(alb, backends)
     answer = raw(port, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", timeout=5)
     status, headers, body = response_parts(answer)
     assert status == "HTTP/1.1 501 Not Implemented"
@@ -78,7 +68,7 @@ def test_request_targets_are_held_to_their_forms_and_an_absolute_one_names_the_h
     # RFC 9112 section 3.2: a target the listener would route by one path and a backend could read as another
     # (`x`, `../x`) is refused 400, as nginx refuses it; an absolute-form target is passed on in origin form, its
     # authority as the only Host (section 3.2.2: a server takes the target's authority, not Host).
-    port = serve_one_backend(alb, backends)
+    port, _ = serve_web(alb, backends)
     for target in (b"x", b"../x", b"*", b"example.com:80", b"http://user@h/x", b"/index.html#.png"):
         status, _, _ = response_parts(raw(port, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n", timeout=5))
         assert status == "HTTP/1.1 400 Bad Request", (target, status)
@@ -94,7 +84,7 @@ def test_targets_with_what_browsers_leave_unencoded_reach_the_backend(alb, backe
     # `{`, `}`, `|`, `^`, `` ` ``, `"`, `<`, `>`, `\` are visible ASCII outside RFC 3986's URI characters. Browsers send
     # some of them unencoded in a query (WHATWG URL), nginx and HAProxy pass them all, and none can split a request.
     # Until the thirteenth session the backend writer refused them after the edge had taken them: no answer at all.
-    port = serve_one_backend(alb, backends)
+    port, _ = serve_web(alb, backends)
     answer = raw(port, b'GET /a{b}|c^d`e?q="x"<y>\\z HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n', timeout=10)
     status, _, body = response_parts(answer)
     assert (status, body) == ("HTTP/1.1 200 OK", b"b1 /a{b}|c^d`e\n"), answer
@@ -105,7 +95,7 @@ def test_targets_with_what_browsers_leave_unencoded_reach_the_backend(alb, backe
 def test_a_host_outside_the_form_of_an_authority_is_refused_with_400(alb, backends):
     # RFC 9110 section 7.2: Host is uri-host [":" port]. The listener routes by it and the backend may make a path,
     # a virtual host or a cache key of it: `a/b`, `user@a`, `a..b` are refused 400 (nginx refuses `a/b` and `a..b`).
-    port = serve_one_backend(alb, backends)
+    port, _ = serve_web(alb, backends)
     for host in (b"a/b", b"user@example.com", b"example.com:x", b"a..b", b"[::1"):
         status, _, _ = response_parts(raw(port, b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", timeout=5))
         assert status == "HTTP/1.1 400 Bad Request", (host, status)
@@ -118,7 +108,7 @@ def test_a_host_outside_the_form_of_an_authority_is_refused_with_400(alb, backen
 def test_an_http10_request_with_transfer_encoding_is_refused_and_the_connection_closed(alb, backends):
     # RFC 9112 section 6.1: HTTP/1.0 has no chunked coding; such a message's framing is faulty (a desync vector
     # between servers that read it by different rules). nginx answers 400 as well.
-    port = serve_one_backend(alb, backends)
+    port, _ = serve_web(alb, backends)
     answer = raw(port, b"POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nGET /\r\n0\r\n\r\n",
                  timeout=5)
     status, headers, _ = response_parts(answer)

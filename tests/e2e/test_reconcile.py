@@ -4,17 +4,7 @@ import signal
 import subprocess
 import time
 
-from conftest import ALB, free_port, get, line_of, manifest_set, refused, wait_for
-
-
-def serve_web(alb, backends):
-    """alb running listener "web" on a free port, forwarding to backend "b1": (port, b1's port)."""
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
-    return port, b1
+from conftest import ALB, free_port, get, line_of, manifest_set, refused, serve_web, wait_for
 
 
 def test_listener_serves_and_reports_running(alb, backends):

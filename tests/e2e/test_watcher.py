@@ -3,15 +3,11 @@ import os
 import shutil
 import time
 
-from conftest import free_port, get, manifest_set, refused, wait_for
+from conftest import free_port, get, manifest_set, refused, serve_web, wait_for
 
 
 def test_emptied_directory_waits_one_more_window_before_pruning(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, _ = serve_web(alb, backends)
     alb.remove("web.yaml")
     time.sleep(0.6)
     # Still serving inside the grace window (a `git checkout` half-way looks like this).
@@ -67,11 +63,7 @@ def test_directory_replaced_wholesale(alb, backends):
 
 
 def test_duplicate_name_keeps_last_good(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    port, b1 = serve_web(alb, backends)
     duplicate = manifest_set(free_port(), [(b1, 100)], group="pool2").replace("name: lb}", "name: lb2}")
     alb.write("copy.yaml", duplicate)
     wait_for(lambda: alb.condition("Listener", "web", "Valid")["reason"] == "DuplicateName", what="DuplicateName")
