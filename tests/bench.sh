@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh)
 # and how each splits between user space and the kernel, beside a bare NIO relay (tests/bench_split.sh,
-# tests/nio_relay); the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and
+# tests/nio_relay), also with a new connection for every request; the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and
 # HTTP/2, idle TLS memory), the HTTP/3 row (tests/bench_http3.py: one QUIC connection of many streams beside one
 # HTTP/2 one), the WebSocket rows (tests/bench_websocket.py: messages per second and CPU per message, direct, alb,
 # nginx), compression rows (tests/bench_compression.py: a 1 MiB JSON response, Brotli and gzip, beside nginx),
@@ -96,6 +96,12 @@ for path in / /big; do
   done
 done
 kill "$relay_pid"; wait "$relay_pid" 2>/dev/null || true; relay_pid=
+# Short-lived clients: every request on a new connection (`Connection: close`), accepting and closing included.
+for peer in nginx:19001 haproxy:19002 alb:19003; do
+  name=${peer%%:*} port=${peer##*:}
+  if [[ $name == alb ]]; then pid=$alb_pid; else pid=$(bash "$peers" pid "$name"); fi
+  echo "$name split path=/ connection=close $(bash tests/bench_split.sh "$port" "$pid" / 5 close)"
+done
 # Memory per idle keep-alive connection, 2,000 clients as for the peers above, then 10,000 for alb alone (the
 # peers' configurations cap connections lower). alb is measured in a fresh process each time: after the load
 # above its allocator would hand the idle connections memory the load freed, and RSS would not move (a loaded

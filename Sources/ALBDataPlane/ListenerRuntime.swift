@@ -285,7 +285,7 @@ final class ListenerRuntime: IdleConnectionParking, Sendable {
             // no call: accepted sockets inherit it from the listening socket, and a parked one keeps it.
             try channel.syncOptions?.setOption(.recvAllocator, value: DataPlane.clientReceiveAllocator)
             if self.detailedMetrics {
-                try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(state: state))
+                try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(state: state), name: "byte-counting")
             }
             let loopState = NIOLoopBound(state, eventLoop: channel.eventLoop)
             let scheme = snapshot.transport.scheme
