@@ -33,9 +33,10 @@ let package = Package(
     targets: [
         // Only the symbols a shared library linked here asks for are exported (not every Swift symbol, 45,000
         // of them): the Swift runtime's start-up calls `dladdr`, which searches the exported symbols one by one,
-        // and that search was about a sixth of the process's start (`alb --help` 7.1 -> 5.7 ms; docs/benchmarks.md).
-        .executableTarget(name: "alb", dependencies: ["ALBCLI"],
-                          linkerSettings: [.unsafeFlags(["-Xlinker", "--no-export-dynamic"], .when(platforms: [.linux]))]),
+        // and that search was about a sixth of the process's start (`alb --help` 7.1 -> 5.7 ms; docs/decisions.md).
+        .executableTarget(
+            name: "alb", dependencies: ["ALBCLI"],
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--no-export-dynamic"], .when(platforms: [.linux]))]),
         .target(name: "ALBCLI", dependencies: [
             "ALBManifest", "ALBReconciler",
             .product(name: "Logging", package: "swift-log"),

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh)
-# and how each splits between user space and the kernel, beside a bare NIO relay (tests/bench_split.sh,
-# tests/nio_relay), also with a new connection for every request; the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request over TLS, HTTP/1.1 and
-# HTTP/2, idle TLS memory), the HTTP/3 row (tests/bench_http3.py: one QUIC connection of many streams beside one
-# HTTP/2 one), the WebSocket rows (tests/bench_websocket.py: messages per second and CPU per message, direct, alb,
-# nginx), compression rows (tests/bench_compression.py: a 1 MiB JSON response, Brotli and gzip, beside nginx),
-# parking idle connections on vs off (tests/bench_parking.py: CPU per request after an idle period), metrics on vs off (tests/bench_metrics.sh: CPU per request without --admin and with /metrics scraped), then the
+# make bench: CPU microseconds per proxied request for alb beside nginx and HAProxy (../shared/bench/peers.sh) and
+# how each splits between user space and the kernel, beside a bare NIO relay (tests/bench_split.sh, tests/nio_relay),
+# also with a new connection for every request; the HTTPS rows (tests/bench_tls.py: handshakes and CPU per request
+# over TLS, HTTP/1.1 and HTTP/2, idle TLS memory), the HTTP/3 row (tests/bench_http3.py: one QUIC connection of many
+# streams beside one HTTP/2 one), the WebSocket rows (tests/bench_websocket.py: messages per second and CPU per
+# message, direct, alb, nginx), compression rows (tests/bench_compression.py: a 1 MiB JSON response, Brotli and gzip,
+# beside nginx), parking idle connections on vs off (tests/bench_parking.py: CPU per request after an idle period),
+# metrics on vs off (tests/bench_metrics.sh: CPU per request without --admin and with /metrics scraped), then the
 # reconciler's change latency with 100 listeners beside nginx's and HAProxy's reloads, user-space instructions per
-# proxied request under valgrind's callgrind beside nginx and HAProxy (tests/bench_instructions.sh), and last the heap
-# allocations per proxied request (tests/bench_allocs.py, needs .build/alloc_counter.so: `make alloc-counter`).
+# proxied request under valgrind's callgrind beside nginx and HAProxy (tests/bench_instructions.sh), and last the
+# heap allocations per proxied request (tests/bench_allocs.py, needs .build/alloc_counter.so: `make alloc-counter`).
 # Everything printed is also kept in .build/bench/bench-TIME.txt, and tests/bench_summary.py turns it into
 # .build/bench/bench-TIME.json (one row per printed measurement, peers beside alb as in the table).
 set -euo pipefail
