@@ -32,6 +32,10 @@ def serve_raw(handle, backlog=32):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(backlog)
+    # Accept with a timeout, so the thread sees the caller's close within a fifth of a second. Blocked in accept()
+    # without one, it keeps the closed socket listening (Linux holds it for the call) and answers one more
+    # connection to that port, long after its test.
+    server.settimeout(0.2)
 
     def run(conn):
         with conn:
@@ -44,6 +48,8 @@ def serve_raw(handle, backlog=32):
         while True:
             try:
                 conn, _ = server.accept()
+            except socket.timeout:
+                continue
             except OSError:
                 return
             threading.Thread(target=run, args=(conn,), daemon=True).start()
