@@ -363,11 +363,7 @@ def test_a_checkout_that_shifts_ports_across_files_refuses_nothing(alb, backends
 
 
 def test_status_after_a_clean_exit_says_stopped(alb, backends):
-    b1 = backends.start("b1")
-    port = free_port()
-    alb.write("web.yaml", manifest_set(port, [(b1, 100)]))
-    alb.start()
-    alb.wait_state("web", "Running")
+    serve_web(alb, backends)
     assert alb.stop(signal.SIGTERM) == 0
     status = alb.status_of("Listener", "web")
     assert status["state"] == "Stopped"
