@@ -169,9 +169,7 @@ final class DataPlaneTests: DataPlaneTestCase {
     }
 
     func testRefusedBackendGives502() async throws {
-        let closed = try await backend("gone")
-        let port = closed.port
-        await closed.stop()
+        let port = try refusingPort()
         let (dataPlane, address) = try await start(config(servers: [BackendServer(host: "127.0.0.1", port: port)]))
         let client = try await client(address)
         let response = try await client.request(.GET, "/")

@@ -94,7 +94,7 @@ final class MetricsTests: DataPlaneTestCase {
     }
 
     func testConnectFailuresAndEdgeRefusalsAreCountedByReason() async throws {
-        let dead = BackendServer(host: "127.0.0.1", port: try unusedPort())
+        let dead = BackendServer(host: "127.0.0.1", port: try refusingPort())
         let dataPlane = try self.plane()
         let address = try await dataPlane.start(config(servers: [dead]))
         let client = try await client(address)
@@ -138,7 +138,7 @@ final class MetricsTests: DataPlaneTestCase {
     func testServerHealthIsOneOfThreeStates() async throws {
         let backend = try await backend("a")
         let live = BackendServer(host: "127.0.0.1", port: backend.port)
-        let dead = BackendServer(host: "127.0.0.1", port: try unusedPort())
+        let dead = BackendServer(host: "127.0.0.1", port: try refusingPort())
         let check = HealthCheckConfig(interval: .milliseconds(50), timeout: .milliseconds(500), healthyThreshold: 2,
                                       unhealthyThreshold: 2)
         var config = config(servers: [live, dead])
@@ -204,12 +204,5 @@ final class MetricsTests: DataPlaneTestCase {
         // The status file shows the serving instance's own counts, as before.
         let stats = await dataPlane.stats(key: "web#2")
         XCTAssertEqual(stats?.totalRequests, 2)
-    }
-
-    private func unusedPort() throws -> Int {
-        let socket = try ServerBootstrap(group: try self.loopGroup).bind(host: "127.0.0.1", port: 0).wait()
-        let port = socket.localAddress?.port ?? 1
-        try socket.close().wait()
-        return port
     }
 }

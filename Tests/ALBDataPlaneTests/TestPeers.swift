@@ -297,6 +297,7 @@ class DataPlaneTestCase: XCTestCase {
     private var planes: [DataPlane] = []
     private var backends: [TestBackend] = []
     private var clients: [TestClient] = []
+    private var refusingSockets: [Int32] = []
 
     override func setUp() async throws {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: Self.loopCount)
@@ -306,7 +307,28 @@ class DataPlaneTestCase: XCTestCase {
         for client in self.clients { await client.close() }
         for plane in self.planes { await plane.shutdown(drainTimeout: .milliseconds(100)) }
         for backend in self.backends { await backend.stop() }
+        for socket in self.refusingSockets { Glibc.close(socket) }
         try await self.group?.shutdownGracefully()
+    }
+
+    /// A loopback port that refuses connections until the test ends: a TCP socket bound to it and not listening
+    /// (a connect gets `ECONNREFUSED`). A port freed by closing a server instead could be handed out again by the
+    /// next bind to port 0, the test's own listener's, which then answers where a refusal was wanted.
+    func refusingPort() throws -> Int {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+        self.refusingSockets.append(socket)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+                bind(socket, generic, length) == 0 && getsockname(socket, generic, &length) == 0
+            }
+        }
+        guard bound else { throw IOError(errnoCode: errno, reason: "bind") }
+        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     var loopGroup: EventLoopGroup {
