@@ -142,27 +142,43 @@ public struct CanonicalFields: Equatable, Sendable, CustomStringConvertible {
         case index(Int)
     }
 
-    /// Splits `a.b[0].c` into key/index segments; the rest after `tags.` is one key.
+    /// Splits `a.b[0].c` into key/index segments; the rest after `tags.` is one key. Works on the UTF-8
+    /// bytes: splitting by `Character` (grapheme breaking on every byte) was two fifths of the CPU of
+    /// writing a cold start's status files (callgrind: 17,500 instructions a path).
     private static func segments(of path: String) -> [Segment] {
         if path.hasPrefix("tags.") {
             return [.key("tags"), .key(String(path.dropFirst(5)))]
         }
+        let utf8 = path.utf8
         var result: [Segment] = []
-        for part in path.split(separator: ".", omittingEmptySubsequences: false) {
-            var rest = Substring(part)
-            if let bracket = rest.firstIndex(of: "[") {
-                result.append(.key(String(rest[..<bracket])))
-                rest = rest[bracket...]
-                while rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
-                    let digits = rest[rest.index(after: rest.startIndex)..<close]
-                    result.append(.index(Int(digits) ?? 0))
+        var partStart = utf8.startIndex
+        while true {
+            let partEnd = utf8[partStart...].firstIndex(of: UInt8(ascii: ".")) ?? utf8.endIndex
+            let part = utf8[partStart..<partEnd]
+            if let bracket = part.firstIndex(of: UInt8(ascii: "[")) {
+                result.append(.key(String(Substring(part[..<bracket]))))
+                var rest = part[bracket...]
+                while rest.first == UInt8(ascii: "["), let close = rest.firstIndex(of: UInt8(ascii: "]")) {
+                    result.append(.index(Self.decimal(rest[rest.index(after: rest.startIndex)..<close]) ?? 0))
                     rest = rest[rest.index(after: close)...]
                 }
             } else {
-                result.append(.key(String(rest)))
+                result.append(.key(String(Substring(part))))
             }
+            guard partEnd != utf8.endIndex else { return result }
+            partStart = utf8.index(after: partEnd)
         }
-        return result
+    }
+
+    /// The value of a run of 1 to 18 ASCII digits (never overflows), else nil.
+    private static func decimal(_ digits: Substring.UTF8View) -> Int? {
+        guard !digits.isEmpty, digits.count <= 18 else { return nil }
+        var value = 0
+        for digit in digits {
+            guard digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int(digit - UInt8(ascii: "0"))
+        }
+        return value
     }
 
     private indirect enum Tree {

@@ -66,23 +66,45 @@ public indirect enum JSONValue: Sendable {
     /// Appends `text` as a JSON string. The same text is a valid YAML double-quoted scalar (YAML 1.2 has
     /// JSON's escapes), which is how the status files use it.
     public static func quote(_ text: String, into out: inout String) {
-        out += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count + 2)
+        quote(text, into: &bytes)
+        out += String(decoding: bytes, as: UTF8.self)
     }
+
+    /// ``quote(_:into:)`` as UTF-8 bytes. Runs of bytes that need no escape are appended whole: appending
+    /// scalar by scalar was most of the CPU of writing events.log at a cold start (100 listeners, 200 events).
+    public static func quote(_ text: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        let utf8 = text.utf8
+        var runStart = utf8.startIndex
+        var index = runStart
+        while index != utf8.endIndex {
+            let byte = utf8[index]
+            let escape: StaticString
+            switch byte {
+            case UInt8(ascii: "\""): escape = "\\\""
+            case UInt8(ascii: "\\"): escape = "\\\\"
+            case UInt8(ascii: "\n"): escape = "\\n"
+            case UInt8(ascii: "\r"): escape = "\\r"
+            case UInt8(ascii: "\t"): escape = "\\t"
+            case ..<0x20: escape = "\\u00"  // then the byte's two hex digits
+            default:
+                index = utf8.index(after: index)
+                continue
+            }
+            out.append(contentsOf: utf8[runStart..<index])
+            escape.withUTF8Buffer { out.append(contentsOf: $0) }
+            if escape.utf8CodeUnitCount == 4 {
+                out.append(Self.hexDigits[Int(byte >> 4)])
+                out.append(Self.hexDigits[Int(byte & 0xf)])
+            }
+            index = utf8.index(after: index)
+            runStart = index
+        }
+        out.append(contentsOf: utf8[runStart...])
+        out.append(UInt8(ascii: "\""))
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 }

@@ -844,8 +844,17 @@ public actor Reconciler {
         String(format: "%.1f", Double(duration.components.attoseconds) / 1e15 + Double(duration.components.seconds) * 1000)
     }
 
+    /// The digest of the entries' `path=value` lines joined by newlines, hashed as they are walked (building
+    /// the text first was most of the cost).
     static func digest(_ fields: CanonicalFields) -> String {
-        digest(fields.entries.map { "\($0.path)=\($0.value)" }.joined(separator: "\n"))
+        var hash = FNV1a64()
+        for (index, entry) in fields.entries.enumerated() {
+            if index > 0 { hash.combine(UInt8(ascii: "\n")) }
+            hash.combine(entry.path.utf8)
+            hash.combine(UInt8(ascii: "="))
+            hash.combine(entry.value.utf8)
+        }
+        return hash.text
     }
 
     static func digest(_ text: String) -> String {
@@ -855,13 +864,27 @@ public actor Reconciler {
     /// FNV-1a 64: a stable digest across processes (Swift's Hasher is seeded per process). For change
     /// detection only, not for security.
     static func digest(bytes: some Sequence<UInt8>) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x100_0000_01b3
-        }
-        return String(hash, radix: 16)
+        var hash = FNV1a64()
+        hash.combine(bytes)
+        return hash.text
     }
+}
+
+/// FNV-1a, 64 bits, fed a byte at a time.
+struct FNV1a64 {
+    private var value: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    mutating func combine(_ byte: UInt8) {
+        value ^= UInt64(byte)
+        value = value &* 0x100_0000_01b3
+    }
+
+    mutating func combine(_ bytes: some Sequence<UInt8>) {
+        for byte in bytes { combine(byte) }
+    }
+
+    /// Lowercase hexadecimal, no leading zeros.
+    var text: String { String(value, radix: 16) }
 }
 
 extension SocketPlan.Step {

@@ -181,17 +181,18 @@ public final class StatusStore: @unchecked Sendable {
         lastEventTime = at
         // One JSON object per line, keys in alphabetical order, written directly (JSONSerialization was a
         // sixth of a cold start's pass).
-        var line = ""
+        var line: [UInt8] = []
+        line.reserveCapacity(192)
         var fields: [(String, String?)] = [("action", action), ("from", from), ("kind", kind.rawValue)]
         fields += [("message", message), ("name", name), ("time", ResourceStatus.timestamp(at)), ("to", to)]
         for case let (key, value?) in fields {
-            line += line.isEmpty ? "{" : ","
+            line.append(line.isEmpty ? UInt8(ascii: "{") : UInt8(ascii: ","))
             JSONValue.quote(key, into: &line)
-            line += ":"
+            line.append(UInt8(ascii: ":"))
             JSONValue.quote(value, into: &line)
         }
-        line += "}\n"
-        let data = Data(line.utf8)
+        line.append(contentsOf: "}\n".utf8)
+        let data = Data(line)
         do {
             if eventsHandle == nil {
                 try FileManager.default.createDirectory(atPath: directory.string, withIntermediateDirectories: true)

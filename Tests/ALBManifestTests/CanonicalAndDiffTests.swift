@@ -53,6 +53,39 @@ final class CanonicalAndDiffTests: XCTestCase {
                                                          ("list[0]", "1"), ("list[1]", "2")]))
     }
 
+    /// The nested form takes paths apart byte by byte: keys, indices (several digits, lists in lists), and
+    /// tag keys with dots in them, each where its path says.
+    func testNestedFormOfListsInListsAndDottedTags() throws {
+        let fields = CanonicalFields(entries: [
+            ("rules[10].actions[0].name", "ten"), ("rules[2].actions[1][0]", "inner"), ("tags.team.name", "web"),
+            ("ünïcode.key", "välue"), ("port", "80"),
+        ], scalarTypes: ["port": .integer])
+        let nested = fields.nested
+        let rules = try XCTUnwrap(nested["rules"] as? [Any])
+        XCTAssertEqual(rules.count, 11)
+        let ten = try XCTUnwrap((rules[10] as? [String: Any])?["actions"] as? [Any])
+        XCTAssertEqual((ten.first as? [String: Any])?["name"] as? String, "ten")
+        let two = try XCTUnwrap((rules[2] as? [String: Any])?["actions"] as? [Any])
+        XCTAssertEqual((two[1] as? [Any])?.first as? String, "inner")
+        XCTAssertEqual((nested["tags"] as? [String: Any])?["team.name"] as? String, "web")
+        XCTAssertEqual((nested["ünïcode"] as? [String: Any])?["key"] as? String, "välue")
+        guard case .map(let pairs) = fields.typedTree, case .integer(80)? = pairs.first(where: { $0.key == "port" })?.value
+        else { return XCTFail("port is typed as a number: \(fields.typedTree)") }
+        XCTAssertEqual(CanonicalFields(nested: nested), fields, "the nested form flattens back to the same entries")
+    }
+
+    func testJSONQuotingEscapesOnlyWhatJSONNeeds() {
+        var out = ""
+        JSONValue.quote("plain ünïcode", into: &out)
+        XCTAssertEqual(out, "\"plain ünïcode\"")
+        out = ""
+        JSONValue.quote("a\"b\\c\nd\re\tf\u{1}g\u{1f}", into: &out)
+        XCTAssertEqual(out, #""a\"b\\c\nd\re\tf\u0001g\u001f""#)
+        out = ""
+        JSONValue.quote("", into: &out)
+        XCTAssertEqual(out, "\"\"")
+    }
+
     func testDifferCreateUpdateReplaceDeleteAndNoChange() throws {
         let base = try canonicalListener()
         let moved = try canonicalListener(port: 8080)
