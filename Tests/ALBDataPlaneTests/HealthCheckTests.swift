@@ -61,10 +61,8 @@ final class HealthCheckTests: XCTestCase {
     func testAProbeOfAClosedPortReportsConnectionRefused() throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer { try? group.syncShutdownGracefully() }
-        // A port that was just free: nothing listens there.
-        let probe = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
-        let port = try XCTUnwrap(probe.localAddress?.port)
-        try probe.close().wait()
+        let (socket, port) = try refusingLoopbackSocket()
+        defer { close(socket) }
         let outcome = try HealthProbe.run(
             key: HealthKey(group: "g", host: "127.0.0.1", port: port),
             target: HealthChecker.Target(config: HealthCheckConfig(timeout: .seconds(2)), useTLS: false, connectOnly: false),

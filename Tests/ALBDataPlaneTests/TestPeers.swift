@@ -311,24 +311,11 @@ class DataPlaneTestCase: XCTestCase {
         try await self.group?.shutdownGracefully()
     }
 
-    /// A loopback port that refuses connections until the test ends: a TCP socket bound to it and not listening
-    /// (a connect gets `ECONNREFUSED`). A port freed by closing a server instead could be handed out again by the
-    /// next bind to port 0, the test's own listener's, which then answers where a refusal was wanted.
+    /// A loopback port that refuses connections until the test ends (``refusingLoopbackSocket()``).
     func refusingPort() throws -> Int {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
-        self.refusingSockets.append(socket)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
-                bind(socket, generic, length) == 0 && getsockname(socket, generic, &length) == 0
-            }
-        }
-        guard bound else { throw IOError(errnoCode: errno, reason: "bind") }
-        return Int(UInt16(bigEndian: address.sin_port))
+        let refusing = try refusingLoopbackSocket()
+        self.refusingSockets.append(refusing.descriptor)
+        return refusing.port
     }
 
     var loopGroup: EventLoopGroup {
@@ -355,4 +342,27 @@ class DataPlaneTestCase: XCTestCase {
         self.clients.append(client)
         return client
     }
+}
+
+/// A loopback port that refuses connections while the returned socket is open: a TCP socket bound to it and not
+/// listening (a connect gets `ECONNREFUSED`). A port freed by closing a server instead could be handed out again
+/// by the next bind to port 0, the test's own listener's, which then answers where a refusal was wanted.
+func refusingLoopbackSocket() throws -> (descriptor: Int32, port: Int) {
+    let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard socket >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+            bind(socket, generic, length) == 0 && getsockname(socket, generic, &length) == 0
+        }
+    }
+    guard bound else {
+        let code = errno
+        Glibc.close(socket)
+        throw IOError(errnoCode: code, reason: "bind")
+    }
+    return (socket, Int(UInt16(bigEndian: address.sin_port)))
 }
