@@ -29,6 +29,10 @@ public final class OpenSSLRSAPrivateKey: @unchecked Sendable {
     /// The modulus in bytes: the length of every signature and decryption.
     public let size: Int
 
+    /// Whether libcrypto.so.3 opened with every function used here: without it every key is nil and RSA keys
+    /// sign in BoringSSL.
+    public static var isAvailable: Bool { libcrypto != nil }
+
     /// The key in `pem` (PKCS #1 or PKCS #8), or nil when it is not an unencrypted RSA private key OpenSSL can
     /// read. Nothing about the key is logged or kept apart from OpenSSL's copy.
     public init?(pem: [UInt8]) {

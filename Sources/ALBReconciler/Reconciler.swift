@@ -69,6 +69,7 @@ public actor Reconciler {
     /// When each resource whose document vanished was first missed (see ``keepVanishedResources``).
     var missingSince: [ResourceID: Date] = [:]
     var manifestCache = ManifestCache()
+    private var warnedOfRSAKeysWithoutOpenSSL = false
     var keySerial = 0
     /// Each server group's servers as last applied, for its status (with their health).
     var groupServers: [String: [ALBDataPlane.BackendServer]] = [:]
@@ -156,7 +157,9 @@ public actor Reconciler {
         for file in lastGoodFiles.keys where !files.contains(where: { $0.path == file }) {
             lastGoodFiles[file] = nil
         }
-        let state = DesiredState(resources: desired, certificates: CertificateFiles.load(desired, now: now))
+        let certificates = CertificateFiles.load(desired, now: now)
+        warnOfRSAKeysWithoutOpenSSL(certificates)
+        let state = DesiredState(resources: desired, certificates: certificates)
         let canonical = desired.mapValues(state.canonical)
 
         // 3. Generations and validity for every resource, valid or not.
@@ -292,6 +295,20 @@ public actor Reconciler {
             "status_files": String(written.files),
         ])
         return PassResult(nextPass: nextPass)
+    }
+
+    /// Said once a process, at the first RSA key: it works without OpenSSL's libcrypto.so.3, in BoringSSL, but
+    /// each full RSA handshake then costs about 1.5x the CPU, which nothing else would show.
+    private func warnOfRSAKeysWithoutOpenSSL(_ certificates: CertificateFiles) {
+        guard !warnedOfRSAKeysWithoutOpenSSL else { return }
+        let names = certificates.byName.compactMap { name, loaded -> String? in
+            guard case .server(let certificate, _) = loaded, certificate.rsaKeyWithoutOpenSSL else { return nil }
+            return name
+        }
+        guard !names.isEmpty else { return }
+        warnedOfRSAKeysWithoutOpenSSL = true
+        log.warning("RSA keys sign in BoringSSL: libcrypto.so.3 (OpenSSL 3, Debian package libssl3) cannot be opened; "
+                    + "full RSA handshakes cost about 1.5x the CPU", ["certificates": names.sorted().joined(separator: ",")])
     }
 
     /// What one listener should do in this pass. Entering `Configuring` is recorded here; the socket

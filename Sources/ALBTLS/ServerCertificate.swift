@@ -36,6 +36,9 @@ public struct ServerCertificate: Sendable {
     /// For an RSA key, the same key held by OpenSSL for the handshake's signature (`RSAKeyInOpenSSL`); nil
     /// for other keys, which BoringSSL signs with as fast as OpenSSL would.
     let openSSLKey: NIOSSLPrivateKey?
+    /// An RSA key that signs in BoringSSL because OpenSSL's libcrypto.so.3 could not be opened: it works, but each
+    /// full RSA handshake costs about 1.5x the CPU (docs/tls.md).
+    public let rsaKeyWithoutOpenSSL: Bool
     /// Lower-cased DNS names of the leaf's subject alternative names, wildcards (`*.example.com`) kept.
     public let dnsNames: [String]
     public let notValidBefore: Date
@@ -99,6 +102,7 @@ public struct ServerCertificate: Sendable {
         // about 0.8 MB, which a listener of ECDSA keys need not carry.
         let isRSA = privateKey.supportedSignatureAlgorithms.contains(.sha256WithRSAEncryption)
         self.openSSLKey = isRSA ? OpenSSLRSAPrivateKey(pem: keyPEM).map { NIOSSLPrivateKey(customPrivateKey: RSAKeyInOpenSSL(key: $0)) } : nil
+        self.rsaKeyWithoutOpenSSL = isRSA && !OpenSSLRSAPrivateKey.isAvailable
         self.dnsNames = names
         self.notValidBefore = leaf.notValidBefore
         self.notValidAfter = leaf.notValidAfter

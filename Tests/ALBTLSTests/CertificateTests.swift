@@ -1,3 +1,4 @@
+import ALBOpenSSL
 import ALBTLS
 import Foundation
 import XCTest
@@ -53,6 +54,16 @@ final class CertificateTests: XCTestCase {
         XCTAssertFalse(certificate.covers("api.example.com"), "a wildcard needs a label")
         XCTAssertFalse(certificate.covers("a.v1.api.example.com"), "a wildcard covers one label")
         XCTAssertFalse(certificate.covers("other.example.com"))
+    }
+
+    /// The reconciler warns when an RSA key has to sign in BoringSSL; an ECDSA key always does, without a warning.
+    func testOnlyAnRSAKeyOnAHostWithoutLibcryptoIsFlagged() throws {
+        let certificates = try TestCertificates()
+        let rsa = try certificates.make("rsa", names: ["rsa.example.com"], rsa: true)
+        let ecdsa = try certificates.make("ecdsa", names: ["ecdsa.example.com"])
+        XCTAssertEqual(try ServerCertificate(name: "rsa", chainPEM: rsa.chain, keyPEM: rsa.key).rsaKeyWithoutOpenSSL,
+                       !OpenSSLRSAPrivateKey.isAvailable)
+        XCTAssertFalse(try ServerCertificate(name: "ecdsa", chainPEM: ecdsa.chain, keyPEM: ecdsa.key).rsaKeyWithoutOpenSSL)
     }
 
     func testAKeyThatDoesNotMatchIsRefusedWithoutShowingTheKey() throws {
