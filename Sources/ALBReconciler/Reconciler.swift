@@ -308,7 +308,8 @@ public actor Reconciler {
         guard !names.isEmpty else { return }
         warnedOfRSAKeysWithoutOpenSSL = true
         log.warning("RSA keys sign in BoringSSL: libcrypto.so.3 (OpenSSL 3, Debian package libssl3) cannot be opened; "
-                    + "full RSA handshakes cost about 1.5x the CPU", ["certificates": names.sorted().joined(separator: ",")])
+                    + "full RSA handshakes cost about 1.5x the CPU",
+                    ["certificates": names.sorted().joined(separator: ",")])
     }
 
     /// What one listener should do in this pass. Entering `Configuring` is recorded here; the socket

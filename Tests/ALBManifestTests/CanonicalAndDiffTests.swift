@@ -69,7 +69,8 @@ final class CanonicalAndDiffTests: XCTestCase {
         XCTAssertEqual((two[1] as? [Any])?.first as? String, "inner")
         XCTAssertEqual((nested["tags"] as? [String: Any])?["team.name"] as? String, "web")
         XCTAssertEqual((nested["ünïcode"] as? [String: Any])?["key"] as? String, "välue")
-        guard case .map(let pairs) = fields.typedTree, case .integer(80)? = pairs.first(where: { $0.key == "port" })?.value
+        guard case .map(let pairs) = fields.typedTree,
+              case .integer(80)? = pairs.first(where: { $0.key == "port" })?.value
         else { return XCTFail("port is typed as a number: \(fields.typedTree)") }
         XCTAssertEqual(CanonicalFields(nested: nested), fields, "the nested form flattens back to the same entries")
     }
