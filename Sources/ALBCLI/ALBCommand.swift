@@ -16,6 +16,7 @@ public struct ALBCommand: AsyncParsableCommand {
             check them with `alb validate`, preview with `alb plan`, serve them with `alb reconcile --watch`, \
             and read what is serving with `alb status`. `alb schema` prints a JSON Schema of the manifests for editors.
             """,
+        version: AlbatrossVersion.current,
         subcommands: [ReconcileCommand.self, ValidateCommand.self, PlanCommand.self, StatusCommand.self,
                       SchemaCommand.self])
 

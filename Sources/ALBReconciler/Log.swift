@@ -92,7 +92,7 @@ public struct ALBLogHandler: LogHandler {
 
     /// One event as text or JSON (unit-tested).
     static func line(level: Logger.Level, message: String, fields: [(String, String)], format: LogFormat, time: Date) -> String {
-        let time = time.formatted(.iso8601)
+        let time = UTCTimestamp.text(time)
         switch format {
         case .json:
             var object = ["time": time, "level": level.rawValue, "msg": message]

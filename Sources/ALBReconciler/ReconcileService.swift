@@ -204,8 +204,8 @@ public struct ReconcileService: Sendable, Service {
             takeoverListener = try listenForTakeover(continuation)
         }
 
-        log.info("reconciler starting", ["manifests": options.manifestDirectory, "status": options.statusDirectory,
-                                         "watch": String(options.watch)])
+        log.info("reconciler starting", ["version": AlbatrossVersion.current, "manifests": options.manifestDirectory,
+                                         "status": options.statusDirectory, "watch": String(options.watch)])
         if let problem = directory.rootState().problem {
             // Said once: the watcher notices the directory when it appears and the first pass serves it.
             log.warning("waiting for the manifest directory to appear",

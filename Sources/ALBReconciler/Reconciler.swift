@@ -743,6 +743,7 @@ public actor Reconciler {
                 log.error("cannot write status", ["resource": id.description, "error": String(describing: error)])
             }
         }
+        store.flushEvents()
         store.syncWrittenFolders()
         return result
     }

@@ -126,7 +126,7 @@ public struct ResourceStatus: Sendable, Equatable {
 extension ResourceStatus {
     static let timestampFormat: Date.ISO8601FormatStyle = .iso8601
 
-    static func timestamp(_ date: Date) -> String { date.formatted(timestampFormat) }
+    static func timestamp(_ date: Date) -> String { UTCTimestamp.text(date) }
     /// Yams resolves unquoted timestamps to `Date` already; anything else is parsed as ISO 8601 text.
     static func parseTimestamp(_ value: Any?) -> Date? {
         if let date = value as? Date { return date }

@@ -14,6 +14,8 @@ public final class StatusStore: @unchecked Sendable {
     /// What is on disk, as value and as text: an unchanged status is not even serialised again.
     private var written: [ResourceID: (status: ResourceStatus, text: String)] = [:]
     private var eventsHandle: FileHandle?
+    /// `events.log` lines not written yet (``flushEvents()``).
+    private var pendingEvents: [UInt8] = []
     private var lastEventTime = Date.distantPast
     /// Folders known to exist, so a write does not ask the file system again.
     private var createdFolders: Set<FilePath> = []
@@ -172,7 +174,9 @@ public final class StatusStore: @unchecked Sendable {
         renderedLive[id] = nil
     }
 
-    /// Appends one JSON line to `events.log`.
+    /// Adds one JSON line to `events.log`: kept until ``flushEvents()``, which the reconciler calls once its
+    /// pass has acted (with the status files). One `write` a pass instead of one an event: a cold start's
+    /// pass records 200 events for 100 listeners, half of them before it binds the first socket.
     public func event(kind: ResourceKind, name: String, action: String, from: String? = nil, to: String? = nil,
                       message: String = "", at now: Date = Date()) {
         // Events are appended in the order they happen; their times never go backwards, even when an
@@ -181,18 +185,25 @@ public final class StatusStore: @unchecked Sendable {
         lastEventTime = at
         // One JSON object per line, keys in alphabetical order, written directly (JSONSerialization was a
         // sixth of a cold start's pass).
-        var line: [UInt8] = []
-        line.reserveCapacity(192)
-        var fields: [(String, String?)] = [("action", action), ("from", from), ("kind", kind.rawValue)]
-        fields += [("message", message), ("name", name), ("time", ResourceStatus.timestamp(at)), ("to", to)]
+        let fields: [(String, String?)] = [("action", action), ("from", from), ("kind", kind.rawValue),
+                                           ("message", message), ("name", name),
+                                           ("time", ResourceStatus.timestamp(at)), ("to", to)]
+        var first = true
         for case let (key, value?) in fields {
-            line.append(line.isEmpty ? UInt8(ascii: "{") : UInt8(ascii: ","))
-            JSONValue.quote(key, into: &line)
-            line.append(UInt8(ascii: ":"))
-            JSONValue.quote(value, into: &line)
+            pendingEvents.append(first ? UInt8(ascii: "{") : UInt8(ascii: ","))
+            first = false
+            JSONValue.quote(key, into: &pendingEvents)
+            pendingEvents.append(UInt8(ascii: ":"))
+            JSONValue.quote(value, into: &pendingEvents)
         }
-        line.append(contentsOf: "}\n".utf8)
-        let data = Data(line)
+        pendingEvents.append(contentsOf: "}\n".utf8)
+    }
+
+    /// Appends the events recorded since the last call to `events.log` (created when missing). When the file
+    /// cannot be written, they are dropped, as a full disk drops them, and the next call opens it again.
+    public func flushEvents() {
+        guard !pendingEvents.isEmpty else { return }
+        defer { pendingEvents.removeAll(keepingCapacity: pendingEvents.count <= 4096) }
         do {
             if eventsHandle == nil {
                 try FileManager.default.createDirectory(atPath: directory.string, withIntermediateDirectories: true)
@@ -204,7 +215,7 @@ public final class StatusStore: @unchecked Sendable {
                 try handle.seekToEnd()
                 eventsHandle = handle
             }
-            try eventsHandle?.write(contentsOf: data)
+            try eventsHandle?.write(contentsOf: pendingEvents)
         } catch {
             eventsHandle = nil
         }

@@ -1,5 +1,6 @@
 """The admin endpoint (`alb reconcile --admin`): probes and status over HTTP, loopback only by default."""
 import json
+import re
 import shutil
 import signal
 import socket
@@ -195,7 +196,7 @@ def test_metrics_count_exactly_what_was_served(alb, backends):
     for (name, labels) in after:
         for key, label in labels:
             assert key in {"listener", "protocol", "code_class", "reason", "le", "group", "server", "state",
-                           "kind", "condition", "status"}, (name, key)
+                           "kind", "condition", "status", "version"}, (name, key)
 
     # A manifest error shows, and the last successful pass stops moving while passes go on.
     alb.write("bad.yaml", "apiVersion: alb/v1\nkind: Listener\nmetadata: {name: bad}\nspec: {port: 0}\n")
@@ -206,6 +207,21 @@ def test_metrics_count_exactly_what_was_served(alb, backends):
              what="another pass")
     assert (value(scrape(admin)[1], "alb_reconciler_last_success_timestamp_seconds")
             == value(errored, "alb_reconciler_last_success_timestamp_seconds"))
+
+
+def test_the_release_is_printed_logged_and_exported(alb, backends):
+    """`alb --version` prints the release; the reconciler's start line and `alb_build_info` say the same."""
+    run = subprocess.run([ALB, "--version"], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0 and re.fullmatch(r"\d+\.\d+\.\d+\n", run.stdout), (run.returncode, run.stdout, run.stderr)
+    version = run.stdout.strip()
+    admin, web = free_port(), free_port()
+    alb.write("web.yaml", manifest_set(web, [(backends.start("b1"), 100)]))
+    alb.start("--admin", "127.0.0.1:%d" % admin)
+    wait_for(lambda: fetch(admin, "/readyz") == (200, "ready\n"), what="ready")
+    assert 'msg="reconciler starting" version=%s ' % version in alb.logs(), alb.logs()
+    text, samples = scrape(admin)
+    assert value(samples, "alb_build_info", version=version) == 1
+    assert promtool_accepts(text)
 
 
 def test_readyz_goes_from_503_to_200_when_the_start_completes(alb, backends):
