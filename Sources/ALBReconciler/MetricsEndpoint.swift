@@ -58,8 +58,11 @@ public final class MetricsEndpoint: Sendable {
                 help: "Errors in the manifest tree at the last pass (each as `alb validate` prints it).")),
             factory: factory)
         // Constant 1, labelled with the release: a dashboard or alert can tell which build a target runs.
-        self.registry.makeGauge(name: "alb_build_info", labels: [("version", AlbatrossVersion.current)],
-                                help: "Always 1; the label says which release of alb this is.").set(to: 1.0)
+        self.registry.makeGauge(
+            descriptor: MetricNameDescriptor(namespace: "alb", metricName: "build_info", unitName: "",
+                                             helpText: "Always 1; the label says which release of alb this is."),
+            labels: [("version", AlbatrossVersion.current)]
+        ).set(to: 1.0)
     }
 
     /// After each pass (not the empty-tree wait, which acts on nothing).

@@ -1,4 +1,6 @@
 """gRPC through an HTTPS listener to a gRPC server group (h2c to the backend), with the grpcio client and server."""
+import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -127,3 +129,66 @@ def test_a_grpc_backend_that_dies_mid_stream_is_an_internal_error_not_a_cancel(a
     finally:
         backend.kill()
         backend.wait()
+
+
+class Endless(grpc.GenericRpcHandler):
+    """/endless.Endless/Stream sends a message every 10 ms until its caller goes; /endless.Endless/Slow answers
+    after 5 s unless its caller goes first. Each sets `gone` when gRPC tells it the call ended early."""
+
+    def __init__(self):
+        self.gone = threading.Event()
+
+    def service(self, details):
+        if details.method == "/endless.Endless/Stream":
+            def stream(request, context):
+                context.add_callback(self.gone.set)
+                while context.is_active():
+                    yield b"x" * 1000
+                    time.sleep(0.01)
+            return grpc.unary_stream_rpc_method_handler(stream, identity, identity)
+        if details.method == "/endless.Endless/Slow":
+            def slow(request, context):
+                context.add_callback(self.gone.set)
+                deadline = time.monotonic() + 5
+                while context.is_active() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                return b"late"
+            return grpc.unary_unary_rpc_method_handler(slow, identity, identity)
+        return None
+
+
+@pytest.mark.parametrize("ending", ["cancel", "deadline"])
+def test_a_call_the_client_gives_up_on_ends_at_the_backend_too(alb, certs, ending):
+    # A cancelled call, or one past its deadline, resets its stream to alb, and alb resets the backend's: the
+    # backend's handler hears it and stops, rather than streaming into a proxy nobody reads (or working for a
+    # caller who is gone) until its own end.
+    handler = Endless()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((handler,))
+    backend_port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        port = free_port()
+        alb.write("web.yaml", https_set(port, backend_port, {"main": certs["main"]}).replace(
+            "metadata: {name: pool}\nspec:\n", "metadata: {name: pool}\nspec:\n  protocol: gRPC\n"))
+        alb.start()
+        alb.wait_state("web", "Running")
+        credentials = grpc.ssl_channel_credentials(root_certificates=certs["main"][0].read_bytes())
+        options = (("grpc.ssl_target_name_override", "main.example.com"),)
+        with grpc.secure_channel("127.0.0.1:%d" % port, credentials, options=options) as channel:
+            if ending == "cancel":
+                call = channel.unary_stream("/endless.Endless/Stream", request_serializer=identity,
+                                            response_deserializer=identity)(b"go", timeout=30)
+                messages = iter(call)
+                for _ in range(3):
+                    assert next(messages) == b"x" * 1000
+                call.cancel()
+            else:
+                slow = channel.unary_unary("/endless.Endless/Slow", request_serializer=identity,
+                                           response_deserializer=identity)
+                with pytest.raises(grpc.RpcError) as failure:
+                    slow(b"go", timeout=0.5)
+                assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert handler.gone.wait(3), "the backend's call went on after the client gave up"
+    finally:
+        server.stop(0)
