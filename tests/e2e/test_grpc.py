@@ -47,9 +47,11 @@ def grpc_backend():
     server.stop(0)
 
 
-def test_grpc_unary_streaming_trailers_and_errors_pass_through(alb, certs, grpc_backend):
+def serve_grpc(alb, certs, backend_port):
+    """alb running an HTTPS listener in front of a gRPC server group of `backend_port`; a grpcio channel to it
+    (the caller closes it)."""
     port = free_port()
-    text = https_set(port, grpc_backend, {"main": certs["main"]}).replace(
+    text = https_set(port, backend_port, {"main": certs["main"]}).replace(
         "kind: ServerGroup\nmetadata: {name: pool}\nspec:\n", "kind: ServerGroup\nmetadata: {name: pool}\nspec:\n  protocol: gRPC\n")
     assert "protocol: gRPC" in text
     alb.write("web.yaml", text)
@@ -57,7 +59,11 @@ def test_grpc_unary_streaming_trailers_and_errors_pass_through(alb, certs, grpc_
     alb.wait_state("web", "Running")
     credentials = grpc.ssl_channel_credentials(root_certificates=certs["main"][0].read_bytes())
     options = (("grpc.ssl_target_name_override", "main.example.com"),)
-    with grpc.secure_channel("127.0.0.1:%d" % port, credentials, options=options) as channel:
+    return grpc.secure_channel("127.0.0.1:%d" % port, credentials, options=options)
+
+
+def test_grpc_unary_streaming_trailers_and_errors_pass_through(alb, certs, grpc_backend):
+    with serve_grpc(alb, certs, grpc_backend) as channel:
         unary = channel.unary_unary("/echo.Echo/Unary", request_serializer=identity, response_deserializer=identity)
         response, call = unary.with_call(b"hello", timeout=10)
         assert response == b"echo:hello"
@@ -110,15 +116,8 @@ def test_a_grpc_backend_that_dies_mid_stream_is_an_internal_error_not_a_cancel(a
     backend = subprocess.Popen([sys.executable, "-c", DYING_SERVER], stdout=subprocess.PIPE, text=True)
     try:
         backend_port = int(backend.stdout.readline())
-        port = free_port()
-        alb.write("web.yaml", https_set(port, backend_port, {"main": certs["main"]}).replace(
-            "metadata: {name: pool}\nspec:\n", "metadata: {name: pool}\nspec:\n  protocol: gRPC\n"))
-        alb.start()
-        alb.wait_state("web", "Running")
-        credentials = grpc.ssl_channel_credentials(root_certificates=certs["main"][0].read_bytes())
-        options = (("grpc.ssl_target_name_override", "main.example.com"),)
         received = []
-        with grpc.secure_channel("127.0.0.1:%d" % port, credentials, options=options) as channel:
+        with serve_grpc(alb, certs, backend_port) as channel:
             stream = channel.unary_stream("/dying.Dying/Stream", request_serializer=identity,
                                           response_deserializer=identity)
             with pytest.raises(grpc.RpcError) as failure:
@@ -159,23 +158,17 @@ class Endless(grpc.GenericRpcHandler):
 
 @pytest.mark.parametrize("ending", ["cancel", "deadline"])
 def test_a_call_the_client_gives_up_on_ends_at_the_backend_too(alb, certs, ending):
-    # A cancelled call, or one past its deadline, resets its stream to alb, and alb resets the backend's: the
-    # backend's handler hears it and stops, rather than streaming into a proxy nobody reads (or working for a
-    # caller who is gone) until its own end.
+    # A cancelled call, or one past its deadline, resets its stream to alb, and alb resets the backend's (a
+    # deadline also reaches the backend as the `grpc-timeout` alb passes on): the backend's handler hears that
+    # the call ended and stops, rather than streaming into a proxy nobody reads (or working for a caller who is
+    # gone) until its own end.
     handler = Endless()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers((handler,))
     backend_port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        port = free_port()
-        alb.write("web.yaml", https_set(port, backend_port, {"main": certs["main"]}).replace(
-            "metadata: {name: pool}\nspec:\n", "metadata: {name: pool}\nspec:\n  protocol: gRPC\n"))
-        alb.start()
-        alb.wait_state("web", "Running")
-        credentials = grpc.ssl_channel_credentials(root_certificates=certs["main"][0].read_bytes())
-        options = (("grpc.ssl_target_name_override", "main.example.com"),)
-        with grpc.secure_channel("127.0.0.1:%d" % port, credentials, options=options) as channel:
+        with serve_grpc(alb, certs, backend_port) as channel:
             if ending == "cancel":
                 call = channel.unary_stream("/endless.Endless/Stream", request_serializer=identity,
                                             response_deserializer=identity)(b"go", timeout=30)
