@@ -10,8 +10,8 @@ extension DataPlane {
     /// keeps the socket open: each connection gets GOAWAY, finishes its requests and closes with
     /// H3_NO_ERROR, no new one is created, and the connections count in `activeConnections` until they are
     /// gone; at the drain timeout the rest are closed with H3_NO_ERROR, then the socket. A replacement on the
-    /// same address takes the socket over (``handOver(from:to:)``: new requests go to it). Not handed to a
-    /// successor process by a takeover.
+    /// same address takes the socket over (``handOver(from:to:)``: new requests go to it). A takeover passes a
+    /// copy of the socket to a successor that asks for it (docs/takeover.md).
     /// Does not retire unused server groups: its caller (``start(_:)``) does.
     func startQUIC(_ config: ListenerConfig, certificate: QUICListenerCertificate) async throws -> String {
         let runtime = try ListenerRuntime(config: config, accessLog: self.accessLog, groups: self.serverGroups,
@@ -32,16 +32,27 @@ extension DataPlane {
         // The edge's connection cap, as the table's size (the socket counts the open ones for `activeConnections`).
         let maxConnections = config.limits.maxConnections
         let retryAlways = Self.quicRetryAlways
-        let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime)
+        let socket = ListenerSocket(address: Self.format(host: config.bindHost, port: config.port), owner: runtime,
+                                    datagram: true)
+        let held = self.acceptingHeld.withLockedValue { $0 }
+        let inherited = self.inherited.withLockedValue {
+            $0.claim(address: socket.address, listener: config.name, datagram: true)
+        }
         let channel: Channel
+        let raw: Int32
         do {
             let address = try Self.socketAddress(host: config.bindHost, port: config.port)
+            // Made here rather than by the bootstrap, so that a takeover can pass a copy (docs/takeover.md). An
+            // inherited one is read only once the process that passed it has exited.
+            let descriptor = try inherited?.descriptor ?? OwnedDescriptor.boundUDP(on: address)
+            guard let taken = descriptor.take() else { throw IOError(errnoCode: EBADF, reason: "UDP socket") }
+            raw = taken
             // With UDP_GRO the kernel may coalesce a burst of one client's datagrams into one read, and says their
             // size (UDPOffload cuts them back): room for the most it coalesces. Without it, room for the largest
             // datagram we accept (QUICConnectionConfiguration.maxReceivedUDPPayloadSize).
             let receiveOffload = System.supportsUDPReceiveOffload
             var bootstrap = DatagramBootstrap(group: self.group.next())
-                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(.autoRead, value: inherited == nil && !held)
             if receiveOffload {
                 bootstrap = bootstrap.channelOption(.datagramReceiveOffload, value: true)
                     .channelOption(.datagramReceiveSegmentSize, value: true)
@@ -60,14 +71,18 @@ extension DataPlane {
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }
-                .bind(to: address).get()
+                .withBoundSocket(raw).get()
         } catch {
             throw DataPlaneError.bindFailed(address: socket.address, reason: Self.reason(error))
         }
-        // No descriptor to pass on: a takeover does not hand QUIC sockets over yet.
-        socket.setChannel(channel, descriptor: -1)
+        socket.setChannel(channel, descriptor: raw)
         runtime.attach(socket)
         self.listeners.withLockedValue { $0[config.key] = runtime }
+        if inherited != nil {
+            self.datagramSocketsOfPredecessor.withLockedValue { $0.append(socket) }
+        } else if held && !self.acceptingHeld.withLockedValue({ $0 }) {
+            await socket.startAccepting()  // released while this one was being set up
+        }
         return Self.describe(runtime.boundAddress, fallback: config)
     }
 

@@ -12,10 +12,31 @@ extension DataPlane {
         self.acceptingHeld.withLockedValue { $0 = true }
     }
 
-    /// Every listening socket accepts (again), and listeners started from now on accept at once.
+    /// Every listening socket accepts (again), and listeners started from now on accept at once; but not the
+    /// QUIC sockets of a predecessor that still drains on them (``readInheritedDatagramSockets()``).
     public func startAccepting() async {
         self.acceptingHeld.withLockedValue { $0 = false }
+        let waiting = self.datagramSocketsOfPredecessor.withLockedValue { $0.map(ObjectIdentifier.init) }
         let sockets = self.listeners.withLockedValue { $0.values.compactMap(\.listeningSocket) }
+        for socket in sockets where !waiting.contains(ObjectIdentifier(socket)) {
+            await socket.startAccepting()
+        }
+    }
+
+    /// Whether QUIC sockets passed on by a previous process wait for it to exit.
+    public var hasDatagramSocketsOfPredecessor: Bool {
+        self.datagramSocketsOfPredecessor.withLockedValue { !$0.isEmpty }
+    }
+
+    /// The previous process has exited: this one reads the QUIC sockets it passed on. Until now every datagram
+    /// on them went to the previous process, which kept reading its copy while its HTTP/3 connections drained
+    /// (a UDP socket has one receive queue, and datagrams read by the wrong process would end those
+    /// connections); new clients' Initials it dropped, as a draining QUIC listener does.
+    public func readInheritedDatagramSockets() async {
+        let sockets = self.datagramSocketsOfPredecessor.withLockedValue { sockets in
+            defer { sockets = [] }
+            return sockets
+        }
         for socket in sockets {
             await socket.startAccepting()
         }
@@ -46,17 +67,19 @@ extension DataPlane {
     }
 
     /// A copy of every serving listener's socket, for a successor process. These stay open and keep
-    /// accepting here until ``stopAccepting()``.
-    public func exportListeningSockets() async -> [TransferableSocket] {
+    /// accepting here until ``stopAccepting()``. QUIC listeners' UDP sockets are included when the successor
+    /// takes them (`datagrams`); this process keeps reading those until it exits.
+    public func exportListeningSockets(includingDatagrams datagrams: Bool = false) async -> [TransferableSocket] {
         let serving = self.listeners.withLockedValue { Array($0.values) }.sorted { $0.name < $1.name }
         var exported: [TransferableSocket] = []
         for runtime in serving {
-            guard let socket = runtime.listeningSocket, let descriptor = try? await socket.duplicateDescriptor() else {
+            guard let socket = runtime.listeningSocket, datagrams || !socket.datagram,
+                  let descriptor = try? await socket.duplicateDescriptor() else {
                 continue
             }
             exported.append(TransferableSocket(listener: runtime.name, address: socket.address,
                                                boundAddress: Self.describe(runtime.boundAddress, fallback: runtime.config),
-                                               descriptor: descriptor))
+                                               datagram: socket.datagram, descriptor: descriptor))
         }
         return exported
     }
@@ -67,9 +90,12 @@ extension DataPlane {
     ///
     /// Not `close`: NIO closes a connection that it accepted but had not finished setting up when its
     /// listening channel closes, so closing under load would drop a connection now and then.
+    ///
+    /// QUIC sockets keep being read: their connections are this process's and drain here, and the successor
+    /// reads a passed copy only after this process has exited.
     public func stopAccepting() async {
         let sockets = self.listeners.withLockedValue { $0.values.compactMap(\.listeningSocket) }
-        for socket in sockets {
+        for socket in sockets where !socket.datagram {
             await socket.stopAccepting()
         }
         // A connection accepted before reading stopped is set up by a task already queued on its event

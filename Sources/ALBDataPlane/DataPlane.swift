@@ -31,6 +31,9 @@ public final class DataPlane: Sendable {
     let inherited = NIOLockedValueBox(InheritedSockets())
     /// While a takeover waits for `done`, listeners start without accepting (``holdAccepting()``).
     let acceptingHeld = NIOLockedValueBox(false)
+    /// QUIC sockets passed on by a previous process that still reads its copy while its connections drain:
+    /// this process reads them only once it has exited (``readInheritedDatagramSockets()``).
+    let datagramSocketsOfPredecessor = NIOLockedValueBox<[ListenerSocket]>([])
     /// Instances being stopped (``stop(key:)``), still counted in the metrics until they are folded
     /// into ``retired``.
     let stopping = NIOLockedValueBox<[ObjectIdentifier: ListenerRuntime]>([:])

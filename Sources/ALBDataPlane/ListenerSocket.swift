@@ -11,6 +11,8 @@ import NIOCore
 final class ListenerSocket: Sendable {
     /// "host:port" as configured (port 0 stays 0: the real port is on the channel).
     let address: String
+    /// A QUIC listener's UDP socket: it has no accept queue, and "accepting" is reading datagrams.
+    let datagram: Bool
     private let owner: ManagedAtomic<ListenerRuntime>
     /// The channel, and the descriptor NIO owns for it (for copies that go to a successor process).
     private let channelBox = NIOLockedValueBox<(channel: Channel, descriptor: Int32)?>(nil)
@@ -18,8 +20,9 @@ final class ListenerSocket: Sendable {
     /// instance holding the socket, or draining it, counts them as active (``ListenerRuntime/activeConnections``).
     let quicConnections = ManagedAtomic<Int>(0)
 
-    init(address: String, owner: ListenerRuntime) {
+    init(address: String, owner: ListenerRuntime, datagram: Bool = false) {
         self.address = address
+        self.datagram = datagram
         self.owner = ManagedAtomic(owner)
     }
 

@@ -100,6 +100,16 @@ public final class OwnedDescriptor: Sendable, CustomStringConvertible {
         } ?? nil
     }
 
+    /// Whether the descriptor is a datagram socket (`SO_TYPE`): a QUIC listener's, passed on in a takeover.
+    public var isDatagramSocket: Bool {
+        self.withRawValue { descriptor -> Bool in
+            var value: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            guard getsockopt(descriptor, SOL_SOCKET, SO_TYPE, &value, &length) == 0 else { return false }
+            return value == Int32(SOCK_DGRAM.rawValue)
+        } ?? false
+    }
+
     /// Whether the descriptor is a socket in the listening state (`SO_ACCEPTCONN`).
     public var isListeningSocket: Bool {
         self.withRawValue { descriptor -> Bool in
@@ -135,26 +145,45 @@ extension OwnedDescriptor {
     /// connection needs a `setsockopt` of its own). Errors are NIO's `IOError` with the errno, like a
     /// bootstrap bind's.
     static func listeningTCP(on address: SocketAddress, backlog: Int32) throws -> OwnedDescriptor {
+        let (descriptor, raw) = try reusableSocket(SOCK_STREAM, for: address)
+        var one: Int32 = 1
+        guard setsockopt(raw, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            throw IOError(errnoCode: errno, reason: "setsockopt(TCP_NODELAY)")
+        }
+        try bind(raw, to: address)
+        guard Glibc.listen(raw, backlog) == 0 else { throw IOError(errnoCode: errno, reason: "listen") }
+        return descriptor
+    }
+
+    /// A UDP socket bound to `address` (non-blocking, close-on-exec, `SO_REUSEADDR`), made here rather than by
+    /// NIO's bootstrap for the same reason as ``listeningTCP(on:backlog:)``: a takeover passes a copy of it.
+    static func boundUDP(on address: SocketAddress) throws -> OwnedDescriptor {
+        let (descriptor, raw) = try reusableSocket(SOCK_DGRAM, for: address)
+        try bind(raw, to: address)
+        return descriptor
+    }
+
+    /// A non-blocking, close-on-exec socket of `type` for `address`'s family, with `SO_REUSEADDR`.
+    private static func reusableSocket(_ type: __socket_type, for address: SocketAddress) throws -> (OwnedDescriptor, Int32) {
         let family: Int32
         switch address {
         case .v4: family = AF_INET
         case .v6: family = AF_INET6
         case .unixDomainSocket: throw IOError(errnoCode: EAFNOSUPPORT, reason: "socket")
         }
-        let raw = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let raw = socket(family, Int32(type.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard raw >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
         let descriptor = OwnedDescriptor(adopting: raw)
         var one: Int32 = 1
         guard setsockopt(raw, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
             throw IOError(errnoCode: errno, reason: "setsockopt(SO_REUSEADDR)")
         }
-        guard setsockopt(raw, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-            throw IOError(errnoCode: errno, reason: "setsockopt(TCP_NODELAY)")
-        }
+        return (descriptor, raw)
+    }
+
+    private static func bind(_ raw: Int32, to address: SocketAddress) throws {
         let bound = address.withSockAddr { pointer, size in Glibc.bind(raw, pointer, socklen_t(size)) }
         guard bound == 0 else { throw IOError(errnoCode: errno, reason: "bind") }
-        guard Glibc.listen(raw, backlog) == 0 else { throw IOError(errnoCode: errno, reason: "listen") }
-        return descriptor
     }
 
     /// Sets the accept backlog of a listening socket again. NIO's `withBoundSocket` calls `listen` with its

@@ -1,6 +1,6 @@
-/// A listening socket on its way from one `alb` process to the next (a takeover, docs/takeover.md):
-/// which listener served it, the address it was configured with, the address it is bound to, and a
-/// descriptor for it.
+/// A listening socket (or a QUIC listener's UDP socket) on its way from one `alb` process to the next (a
+/// takeover, docs/takeover.md): which listener served it, the address it was configured with, the address it
+/// is bound to, whether it is UDP, and a descriptor for it.
 public struct TransferableSocket: Sendable {
     /// The listener that served it in the process it came from.
     public var listener: String
@@ -8,12 +8,16 @@ public struct TransferableSocket: Sendable {
     public var address: String
     /// "host:port" it is bound to (the real port for port 0).
     public var boundAddress: String
+    /// A QUIC listener's UDP socket rather than a listening TCP socket: the two kinds share port numbers.
+    public var datagram: Bool
     public var descriptor: OwnedDescriptor
 
-    public init(listener: String, address: String, boundAddress: String, descriptor: OwnedDescriptor) {
+    public init(listener: String, address: String, boundAddress: String, datagram: Bool = false,
+                descriptor: OwnedDescriptor) {
         self.listener = listener
         self.address = address
         self.boundAddress = boundAddress
+        self.datagram = datagram
         self.descriptor = descriptor
     }
 }
@@ -28,12 +32,12 @@ struct InheritedSockets {
     }
 
     /// The socket that a listener `listener` wanting `address` ("host:port" as configured) takes: the one
-    /// inherited with the same configured address (a renamed listener takes its predecessor's port). For
-    /// port 0 the port is the listener's own ephemeral one, so only the same listener takes it.
-    mutating func claim(address: String, listener: String) -> TransferableSocket? {
+    /// inherited with the same configured address and kind (a renamed listener takes its predecessor's port).
+    /// For port 0 the port is the listener's own ephemeral one, so only the same listener takes it.
+    mutating func claim(address: String, listener: String, datagram: Bool = false) -> TransferableSocket? {
         let ephemeral = address.hasSuffix(":0")
         guard let index = self.sockets.firstIndex(where: { socket in
-            socket.address == address && (!ephemeral || socket.listener == listener)
+            socket.address == address && socket.datagram == datagram && (!ephemeral || socket.listener == listener)
         }) else { return nil }
         return self.sockets.remove(at: index)
     }

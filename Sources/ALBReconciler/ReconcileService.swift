@@ -308,6 +308,9 @@ public struct ReconcileService: Sendable, Service {
                     throw ReconcileServiceError("takeover failed: \(problem)")
                 }
                 await dataPlane.startAccepting()
+                if dataPlane.hasDatagramSocketsOfPredecessor {
+                    Self.readDatagramSockets(of: dataPlane, afterExitOf: previousPID, log: log)
+                }
                 ownsLock = true
                 lock.writeOwnerPID()
                 if options.admin != nil {
@@ -389,6 +392,26 @@ public struct ReconcileService: Sendable, Service {
         }
         log.info("listening for a takeover", ["socket": path])
         return listener
+    }
+
+    /// The QUIC sockets a predecessor passed on are read from the moment it has exited: until then it reads
+    /// its copy, so that its HTTP/3 connections drain (docs/takeover.md). Checked every 100 ms; said once in
+    /// the log when it takes longer than a minute (its drain timeout bounds it).
+    private static func readDatagramSockets(of dataPlane: DataPlane, afterExitOf previousPID: Int32, log: Logger) {
+        Task {
+            let started = ContinuousClock.now
+            var warned = false
+            while !Takeover.hasExited(previousPID) {
+                if !warned, ContinuousClock.now - started > .seconds(60) {
+                    warned = true
+                    log.warning("the previous reconciler still drains; its QUIC sockets are read once it exits",
+                                ["previous_pid": String(previousPID)])
+                }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            await dataPlane.readInheritedDatagramSockets()
+            log.info("the previous reconciler exited; reading its QUIC sockets", ["previous_pid": String(previousPID)])
+        }
     }
 
     static func timeAmount(_ duration: Duration) -> TimeAmount {

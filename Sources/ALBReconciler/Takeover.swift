@@ -111,7 +111,7 @@ extension Takeover {
         var newPID: Int32 = 0
         do {
             let (hello, _) = try await blocking { try receive(from: channel, timeout: stepTimeout) }
-            guard case .hello(let version, let pid) = hello else {
+            guard case .hello(let version, let pid, let datagrams) = hello else {
                 throw TakeoverProtocolError.unexpected(expected: "hello", got: hello.type)
             }
             newPID = pid
@@ -123,7 +123,7 @@ extension Takeover {
                 try? send(.abort(reason: "not the same user"), over: channel)
                 return .failed("pid \(pid) runs as user \(peer.userID), not as this process's user")
             }
-            let sockets = await dataPlane.exportListeningSockets()
+            let sockets = await dataPlane.exportListeningSockets(includingDatagrams: datagrams)
             let lockCopy = try lock.duplicate()
             let directory = FilePaths.realPath(statusDirectory) ?? statusDirectory
             log.info("takeover: passing the listening sockets and the status directory",
@@ -135,7 +135,8 @@ extension Takeover {
                 while start < sockets.count {
                     let batch = sockets[start..<min(start + DescriptorChannel.maximumDescriptors, sockets.count)]
                     try send(.sockets(batch.map { TakeoverMessage.Socket(listener: $0.listener, address: $0.address,
-                                                                         boundAddress: $0.boundAddress) }),
+                                                                         boundAddress: $0.boundAddress,
+                                                                         datagram: $0.datagram) }),
                              over: channel, descriptors: batch.map(\.descriptor))
                     start += batch.count
                 }
@@ -214,7 +215,7 @@ public final class TakeoverClient: Sendable {
     public func receiveOffer(statusDirectory: String) async throws -> Offer {
         let channel = self.channel
         let received = try await Takeover.blocking {
-            try Takeover.send(.hello(version: TakeoverMessage.version, pid: getpid()), over: channel)
+            try Takeover.send(.hello(version: TakeoverMessage.version, pid: getpid(), datagrams: true), over: channel)
             let (offer, lockDescriptors) = try Takeover.receive(from: channel, timeout: Takeover.stepTimeout)
             if case .abort(let reason) = offer { throw TakeoverProtocolError.aborted(reason) }
             guard case .offer(let version, _, _, let count) = offer else {
@@ -231,11 +232,14 @@ public final class TakeoverClient: Sendable {
                     throw TakeoverProtocolError.malformed("\(entries.count) sockets with \(descriptors.count) descriptors")
                 }
                 for (entry, descriptor) in zip(entries, descriptors) {
-                    guard descriptor.isListeningSocket else {
-                        throw TakeoverProtocolError.malformed("the descriptor for \(entry.address) is no listening socket")
+                    let datagram = entry.datagram ?? false
+                    guard datagram ? descriptor.isDatagramSocket : descriptor.isListeningSocket else {
+                        throw TakeoverProtocolError.malformed("the descriptor for \(entry.address) is no "
+                                                                  + (datagram ? "UDP socket" : "listening socket"))
                     }
                     sockets.append(TransferableSocket(listener: entry.listener, address: entry.address,
-                                                      boundAddress: entry.boundAddress, descriptor: descriptor))
+                                                      boundAddress: entry.boundAddress, datagram: datagram,
+                                                      descriptor: descriptor))
                 }
             }
             return (offer: offer, lock: lockDescriptors, sockets: sockets)

@@ -14,16 +14,22 @@ public enum TakeoverMessage: Equatable, Sendable {
         public var address: String
         /// "host:port" it is bound to.
         public var boundAddress: String
+        /// `true` for a QUIC listener's UDP socket; absent for a listening TCP socket (and in every message of
+        /// a build before QUIC sockets were passed).
+        public var datagram: Bool?
 
-        public init(listener: String, address: String, boundAddress: String) {
+        public init(listener: String, address: String, boundAddress: String, datagram: Bool = false) {
             self.listener = listener
             self.address = address
             self.boundAddress = boundAddress
+            self.datagram = datagram ? true : nil
         }
     }
 
-    /// new -> old, first: who asks, in which protocol version.
-    case hello(version: Int, pid: Int32)
+    /// new -> old, first: who asks, in which protocol version, and whether it takes QUIC listeners' UDP
+    /// sockets too (`"datagrams": true`; a build before that sends no such field and gets none, since it
+    /// would take one for a listening socket).
+    case hello(version: Int, pid: Int32, datagrams: Bool = false)
     /// old -> new, with the status directory's lock descriptor attached: the old process, its status
     /// directory (a real path), and how many sockets the ``sockets(_:)`` messages after it carry.
     case offer(version: Int, pid: Int32, statusDirectory: String, sockets: Int)
@@ -56,14 +62,16 @@ public enum TakeoverMessage: Equatable, Sendable {
         var count: Int?
         var sockets: [Socket]?
         var reason: String?
+        var datagrams: Bool?
     }
 
     public func encoded() -> [UInt8] {
         var wire = Wire(type: self.type)
         switch self {
-        case .hello(let version, let pid):
+        case .hello(let version, let pid, let datagrams):
             wire.version = version
             wire.pid = pid
+            wire.datagrams = datagrams ? true : nil
         case .offer(let version, let pid, let statusDirectory, let count):
             wire.version = version
             wire.pid = pid
@@ -96,7 +104,8 @@ public enum TakeoverMessage: Equatable, Sendable {
         }
         switch wire.type {
         case "hello":
-            self = .hello(version: try field(wire.version, "version"), pid: try field(wire.pid, "pid"))
+            self = .hello(version: try field(wire.version, "version"), pid: try field(wire.pid, "pid"),
+                          datagrams: wire.datagrams ?? false)
         case "offer":
             let count = try field(wire.count, "count")
             guard count >= 0 else { throw TakeoverProtocolError.malformed("offer with a negative count") }

@@ -133,4 +133,17 @@ final class TakeoverDataPlaneTests: DataPlaneTestCase {
         XCTAssertEqual(inherited.removeAll().map(\.listener), ["api", "v6"])
         XCTAssertTrue(inherited.sockets.isEmpty)
     }
+
+    /// An HTTPS and a QUIC listener usually share a port number: each takes the socket of its own kind.
+    func testATCPAndAUDPSocketOnOnePortGoToTheirOwnKindOfListener() {
+        var inherited = InheritedSockets([
+            TransferableSocket(listener: "h3", address: "127.0.0.1:443", boundAddress: "127.0.0.1:443", datagram: true,
+                               descriptor: OwnedDescriptor(adopting: -1)),
+            TransferableSocket(listener: "https", address: "127.0.0.1:443", boundAddress: "127.0.0.1:443",
+                               descriptor: OwnedDescriptor(adopting: -1)),
+        ])
+        XCTAssertEqual(inherited.claim(address: "127.0.0.1:443", listener: "https")?.listener, "https")
+        XCTAssertNil(inherited.claim(address: "127.0.0.1:443", listener: "https"), "the UDP socket is no TCP listener's")
+        XCTAssertEqual(inherited.claim(address: "127.0.0.1:443", listener: "h3", datagram: true)?.listener, "h3")
+    }
 }

@@ -9,10 +9,12 @@ import XCTest
 final class TakeoverMessageTests: XCTestCase {
     func testEveryMessageSurvivesTheWire() throws {
         let messages: [TakeoverMessage] = [
-            .hello(version: 1, pid: 42),
+            .hello(version: 1, pid: 42), .hello(version: 1, pid: 42, datagrams: true),
             .offer(version: 1, pid: 7, statusDirectory: "/var/lib/alb/status", sockets: 2),
             .sockets([TakeoverMessage.Socket(listener: "web", address: "0.0.0.0:80", boundAddress: "0.0.0.0:80"),
-                      TakeoverMessage.Socket(listener: "v6", address: "[::]:0", boundAddress: "[::]:41234")]),
+                      TakeoverMessage.Socket(listener: "v6", address: "[::]:0", boundAddress: "[::]:41234"),
+                      TakeoverMessage.Socket(listener: "h3", address: "0.0.0.0:443", boundAddress: "0.0.0.0:443",
+                                             datagram: true)]),
             .ready, .done, .abort(reason: "a reason with \"quotes\""),
         ]
         for message in messages {
@@ -25,6 +27,15 @@ final class TakeoverMessageTests: XCTestCase {
         XCTAssertEqual(String(decoding: TakeoverMessage.hello(version: 1, pid: 42).encoded(), as: UTF8.self),
                        #"{"pid":42,"type":"hello","version":1}"#)
         XCTAssertEqual(String(decoding: TakeoverMessage.ready.encoded(), as: UTF8.self), #"{"type":"ready"}"#)
+        // A successor that takes QUIC sockets says so; a TCP socket's entry reads as before, a UDP one is marked.
+        XCTAssertEqual(String(decoding: TakeoverMessage.hello(version: 1, pid: 42, datagrams: true).encoded(), as: UTF8.self),
+                       #"{"datagrams":true,"pid":42,"type":"hello","version":1}"#)
+        XCTAssertEqual(String(decoding: TakeoverMessage.sockets([
+            TakeoverMessage.Socket(listener: "web", address: "a:1", boundAddress: "a:1"),
+            TakeoverMessage.Socket(listener: "h3", address: "a:1", boundAddress: "a:1", datagram: true),
+        ]).encoded(), as: UTF8.self),
+                       #"{"sockets":[{"address":"a:1","boundAddress":"a:1","listener":"web"},"#
+                           + #"{"address":"a:1","boundAddress":"a:1","datagram":true,"listener":"h3"}],"type":"sockets"}"#)
         XCTAssertEqual(String(decoding: TakeoverMessage.offer(version: 1, pid: 7, statusDirectory: "/s", sockets: 1).encoded(),
                               as: UTF8.self),
                        #"{"count":1,"pid":7,"statusDirectory":"\/s","type":"offer","version":1}"#)

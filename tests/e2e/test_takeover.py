@@ -456,3 +456,39 @@ def test_the_new_process_steps_back_when_the_predecessor_refuses(alb, backend):
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     listening.close()
     lock.close()
+
+
+def test_an_http3_download_in_flight_finishes_on_the_old_process(alb, backends, tmp_path, successors):
+    # The QUIC listener's UDP socket is passed like the TCP ones, and the new process reads it only once the old
+    # one has exited: until then every datagram, the download's acknowledgements included, reaches the old
+    # process, which drains its connections there. Before the socket was passed, the new process bound the port
+    # again, received those datagrams itself, and the download stalled for good.
+    import asyncio
+    from test_https import make_cert
+    from test_quic import client_configuration, free_udp_port, on_connection, quic_set, run
+
+    backend = backends.start("b1")
+    cert, key = make_cert(tmp_path, "main", ["localhost"])
+    port = free_udp_port()
+    alb.write("set.yaml", quic_set(port, backend, cert, key))
+    path = str(tmp_path / "takeover.sock")
+    alb.start("--takeover", path)
+    alb.wait_state("h3", "Running")
+    size = 150 << 20  # about 5 s through a debug build on one connection, without a takeover
+    upgraded = {}
+
+    async def download(client, authority):
+        transfer = asyncio.ensure_future(client.request(authority, "GET", "/big?n=%d" % size))
+        await asyncio.sleep(0.3)
+        upgraded["new"] = successors(alb, "new", "--takeover", path)
+        return await asyncio.wait_for(transfer, 60)
+
+    status, _, body = run(on_connection(port, download, timeout=90))
+    assert status == 200 and len(body) == size, (status, len(body))
+    new = upgraded["new"]
+    wait_for(lambda: alb.process.poll() is not None, timeout=40, what="the old process's exit")
+    assert alb.process.returncode == 0
+    wait_for(lambda: "reading its QUIC sockets" in new.logs(), timeout=5, what="the new process reading")
+    status, _, body = run(on_connection(port, lambda c, a: c.request(a, "GET", "/hello"), timeout=10))
+    assert (status, body) == (200, b"b1 /hello\n")
+    assert "sockets=1" in new.logs(), new.logs()  # the QUIC listener's, passed on
