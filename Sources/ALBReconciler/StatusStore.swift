@@ -51,9 +51,9 @@ public final class StatusStore: @unchecked Sendable {
         }
         if encoded.utf8.count > 128 {
             // FNV-1a of the whole name: the cut names of two long names stay apart.
-            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-            for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-            encoded = String(decoding: encoded.utf8.prefix(100), as: UTF8.self) + "~" + String(hash, radix: 16)
+            var hash = FNV1a64()
+            hash.combine(name.utf8)
+            encoded = String(decoding: encoded.utf8.prefix(100), as: UTF8.self) + "~" + hash.text
         }
         return encoded + ".yaml"
     }
